@@ -1,0 +1,1 @@
+"""comfy-balancer: one API in front of many comfy-service nodes."""

@@ -1,0 +1,1 @@
+"""comfy-service: one ComfyUI behind a dependable API."""

@@ -1,0 +1,1 @@
+"""Code shared by comfy-service and comfy-balancer."""

@@ -1,0 +1,74 @@
+"""The Redis key schema: every key the project uses is built here, from one configurable prefix.
+
+Key (``{p}`` = prefix)        Type    Writer          TTL / notes
+---------------------------  ------  --------------  ---------------------------------------------
+{p}:task:{id}                hash    task store      none while active; retention once terminal.
+                                                     Fields: status, version (bumped by every
+                                                     write), record (TaskRecord JSON).
+{p}:task:{id}:prompt         string  submitter       as the task
+{p}:task:{id}:events         stream  task store      as the task; capped with MAXLEN ~
+{p}:task:{id}:logs           list    log capture     as the task; capped with LTRIM
+{p}:tasks:recent             zset    task store      none; task id scored by created ms,
+                                                     trimmed to the retention window
+{p}:node:{node}:health       string  comfy-service   ~3 health intervals: expiry = node dead
+{p}:node:{node}:active       set     comfy-service   none; unfinished task ids the node owns
+{p}:nodes                    zset    comfy-service   none; node id scored by last seen ms
+{p}:queue:pending            zset    comfy-balancer  none; task id scored in run order
+{p}:idempotency:{key}        string  comfy-balancer  retention; value = task id
+{p}:signal:{name}            pubsub  any             wake-ups only, never the only copy of a fact
+
+Values are JSON (pydantic ``model_dump_json``), never pickle, so ``redis-cli`` shows readable data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "comfy"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    prefix: str = DEFAULT_PREFIX
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}"
+
+    def task_prompt(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}:prompt"
+
+    def task_events(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}:events"
+
+    def task_logs(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}:logs"
+
+    def task_keys(self, task_id: str) -> tuple[str, str, str, str]:
+        """Every key that lives and expires with a task, the record first."""
+        return (
+            self.task(task_id),
+            self.task_prompt(task_id),
+            self.task_events(task_id),
+            self.task_logs(task_id),
+        )
+
+    def recent_tasks(self) -> str:
+        return f"{self.prefix}:tasks:recent"
+
+    def node_health(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{node_id}:health"
+
+    def node_active(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{node_id}:active"
+
+    def nodes(self) -> str:
+        return f"{self.prefix}:nodes"
+
+    def pending_queue(self) -> str:
+        return f"{self.prefix}:queue:pending"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.prefix}:idempotency:{key}"
+
+    def signal(self, name: str) -> str:
+        return f"{self.prefix}:signal:{name}"

