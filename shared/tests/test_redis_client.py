@@ -1,6 +1,6 @@
 import pytest
 from comfy_shared.redis_client import connect_redis
-from comfy_testkit.ports import free_port
+from comfy_stack.ports import free_port
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 

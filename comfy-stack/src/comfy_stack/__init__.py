@@ -1,0 +1,1 @@
+"""comfy-stack: run the whole stack locally and talk to it from the command line."""
