@@ -1,7 +1,8 @@
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from comfy_shared.redis_client import connect_redis
 from comfy_stack.ports import free_port
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 async def test_connects_to_a_live_server(redis_url: str) -> None:

@@ -1,4 +1,7 @@
 import pytest
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
 from comfy_shared.errors import SettingsError
 from comfy_shared.settings import (
     CommonSettings,
@@ -7,8 +10,6 @@ from comfy_shared.settings import (
     load_settings,
     settings_from_argv,
 )
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 
 class DemoSettings(CommonSettings):

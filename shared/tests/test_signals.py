@@ -1,8 +1,9 @@
 import asyncio
 
+from redis.asyncio import Redis
+
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import Signals
-from redis.asyncio import Redis
 
 
 async def test_subscriber_receives_a_published_signal(redis: Redis) -> None:

@@ -1,6 +1,7 @@
 from itertools import product
 
 import pytest
+
 from comfy_shared.errors import InvalidTransition
 from comfy_shared.task_state import (
     TERMINAL_STATES,

@@ -1,12 +1,13 @@
 import asyncio
 
 import pytest
+from redis.asyncio import Redis
+
 from comfy_shared.errors import InvalidTransition, TaskNotFound
 from comfy_shared.models import Progress, TaskRecord
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
-from redis.asyncio import Redis
 
 KEYS = RedisKeys("test")
 RETENTION_S = 600

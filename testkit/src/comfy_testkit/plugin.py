@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import redis as redis_sync
-from comfy_shared.redis_client import connect_redis
 from redis.asyncio import Redis
 
+from comfy_shared.redis_client import connect_redis
 from comfy_stack.embedded_redis import RedisServer, start_redis_server
 
 
