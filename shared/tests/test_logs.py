@@ -1,0 +1,70 @@
+import json
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+from loguru import logger
+
+from comfy_shared.logs import configure_logging
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    yield
+    logger.remove()
+    logging.basicConfig(handlers=[], force=True)
+
+
+def test_json_lines_carry_static_and_context_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(service="service", node="gpu-1", json_lines=True)
+
+    with logger.contextualize(task_id="t-1", attempt=2):
+        logger.info("task dispatched")
+
+    line = json.loads(capsys.readouterr().err.strip())
+    assert line["service"] == "service"
+    assert line["node"] == "gpu-1"
+    assert line["task_id"] == "t-1"
+    assert line["attempt"] == 2
+    assert line["message"] == "task dispatched"
+    assert line["level"] == "INFO"
+    assert datetime.fromisoformat(line["time"]).utcoffset() is not None  # RFC 3339: has a zone
+
+
+def test_stdlib_records_are_routed_into_loguru(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(service="balancer", node="b1", json_lines=True)
+
+    logging.getLogger("uvicorn.error").warning("port %d busy", 8000)
+
+    line = json.loads(capsys.readouterr().err.strip())
+    assert line["message"] == "port 8000 busy"
+    assert line["logger_name"] == "uvicorn.error"
+    assert line["service"] == "balancer"
+
+
+def test_an_exception_is_one_record_with_its_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(service="service", node="n", json_lines=True)
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logger.exception("task failed")
+
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert "ValueError: boom" in record["exception"]
+    assert "Traceback" in record["exception"]
+
+
+def test_text_mode_shows_task_context(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(service="service", node="gpu-1")
+
+    with logger.contextualize(task_id="t-9"):
+        logger.info("task {} queued", "x")
+
+    err = capsys.readouterr().err
+    assert "service/gpu-1" in err
+    assert "task x queued" in err
+    assert "task_id=t-9" in err
