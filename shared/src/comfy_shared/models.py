@@ -8,11 +8,19 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
+from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from comfy_shared.clock import utc_now
 from comfy_shared.task_state import TaskStatus
+
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+"""Task ids double as ComfyUI prompt ids and Redis key parts: keep them to safe characters."""
+
+
+def new_task_id() -> str:
+    return str(uuid4())
 
 
 class ErrorType(StrEnum):
@@ -95,3 +103,53 @@ class TaskEvent(BaseModel):
     kind: TaskEventKind
     at: datetime = Field(default_factory=utc_now)
     task: TaskRecord
+
+
+class GpuInfo(BaseModel):
+    """One NVIDIA GPU as NVML reports it."""
+
+    index: int
+    name: str
+    utilization_percent: float | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    temperature_c: float | None = None
+
+
+class ComfyStatus(BaseModel):
+    """What the node knows about its ComfyUI right now."""
+
+    reachable: bool
+    error: str | None = None
+    version: str | None = None
+    queue_running: int = 0
+    queue_pending: int = 0
+    device: str | None = None
+    vram_total_bytes: int | None = None
+    vram_free_bytes: int | None = None
+
+
+class Capabilities(BaseModel):
+    """What graphs the node's ComfyUI can run: its node classes and the model files it lists,
+    per loader input (e.g. ``ckpt_name`` -> checkpoint file names)."""
+
+    node_classes: list[str] = Field(default_factory=list)
+    models: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class NodeHealth(BaseModel):
+    """The document a comfy-service publishes under ``RedisKeys.node_health``; it expires
+    unless refreshed, so a missing document means the node is gone."""
+
+    node_id: str
+    url: str
+    version: str
+    started_at: datetime
+    updated_at: datetime = Field(default_factory=utc_now)
+    comfyui: ComfyStatus
+    tasks_in_flight: int = 0
+    cpu_percent: float
+    ram_used_bytes: int
+    ram_total_bytes: int
+    gpus: list[GpuInfo] = Field(default_factory=list)
+    capabilities: Capabilities = Field(default_factory=Capabilities)

@@ -155,6 +155,17 @@ class TaskStore:
             for entry_id, fields in reply[0][1]
         ]
 
+    async def latest_event(self, task_id: str) -> tuple[str, TaskEvent] | None:
+        """The newest event; it carries the whole current task (each write appends one)."""
+        reply = cast(
+            "list[tuple[str, dict[str, str]]]",
+            await self._redis.xrevrange(self._keys.task_events(task_id), count=1),
+        )
+        if not reply:
+            return None
+        entry_id, fields = reply[0]
+        return entry_id, TaskEvent.model_validate_json(fields["event"])
+
     async def _read_versioned(self, task_id: str) -> tuple[str, TaskRecord]:
         version, raw = cast(
             "list[str | None]",

@@ -1,0 +1,141 @@
+"""Request and response bodies of ``/api/v1``, the same on a service and on the balancer, so a
+client written for one node works unchanged against a cluster."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from comfy_shared.models import (
+    TASK_ID_PATTERN,
+    ErrorType,
+    OutputKind,
+    TaskError,
+    TaskRecord,
+)
+from comfy_shared.task_state import TaskStatus
+
+API_PREFIX = "/api/v1"
+
+# Keys that only a UI-format ("Save", not "Save (API)") workflow has at its top level.
+_UI_FORMAT_KEYS = frozenset({"nodes", "links", "last_node_id"})
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description='A ComfyUI graph in API format ("Save (API)"): node id -> '
+        '{"class_type", "inputs"}.',
+    )
+    workflow: str | None = Field(default=None, description="Name of a workflow template.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Template parameters.")
+    task_id: str | None = Field(
+        default=None,
+        pattern=TASK_ID_PATTERN,
+        description="Caller-chosen id; submitting the same id again returns the same task.",
+    )
+    priority: int = Field(default=0, description="Higher runs first (balancer queue).")
+    client: dict[str, Any] = Field(default_factory=dict, description="Metadata echoed back.")
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _api_format_graph(cls, prompt: Any) -> Any:
+        if isinstance(prompt, dict):
+            if not prompt:
+                raise ValueError("the prompt graph is empty")
+            if _UI_FORMAT_KEYS & prompt.keys():
+                raise ValueError(
+                    "this is a UI-format workflow; export it with 'Save (API)' and send that"
+                )
+        return prompt
+
+    @model_validator(mode="after")
+    def _prompt_or_workflow(self) -> GenerateRequest:
+        if (self.prompt is None) == (self.workflow is None):
+            raise ValueError("send exactly one of 'prompt' (a graph) or 'workflow' (a name)")
+        return self
+
+
+class ProgressView(BaseModel):
+    node: str | None
+    value: int
+    max: int
+    percent: float
+
+
+class OutputView(BaseModel):
+    index: int
+    node_id: str
+    kind: OutputKind
+    filename: str
+    subfolder: str
+    type: str
+    url: str = Field(description="Download path, relative to the API's base URL.")
+
+
+class TaskLinks(BaseModel):
+    self: str
+    events: str
+    outputs: list[str]
+
+
+class TaskView(BaseModel):
+    id: str
+    status: TaskStatus
+    queue_position: int | None = Field(
+        default=None, description="Tasks ahead of this one while it waits; null otherwise."
+    )
+    progress: ProgressView | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    node_id: str | None
+    priority: int
+    attempts: int
+    outputs: list[OutputView]
+    error: TaskError | None
+    warnings: dict[str, Any]
+    client: dict[str, Any]
+    links: TaskLinks
+
+    @classmethod
+    def from_record(cls, record: TaskRecord, *, queue_position: int | None = None) -> TaskView:
+        base = f"{API_PREFIX}/tasks/{record.id}"
+        outputs = [
+            OutputView(url=f"{base}/outputs/{index}", index=index, **output.model_dump())
+            for index, output in enumerate(record.outputs)
+        ]
+        progress = record.progress
+        return cls(
+            id=record.id,
+            status=record.status,
+            queue_position=queue_position,
+            progress=ProgressView(**progress.model_dump(), percent=progress.percent)
+            if progress
+            else None,
+            created_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            node_id=record.node_id,
+            priority=record.priority,
+            attempts=record.attempts,
+            outputs=outputs,
+            error=record.error,
+            warnings=record.warnings,
+            client=record.client,
+            links=TaskLinks(self=base, events=f"{base}/events", outputs=[o.url for o in outputs]),
+        )
+
+
+class ErrorBody(BaseModel):
+    """Every error answer has this shape; ``code`` is stable and meant for programs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    detail: str
+    code: str
+    type: ErrorType = Field(description="Who is at fault: validation = the caller.")

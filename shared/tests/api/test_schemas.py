@@ -1,0 +1,54 @@
+import pytest
+from pydantic import ValidationError
+
+from comfy_shared.api.schemas import GenerateRequest, TaskView
+from comfy_shared.models import OutputKind, Progress, TaskOutput, TaskRecord
+
+GRAPH = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8}}}
+
+
+def test_a_graph_or_a_workflow_but_not_both_nor_neither() -> None:
+    assert GenerateRequest(prompt=GRAPH).prompt == GRAPH
+    assert GenerateRequest(workflow="demo").workflow == "demo"
+    for body in ({}, {"prompt": GRAPH, "workflow": "demo"}):
+        with pytest.raises(ValidationError, match="exactly one of"):
+            GenerateRequest.model_validate(body)
+
+
+def test_ui_format_workflows_are_refused_with_a_hint() -> None:
+    ui_format = {"nodes": [], "links": [], "last_node_id": 9}
+    with pytest.raises(ValidationError, match=r"Save \(API\)"):
+        GenerateRequest.model_validate({"prompt": ui_format})
+
+
+@pytest.mark.parametrize("task_id", ["", "has space", "../x", "a" * 129, "-leading-dash"])
+def test_task_ids_are_restricted_to_safe_characters(task_id: str) -> None:
+    with pytest.raises(ValidationError):
+        GenerateRequest(prompt=GRAPH, task_id=task_id)
+
+
+def test_unknown_fields_are_refused() -> None:
+    with pytest.raises(ValidationError, match="extra"):
+        GenerateRequest.model_validate({"prompt": GRAPH, "promt": {}})
+
+
+def test_task_view_links_every_output_and_reports_percent() -> None:
+    record = TaskRecord(
+        id="t1",
+        progress=Progress(node="3", value=5, max=20),
+        outputs=[
+            TaskOutput(node_id="9", kind=OutputKind.IMAGE, filename="a.png"),
+            TaskOutput(node_id="9", kind=OutputKind.VIDEO, filename="b.mp4", subfolder="s"),
+        ],
+    )
+    view = TaskView.from_record(record, queue_position=2)
+
+    assert [o.url for o in view.outputs] == [
+        "/api/v1/tasks/t1/outputs/0",
+        "/api/v1/tasks/t1/outputs/1",
+    ]
+    assert view.links.outputs == [o.url for o in view.outputs]
+    assert view.links.events == "/api/v1/tasks/t1/events"
+    assert view.progress is not None
+    assert view.progress.percent == 25.0
+    assert view.queue_position == 2
