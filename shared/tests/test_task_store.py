@@ -137,3 +137,11 @@ async def test_update_returning_none_writes_nothing(store: TaskStore, redis: Red
     await store.create(TaskRecord(id="t1"))
     await store.update("t1", lambda record: None)
     assert await redis.hget(KEYS.task("t1"), "version") == "1"
+
+
+async def test_delete_forgets_every_key_of_the_task(store: TaskStore, redis: Redis) -> None:
+    await store.create(TaskRecord(id="t1"), {"p": 1})
+    await store.delete("t1")
+
+    assert await redis.exists(*KEYS.task_keys("t1")) == 0
+    assert await redis.zscore(KEYS.recent_tasks(), "t1") is None

@@ -78,6 +78,9 @@ class TaskRecord(BaseModel):
     status: TaskStatus = TaskStatus.QUEUED
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
+    submitted_at: datetime | None = Field(
+        default=None, description="When the current attempt was handed to ComfyUI."
+    )
     started_at: datetime | None = None
     finished_at: datetime | None = None
     node_id: str | None = None
@@ -130,11 +133,11 @@ class ComfyStatus(BaseModel):
 
 
 class Capabilities(BaseModel):
-    """What graphs the node's ComfyUI can run: its node classes and the model files it lists,
-    per loader input (e.g. ``ckpt_name`` -> checkpoint file names)."""
+    """What graphs the node's ComfyUI can run: its node classes, and the model files each
+    loader offers (class -> loader input -> files, e.g. CheckpointLoaderSimple -> ckpt_name)."""
 
     node_classes: list[str] = Field(default_factory=list)
-    models: dict[str, list[str]] = Field(default_factory=dict)
+    models: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
 
 
 class NodeHealth(BaseModel):

@@ -8,6 +8,8 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 {p}:task:{id}:prompt         string  submitter       as the task
 {p}:task:{id}:events         stream  task store      as the task; capped with MAXLEN ~
 {p}:task:{id}:logs           list    log capture     as the task; capped with LTRIM
+{p}:task:{id}:submit:{n}     string  comfy-service   retention; node id that sent attempt n to
+                                                     ComfyUI (SET NX: an attempt runs once)
 {p}:tasks:recent             zset    task store      none; task id scored by created ms,
                                                      trimmed to the retention window
 {p}:node:{node}:health       string  comfy-service   ~3 health intervals: expiry = node dead
@@ -42,6 +44,9 @@ class RedisKeys:
 
     def task_logs(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}:logs"
+
+    def task_submission(self, task_id: str, attempt: int) -> str:
+        return f"{self.prefix}:task:{task_id}:submit:{attempt}"
 
     def task_keys(self, task_id: str) -> tuple[str, str, str, str]:
         """Every key that lives and expires with a task, the record first."""

@@ -95,6 +95,13 @@ class TaskStore:
             return record, True
         return await self.get(record.id), False
 
+    async def delete(self, task_id: str) -> None:
+        """Forget a task that was never accepted (its submission failed before anything ran)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*self._keys.task_keys(task_id))
+            pipe.zrem(self._keys.recent_tasks(), task_id)
+            await pipe.execute()
+
     async def find(self, task_id: str) -> TaskRecord | None:
         raw = cast("str | None", await self._redis.hget(self._keys.task(task_id), "record"))
         return TaskRecord.model_validate_json(raw) if raw is not None else None
