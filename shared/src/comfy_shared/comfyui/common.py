@@ -1,0 +1,72 @@
+"""Value types shared by the HTTP models and the WebSocket events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ComfyModel(BaseModel):
+    """Base of every parsed ComfyUI payload.
+
+    Unknown keys are kept rather than rejected: ComfyUI adds keys between versions and custom
+    nodes add their own, and neither should break a client.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+class OutputFile(ComfyModel):
+    """One file a node produced, addressable through ``GET /view``.
+
+    ``kind`` is the key of the node's UI dict it came from ("images", "gifs", "video",
+    "audio", ...); ``type`` is the folder: "output", "temp" or "input".
+    """
+
+    node_id: str
+    kind: str
+    filename: str
+    subfolder: str = ""
+    type: str = "output"
+
+
+class LogEntry(ComfyModel):
+    """One chunk written to ComfyUI's stdout/stderr: local ISO-8601 time and text."""
+
+    t: str
+    m: str
+
+
+class TerminalSize(ComfyModel):
+    cols: int
+    rows: int
+
+
+def output_files(outputs: Mapping[str, Mapping[str, Any] | None]) -> list[OutputFile]:
+    """Every file in a node-id → UI-dict mapping (history ``outputs`` or one ``executed``).
+
+    Any key whose value is a file entry (a dict with a string ``filename``) or a list of them
+    counts, so video and audio nodes from custom packs are covered without knowing their keys.
+    """
+    files: list[OutputFile] = []
+    for node_id, ui in outputs.items():
+        for kind, value in (ui or {}).items():
+            entries = value if isinstance(value, list) else [value]
+            files.extend(_file(node_id, kind, entry) for entry in entries if _is_file(entry))
+    return files
+
+
+def _is_file(entry: Any) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("filename"), str)
+
+
+def _file(node_id: str, kind: str, entry: Mapping[str, Any]) -> OutputFile:
+    return OutputFile(
+        node_id=node_id,
+        kind=kind,
+        filename=entry["filename"],
+        subfolder=str(entry.get("subfolder") or ""),
+        type=str(entry.get("type") or "output"),
+    )
