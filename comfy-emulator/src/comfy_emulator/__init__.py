@@ -1,1 +1,42 @@
-"""A GPU-free ComfyUI emulator."""
+"""A GPU-free ComfyUI emulator that speaks ComfyUI 0.8.0's HTTP and WebSocket protocol.
+
+Public API:
+
+- `EmulatorConfig` (config.py): host/port, folders, installed models, timing, faults.
+- `create_app(config)` (app.py): the aiohttp application.
+- `start_emulator(config) -> RunningEmulator` (runner.py): serve it; `.url`, `.port`,
+  `await .stop()`, async context manager; `port=0` picks a free port.
+- `Node`, `NodeEnv`, `NodeOutput`, `ExecContext` (nodes/base.py): to add node classes
+  (`EmulatorConfig(extra_nodes=(MyNode,))`).
+
+Fault injection (emulator-only, never under /api; details in `routes/control.py` and the
+README): GET /emulator/stats (executions per prompt_id, node runs, outcomes, restarts),
+POST /emulator/stats/reset, GET/POST /emulator/timing, POST /emulator/speed,
+POST /emulator/fail-next (default: CUDA out of memory), POST /emulator/hang-next,
+POST /emulator/release, POST /emulator/reset-faults, POST /emulator/drop-websockets,
+POST /emulator/restart, POST /emulator/down. CLI: --speed, --fail-next, --hang-next, --node-time.
+
+Design, by module: `core` (the emulated process: submission, the single worker, interrupts,
+restarts), `prompt_queue` (heap + history), `validation` (validate_prompt), `cache` (classic
+signature cache), `graph` (execution order), `executor` (one prompt's run and its event stream),
+`progress` (progress_state), `hub` (sockets and the ordered outbound queue), `logbuffer` (the
+300-entry log ring), `faults` (fault injection and statistics), `files` (folder rules),
+`nodes/*` (the node catalogue), `routes/*` (HTTP/WS handlers; `routes/control.py` documents the
+emulator-only `/emulator/*` fault-injection API).
+"""
+
+from comfy_emulator.app import create_app
+from comfy_emulator.config import EmulatorConfig
+from comfy_emulator.nodes.base import ExecContext, Node, NodeEnv, NodeOutput
+from comfy_emulator.runner import RunningEmulator, start_emulator
+
+__all__ = [
+    "EmulatorConfig",
+    "ExecContext",
+    "Node",
+    "NodeEnv",
+    "NodeOutput",
+    "RunningEmulator",
+    "create_app",
+    "start_emulator",
+]

@@ -1,0 +1,93 @@
+"""Emulator settings.
+
+`EmulatorConfig` is a frozen dataclass: tests and the CLI build one explicitly and pass it to
+`create_app()` / `start_emulator()`. Nothing here reads the environment.
+
+Timing model: a KSampler step takes `step_time / speed` seconds; any other node takes
+`node_time.get(class_type, 0) / speed` seconds on top of its real (Pillow) work. `speed` can be
+changed at run time through the control API (see `comfy_emulator.routes.control`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from comfy_emulator.nodes.base import Node
+
+DEFAULT_CHECKPOINTS: tuple[str, ...] = (
+    "juggernautXL_v8Rundiffusion.safetensors",
+    "v1-5-pruned-emaonly-fp16.safetensors",
+    "v1-5-pruned-emaonly.safetensors",
+)
+DEFAULT_LORAS: tuple[str, ...] = ("add-detail-xl.safetensors",)
+
+# The folder keys ComfyUI 0.8.0 reports from GET /models, in its order.
+MODEL_FOLDERS: tuple[str, ...] = (
+    "checkpoints",
+    "configs",
+    "loras",
+    "vae",
+    "text_encoders",
+    "diffusion_models",
+    "clip_vision",
+    "style_models",
+    "embeddings",
+    "diffusers",
+    "vae_approx",
+    "controlnet",
+    "gligen",
+    "upscale_models",
+    "latent_upscale_models",
+    "custom_nodes",
+    "hypernetworks",
+    "photomaker",
+    "classifiers",
+    "model_patches",
+    "audio_encoders",
+)
+
+
+def default_models() -> dict[str, tuple[str, ...]]:
+    """The installed-model catalogue used when none is given."""
+    return {"checkpoints": DEFAULT_CHECKPOINTS, "loras": DEFAULT_LORAS}
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Everything that shapes one emulator instance.
+
+    Directories left as None live under `data_dir` (`input/`, `output/`, `temp/`); a None
+    `data_dir` means a fresh temporary directory that is removed when the app shuts down.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8188  # 0 picks a free port
+    data_dir: Path | None = None
+    input_dir: Path | None = None
+    output_dir: Path | None = None
+    temp_dir: Path | None = None
+    models: Mapping[str, tuple[str, ...]] = field(default_factory=default_models)
+    step_time: float = 0.05  # seconds per KSampler step at speed 1.0
+    speed: float = 1.0  # 2.0 = everything twice as fast
+    node_time: Mapping[str, float] = field(default_factory=dict)  # class_type -> extra seconds
+    max_upload_mb: float = 100
+    device: Literal["cuda", "cpu"] = "cuda"
+    gpu_name: str = "NVIDIA GeForce RTX 4090"
+    vram_total_mb: int = 24564
+    preview_method: Literal["none", "auto", "latent2rgb", "taesd"] = "none"
+    cache_enabled: bool = True  # False behaves like --cache-none
+    metadata_enabled: bool = True  # False behaves like --disable-metadata
+    origin_check: bool = True  # the loopback Host/Origin check of a default ComfyUI
+    history_max: int = 10000
+    fail_next: int = 0  # the next N prompts fail with a CUDA out-of-memory error
+    hang_next: int = 0  # the next N prompts hang until interrupted or released
+    log_to_stdout: bool = False  # echo the log ring buffer to stdout (the CLI turns it on)
+    extra_nodes: tuple[type[Node], ...] = ()  # more node classes (e.g. custom node stand-ins)
+
+    def model_names(self, folder: str) -> list[str]:
+        """Installed files of one model folder, sorted like ComfyUI's filename lists."""
+        return sorted(self.models.get(folder, ()))

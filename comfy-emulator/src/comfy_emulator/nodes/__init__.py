@@ -1,0 +1,24 @@
+"""The emulated node catalogue (NODE_CLASS_MAPPINGS).
+
+`BUILTIN_NODES` lists every class the emulator ships; `build_registry(extra)` adds more (a later
+class with the same `class_type` replaces an earlier one). See `nodes.base` for how to write one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from comfy_emulator.nodes.base import Node, NodeRegistry
+from comfy_emulator.nodes.image import IMAGE_NODES
+from comfy_emulator.nodes.io import IO_NODES
+from comfy_emulator.nodes.mask import MASK_NODES
+from comfy_emulator.nodes.models import MODEL_NODES
+
+BUILTIN_NODES: tuple[type[Node], ...] = (*MODEL_NODES, *IO_NODES, *IMAGE_NODES, *MASK_NODES)
+
+
+def build_registry(extra: Iterable[type[Node]] = ()) -> NodeRegistry:
+    return NodeRegistry((*BUILTIN_NODES, *extra))
+
+
+__all__ = ["BUILTIN_NODES", "Node", "NodeRegistry", "build_registry"]

@@ -1,0 +1,102 @@
+"""Ready-made API-format workflows for tests and demos.
+
+Each function returns a fresh dict, so callers may change it. They run unchanged on a real
+ComfyUI too (the model names aside).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Workflow = dict[str, Any]
+
+
+def solid_image(
+    prefix: str = "emu/solid", width: int = 64, height: int = 64, color: int = 0x3366FF
+) -> Workflow:
+    """EmptyImage -> ImageInvert -> SaveImage (three nodes, no model)."""
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": width, "height": height, "batch_size": 1, "color": color},
+        },
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
+    }
+
+
+def runtime_error(prefix: str = "emu/err") -> Workflow:
+    """Passes validation, then fails at node "2" with IndexError (alpha of an RGB image)."""
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0},
+        },
+        "2": {"class_type": "ImageToMask", "inputs": {"image": ["1", 0], "channel": "alpha"}},
+        "3": {"class_type": "MaskToImage", "inputs": {"mask": ["2", 0]}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": prefix}},
+    }
+
+
+def blur_chain(length: int = 4, prefix: str = "emu/blur", size: int = 64) -> Workflow:
+    """EmptyImage -> `length` x ImageBlur -> SaveImage, nodes "1", "10", "11", ..., "99".
+
+    With `node_time={"ImageBlur": s}` each blur takes `s` seconds: a slow prompt whose
+    interrupts land at a known node.
+    """
+    workflow: Workflow = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": size, "height": size, "batch_size": 1, "color": 0x112233},
+        }
+    }
+    previous = "1"
+    for index in range(length):
+        node_id = str(10 + index)
+        inputs = {"image": [previous, 0], "blur_radius": 3, "sigma": 1.0}
+        workflow[node_id] = {"class_type": "ImageBlur", "inputs": inputs}
+        previous = node_id
+    workflow["99"] = {
+        "class_type": "SaveImage",
+        "inputs": {"images": [previous, 0], "filename_prefix": prefix},
+    }
+    return workflow
+
+
+def text_to_image(
+    positive: str = "beautiful scenery nature glass bottle landscape, , purple galaxy bottle,",
+    negative: str = "text, watermark",
+    seed: int = 156680208700286,
+    steps: int = 20,
+    width: int = 512,
+    height: int = 512,
+    checkpoint: str = "v1-5-pruned-emaonly.safetensors",
+    prefix: str = "ComfyUI",
+) -> Workflow:
+    """ComfyUI's default graph: checkpoint, two prompts, empty latent, KSampler, decode, save."""
+    return {
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": seed,
+                "steps": steps,
+                "cfg": 8,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1,
+                "model": ["4", 0],
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["5", 0],
+            },
+        },
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "5": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": width, "height": height, "batch_size": 1},
+        },
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": positive, "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": negative, "clip": ["4", 1]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": prefix, "images": ["8", 0]}},
+    }

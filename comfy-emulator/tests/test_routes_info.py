@@ -1,0 +1,64 @@
+"""Catalogue routes: /system_stats, /object_info, /features, /models, ..."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from comfy_emulator import RunningEmulator
+from comfy_emulator.config import DEFAULT_CHECKPOINTS, MODEL_FOLDERS
+from comfy_emulator.nodes import BUILTIN_NODES
+from comfy_emulator.testing import EmulatorClient
+
+
+async def test_system_stats_reports_one_gpu_by_default(client: EmulatorClient) -> None:
+    stats = await client.get_json("/system_stats")
+    (device,) = stats["devices"]
+    assert (device["type"], device["index"]) == ("cuda", 0)
+    assert device["name"] == "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync"
+    assert device["vram_total"] == 24564 * 1024 * 1024
+    assert stats["system"]["comfyui_version"] == "0.8.0"
+
+
+async def test_cpu_device_uses_system_ram(start: Any) -> None:
+    running: RunningEmulator = await start(device="cpu")
+    async with EmulatorClient(running.url) as client:
+        stats = await client.get_json("/system_stats")
+    (device,) = stats["devices"]
+    assert (device["name"], device["index"]) == ("cpu", None)
+    assert device["vram_total"] == stats["system"]["ram_total"]
+    assert "--cpu" in stats["system"]["argv"]
+
+
+async def test_object_info_lists_every_node(client: EmulatorClient) -> None:
+    info = await client.get_json("/object_info")
+    assert set(info) == {cls.class_type for cls in BUILTIN_NODES}
+    assert info["SaveImage"]["output_node"] is True
+    assert await client.get_json("/object_info/NoSuchNode") == {}
+
+
+async def test_models_and_small_routes(client: EmulatorClient) -> None:
+    assert await client.get_json("/models") == list(MODEL_FOLDERS)
+    assert await client.get_json("/models/checkpoints") == sorted(DEFAULT_CHECKPOINTS)
+    assert await client.get_json("/models/vae") == []
+    async with client.session.get(client.base_url + "/models/nope") as response:
+        assert (response.status, await response.read()) == (404, b"")
+    assert await client.get_json("/embeddings") == []
+    assert await client.get_json("/extensions") == []
+    assert await client.get_json("/features") == {
+        "supports_preview_metadata": True,
+        "max_upload_size": 104857600,
+        "extension": {"manager": {"supports_v4": True}},
+    }
+
+
+async def test_configured_models_replace_the_defaults(start: Any) -> None:
+    models = {"checkpoints": ("b.safetensors", "a.safetensors"), "embeddings": ("easyneg.pt",)}
+    running: RunningEmulator = await start(models=models)
+    async with EmulatorClient(running.url) as client:
+        assert await client.get_json("/models/checkpoints") == ["a.safetensors", "b.safetensors"]
+        assert await client.get_json("/embeddings") == ["easyneg"]
+        info = await client.get_json("/object_info/CheckpointLoaderSimple")
+        assert info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] == [
+            "a.safetensors",
+            "b.safetensors",
+        ]
