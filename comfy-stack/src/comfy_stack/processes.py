@@ -6,6 +6,7 @@ fails can print it with :meth:`ManagedProcess.output`.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -71,9 +72,23 @@ def start_process(
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
-            list(args), stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=cwd
+            list(args),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
+            # Own session: a Ctrl-C in the terminal reaches only the parent, which then stops
+            # the children in order (services before the Redis they write to).
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     return ManagedProcess(name=name, args=list(args), log_path=log_path, process=process)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM the child when its parent dies, even by SIGKILL: no orphans."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def start_python_module(

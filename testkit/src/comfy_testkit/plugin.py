@@ -4,12 +4,15 @@
 - ``redis_url``: that server's URL, with the database flushed before each test.
 - ``redis``: an async client (decode_responses) for the test, closed afterwards.
 - ``process_log_dir``: where child processes of a test write their output.
+- ``start_emulator`` / ``start_service``: factories that start real processes on free ports
+  and stop them (and print their output if the test failed) at teardown.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as redis_sync
@@ -17,6 +20,7 @@ from redis.asyncio import Redis
 
 from comfy_shared.redis_client import connect_redis
 from comfy_stack.embedded_redis import RedisServer, start_redis_server
+from comfy_testkit.stack import RunningComponent, start_emulator_process, start_service_process
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +49,54 @@ def process_log_dir(tmp_path: Path) -> Path:
     path = tmp_path / "process-logs"
     path.mkdir()
     return path
+
+
+EmulatorFactory = Callable[..., RunningComponent]
+ServiceFactory = Callable[..., RunningComponent]
+
+
+@pytest.fixture
+def components(request: pytest.FixtureRequest) -> Iterator[list[RunningComponent]]:
+    """Every process a test started; all are stopped at teardown, outputs shown on failure."""
+    started: list[RunningComponent] = []
+    yield started
+    for component in reversed(started):
+        component.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for component in started:
+            print(f"--- output of {component.name} ---\n{component.process.output()}")
+
+
+@pytest.fixture
+def start_emulator(
+    components: list[RunningComponent], process_log_dir: Path, tmp_path: Path
+) -> EmulatorFactory:
+    def start(name: str = "emulator", **kwargs: Any) -> RunningComponent:
+        emulator = start_emulator_process(process_log_dir, tmp_path / name, name=name, **kwargs)
+        components.append(emulator)
+        return emulator
+
+    return start
+
+
+@pytest.fixture
+def start_service(
+    components: list[RunningComponent], process_log_dir: Path, redis_url: str
+) -> ServiceFactory:
+    def start(comfyui_url: str, node_id: str = "node-a", **kwargs: Any) -> RunningComponent:
+        service = start_service_process(
+            process_log_dir, redis_url=redis_url, comfyui_url=comfyui_url, node_id=node_id, **kwargs
+        )
+        components.append(service)
+        return service
+
+    return start
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item, so fixtures can tell whether it failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

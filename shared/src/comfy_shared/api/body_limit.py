@@ -54,6 +54,6 @@ class BodySizeLimitMiddleware:
             "body_too_large",
             f"request body larger than {self.max_bytes} bytes",
             ErrorType.VALIDATION,
-            headers={"connection": "close"},
+            {"connection": "close"},
         )
         await response(scope, receive, send)

@@ -44,7 +44,8 @@ def error_response(
     detail: str,
     fault: ErrorType,
     headers: Mapping[str, str] | None = None,
-    **extras: Any,
+    /,
+    **extras: Any,  # positional-only above: extras may well be called "status" or "code"
 ) -> JSONResponse:
     body = ErrorBody(detail=detail, code=code, type=fault, **extras)
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)

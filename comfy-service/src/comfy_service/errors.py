@@ -1,0 +1,79 @@
+"""comfy-service's domain errors and the one table that maps every error to an HTTP answer.
+
+ComfyStackError (comfy_shared.errors)
+├── TaskNotFound, InvalidTransition, ConcurrentUpdate  (shared)
+├── UnknownWorkflow        the request names a workflow template this node does not have
+└── NotOnThisNode          the task exists but another node (or the balancer) owns it
+ComfyError (comfy_shared.comfyui.errors)
+├── PromptRejected         ComfyUI's validation refused the graph -> 422, node_errors passed on
+├── ComfyNotFound          an output file is gone from ComfyUI -> 404
+└── ComfyUnavailable/ComfyProtocolError -> 503
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from comfy_shared.api.errors import ErrorMapping, ErrorTable
+from comfy_shared.api.sse import InvalidEventId
+from comfy_shared.comfyui import (
+    ComfyError,
+    ComfyNotFound,
+    ComfyProtocolError,
+    ComfyUnavailable,
+    PromptRejected,
+)
+from comfy_shared.errors import (
+    ComfyStackError,
+    ConcurrentUpdate,
+    InvalidTransition,
+    TaskNotFound,
+)
+from comfy_shared.models import ErrorType
+
+
+class UnknownWorkflow(ComfyStackError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no workflow template named {name!r} on this node")
+        self.name = name
+
+
+class NotOnThisNode(ComfyStackError):
+    def __init__(self, task_id: str, owner: str | None) -> None:
+        where = f"node {owner!r}" if owner else "the balancer's queue"
+        super().__init__(f"task {task_id!r} is not on this node; it is on {where}")
+        self.owner = owner
+
+
+class OutputNotFound(ComfyStackError):
+    def __init__(self, task_id: str, index: int) -> None:
+        super().__init__(f"task {task_id!r} has no output number {index}")
+
+
+def _prompt_rejected_extras(exc: PromptRejected) -> dict[str, Any]:
+    return {"error": exc.error, "node_errors": exc.node_errors}
+
+
+def _transition_extras(exc: InvalidTransition) -> dict[str, Any]:
+    return {"status": exc.current.value}
+
+
+V, S = ErrorType.VALIDATION, ErrorType.SERVICE
+
+STATUS_FOR: ErrorTable = {
+    TaskNotFound: ErrorMapping(404, "task_not_found", V),
+    OutputNotFound: ErrorMapping(404, "output_not_found", V),
+    ComfyNotFound: ErrorMapping(404, "file_not_found", S),
+    InvalidTransition: ErrorMapping(409, "task_finished", V, _transition_extras),
+    NotOnThisNode: ErrorMapping(409, "not_on_this_node", V),
+    InvalidEventId: ErrorMapping(400, "invalid_event_id", V),
+    UnknownWorkflow: ErrorMapping(422, "unknown_workflow", V),
+    PromptRejected: ErrorMapping(422, "prompt_rejected", V, _prompt_rejected_extras),
+    ComfyUnavailable: ErrorMapping(503, "comfyui_unavailable", S),
+    ComfyProtocolError: ErrorMapping(503, "comfyui_protocol_error", S),
+    ComfyError: ErrorMapping(503, "comfyui_error", S),
+    ConcurrentUpdate: ErrorMapping(503, "busy", S),
+    RedisError: ErrorMapping(503, "redis_unavailable", S),
+}

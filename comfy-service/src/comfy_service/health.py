@@ -1,0 +1,121 @@
+"""The node's health document in Redis: written every few seconds with a TTL of about three
+intervals, so an expired key means the node is gone; deleted on graceful shutdown so routing
+stops at once."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from loguru import logger
+from redis.asyncio import Redis
+
+from comfy_service.host_metrics import GpuReader, read_host_metrics
+from comfy_service.owned_tasks import OwnedTasks
+from comfy_shared.clock import now_ms
+from comfy_shared.comfyui import ComfyClient, ComfyError
+from comfy_shared.comfyui.models import model_files
+from comfy_shared.models import Capabilities, ComfyStatus, NodeHealth
+from comfy_shared.redis_keys import RedisKeys
+
+
+class HealthPublisher:
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        keys: RedisKeys,
+        comfy: ComfyClient,
+        owned: OwnedTasks,
+        gpus: GpuReader,
+        node_id: str,
+        url: str,
+        version: str,
+        started_at: datetime,
+        ttl_s: int,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._comfy = comfy
+        self._owned = owned
+        self._gpus = gpus
+        self._node_id = node_id
+        self._url = url
+        self._version = version
+        self._started_at = started_at
+        self._ttl_s = ttl_s
+        self._capabilities: Capabilities | None = None
+        self._comfy_was_reachable: bool | None = None
+
+    async def refresh_capabilities(self) -> bool:
+        """Re-read what ComfyUI offers (at start, and after it restarted); False if it failed."""
+        try:
+            object_info = await self._comfy.object_info()
+        except ComfyError as exc:
+            logger.warning("could not read comfyui capabilities", error=str(exc))
+            return False
+        self._capabilities = Capabilities(
+            node_classes=sorted(object_info), models=model_files(object_info)
+        )
+        logger.info("comfyui capabilities read", node_classes=len(object_info))
+        return True
+
+    async def publish_once(self) -> NodeHealth:
+        health = await self.build()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(
+                self._keys.node_health(self._node_id), health.model_dump_json(), ex=self._ttl_s
+            )
+            pipe.zadd(self._keys.nodes(), {self._node_id: now_ms()})
+            await pipe.execute()
+        return health
+
+    async def withdraw(self) -> None:
+        await self._redis.delete(self._keys.node_health(self._node_id))
+        self._gpus.close()
+        logger.info("health withdrawn")
+
+    async def build(self) -> NodeHealth:
+        comfy = await self._comfy_status()
+        if comfy.reachable and self._capabilities is None:
+            await self.refresh_capabilities()
+        host = read_host_metrics()
+        return NodeHealth(
+            node_id=self._node_id,
+            url=self._url,
+            version=self._version,
+            started_at=self._started_at,
+            comfyui=comfy,
+            tasks_in_flight=await self._owned.count(),
+            cpu_percent=host.cpu_percent,
+            ram_used_bytes=host.ram_used_bytes,
+            ram_total_bytes=host.ram_total_bytes,
+            gpus=self._gpus.read(),
+            capabilities=self._capabilities or Capabilities(),
+        )
+
+    async def _comfy_status(self) -> ComfyStatus:
+        try:
+            stats = await self._comfy.system_stats()
+            queue = await self._comfy.get_queue()
+        except ComfyError as exc:
+            self._note_reachability(False, str(exc))
+            return ComfyStatus(reachable=False, error=str(exc))
+        self._note_reachability(True)
+        device = stats.device
+        return ComfyStatus(
+            reachable=True,
+            version=stats.system.comfyui_version,
+            queue_running=len(queue.running),
+            queue_pending=len(queue.pending),
+            device=device.name if device else None,
+            vram_total_bytes=device.vram_total if device else None,
+            vram_free_bytes=device.vram_free if device else None,
+        )
+
+    def _note_reachability(self, reachable: bool, error: str = "") -> None:
+        if reachable != self._comfy_was_reachable:
+            if reachable:
+                logger.info("comfyui reachable")
+            else:
+                logger.warning("comfyui unreachable", error=error)
+            self._comfy_was_reachable = reachable

@@ -1,0 +1,150 @@
+"""Start-up and shutdown of a comfy-service process.
+
+Start: Redis (retried until it answers), the ComfyUI client, then the loops: the WebSocket
+listener that tracks tasks, the health publisher, the watchdog and the safety-net reconcile.
+Stop: loops first, then withdraw the health key (routing stops at once), then close clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import version
+
+from fastapi import FastAPI
+from loguru import logger
+from redis.asyncio import Redis
+
+from comfy_service.health import HealthPublisher
+from comfy_service.host_metrics import GpuReader
+from comfy_service.owned_tasks import OwnedTasks
+from comfy_service.reconcile import reconcile_once
+from comfy_service.runner import TaskRunner
+from comfy_service.settings import ServiceSettings
+from comfy_service.tracking import EventTracker
+from comfy_service.watchdog import Limits, watchdog_once
+from comfy_shared.clock import utc_now
+from comfy_shared.comfyui import ComfyClient, ComfyEventListener, ListenerConfig
+from comfy_shared.loops import run_every, start_loop, stop_tasks
+from comfy_shared.redis_client import connect_redis
+from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.task_store import TaskStore
+
+WATCHDOG_INTERVAL_S = 1.0
+
+
+@dataclass
+class ServiceState:
+    """Everything the routes need, created once per process and reached through deps."""
+
+    settings: ServiceSettings
+    redis: Redis
+    store: TaskStore
+    comfy: ComfyClient
+    runner: TaskRunner
+    health: HealthPublisher
+    loops: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def service_lifespan(
+    settings: ServiceSettings,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await _start(settings)
+        app.state.service = state
+        logger.info("comfy-service ready", url=settings.base_url, comfyui=settings.comfyui_url)
+        try:
+            yield
+        finally:
+            await _stop(state)
+
+    return lifespan
+
+
+async def _start(settings: ServiceSettings) -> ServiceState:
+    keys = RedisKeys(settings.redis_prefix)
+    redis = await connect_redis(settings.redis_url, attempts=30)
+    comfy = ComfyClient(settings.comfyui_url, timeout=settings.comfyui_timeout_s)
+    store = TaskStore(
+        redis, keys, retention_s=settings.retention_s, events_maxlen=settings.events_maxlen
+    )
+    owned = OwnedTasks(redis, keys, settings.node_id)
+    runner = TaskRunner(
+        store=store,
+        comfy=comfy,
+        owned=owned,
+        redis=redis,
+        keys=keys,
+        node_id=settings.node_id,
+        # Stable across restarts, so events of prompts queued by a previous run still reach us.
+        client_id=f"comfy-service-{settings.node_id}",
+        retention_s=settings.retention_s,
+    )
+    health = HealthPublisher(
+        redis=redis,
+        keys=keys,
+        comfy=comfy,
+        owned=owned,
+        gpus=GpuReader(),
+        node_id=settings.node_id,
+        url=settings.base_url,
+        version=version("comfy-service"),
+        started_at=utc_now(),
+        ttl_s=settings.health_ttl_s,
+    )
+    state = ServiceState(settings, redis, store, comfy, runner, health)
+    state.loops = _start_loops(settings, state, owned)
+    return state
+
+
+def _start_loops(
+    settings: ServiceSettings, state: ServiceState, owned: OwnedTasks
+) -> list[asyncio.Task[None]]:
+    runner, store, comfy = state.runner, state.store, state.comfy
+
+    async def reconcile() -> None:
+        await reconcile_once(runner=runner, store=store, owned=owned, comfy=comfy)
+
+    async def after_connect() -> None:
+        await state.health.refresh_capabilities()  # ComfyUI may have restarted with new nodes
+        await reconcile()
+
+    limits = Limits(settings.start_timeout_s, settings.stall_timeout_s, settings.task_timeout_s)
+
+    async def watchdog() -> None:
+        await watchdog_once(runner=runner, store=store, owned=owned, comfy=comfy, limits=limits)
+
+    tracker = EventTracker(runner=runner, store=store, owned=owned, on_connected=after_connect)
+    listener = ComfyEventListener(
+        settings.comfyui_url,
+        runner.client_id,
+        ListenerConfig(
+            silence_timeout_s=settings.ws_silence_timeout_s,
+            ping_interval_s=min(10.0, settings.ws_silence_timeout_s / 3),
+        ),
+    )
+    return [
+        start_loop(listener.run(tracker.handle), "comfyui-events"),
+        start_loop(
+            run_every(settings.health_interval_s, state.health.publish_once, name="health"),
+            "health",
+        ),
+        start_loop(run_every(WATCHDOG_INTERVAL_S, watchdog, name="watchdog"), "watchdog"),
+        start_loop(
+            run_every(settings.reconcile_interval_s, reconcile, name="reconcile"), "reconcile"
+        ),
+    ]
+
+
+async def _stop(state: ServiceState) -> None:
+    await stop_tasks(state.loops)
+    try:
+        await state.health.withdraw()
+    except Exception:
+        logger.opt(exception=True).warning("could not withdraw the health key")
+    await state.comfy.aclose()
+    await state.redis.aclose()
+    logger.info("comfy-service stopped")

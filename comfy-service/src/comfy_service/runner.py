@@ -1,0 +1,204 @@
+"""Drives tasks on the one ComfyUI: submit, cancel, fail, and finish from ComfyUI's history.
+
+Every task id is also the ComfyUI ``prompt_id``. Submitting is idempotent: a task record is
+created at most once (compare-and-set in Redis), and each attempt is sent to ComfyUI at most
+once (``SET NX`` on the attempt's submission key), so a retried request never runs twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+from redis.asyncio import Redis
+
+from comfy_service.errors import NotOnThisNode, UnknownWorkflow
+from comfy_service.owned_tasks import OwnedTasks
+from comfy_service.record_changes import finish_from_history
+from comfy_shared.api.schemas import GenerateRequest
+from comfy_shared.clock import utc_now
+from comfy_shared.comfyui import ComfyClient, ComfyUnavailable, HistoryEntry, PromptRejected
+from comfy_shared.models import ErrorType, TaskError, TaskRecord, new_task_id
+from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.task_state import TaskStatus
+from comfy_shared.task_store import TaskStore
+
+_WAITING = (TaskStatus.QUEUED, TaskStatus.DISPATCHED)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    task: TaskRecord
+    created: bool
+    """False when the id was already known: the existing task is returned, nothing re-runs."""
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        *,
+        store: TaskStore,
+        comfy: ComfyClient,
+        owned: OwnedTasks,
+        redis: Redis,
+        keys: RedisKeys,
+        node_id: str,
+        client_id: str,
+        retention_s: int,
+    ) -> None:
+        self._store = store
+        self._comfy = comfy
+        self._owned = owned
+        self._redis = redis
+        self._keys = keys
+        self.node_id = node_id
+        self.client_id = client_id
+        self._retention_s = retention_s
+
+    async def submit(self, request: GenerateRequest) -> Submission:
+        prompt = self._graph_of(request)
+        fresh = TaskRecord(
+            id=request.task_id or new_task_id(),
+            node_id=self.node_id,
+            priority=request.priority,
+            attempts=1,
+            client=request.client,
+        )
+        task, created = await self._store.create(fresh, prompt)
+        if not created and not self._dispatched_here(task):
+            return Submission(task, created=False)
+        if not await self._claim_attempt(task):
+            return Submission(await self._store.get(task.id), created=False)
+        with logger.contextualize(task_id=task.id, attempt=task.attempts):
+            return await self._send_to_comfy(task, prompt, created)
+
+    async def cancel(self, task_id: str) -> TaskRecord:
+        """End the task as cancelled, then take it out of ComfyUI: removed from the queue if
+        it waits, interrupted by prompt id if it runs (so no other prompt is touched)."""
+        task = await self._store.get(task_id)
+        if task.node_id != self.node_id and not task.status.is_terminal:
+            raise NotOnThisNode(task_id, task.node_id)
+        cancelled = await self._store.transition(
+            task_id, TaskStatus.CANCELLED, finished_at=utc_now()
+        )
+        await self._stop_in_comfy(task_id)
+        await self._owned.remove(task_id)
+        logger.info("task cancelled", task_id=task_id)
+        return cancelled
+
+    async def fail(self, task_id: str, error: TaskError) -> TaskRecord | None:
+        """Fail a task for a reason of ours (watchdog, lost prompt) and stop it in ComfyUI.
+        Returns None if the task had already ended."""
+
+        ended_here = False
+
+        def apply(record: TaskRecord) -> TaskRecord | None:
+            nonlocal ended_here
+            ended_here = not record.status.is_terminal
+            if not ended_here:
+                return None
+            return record.model_copy(
+                update={"status": TaskStatus.FAILED, "error": error, "finished_at": utc_now()}
+            )
+
+        after = await self._store.update(task_id, apply)
+        await self._owned.remove(task_id)
+        if not ended_here:
+            return None
+        logger.warning("task failed", task_id=task_id, reason=error.message)
+        await self._stop_in_comfy(task_id)
+        return after
+
+    async def finish(self, task_id: str, entry: HistoryEntry | None = None) -> TaskRecord | None:
+        """Record the result of a prompt ComfyUI has finished, reading its history if needed."""
+        entry = entry or await self._comfy.get_history(task_id)
+        if entry is None:
+            return None
+        final = await self._store.update(task_id, lambda record: finish_from_history(record, entry))
+        await self._owned.remove(task_id)
+        logger.info("task finished", task_id=task_id, status=final.status.value)
+        return final
+
+    async def queue_position(self, task: TaskRecord) -> int | None:
+        """Prompts ahead of this one in ComfyUI's queue, while it waits there."""
+        if task.status not in _WAITING or task.node_id != self.node_id:
+            return None
+        try:
+            return (await self._comfy.get_queue()).position(task.id)
+        except ComfyUnavailable:
+            return None
+
+    def _graph_of(self, request: GenerateRequest) -> dict[str, Any]:
+        if request.prompt is None:
+            raise UnknownWorkflow(request.workflow or "")
+        return request.prompt
+
+    def _dispatched_here(self, task: TaskRecord) -> bool:
+        """A task the balancer created and handed to this node, not yet sent to ComfyUI."""
+        return task.node_id == self.node_id and task.status is TaskStatus.DISPATCHED
+
+    async def _claim_attempt(self, task: TaskRecord) -> bool:
+        key = self._keys.task_submission(task.id, task.attempts)
+        claimed = await self._redis.set(key, self.node_id, nx=True, ex=self._retention_s)
+        return bool(claimed)
+
+    async def _release_attempt(self, task: TaskRecord) -> None:
+        await self._redis.delete(self._keys.task_submission(task.id, task.attempts))
+
+    async def _send_to_comfy(
+        self, task: TaskRecord, prompt: dict[str, Any], created: bool
+    ) -> Submission:
+        try:
+            result = await self._comfy.submit(prompt, prompt_id=task.id, client_id=self.client_id)
+        except PromptRejected as exc:
+            await self._reject(task, exc)
+            raise
+        except ComfyUnavailable:
+            if not await self._comfy_knows(task.id):
+                await self._forget(task, created)
+                raise
+            logger.warning("prompt reached ComfyUI although the submit call failed")
+            result = None
+        await self._owned.add(task.id)
+        logger.info("task submitted to comfyui")
+        accepted: dict[str, Any] = {"submitted_at": utc_now()}
+        if result is not None and result.node_errors:
+            accepted["warnings"] = result.node_errors
+        task = await self._store.update(task.id, lambda r: r.model_copy(update=accepted))
+        return Submission(task, created=True)
+
+    async def _reject(self, task: TaskRecord, exc: PromptRejected) -> None:
+        error = TaskError(
+            type=ErrorType.VALIDATION,
+            message=f"ComfyUI rejected the prompt: {exc.error_message}",
+            details={"error": exc.error, "node_errors": exc.node_errors},
+        )
+        await self._store.transition(task.id, TaskStatus.FAILED, error=error, finished_at=utc_now())
+        logger.info("prompt rejected by comfyui", error_type=exc.error_type)
+
+    async def _comfy_knows(self, task_id: str) -> bool:
+        """After a failed submit call: did the prompt reach ComfyUI anyway (e.g. a timeout
+        after it was queued)? Unknown counts as no."""
+        try:
+            queue = await self._comfy.get_queue()
+            return queue.position(task_id) is not None or bool(
+                await self._comfy.get_history(task_id)
+            )
+        except ComfyUnavailable:
+            return False
+
+    async def _forget(self, task: TaskRecord, created: bool) -> None:
+        """The submission never reached ComfyUI: leave no trace, so the caller (or the
+        balancer, which owns its tasks) can simply try again."""
+        await self._release_attempt(task)
+        if created:
+            await self._store.delete(task.id)
+
+    async def _stop_in_comfy(self, task_id: str) -> None:
+        try:
+            await self._comfy.delete_from_queue([task_id])
+            await self._comfy.interrupt(task_id)
+        except ComfyUnavailable as exc:
+            # Unreachable ComfyUI runs nothing we could stop; reconciliation tidies up later.
+            logger.warning("could not stop the prompt in comfyui", task_id=task_id, error=str(exc))

@@ -1,0 +1,90 @@
+"""comfy-service settings: flags, ``COMFY_SERVICE_*`` variables or ``.env``."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from comfy_shared.settings import CommonSettings
+
+ENV_PREFIX = "COMFY_SERVICE_"
+
+
+class ServiceSettings(CommonSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    comfyui_url: str = Field(
+        default="http://127.0.0.1:8188",
+        pattern=r"^https?://",
+        validation_alias=AliasChoices(f"{ENV_PREFIX}COMFYUI_URL", "COMFYUI_URL"),
+        description="Base URL of the one ComfyUI this service wraps (also read from COMFYUI_URL).",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
+    port: int = Field(default=8100, ge=0, le=65535, description="Port to listen on.")
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="URL under which the balancer reaches this service (default http://HOST:PORT).",
+    )
+    health_interval_s: float = Field(
+        default=2.0, gt=0, description="Seconds between two health documents in Redis."
+    )
+    retention_s: int = Field(
+        default=24 * 3600, gt=0, description="Seconds a finished task is kept in Redis."
+    )
+    events_maxlen: int = Field(
+        default=1000, ge=10, description="Events kept per task (older ones are trimmed)."
+    )
+    max_body_bytes: int = Field(
+        default=50 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)."
+    )
+    comfyui_timeout_s: float = Field(
+        default=30.0, gt=0, description="Timeout of one HTTP request to ComfyUI."
+    )
+    start_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Fail a task that has not started this long after reaching the queue head.",
+    )
+    stall_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Fail a running task that shows no progress (node or step) for this long.",
+    )
+    task_timeout_s: float = Field(
+        default=3600.0, gt=0, description="Fail a task that is not finished this long after submit."
+    )
+    ws_silence_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Reconnect a WebSocket that sent no frame this long while tasks run.",
+    )
+    reconcile_interval_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds between two safety-net reconciliations with ComfyUI's queue/history.",
+    )
+    shutdown_grace_s: float = Field(
+        default=5.0, ge=0, description="Seconds to finish publishing state on shutdown."
+    )
+
+    @model_validator(mode="after")
+    def _default_public_url(self) -> ServiceSettings:
+        if self.public_url is None:
+            self.public_url = f"http://{self.host}:{self.port}"
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def health_ttl_s(self) -> int:
+        """About three intervals: one lost write does not make the node look dead."""
+        return max(2, round(self.health_interval_s * 3))

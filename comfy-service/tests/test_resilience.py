@@ -1,0 +1,226 @@
+"""comfy-service when things go wrong: ComfyUI faults, dropped sockets, restarts, hangs."""
+
+import uuid
+
+import httpx
+from redis.asyncio import Redis
+
+from comfy_shared.models import NodeHealth
+from comfy_shared.redis_keys import RedisKeys
+from comfy_testkit import graphs
+from comfy_testkit.api import get_task, submit, wait_for_status, wait_until_finished
+from comfy_testkit.emulator_control import EmulatorControl
+from comfy_testkit.plugin import ServiceFactory
+from comfy_testkit.stack import RunningComponent
+from comfy_testkit.waiting import wait_for_condition
+
+KEYS = RedisKeys()
+
+
+def fresh() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+async def test_injected_out_of_memory_fails_the_task_with_type_comfyui(
+    api: httpx.AsyncClient, control: EmulatorControl
+) -> None:
+    await control.fail_next(1)
+    accepted = await submit(api, graphs.txt2img(f"oom-{fresh()}", steps=3))
+
+    task = await wait_until_finished(api, accepted["id"])
+
+    assert task["status"] == "failed"
+    assert task["error"]["type"] == "comfyui"
+    assert task["error"]["details"]["exception_type"] == "torch.OutOfMemoryError"
+    assert "out of memory" in task["error"]["message"]
+
+
+async def test_websocket_dropped_mid_task_and_the_task_still_completes(
+    api: httpx.AsyncClient, control: EmulatorControl
+) -> None:
+    accepted = await submit(api, graphs.txt2img(f"ws-{fresh()}", steps=40))
+    await wait_for_status(api, accepted["id"], {"running"})
+
+    await control.drop_websockets()
+
+    task = await wait_until_finished(api, accepted["id"])
+    assert task["status"] == "succeeded"
+    assert len(task["outputs"]) == 1
+    assert await control.executions(accepted["id"]) == 1
+
+
+async def test_comfyui_restart_mid_task_fails_it_with_type_service(
+    api: httpx.AsyncClient, control: EmulatorControl
+) -> None:
+    accepted = await submit(api, graphs.txt2img(f"rs-{fresh()}", steps=200))
+    await wait_for_status(api, accepted["id"], {"running"})
+
+    await control.restart()
+
+    task = await wait_until_finished(api, accepted["id"])
+    assert task["status"] == "failed"
+    assert task["error"]["type"] == "service"
+    assert "no longer knows" in task["error"]["message"]
+
+
+async def test_service_restarted_mid_task_reports_the_result(
+    start_service: ServiceFactory, emulator: RunningComponent, control: EmulatorControl
+) -> None:
+    first = start_service(emulator.url)
+    async with httpx.AsyncClient(base_url=first.url) as api:
+        accepted = await submit(api, graphs.txt2img(f"sr-{fresh()}", steps=60))
+        await wait_for_status(api, accepted["id"], {"running"})
+    first.kill()
+
+    second = start_service(emulator.url)
+    async with httpx.AsyncClient(base_url=second.url) as api:
+        task = await wait_until_finished(api, accepted["id"])
+
+    assert task["status"] == "succeeded"
+    assert len(task["outputs"]) == 1
+    assert await control.executions(accepted["id"]) == 1
+
+
+async def test_service_restarted_after_the_task_finished_unseen_still_reports_it(
+    start_service: ServiceFactory, emulator: RunningComponent
+) -> None:
+    first = start_service(emulator.url)
+    async with httpx.AsyncClient(base_url=first.url) as api:
+        accepted = await submit(api, graphs.txt2img(f"un-{fresh()}", steps=30))
+        await wait_for_status(api, accepted["id"], {"running"})
+    first.kill()
+    async with httpx.AsyncClient(base_url=emulator.url) as comfy:
+        await wait_for_condition(
+            lambda: _in_history(comfy, accepted["id"]), what="prompt finished in comfyui"
+        )
+
+    second = start_service(emulator.url)
+    async with httpx.AsyncClient(base_url=second.url) as api:
+        task = await wait_until_finished(api, accepted["id"])
+    assert task["status"] == "succeeded"
+
+
+async def _in_history(comfy: httpx.AsyncClient, prompt_id: str) -> bool:
+    return bool((await comfy.get(f"/history/{prompt_id}")).json())
+
+
+async def test_watchdog_fails_a_task_that_stops_making_progress(
+    start_service: ServiceFactory, emulator: RunningComponent, control: EmulatorControl
+) -> None:
+    service = start_service(emulator.url, extra_args=["--stall-timeout-s", "1"])
+    await control.hang_next(1)
+    async with httpx.AsyncClient(base_url=service.url) as api:
+        hanging = await submit(api, graphs.txt2img(f"h-{fresh()}", steps=5))
+        behind = await submit(api, graphs.solid_image(f"hb-{fresh()}"))
+
+        task = await wait_until_finished(api, hanging["id"])
+        next_task = await wait_until_finished(api, behind["id"])
+
+    assert task["status"] == "failed"
+    assert task["error"]["type"] == "service"
+    assert task["error"]["details"]["limit"] == "stall_timeout_s"
+    assert next_task["status"] == "succeeded"  # the hung prompt was interrupted
+
+
+async def test_watchdog_fails_a_task_past_its_overall_limit(
+    start_service: ServiceFactory, emulator: RunningComponent
+) -> None:
+    service = start_service(emulator.url, extra_args=["--task-timeout-s", "1"])
+    async with httpx.AsyncClient(base_url=service.url) as api:
+        slow = await submit(api, graphs.txt2img(f"t-{fresh()}", steps=1000))
+        task = await wait_until_finished(api, slow["id"])
+
+    assert task["status"] == "failed"
+    assert task["error"]["details"]["limit"] == "task_timeout_s"
+
+
+async def test_comfyui_unreachable_at_submit_is_503_and_keeps_nothing(
+    start_service: ServiceFactory, emulator: RunningComponent, control: EmulatorControl
+) -> None:
+    service = start_service(emulator.url)
+    await control.go_down(30)
+    async with httpx.AsyncClient(base_url=service.url) as api:
+        task_id = f"down-{fresh()}"
+        response = await api.post(
+            "/api/v1/generate", json={"prompt": graphs.solid_image("x"), "task_id": task_id}
+        )
+        assert (response.status_code, response.json()["code"]) == (503, "comfyui_unavailable")
+        assert response.json()["type"] == "service"
+        assert (await api.get(f"/api/v1/tasks/{task_id}")).status_code == 404
+
+        ready = await api.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["comfyui"].startswith("unreachable")
+
+
+async def test_health_document_has_the_documented_fields_and_goes_on_shutdown(
+    start_service: ServiceFactory, emulator: RunningComponent, redis: Redis
+) -> None:
+    service = start_service(emulator.url, node_id="gpu-7")
+
+    async def published() -> bytes | str | None:
+        return await redis.get(KEYS.node_health("gpu-7"))
+
+    health = NodeHealth.model_validate_json(await wait_for_condition(published))
+
+    assert health.node_id == "gpu-7"
+    assert health.url == service.url
+    assert health.comfyui.reachable
+    assert health.comfyui.vram_total_bytes
+    assert health.ram_total_bytes > 0
+    assert health.gpus == []  # no NVIDIA GPU on a test machine
+    assert "KSampler" in health.capabilities.node_classes
+    assert (
+        graphs.SDXL_CHECKPOINT in health.capabilities.models["CheckpointLoaderSimple"]["ckpt_name"]
+    )
+    assert 0 < await redis.ttl(KEYS.node_health("gpu-7")) <= 2
+
+    service.stop()  # SIGTERM: a graceful shutdown
+    assert "comfy-service stopped" in service.process.output()
+    assert await redis.exists(KEYS.node_health("gpu-7")) == 0
+
+
+async def test_health_key_expires_when_the_service_dies(
+    start_service: ServiceFactory, emulator: RunningComponent, redis: Redis
+) -> None:
+    service = start_service(emulator.url, node_id="gpu-8")
+    await wait_for_condition(lambda: redis.exists(KEYS.node_health("gpu-8")))
+
+    service.kill()
+
+    await wait_for_condition(
+        lambda: _gone(redis, KEYS.node_health("gpu-8")), timeout_s=5, what="health key expired"
+    )
+
+
+async def _gone(redis: Redis, key: str) -> bool:
+    return await redis.exists(key) == 0
+
+
+async def test_health_reports_comfyui_down(
+    start_service: ServiceFactory,
+    emulator: RunningComponent,
+    control: EmulatorControl,
+    redis: Redis,
+) -> None:
+    start_service(emulator.url, node_id="gpu-9")
+    await control.go_down(30)
+
+    async def reports_down() -> bool:
+        raw = await redis.get(KEYS.node_health("gpu-9"))
+        return raw is not None and not NodeHealth.model_validate_json(raw).comfyui.reachable
+
+    await wait_for_condition(reports_down, what="health says comfyui unreachable")
+
+
+async def test_queue_position_counts_the_prompts_ahead(
+    api: httpx.AsyncClient,
+) -> None:
+    ahead = await submit(api, graphs.txt2img(f"q1-{fresh()}", steps=100))
+    second = await submit(api, graphs.solid_image(f"q2-{fresh()}"))
+    third = await submit(api, graphs.solid_image(f"q3-{fresh()}"))
+
+    assert (await get_task(api, second["id"]))["queue_position"] == 1
+    assert (await get_task(api, third["id"]))["queue_position"] == 2
+    await api.delete(f"/api/v1/tasks/{ahead['id']}")
+    await wait_until_finished(api, third["id"])

@@ -1,0 +1,75 @@
+"""Start our components as real processes on free ports, for integration and end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from comfy_stack.ports import free_port
+from comfy_stack.processes import ManagedProcess, start_python_module, wait_until_http_ok
+
+FAST_STEP_TIME_S = 0.01
+"""Emulated sampler step time in tests: fast, yet long enough to see progress events."""
+
+
+@dataclass
+class RunningComponent:
+    process: ManagedProcess
+    url: str
+    name: str
+
+    def stop(self) -> int:
+        return self.process.stop()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+
+def start_emulator_process(
+    log_dir: Path,
+    data_dir: Path,
+    *,
+    name: str = "emulator",
+    port: int | None = None,
+    step_time_s: float = FAST_STEP_TIME_S,
+    extra_args: Sequence[str] = (),
+) -> RunningComponent:
+    port = port or free_port()
+    args = [
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--data-dir", str(data_dir),
+        "--step-time", str(step_time_s),
+        *extra_args,
+    ]  # fmt: skip
+    process = start_python_module(name, "comfy_emulator", args, log_dir=log_dir)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_http_ok(process, f"{url}/system_stats")
+    return RunningComponent(process, url, name)
+
+
+def start_service_process(
+    log_dir: Path,
+    *,
+    redis_url: str,
+    comfyui_url: str,
+    node_id: str = "node-a",
+    port: int | None = None,
+    extra_args: Sequence[str] = (),
+    wait_ready: bool = True,
+) -> RunningComponent:
+    port = port or free_port()
+    args = [
+        "--redis-url", redis_url,
+        "--comfyui-url", comfyui_url,
+        "--node-id", node_id,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--health-interval-s", "0.5",
+        *extra_args,
+    ]  # fmt: skip
+    process = start_python_module(f"service-{node_id}", "comfy_service", args, log_dir=log_dir)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_http_ok(process, f"{url}/readyz" if wait_ready else f"{url}/healthz")
+    return RunningComponent(process, url, f"service-{node_id}")
