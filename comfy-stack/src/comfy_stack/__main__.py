@@ -1,0 +1,3 @@
+from comfy_stack.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""``comfy-stack``: run the whole stack locally."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from comfy_stack.launcher import (
+    LaunchError,
+    RunningStack,
+    StackPlan,
+    running_stack,
+    wait_for_stop_signal,
+)
+from comfy_stack.logview import LogView
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    raise SystemExit(args.run(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="comfy-stack", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    up = commands.add_parser("up", help="start the whole stack on this machine")
+    up.add_argument(
+        "--emulators", type=int, default=2, help="emulated ComfyUI servers to start (default 2)"
+    )
+    up.add_argument(
+        "--comfyui",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="use this real ComfyUI instead of emulators (repeat for several)",
+    )
+    up.add_argument("--redis-url", help="use this Redis instead of starting an embedded one")
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".comfy-stack"),
+        help="where the embedded Redis, emulators and logs keep their files (default .comfy-stack)",
+    )
+    up.add_argument(
+        "--step-time", type=float, default=0.05, help="emulated seconds per sampler step"
+    )
+    up.set_defaults(run=_up)
+    return parser
+
+
+def _up(args: argparse.Namespace) -> int:
+    plan = StackPlan(
+        data_dir=args.data_dir.resolve(),
+        emulators=args.emulators,
+        comfyui_urls=tuple(args.comfyui),
+        redis_url=args.redis_url,
+        step_time_s=args.step_time,
+    )
+    view = LogView([])
+    view.start()
+    try:
+        with running_stack(plan, view) as stack:
+            _print_summary(stack)
+            return wait_for_stop_signal(stack)
+    except LaunchError as exc:
+        print(f"comfy-stack: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        view.stop()
+
+
+def _print_summary(stack: RunningStack) -> None:
+    lines = [
+        "",
+        "comfy-stack is up",
+        f"  redis     {stack.redis_url}",
+        *(f"  comfyui   {url}" for url in stack.comfyui_urls),
+        *(f"  service   {url}   (docs: {url}/docs)" for url in stack.service_urls),
+        "  Ctrl-C stops everything",
+        "",
+    ]
+    print("\n".join(lines), flush=True)

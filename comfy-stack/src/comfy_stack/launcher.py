@@ -1,0 +1,125 @@
+"""``comfy-stack up``: a whole cluster on one machine.
+
+Starts (unless told to use existing ones) an embedded Redis and N ComfyUI emulators, then one
+comfy-service per ComfyUI, waits until everything answers, prints the URLs, shows every
+component's log in one view, and on Ctrl-C (SIGINT) or SIGTERM stops everything cleanly.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from comfy_stack.embedded_redis import start_redis_server
+from comfy_stack.logview import LogView
+from comfy_stack.ports import free_port
+from comfy_stack.processes import ManagedProcess, start_python_module, wait_until_http_ok
+
+
+class LaunchError(Exception):
+    """The stack could not start; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    data_dir: Path
+    emulators: int = 2
+    comfyui_urls: tuple[str, ...] = ()
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    step_time_s: float = 0.05
+
+
+@dataclass
+class RunningStack:
+    redis_url: str
+    comfyui_urls: list[str] = field(default_factory=list)
+    service_urls: list[str] = field(default_factory=list)
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    def first_dead(self) -> ManagedProcess | None:
+        return next((p for p in self.processes if not p.is_running()), None)
+
+
+@contextmanager
+def running_stack(plan: StackPlan, view: LogView) -> Iterator[RunningStack]:
+    """Start every component; stop all of them on exit, whatever happened."""
+    stack = RunningStack(redis_url=plan.redis_url or "")
+    try:
+        _start_components(plan, stack, view)
+        yield stack
+    finally:
+        for process in reversed(stack.processes):
+            process.stop()
+
+
+def _start_components(plan: StackPlan, stack: RunningStack, view: LogView) -> None:
+    logs = plan.data_dir / "logs"
+    if not plan.redis_url:
+        redis_dir = plan.data_dir / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        redis = start_redis_server(redis_dir, persistent=True)
+        _track(stack, view, redis.process)
+        stack.redis_url = redis.url
+    stack.comfyui_urls = list(plan.comfyui_urls) or [
+        _start_emulator(plan, stack, view, index) for index in range(plan.emulators)
+    ]
+    for index, comfyui_url in enumerate(stack.comfyui_urls):
+        port = free_port(plan.host)
+        node_id = f"node-{index + 1}"
+        args = [
+            "--comfyui-url", comfyui_url,
+            "--redis-url", stack.redis_url,
+            "--node-id", node_id,
+            "--host", plan.host,
+            "--port", str(port),
+        ]  # fmt: skip
+        process = start_python_module(node_id, "comfy_service", args, log_dir=logs)
+        _track(stack, view, process)
+        url = f"http://{plan.host}:{port}"
+        wait_until_http_ok(process, f"{url}/healthz", timeout_s=60)
+        stack.service_urls.append(url)
+
+
+def _start_emulator(plan: StackPlan, stack: RunningStack, view: LogView, index: int) -> str:
+    port = free_port(plan.host)
+    name = f"comfyui-{index + 1}"
+    args = [
+        "--host", plan.host,
+        "--port", str(port),
+        "--data-dir", str(plan.data_dir / name),
+        "--step-time", str(plan.step_time_s),
+    ]  # fmt: skip
+    process = start_python_module(name, "comfy_emulator", args, log_dir=plan.data_dir / "logs")
+    _track(stack, view, process)
+    url = f"http://{plan.host}:{port}"
+    wait_until_http_ok(process, f"{url}/system_stats", timeout_s=60)
+    return url
+
+
+def _track(stack: RunningStack, view: LogView, process: ManagedProcess) -> None:
+    stack.processes.append(process)
+    view.add(process)
+
+
+def wait_for_stop_signal(stack: RunningStack) -> int:
+    """Block until SIGINT/SIGTERM (exit code 0) or until a component dies (exit code 1)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    while not stop.wait(0.5):
+        dead = stack.first_dead()
+        if dead is not None:
+            print(f"\n{dead.name} exited with code {dead.process.returncode}; stopping the stack")
+            return 1
+    print("\nstopping the stack ...")
+    return 0
