@@ -124,7 +124,7 @@ async def test_down_refuses_connections_then_comes_back(emulator: RunningEmulato
 
         async def back() -> bool:
             try:
-                return await client.get_json("/history") == {}
+                return bool(await client.get_json("/history") == {})
             except aiohttp.ClientConnectionError:
                 return False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import pytest
@@ -14,8 +15,8 @@ def node(class_type: str, **links: str) -> dict[str, Any]:
 
 
 def run_order(
-    prompt: dict[str, Any], outputs: list[str], cached: set[str] = frozenset()
-) -> list[str]:  # type: ignore[assignment]
+    prompt: dict[str, Any], outputs: list[str], cached: AbstractSet[str] = frozenset()
+) -> list[str]:
     order = ExecutionList(prompt, lambda n: prompt[n]["class_type"] == "Out", lambda n: n in cached)
     for output in outputs:
         order.add_node(output)

@@ -17,7 +17,7 @@ AIOHTTP_500 = "500 Internal Server Error\n\nServer got itself in trouble"
 async def hold_worker(client: EmulatorClient) -> str:
     """Queue a prompt that hangs in its first node, so later prompts stay pending."""
     await client.post_json("/emulator/hang-next", {"count": 1})
-    blocker = (await client.post_prompt(solid_image(prefix="blocker")))["prompt_id"]
+    blocker = str((await client.post_prompt(solid_image(prefix="blocker")))["prompt_id"])
     await client.wait_running(blocker)
     return blocker
 
@@ -25,13 +25,14 @@ async def hold_worker(client: EmulatorClient) -> str:
 async def test_queue_order_follows_the_heap(client: EmulatorClient) -> None:
     await hold_worker(client)  # number 0
     ids = {}
-    for name, extra in [
+    extras: list[tuple[str, dict[str, Any]]] = [
         ("q0", {}),
         ("q1", {}),
         ("q2", {}),
         ("front", {"front": True}),
         ("num", {"number": 2.5}),
-    ]:
+    ]
+    for name, extra in extras:
         ids[name] = (await client.post_prompt(solid_image(prefix=name), **extra))["prompt_id"]
     heap: list[float] = []
     for number in (1, 2, 3, -4, 2.5):
