@@ -39,7 +39,7 @@ async def test_generate_runs_the_graph_and_serves_the_png(api: httpx.AsyncClient
     assert download.headers["content-type"] == "image/png"
     image = Image.open(io.BytesIO(download.content))
     assert image.size == (40, 30)
-    assert image.convert("RGB").getpixel((0, 0)) == (0x33, 0x66, 0xFF)
+    assert image.convert("RGB").getpixel((0, 0)) == (0xCC, 0x99, 0x00)  # 0x3366FF inverted
 
 
 async def test_progress_events_arrive_in_order_and_end_with_the_result(
@@ -135,8 +135,8 @@ async def test_partly_invalid_graph_runs_the_valid_branch_with_warnings(
     task = await wait_until_finished(api, accepted["id"])
 
     assert task["status"] == "succeeded"
-    assert set(task["warnings"]) == {"3"}
-    assert [o["node_id"] for o in task["outputs"]] == ["2"]
+    assert set(task["warnings"]) == {"4"}
+    assert [o["node_id"] for o in task["outputs"]] == ["3"]
 
 
 async def test_runtime_error_fails_the_task_with_type_comfyui(api: httpx.AsyncClient) -> None:
