@@ -1,6 +1,8 @@
 """comfy-service when things go wrong: ComfyUI faults, dropped sockets, restarts, hangs."""
 
+import json
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
 from redis.asyncio import Redis
@@ -224,3 +226,26 @@ async def test_queue_position_counts_the_prompts_ahead(
     assert (await get_task(api, third["id"]))["queue_position"] == 2
     await api.delete(f"/api/v1/tasks/{ahead['id']}")
     await wait_until_finished(api, third["id"])
+
+
+async def test_bodies_over_the_limit_are_413_whether_declared_or_streamed(
+    start_service: ServiceFactory, emulator: RunningComponent
+) -> None:
+    service = start_service(emulator.url, extra_args=["--max-body-bytes", "2000"])
+    big = {"prompt": graphs.solid_image("x"), "client": {"padding": "x" * 5000}}
+    async with httpx.AsyncClient(base_url=service.url) as api:
+        declared = await api.post("/api/v1/generate", json=big)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            body = json.dumps(big).encode()
+            for start in range(0, len(body), 1000):
+                yield body[start : start + 1000]
+
+        streamed = await api.post(
+            "/api/v1/generate", content=chunks(), headers={"content-type": "application/json"}
+        )
+        small = await api.post("/api/v1/generate", json={"prompt": graphs.solid_image("y")})
+
+    assert (declared.status_code, declared.json()["code"]) == (413, "body_too_large")
+    assert (streamed.status_code, streamed.json()["code"]) == (413, "body_too_large")
+    assert small.status_code == 202
