@@ -69,6 +69,33 @@ class TaskOutput(BaseModel):
     type: str = "output"
 
 
+class Attempt(BaseModel):
+    """One placement of a task on a node, kept so a failed task shows everything it went through."""
+
+    number: int
+    node_id: str
+    dispatched_at: datetime = Field(default_factory=utc_now)
+    ended_at: datetime | None = None
+    outcome: str | None = None
+
+
+class RetryPolicy(BaseModel):
+    """Set by the balancer: which ComfyUI failures are the node's fault (e.g. out of memory),
+    so the task may run again elsewhere, and how many placements a task gets in all."""
+
+    max_attempts: int = 3
+    retry_on: list[str] = Field(
+        default_factory=list,
+        description="Case-insensitive substrings of exception type or message that mean retry.",
+    )
+
+    def allows_retry(self, attempts: int, error: TaskError) -> bool:
+        if attempts >= self.max_attempts or error.type is not ErrorType.COMFYUI:
+            return False
+        text = f"{error.details.get('exception_type', '')} {error.message}".lower()
+        return any(pattern.lower() in text for pattern in self.retry_on)
+
+
 class TaskRecord(BaseModel):
     """The state of one generation task, as stored under ``RedisKeys.task``."""
 
@@ -94,6 +121,10 @@ class TaskRecord(BaseModel):
         description="ComfyUI node_errors of output branches that were skipped (partial validity).",
     )
     client: dict[str, Any] = Field(default_factory=dict, description="Caller's metadata, echoed.")
+    attempt_log: list[Attempt] = Field(default_factory=list)
+    retry: RetryPolicy | None = Field(
+        default=None, description="Present on tasks the balancer manages."
+    )
 
 
 TaskEventKind = Literal["state", "progress", "output"]

@@ -4,7 +4,8 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 ---------------------------  ------  --------------  ---------------------------------------------
 {p}:task:{id}                hash    task store      none while active; retention once terminal.
                                                      Fields: status, version (bumped by every
-                                                     write), record (TaskRecord JSON).
+                                                     write), record (TaskRecord JSON), and for
+                                                     queued tasks queue_score, queued_ms.
 {p}:task:{id}:prompt         string  submitter       as the task
 {p}:task:{id}:events         stream  task store      as the task; capped with MAXLEN ~
 {p}:task:{id}:logs           list    log capture     as the task; capped with LTRIM
@@ -15,7 +16,14 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 {p}:node:{node}:health       string  comfy-service   ~3 health intervals: expiry = node dead
 {p}:node:{node}:active       set     comfy-service   none; unfinished task ids the node owns
 {p}:nodes                    zset    comfy-service   none; node id scored by last seen ms
-{p}:queue:pending            zset    comfy-balancer  none; task id scored in run order
+{p}:queue:pending            zset    task queue      none; task id scored in run order
+                                                     (-priority * 1e12 + arrival sequence)
+{p}:queue:since              zset    task queue      none; pending task id scored by enqueue ms
+{p}:queue:priorities         hash    task queue      none; priority -> pending count
+{p}:queue:seq                string  task queue      none; arrival counter (FIFO in a priority)
+{p}:node:{node}:dispatched   zset    task queue      none; task ids the balancer placed on the
+                                                     node, scored by claim ms (its used slots)
+{p}:node:{node}:failures     zset    comfy-balancer  ~10 min; recent failure times on the node
 {p}:idempotency:{key}        string  comfy-balancer  retention; value = task id
 {p}:signal:{name}            pubsub  any             wake-ups only, never the only copy of a fact
 
@@ -71,6 +79,21 @@ class RedisKeys:
 
     def pending_queue(self) -> str:
         return f"{self.prefix}:queue:pending"
+
+    def queue_since(self) -> str:
+        return f"{self.prefix}:queue:since"
+
+    def queue_priorities(self) -> str:
+        return f"{self.prefix}:queue:priorities"
+
+    def queue_seq(self) -> str:
+        return f"{self.prefix}:queue:seq"
+
+    def node_dispatched(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{node_id}:dispatched"
+
+    def node_failures(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{node_id}:failures"
 
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}:idempotency:{key}"

@@ -21,19 +21,19 @@ from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_state import TaskStatus, check_transition
 
 # KEYS: task, prompt, events, recent. ARGV: record, status, prompt ('' = none), event,
-# created_ms, task_id, events_maxlen, recent_cutoff_ms.
-_CREATE_SCRIPT: Final = """
+# created_ms, task_id, events_maxlen, recent_cutoff_ms. The queue's submit script extends it.
+CREATE_SCRIPT: Final = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'version', 1, 'record', ARGV[1])
 if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3]) end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'event', ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[8])
-return 1
 """
 
 # KEYS: task, prompt, events, logs. ARGV: expected version, status, record, event,
-# events_maxlen, ttl_s (0 = keep). Returns the new stream id, or 'missing' / 'stale'.
+# events_maxlen, ttl_s (0 = keep), ended channel, task id. Returns the new stream id, or
+# 'missing' / 'stale'. A terminal write is announced on the channel: it frees a slot.
 _UPDATE_SCRIPT: Final = """
 local version = redis.call('HGET', KEYS[1], 'version')
 if not version then return 'missing' end
@@ -42,11 +42,14 @@ redis.call('HSET', KEYS[1], 'status', ARGV[2], 'version', tonumber(version) + 1,
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'event', ARGV[4])
 if tonumber(ARGV[6]) > 0 then
   for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+  redis.call('PUBLISH', ARGV[7], ARGV[8])
 end
 return id
 """
 
 MAX_UPDATE_ATTEMPTS: Final = 20
+TASK_ENDED: Final = "task-ended"
+"""Signal sent (payload: task id) when a task reaches a terminal state."""
 
 TaskChange = Callable[[TaskRecord], TaskRecord | None]
 """Returns the new record, or None when nothing needs to change."""
@@ -65,35 +68,41 @@ class TaskStore:
         self._keys = keys
         self._retention_s = retention_s
         self._events_maxlen = events_maxlen
-        self._create = redis.register_script(_CREATE_SCRIPT)
+        self._create = redis.register_script(CREATE_SCRIPT + "return 1")
         self._update = redis.register_script(_UPDATE_SCRIPT)
 
     async def create(
         self, record: TaskRecord, prompt: dict[str, Any] | None = None
     ) -> tuple[TaskRecord, bool]:
         """Store a new task; if the id is taken, return the existing task and ``False``."""
-        event = TaskEvent(kind="state", task=record)
-        created = await self._create(
-            keys=[
-                self._keys.task(record.id),
-                self._keys.task_prompt(record.id),
-                self._keys.task_events(record.id),
-                self._keys.recent_tasks(),
-            ],
-            args=[
-                record.model_dump_json(),
-                record.status.value,
-                json.dumps(prompt) if prompt is not None else "",
-                event.model_dump_json(),
-                int(record.created_at.timestamp() * 1000),
-                record.id,
-                self._events_maxlen,
-                now_ms() - self._retention_s * 1000,
-            ],
-        )
+        keys, args = self.create_arguments(record, prompt)
+        created = await self._create(keys=keys, args=args)
         if created:
             return record, True
         return await self.get(record.id), False
+
+    def create_arguments(
+        self, record: TaskRecord, prompt: dict[str, Any] | None
+    ) -> tuple[list[str], list[str | int]]:
+        """KEYS and ARGV of :data:`CREATE_SCRIPT` (also used by scripts that extend it)."""
+        event = TaskEvent(kind="state", task=record)
+        keys = [
+            self._keys.task(record.id),
+            self._keys.task_prompt(record.id),
+            self._keys.task_events(record.id),
+            self._keys.recent_tasks(),
+        ]
+        args: list[str | int] = [
+            record.model_dump_json(),
+            record.status.value,
+            json.dumps(prompt) if prompt is not None else "",
+            event.model_dump_json(),
+            int(record.created_at.timestamp() * 1000),
+            record.id,
+            self._events_maxlen,
+            now_ms() - self._retention_s * 1000,
+        ]
+        return keys, args
 
     async def delete(self, task_id: str) -> None:
         """Forget a task that was never accepted (its submission failed before anything ran)."""
@@ -196,6 +205,8 @@ class TaskStore:
                 event.model_dump_json(),
                 self._events_maxlen,
                 ttl_s,
+                self._keys.signal(TASK_ENDED),
+                task_id,
             ],
         )
         if result == "missing":

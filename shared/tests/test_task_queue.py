@@ -1,0 +1,125 @@
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from comfy_shared.models import TaskRecord
+from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.signals import Signals
+from comfy_shared.task_queue import TASK_QUEUED, TaskQueue
+from comfy_shared.task_state import TaskStatus
+from comfy_shared.task_store import TASK_ENDED, TaskStore
+
+KEYS = RedisKeys("test")
+PROMPT = {"1": {"class_type": "X", "inputs": {}}}
+
+
+@pytest.fixture
+def store(redis: Redis) -> TaskStore:
+    return TaskStore(redis, KEYS)
+
+
+@pytest.fixture
+def queue(redis: Redis, store: TaskStore) -> TaskQueue:
+    return TaskQueue(redis, KEYS, store)
+
+
+async def submit(queue: TaskQueue, task_id: str, priority: int = 0) -> None:
+    _, created = await queue.submit(TaskRecord(id=task_id, priority=priority), PROMPT)
+    assert created
+
+
+async def test_higher_priority_first_and_fifo_within_a_priority(queue: TaskQueue) -> None:
+    for task_id, priority in [("a", 0), ("b", 5), ("c", 0), ("d", -2), ("e", 5), ("f", 1000)]:
+        await submit(queue, task_id, priority)
+
+    assert await queue.head(10) == ["f", "b", "e", "a", "c", "d"]
+    assert await queue.position("a") == 3
+    assert await queue.position("nope") is None
+
+
+async def test_submit_stores_the_task_and_its_queue_place_together(
+    queue: TaskQueue, store: TaskStore, redis: Redis
+) -> None:
+    await submit(queue, "a", 3)
+
+    assert (await store.get("a")).status is TaskStatus.QUEUED
+    assert await store.get_prompt("a") == PROMPT
+    assert await redis.hget(KEYS.task("a"), "queue_score") is not None
+    _, created = await queue.submit(TaskRecord(id="a", priority=3), PROMPT)
+    assert not created
+    assert await queue.length() == 1
+
+
+async def test_submit_announces_the_task(queue: TaskQueue, redis: Redis) -> None:
+    signals = Signals(redis, KEYS)
+    async with signals.subscribe(TASK_QUEUED) as subscription:
+        await submit(queue, "a")
+        assert await subscription.next(timeout_s=5) == (TASK_QUEUED, "a")
+
+
+async def test_concurrent_claims_of_one_task_have_one_winner(queue: TaskQueue) -> None:
+    await submit(queue, "a")
+
+    results = await asyncio.gather(*(queue.claim("a", f"node-{i}", 2) for i in range(8)))
+
+    assert sorted(results) == [0] * 7 + [1]
+    assert await queue.length() == 0
+
+
+async def test_a_full_node_claims_nothing(queue: TaskQueue) -> None:
+    for task_id in "abc":
+        await submit(queue, task_id)
+
+    assert await queue.claim("a", "n1", 2) == 1
+    assert await queue.claim("b", "n1", 2) == 1
+    assert await queue.claim("c", "n1", 2) == -1
+    assert await queue.head(5) == ["c"]
+    assert set(await queue.dispatched("n1")) == {"a", "b"}
+
+
+async def test_requeue_puts_the_task_back_in_its_old_place(queue: TaskQueue) -> None:
+    for task_id in "abc":
+        await submit(queue, task_id)
+    await queue.claim("a", "n1", 2)
+
+    assert await queue.requeue("a", "n1")
+
+    assert await queue.head(5) == ["a", "b", "c"]
+    assert await queue.dispatched("n1") == {}
+    assert (await queue.stats()).by_priority == {0: 3}
+
+
+async def test_remove_takes_a_queued_task_out_once(queue: TaskQueue) -> None:
+    await submit(queue, "a", 2)
+    assert await queue.remove("a")
+    assert not await queue.remove("a")
+    stats = await queue.stats()
+    assert (stats.pending, stats.by_priority, stats.oldest_queued_ms) == (0, {}, None)
+
+
+async def test_stats_count_by_priority_and_know_the_oldest(queue: TaskQueue) -> None:
+    await submit(queue, "a", 1)
+    await submit(queue, "b", 1)
+    await submit(queue, "c", -1)
+    await queue.claim("b", "n1", 2)
+
+    stats = await queue.stats()
+
+    assert stats.pending == 2
+    assert stats.by_priority == {1: 1, -1: 1}
+    assert stats.oldest_queued_ms is not None
+
+
+async def test_priority_out_of_range_is_refused(queue: TaskQueue) -> None:
+    with pytest.raises(ValueError, match="priority"):
+        await queue.submit(TaskRecord(id="a", priority=1001), PROMPT)
+
+
+async def test_a_terminal_write_announces_the_end(store: TaskStore, redis: Redis) -> None:
+    await store.create(TaskRecord(id="a"))
+    signals = Signals(redis, KEYS)
+    async with signals.subscribe(TASK_ENDED) as subscription:
+        await store.transition("a", TaskStatus.RUNNING)
+        await store.transition("a", TaskStatus.SUCCEEDED)
+        assert await subscription.next(timeout_s=5) == (TASK_ENDED, "a")
