@@ -4,9 +4,23 @@ from typing import Any
 
 import pytest
 
-from comfy_service.record_changes import finish_from_history, started, task_output, with_progress
+from comfy_service.record_changes import (
+    finish_from_history,
+    retry_elsewhere,
+    started,
+    task_output,
+    with_progress,
+)
 from comfy_shared.comfyui import HistoryEntry, OutputFile
-from comfy_shared.models import ErrorType, OutputKind, Progress, TaskRecord
+from comfy_shared.models import (
+    Attempt,
+    ErrorType,
+    OutputKind,
+    Progress,
+    RetryPolicy,
+    TaskError,
+    TaskRecord,
+)
 from comfy_shared.task_state import TaskStatus
 from comfy_testkit.captures import load_capture
 
@@ -93,3 +107,46 @@ def test_progress_on_a_waiting_task_proves_it_runs() -> None:
     assert moved.status is TaskStatus.RUNNING
     assert moved.progress == Progress(node="5", value=3, max=20)
     assert with_progress(TaskRecord(id="t", status=TaskStatus.FAILED), "5", 3, 20) is None
+
+
+def failed_with(error: TaskError, *, attempts: int, retry: RetryPolicy | None) -> TaskRecord:
+    return TaskRecord(
+        id="t",
+        status=TaskStatus.FAILED,
+        node_id="gpu-1",
+        attempts=attempts,
+        error=error,
+        retry=retry,
+        attempt_log=[Attempt(number=attempts, node_id="gpu-1")],
+    )
+
+
+OOM = TaskError(
+    type=ErrorType.COMFYUI,
+    message="node 3 (KSampler) failed: torch.OutOfMemoryError: CUDA out of memory",
+    details={"exception_type": "torch.OutOfMemoryError"},
+)
+POLICY = RetryPolicy(max_attempts=3, retry_on=["OutOfMemoryError"])
+
+
+def test_a_node_specific_failure_goes_back_to_the_queue_with_its_attempt_logged() -> None:
+    again = retry_elsewhere(failed_with(OOM, attempts=1, retry=POLICY))
+
+    assert again is not None
+    assert again.status is TaskStatus.QUEUED
+    assert again.node_id is None
+    assert again.error is None
+    assert again.attempt_log[-1].outcome == OOM.message
+    assert again.attempt_log[-1].ended_at is not None
+
+
+def test_no_retry_without_a_policy_past_the_limit_or_for_other_errors() -> None:
+    other = OOM.model_copy(update={"message": "IndexError", "details": {}})
+    lost = TaskError(type=ErrorType.SERVICE, message="lost", details={"node_fault": True})
+    invalid = TaskError(type=ErrorType.VALIDATION, message="bad", details={"node_fault": True})
+
+    assert retry_elsewhere(failed_with(OOM, attempts=1, retry=None)) is None
+    assert retry_elsewhere(failed_with(OOM, attempts=3, retry=POLICY)) is None
+    assert retry_elsewhere(failed_with(other, attempts=1, retry=POLICY)) is None
+    assert retry_elsewhere(failed_with(lost, attempts=1, retry=POLICY)) is not None
+    assert retry_elsewhere(failed_with(invalid, attempts=1, retry=POLICY)) is None

@@ -30,6 +30,7 @@ from comfy_shared.comfyui import ComfyClient, ComfyEventListener, ListenerConfig
 from comfy_shared.loops import run_every, start_loop, stop_tasks
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_store import TaskStore
 
 WATCHDOG_INTERVAL_S = 1.0
@@ -74,6 +75,7 @@ async def _start(settings: ServiceSettings) -> ServiceState:
     owned = OwnedTasks(redis, keys, settings.node_id)
     runner = TaskRunner(
         store=store,
+        queue=TaskQueue(redis, keys, store),
         comfy=comfy,
         owned=owned,
         redis=redis,

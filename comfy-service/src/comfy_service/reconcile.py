@@ -61,6 +61,9 @@ async def _reconcile_task(
     record = await store.find(task_id)
     if record is None or record.status.is_terminal:
         await owned.remove(task_id)
+    elif record.node_id != runner.node_id:
+        # Another node runs it now (this one was taken for dead): drop our copy of the prompt.
+        await runner.abandon(task_id)
     elif queue.is_running(task_id):
         await store.update(task_id, started)  # the start event may have been missed
         report.running.append(task_id)
@@ -70,5 +73,6 @@ async def _reconcile_task(
         await runner.finish(task_id, entry)
         report.finished.append(task_id)
     else:
-        await runner.fail(task_id, TaskError(type=ErrorType.SERVICE, message=LOST_MESSAGE))
+        lost = TaskError(type=ErrorType.SERVICE, message=LOST_MESSAGE, details={"node_fault": True})
+        await runner.fail(task_id, lost)
         report.lost.append(task_id)

@@ -98,3 +98,28 @@ def with_progress(
         # The start event was missed (e.g. during a reconnect): a node running proves it.
         update |= {"status": TaskStatus.RUNNING, "started_at": record.started_at or utc_now()}
     return record.model_copy(update=update)
+
+
+def retry_elsewhere(record: TaskRecord) -> TaskRecord | None:
+    """The failed ``record`` back in the queue, if its retry policy allows; else None."""
+    error, policy = record.error, record.retry
+    if record.status is not TaskStatus.FAILED or error is None or policy is None:
+        return None
+    if not policy.allows_retry(record.attempts, error):
+        return None
+    log = [attempt.model_copy() for attempt in record.attempt_log]
+    if log:
+        log[-1] = log[-1].model_copy(update={"ended_at": utc_now(), "outcome": error.message})
+    return record.model_copy(
+        update={
+            "status": TaskStatus.QUEUED,
+            "node_id": None,
+            "error": None,
+            "progress": None,
+            "outputs": [],
+            "submitted_at": None,
+            "started_at": None,
+            "finished_at": None,
+            "attempt_log": log,
+        }
+    )

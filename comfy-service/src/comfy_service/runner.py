@@ -15,14 +15,15 @@ from redis.asyncio import Redis
 
 from comfy_service.errors import NotOnThisNode, UnknownWorkflow
 from comfy_service.owned_tasks import OwnedTasks
-from comfy_service.record_changes import finish_from_history
+from comfy_service.record_changes import finish_from_history, retry_elsewhere
 from comfy_shared.api.schemas import GenerateRequest
 from comfy_shared.clock import utc_now
 from comfy_shared.comfyui import ComfyClient, ComfyUnavailable, HistoryEntry, PromptRejected
 from comfy_shared.models import ErrorType, TaskError, TaskRecord, new_task_id
 from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_state import TaskStatus
-from comfy_shared.task_store import TaskStore
+from comfy_shared.task_store import TaskChange, TaskStore
 
 _WAITING = (TaskStatus.QUEUED, TaskStatus.DISPATCHED)
 
@@ -39,6 +40,7 @@ class TaskRunner:
         self,
         *,
         store: TaskStore,
+        queue: TaskQueue,
         comfy: ComfyClient,
         owned: OwnedTasks,
         redis: Redis,
@@ -48,6 +50,7 @@ class TaskRunner:
         retention_s: int,
     ) -> None:
         self._store = store
+        self._queue = queue
         self._comfy = comfy
         self._owned = owned
         self._redis = redis
@@ -89,36 +92,57 @@ class TaskRunner:
 
     async def fail(self, task_id: str, error: TaskError) -> TaskRecord | None:
         """Fail a task for a reason of ours (watchdog, lost prompt) and stop it in ComfyUI.
-        Returns None if the task had already ended."""
+        Returns None if the task had already ended or belongs to another node now."""
 
-        ended_here = False
-
-        def apply(record: TaskRecord) -> TaskRecord | None:
-            nonlocal ended_here
-            ended_here = not record.status.is_terminal
-            if not ended_here:
+        def failed(record: TaskRecord) -> TaskRecord | None:
+            if record.status.is_terminal:
                 return None
             return record.model_copy(
                 update={"status": TaskStatus.FAILED, "error": error, "finished_at": utc_now()}
             )
 
-        after = await self._store.update(task_id, apply)
-        await self._owned.remove(task_id)
-        if not ended_here:
-            return None
-        logger.warning("task failed", task_id=task_id, reason=error.message)
-        await self._stop_in_comfy(task_id)
-        return after
+        ended = await self._end(task_id, failed)
+        if ended is not None:
+            logger.warning("task failed", task_id=task_id, reason=error.message)
+            await self._stop_in_comfy(task_id)
+        return ended
 
     async def finish(self, task_id: str, entry: HistoryEntry | None = None) -> TaskRecord | None:
         """Record the result of a prompt ComfyUI has finished, reading its history if needed."""
         entry = entry or await self._comfy.get_history(task_id)
         if entry is None:
             return None
-        final = await self._store.update(task_id, lambda record: finish_from_history(record, entry))
-        await self._owned.remove(task_id)
-        logger.info("task finished", task_id=task_id, status=final.status.value)
+        final = await self._end(task_id, lambda record: finish_from_history(record, entry))
+        if final is not None:
+            logger.info("task finished", task_id=task_id, status=final.status.value)
         return final
+
+    async def _end(self, task_id: str, change: TaskChange) -> TaskRecord | None:
+        """Apply a final change to a task this node owns; a failure the task's retry policy
+        covers sends it back to the balancer's queue instead. Returns the stored record, or
+        None if nothing changed (ended already, or another node owns it now)."""
+        changed = False
+
+        def apply(record: TaskRecord) -> TaskRecord | None:
+            nonlocal changed
+            ended = change(record) if record.node_id == self.node_id else None
+            changed = ended is not None
+            return (retry_elsewhere(ended) or ended) if ended is not None else None
+
+        after = await self._store.update(task_id, apply)
+        await self._owned.remove(task_id)
+        if not changed:
+            return None
+        if after.status is TaskStatus.QUEUED:
+            logger.warning("task goes back to the queue for another node", task_id=task_id)
+            await self._queue.requeue(task_id, self.node_id)
+        return after
+
+    async def abandon(self, task_id: str) -> None:
+        """Stop and forget a prompt whose task was handed to another node meanwhile."""
+        logger.warning("task moved to another node; dropping it here", task_id=task_id)
+        await self._stop_in_comfy(task_id)
+        await self._owned.remove(task_id)
 
     async def queue_position(self, task: TaskRecord) -> int | None:
         """Prompts ahead of this one in ComfyUI's queue, while it waits there."""
@@ -149,6 +173,12 @@ class TaskRunner:
     async def _send_to_comfy(
         self, task: TaskRecord, prompt: dict[str, Any], created: bool
     ) -> Submission:
+        if task.attempts > 1 and await self._comfy_knows(task.id):
+            # An earlier attempt on this node reached ComfyUI: running it again would be a
+            # second execution of the same prompt id.
+            logger.warning("prompt already known to comfyui; not submitting it again")
+            await self._owned.add(task.id)
+            return Submission(task, created=True)
         try:
             result = await self._comfy.submit(prompt, prompt_id=task.id, client_id=self.client_id)
         except PromptRejected as exc:

@@ -90,10 +90,14 @@ class RetryPolicy(BaseModel):
     )
 
     def allows_retry(self, attempts: int, error: TaskError) -> bool:
-        if attempts >= self.max_attempts or error.type is not ErrorType.COMFYUI:
+        """A node's fault (marked ``node_fault`` in the details, e.g. its ComfyUI restarted) or a
+        ComfyUI error matching ``retry_on`` may run again elsewhere; validation never does."""
+        if attempts >= self.max_attempts or error.type is ErrorType.VALIDATION:
             return False
+        if error.details.get("node_fault") is True:
+            return True
         text = f"{error.details.get('exception_type', '')} {error.message}".lower()
-        return any(pattern.lower() in text for pattern in self.retry_on)
+        return error.type is ErrorType.COMFYUI and any(p.lower() in text for p in self.retry_on)
 
 
 class TaskRecord(BaseModel):
