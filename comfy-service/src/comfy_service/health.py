@@ -45,6 +45,7 @@ class HealthPublisher:
         self._ttl_s = ttl_s
         self._capabilities: Capabilities | None = None
         self._comfy_was_reachable: bool | None = None
+        self._published_reachable: bool | None = None
 
     async def refresh_capabilities(self) -> bool:
         """Re-read what ComfyUI offers (at start, and after it restarted); False if it failed."""

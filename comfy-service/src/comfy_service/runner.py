@@ -71,10 +71,10 @@ class TaskRunner:
         task, created = await self._store.create(fresh, prompt)
         if not created and not self._dispatched_here(task):
             return Submission(task, created=False)
-        if not await self._claim_attempt(task):
-            return Submission(await self._store.get(task.id), created=False)
         with logger.contextualize(task_id=task.id, attempt=task.attempts):
-            return await self._send_to_comfy(task, prompt, created)
+            if await self._claim_attempt(task):
+                return await self._send_to_comfy(task, prompt, created)
+            return await self._resend(task, prompt)
 
     async def cancel(self, task_id: str) -> TaskRecord:
         """End the task as cancelled, then take it out of ComfyUI: removed from the queue if
@@ -170,22 +170,37 @@ class TaskRunner:
     async def _release_attempt(self, task: TaskRecord) -> None:
         await self._redis.delete(self._keys.task_submission(task.id, task.attempts))
 
+    async def _resend(self, task: TaskRecord, prompt: dict[str, Any]) -> Submission:
+        """The same attempt sent again (its sender lost the answer, or this service died while
+        handling it): adopt the prompt if ComfyUI has it, submit it if it never got there."""
+        if task.submitted_at is not None or task.status is not TaskStatus.DISPATCHED:
+            return Submission(task, created=False)
+        if await self._comfy_knows(task.id, history_too=True):
+            return await self._adopt(task)
+        return await self._send_to_comfy(task, prompt, created=False)
+
+    async def _adopt(self, task: TaskRecord) -> Submission:
+        logger.warning("prompt already in comfyui; following it instead of submitting again")
+        await self._owned.add(task.id)
+        adopted = await self._store.update(
+            task.id, lambda r: r.model_copy(update={"submitted_at": utc_now()})
+        )
+        return Submission(adopted, created=True)
+
     async def _send_to_comfy(
         self, task: TaskRecord, prompt: dict[str, Any], created: bool
     ) -> Submission:
-        if task.attempts > 1 and await self._comfy_knows(task.id):
-            # An earlier attempt on this node reached ComfyUI: running it again would be a
-            # second execution of the same prompt id.
-            logger.warning("prompt already known to comfyui; not submitting it again")
-            await self._owned.add(task.id)
-            return Submission(task, created=True)
+        if task.attempts > 1 and await self._comfy_knows(task.id, history_too=False):
+            # An earlier attempt still waits or runs here (this node was taken for dead):
+            # submitting the prompt id again would run it twice.
+            return await self._adopt(task)
         try:
             result = await self._comfy.submit(prompt, prompt_id=task.id, client_id=self.client_id)
         except PromptRejected as exc:
             await self._reject(task, exc)
             raise
         except ComfyUnavailable:
-            if not await self._comfy_knows(task.id):
+            if not await self._comfy_knows(task.id, history_too=True):
                 await self._forget(task, created)
                 raise
             logger.warning("prompt reached ComfyUI although the submit call failed")
@@ -207,14 +222,13 @@ class TaskRunner:
         await self._store.transition(task.id, TaskStatus.FAILED, error=error, finished_at=utc_now())
         logger.info("prompt rejected by comfyui", error_type=exc.error_type)
 
-    async def _comfy_knows(self, task_id: str) -> bool:
-        """After a failed submit call: did the prompt reach ComfyUI anyway (e.g. a timeout
-        after it was queued)? Unknown counts as no."""
+    async def _comfy_knows(self, task_id: str, *, history_too: bool) -> bool:
+        """Is the prompt queued or running in ComfyUI (or, with ``history_too``, finished
+        there)? An unreachable ComfyUI counts as no."""
         try:
-            queue = await self._comfy.get_queue()
-            return queue.position(task_id) is not None or bool(
-                await self._comfy.get_history(task_id)
-            )
+            if (await self._comfy.get_queue()).position(task_id) is not None:
+                return True
+            return history_too and await self._comfy.get_history(task_id) is not None
         except ComfyUnavailable:
             return False
 

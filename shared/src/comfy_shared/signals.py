@@ -15,6 +15,9 @@ from redis.asyncio.client import PubSub
 
 from comfy_shared.redis_keys import RedisKeys
 
+NODE_CHANGED = "node-changed"
+"""Sent by a service when it appears or its ComfyUI comes or goes (payload: node id)."""
+
 
 class Signals:
     def __init__(self, redis: Redis, keys: RedisKeys) -> None:

@@ -184,11 +184,15 @@ class TaskQueue:
 
     async def dispatched(self, node_id: str) -> dict[str, float]:
         """Task id -> claim time (ms) of the tasks placed on a node."""
-        entries = cast(
-            "list[tuple[str, float]]",
-            await self._redis.zrange(self._keys.node_dispatched(node_id), 0, -1, withscores=True),
-        )
-        return dict(entries)
+        return (await self.dispatched_on([node_id]))[node_id]
+
+    async def dispatched_on(self, node_ids: list[str]) -> dict[str, dict[str, float]]:
+        """Node id -> (task id -> claim ms), for several nodes in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for node_id in node_ids:
+                pipe.zrange(self._keys.node_dispatched(node_id), 0, -1, withscores=True)
+            replies = await pipe.execute()
+        return {node_id: dict(entries) for node_id, entries in zip(node_ids, replies, strict=True)}
 
     async def stats(self) -> QueueStats:
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -115,6 +115,22 @@ class TaskStore:
         raw = cast("str | None", await self._redis.hget(self._keys.task(task_id), "record"))
         return TaskRecord.model_validate_json(raw) if raw is not None else None
 
+    async def recent_ids(self, offset: int, count: int) -> list[str]:
+        """Task ids, newest first, from the retention window's index."""
+        ids = await self._redis.zrevrange(self._keys.recent_tasks(), offset, offset + count - 1)
+        return [str(task_id) for task_id in ids]
+
+    async def find_many(self, task_ids: list[str]) -> dict[str, TaskRecord | None]:
+        """Several tasks in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hget(self._keys.task(task_id), "record")
+            replies = await pipe.execute()
+        return {
+            task_id: TaskRecord.model_validate_json(raw) if raw is not None else None
+            for task_id, raw in zip(task_ids, replies, strict=True)
+        }
+
     async def get(self, task_id: str) -> TaskRecord:
         record = await self.find(task_id)
         if record is None:

@@ -4,8 +4,8 @@
 - ``redis_url``: that server's URL, with the database flushed before each test.
 - ``redis``: an async client (decode_responses) for the test, closed afterwards.
 - ``process_log_dir``: where child processes of a test write their output.
-- ``start_emulator`` / ``start_service``: factories that start real processes on free ports
-  and stop them (and print their output if the test failed) at teardown.
+- ``start_emulator`` / ``start_service`` / ``start_balancer``: factories that start real
+  processes on free ports and stop them (and print their output if the test failed) at teardown.
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ from redis.asyncio import Redis
 
 from comfy_shared.redis_client import connect_redis
 from comfy_stack.embedded_redis import RedisServer, start_redis_server
-from comfy_testkit.stack import RunningComponent, start_emulator_process, start_service_process
+from comfy_testkit.stack import (
+    RunningComponent,
+    start_balancer_process,
+    start_emulator_process,
+    start_service_process,
+)
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +95,21 @@ def start_service(
         )
         components.append(service)
         return service
+
+    return start
+
+
+BalancerFactory = Callable[..., RunningComponent]
+
+
+@pytest.fixture
+def start_balancer(
+    components: list[RunningComponent], process_log_dir: Path, redis_url: str
+) -> BalancerFactory:
+    def start(name: str = "balancer", **kwargs: Any) -> RunningComponent:
+        balancer = start_balancer_process(process_log_dir, redis_url=redis_url, name=name, **kwargs)
+        components.append(balancer)
+        return balancer
 
     return start
 

@@ -73,3 +73,26 @@ def start_service_process(
     url = f"http://127.0.0.1:{port}"
     wait_until_http_ok(process, f"{url}/readyz" if wait_ready else f"{url}/healthz")
     return RunningComponent(process, url, f"service-{node_id}")
+
+
+def start_balancer_process(
+    log_dir: Path,
+    *,
+    redis_url: str,
+    name: str = "balancer",
+    port: int | None = None,
+    extra_args: Sequence[str] = (),
+) -> RunningComponent:
+    port = port or free_port()
+    args = [
+        "--redis-url", redis_url,
+        "--node-id", name,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--sweep-interval-s", "0.2",
+        *extra_args,
+    ]  # fmt: skip
+    process = start_python_module(name, "comfy_balancer", args, log_dir=log_dir)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_http_ok(process, f"{url}/readyz")
+    return RunningComponent(process, url, name)

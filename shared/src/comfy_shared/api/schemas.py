@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from comfy_shared.models import (
     TASK_ID_PATTERN,
+    Attempt,
     ErrorType,
     OutputKind,
     TaskError,
@@ -96,6 +97,7 @@ class TaskView(BaseModel):
     node_id: str | None
     priority: int
     attempts: int
+    attempt_log: list[Attempt] = Field(description="Each placement on a node, oldest first.")
     outputs: list[OutputView]
     error: TaskError | None
     warnings: dict[str, Any]
@@ -123,6 +125,7 @@ class TaskView(BaseModel):
             node_id=record.node_id,
             priority=record.priority,
             attempts=record.attempts,
+            attempt_log=record.attempt_log,
             outputs=outputs,
             error=record.error,
             warnings=record.warnings,

@@ -1,0 +1,45 @@
+"""``comfy-balancer``: one API in front of many comfy-service nodes."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from comfy_balancer.main import create_app
+from comfy_balancer.settings import BalancerSettings
+from comfy_shared.errors import SettingsError
+from comfy_shared.logs import configure_logging
+from comfy_shared.settings import settings_from_argv
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        settings = settings_from_argv(
+            BalancerSettings,
+            argv,
+            prog="comfy-balancer",
+            description="Serve the comfy-stack API for a cluster of comfy-service nodes.",
+        )
+    except SettingsError as exc:
+        print(f"comfy-balancer: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    configure_logging(
+        service="balancer",
+        node=settings.node_id,
+        level=settings.log_level,
+        json_lines=settings.log_json,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from comfy_balancer.deps import State
+from comfy_balancer.registry import NodeState
+from comfy_shared.clock import now_ms, utc_now
+from comfy_shared.models import NodeHealth
+
+router = APIRouter(tags=["cluster"])
+
+
+class NodeOut(BaseModel):
+    node_id: str
+    state: NodeState
+    url: str | None
+    slots: int
+    in_flight: int
+    recent_failures: int
+    last_seen: datetime
+    health: NodeHealth | None
+
+
+class QueueOut(BaseModel):
+    pending: int
+    by_priority: dict[str, int]
+    oldest_wait_s: float | None
+
+
+@router.get("/nodes", response_model=list[NodeOut])
+async def list_nodes(state: State) -> list[NodeOut]:
+    """Every node that ever published health: its health document (null once dead), slots,
+    tasks in flight and state (ready, busy, comfyui-down, dead)."""
+    return [
+        NodeOut(
+            node_id=node.node_id,
+            state=node.state,
+            url=node.url,
+            slots=node.slots,
+            in_flight=node.in_flight,
+            recent_failures=node.recent_failures,
+            last_seen=datetime.fromtimestamp(node.last_seen_ms / 1000, tz=utc_now().tzinfo),
+            health=node.health,
+        )
+        for node in await state.registry.read()
+    ]
+
+
+@router.get("/queue", response_model=QueueOut)
+async def queue_stats(state: State) -> QueueOut:
+    stats = await state.queue.stats()
+    oldest = stats.oldest_queued_ms
+    return QueueOut(
+        pending=stats.pending,
+        by_priority={str(priority): count for priority, count in sorted(stats.by_priority.items())},
+        oldest_wait_s=round((now_ms() - oldest) / 1000, 3) if oldest is not None else None,
+    )

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+from starlette.background import BackgroundTask
+
+from comfy_balancer.deps import State
+from comfy_balancer.errors import NodeUnavailable, OutputNotFound
+from comfy_balancer.service_client import NodeUnreachable
+from comfy_shared.api.schemas import ErrorBody, TaskView
+from comfy_shared.api.sse import SSE_HEADERS, open_task_events
+from comfy_shared.task_state import TaskStatus
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "Unknown task id."}
+}
+
+
+class TaskPage(BaseModel):
+    tasks: list[TaskView]
+    next_cursor: str | None
+
+
+@router.get("", response_model=TaskPage)
+async def list_tasks(
+    state: State,
+    status: TaskStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str, Query(pattern=r"^\d+$")] = "0",
+) -> TaskPage:
+    """Recent tasks, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    offset, found = int(cursor), list[TaskView]()
+    while len(found) < limit:
+        ids = await state.store.recent_ids(offset, limit)
+        if not ids:
+            return TaskPage(tasks=found, next_cursor=None)
+        records = await state.store.find_many(ids)
+        for task_id in ids:
+            offset += 1
+            record = records[task_id]
+            if record is not None and status in (None, record.status):
+                found.append(TaskView.from_record(record))
+                if len(found) == limit:
+                    break
+    return TaskPage(tasks=found, next_cursor=str(offset))
+
+
+@router.get("/{task_id}", response_model=TaskView, responses=_NOT_FOUND)
+async def get_task(task_id: str, state: State) -> TaskView:
+    record = await state.store.get(task_id)
+    position = await state.queue.position(task_id) if record.status is TaskStatus.QUEUED else None
+    return TaskView.from_record(record, queue_position=position)
+
+
+@router.delete(
+    "/{task_id}",
+    response_model=TaskView,
+    responses=_NOT_FOUND
+    | {409: {"model": ErrorBody, "description": "The task already ended (`status` says how)."}},
+)
+async def cancel_task(task_id: str, state: State) -> TaskView:
+    """Cancel in any state: out of the queue, or cancelled by the node it was placed on."""
+    return TaskView.from_record(await state.intake.cancel(task_id))
+
+
+@router.get(
+    "/{task_id}/outputs/{index}",
+    response_class=StreamingResponse,
+    responses=_NOT_FOUND | {200: {"content": {"image/png": {}}, "description": "The file."}},
+)
+async def download_output(task_id: str, index: int, state: State) -> StreamingResponse:
+    """The file, proxied from the node that produced it."""
+    record = await state.store.get(task_id)
+    if not 0 <= index < len(record.outputs):
+        raise OutputNotFound(task_id, index)
+    node = await state.registry.find(record.node_id or "")
+    if node is None or node.url is None:
+        raise NodeUnavailable(record.node_id, "it holds the file and publishes no health")
+    upstream = AsyncExitStack()
+    try:
+        response = await upstream.enter_async_context(
+            state.nodes_client.output(node.url, task_id, index)
+        )
+    except NodeUnreachable as exc:
+        raise NodeUnavailable(record.node_id, str(exc)) from exc
+    if response.status_code != 200:
+        await upstream.aclose()
+        raise NodeUnavailable(record.node_id, f"it answered {response.status_code}")
+    headers = {
+        name: value
+        for name, value in response.headers.items()
+        if name.lower() in ("content-disposition", "content-length")
+    }
+    return StreamingResponse(
+        response.aiter_bytes(),
+        media_type=response.headers.get("content-type"),
+        headers=headers,
+        background=BackgroundTask(upstream.aclose),
+    )
+
+
+@router.get(
+    "/{task_id}/events",
+    response_class=StreamingResponse,
+    responses=_NOT_FOUND
+    | {200: {"content": {"text/event-stream": {}}, "description": "Task events (SSE)."}},
+)
+async def task_events(
+    task_id: str, state: State, last_event_id: Annotated[str | None, Header()] = None
+) -> StreamingResponse:
+    """Every change (queued, dispatched, running, progress...) until the final state."""
+    frames = await open_task_events(state.store, task_id, last_event_id)
+    return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)

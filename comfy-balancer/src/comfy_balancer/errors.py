@@ -1,0 +1,83 @@
+"""comfy-balancer's domain errors and the one table that maps every error to an HTTP answer.
+
+ComfyStackError (comfy_shared.errors)
+├── TaskNotFound, InvalidTransition, ConcurrentUpdate  (shared)
+├── QueueFull              the pending queue is at its limit -> 429 with Retry-After
+├── NoCapableNode          no live node offers what the graph needs -> 422, with details
+├── UnknownWorkflow        no template of that name -> 422
+├── OutputNotFound         no output with that index -> 404
+└── NodeUnavailable        the node holding a task's files or state cannot be reached -> 503
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from comfy_shared.api.errors import ErrorMapping, ErrorTable
+from comfy_shared.api.sse import InvalidEventId
+from comfy_shared.errors import (
+    ComfyStackError,
+    ConcurrentUpdate,
+    InvalidTransition,
+    TaskNotFound,
+)
+from comfy_shared.models import ErrorType
+
+
+class QueueFull(ComfyStackError):
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        super().__init__(f"the queue holds its maximum of {limit} tasks; retry later")
+        self.retry_after_s = retry_after_s
+
+
+class NoCapableNode(ComfyStackError):
+    def __init__(self, missing_by_node: dict[str, dict[str, list[str]]]) -> None:
+        super().__init__(
+            "no live node can run this graph: each lacks a node class or a model file it names"
+        )
+        self.missing_by_node = missing_by_node
+
+
+class UnknownWorkflow(ComfyStackError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no workflow template named {name!r}")
+
+
+class OutputNotFound(ComfyStackError):
+    def __init__(self, task_id: str, index: int) -> None:
+        super().__init__(f"task {task_id!r} has no output number {index}")
+
+
+class NodeUnavailable(ComfyStackError):
+    def __init__(self, node_id: str | None, what: str) -> None:
+        super().__init__(f"node {node_id!r} is unavailable: {what}")
+
+
+def _no_capable_node_extras(exc: NoCapableNode) -> dict[str, Any]:
+    return {"missing": exc.missing_by_node, "nodes_checked": sorted(exc.missing_by_node)}
+
+
+def _retry_after(exc: QueueFull) -> dict[str, str]:
+    return {"Retry-After": str(exc.retry_after_s)}
+
+
+def _transition_extras(exc: InvalidTransition) -> dict[str, Any]:
+    return {"status": exc.current.value}
+
+
+V, S = ErrorType.VALIDATION, ErrorType.SERVICE
+
+STATUS_FOR: ErrorTable = {
+    TaskNotFound: ErrorMapping(404, "task_not_found", V),
+    OutputNotFound: ErrorMapping(404, "output_not_found", V),
+    InvalidTransition: ErrorMapping(409, "task_finished", V, _transition_extras),
+    InvalidEventId: ErrorMapping(400, "invalid_event_id", V),
+    UnknownWorkflow: ErrorMapping(422, "unknown_workflow", V),
+    NoCapableNode: ErrorMapping(422, "no_capable_node", V, _no_capable_node_extras),
+    QueueFull: ErrorMapping(429, "queue_full", S, headers=_retry_after),
+    NodeUnavailable: ErrorMapping(503, "node_unavailable", S),
+    ConcurrentUpdate: ErrorMapping(503, "busy", S),
+    RedisError: ErrorMapping(503, "redis_unavailable", S),
+}

@@ -1,0 +1,139 @@
+"""Accepting and cancelling tasks at the balancer.
+
+Accepting writes the task to Redis and into the durable queue before the caller gets 202,
+after three checks: an ``Idempotency-Key`` (or a caller-chosen task id) already used returns
+the existing task; a full queue answers 429; a graph no live node could ever run answers 422
+with what each node lacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+from redis.asyncio import Redis
+
+from comfy_balancer.errors import NoCapableNode, NodeUnavailable, QueueFull, UnknownWorkflow
+from comfy_balancer.registry import NodeRegistry, NodeState
+from comfy_balancer.service_client import NodeUnreachable, ServiceClient
+from comfy_shared.api.schemas import GenerateRequest
+from comfy_shared.capabilities import missing_capabilities
+from comfy_shared.clock import utc_now
+from comfy_shared.errors import InvalidTransition
+from comfy_shared.models import RetryPolicy, TaskRecord, new_task_id
+from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.task_queue import TaskQueue
+from comfy_shared.task_state import TaskStatus
+from comfy_shared.task_store import TaskStore
+
+RETRY_AFTER_S = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    task: TaskRecord
+    created: bool
+
+
+class TaskIntake:
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        keys: RedisKeys,
+        store: TaskStore,
+        queue: TaskQueue,
+        registry: NodeRegistry,
+        nodes_client: ServiceClient,
+        policy: RetryPolicy,
+        max_queue: int,
+        retention_s: int,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._store = store
+        self._queue = queue
+        self._registry = registry
+        self._nodes = nodes_client
+        self._policy = policy
+        self._max_queue = max_queue
+        self._retention_s = retention_s
+
+    async def accept(self, request: GenerateRequest, idempotency_key: str | None) -> Intake:
+        task_id = request.task_id or new_task_id()
+        if idempotency_key is not None:
+            earlier = await self._claim_key(idempotency_key, task_id)
+            if earlier is not None and (known := await self._store.find(earlier)) is not None:
+                return Intake(known, created=False)
+        try:
+            return await self._enqueue(task_id, request)
+        except Exception:
+            if idempotency_key is not None:
+                await self._redis.delete(self._keys.idempotency(idempotency_key))
+            raise
+
+    async def cancel(self, task_id: str) -> TaskRecord:
+        """Removed from the queue while it waits; otherwise cancelled by the node it is on."""
+        record = await self._store.get(task_id)
+        if record.status.is_terminal:
+            raise InvalidTransition(task_id, record.status, TaskStatus.CANCELLED)
+        if await self._queue.remove(task_id) or record.node_id is None:
+            return await self._cancel_here(task_id)
+        return await self._cancel_on_node(record)
+
+    async def _enqueue(self, task_id: str, request: GenerateRequest) -> Intake:
+        if request.prompt is None:
+            raise UnknownWorkflow(request.workflow or "")
+        if (existing := await self._store.find(task_id)) is not None:
+            return Intake(existing, created=False)
+        await self._check_capable(request.prompt)
+        if await self._queue.length() >= self._max_queue:
+            raise QueueFull(self._max_queue, RETRY_AFTER_S)
+        record = TaskRecord(
+            id=task_id, priority=request.priority, client=request.client, retry=self._policy
+        )
+        task, created = await self._queue.submit(record, request.prompt)
+        if created:
+            logger.info("task queued", task_id=task_id, priority=request.priority)
+        return Intake(task, created)
+
+    async def _claim_key(self, key: str, task_id: str) -> str | None:
+        """Bind an idempotency key to ``task_id``; returns the task id bound earlier, if any."""
+        redis_key = self._keys.idempotency(key)
+        if await self._redis.set(redis_key, task_id, nx=True, ex=self._retention_s):
+            return None
+        earlier = await self._redis.get(redis_key)
+        return str(earlier) if earlier is not None else None
+
+    async def _check_capable(self, prompt: dict[str, Any]) -> None:
+        """422 only when live nodes exist and none could run the graph; with no live node at
+        all, the task waits for one (a cluster restart must not turn work away)."""
+        live = [n for n in await self._registry.read() if n.state is not NodeState.DEAD]
+        lacking = {n.node_id: missing_capabilities(prompt, n.capabilities) for n in live}
+        if lacking and all(lacking.values()):
+            raise NoCapableNode({node: missing.model_dump() for node, missing in lacking.items()})
+
+    async def _cancel_here(self, task_id: str) -> TaskRecord:
+        cancelled = await self._store.transition(
+            task_id, TaskStatus.CANCELLED, finished_at=utc_now()
+        )
+        logger.info("task cancelled", task_id=task_id)
+        return cancelled
+
+    async def _cancel_on_node(self, record: TaskRecord) -> TaskRecord:
+        node = await self._registry.find(record.node_id or "")
+        if node is None or node.url is None:
+            return await self._cancel_here(record.id)  # the node is gone: nothing runs there
+        try:
+            answer = await self._nodes.cancel(node.url, record.id)
+        except NodeUnreachable as exc:
+            raise NodeUnavailable(record.node_id, str(exc)) from exc
+        current = await self._store.get(record.id)
+        if answer.status == 409 and not current.status.is_terminal:
+            return await self._cancel_here(record.id)  # not on the node yet (being dispatched)
+        if not current.status.is_terminal:
+            raise NodeUnavailable(record.node_id, f"cancel answered {answer.status}")
+        if current.status is not TaskStatus.CANCELLED:
+            raise InvalidTransition(record.id, current.status, TaskStatus.CANCELLED)
+        return current

@@ -1,0 +1,111 @@
+"""Start-up and shutdown of a comfy-balancer process.
+
+Start: Redis (retried until it answers), the clients, then the dispatcher loop. Stop: the
+loop first (placements being sent are cancelled; the next cycle of any replica re-sends
+them), then the clients. Nothing else lives in the process: every fact is in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+from fastapi import FastAPI
+from loguru import logger
+from redis.asyncio import Redis
+
+from comfy_balancer.dispatcher import Dispatcher
+from comfy_balancer.intake import TaskIntake
+from comfy_balancer.registry import NodeRegistry
+from comfy_balancer.scheduling import make_strategy
+from comfy_balancer.service_client import ServiceClient
+from comfy_balancer.settings import BalancerSettings
+from comfy_shared.loops import start_loop, stop_tasks
+from comfy_shared.redis_client import connect_redis
+from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.signals import Signals
+from comfy_shared.task_queue import TaskQueue
+from comfy_shared.task_store import TaskStore
+
+
+@dataclass
+class BalancerState:
+    settings: BalancerSettings
+    redis: Redis
+    store: TaskStore
+    queue: TaskQueue
+    registry: NodeRegistry
+    intake: TaskIntake
+    dispatcher: Dispatcher
+    nodes_client: ServiceClient
+    http: httpx.AsyncClient
+    loops: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def balancer_lifespan(
+    settings: BalancerSettings,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await _start(settings)
+        app.state.balancer = state
+        logger.info("comfy-balancer ready", strategy=settings.strategy, port=settings.port)
+        try:
+            yield
+        finally:
+            await _stop(state)
+
+    return lifespan
+
+
+async def _start(settings: BalancerSettings) -> BalancerState:
+    keys = RedisKeys(settings.redis_prefix)
+    redis = await connect_redis(settings.redis_url, attempts=30)
+    store = TaskStore(
+        redis, keys, retention_s=settings.retention_s, events_maxlen=settings.events_maxlen
+    )
+    queue = TaskQueue(redis, keys, store)
+    registry = NodeRegistry(
+        redis, keys, slots=settings.slots_per_node, allowed=frozenset(settings.nodes)
+    )
+    http = httpx.AsyncClient(timeout=settings.dispatch_timeout_s)
+    nodes_client = ServiceClient(http)
+    policy = settings.retry_policy()
+    intake = TaskIntake(
+        redis=redis,
+        keys=keys,
+        store=store,
+        queue=queue,
+        registry=registry,
+        nodes_client=nodes_client,
+        policy=policy,
+        max_queue=settings.max_queue,
+        retention_s=settings.retention_s,
+    )
+    dispatcher = Dispatcher(
+        store=store,
+        queue=queue,
+        registry=registry,
+        nodes_client=nodes_client,
+        signals=Signals(redis, keys),
+        strategy=make_strategy(settings.strategy),
+        policy=policy,
+        lookahead=settings.lookahead,
+        dispatch_timeout_s=settings.dispatch_timeout_s,
+    )
+    state = BalancerState(
+        settings, redis, store, queue, registry, intake, dispatcher, nodes_client, http
+    )
+    state.loops = [start_loop(dispatcher.run(settings.sweep_interval_s), "dispatcher")]
+    return state
+
+
+async def _stop(state: BalancerState) -> None:
+    await stop_tasks(state.loops)
+    await state.dispatcher.stop()
+    await state.http.aclose()
+    await state.redis.aclose()
+    logger.info("comfy-balancer stopped")

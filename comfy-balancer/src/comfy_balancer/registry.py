@@ -1,0 +1,106 @@
+"""The nodes the balancer knows, read from what the services publish in Redis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import cast
+
+from redis.asyncio import Redis
+
+from comfy_shared.clock import now_ms
+from comfy_shared.models import Capabilities, NodeHealth
+from comfy_shared.redis_keys import RedisKeys
+
+FAILURE_WINDOW_MS = 10 * 60 * 1000
+
+
+class NodeState(StrEnum):
+    READY = "ready"
+    BUSY = "busy"
+    COMFYUI_DOWN = "comfyui-down"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    node_id: str
+    health: NodeHealth | None
+    last_seen_ms: int
+    in_flight: int
+    slots: int
+    recent_failures: int = 0
+
+    @property
+    def state(self) -> NodeState:
+        if self.health is None:
+            return NodeState.DEAD
+        if not self.health.comfyui.reachable:
+            return NodeState.COMFYUI_DOWN
+        if self.in_flight >= self.slots:
+            return NodeState.BUSY
+        return NodeState.READY
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.slots - self.in_flight) if self.state is NodeState.READY else 0
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.health.capabilities if self.health else Capabilities()
+
+    @property
+    def url(self) -> str | None:
+        return self.health.url if self.health else None
+
+
+class NodeRegistry:
+    def __init__(
+        self, redis: Redis, keys: RedisKeys, *, slots: int, allowed: frozenset[str] = frozenset()
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._slots = slots
+        self._allowed = allowed
+
+    async def read(self) -> list[NodeView]:
+        """Every known node with its health (None once the health key expired), in two
+        round trips whatever the number of nodes."""
+        seen = cast(
+            "list[tuple[str, float]]",
+            await self._redis.zrange(self._keys.nodes(), 0, -1, withscores=True),
+        )
+        seen = [
+            (node_id, ms) for node_id, ms in seen if not self._allowed or node_id in self._allowed
+        ]
+        if not seen:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for node_id, _ in seen:
+                pipe.get(self._keys.node_health(node_id))
+                pipe.zcard(self._keys.node_dispatched(node_id))
+                pipe.zcount(self._keys.node_failures(node_id), now_ms() - FAILURE_WINDOW_MS, "+inf")
+            replies = await pipe.execute()
+        return [
+            NodeView(
+                node_id=node_id,
+                health=NodeHealth.model_validate_json(replies[3 * i]) if replies[3 * i] else None,
+                last_seen_ms=int(last_seen),
+                in_flight=int(replies[3 * i + 1]),
+                slots=self._slots,
+                recent_failures=int(replies[3 * i + 2]),
+            )
+            for i, (node_id, last_seen) in enumerate(seen)
+        ]
+
+    async def find(self, node_id: str) -> NodeView | None:
+        return next((node for node in await self.read() if node.node_id == node_id), None)
+
+    async def record_failure(self, node_id: str) -> None:
+        key = self._keys.node_failures(node_id)
+        now = now_ms()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {str(now): now})
+            pipe.zremrangebyscore(key, "-inf", now - FAILURE_WINDOW_MS)
+            pipe.pexpire(key, FAILURE_WINDOW_MS)
+            await pipe.execute()

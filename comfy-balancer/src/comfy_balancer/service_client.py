@@ -1,0 +1,61 @@
+"""HTTP client for the comfy-services the balancer places tasks on.
+
+Low-level httpx errors become :class:`NodeUnreachable` at this boundary; answers are passed
+back as (status, body) so the caller decides what each status means for the task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from comfy_shared.api.schemas import API_PREFIX
+
+
+class NodeUnreachable(Exception):
+    def __init__(self, url: str, exc: Exception) -> None:
+        super().__init__(f"node at {url} unreachable: {exc!r}")
+        self.url = url
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAnswer:
+    status: int
+    body: dict[str, Any]
+
+
+class ServiceClient:
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    async def generate(self, node_url: str, body: dict[str, Any]) -> NodeAnswer:
+        return await self._send("POST", f"{node_url}{API_PREFIX}/generate", json=body)
+
+    async def cancel(self, node_url: str, task_id: str) -> NodeAnswer:
+        return await self._send("DELETE", f"{node_url}{API_PREFIX}/tasks/{task_id}")
+
+    @asynccontextmanager
+    async def output(
+        self, node_url: str, task_id: str, index: int
+    ) -> AsyncIterator[httpx.Response]:
+        url = f"{node_url}{API_PREFIX}/tasks/{task_id}/outputs/{index}"
+        try:
+            async with self._http.stream("GET", url) as response:
+                yield response
+        except httpx.TransportError as exc:
+            raise NodeUnreachable(node_url, exc) from exc
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> NodeAnswer:
+        try:
+            response = await self._http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise NodeUnreachable(url, exc) from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"detail": response.text}
+        return NodeAnswer(response.status_code, body if isinstance(body, dict) else {"body": body})

@@ -1,0 +1,267 @@
+"""The balancer with real services, emulators and Redis, each a real process."""
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from comfy_testkit import graphs
+from comfy_testkit.api import get_task, read_sse, submit, wait_for_status, wait_until_finished
+from comfy_testkit.cluster import Cluster
+from comfy_testkit.waiting import wait_for_condition
+
+
+def fresh() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+async def all_finished(
+    api: httpx.AsyncClient, ids: list[str], timeout_s: float = 60
+) -> list[dict[str, Any]]:
+    return list(
+        await asyncio.gather(*(wait_until_finished(api, i, timeout_s=timeout_s) for i in ids))
+    )
+
+
+async def nodes_ready(cluster: Cluster, count: int) -> None:
+    async def ready() -> bool:
+        nodes = (await cluster.api.get("/api/v1/nodes")).json()
+        return sum(node["state"] in ("ready", "busy") for node in nodes) >= count
+
+    await wait_for_condition(ready, what=f"{count} nodes ready")
+
+
+async def test_tasks_spread_over_the_nodes_and_outputs_come_through_the_balancer(
+    cluster: Cluster,
+) -> None:
+    await nodes_ready(cluster, 2)
+    ids = [
+        (await submit(cluster.api, graphs.txt2img(f"s-{fresh()}", steps=20)))["id"]
+        for _ in range(6)
+    ]
+
+    tasks = await all_finished(cluster.api, ids)
+
+    assert {t["status"] for t in tasks} == {"succeeded"}
+    assert set(Counter(t["node_id"] for t in tasks)) == {"a", "b"}
+    download = await cluster.api.get(tasks[0]["outputs"][0]["url"])
+    assert download.status_code == 200
+    assert download.content.startswith(b"\x89PNG")
+    events = await read_sse(cluster.api, f"/api/v1/tasks/{ids[0]}/events", last_event_id="0-0")
+    statuses = [e["data"]["task"]["status"] for e in events]
+    assert statuses[0] == "queued"
+    assert "dispatched" in statuses
+    assert statuses[-1] == "succeeded"
+
+
+async def test_a_faster_node_gets_more_work(make_cluster: Callable[..., Cluster]) -> None:
+    cluster = make_cluster(emulator_args={"b": ["--speed", "4"]})
+    await nodes_ready(cluster, 2)
+    ids = [
+        (await submit(cluster.api, graphs.txt2img(f"f-{fresh()}", steps=20)))["id"]
+        for _ in range(16)
+    ]
+
+    tasks = await all_finished(cluster.api, ids)
+
+    per_node = Counter(t["node_id"] for t in tasks)
+    assert per_node["b"] > per_node["a"] * 1.5, per_node
+
+
+async def test_queue_positions_decrease_and_priorities_go_first(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(["a"], balancer_args=["--slots-per-node", "1"])
+    await nodes_ready(cluster, 1)
+    blocker = await submit(cluster.api, graphs.txt2img(f"b-{fresh()}", steps=60))
+    await wait_for_status(cluster.api, blocker["id"], {"running"})
+    low = [await submit(cluster.api, graphs.solid_image(f"l-{fresh()}")) for _ in range(3)]
+    high = await submit(cluster.api, graphs.solid_image(f"h-{fresh()}"), priority=10)
+
+    assert [t["queue_position"] for t in low] == [0, 1, 2]
+    assert high["queue_position"] == 0
+    assert (await get_task(cluster.api, low[2]["id"]))["queue_position"] == 3
+    queue = (await cluster.api.get("/api/v1/queue")).json()
+    assert queue["pending"] == 4
+    assert queue["by_priority"] == {"0": 3, "10": 1}
+
+    finished = await all_finished(cluster.api, [high["id"], *(t["id"] for t in low)])
+    started = [t["started_at"] for t in finished]
+    assert started == sorted(started)  # high first, then the low ones in arrival order
+
+
+async def test_capability_routing_and_422_when_no_node_can_run_it(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(emulator_args={"b": ["--model", "only-on-b.safetensors"]})
+    await nodes_ready(cluster, 2)
+
+    task = await submit(
+        cluster.api, graphs.txt2img(f"c-{fresh()}", checkpoint="only-on-b.safetensors")
+    )
+    done = await wait_until_finished(cluster.api, task["id"])
+    assert (done["status"], done["node_id"]) == ("succeeded", "b")
+
+    refused = await cluster.api.post(
+        "/api/v1/generate",
+        json={"prompt": graphs.txt2img("x", checkpoint="nowhere.safetensors")},
+    )
+    assert (refused.status_code, refused.json()["code"]) == (422, "no_capable_node")
+    assert refused.json()["nodes_checked"] == ["a", "b"]
+    assert refused.json()["missing"]["a"]["models"] == [
+        "CheckpointLoaderSimple.ckpt_name = nowhere.safetensors"
+    ]
+
+
+async def test_cancel_while_queued_prefetched_and_running(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(["a"])  # two slots: one running, one prefetched in ComfyUI
+    await nodes_ready(cluster, 1)
+    running = await submit(cluster.api, graphs.txt2img(f"r-{fresh()}", steps=300))
+    prefetched = await submit(cluster.api, graphs.txt2img(f"p-{fresh()}", steps=5))
+    queued = await submit(cluster.api, graphs.txt2img(f"q-{fresh()}", steps=5))
+    last = await submit(cluster.api, graphs.solid_image(f"z-{fresh()}"))
+    await wait_for_status(cluster.api, running["id"], {"running"})
+    await wait_for_status(cluster.api, prefetched["id"], {"dispatched"})
+
+    for task in (queued, prefetched, running):
+        response = await cluster.api.delete(f"/api/v1/tasks/{task['id']}")
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "cancelled"
+
+    assert (await wait_until_finished(cluster.api, last["id"]))["status"] == "succeeded"
+    stats = await cluster.node("a").control.stats()
+    assert queued["id"] not in stats["executions"]
+    assert prefetched["id"] not in stats["executions"]
+    finished_again = await cluster.api.delete(f"/api/v1/tasks/{running['id']}")
+    assert (finished_again.status_code, finished_again.json()["status"]) == (409, "cancelled")
+
+
+async def test_a_killed_node_s_task_completes_on_another_node(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(balancer_args=["--strategy", "round-robin"])
+    await nodes_ready(cluster, 2)
+    task = await submit(cluster.api, graphs.txt2img(f"k-{fresh()}", steps=400))
+    running = await wait_for_status(cluster.api, task["id"], {"running"})
+    victim = cluster.node(running["node_id"])
+
+    victim.kill()
+
+    done = await wait_until_finished(cluster.api, task["id"], timeout_s=30)
+    assert done["status"] == "succeeded"
+    assert done["node_id"] != victim.node_id
+    assert done["attempts"] == 2
+    assert [a["node_id"] for a in done["attempt_log"]] == [victim.node_id, done["node_id"]]
+
+
+async def test_out_of_memory_on_one_node_is_retried_on_another(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster()
+    await nodes_ready(cluster, 2)
+    for node in cluster.nodes:
+        await node.control.fail_next(1)
+    task = await submit(cluster.api, graphs.txt2img(f"o-{fresh()}", steps=5))
+
+    done = await wait_until_finished(cluster.api, task["id"])
+
+    # Both nodes fail once; the third attempt succeeds on whichever node is free.
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 3
+    assert "out of memory" in done["attempt_log"][0]["outcome"]
+
+
+async def test_validation_errors_from_the_node_are_not_retried(cluster: Cluster) -> None:
+    await nodes_ready(cluster, 2)
+    task = await submit(cluster.api, graphs.runtime_error(f"e-{fresh()}"))
+    done = await wait_until_finished(cluster.api, task["id"])
+    assert (done["status"], done["error"]["type"], done["attempts"]) == ("failed", "comfyui", 1)
+
+    invalid = await submit(cluster.api, graphs.invalid_width(f"v-{fresh()}"))
+    rejected = await wait_until_finished(cluster.api, invalid["id"])
+    assert (rejected["status"], rejected["error"]["type"], rejected["attempts"]) == (
+        "failed",
+        "validation",
+        1,
+    )
+
+
+async def test_a_node_whose_comfyui_is_down_gets_no_work_until_it_is_back(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster()
+    await nodes_ready(cluster, 2)
+    await cluster.node("a").control.go_down(4)
+
+    async def a_is_down() -> bool:
+        nodes = {n["node_id"]: n for n in (await cluster.api.get("/api/v1/nodes")).json()}
+        return bool(nodes["a"]["state"] == "comfyui-down")
+
+    await wait_for_condition(a_is_down, what="node a reported comfyui-down")
+    ids = [(await submit(cluster.api, graphs.solid_image(f"d-{fresh()}")))["id"] for _ in range(4)]
+    assert {t["node_id"] for t in await all_finished(cluster.api, ids)} == {"b"}
+
+    await nodes_ready(cluster, 2)
+    await cluster.node("b").control.go_down(30)
+    later = await submit(cluster.api, graphs.solid_image(f"u-{fresh()}"))
+    assert (await wait_until_finished(cluster.api, later["id"]))["node_id"] == "a"
+
+
+async def test_idempotency_key_and_task_id_never_run_twice(cluster: Cluster) -> None:
+    await nodes_ready(cluster, 2)
+    body = {"prompt": graphs.solid_image(f"i-{fresh()}")}
+    headers = {"Idempotency-Key": f"key-{fresh()}"}
+    first, second = await asyncio.gather(
+        cluster.api.post("/api/v1/generate", json=body, headers=headers),
+        cluster.api.post("/api/v1/generate", json=body, headers=headers),
+    )
+    assert sorted([first.status_code, second.status_code]) == [200, 202]
+    assert first.json()["id"] == second.json()["id"]
+
+    task_id = f"mine-{fresh()}"
+    chosen = {**body, "task_id": task_id}
+    again = [await cluster.api.post("/api/v1/generate", json=chosen) for _ in range(2)]
+    assert [r.status_code for r in again] == [202, 200]
+    await wait_until_finished(cluster.api, task_id)
+    executions: Counter[str] = Counter()
+    for node in cluster.nodes:
+        executions.update((await node.control.stats())["executions"])
+    assert executions[first.json()["id"]] == 1
+    assert executions[task_id] == 1
+
+
+async def test_a_full_queue_answers_429_with_retry_after(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(["a"], balancer_args=["--max-queue", "2", "--slots-per-node", "1"])
+    await nodes_ready(cluster, 1)
+    blocker = await submit(cluster.api, graphs.txt2img(f"b-{fresh()}", steps=300))
+    await wait_for_status(cluster.api, blocker["id"], {"running"})
+    for _ in range(2):
+        await submit(cluster.api, graphs.solid_image(f"q-{fresh()}"))
+
+    refused = await cluster.api.post("/api/v1/generate", json={"prompt": graphs.solid_image("x")})
+
+    assert (refused.status_code, refused.json()["code"]) == (429, "queue_full")
+    assert int(refused.headers["retry-after"]) > 0
+
+
+async def test_task_list_filters_by_status_and_pages(cluster: Cluster) -> None:
+    await nodes_ready(cluster, 2)
+    ids = [(await submit(cluster.api, graphs.solid_image(f"l-{fresh()}")))["id"] for _ in range(5)]
+    await all_finished(cluster.api, ids)
+
+    first = (await cluster.api.get("/api/v1/tasks", params={"limit": 3})).json()
+    second = (
+        await cluster.api.get("/api/v1/tasks", params={"limit": 3, "cursor": first["next_cursor"]})
+    ).json()
+    failed = (await cluster.api.get("/api/v1/tasks", params={"status": "failed"})).json()
+
+    listed = [t["id"] for t in first["tasks"] + second["tasks"]]
+    assert listed == list(reversed(ids))
+    assert failed["tasks"] == []

@@ -1,0 +1,67 @@
+"""No task lost, none run twice: a balancer killed under load, and two balancer replicas."""
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Callable
+
+import httpx
+
+from comfy_testkit import graphs
+from comfy_testkit.api import submit, wait_until_finished
+from comfy_testkit.cluster import Cluster
+from comfy_testkit.plugin import BalancerFactory
+
+
+async def executions(cluster: Cluster) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for node in cluster.nodes:
+        counts.update((await node.control.stats())["executions"])
+    return counts
+
+
+async def submit_batch(api: httpx.AsyncClient, count: int) -> list[str]:
+    graph = graphs.txt2img
+    return [
+        (await submit(api, graph(f"x-{uuid.uuid4().hex[:8]}", steps=15)))["id"]
+        for _ in range(count)
+    ]
+
+
+async def test_a_balancer_killed_under_load_loses_nothing_and_runs_nothing_twice(
+    make_cluster: Callable[..., Cluster], start_balancer: BalancerFactory
+) -> None:
+    cluster = make_cluster()
+    ids = await submit_batch(cluster.api, 20)
+
+    cluster.balancer.kill()  # SIGKILL while it places the batch
+    replacement = start_balancer("balancer-2")
+    async with httpx.AsyncClient(base_url=replacement.url, timeout=15) as api:
+        finished = [await wait_until_finished(api, task_id, timeout_s=60) for task_id in ids]
+
+    assert {task["status"] for task in finished} == {"succeeded"}
+    counts = await executions(cluster)
+    assert [counts[task_id] for task_id in ids] == [1] * len(ids)
+
+
+async def test_two_replicas_on_one_redis_dispatch_each_task_once(
+    make_cluster: Callable[..., Cluster], start_balancer: BalancerFactory
+) -> None:
+    cluster = make_cluster(["a", "b", "c"])
+    second = start_balancer("balancer-2")
+    async with httpx.AsyncClient(base_url=second.url, timeout=15) as other:
+        first_half, second_half = await asyncio.gather(
+            submit_batch(cluster.api, 15), submit_batch(other, 15)
+        )
+        ids = first_half + second_half
+        finished = [await wait_until_finished(other, task_id, timeout_s=60) for task_id in ids]
+
+    assert {task["status"] for task in finished} == {"succeeded"}
+    assert {task["attempts"] for task in finished} == {1}
+    counts = await executions(cluster)
+    assert [counts[task_id] for task_id in ids] == [1] * len(ids)
+    placements = sum(
+        component.process.output().count("task dispatched")
+        for component in (cluster.balancer, second)
+    )
+    assert placements == len(ids)  # each task placed once, by exactly one of the replicas

@@ -1,0 +1,112 @@
+"""The placement decision as a table: no Redis, no mocks."""
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from comfy_balancer.registry import NodeState, NodeView
+from comfy_balancer.scheduling import LeastLoaded, Random, RoundRobin, pick_node
+from comfy_shared.models import ComfyStatus, GpuInfo, NodeHealth
+
+
+def node(
+    node_id: str,
+    *,
+    in_flight: int = 0,
+    slots: int = 2,
+    failures: int = 0,
+    reachable: bool = True,
+    alive: bool = True,
+    gpu_busy: float | None = None,
+    vram_free: int = 0,
+) -> NodeView:
+    health = NodeHealth(
+        node_id=node_id,
+        url=f"http://{node_id}",
+        version="1",
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        comfyui=ComfyStatus(reachable=reachable, vram_free_bytes=vram_free),
+        cpu_percent=0,
+        ram_used_bytes=0,
+        ram_total_bytes=1,
+        gpus=[GpuInfo(index=0, name="g", utilization_percent=gpu_busy)] if gpu_busy else [],
+    )
+    return NodeView(
+        node_id=node_id,
+        health=health if alive else None,
+        last_seen_ms=0,
+        in_flight=in_flight,
+        slots=slots,
+        recent_failures=failures,
+    )
+
+
+def anyone(_: NodeView) -> bool:
+    return True
+
+
+@pytest.mark.parametrize(
+    ("nodes", "expected"),
+    [
+        ([node("a", in_flight=1), node("b")], "b"),
+        ([node("a"), node("b")], "a"),  # tie: lowest id
+        ([node("a", failures=2), node("b", failures=0)], "b"),
+        ([node("a", gpu_busy=90.0), node("b", gpu_busy=10.0)], "b"),
+        ([node("a", vram_free=1), node("b", vram_free=9)], "b"),
+        ([node("a", in_flight=1, slots=4), node("b", in_flight=1, slots=2)], "a"),
+        ([node("a", in_flight=2), node("b", in_flight=1, failures=5)], "b"),  # a is full
+    ],
+)
+def test_least_loaded_table(nodes: list[NodeView], expected: str) -> None:
+    chosen = pick_node(nodes, anyone, LeastLoaded())
+    assert chosen is not None
+    assert chosen.node_id == expected
+
+
+@pytest.mark.parametrize(
+    ("nodes", "state"),
+    [
+        ([node("a", alive=False)], NodeState.DEAD),
+        ([node("a", reachable=False)], NodeState.COMFYUI_DOWN),
+        ([node("a", in_flight=2)], NodeState.BUSY),
+    ],
+)
+def test_only_ready_nodes_get_work(nodes: list[NodeView], state: NodeState) -> None:
+    assert nodes[0].state is state
+    assert pick_node(nodes, anyone, LeastLoaded()) is None
+
+
+def test_incapable_nodes_are_skipped() -> None:
+    nodes = [node("a"), node("b", in_flight=1)]
+    chosen = pick_node(nodes, lambda n: n.node_id == "b", LeastLoaded())
+    assert chosen is not None
+    assert chosen.node_id == "b"
+    assert pick_node(nodes, lambda n: False, LeastLoaded()) is None
+
+
+def test_round_robin_rotates_in_id_order() -> None:
+    strategy = RoundRobin()
+    nodes = [node("c"), node("a"), node("b")]
+    chosen = [pick_node(nodes, anyone, strategy) for _ in range(4)]
+    assert [n.node_id for n in chosen if n] == ["a", "b", "c", "a"]
+
+
+def test_random_follows_its_generator_and_reaches_every_node() -> None:
+    nodes = [node("a"), node("b"), node("c")]
+
+    def draws(seed: int) -> list[str]:
+        strategy = Random(random.Random(seed))
+        return [chosen.node_id for _ in range(30) if (chosen := pick_node(nodes, anyone, strategy))]
+
+    assert draws(7) == draws(7)
+    assert set(draws(7)) == {"a", "b", "c"}
+
+
+def test_a_retry_prefers_nodes_it_has_not_failed_on() -> None:
+    nodes = [node("a"), node("b", in_flight=1)]
+    chosen = pick_node(nodes, anyone, LeastLoaded(), avoid=frozenset({"a"}))
+    assert chosen is not None
+    assert chosen.node_id == "b"
+    only_a = pick_node([node("a")], anyone, LeastLoaded(), avoid=frozenset({"a"}))
+    assert only_a is not None  # better the same node again than no retry at all
