@@ -2,11 +2,13 @@
 
 import re
 import signal
+import socket
 from pathlib import Path
 
 import httpx
 import psutil
 
+from comfy_stack.ports import free_port
 from comfy_stack.processes import start_python_module
 from comfy_stack.waiting import wait_for_condition_sync
 
@@ -14,10 +16,11 @@ from comfy_stack.waiting import wait_for_condition_sync
 def test_up_starts_redis_emulators_and_services_and_ctrl_c_stops_them_all(
     tmp_path: Path,
 ) -> None:
+    port = free_port()
     launcher = start_python_module(
         "launcher",
         "comfy_stack",
-        ["up", "--emulators", "2", "--data-dir", str(tmp_path / "stack")],
+        ["up", "--emulators", "2", "--port", str(port), "--data-dir", str(tmp_path / "stack")],
         log_dir=tmp_path,
     )
     try:
@@ -30,9 +33,14 @@ def test_up_starts_redis_emulators_and_services_and_ctrl_c_stops_them_all(
 
         assert len(services) == 2
         assert len(emulators) == 2
-        assert len(children) == 5  # redis, two emulators, two services
+        assert len(children) == 6  # redis, two emulators, two services, the balancer
         for url in services:
             assert httpx.get(f"{url}/readyz", timeout=5).json()["status"] == "ready"
+        api = f"http://127.0.0.1:{port}"
+        assert f"api       {api}" in launcher.output()
+        wait_for_condition_sync(
+            lambda: _ready_nodes(api) == 2, timeout_s=20, what="two ready nodes"
+        )
         assert "service-node-1" not in launcher.output()  # logs are labelled by component
         assert re.search(r"^node-1 +\| ", launcher.output(), re.MULTILINE)
 
@@ -41,6 +49,25 @@ def test_up_starts_redis_emulators_and_services_and_ctrl_c_stops_them_all(
         assert not [child for child in children if _alive(child)]
     finally:
         launcher.kill()
+
+
+def test_a_busy_port_is_reported_clearly(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        launcher = start_python_module(
+            "launcher", "comfy_stack", ["up", "--port", str(port), "--data-dir", str(tmp_path)],
+            log_dir=tmp_path,
+        )  # fmt: skip
+        assert launcher.process.wait(timeout=30) == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in launcher.output()
+    assert "--port" in launcher.output()
+
+
+def _ready_nodes(api: str) -> int:
+    nodes = httpx.get(f"{api}/api/v1/nodes", timeout=5).json()
+    return sum(node["state"] == "ready" for node in nodes)
 
 
 def _alive(process: psutil.Process) -> bool:

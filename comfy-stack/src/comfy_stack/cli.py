@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         help="use this real ComfyUI instead of emulators (repeat for several)",
     )
     up.add_argument("--redis-url", help="use this Redis instead of starting an embedded one")
+    up.add_argument("--port", type=int, default=8000, help="the balancer's port (default 8000)")
     up.add_argument(
         "--data-dir",
         type=Path,
@@ -56,6 +57,7 @@ def _up(args: argparse.Namespace) -> int:
         emulators=args.emulators,
         comfyui_urls=tuple(args.comfyui),
         redis_url=args.redis_url,
+        port=args.port,
         step_time_s=args.step_time,
     )
     view = LogView([])
@@ -75,6 +77,8 @@ def _print_summary(stack: RunningStack) -> None:
     lines = [
         "",
         "comfy-stack is up",
+        f"  api       {stack.balancer_url}   (docs: {stack.balancer_url}/docs, "
+        f"nodes: {stack.balancer_url}/api/v1/nodes)",
         f"  redis     {stack.redis_url}",
         *(f"  comfyui   {url}" for url in stack.comfyui_urls),
         *(f"  service   {url}   (docs: {url}/docs)" for url in stack.service_urls),

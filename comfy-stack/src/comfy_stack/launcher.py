@@ -1,13 +1,15 @@
 """``comfy-stack up``: a whole cluster on one machine.
 
 Starts (unless told to use existing ones) an embedded Redis and N ComfyUI emulators, then one
-comfy-service per ComfyUI, waits until everything answers, prints the URLs, shows every
-component's log in one view, and on Ctrl-C (SIGINT) or SIGTERM stops everything cleanly.
+comfy-service per ComfyUI and the balancer, waits until everything answers, prints the URLs,
+shows every component's log in one view, and on Ctrl-C (SIGINT) or SIGTERM stops everything
+cleanly (the balancer first, Redis last).
 """
 
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,12 +34,14 @@ class StackPlan:
     comfyui_urls: tuple[str, ...] = ()
     redis_url: str | None = None
     host: str = "127.0.0.1"
+    port: int = 8000
     step_time_s: float = 0.05
 
 
 @dataclass
 class RunningStack:
     redis_url: str
+    balancer_url: str = ""
     comfyui_urls: list[str] = field(default_factory=list)
     service_urls: list[str] = field(default_factory=list)
     processes: list[ManagedProcess] = field(default_factory=list)
@@ -46,9 +50,21 @@ class RunningStack:
         return next((p for p in self.processes if not p.is_running()), None)
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise LaunchError(
+                f"port {port} on {host} is already in use ({exc.strerror}); stop what listens "
+                "there or choose another port with --port"
+            ) from None
+
+
 @contextmanager
 def running_stack(plan: StackPlan, view: LogView) -> Iterator[RunningStack]:
     """Start every component; stop all of them on exit, whatever happened."""
+    ensure_port_free(plan.host, plan.port)
     stack = RunningStack(redis_url=plan.redis_url or "")
     try:
         _start_components(plan, stack, view)
@@ -84,6 +100,22 @@ def _start_components(plan: StackPlan, stack: RunningStack, view: LogView) -> No
         url = f"http://{plan.host}:{port}"
         wait_until_http_ok(process, f"{url}/healthz", timeout_s=60)
         stack.service_urls.append(url)
+    _start_balancer(plan, stack, view)
+
+
+def _start_balancer(plan: StackPlan, stack: RunningStack, view: LogView) -> None:
+    args = [
+        "--redis-url", stack.redis_url,
+        "--node-id", "balancer",
+        "--host", plan.host,
+        "--port", str(plan.port),
+    ]  # fmt: skip
+    process = start_python_module(
+        "balancer", "comfy_balancer", args, log_dir=plan.data_dir / "logs"
+    )
+    _track(stack, view, process)
+    stack.balancer_url = f"http://{plan.host}:{plan.port}"
+    wait_until_http_ok(process, f"{stack.balancer_url}/readyz", timeout_s=60)
 
 
 def _start_emulator(plan: StackPlan, stack: RunningStack, view: LogView, index: int) -> str:
