@@ -31,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         node=settings.node_id,
         level=settings.log_level,
         json_lines=settings.log_json,
+        logdy=settings.logdy,
+        logdy_buffer_lines=settings.logdy_buffer_lines,
     )
     uvicorn.run(
         create_app(settings),

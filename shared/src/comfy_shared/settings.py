@@ -50,6 +50,11 @@ class CommonSettings(BaseSettings):
         pattern=r"^[^:\s]+:\d{1,5}$",
         description="HOST:PORT of logdy's socket input; log shipping is off when unset.",
     )
+    logdy_buffer_lines: int = Field(
+        default=10_000,
+        ge=1,
+        description="Lines kept in memory while logdy is slow or away (the oldest are dropped).",
+    )
 
     @field_validator("redis_url")
     @classmethod
