@@ -7,6 +7,8 @@ import pytest
 from loguru import logger
 
 from comfy_shared.logs import configure_logging
+from comfy_testkit.line_listener import LineListener
+from comfy_testkit.waiting import wait_for_condition_sync
 
 
 @pytest.fixture(autouse=True)
@@ -68,3 +70,15 @@ def test_text_mode_shows_task_context(capsys: pytest.CaptureFixture[str]) -> Non
     assert "service/gpu-1" in err
     assert "task x queued" in err
     assert "task_id=t-9" in err
+
+
+def test_logdy_address_adds_a_shipping_sink() -> None:
+    with LineListener() as listener:
+        shipper = configure_logging(
+            service="balancer", node="b1", logdy=f"127.0.0.1:{listener.port}"
+        )
+        assert shipper is not None
+        logger.info("hello logdy")
+        wait_for_condition_sync(lambda: listener.lines, what="line shipped")
+        shipper.close()
+    assert json.loads(listener.lines[0])["service"] == "balancer"

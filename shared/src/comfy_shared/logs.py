@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import sys
@@ -15,6 +16,8 @@ import traceback
 from typing import TYPE_CHECKING, Any, Final
 
 from loguru import logger
+
+from comfy_shared.log_shipping import LogdyShipper, ShipperConfig
 
 if TYPE_CHECKING:
     from loguru import Record
@@ -24,8 +27,16 @@ _TEXT_CONTEXT: Final = ("task_id", "request_id", "attempt", "source")
 
 
 def configure_logging(
-    *, service: str, node: str, level: str = "INFO", json_lines: bool = False
-) -> None:
+    *,
+    service: str,
+    node: str,
+    level: str = "INFO",
+    json_lines: bool = False,
+    logdy: str | None = None,
+    logdy_buffer_lines: int = 10_000,
+) -> LogdyShipper | None:
+    """Set up loguru for this process; with ``logdy`` (``HOST:PORT``) also ship JSON lines
+    there. The shipper is closed (buffer flushed, at most 2 s) when the process exits."""
     logger.remove()
     logger.configure(extra={"service": service, "node": node})
     if json_lines:
@@ -33,6 +44,14 @@ def configure_logging(
     else:
         logger.add(sys.stderr, level=level, format=_text_format, colorize=False)
     _route_stdlib_logging(level)
+    if logdy is None:
+        return None
+    shipper = LogdyShipper(
+        ShipperConfig.parse(logdy, buffer_lines=logdy_buffer_lines), record_to_dict
+    )
+    logger.add(shipper.write, level=level, format="{message}", catch=True)
+    atexit.register(shipper.close)
+    return shipper
 
 
 def record_to_dict(record: Record) -> dict[str, Any]:
