@@ -265,3 +265,35 @@ async def test_task_list_filters_by_status_and_pages(cluster: Cluster) -> None:
     listed = [t["id"] for t in first["tasks"] + second["tasks"]]
     assert listed == list(reversed(ids))
     assert failed["tasks"] == []
+
+
+async def test_the_log_of_a_task_retried_on_a_second_node_is_one_timeline(
+    cluster: Cluster,
+) -> None:
+    await nodes_ready(cluster, 2)
+    await cluster.node("a").control.fail_next(1)  # least-loaded picks "a" first on a tie
+    task = await submit(cluster.api, graphs.txt2img(f"t-{fresh()}", steps=5))
+    done = await wait_until_finished(cluster.api, task["id"])
+    assert [a["node_id"] for a in done["attempt_log"]] == ["a", "b"]
+
+    async def timeline() -> list[dict[str, Any]] | None:
+        path = f"/api/v1/tasks/{task['id']}/logs"
+        records: list[dict[str, Any]] = (
+            await cluster.api.get(path, params={"format": "json"})
+        ).json()
+        writers = {(r["service"], r["node"], r.get("source")) for r in records}
+        wanted = {
+            ("balancer", "balancer", None),
+            ("service", "a", None),
+            ("service", "a", "comfyui"),
+            ("service", "b", None),
+            ("service", "b", "comfyui"),
+        }
+        return records if wanted <= writers else None
+
+    records = await wait_for_condition(timeline, what="every writer in the timeline")
+    messages = [r["message"] for r in records]
+    assert messages.count("task dispatched") == 2
+    assert "task goes back to the queue for another node" in messages
+    assert any("OutOfMemoryError" in m or "out of memory" in m for m in messages)
+    assert [r["time"] for r in records] == sorted(r["time"] for r in records)

@@ -15,6 +15,7 @@ from comfy_testkit.api import (
     wait_for_status,
     wait_until_finished,
 )
+from comfy_testkit.waiting import wait_for_condition
 
 
 def fresh() -> str:
@@ -261,3 +262,27 @@ async def test_openapi_documents_the_public_routes(api: httpx.AsyncClient) -> No
         "/api/v1/tasks/{task_id}/outputs/{index}",
         "/api/v1/tasks/{task_id}/events",
     } <= set(paths)
+
+
+async def test_the_task_log_has_service_and_comfyui_lines_in_time_order(
+    api: httpx.AsyncClient,
+) -> None:
+    task = await submit(api, graphs.txt2img(f"log-{fresh()}", steps=5))
+    await wait_until_finished(api, task["id"])
+
+    async def timeline() -> list[dict[str, str]] | None:
+        response = await api.get(f"/api/v1/tasks/{task['id']}/logs", params={"format": "json"})
+        records: list[dict[str, str]] = response.json()
+        messages = {(r.get("source"), r["message"].split(" in ")[0]) for r in records}
+        complete = {("comfyui", "Prompt executed"), (None, "task finished")} <= messages
+        return records if complete else None
+
+    records = await wait_for_condition(timeline, what="full timeline")
+    assert all(r["task_id"] == task["id"] for r in records)
+    assert [r["time"] for r in records] == sorted(r["time"] for r in records)
+    assert {r.get("source") for r in records} == {None, "comfyui"}
+    assert {r["service"] for r in records} == {"service"}
+    text = (await api.get(f"/api/v1/tasks/{task['id']}/logs")).text
+    assert "service/node-a [comfyui] Prompt executed" in text
+    assert "task submitted to comfyui" in text
+    assert (await api.get("/api/v1/tasks/nope/logs")).status_code == 404

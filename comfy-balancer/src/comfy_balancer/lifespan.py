@@ -27,6 +27,7 @@ from comfy_shared.loops import start_loop, stop_tasks
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import Signals
+from comfy_shared.task_logs import TaskLogSink, install_task_log_sink
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_store import TaskStore
 
@@ -42,6 +43,8 @@ class BalancerState:
     dispatcher: Dispatcher
     nodes_client: ServiceClient
     http: httpx.AsyncClient
+    keys: RedisKeys
+    task_logs: TaskLogSink
     loops: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -96,9 +99,13 @@ async def _start(settings: BalancerSettings) -> BalancerState:
         lookahead=settings.lookahead,
         dispatch_timeout_s=settings.dispatch_timeout_s,
     )
-    state = BalancerState(
-        settings, redis, store, queue, registry, intake, dispatcher, nodes_client, http
+    task_logs = install_task_log_sink(
+        settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
     )
+    state = BalancerState(
+        settings, redis, store, queue, registry, intake, dispatcher, nodes_client, http, keys,
+        task_logs,
+    )  # fmt: skip
     state.loops = [start_loop(dispatcher.run(settings.sweep_interval_s), "dispatcher")]
     return state
 
@@ -107,5 +114,6 @@ async def _stop(state: BalancerState) -> None:
     await stop_tasks(state.loops)
     await state.dispatcher.stop()
     await state.http.aclose()
-    await state.redis.aclose()
     logger.info("comfy-balancer stopped")
+    state.task_logs.close()
+    await state.redis.aclose()

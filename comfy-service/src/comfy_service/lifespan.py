@@ -30,6 +30,7 @@ from comfy_shared.comfyui import ComfyClient, ComfyEventListener, ListenerConfig
 from comfy_shared.loops import run_every, start_loop, stop_tasks
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.task_logs import TaskLogSink, install_task_log_sink
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_store import TaskStore
 
@@ -46,6 +47,8 @@ class ServiceState:
     comfy: ComfyClient
     runner: TaskRunner
     health: HealthPublisher
+    keys: RedisKeys
+    task_logs: TaskLogSink
     loops: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -97,7 +100,10 @@ async def _start(settings: ServiceSettings) -> ServiceState:
         started_at=utc_now(),
         ttl_s=settings.health_ttl_s,
     )
-    state = ServiceState(settings, redis, store, comfy, runner, health)
+    task_logs = install_task_log_sink(
+        settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
+    )
+    state = ServiceState(settings, redis, store, comfy, runner, health, keys, task_logs)
     state.loops = _start_loops(settings, state, owned)
     return state
 
@@ -119,7 +125,9 @@ def _start_loops(
     async def watchdog() -> None:
         await watchdog_once(runner=runner, store=store, owned=owned, comfy=comfy, limits=limits)
 
-    tracker = EventTracker(runner=runner, store=store, owned=owned, on_connected=after_connect)
+    tracker = EventTracker(
+        runner=runner, store=store, owned=owned, comfy=comfy, on_connected=after_connect
+    )
     listener = ComfyEventListener(
         settings.comfyui_url,
         runner.client_id,
@@ -148,5 +156,6 @@ async def _stop(state: ServiceState) -> None:
     except Exception:
         logger.opt(exception=True).warning("could not withdraw the health key")
     await state.comfy.aclose()
-    await state.redis.aclose()
     logger.info("comfy-service stopped")
+    state.task_logs.close()
+    await state.redis.aclose()

@@ -3,14 +3,15 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from comfy_service.deps import State
 from comfy_service.errors import OutputNotFound
 from comfy_shared.api.schemas import ErrorBody, TaskView
 from comfy_shared.api.sse import SSE_HEADERS, open_task_events
+from comfy_shared.api.task_log import LogFormat, task_log_response
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -59,6 +60,20 @@ async def download_output(task_id: str, index: int, state: State) -> StreamingRe
         headers={"Content-Disposition": f'attachment; filename="{output.filename}"'},
         background=BackgroundTask(upstream.aclose),
     )
+
+
+@router.get(
+    "/{task_id}/logs",
+    response_class=PlainTextResponse,
+    responses=_NOT_FOUND
+    | {200: {"content": {"text/plain": {}, "application/json": {}}, "description": "Timeline."}},
+)
+async def task_log(
+    task_id: str, state: State, format: Annotated[LogFormat, Query()] = "text"
+) -> Response:
+    """The task's log lines from every process that handled it, and ComfyUI's own lines while
+    it ran, in time order (plain text; ``?format=json`` for records)."""
+    return await task_log_response(state.redis, state.keys, state.store, task_id, format)
 
 
 @router.get(
