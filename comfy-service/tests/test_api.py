@@ -286,3 +286,21 @@ async def test_the_task_log_has_service_and_comfyui_lines_in_time_order(
     assert "service/node-a [comfyui] Prompt executed" in text
     assert "task submitted to comfyui" in text
     assert (await api.get("/api/v1/tasks/nope/logs")).status_code == 404
+
+
+async def test_each_request_has_an_id_that_reaches_its_log_lines(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/api/v1/generate",
+        json={"prompt": graphs.solid_image(f"rid-{fresh()}")},
+        headers={"X-Request-ID": "req-42"},
+    )
+    assert response.headers["x-request-id"] == "req-42"
+    assert len((await api.get("/healthz")).headers["x-request-id"]) == 32
+
+    async def submitted_line() -> list[dict[str, str]] | None:
+        path = f"/api/v1/tasks/{response.json()['id']}/logs?format=json"
+        records: list[dict[str, str]] = (await api.get(path)).json()
+        return [r for r in records if r["message"] == "task submitted to comfyui"] or None
+
+    [record] = await wait_for_condition(submitted_line, what="submit logged")
+    assert record["request_id"] == "req-42"

@@ -12,6 +12,7 @@ from comfy_balancer.lifespan import balancer_lifespan
 from comfy_balancer.settings import BalancerSettings
 from comfy_shared.api.body_limit import BodySizeLimitMiddleware
 from comfy_shared.api.errors import install_error_handlers
+from comfy_shared.api.request_id import RequestIdMiddleware
 from comfy_shared.api.schemas import API_PREFIX
 
 
@@ -23,6 +24,7 @@ def create_app(settings: BalancerSettings) -> FastAPI:
         lifespan=balancer_lifespan(settings),
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app, STATUS_FOR)
     for router in (generate.router, tasks.router, cluster.router):
         app.include_router(router, prefix=API_PREFIX)

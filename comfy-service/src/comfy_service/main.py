@@ -12,6 +12,7 @@ from comfy_service.lifespan import service_lifespan
 from comfy_service.settings import ServiceSettings
 from comfy_shared.api.body_limit import BodySizeLimitMiddleware
 from comfy_shared.api.errors import install_error_handlers
+from comfy_shared.api.request_id import RequestIdMiddleware
 from comfy_shared.api.schemas import API_PREFIX
 
 
@@ -23,6 +24,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         lifespan=service_lifespan(settings),
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app, STATUS_FOR)
     app.include_router(generate.router, prefix=API_PREFIX)
     app.include_router(tasks.router, prefix=API_PREFIX)
