@@ -1,16 +1,28 @@
-"""Shared bits of the benchmarks: starting a local stack and summarising latencies."""
+"""Shared bits of the benchmarks: starting a local stack or cluster and summarising results."""
 
 from __future__ import annotations
 
 import statistics
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from comfy_stack.embedded_redis import start_redis_server
-from comfy_testkit.stack import RunningComponent, start_emulator_process, start_service_process
+import httpx
+import psutil
+
+from comfy_stack.embedded_redis import RedisServer, start_redis_server
+from comfy_testkit.stack import (
+    RunningComponent,
+    start_balancer_process,
+    start_emulator_process,
+    start_service_process,
+)
+
+API = "/api/v1"
+QUIET_LOGS = ("--log-level", "WARNING")
 
 
 @dataclass(frozen=True)
@@ -24,8 +36,16 @@ class Latencies:
         return percentile(self.samples_ms, 50)
 
     @property
+    def p95(self) -> float:
+        return percentile(self.samples_ms, 95)
+
+    @property
     def p99(self) -> float:
         return percentile(self.samples_ms, 99)
+
+    @property
+    def max(self) -> float:
+        return max(self.samples_ms, default=float("nan"))
 
     @property
     def mean(self) -> float:
@@ -36,23 +56,54 @@ class Latencies:
         return len(self.samples_ms) / self.wall_s
 
 
-def percentile(samples: list[float], pct: float) -> float:
+def percentile(samples: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile; NaN for no samples."""
+    if not samples:
+        return float("nan")
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
     return ordered[index]
 
 
-def print_table(rows: list[Latencies], baseline: Latencies) -> None:
-    columns = ("n", "req/s", "mean ms", "p50 ms", "p99 ms", "p50 x")
-    header = f"{'target':<34} " + " ".join(f"{c:>8}" for c in columns)
-    print(header)
-    print("-" * len(header))
+def print_grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        first = f"{cells[0]:<{widths[0]}}"
+        rest = (f"{cell:>{width}}" for cell, width in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest])
+
+    print(line(header))
+    print("-" * len(line(header)))
     for row in rows:
-        ratio = row.p50 / baseline.p50 if baseline.p50 else float("nan")
-        print(
-            f"{row.name:<34} {len(row.samples_ms):>8} {row.throughput:>8.0f} {row.mean:>8.2f} "
-            f"{row.p50:>8.2f} {row.p99:>8.2f} {ratio:>8.2f}"
+        print(line(row))
+
+
+def print_table(rows: list[Latencies], baseline: Latencies) -> None:
+    header = ("target", "n", "req/s", "mean ms", "p50 ms", "p99 ms", "p50 x")
+    cells = [
+        (
+            row.name,
+            str(len(row.samples_ms)),
+            f"{row.throughput:.0f}",
+            f"{row.mean:.2f}",
+            f"{row.p50:.2f}",
+            f"{row.p99:.2f}",
+            f"{row.p50 / baseline.p50:.2f}" if baseline.p50 else "nan",
         )
+        for row in rows
+    ]
+    print_grid(header, cells)
+
+
+def cpu_seconds(pids: Mapping[str, int]) -> dict[str, float]:
+    """User + system CPU seconds used so far by each named process (all its threads)."""
+    used: dict[str, float] = {}
+    for name, pid in pids.items():
+        times = psutil.Process(pid).cpu_times()
+        used[name] = times.user + times.system
+    return used
 
 
 @dataclass
@@ -62,24 +113,96 @@ class LocalStack:
     service: RunningComponent
 
 
+@dataclass
+class Node:
+    node_id: str
+    emulator: RunningComponent
+    service: RunningComponent
+
+
+@dataclass
+class LocalCluster:
+    redis: RedisServer
+    nodes: list[Node]
+    balancer: RunningComponent
+    log_dir: Path
+
+    def pids(self) -> dict[str, int]:
+        """Process id of every component, by a short name."""
+        pids = {"redis": self.redis.process.pid, "balancer": self.balancer.process.pid}
+        for node in self.nodes:
+            pids[f"emulator {node.node_id}"] = node.emulator.process.pid
+            pids[f"service {node.node_id}"] = node.service.process.pid
+        return pids
+
+
 @contextmanager
 def local_stack(step_time_s: float = 0.0) -> Iterator[LocalStack]:
     """Redis, one emulator and one service as separate processes (this process only drives)."""
+    with _started_redis() as (root, redis), ExitStack() as stop:
+        node = _start_node(stop, root, redis.url, "node-a", step_time_s)
+        yield LocalStack(redis.url, node.emulator, node.service)
+
+
+@contextmanager
+def local_cluster(
+    nodes: int = 2, *, step_time_s: float = 0.0, balancer_args: Sequence[str] = ()
+) -> Iterator[LocalCluster]:
+    """Redis, ``nodes`` emulator + service pairs and one balancer, each its own process.
+
+    Yields once the balancer sees every node ready; stops everything in reverse order."""
+    with _started_redis() as (root, redis), ExitStack() as stop:
+        started = [
+            _start_node(stop, root, redis.url, f"node-{chr(ord('a') + index)}", step_time_s)
+            for index in range(nodes)
+        ]
+        balancer = start_balancer_process(
+            root / "logs", redis_url=redis.url, extra_args=[*QUIET_LOGS, *balancer_args]
+        )
+        stop.callback(balancer.stop)
+        _wait_for_ready_nodes(balancer.url, nodes)
+        yield LocalCluster(redis, started, balancer, root / "logs")
+
+
+@contextmanager
+def _started_redis() -> Iterator[tuple[Path, RedisServer]]:
     with tempfile.TemporaryDirectory(prefix="comfy-bench-") as tmp:
         root = Path(tmp)
         redis = start_redis_server(root)
-        emulator = start_emulator_process(
-            root / "logs", root / "emulator", step_time_s=step_time_s, extra_args=["--quiet"]
-        )
-        service = start_service_process(
-            root / "logs",
-            redis_url=redis.url,
-            comfyui_url=emulator.url,
-            extra_args=["--log-level", "WARNING"],
-        )
         try:
-            yield LocalStack(redis.url, emulator, service)
+            yield root, redis
         finally:
-            service.stop()
-            emulator.stop()
             redis.stop()
+
+
+def _start_node(
+    stop: ExitStack, root: Path, redis_url: str, node_id: str, step_time_s: float
+) -> Node:
+    suffix = node_id.removeprefix("node-")
+    emulator = start_emulator_process(
+        root / "logs",
+        root / f"emulator-{suffix}",
+        name=f"emulator-{suffix}",
+        step_time_s=step_time_s,
+        extra_args=["--quiet"],
+    )
+    stop.callback(emulator.stop)
+    service = start_service_process(
+        root / "logs",
+        redis_url=redis_url,
+        comfyui_url=emulator.url,
+        node_id=node_id,
+        extra_args=QUIET_LOGS,
+    )
+    stop.callback(service.stop)
+    return Node(node_id, emulator, service)
+
+
+def _wait_for_ready_nodes(balancer_url: str, count: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        nodes = httpx.get(f"{balancer_url}{API}/nodes", timeout=5).json()
+        if sum(node["state"] == "ready" for node in nodes) >= count:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"the balancer did not see {count} ready nodes within {timeout_s:.0f} s")
