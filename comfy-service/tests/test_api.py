@@ -242,9 +242,10 @@ async def test_malformed_json_is_400_and_wrong_shape_is_422(api: httpx.AsyncClie
     assert "Save (API)" in ui_format.json()["detail"]
 
 
-async def test_workflow_names_are_refused_until_templates_exist(api: httpx.AsyncClient) -> None:
-    response = await api.post("/api/v1/generate", json={"workflow": "demo"})
+async def test_an_unknown_workflow_name_is_422(api: httpx.AsyncClient) -> None:
+    response = await api.post("/api/v1/generate", json={"workflow": "no-such-template"})
     assert (response.status_code, response.json()["code"]) == (422, "unknown_workflow")
+    assert "txt2img-sdxl" in response.json()["detail"]  # the known ones are listed
 
 
 async def test_readiness_and_liveness(api: httpx.AsyncClient) -> None:

@@ -3,12 +3,14 @@
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 from redis.asyncio import Redis
 
 from comfy_shared.models import NodeHealth
 from comfy_shared.redis_keys import RedisKeys
+from comfy_stack.processes import start_python_module
 from comfy_testkit import graphs
 from comfy_testkit.api import get_task, submit, wait_for_status, wait_until_finished
 from comfy_testkit.emulator_control import EmulatorControl
@@ -249,3 +251,15 @@ async def test_bodies_over_the_limit_are_413_whether_declared_or_streamed(
     assert (declared.status_code, declared.json()["code"]) == (413, "body_too_large")
     assert (streamed.status_code, streamed.json()["code"]) == (413, "body_too_large")
     assert small.status_code == 202
+
+
+def test_a_broken_template_stops_start_up_naming_file_and_field(tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text('{"1": {"class_type": "EmptyImage", "inputs": {}}}')
+    (tmp_path / "bad.yaml").write_text("params: {w: {type: int, targets: [{node: '7', input: x}]}}")
+
+    process = start_python_module(
+        "service", "comfy_service", ["--templates-dir", str(tmp_path)], log_dir=tmp_path
+    )
+
+    assert process.process.wait(timeout=30) == 2
+    assert "bad.yaml: params.w.targets.0: node '7' is not in the graph" in process.output()

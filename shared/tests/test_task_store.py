@@ -45,6 +45,7 @@ async def test_terminal_transition_sets_retention_on_every_task_key(
 ) -> None:
     await store.create(TaskRecord(id="t1"), {"p": 1})
     await redis.rpush(KEYS.task_logs("t1"), "a line")
+    await redis.set(KEYS.task_params("t1"), "{}")
     await store.transition("t1", TaskStatus.RUNNING)
     assert await redis.ttl(KEYS.task("t1")) == -1
 

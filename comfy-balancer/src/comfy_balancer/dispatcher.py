@@ -189,12 +189,8 @@ class Dispatcher:
         prompt = await self._prompt(record.id)
         if prompt is None or node.url is None:
             return
-        body = {
-            "prompt": prompt,
-            "task_id": record.id,
-            "priority": record.priority,
-            "client": record.client,
-        }
+        body = {"task_id": record.id, "priority": record.priority, "client": record.client}
+        body |= await self._work_of(record, prompt)
         with logger.contextualize(task_id=record.id, attempt=record.attempts):
             try:
                 answer = await self._nodes.generate(node.url, body)
@@ -212,6 +208,14 @@ class Dispatcher:
                 node.node_id,
                 f"node answered {answer.status}: {answer.body.get('detail')}",
             )
+
+    async def _work_of(self, record: TaskRecord, prompt: dict[str, Any]) -> dict[str, Any]:
+        """A template task is sent as its template and resolved values (the node uploads its
+        images to its own ComfyUI); any other task as its graph."""
+        if record.workflow is None:
+            return {"prompt": prompt}
+        params = await self._store.get_params(record.id)
+        return {"workflow": record.workflow, "params": params or {}}
 
     async def _refused(self, task_id: str, node_id: str, reason: str) -> None:
         logger.warning("dispatch refused; trying another node", node=node_id, reason=reason)

@@ -24,6 +24,7 @@ from comfy_shared.errors import (
     TaskNotFound,
 )
 from comfy_shared.models import ErrorType
+from comfy_shared.workflows import InvalidParams, UnknownWorkflow
 
 
 class QueueFull(ComfyStackError):
@@ -40,11 +41,6 @@ class NoCapableNode(ComfyStackError):
         self.missing_by_node = missing_by_node
 
 
-class UnknownWorkflow(ComfyStackError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no workflow template named {name!r}")
-
-
 class OutputNotFound(ComfyStackError):
     def __init__(self, task_id: str, index: int) -> None:
         super().__init__(f"task {task_id!r} has no output number {index}")
@@ -57,6 +53,10 @@ class NodeUnavailable(ComfyStackError):
 
 def _no_capable_node_extras(exc: NoCapableNode) -> dict[str, Any]:
     return {"missing": exc.missing_by_node, "nodes_checked": sorted(exc.missing_by_node)}
+
+
+def _params_extras(exc: InvalidParams) -> dict[str, Any]:
+    return {"errors": exc.errors}
 
 
 def _retry_after(exc: QueueFull) -> dict[str, str]:
@@ -75,6 +75,7 @@ STATUS_FOR: ErrorTable = {
     InvalidTransition: ErrorMapping(409, "task_finished", V, _transition_extras),
     InvalidEventId: ErrorMapping(400, "invalid_event_id", V),
     UnknownWorkflow: ErrorMapping(422, "unknown_workflow", V),
+    InvalidParams: ErrorMapping(422, "invalid_params", V, _params_extras),
     NoCapableNode: ErrorMapping(422, "no_capable_node", V, _no_capable_node_extras),
     QueueFull: ErrorMapping(429, "queue_full", S, headers=_retry_after),
     NodeUnavailable: ErrorMapping(503, "node_unavailable", S),

@@ -8,13 +8,15 @@ with what each node lacks.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
 from redis.asyncio import Redis
 
-from comfy_balancer.errors import NoCapableNode, NodeUnavailable, QueueFull, UnknownWorkflow
+from comfy_balancer.errors import NoCapableNode, NodeUnavailable, QueueFull
 from comfy_balancer.registry import NodeRegistry, NodeState
 from comfy_balancer.service_client import NodeUnreachable, ServiceClient
 from comfy_shared.api.schemas import GenerateRequest
@@ -26,8 +28,10 @@ from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
+from comfy_shared.workflows import TemplateLibrary
 
 RETRY_AFTER_S = 5
+IDEMPOTENCY_WAIT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,8 @@ class TaskIntake:
         registry: NodeRegistry,
         nodes_client: ServiceClient,
         policy: RetryPolicy,
+        templates: TemplateLibrary,
+        max_image_bytes: int,
         max_queue: int,
         retention_s: int,
     ) -> None:
@@ -57,15 +63,17 @@ class TaskIntake:
         self._registry = registry
         self._nodes = nodes_client
         self._policy = policy
+        self._templates = templates
+        self._max_image_bytes = max_image_bytes
         self._max_queue = max_queue
         self._retention_s = retention_s
 
     async def accept(self, request: GenerateRequest, idempotency_key: str | None) -> Intake:
         task_id = request.task_id or new_task_id()
         if idempotency_key is not None:
-            earlier = await self._claim_key(idempotency_key, task_id)
-            if earlier is not None and (known := await self._store.find(earlier)) is not None:
-                return Intake(known, created=False)
+            earlier = await self._earlier_task(idempotency_key, task_id)
+            if earlier is not None:
+                return Intake(earlier, created=False)
         try:
             return await self._enqueue(task_id, request)
         except Exception:
@@ -83,20 +91,54 @@ class TaskIntake:
         return await self._cancel_on_node(record)
 
     async def _enqueue(self, task_id: str, request: GenerateRequest) -> Intake:
-        if request.prompt is None:
-            raise UnknownWorkflow(request.workflow or "")
         if (existing := await self._store.find(task_id)) is not None:
             return Intake(existing, created=False)
-        await self._check_capable(request.prompt)
+        graph, resolved, used = self._expand(request)
+        await self._check_capable(graph)
         if await self._queue.length() >= self._max_queue:
             raise QueueFull(self._max_queue, RETRY_AFTER_S)
+        if resolved is not None:
+            # Kept for the dispatch: the node expands the template again from these values
+            # (seed included) and uploads the images to its own ComfyUI.
+            params_key = self._keys.task_params(task_id)
+            await self._redis.set(params_key, json.dumps(resolved), ex=self._retention_s)
         record = TaskRecord(
-            id=task_id, priority=request.priority, client=request.client, retry=self._policy
+            id=task_id,
+            priority=request.priority,
+            client=request.client,
+            retry=self._policy,
+            workflow=request.workflow,
+            params=used,
         )
-        task, created = await self._queue.submit(record, request.prompt)
+        task, created = await self._queue.submit(record, graph)
         if created:
             logger.info("task queued", task_id=task_id, priority=request.priority)
         return Intake(task, created)
+
+    def _expand(
+        self, request: GenerateRequest
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+        """The graph to route by, the resolved template values (None for a raw graph) and the
+        values to report (images summarised)."""
+        if request.prompt is not None:
+            return request.prompt, None, {}
+        template = self._templates.get(request.workflow or "")
+        resolved = template.resolve(request.params)
+        template.check_image_sizes(resolved, self._max_image_bytes)
+        expansion = template.expand(resolved)
+        return expansion.graph, resolved, expansion.params
+
+    async def _earlier_task(self, key: str, task_id: str) -> TaskRecord | None:
+        """The task an earlier request with this key created, waiting for it if that request
+        is still being accepted; None when this request is the first (it now owns the key)."""
+        deadline = asyncio.get_running_loop().time() + IDEMPOTENCY_WAIT_S
+        while (earlier := await self._claim_key(key, task_id)) is not None:
+            if (known := await self._store.find(earlier)) is not None:
+                return known
+            if asyncio.get_running_loop().time() > deadline:
+                raise QueueFull(self._max_queue, RETRY_AFTER_S)  # the first one is stuck
+            await asyncio.sleep(0.01)
+        return None
 
     async def _claim_key(self, key: str, task_id: str) -> str | None:
         """Bind an idempotency key to ``task_id``; returns the task id bound earlier, if any."""

@@ -30,6 +30,7 @@ from comfy_shared.signals import Signals
 from comfy_shared.task_logs import TaskLogSink, install_task_log_sink
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_store import TaskStore
+from comfy_shared.workflows import TemplateLibrary
 
 
 @dataclass
@@ -49,11 +50,11 @@ class BalancerState:
 
 
 def balancer_lifespan(
-    settings: BalancerSettings,
+    settings: BalancerSettings, templates: TemplateLibrary
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = await _start(settings)
+        state = await _start(settings, templates)
         app.state.balancer = state
         logger.info("comfy-balancer ready", strategy=settings.strategy, port=settings.port)
         try:
@@ -64,7 +65,7 @@ def balancer_lifespan(
     return lifespan
 
 
-async def _start(settings: BalancerSettings) -> BalancerState:
+async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> BalancerState:
     keys = RedisKeys(settings.redis_prefix)
     redis = await connect_redis(settings.redis_url, attempts=30)
     store = TaskStore(
@@ -85,6 +86,8 @@ async def _start(settings: BalancerSettings) -> BalancerState:
         registry=registry,
         nodes_client=nodes_client,
         policy=policy,
+        templates=templates,
+        max_image_bytes=settings.max_image_bytes,
         max_queue=settings.max_queue,
         retention_s=settings.retention_s,
     )

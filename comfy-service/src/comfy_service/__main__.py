@@ -13,6 +13,7 @@ from comfy_service.settings import ServiceSettings
 from comfy_shared.errors import SettingsError
 from comfy_shared.logs import configure_logging
 from comfy_shared.settings import settings_from_argv
+from comfy_shared.workflows import TemplateError
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -34,8 +35,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         logdy=settings.logdy,
         logdy_buffer_lines=settings.logdy_buffer_lines,
     )
+    try:
+        app = create_app(settings)
+    except TemplateError as exc:
+        print(f"comfy-service: broken workflow template: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,

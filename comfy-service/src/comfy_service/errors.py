@@ -32,12 +32,7 @@ from comfy_shared.errors import (
     TaskNotFound,
 )
 from comfy_shared.models import ErrorType
-
-
-class UnknownWorkflow(ComfyStackError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no workflow template named {name!r} on this node")
-        self.name = name
+from comfy_shared.workflows import InvalidParams, UnknownWorkflow
 
 
 class NotOnThisNode(ComfyStackError):
@@ -50,6 +45,10 @@ class NotOnThisNode(ComfyStackError):
 class OutputNotFound(ComfyStackError):
     def __init__(self, task_id: str, index: int) -> None:
         super().__init__(f"task {task_id!r} has no output number {index}")
+
+
+def _params_extras(exc: InvalidParams) -> dict[str, Any]:
+    return {"errors": exc.errors}
 
 
 def _prompt_rejected_extras(exc: PromptRejected) -> dict[str, Any]:
@@ -70,6 +69,7 @@ STATUS_FOR: ErrorTable = {
     NotOnThisNode: ErrorMapping(409, "not_on_this_node", V),
     InvalidEventId: ErrorMapping(400, "invalid_event_id", V),
     UnknownWorkflow: ErrorMapping(422, "unknown_workflow", V),
+    InvalidParams: ErrorMapping(422, "invalid_params", V, _params_extras),
     PromptRejected: ErrorMapping(422, "prompt_rejected", V, _prompt_rejected_extras),
     ComfyUnavailable: ErrorMapping(503, "comfyui_unavailable", S),
     ComfyProtocolError: ErrorMapping(503, "comfyui_protocol_error", S),

@@ -33,6 +33,7 @@ from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_logs import TaskLogSink, install_task_log_sink
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_store import TaskStore
+from comfy_shared.workflows import TemplateLibrary
 
 WATCHDOG_INTERVAL_S = 1.0
 
@@ -49,15 +50,16 @@ class ServiceState:
     health: HealthPublisher
     keys: RedisKeys
     task_logs: TaskLogSink
+    templates: TemplateLibrary
     loops: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 def service_lifespan(
-    settings: ServiceSettings,
+    settings: ServiceSettings, templates: TemplateLibrary
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = await _start(settings)
+        state = await _start(settings, templates)
         app.state.service = state
         logger.info("comfy-service ready", url=settings.base_url, comfyui=settings.comfyui_url)
         try:
@@ -68,7 +70,7 @@ def service_lifespan(
     return lifespan
 
 
-async def _start(settings: ServiceSettings) -> ServiceState:
+async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> ServiceState:
     keys = RedisKeys(settings.redis_prefix)
     redis = await connect_redis(settings.redis_url, attempts=30)
     comfy = ComfyClient(settings.comfyui_url, timeout=settings.comfyui_timeout_s)
@@ -81,6 +83,8 @@ async def _start(settings: ServiceSettings) -> ServiceState:
         queue=TaskQueue(redis, keys, store),
         comfy=comfy,
         owned=owned,
+        templates=templates,
+        max_image_bytes=settings.max_image_bytes,
         redis=redis,
         keys=keys,
         node_id=settings.node_id,
@@ -103,7 +107,7 @@ async def _start(settings: ServiceSettings) -> ServiceState:
     task_logs = install_task_log_sink(
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
     )
-    state = ServiceState(settings, redis, store, comfy, runner, health, keys, task_logs)
+    state = ServiceState(settings, redis, store, comfy, runner, health, keys, task_logs, templates)
     state.loops = _start_loops(settings, state, owned)
     return state
 

@@ -13,7 +13,7 @@ from typing import Any
 from loguru import logger
 from redis.asyncio import Redis
 
-from comfy_service.errors import NotOnThisNode, UnknownWorkflow
+from comfy_service.errors import NotOnThisNode
 from comfy_service.owned_tasks import OwnedTasks
 from comfy_service.record_changes import finish_from_history, retry_elsewhere
 from comfy_shared.api.schemas import GenerateRequest
@@ -24,8 +24,10 @@ from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskChange, TaskStore
+from comfy_shared.workflows import Expansion, TemplateLibrary
 
 _WAITING = (TaskStatus.QUEUED, TaskStatus.DISPATCHED)
+UPLOAD_SUBFOLDER = "comfy-stack"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,8 @@ class TaskRunner:
         queue: TaskQueue,
         comfy: ComfyClient,
         owned: OwnedTasks,
+        templates: TemplateLibrary,
+        max_image_bytes: int,
         redis: Redis,
         keys: RedisKeys,
         node_id: str,
@@ -53,6 +57,8 @@ class TaskRunner:
         self._queue = queue
         self._comfy = comfy
         self._owned = owned
+        self._templates = templates
+        self._max_image_bytes = max_image_bytes
         self._redis = redis
         self._keys = keys
         self.node_id = node_id
@@ -60,21 +66,23 @@ class TaskRunner:
         self._retention_s = retention_s
 
     async def submit(self, request: GenerateRequest) -> Submission:
-        prompt = self._graph_of(request)
+        work = self._prepare(request)
         fresh = TaskRecord(
             id=request.task_id or new_task_id(),
             node_id=self.node_id,
             priority=request.priority,
             attempts=1,
             client=request.client,
+            workflow=request.workflow,
+            params=work.params,
         )
-        task, created = await self._store.create(fresh, prompt)
+        task, created = await self._store.create(fresh, work.graph)
         if not created and not self._dispatched_here(task):
             return Submission(task, created=False)
         with logger.contextualize(task_id=task.id, attempt=task.attempts):
             if await self._claim_attempt(task):
-                return await self._send_to_comfy(task, prompt, created)
-            return await self._resend(task, prompt)
+                return await self._send_to_comfy(task, work, created)
+            return await self._resend(task, work)
 
     async def cancel(self, task_id: str) -> TaskRecord:
         """End the task as cancelled, then take it out of ComfyUI: removed from the queue if
@@ -153,10 +161,26 @@ class TaskRunner:
         except ComfyUnavailable:
             return None
 
-    def _graph_of(self, request: GenerateRequest) -> dict[str, Any]:
-        if request.prompt is None:
-            raise UnknownWorkflow(request.workflow or "")
-        return request.prompt
+    def _prepare(self, request: GenerateRequest) -> Expansion:
+        """The graph to run: the request's own, or its template expanded with its params."""
+        if request.prompt is not None:
+            return Expansion(graph=request.prompt, params={})
+        template = self._templates.get(request.workflow or "")
+        resolved = template.resolve(request.params)
+        template.check_image_sizes(resolved, self._max_image_bytes)
+        return template.expand(resolved)
+
+    async def _with_uploaded_images(self, task_id: str, work: Expansion) -> dict[str, Any]:
+        """Upload the request's images to this node's ComfyUI and point their inputs at them."""
+        graph = work.graph
+        for image in work.images:
+            upload = await self._comfy.upload_image(
+                image.data, f"{task_id}-{image.param}.{image.extension}",
+                subfolder=UPLOAD_SUBFOLDER, overwrite=True,
+            )  # fmt: skip
+            for target in image.targets:
+                graph[target.node]["inputs"][target.input] = upload.image_ref
+        return graph
 
     def _dispatched_here(self, task: TaskRecord) -> bool:
         """A task the balancer created and handed to this node, not yet sent to ComfyUI."""
@@ -170,14 +194,14 @@ class TaskRunner:
     async def _release_attempt(self, task: TaskRecord) -> None:
         await self._redis.delete(self._keys.task_submission(task.id, task.attempts))
 
-    async def _resend(self, task: TaskRecord, prompt: dict[str, Any]) -> Submission:
+    async def _resend(self, task: TaskRecord, work: Expansion) -> Submission:
         """The same attempt sent again (its sender lost the answer, or this service died while
         handling it): adopt the prompt if ComfyUI has it, submit it if it never got there."""
         if task.submitted_at is not None or task.status is not TaskStatus.DISPATCHED:
             return Submission(task, created=False)
         if await self._comfy_knows(task.id, history_too=True):
             return await self._adopt(task)
-        return await self._send_to_comfy(task, prompt, created=False)
+        return await self._send_to_comfy(task, work, created=False)
 
     async def _adopt(self, task: TaskRecord) -> Submission:
         logger.warning("prompt already in comfyui; following it instead of submitting again")
@@ -187,14 +211,13 @@ class TaskRunner:
         )
         return Submission(adopted, created=True)
 
-    async def _send_to_comfy(
-        self, task: TaskRecord, prompt: dict[str, Any], created: bool
-    ) -> Submission:
+    async def _send_to_comfy(self, task: TaskRecord, work: Expansion, created: bool) -> Submission:
         if task.attempts > 1 and await self._comfy_knows(task.id, history_too=False):
             # An earlier attempt still waits or runs here (this node was taken for dead):
             # submitting the prompt id again would run it twice.
             return await self._adopt(task)
         try:
+            prompt = await self._with_uploaded_images(task.id, work)
             result = await self._comfy.submit(prompt, prompt_id=task.id, client_id=self.client_id)
         except PromptRejected as exc:
             await self._reject(task, exc)

@@ -125,6 +125,10 @@ class TaskRecord(BaseModel):
         description="ComfyUI node_errors of output branches that were skipped (partial validity).",
     )
     client: dict[str, Any] = Field(default_factory=dict, description="Caller's metadata, echoed.")
+    workflow: str | None = Field(default=None, description="Template name, if one was used.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Template parameters as used (random seeds included)."
+    )
     attempt_log: list[Attempt] = Field(default_factory=list)
     retry: RetryPolicy | None = Field(
         default=None, description="Present on tasks the balancer manages."

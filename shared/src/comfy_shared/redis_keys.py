@@ -7,6 +7,7 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
                                                      write), record (TaskRecord JSON), and for
                                                      queued tasks queue_score, queued_ms.
 {p}:task:{id}:prompt         string  submitter       as the task
+{p}:task:{id}:params         string  comfy-balancer  as the task; template parameters to dispatch
 {p}:task:{id}:events         stream  task store      as the task; capped with MAXLEN ~
 {p}:task:{id}:logs           list    log capture     as the task; capped with LTRIM
 {p}:task:{id}:submit:{n}     string  comfy-service   retention; node id that sent attempt n to
@@ -47,6 +48,9 @@ class RedisKeys:
     def task_prompt(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}:prompt"
 
+    def task_params(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}:params"
+
     def task_events(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}:events"
 
@@ -56,13 +60,14 @@ class RedisKeys:
     def task_submission(self, task_id: str, attempt: int) -> str:
         return f"{self.prefix}:task:{task_id}:submit:{attempt}"
 
-    def task_keys(self, task_id: str) -> tuple[str, str, str, str]:
+    def task_keys(self, task_id: str) -> tuple[str, str, str, str, str]:
         """Every key that lives and expires with a task, the record first."""
         return (
             self.task(task_id),
             self.task_prompt(task_id),
             self.task_events(task_id),
             self.task_logs(task_id),
+            self.task_params(task_id),
         )
 
     def recent_tasks(self) -> str:

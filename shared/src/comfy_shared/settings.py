@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import socket
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import Field, ValidationError, field_validator
@@ -18,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from comfy_shared.errors import SettingsError
 from comfy_shared.redis_keys import DEFAULT_PREFIX
+from comfy_shared.workflows import DEFAULT_TEMPLATES_DIR
 
 LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
 
@@ -54,6 +56,14 @@ class CommonSettings(BaseSettings):
         default=10_000,
         ge=1,
         description="Lines kept in memory while logdy is slow or away (the oldest are dropped).",
+    )
+
+    templates_dir: Path = Field(
+        default=DEFAULT_TEMPLATES_DIR,
+        description="Folder of workflow templates (NAME.yaml + NAME.json); default: shipped set.",
+    )
+    max_image_bytes: int = Field(
+        default=10 * 1024 * 1024, gt=0, description="Largest input image a template accepts."
     )
 
     @field_validator("redis_url")

@@ -31,7 +31,7 @@ redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[8])
 """
 
-# KEYS: task, prompt, events, logs. ARGV: expected version, status, record, event,
+# KEYS: task, prompt, events, logs, params. ARGV: expected version, status, record, event,
 # events_maxlen, ttl_s (0 = keep), ended channel, task id. Returns the new stream id, or
 # 'missing' / 'stale'. A terminal write is announced on the channel: it frees a slot.
 _UPDATE_SCRIPT: Final = """
@@ -170,6 +170,14 @@ class TaskStore:
             return record.model_copy(update={"status": target, **fields})
 
         return await self.update(task_id, apply)
+
+    async def get_params(self, task_id: str) -> dict[str, Any] | None:
+        """Template values stored for dispatch (see ``RedisKeys.task_params``)."""
+        raw = await self._redis.get(self._keys.task_params(task_id))
+        if raw is None:
+            return None
+        params: dict[str, Any] = json.loads(raw)
+        return params
 
     async def read_events(
         self, task_id: str, after: str = "0-0", *, block_ms: int | None = None, count: int = 100

@@ -13,8 +13,15 @@ from comfy_emulator.nodes.image import IMAGE_NODES
 from comfy_emulator.nodes.io import IO_NODES
 from comfy_emulator.nodes.mask import MASK_NODES
 from comfy_emulator.nodes.models import MODEL_NODES
+from comfy_emulator.nodes.storydiffusion import STORYDIFFUSION_NODES
 
-BUILTIN_NODES: tuple[type[Node], ...] = (*MODEL_NODES, *IO_NODES, *IMAGE_NODES, *MASK_NODES)
+BUILTIN_NODES: tuple[type[Node], ...] = (
+    *MODEL_NODES,
+    *IO_NODES,
+    *IMAGE_NODES,
+    *MASK_NODES,
+    *STORYDIFFUSION_NODES,  # custom-node stand-ins (ComfyUI_StoryDiffusion)
+)
 
 
 def build_registry(extra: Iterable[type[Node]] = ()) -> NodeRegistry:

@@ -102,6 +102,8 @@ class TaskView(BaseModel):
     error: TaskError | None
     warnings: dict[str, Any]
     client: dict[str, Any]
+    workflow: str | None
+    params: dict[str, Any]
     links: TaskLinks
 
     @classmethod
@@ -130,6 +132,8 @@ class TaskView(BaseModel):
             error=record.error,
             warnings=record.warnings,
             client=record.client,
+            workflow=record.workflow,
+            params=record.params,
             links=TaskLinks(self=base, events=f"{base}/events", outputs=[o.url for o in outputs]),
         )
 

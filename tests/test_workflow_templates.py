@@ -1,0 +1,138 @@
+"""Workflow templates end to end: through a service and through the balancer, on emulators."""
+
+import base64
+import io
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from comfy_shared.workflows import DEFAULT_TEMPLATES_DIR, TemplateLibrary
+from comfy_testkit.api import wait_until_finished
+from comfy_testkit.cluster import Cluster
+
+SHIPPED = TemplateLibrary.load(DEFAULT_TEMPLATES_DIR)
+
+
+def png(color: str = "red", size: tuple[int, int] = (96, 64)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# Small values so every template runs in well under a second on the emulator.
+PARAMS: dict[str, dict[str, Any]] = {
+    "demo": {"width": 64, "height": 32, "color": 0x00FF00},
+    "txt2img-sdxl": {"prompt": "a lighthouse at dusk", "width": 512, "height": 512, "steps": 4},
+    "img2img-sdxl": {
+        "prompt": "as an oil painting",
+        "steps": 4,
+        "image": base64.b64encode(png()).decode(),
+    },
+}
+
+
+def params_for(name: str) -> dict[str, Any]:
+    if name in PARAMS:
+        return PARAMS[name]
+    template = SHIPPED.get(name)  # e.g. storydiffusion: its defaults, fewer steps if it has them
+    return {"steps": 4} if "steps" in template.params else {}
+
+
+@pytest.fixture
+def small_cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
+    return make_cluster(step_time_s=0.002)
+
+
+@pytest.mark.parametrize("name", SHIPPED.names())
+async def test_each_shipped_template_runs_through_the_balancer_and_a_service(
+    small_cluster: Cluster, name: str
+) -> None:
+    body = {"workflow": name, "params": params_for(name)}
+    node_api = httpx.AsyncClient(base_url=small_cluster.nodes[0].service.url, timeout=15)
+    async with node_api:
+        for api in (small_cluster.api, node_api):
+            response = await api.post("/api/v1/generate", json=body)
+            assert response.status_code == 202, response.text
+            task = await wait_until_finished(api, response.json()["id"], timeout_s=30)
+            assert task["status"] == "succeeded", task
+            assert task["workflow"] == name
+            assert task["outputs"]
+            image = await api.get(task["outputs"][0]["url"])
+            assert image.content.startswith(b"\x89PNG")
+
+
+async def test_an_unset_seed_is_random_and_reported_by_the_balancer(small_cluster: Cluster) -> None:
+    body = {
+        "workflow": "txt2img-sdxl",
+        "params": {"prompt": "x", "steps": 2, "width": 512, "height": 512},
+    }
+    first = (await small_cluster.api.post("/api/v1/generate", json=body)).json()
+    second = (await small_cluster.api.post("/api/v1/generate", json=body)).json()
+    assert first["params"]["seed"] != second["params"]["seed"]
+    done = await wait_until_finished(small_cluster.api, first["id"])
+    assert done["params"]["seed"] == first["params"]["seed"]  # the node used the same seed
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        ({"workflow": "nope"}, "unknown_workflow", None),
+        ({"workflow": "demo", "params": {"colour": 1}}, "invalid_params", "colour"),
+        ({"workflow": "demo", "params": {"width": "wide"}}, "invalid_params", "width"),
+        ({"workflow": "demo", "params": {"width": 1}}, "invalid_params", "width"),
+        ({"workflow": "img2img-sdxl", "params": {"prompt": "x"}}, "invalid_params", "image"),
+    ],
+)
+async def test_bad_template_requests_are_422_naming_the_field(
+    small_cluster: Cluster, body: dict[str, Any], code: str, field: str | None
+) -> None:
+    node_url = small_cluster.nodes[0].service.url
+    async with httpx.AsyncClient(base_url=node_url) as node_api:
+        for api in (small_cluster.api, node_api):
+            response = await api.post("/api/v1/generate", json=body)
+            assert (response.status_code, response.json()["code"]) == (422, code)
+            if field:
+                assert field in response.json()["errors"]
+                assert f"params.{field}" in response.json()["detail"]
+
+
+async def test_a_multipart_image_reaches_the_chosen_node_and_its_loadimage(
+    small_cluster: Cluster,
+) -> None:
+    picture = png("blue", (50, 40))
+    response = await small_cluster.api.post(
+        "/api/v1/generate",
+        data={"request": '{"workflow": "img2img-sdxl", "params": {"prompt": "x", "steps": 2}}'},
+        files={"image": ("photo.png", picture, "image/png")},
+    )
+    assert response.status_code == 202, response.text
+    task = await wait_until_finished(small_cluster.api, response.json()["id"])
+    assert task["status"] == "succeeded"
+    assert task["params"]["image"].startswith("<png image")
+
+    node = small_cluster.node(task["node_id"])
+    async with httpx.AsyncClient(base_url=node.emulator.url) as comfy:
+        history = (await comfy.get(f"/history/{task['id']}")).json()[task["id"]]
+        image_input = history["prompt"][2]["10"]["inputs"]["image"]
+        stored = await comfy.get(
+            "/view",
+            params={
+                "filename": image_input.split("/")[-1],
+                "subfolder": "comfy-stack",
+                "type": "input",
+            },
+        )
+    assert image_input == f"comfy-stack/{task['id']}-image.png"
+    assert stored.content == picture
+
+
+async def test_workflows_are_listed_with_a_json_schema(small_cluster: Cluster) -> None:
+    listed = (await small_cluster.api.get("/api/v1/workflows")).json()
+    assert [w["name"] for w in listed] == SHIPPED.names()
+    one = (await small_cluster.api.get("/api/v1/workflows/txt2img-sdxl")).json()
+    assert one["parameters"]["properties"]["steps"]["type"] == "integer"
+    missing = await small_cluster.api.get("/api/v1/workflows/nope")
+    assert (missing.status_code, missing.json()["code"]) == (422, "unknown_workflow")
