@@ -3,10 +3,13 @@
 import re
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import psutil
+from PIL import Image
 
 from comfy_stack.ports import free_port
 from comfy_stack.processes import start_python_module
@@ -41,6 +44,7 @@ def test_up_starts_redis_emulators_and_services_and_ctrl_c_stops_them_all(
         wait_for_condition_sync(
             lambda: _ready_nodes(api) == 2, timeout_s=20, what="two ready nodes"
         )
+        _check_the_client_against(api, tmp_path)
         assert "service-node-1" not in launcher.output()  # logs are labelled by component
         assert re.search(r"^node-1 +\| ", launcher.output(), re.MULTILINE)
 
@@ -63,6 +67,34 @@ def test_a_busy_port_is_reported_clearly(tmp_path: Path) -> None:
         assert launcher.process.wait(timeout=30) == 2
     assert f"port {port} on 127.0.0.1 is already in use" in launcher.output()
     assert "--port" in launcher.output()
+
+
+def _check_the_client_against(api: str, tmp_path: Path) -> None:
+    out = tmp_path / "lighthouse.png"
+    size = ["--param", "width=512", "--param", "height=640", "--param", "steps=30"]
+    generate = _client("generate", "a lighthouse", *size, "-o", str(out), "--url", api)
+    assert generate.returncode == 0, generate.stderr
+    assert generate.stdout.strip() == str(out)
+    with Image.open(out) as image:
+        assert image.size == (512, 640)
+    assert "running on node-" in generate.stderr  # the progress line showed the steps
+
+    nodes = _client("nodes", "--url", api)
+    assert nodes.returncode == 0
+    assert sorted(line.split()[:2][0] for line in nodes.stdout.splitlines()[1:]) == [
+        "node-1",
+        "node-2",
+    ]
+    assert nodes.stdout.count(" ready ") == 2
+
+    failed = _client("generate", "--workflow", "demo", "--param", "width=1", "--url", api)
+    assert failed.returncode == 2
+    assert "error (validation, invalid_params)" in failed.stderr
+
+
+def _client(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "comfy_stack", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 
 def _ready_nodes(api: str) -> int:

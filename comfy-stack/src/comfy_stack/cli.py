@@ -1,4 +1,4 @@
-"""``comfy-stack``: run the whole stack locally."""
+"""``comfy-stack``: run the whole stack locally, and talk to it from the command line."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from comfy_stack.commands import add_client_commands, run_client_command
 from comfy_stack.launcher import (
     LaunchError,
     RunningStack,
@@ -19,7 +20,9 @@ from comfy_stack.logview import LogView
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    raise SystemExit(args.run(args))
+    if args.run is _up:
+        raise SystemExit(_up(args))
+    raise SystemExit(run_client_command(args, args.run))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         "--step-time", type=float, default=0.05, help="emulated seconds per sampler step"
     )
     up.set_defaults(run=_up)
+    add_client_commands(commands)
     return parser
 
 

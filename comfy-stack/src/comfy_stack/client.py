@@ -1,0 +1,102 @@
+"""The command-line client's calls to a balancer (or a single service): the same public API."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class ApiError(Exception):
+    """The API answered with an error body; ``type`` says who is at fault."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.type = str(body.get("type", "service"))
+        self.code = str(body.get("code", "error"))
+        super().__init__(str(body.get("detail", f"HTTP {status}")))
+        self.body = body
+
+
+@dataclass
+class StackClient:
+    http: httpx.Client
+
+    @classmethod
+    def connect(cls, url: str) -> StackClient:
+        return cls(httpx.Client(base_url=url.rstrip("/"), timeout=30))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def generate(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._object("POST", "/api/v1/generate", json=body)
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        return self._object("GET", f"/api/v1/tasks/{task_id}")
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        return self._object("DELETE", f"/api/v1/tasks/{task_id}")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        nodes = self._json("GET", "/api/v1/nodes")
+        return [node for node in nodes if isinstance(node, dict)]
+
+    def queue(self) -> dict[str, Any]:
+        return self._object("GET", "/api/v1/queue")
+
+    def workflow(self, name: str) -> dict[str, Any]:
+        return self._object("GET", f"/api/v1/workflows/{name}")
+
+    def follow(
+        self, task_id: str, on_update: Callable[[dict[str, Any]], None], poll_s: float = 0.25
+    ) -> dict[str, Any]:
+        """Poll the task until it ends, reporting every change; returns the final task."""
+        while True:
+            task = self.task(task_id)
+            on_update(task)
+            if task["status"] in TERMINAL:
+                return task
+            time.sleep(poll_s)
+
+    def download(self, task: dict[str, Any], target: Path | None) -> list[Path]:
+        """Save every output; ``target`` names the first file (others get -1, -2 ...)."""
+        saved: list[Path] = []
+        for output in task["outputs"]:
+            path = _output_path(target, output, len(saved))
+            with self.http.stream("GET", output["url"]) as response:
+                if response.status_code != 200:
+                    raise ApiError(response.status_code, json.loads(response.read() or b"{}"))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("wb") as file:
+                    for chunk in response.iter_bytes():
+                        file.write(chunk)
+            saved.append(path)
+        return saved
+
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        body = self._json(method, path, **kwargs)
+        return body if isinstance(body, dict) else {}
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        body = response.json() if response.content else {}
+        if response.is_error:
+            raise ApiError(response.status_code, body if isinstance(body, dict) else {})
+        return body
+
+
+def _output_path(target: Path | None, output: dict[str, Any], index: int) -> Path:
+    if target is None:
+        return Path(output["filename"])
+    if index == 0:
+        return target
+    return target.with_name(f"{target.stem}-{index}{Path(output['filename']).suffix}")

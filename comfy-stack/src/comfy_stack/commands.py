@@ -1,0 +1,142 @@
+"""The client commands of ``comfy-stack``: generate, status, cancel, nodes, queue.
+
+Exit codes: 0 done, 1 the task failed or was cancelled (its error type and message printed),
+2 the request was refused (e.g. 422), 3 the stack could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from comfy_stack.client import DEFAULT_URL, ApiError, StackClient
+from comfy_stack.progress import ProgressLine
+
+DEFAULT_WORKFLOW = "txt2img-sdxl"
+
+
+def add_client_commands(commands: Any) -> None:
+    generate = commands.add_parser("generate", help="generate an image and save the outputs")
+    generate.add_argument("text", nargs="?", help="the prompt (goes to the template's 'prompt')")
+    generate.add_argument("--workflow", "-w", help=f"template name (default {DEFAULT_WORKFLOW})")
+    generate.add_argument(
+        "--param", "-p", action="append", default=[], metavar="NAME=VALUE",
+        help="template parameter (repeatable); VALUE is JSON if it parses, else text; "
+        "@FILE reads an image file",
+    )  # fmt: skip
+    generate.add_argument("--prompt-file", type=Path, help="an API-format graph to run instead")
+    generate.add_argument("--priority", type=int, default=0)
+    generate.add_argument("--output", "-o", type=Path, help="file for the first output")
+    generate.set_defaults(run=_generate)
+    for name, handler, help_text in (
+        ("status", _status, "show a task"),
+        ("cancel", _cancel, "cancel a task"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("task_id")
+        command.set_defaults(run=handler)
+    commands.add_parser("nodes", help="the nodes and their health").set_defaults(run=_nodes)
+    commands.add_parser("queue", help="the pending queue").set_defaults(run=_queue)
+    for command in commands.choices.values():
+        if command.prog.split()[-1] != "up":
+            command.add_argument("--url", default=DEFAULT_URL, help=f"API base URL ({DEFAULT_URL})")
+
+
+def run_client_command(args: argparse.Namespace, handler: Callable[..., int]) -> int:
+    client = StackClient.connect(args.url)
+    try:
+        return handler(client, args)
+    except ApiError as exc:
+        print(f"error ({exc.type}, {exc.code}): {exc}", file=sys.stderr)
+        return 2
+    except httpx.TransportError as exc:
+        print(f"cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        client.close()
+
+
+def _generate(client: StackClient, args: argparse.Namespace) -> int:
+    task = client.generate(_request_body(args))
+    progress = ProgressLine()
+    final = client.follow(task["id"], progress.update)
+    progress.finish()
+    if final["status"] != "succeeded":
+        error = final.get("error") or {"type": "service", "message": final["status"]}
+        print(f"task {final['id']} {final['status']}: ({error['type']}) {error['message']}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    for path in client.download(final, args.output):
+        print(path)
+    return 0
+
+
+def _request_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {"priority": args.priority}
+    if args.prompt_file is not None:
+        return body | {"prompt": json.loads(args.prompt_file.read_text())}
+    params = dict(_parse_param(item) for item in args.param)
+    if args.text is not None:
+        params.setdefault("prompt", args.text)
+    return body | {"workflow": args.workflow or DEFAULT_WORKFLOW, "params": params}
+
+
+def _parse_param(item: str) -> tuple[str, Any]:
+    name, separator, raw = item.partition("=")
+    if not separator:
+        raise SystemExit(f"--param {item!r}: expected NAME=VALUE")
+    if raw.startswith("@"):
+        return name, base64.b64encode(Path(raw[1:]).read_bytes()).decode()
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
+
+
+def _status(client: StackClient, args: argparse.Namespace) -> int:
+    print(json.dumps(client.task(args.task_id), indent=2))
+    return 0
+
+
+def _cancel(client: StackClient, args: argparse.Namespace) -> int:
+    task = client.cancel(args.task_id)
+    print(f"{task['id']} {task['status']}")
+    return 0
+
+
+def _nodes(client: StackClient, args: argparse.Namespace) -> int:
+    rows = [["node", "state", "in flight", "comfyui", "queue", "cpu %", "gpus", "url"]]
+    for node in client.nodes():
+        health = node.get("health") or {}
+        comfy = health.get("comfyui") or {}
+        rows.append([
+            node["node_id"], node["state"], f"{node['in_flight']}/{node['slots']}",
+            "up" if comfy.get("reachable") else "down",
+            f"{comfy.get('queue_running', 0)}+{comfy.get('queue_pending', 0)}",
+            f"{health.get('cpu_percent', 0):.0f}", str(len(health.get("gpus", []))),
+            node.get("url") or "-",
+        ])  # fmt: skip
+    _print_table(rows)
+    return 0
+
+
+def _queue(client: StackClient, args: argparse.Namespace) -> int:
+    queue = client.queue()
+    wait = queue["oldest_wait_s"]
+    print(f"pending: {queue['pending']}, oldest wait: {wait if wait is not None else '-'} s")
+    for priority, count in queue["by_priority"].items():
+        print(f"  priority {priority}: {count}")
+    return 0
+
+
+def _print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
