@@ -21,18 +21,36 @@ class OwnedTasks:
         self._key = keys.node_active(node_id)
         self._last_activity: dict[str, float] = {}
         self._head_since: dict[str, float] = {}
+        self._known: set[str] = set()
+
+    def expect(self, task_id: str) -> None:
+        """Note a task about to be sent to ComfyUI, so its first events are recognised at
+        once (they can arrive before the submit call returns)."""
+        self._known.add(task_id)
+
+    def unexpect(self, task_id: str) -> None:
+        """The submission failed: nothing will run."""
+        self._known.discard(task_id)
+
+    def is_known(self, task_id: str) -> bool:
+        """In-memory answer for the event hot path; a miss is checked against Redis."""
+        return task_id in self._known
 
     async def add(self, task_id: str) -> None:
         await self._redis.sadd(self._key, task_id)
+        self._known.add(task_id)
         self.touch(task_id)
 
     async def remove(self, task_id: str) -> None:
         await self._redis.srem(self._key, task_id)
+        self._known.discard(task_id)
         self._last_activity.pop(task_id, None)
         self._head_since.pop(task_id, None)
 
     async def ids(self) -> set[str]:
-        return cast(set[str], await self._redis.smembers(self._key))
+        ids = cast(set[str], await self._redis.smembers(self._key))
+        self._known |= ids
+        return ids
 
     async def count(self) -> int:
         return await self._redis.scard(self._key)

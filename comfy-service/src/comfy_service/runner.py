@@ -7,6 +7,7 @@ once (``SET NX`` on the attempt's submission key), so a retried request never ru
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,13 @@ from comfy_service.owned_tasks import OwnedTasks
 from comfy_service.record_changes import finish_from_history, retry_elsewhere
 from comfy_shared.api.schemas import GenerateRequest
 from comfy_shared.clock import utc_now
-from comfy_shared.comfyui import ComfyClient, ComfyUnavailable, HistoryEntry, PromptRejected
+from comfy_shared.comfyui import (
+    ComfyClient,
+    ComfyUnavailable,
+    HistoryEntry,
+    PromptRejected,
+    QueueState,
+)
 from comfy_shared.models import ErrorType, TaskError, TaskRecord, new_task_id
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_queue import TaskQueue
@@ -28,6 +35,7 @@ from comfy_shared.workflows import Expansion, TemplateLibrary
 
 _WAITING = (TaskStatus.QUEUED, TaskStatus.DISPATCHED)
 UPLOAD_SUBFOLDER = "comfy-stack"
+QUEUE_SNAPSHOT_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +72,13 @@ class TaskRunner:
         self.node_id = node_id
         self.client_id = client_id
         self._retention_s = retention_s
+        self._queue_snapshot: tuple[float, QueueState] | None = None
 
     async def submit(self, request: GenerateRequest) -> Submission:
         work = self._prepare(request)
         fresh = TaskRecord(
             id=request.task_id or new_task_id(),
+            submitted_at=utc_now(),
             node_id=self.node_id,
             priority=request.priority,
             attempts=1,
@@ -157,9 +167,17 @@ class TaskRunner:
         if task.status not in _WAITING or task.node_id != self.node_id:
             return None
         try:
-            return (await self._comfy.get_queue()).position(task.id)
+            return (await self._recent_queue()).position(task.id)
         except ComfyUnavailable:
             return None
+
+    async def _recent_queue(self) -> QueueState:
+        """ComfyUI's queue, at most QUEUE_SNAPSHOT_S old: status reads of many waiting tasks
+        then cost one request to ComfyUI, not one each."""
+        now = time.monotonic()
+        if self._queue_snapshot is None or now - self._queue_snapshot[0] > QUEUE_SNAPSHOT_S:
+            self._queue_snapshot = (now, await self._comfy.get_queue())
+        return self._queue_snapshot[1]
 
     def _prepare(self, request: GenerateRequest) -> Expansion:
         """The graph to run: the request's own, or its template expanded with its params."""
@@ -216,23 +234,31 @@ class TaskRunner:
             # An earlier attempt still waits or runs here (this node was taken for dead):
             # submitting the prompt id again would run it twice.
             return await self._adopt(task)
+        self._owned.expect(task.id)
         try:
             prompt = await self._with_uploaded_images(task.id, work)
             result = await self._comfy.submit(prompt, prompt_id=task.id, client_id=self.client_id)
         except PromptRejected as exc:
+            self._owned.unexpect(task.id)
             await self._reject(task, exc)
             raise
         except ComfyUnavailable:
             if not await self._comfy_knows(task.id, history_too=True):
+                self._owned.unexpect(task.id)
                 await self._forget(task, created)
                 raise
             logger.warning("prompt reached ComfyUI although the submit call failed")
             result = None
         await self._owned.add(task.id)
         logger.info("task submitted to comfyui")
+        warnings = result.node_errors if result is not None else {}
+        if created and not warnings:
+            # A task created here was stamped at creation; only a placement by the balancer
+            # needs the mark that tells it the attempt reached ComfyUI.
+            return Submission(task, created=True)
         accepted: dict[str, Any] = {"submitted_at": utc_now()}
-        if result is not None and result.node_errors:
-            accepted["warnings"] = result.node_errors
+        if warnings:
+            accepted["warnings"] = warnings
         task = await self._store.update(task.id, lambda r: r.model_copy(update=accepted))
         return Submission(task, created=True)
 

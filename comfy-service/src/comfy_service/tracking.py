@@ -30,7 +30,7 @@ from comfy_shared.comfyui import (
     Logs,
     Progress,
 )
-from comfy_shared.task_store import TaskStore
+from comfy_shared.task_store import TaskChange, TaskStore
 
 _PROGRESS_BAR = re.compile(r"^\s*\d+%\|")
 _SUMMARY_GRACE_S = 2.0
@@ -73,7 +73,7 @@ class EventTracker:
     async def _apply(self, task_id: str, event: ListenerEvent) -> None:
         if isinstance(event, ExecutionStart):
             self._running = task_id
-            await self._store.update(task_id, started)
+            await self._store.update(task_id, self._here(started))
             logger.info("task running")
         elif isinstance(event, Executing) and event.done:
             self._running = None
@@ -81,12 +81,18 @@ class EventTracker:
             await self._runner.finish(task_id)
         elif isinstance(event, Executing):
             node = event.node
-            await self._store.update(task_id, lambda r: with_progress(r, node, 0, 0), "progress")
+            step = self._here(lambda r: with_progress(r, node, 0, 0))
+            await self._store.update(task_id, step, "progress")
         elif isinstance(event, Progress):
             node, value, maximum = event.node, int(event.value), int(event.max)
-            await self._store.update(
-                task_id, lambda r: with_progress(r, node, value, maximum), "progress"
-            )
+            step = self._here(lambda r: with_progress(r, node, value, maximum))
+            await self._store.update(task_id, step, "progress")
+
+    def _here(self, change: TaskChange) -> TaskChange:
+        """``change``, applied only while the task is still this node's (a task moved to
+        another node keeps its state there)."""
+        node_id = self._runner.node_id
+        return lambda record: change(record) if record.node_id == node_id else None
 
     async def _subscribe_to_comfy_logs(self, client_id: str) -> None:
         try:
@@ -115,5 +121,7 @@ class EventTracker:
         return task_id if time.monotonic() - ended < _SUMMARY_GRACE_S else None
 
     async def _is_ours(self, task_id: str) -> bool:
+        if self._owned.is_known(task_id):
+            return True
         record = await self._store.find(task_id)
         return record is not None and record.node_id == self._runner.node_id
