@@ -74,7 +74,7 @@ def test_a_burst_with_nothing_listening_is_fast_and_bounded() -> None:
 
     assert elapsed < 5  # ~0.3 ms per record would already be 3 s: the sink does no I/O
     assert shipper.pending <= 1000
-    shipper.close(timeout_s=0)
+    shipper.close(timeout_s=1)
 
 
 def test_lines_flow_once_logdy_appears_and_the_gap_is_reported() -> None:
@@ -106,7 +106,7 @@ def test_a_viewer_that_never_reads_does_not_block_logging() -> None:
         for index in range(3000):  # ~12 MB: far more than the socket buffers hold
             logger.info("{} {}", index, big)
         elapsed = time.perf_counter() - started
-        shipper.close(timeout_s=0)
+        shipper.close(timeout_s=1)
 
     assert elapsed < 5
     assert shipper.pending <= 500

@@ -2,6 +2,7 @@ import json
 import logging
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 import pytest
 from loguru import logger
@@ -9,6 +10,11 @@ from loguru import logger
 from comfy_shared.logs import configure_logging
 from comfy_testkit.line_listener import LineListener
 from comfy_testkit.waiting import wait_for_condition_sync
+
+
+def json_lines(err: str) -> list[dict[str, Any]]:
+    """The records in captured stderr (other tests' background threads may add plain text)."""
+    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +30,7 @@ def test_json_lines_carry_static_and_context_fields(capsys: pytest.CaptureFixtur
     with logger.contextualize(task_id="t-1", attempt=2):
         logger.info("task dispatched")
 
-    line = json.loads(capsys.readouterr().err.strip())
+    [line] = json_lines(capsys.readouterr().err)
     assert line["service"] == "service"
     assert line["node"] == "gpu-1"
     assert line["task_id"] == "t-1"
@@ -39,7 +45,7 @@ def test_stdlib_records_are_routed_into_loguru(capsys: pytest.CaptureFixture[str
 
     logging.getLogger("uvicorn.error").warning("port %d busy", 8000)
 
-    line = json.loads(capsys.readouterr().err.strip())
+    [line] = json_lines(capsys.readouterr().err)
     assert line["message"] == "port 8000 busy"
     assert line["logger_name"] == "uvicorn.error"
     assert line["service"] == "balancer"
@@ -53,9 +59,7 @@ def test_an_exception_is_one_record_with_its_traceback(capsys: pytest.CaptureFix
     except ValueError:
         logger.exception("task failed")
 
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1
-    record = json.loads(lines[0])
+    [record] = json_lines(capsys.readouterr().err)
     assert "ValueError: boom" in record["exception"]
     assert "Traceback" in record["exception"]
 

@@ -2,50 +2,21 @@
 
 from __future__ import annotations
 
-import math
-import sys
 from collections.abc import Sequence
-
-import uvicorn
 
 from comfy_balancer.main import create_app
 from comfy_balancer.settings import BalancerSettings
-from comfy_shared.errors import SettingsError
-from comfy_shared.logs import configure_logging
-from comfy_shared.settings import settings_from_argv
-from comfy_shared.workflows import TemplateError
+from comfy_shared.api.app import serve
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    try:
-        settings = settings_from_argv(
-            BalancerSettings,
-            argv,
-            prog="comfy-balancer",
-            description="Serve the comfy-stack API for a cluster of comfy-service nodes.",
-        )
-    except SettingsError as exc:
-        print(f"comfy-balancer: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    configure_logging(
+    serve(
+        BalancerSettings,
+        create_app,
+        argv,
+        prog="comfy-balancer",
+        description="Serve the comfy-stack API for a cluster of comfy-service nodes.",
         service="balancer",
-        node=settings.node_id,
-        level=settings.log_level,
-        json_lines=settings.log_json,
-        logdy=settings.logdy,
-        logdy_buffer_lines=settings.logdy_buffer_lines,
-    )
-    try:
-        app = create_app(settings)
-    except TemplateError as exc:
-        print(f"comfy-balancer: broken workflow template: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
 
 

@@ -8,12 +8,12 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from comfy_shared.models import RetryPolicy
-from comfy_shared.settings import CommonSettings
+from comfy_shared.settings import ApiServerSettings
 
 StrategyName = Literal["least-loaded", "round-robin", "random"]
 
 
-class BalancerSettings(CommonSettings):
+class BalancerSettings(ApiServerSettings):
     model_config = SettingsConfigDict(
         env_prefix="COMFY_BALANCER_",
         env_file=".env",
@@ -22,7 +22,6 @@ class BalancerSettings(CommonSettings):
         populate_by_name=True,
     )
 
-    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port to listen on.")
     strategy: StrategyName = Field(
         default="least-loaded", description="How to choose among nodes with a free slot."
@@ -62,16 +61,6 @@ class BalancerSettings(CommonSettings):
         default_factory=list,
         description="Optional static list of node ids to use; empty = every node that "
         "publishes health.",
-    )
-    retention_s: int = Field(
-        default=24 * 3600, gt=0, description="Seconds a finished task is kept in Redis."
-    )
-    events_maxlen: int = Field(default=1000, ge=10, description="Events kept per task.")
-    max_body_bytes: int = Field(
-        default=50 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)."
-    )
-    shutdown_grace_s: float = Field(
-        default=5.0, ge=0, description="Seconds to finish requests on shutdown."
     )
 
     def retry_policy(self) -> RetryPolicy:

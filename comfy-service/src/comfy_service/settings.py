@@ -5,12 +5,12 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from comfy_shared.settings import CommonSettings
+from comfy_shared.settings import ApiServerSettings
 
 ENV_PREFIX = "COMFY_SERVICE_"
 
 
-class ServiceSettings(CommonSettings):
+class ServiceSettings(ApiServerSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",
@@ -25,7 +25,6 @@ class ServiceSettings(CommonSettings):
         validation_alias=AliasChoices(f"{ENV_PREFIX}COMFYUI_URL", "COMFYUI_URL"),
         description="Base URL of the one ComfyUI this service wraps (also read from COMFYUI_URL).",
     )
-    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
     port: int = Field(default=8100, ge=0, le=65535, description="Port to listen on.")
     public_url: str | None = Field(
         default=None,
@@ -34,15 +33,6 @@ class ServiceSettings(CommonSettings):
     )
     health_interval_s: float = Field(
         default=2.0, gt=0, description="Seconds between two health documents in Redis."
-    )
-    retention_s: int = Field(
-        default=24 * 3600, gt=0, description="Seconds a finished task is kept in Redis."
-    )
-    events_maxlen: int = Field(
-        default=1000, ge=10, description="Events kept per task (older ones are trimmed)."
-    )
-    max_body_bytes: int = Field(
-        default=50 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)."
     )
     comfyui_timeout_s: float = Field(
         default=30.0, gt=0, description="Timeout of one HTTP request to ComfyUI."
@@ -69,9 +59,6 @@ class ServiceSettings(CommonSettings):
         default=15.0,
         gt=0,
         description="Seconds between two safety-net reconciliations with ComfyUI's queue/history.",
-    )
-    shutdown_grace_s: float = Field(
-        default=5.0, ge=0, description="Seconds to finish publishing state on shutdown."
     )
 
     @model_validator(mode="after")

@@ -74,6 +74,25 @@ class CommonSettings(BaseSettings):
         return value
 
 
+class ApiServerSettings(CommonSettings):
+    """Fields of a process that serves the public API (the service and the balancer)."""
+
+    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port to listen on.")
+    retention_s: int = Field(
+        default=24 * 3600, gt=0, description="Seconds a finished task is kept in Redis."
+    )
+    events_maxlen: int = Field(
+        default=1000, ge=10, description="Events kept per task (older ones are trimmed)."
+    )
+    max_body_bytes: int = Field(
+        default=50 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)."
+    )
+    shutdown_grace_s: float = Field(
+        default=5.0, ge=0, description="Seconds to finish requests on shutdown."
+    )
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 

@@ -1,26 +1,21 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
-from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
 from comfy_balancer.deps import State
 from comfy_balancer.errors import NodeUnavailable, OutputNotFound
 from comfy_balancer.service_client import NodeUnreachable
+from comfy_shared.api.app import NOT_FOUND
 from comfy_shared.api.schemas import ErrorBody, TaskView
-from comfy_shared.api.sse import SSE_HEADERS, open_task_events
-from comfy_shared.api.task_log import LogFormat, task_log_response
 from comfy_shared.task_state import TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
-
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorBody, "description": "Unknown task id."}
-}
 
 
 class TaskPage(BaseModel):
@@ -52,7 +47,7 @@ async def list_tasks(
     return TaskPage(tasks=found, next_cursor=str(offset))
 
 
-@router.get("/{task_id}", response_model=TaskView, responses=_NOT_FOUND)
+@router.get("/{task_id}", response_model=TaskView, responses=NOT_FOUND)
 async def get_task(task_id: str, state: State) -> TaskView:
     record = await state.store.get(task_id)
     position = await state.queue.position(task_id) if record.status is TaskStatus.QUEUED else None
@@ -62,7 +57,7 @@ async def get_task(task_id: str, state: State) -> TaskView:
 @router.delete(
     "/{task_id}",
     response_model=TaskView,
-    responses=_NOT_FOUND
+    responses=NOT_FOUND
     | {409: {"model": ErrorBody, "description": "The task already ended (`status` says how)."}},
 )
 async def cancel_task(task_id: str, state: State) -> TaskView:
@@ -73,7 +68,7 @@ async def cancel_task(task_id: str, state: State) -> TaskView:
 @router.get(
     "/{task_id}/outputs/{index}",
     response_class=StreamingResponse,
-    responses=_NOT_FOUND | {200: {"content": {"image/png": {}}, "description": "The file."}},
+    responses=NOT_FOUND | {200: {"content": {"image/png": {}}, "description": "The file."}},
 )
 async def download_output(task_id: str, index: int, state: State) -> StreamingResponse:
     """The file, proxied from the node that produced it."""
@@ -104,31 +99,3 @@ async def download_output(task_id: str, index: int, state: State) -> StreamingRe
         headers=headers,
         background=BackgroundTask(upstream.aclose),
     )
-
-
-@router.get(
-    "/{task_id}/logs",
-    response_class=PlainTextResponse,
-    responses=_NOT_FOUND
-    | {200: {"content": {"text/plain": {}, "application/json": {}}, "description": "Timeline."}},
-)
-async def task_log(
-    task_id: str, state: State, format: Annotated[LogFormat, Query()] = "text"
-) -> Response:
-    """The task's log lines from every process that handled it, and ComfyUI's own lines while
-    it ran, in time order (plain text; ``?format=json`` for records)."""
-    return await task_log_response(state.redis, state.keys, state.store, task_id, format)
-
-
-@router.get(
-    "/{task_id}/events",
-    response_class=StreamingResponse,
-    responses=_NOT_FOUND
-    | {200: {"content": {"text/event-stream": {}}, "description": "Task events (SSE)."}},
-)
-async def task_events(
-    task_id: str, state: State, last_event_id: Annotated[str | None, Header()] = None
-) -> StreamingResponse:
-    """Every change (queued, dispatched, running, progress...) until the final state."""
-    frames = await open_task_events(state.store, task_id, last_event_id)
-    return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)

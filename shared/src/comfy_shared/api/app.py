@@ -1,0 +1,148 @@
+"""What the service and the balancer apps have in common: the app skeleton (middlewares, error
+table, shared routes), the task history routes (events, logs: both read Redis only) and the
+process entry point."""
+
+# No "from __future__ import annotations" here: the route signatures below use the local
+# ``State`` alias, which FastAPI can only see if annotations are evaluated at definition time.
+import math
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from importlib.metadata import version
+from typing import Annotated, Any, Protocol, TypeVar
+
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from redis.asyncio import Redis
+
+from comfy_shared.api.body_limit import BodySizeLimitMiddleware
+from comfy_shared.api.errors import ErrorTable, install_error_handlers
+from comfy_shared.api.request_id import RequestIdMiddleware
+from comfy_shared.api.schemas import API_PREFIX, ErrorBody
+from comfy_shared.api.sse import SSE_HEADERS, open_task_events
+from comfy_shared.api.task_log import LogFormat, task_log_response
+from comfy_shared.api.workflows import workflows_router
+from comfy_shared.errors import SettingsError
+from comfy_shared.logs import configure_logging
+from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.settings import ApiServerSettings, settings_from_argv
+from comfy_shared.task_store import TaskStore
+from comfy_shared.workflows import TemplateError, TemplateLibrary
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "Unknown task id."}
+}
+
+
+class TaskReaders(Protocol):
+    """What the history routes need from an app's state."""
+
+    store: TaskStore
+    redis: Redis
+    keys: RedisKeys
+
+
+def build_app(
+    *,
+    distribution: str,
+    description: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    status_for: ErrorTable,
+    routers: Sequence[APIRouter],
+    templates: TemplateLibrary,
+    max_body_bytes: int,
+    health: APIRouter,
+) -> FastAPI:
+    app = FastAPI(
+        title=distribution,
+        version=version(distribution),
+        description=description,
+        lifespan=lifespan,
+    )
+    app.state.templates = templates
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app, status_for)
+    for router in (*routers, workflows_router()):
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(health)
+    return app
+
+
+def task_history_router(get_state: Callable[[Request], TaskReaders]) -> APIRouter:
+    """``/tasks/{id}/events`` (SSE) and ``/tasks/{id}/logs``: read from Redis, so every
+    process serves them the same, whoever ran the task."""
+    router = APIRouter(prefix="/tasks", tags=["tasks"])
+    State = Annotated[TaskReaders, Depends(get_state)]
+
+    @router.get(
+        "/{task_id}/events",
+        response_class=StreamingResponse,
+        responses=NOT_FOUND
+        | {200: {"content": {"text/event-stream": {}}, "description": "Task events (SSE)."}},
+    )
+    async def task_events(
+        task_id: str, state: State, last_event_id: Annotated[str | None, Header()] = None
+    ) -> StreamingResponse:
+        """Every state change and progress update, ending with the final state. A late client
+        first gets the current state; reconnect with ``Last-Event-ID`` to get exactly the
+        events you missed."""
+        frames = await open_task_events(state.store, task_id, last_event_id)
+        return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+
+    @router.get(
+        "/{task_id}/logs",
+        response_class=PlainTextResponse,
+        responses=NOT_FOUND
+        | {200: {"content": {"text/plain": {}, "application/json": {}}, "description": "Log."}},
+    )
+    async def task_log(
+        task_id: str, state: State, format: Annotated[LogFormat, Query()] = "text"
+    ) -> Response:
+        """The task's log lines from every process that handled it, and ComfyUI's own lines
+        while it ran, in time order (plain text; ``?format=json`` for records)."""
+        return await task_log_response(state.redis, state.keys, state.store, task_id, format)
+
+    return router
+
+
+S = TypeVar("S", bound=ApiServerSettings)
+
+
+def serve(
+    settings_cls: type[S],
+    create_app: Callable[[S], FastAPI],
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    description: str,
+    service: str,
+) -> None:
+    """The body of a ``__main__``: settings from flags and environment (exit 2 with the
+    variable named on a bad one), logging, the app (exit 2 on a broken template), uvicorn."""
+    try:
+        settings = settings_from_argv(settings_cls, argv, prog=prog, description=description)
+    except SettingsError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    configure_logging(
+        service=service,
+        node=settings.node_id,
+        level=settings.log_level,
+        json_lines=settings.log_json,
+        logdy=settings.logdy,
+        logdy_buffer_lines=settings.logdy_buffer_lines,
+    )
+    try:
+        app = create_app(settings)
+    except TemplateError as exc:
+        print(f"{prog}: broken workflow template: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # stdlib logging is routed into loguru by configure_logging
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+    )
