@@ -294,6 +294,9 @@ async def test_the_log_of_a_task_retried_on_a_second_node_is_one_timeline(
     records = await wait_for_condition(timeline, what="every writer in the timeline")
     messages = [r["message"] for r in records]
     assert messages.count("task dispatched") == 2
+    assert {r["node"] for r in records if r["service"] == "balancer"} == {"balancer"}
+    placed = [r["to_node"] for r in records if r["message"] == "task dispatched"]
+    assert placed == ["a", "b"]
     assert "task goes back to the queue for another node" in messages
     assert any("OutOfMemoryError" in m or "out of memory" in m for m in messages)
     assert [r["time"] for r in records] == sorted(r["time"] for r in records)

@@ -174,7 +174,9 @@ class Dispatcher:
             await self._queue.release(task_id, node.node_id)  # cancelled while we claimed it
             return
         self._prompts[task_id] = prompt
-        logger.info("task dispatched", task_id=task_id, node=node.node_id, attempt=record.attempts)
+        logger.info(
+            "task dispatched", task_id=task_id, to_node=node.node_id, attempt=record.attempts
+        )
         self._send_in_background(record, node)
 
     def _send_in_background(self, record: TaskRecord, node: NodeView) -> None:
@@ -218,7 +220,7 @@ class Dispatcher:
         return {"workflow": record.workflow, "params": params or {}}
 
     async def _refused(self, task_id: str, node_id: str, reason: str) -> None:
-        logger.warning("dispatch refused; trying another node", node=node_id, reason=reason)
+        logger.warning("dispatch refused; trying another node", to_node=node_id, reason=reason)
         await self._registry.record_failure(node_id)
         await self._take_back(task_id, node_id, reason)
 
@@ -229,7 +231,9 @@ class Dispatcher:
             await self._queue.release(task_id, node_id)
             return
         if record.status is TaskStatus.QUEUED and record.node_id is None:
-            logger.warning("task back in the queue", task_id=task_id, node=node_id, reason=reason)
+            logger.warning(
+                "task back in the queue", task_id=task_id, from_node=node_id, reason=reason
+            )
             await self._queue.requeue(task_id, node_id)
         else:
             await self._queue.release(task_id, node_id)
