@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loguru import logger
@@ -71,6 +71,8 @@ class Dispatcher:
         self._dispatch_timeout_ms = dispatch_timeout_s * 1000
         self._prompts: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._sending: set[asyncio.Task[None]] = set()
+        # Sends to one node go one at a time, so ComfyUI queues them in placement order.
+        self._node_locks: dict[str, asyncio.Lock] = {}
 
     async def run(self, tick_s: float) -> None:
         """Cycle on every signal, and at least every ``tick_s`` seconds."""
@@ -94,10 +96,12 @@ class Dispatcher:
 
     async def dispatch_once(self, nodes: list[NodeView]) -> int:
         """Place as many queued tasks as there are free capable slots; returns how many."""
-        free = {node.node_id: node.free_slots for node in nodes}
+        # Counted up as this cycle places tasks, so the strategy sees each placement (otherwise
+        # least-loaded would give one node every task of a cycle until it is full).
+        views = {node.node_id: node for node in nodes}
         placed = 0
-        for task_id in await self._queue.head(self._lookahead) if any(free.values()) else []:
-            ready = [node for node in nodes if free[node.node_id] > 0]
+        for task_id in await self._queue.head(self._lookahead) if _any_free(views) else []:
+            ready = [node for node in views.values() if node.free_slots]
             if not ready:
                 break
             prompt = await self._prompt(task_id)
@@ -107,10 +111,10 @@ class Dispatcher:
             if node is None:
                 continue  # no free node can run it: later tasks may still fit elsewhere
             claimed = await self._queue.claim(task_id, node.node_id, node.slots)
-            if claimed == -1:
-                free[node.node_id] = 0  # another replica filled it
+            if claimed == -1:  # another replica filled it
+                views[node.node_id] = replace(node, in_flight=node.slots)
             elif claimed == 1:
-                free[node.node_id] -= 1
+                views[node.node_id] = replace(node, in_flight=node.in_flight + 1)
                 placed += 1
                 await self._place(task_id, node, prompt)
         return placed
@@ -195,7 +199,8 @@ class Dispatcher:
         body |= await self._work_of(record, prompt)
         with logger.contextualize(task_id=record.id, attempt=record.attempts):
             try:
-                answer = await self._nodes.generate(node.url, body)
+                async with self._node_locks.setdefault(node.node_id, asyncio.Lock()):
+                    answer = await self._nodes.generate(node.url, body)
             except NodeUnreachable as exc:
                 await self._refused(record.id, node.node_id, f"dispatch failed: {exc}")
                 return
@@ -255,6 +260,10 @@ class Dispatcher:
             while len(self._prompts) > _PROMPT_CACHE_SIZE:
                 self._prompts.popitem(last=False)
         return prompt
+
+
+def _any_free(views: dict[str, NodeView]) -> bool:
+    return any(node.free_slots for node in views.values())
 
 
 def _can_run(prompt: dict[str, Any]) -> Callable[[NodeView], bool]:
