@@ -126,6 +126,26 @@ class LocalCluster:
     nodes: list[Node]
     balancer: RunningComponent
     log_dir: Path
+    root: Path | None = None
+    stop: ExitStack | None = None
+
+    def add_node(
+        self,
+        node_id: str,
+        *,
+        step_time_s: float = 0.0,
+        emulator_args: Sequence[str] = (),
+        service_args: Sequence[str] = (),
+    ) -> Node:
+        """Start one more emulator + service pair (stopped with the cluster); it is appended
+        to ``nodes``. The caller waits for the balancer to see it, if it needs to."""
+        if self.root is None or self.stop is None:
+            raise RuntimeError("this cluster was not started by local_cluster()")
+        node = _start_node(
+            self.stop, self.root, self.redis.url, node_id, step_time_s, emulator_args, service_args
+        )
+        self.nodes.append(node)
+        return node
 
     def pids(self) -> dict[str, int]:
         """Process id of every component, by a short name."""
@@ -146,22 +166,50 @@ def local_stack(step_time_s: float = 0.0) -> Iterator[LocalStack]:
 
 @contextmanager
 def local_cluster(
-    nodes: int = 2, *, step_time_s: float = 0.0, balancer_args: Sequence[str] = ()
+    nodes: int = 2,
+    *,
+    step_time_s: float = 0.0,
+    balancer_args: Sequence[str] = (),
+    emulator_args: Sequence[Sequence[str]] = (),
+    service_args: Sequence[str] = (),
 ) -> Iterator[LocalCluster]:
     """Redis, ``nodes`` emulator + service pairs and one balancer, each its own process.
 
-    Yields once the balancer sees every node ready; stops everything in reverse order."""
+    ``emulator_args``: extra emulator flags per node, in node order (e.g. ``["--speed", "2"]``);
+    ``service_args``: extra flags of every service. Yields once the balancer sees every node
+    ready; stops everything in reverse order."""
     with _started_redis() as (root, redis), ExitStack() as stop:
         started = [
-            _start_node(stop, root, redis.url, f"node-{chr(ord('a') + index)}", step_time_s)
+            _start_node(
+                stop,
+                root,
+                redis.url,
+                node_id(index),
+                step_time_s,
+                emulator_args[index] if index < len(emulator_args) else (),
+                service_args,
+            )
             for index in range(nodes)
         ]
         balancer = start_balancer_process(
             root / "logs", redis_url=redis.url, extra_args=[*QUIET_LOGS, *balancer_args]
         )
         stop.callback(balancer.stop)
-        _wait_for_ready_nodes(balancer.url, nodes)
-        yield LocalCluster(redis, started, balancer, root / "logs")
+        wait_for_ready_nodes(balancer.url, nodes)
+        yield LocalCluster(redis, started, balancer, root / "logs", root, stop)
+
+
+def node_id(index: int) -> str:
+    """``node-a``, ``node-b``... as ``local_cluster`` names its nodes (``node-z1`` after z)."""
+    letter = chr(ord("a") + index % 26)
+    return f"node-{letter}" if index < 26 else f"node-{letter}{index // 26}"
+
+
+@contextmanager
+def local_redis() -> Iterator[tuple[Path, RedisServer]]:
+    """An embedded Redis alone, and a scratch folder (for logs) removed afterwards."""
+    with _started_redis() as started:
+        yield started
 
 
 @contextmanager
@@ -176,7 +224,13 @@ def _started_redis() -> Iterator[tuple[Path, RedisServer]]:
 
 
 def _start_node(
-    stop: ExitStack, root: Path, redis_url: str, node_id: str, step_time_s: float
+    stop: ExitStack,
+    root: Path,
+    redis_url: str,
+    node_id: str,
+    step_time_s: float,
+    emulator_args: Sequence[str] = (),
+    service_args: Sequence[str] = (),
 ) -> Node:
     suffix = node_id.removeprefix("node-")
     emulator = start_emulator_process(
@@ -184,7 +238,7 @@ def _start_node(
         root / f"emulator-{suffix}",
         name=f"emulator-{suffix}",
         step_time_s=step_time_s,
-        extra_args=["--quiet"],
+        extra_args=["--quiet", *emulator_args],
     )
     stop.callback(emulator.stop)
     service = start_service_process(
@@ -192,13 +246,14 @@ def _start_node(
         redis_url=redis_url,
         comfyui_url=emulator.url,
         node_id=node_id,
-        extra_args=QUIET_LOGS,
+        extra_args=[*QUIET_LOGS, *service_args],
     )
     stop.callback(service.stop)
     return Node(node_id, emulator, service)
 
 
-def _wait_for_ready_nodes(balancer_url: str, count: int, timeout_s: float = 20.0) -> None:
+def wait_for_ready_nodes(balancer_url: str, count: int, timeout_s: float = 20.0) -> None:
+    """Until the balancer lists at least ``count`` nodes in state ``ready``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         nodes = httpx.get(f"{balancer_url}{API}/nodes", timeout=5).json()
