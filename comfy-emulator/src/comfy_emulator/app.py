@@ -51,10 +51,6 @@ def create_app(config: EmulatorConfig) -> web.Application:
     return app
 
 
-def emulator_of_app(app: web.Application) -> Emulator:
-    return app[EMULATOR]
-
-
 def _resolve_folders(config: EmulatorConfig) -> tuple[Folders, str | None]:
     temp_root = None
     data_dir = config.data_dir

@@ -50,7 +50,6 @@ class ServiceState:
     health: HealthPublisher
     keys: RedisKeys
     task_logs: TaskLogSink
-    templates: TemplateLibrary
     loops: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -107,7 +106,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
     task_logs = install_task_log_sink(
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
     )
-    state = ServiceState(settings, redis, store, comfy, runner, health, keys, task_logs, templates)
+    state = ServiceState(settings, redis, store, comfy, runner, health, keys, task_logs)
     state.loops = _start_loops(settings, state, owned)
     return state
 
