@@ -94,8 +94,14 @@ def test_lines_flow_once_logdy_appears_and_the_gap_is_reported() -> None:
     records = parsed(listener)
     notice = records[0]
     assert notice["level"] == "WARNING"
-    assert notice["dropped"] == 150
-    assert [r["message"] for r in records[1:101]] == [f"while away {i}" for i in range(150, 250)]
+    away = [
+        int(str(r["message"]).split()[-1]) for r in records if "while away" in str(r["message"])
+    ]
+    # Every line is either delivered or counted as dropped; the newest 100 are always kept, and
+    # a batch the sender already held when the buffer overflowed is delivered too, in order.
+    assert len(away) + int(notice["dropped"]) == 250  # type: ignore[call-overload]
+    assert away == sorted(away)
+    assert set(range(150, 250)) <= set(away)
 
 
 def test_a_viewer_that_never_reads_does_not_block_logging() -> None:
