@@ -3,6 +3,8 @@
 import asyncio
 import io
 import uuid
+from datetime import datetime, timedelta
+from itertools import pairwise
 
 import httpx
 from PIL import Image
@@ -46,18 +48,26 @@ async def test_generate_runs_the_graph_and_serves_the_png(api: httpx.AsyncClient
 async def test_progress_events_arrive_in_order_and_end_with_the_result(
     api: httpx.AsyncClient,
 ) -> None:
-    task = await submit(api, graphs.txt2img(f"p-{fresh()}", steps=12))
+    task = await submit(api, graphs.txt2img(f"p-{fresh()}", steps=60))  # 0.6 s of steps
 
     events = await read_sse(api, f"/api/v1/tasks/{task['id']}/events")
 
-    steps = [
-        e["data"]["task"]["progress"]["value"]
+    sampling = [
+        e["data"]
         for e in events
-        if e["event"] == "progress" and e["data"]["task"]["progress"]["max"] == 12
+        if e["event"] == "progress" and e["data"]["task"]["progress"]["max"] == 60
     ]
+    steps = [event["task"]["progress"]["value"] for event in sampling]
     assert steps == sorted(steps)
-    assert steps[-1] == 12
-    assert len(set(steps)) >= 6  # progress was followed live, not only at the end
+    assert steps[-1] == 60
+    assert len(set(steps)) >= 6  # followed live, not only at the end
+    # ... but stored at most every 50 ms (the last step always).
+    times = [
+        datetime.fromisoformat(event["at"])
+        for event in sampling
+        if event["task"]["progress"]["value"] < 60
+    ]
+    assert all(later - earlier >= timedelta(milliseconds=45) for earlier, later in pairwise(times))
     assert events[-1]["data"]["task"]["status"] == "succeeded"
     assert [e["data"]["task"]["status"] for e in events].index("running") < len(events) - 1
 

@@ -14,7 +14,7 @@ from comfy_stack.processes import start_python_module
 from comfy_testkit import graphs
 from comfy_testkit.api import get_task, submit, wait_for_status, wait_until_finished
 from comfy_testkit.emulator_control import EmulatorControl
-from comfy_testkit.plugin import ServiceFactory
+from comfy_testkit.plugin import EmulatorFactory, ServiceFactory
 from comfy_testkit.stack import RunningComponent
 from comfy_testkit.waiting import wait_for_condition
 
@@ -263,3 +263,34 @@ def test_a_broken_template_stops_start_up_naming_file_and_field(tmp_path: Path) 
 
     assert process.process.wait(timeout=30) == 2
     assert "bad.yaml: params.w.targets.0: node '7' is not in the graph" in process.output()
+
+
+async def test_health_reports_the_speed_measured_and_a_restart_keeps_it(
+    start_service: ServiceFactory, start_emulator: EmulatorFactory, redis: Redis
+) -> None:
+    emulator = start_emulator("slow-emulator", step_time_s=0.05)
+    service = start_service(emulator.url, node_id="gpu-10")
+    async with httpx.AsyncClient(base_url=service.url, timeout=10) as api:
+        accepted = await submit(api, graphs.txt2img(f"sp-{fresh()}", steps=10))
+        assert (await wait_until_finished(api, accepted["id"]))["status"] == "succeeded"
+
+    async def measured() -> NodeHealth | None:
+        raw = await redis.get(KEYS.node_health("gpu-10"))
+        health = NodeHealth.model_validate_json(raw) if raw else None
+        return health if health and health.speed else None
+
+    before = await wait_for_condition(measured, what="speed in the health document")
+    assert before.speed is not None
+    assert before.speed.tasks_measured == 1
+    assert 0.04 < before.speed.seconds_per_step < 0.2  # 50 ms per emulated step
+    assert before.speed.overhead_s < 1.0
+
+    service.kill()
+    start_service(emulator.url, node_id="gpu-10")
+
+    async def republished() -> NodeHealth | None:
+        health = await measured()
+        return health if health and health.started_at > before.started_at else None
+
+    after = await wait_for_condition(republished, what="health of the restarted service")
+    assert after.speed == before.speed

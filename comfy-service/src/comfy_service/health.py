@@ -11,10 +11,11 @@ from redis.asyncio import Redis
 
 from comfy_service.host_metrics import GpuReader, read_host_metrics
 from comfy_service.owned_tasks import OwnedTasks
+from comfy_service.speed import SpeedMeter
 from comfy_shared.clock import now_ms
 from comfy_shared.comfyui import ComfyClient, ComfyError
 from comfy_shared.comfyui.models import model_files
-from comfy_shared.models import Capabilities, ComfyStatus, NodeHealth
+from comfy_shared.models import Capabilities, ComfyStatus, NodeHealth, NodeSpeed
 from comfy_shared.redis_keys import RedisKeys
 
 
@@ -26,6 +27,7 @@ class HealthPublisher:
         keys: RedisKeys,
         comfy: ComfyClient,
         owned: OwnedTasks,
+        speed: SpeedMeter,
         gpus: GpuReader,
         node_id: str,
         url: str,
@@ -37,6 +39,7 @@ class HealthPublisher:
         self._keys = keys
         self._comfy = comfy
         self._owned = owned
+        self._speed = speed
         self._gpus = gpus
         self._node_id = node_id
         self._url = url
@@ -92,6 +95,7 @@ class HealthPublisher:
             ram_total_bytes=host.ram_total_bytes,
             gpus=self._gpus.read(),
             capabilities=self._capabilities or Capabilities(),
+            speed=self._speed.current(),
         )
 
     async def _comfy_status(self) -> ComfyStatus:
@@ -120,3 +124,15 @@ class HealthPublisher:
             else:
                 logger.warning("comfyui unreachable", error=error)
             self._comfy_was_reachable = reachable
+
+
+async def last_published_speed(redis: Redis, keys: RedisKeys, node_id: str) -> NodeSpeed | None:
+    """The speed a previous run of this node published, while its document has not expired:
+    a restarted service keeps placing well from its first task."""
+    raw = await redis.get(keys.node_health(node_id))
+    if raw is None:
+        return None
+    try:
+        return NodeHealth.model_validate_json(raw).speed
+    except ValueError:
+        return None  # written by an incompatible version

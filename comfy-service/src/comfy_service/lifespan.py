@@ -17,12 +17,13 @@ from fastapi import FastAPI
 from loguru import logger
 from redis.asyncio import Redis
 
-from comfy_service.health import HealthPublisher
+from comfy_service.health import HealthPublisher, last_published_speed
 from comfy_service.host_metrics import GpuReader
 from comfy_service.owned_tasks import OwnedTasks
 from comfy_service.reconcile import reconcile_once
 from comfy_service.runner import TaskRunner
 from comfy_service.settings import ServiceSettings
+from comfy_service.speed import SpeedMeter
 from comfy_service.tracking import EventTracker
 from comfy_service.watchdog import Limits, watchdog_once
 from comfy_shared.clock import utc_now
@@ -50,6 +51,7 @@ class ServiceState:
     health: HealthPublisher
     keys: RedisKeys
     task_logs: TaskLogSink
+    speed: SpeedMeter
     loops: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -91,11 +93,13 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         client_id=f"comfy-service-{settings.node_id}",
         retention_s=settings.retention_s,
     )
+    speed = SpeedMeter(await last_published_speed(redis, keys, settings.node_id))
     health = HealthPublisher(
         redis=redis,
         keys=keys,
         comfy=comfy,
         owned=owned,
+        speed=speed,
         gpus=GpuReader(),
         node_id=settings.node_id,
         url=settings.base_url,
@@ -106,7 +110,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
     task_logs = install_task_log_sink(
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
     )
-    state = ServiceState(settings, redis, store, comfy, runner, health, keys, task_logs)
+    state = ServiceState(settings, redis, store, comfy, runner, health, keys, task_logs, speed)
     state.loops = _start_loops(settings, state, owned)
     return state
 
@@ -129,7 +133,12 @@ def _start_loops(
         await watchdog_once(runner=runner, store=store, owned=owned, comfy=comfy, limits=limits)
 
     tracker = EventTracker(
-        runner=runner, store=store, owned=owned, comfy=comfy, on_connected=after_connect
+        runner=runner,
+        store=store,
+        owned=owned,
+        comfy=comfy,
+        on_connected=after_connect,
+        speed=state.speed,
     )
     listener = ComfyEventListener(
         settings.comfyui_url,

@@ -20,6 +20,7 @@ from loguru import logger
 from comfy_service.owned_tasks import OwnedTasks
 from comfy_service.record_changes import started, with_progress
 from comfy_service.runner import TaskRunner
+from comfy_service.speed import SpeedMeter
 from comfy_shared.comfyui import (
     ComfyClient,
     ComfyError,
@@ -34,6 +35,9 @@ from comfy_shared.task_store import TaskChange, TaskStore
 
 _PROGRESS_BAR = re.compile(r"^\s*\d+%\|")
 _SUMMARY_GRACE_S = 2.0
+PROGRESS_WRITE_INTERVAL_S = 0.05
+"""A task's progress is stored at most this often (each write is a record update and an
+event); a node's last step is always stored. Fast samplers report hundreds of steps a second."""
 
 
 class EventTracker:
@@ -45,18 +49,22 @@ class EventTracker:
         owned: OwnedTasks,
         comfy: ComfyClient,
         on_connected: Callable[[], Awaitable[object]],
+        speed: SpeedMeter,
     ) -> None:
         self._runner = runner
         self._store = store
         self._owned = owned
         self._comfy = comfy
         self._on_connected = on_connected
+        self._speed = speed
         self._running: str | None = None
         self._finished: tuple[str, float] | None = None  # last prompt that ended, and when
+        self._progress_written: dict[str, float] = {}
 
     async def handle(self, event: ListenerEvent) -> None:
         if isinstance(event, Connected):
             logger.info("comfyui websocket connected; reconciling tasks")
+            self._speed.forget_runs()
             await self._subscribe_to_comfy_logs(event.client_id)
             await self._on_connected()
             return
@@ -73,11 +81,14 @@ class EventTracker:
     async def _apply(self, task_id: str, event: ListenerEvent) -> None:
         if isinstance(event, ExecutionStart):
             self._running = task_id
+            self._speed.started(task_id)
             await self._store.update(task_id, self._here(started))
             logger.info("task running")
         elif isinstance(event, Executing) and event.done:
             self._running = None
             self._finished = (task_id, time.monotonic())
+            self._speed.ended(task_id)
+            self._progress_written.pop(task_id, None)
             await self._runner.finish(task_id)
         elif isinstance(event, Executing):
             node = event.node
@@ -85,8 +96,20 @@ class EventTracker:
             await self._store.update(task_id, step, "progress")
         elif isinstance(event, Progress):
             node, value, maximum = event.node, int(event.value), int(event.max)
+            self._speed.progressed(task_id, node, value)
+            if value < maximum and self._wrote_progress_lately(task_id):
+                return
             step = self._here(lambda r: with_progress(r, node, value, maximum))
             await self._store.update(task_id, step, "progress")
+
+    def _wrote_progress_lately(self, task_id: str) -> bool:
+        now = time.monotonic()
+        if now - self._progress_written.get(task_id, -PROGRESS_WRITE_INTERVAL_S) < (
+            PROGRESS_WRITE_INTERVAL_S
+        ):
+            return True
+        self._progress_written[task_id] = now
+        return False
 
     def _here(self, change: TaskChange) -> TaskChange:
         """``change``, applied only while the task is still this node's (a task moved to

@@ -179,6 +179,15 @@ class Capabilities(BaseModel):
     models: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
 
 
+class NodeSpeed(BaseModel):
+    """How fast the node's ComfyUI works, measured by its service from the tasks it ran: a
+    task of ``n`` sampler steps takes about ``overhead_s + n * seconds_per_step``."""
+
+    seconds_per_step: float = Field(ge=0, description="Mean time of one sampler step.")
+    overhead_s: float = Field(ge=0, description="Mean time of a task beyond its steps.")
+    tasks_measured: int = Field(ge=0)
+
+
 class NodeHealth(BaseModel):
     """The document a comfy-service publishes under ``RedisKeys.node_health``; it expires
     unless refreshed, so a missing document means the node is gone."""
@@ -195,3 +204,4 @@ class NodeHealth(BaseModel):
     ram_total_bytes: int
     gpus: list[GpuInfo] = Field(default_factory=list)
     capabilities: Capabilities = Field(default_factory=Capabilities)
+    speed: NodeSpeed | None = Field(default=None, description="None until a task has run.")

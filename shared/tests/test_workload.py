@@ -1,0 +1,34 @@
+"""How much work a graph is: the literal sampler steps it asks for."""
+
+import pytest
+
+from comfy_shared.models import NodeSpeed
+from comfy_shared.workload import expected_run_s, sampler_steps
+from comfy_testkit import graphs
+
+
+def test_counts_the_steps_of_every_sampler() -> None:
+    graph = graphs.txt2img("w", steps=12)
+    assert sampler_steps(graph) == 12
+    graph["90"] = {"class_type": "KSamplerAdvanced", "inputs": {"steps": 8, "model": ["4", 0]}}
+    assert sampler_steps(graph) == 20
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [["5", 0], True, -3, 0, "20", None],  # a link, a bool, nonsense: not a known count
+)
+def test_ignores_what_is_not_a_literal_step_count(steps: object) -> None:
+    graph = {"1": {"class_type": "KSampler", "inputs": {"steps": steps}}}
+    assert sampler_steps(graph) == 0
+
+
+def test_a_graph_without_sampler_is_no_steps() -> None:
+    assert sampler_steps(graphs.solid_image("w")) == 0
+    assert sampler_steps({"1": "not a node", "2": {"inputs": []}}) == 0
+
+
+def test_expected_run_time_is_overhead_plus_steps() -> None:
+    speed = NodeSpeed(seconds_per_step=0.25, overhead_s=1.5, tasks_measured=4)
+    assert expected_run_s(speed, 0) == 1.5
+    assert expected_run_s(speed, 20) == 6.5
