@@ -71,6 +71,33 @@ async def test_a_faster_node_gets_more_work(make_cluster: Callable[..., Cluster]
     assert per_node["b"] > per_node["a"] * 1.5, per_node
 
 
+async def test_a_task_waits_for_a_fast_node_rather_than_run_longer_on_a_free_slow_one(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(emulator_args={"b": ["--speed", "8"]}, step_time_s=0.05)
+    await nodes_ready(cluster, 2)
+    for node in cluster.nodes:  # each node measures its speed on one task
+        async with httpx.AsyncClient(base_url=node.service.url, timeout=10) as service:
+            warm_up = await submit(service, graphs.txt2img(f"w-{fresh()}", steps=10))
+            await wait_until_finished(service, warm_up["id"])
+
+    async def speeds_published() -> bool:
+        nodes = (await cluster.api.get("/api/v1/nodes")).json()
+        return all(node["health"] and node["health"]["speed"] for node in nodes)
+
+    await wait_for_condition(speeds_published, what="both nodes' speeds")
+
+    # 20 steps: ~1 s on "a", ~0.15 s on "b". With two slots per node, the third task would
+    # start at once on the free "a" under least-loaded; it finishes sooner queued behind "b".
+    ids = [
+        (await submit(cluster.api, graphs.txt2img(f"e-{fresh()}", steps=20)))["id"]
+        for _ in range(3)
+    ]
+
+    tasks = await all_finished(cluster.api, ids)
+    assert [t["node_id"] for t in tasks] == ["b", "b", "b"]
+
+
 async def test_queue_positions_decrease_and_priorities_go_first(
     make_cluster: Callable[..., Cluster],
 ) -> None:
@@ -271,7 +298,7 @@ async def test_the_log_of_a_task_retried_on_a_second_node_is_one_timeline(
     cluster: Cluster,
 ) -> None:
     await nodes_ready(cluster, 2)
-    await cluster.node("a").control.fail_next(1)  # least-loaded picks "a" first on a tie
+    await cluster.node("a").control.fail_next(1)  # nothing measured yet: a tie, which "a" wins
     task = await submit(cluster.api, graphs.txt2img(f"t-{fresh()}", steps=5))
     done = await wait_until_finished(cluster.api, task["id"])
     assert [a["node_id"] for a in done["attempt_log"]] == ["a", "b"]

@@ -2,12 +2,20 @@
 
 import random
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from comfy_balancer.registry import NodeState, NodeView
-from comfy_balancer.scheduling import LeastLoaded, Random, RoundRobin, pick_node
-from comfy_shared.models import ComfyStatus, GpuInfo, NodeHealth
+from comfy_balancer.scheduling import (
+    EarliestFinish,
+    LeastLoaded,
+    Random,
+    RoundRobin,
+    pick_node,
+    with_assumed_speeds,
+)
+from comfy_shared.models import ComfyStatus, GpuInfo, NodeHealth, NodeSpeed
 
 
 def node(
@@ -20,6 +28,8 @@ def node(
     alive: bool = True,
     gpu_busy: float | None = None,
     vram_free: int = 0,
+    step_s: float | None = None,
+    backlog_s: float = 0.0,
 ) -> NodeView:
     health = NodeHealth(
         node_id=node_id,
@@ -39,6 +49,10 @@ def node(
         in_flight=in_flight,
         slots=slots,
         recent_failures=failures,
+        speed=NodeSpeed(seconds_per_step=step_s, overhead_s=0.5, tasks_measured=3)
+        if step_s is not None
+        else None,
+        backlog_s=backlog_s,
     )
 
 
@@ -110,3 +124,65 @@ def test_a_retry_prefers_nodes_it_has_not_failed_on() -> None:
     assert chosen.node_id == "b"
     only_a = pick_node([node("a")], anyone, LeastLoaded(), avoid=frozenset({"a"}))
     assert only_a is not None  # better the same node again than no retry at all
+
+
+FAST, SLOW = 0.1, 0.4  # seconds per step
+
+
+def fast(**kwargs: Any) -> NodeView:
+    return node("fast", step_s=FAST, **kwargs)
+
+
+def slow(**kwargs: Any) -> NodeView:
+    return node("slow", step_s=SLOW, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("steps", "nodes", "expected"),
+    [
+        # 20 steps: 2.5 s on the fast node, 8.5 s on the slow one.
+        (20, [fast(), slow()], "fast"),
+        # The fast node is full but done in 3 s: waiting for it beats starting now on the slow.
+        (20, [fast(in_flight=2, backlog_s=3), slow()], "fast"),
+        # ... unless its backlog is longer than the difference.
+        (20, [fast(in_flight=2, backlog_s=7), slow()], "slow"),
+        # A short job goes to the slow node free now rather than wait 3 s.
+        (2, [fast(in_flight=2, backlog_s=3), slow()], "slow"),
+        # Equal nodes with nothing measured: the one with less work placed.
+        (20, [node("a", backlog_s=30, in_flight=1), node("b", backlog_s=10, in_flight=1)], "b"),
+        # A tie: a free slot wins over a full node, then the least loaded.
+        (20, [node("a", in_flight=2), node("b", in_flight=1), node("c")], "c"),
+    ],
+)
+def test_earliest_finish_table(steps: int, nodes: list[NodeView], expected: str) -> None:
+    chosen = pick_node(nodes, anyone, EarliestFinish(), steps=steps)
+    assert chosen is not None
+    assert chosen.node_id == expected
+
+
+def test_earliest_finish_waits_only_for_live_nodes() -> None:
+    nodes = [node("fast", step_s=FAST, alive=False), node("slow", step_s=SLOW, in_flight=2)]
+    chosen = pick_node(nodes, anyone, EarliestFinish(), steps=20)
+    assert chosen is not None
+    assert chosen.node_id == "slow"
+    assert not chosen.free_slots  # the task waits for the slow node's slot
+    assert pick_node([node("a", reachable=False)], anyone, EarliestFinish()) is None
+
+
+def test_other_strategies_never_choose_a_full_node() -> None:
+    nodes = [node("fast", step_s=FAST, in_flight=2), node("slow", step_s=SLOW)]
+    for strategy in (LeastLoaded(), RoundRobin(), Random(random.Random(1))):
+        chosen = pick_node(nodes, anyone, strategy, steps=20)
+        assert chosen is not None
+        assert chosen.node_id == "slow"
+
+
+def test_unmeasured_nodes_count_as_the_fleet_average() -> None:
+    nodes = with_assumed_speeds([node("a", step_s=0.1), node("b", step_s=0.3), node("new")])
+    assumed = {view.node_id: view.speed for view in nodes}
+    assert assumed["new"] is not None
+    assert assumed["new"].seconds_per_step == pytest.approx(0.2)
+    assert assumed["new"].overhead_s == pytest.approx(0.5)
+    assert assumed["a"] == nodes[0].speed
+    untouched = [node("x"), node("y")]
+    assert with_assumed_speeds(untouched) == untouched

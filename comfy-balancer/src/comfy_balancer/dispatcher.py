@@ -16,27 +16,29 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from loguru import logger
 
 from comfy_balancer.placement import dispatched_to, rejected_by_node, taken_back
 from comfy_balancer.registry import NodeRegistry, NodeState, NodeView
-from comfy_balancer.scheduling import Strategy, pick_node
+from comfy_balancer.scheduling import UNMEASURED, Strategy, pick_node, with_assumed_speeds
 from comfy_balancer.service_client import NodeUnreachable, ServiceClient
 from comfy_shared.capabilities import missing_capabilities
-from comfy_shared.clock import now_ms
+from comfy_shared.clock import now_ms, utc_now
 from comfy_shared.errors import InvalidTransition, TaskNotFound
 from comfy_shared.models import RetryPolicy, TaskRecord
 from comfy_shared.signals import NODE_CHANGED, Signals
 from comfy_shared.task_queue import TASK_QUEUED, TaskQueue
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TASK_ENDED, TaskStore
+from comfy_shared.workload import expected_run_s, sampler_steps
 
 STUCK_CLAIM_MS = 30_000
 """A claim whose record never became 'dispatched' (the balancer died in between) is this old
 before the task is put back in the queue."""
-_PROMPT_CACHE_SIZE = 2048
+_CACHE_SIZE = 4096
+T = TypeVar("T")
 
 
 @dataclass
@@ -44,6 +46,16 @@ class SweepReport:
     released: list[str] = field(default_factory=list)
     taken_back: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
+    still_placed: dict[str, list[TaskRecord]] = field(default_factory=dict)
+    """Per node, the tasks it still holds after the sweep."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """What the dispatcher needs of a task's graph, read once."""
+
+    prompt: dict[str, Any]
+    steps: int
 
 
 class Dispatcher:
@@ -69,7 +81,10 @@ class Dispatcher:
         self._policy = policy
         self._lookahead = lookahead
         self._dispatch_timeout_ms = dispatch_timeout_s * 1000
-        self._prompts: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._work: OrderedDict[str, _Work] = OrderedDict()
+        # Nodes earlier attempts of a queued task ended on; read when the task is first seen
+        # at the head of the queue, dropped when it is placed.
+        self._avoid: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._sending: set[asyncio.Task[None]] = set()
         # Sends to one node go one at a time, so ComfyUI queues them in placement order.
         self._node_locks: dict[str, asyncio.Lock] = {}
@@ -86,8 +101,8 @@ class Dispatcher:
     async def cycle(self) -> int:
         try:
             nodes = await self._registry.read()
-            await self.sweep_once(nodes)
-            return await self.dispatch_once(await self._registry.read())
+            report = await self.sweep_once(nodes)
+            return await self.dispatch_once(await self._with_backlog(nodes, report.still_placed))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -96,27 +111,45 @@ class Dispatcher:
 
     async def dispatch_once(self, nodes: list[NodeView]) -> int:
         """Place as many queued tasks as there are free capable slots; returns how many."""
-        # Counted up as this cycle places tasks, so the strategy sees each placement (otherwise
-        # least-loaded would give one node every task of a cycle until it is full).
+        # Updated as this cycle decides, so each choice sees the ones before it: the tasks
+        # placed, and the tasks left waiting for a busy node (that node is busier for the
+        # tasks behind them).
         views = {node.node_id: node for node in nodes}
+        if not _any_free(views):
+            return 0
+        head = await self._queue.head(self._lookahead)
+        await self._learn(head, queued=True)
         placed = 0
-        for task_id in await self._queue.head(self._lookahead) if _any_free(views) else []:
-            ready = [node for node in views.values() if node.free_slots]
-            if not ready:
+        for task_id in head:
+            if not _any_free(views):
                 break
-            prompt = await self._prompt(task_id)
-            if prompt is None:
-                continue
-            node = pick_node(ready, _can_run(prompt), self._strategy, await self._tried(task_id))
+            work = self._work.get(task_id)
+            if work is None:
+                continue  # deleted meanwhile
+            avoid = self._avoid.get(task_id, frozenset())
+            node = pick_node(
+                list(views.values()),
+                _can_run(work.prompt),
+                self._strategy,
+                steps=work.steps,
+                avoid=avoid,
+            )
             if node is None:
-                continue  # no free node can run it: later tasks may still fit elsewhere
+                continue  # no node can run it now: later tasks may still fit elsewhere
+            run_s = expected_run_s(node.speed or UNMEASURED, work.steps)
+            if not node.free_slots:
+                views[node.node_id] = replace(node, backlog_s=node.backlog_s + run_s)
+                continue
             claimed = await self._queue.claim(task_id, node.node_id, node.slots)
             if claimed == -1:  # another replica filled it
                 views[node.node_id] = replace(node, in_flight=node.slots)
             elif claimed == 1:
-                views[node.node_id] = replace(node, in_flight=node.in_flight + 1)
+                views[node.node_id] = replace(
+                    node, in_flight=node.in_flight + 1, backlog_s=node.backlog_s + run_s
+                )
                 placed += 1
-                await self._place(task_id, node, prompt)
+                self._avoid.pop(task_id, None)
+                await self._place(task_id, node)
         return placed
 
     async def sweep_once(self, nodes: list[NodeView]) -> SweepReport:
@@ -127,9 +160,12 @@ class Dispatcher:
         task_ids = [task_id for claims in placements.values() for task_id in claims]
         records = await self._store.find_many(task_ids) if task_ids else {}
         for node_id, claims in placements.items():
+            report.still_placed[node_id] = []
             for task_id, claimed_ms in claims.items():
                 record = records[task_id]
                 await self._sweep_task(record, task_id, claimed_ms, by_node[node_id], report)
+                if record is not None and task_id not in report.released + report.taken_back:
+                    report.still_placed[node_id].append(record)
         return report
 
     async def stop(self) -> None:
@@ -169,7 +205,7 @@ class Dispatcher:
             self._send_in_background(record, node)
             report.resent.append(task_id)
 
-    async def _place(self, task_id: str, node: NodeView, prompt: dict[str, Any]) -> None:
+    async def _place(self, task_id: str, node: NodeView) -> None:
         try:
             record = await self._store.update(
                 task_id, lambda r: dispatched_to(r, node.node_id, self._policy)
@@ -177,7 +213,6 @@ class Dispatcher:
         except (InvalidTransition, TaskNotFound):
             await self._queue.release(task_id, node.node_id)  # cancelled while we claimed it
             return
-        self._prompts[task_id] = prompt
         logger.info(
             "task dispatched", task_id=task_id, to_node=node.node_id, attempt=record.attempts
         )
@@ -192,11 +227,12 @@ class Dispatcher:
         return any(task.get_name() == f"send-{task_id}" for task in self._sending)
 
     async def _send(self, record: TaskRecord, node: NodeView) -> None:
-        prompt = await self._prompt(record.id)
-        if prompt is None or node.url is None:
+        await self._learn([record.id])
+        work = self._work.get(record.id)
+        if work is None or node.url is None:
             return
         body = {"task_id": record.id, "priority": record.priority, "client": record.client}
-        body |= await self._work_of(record, prompt)
+        body |= await self._work_of(record, work.prompt)
         with logger.contextualize(task_id=record.id, attempt=record.attempts):
             try:
                 async with self._node_locks.setdefault(node.node_id, asyncio.Lock()):
@@ -243,23 +279,49 @@ class Dispatcher:
         else:
             await self._queue.release(task_id, node_id)
 
-    async def _tried(self, task_id: str) -> frozenset[str]:
-        """Nodes an earlier attempt of this task ended on (only retried tasks have any)."""
-        record = await self._store.find(task_id)
-        if record is None or not record.attempt_log:
-            return frozenset()
-        return frozenset(attempt.node_id for attempt in record.attempt_log)
+    async def _learn(self, task_ids: list[str], *, queued: bool = False) -> None:
+        """Read the graphs not known yet, and for ``queued`` tasks the nodes their earlier
+        attempts ended on: two round trips at most."""
+        graphs_missing = [task_id for task_id in task_ids if task_id not in self._work]
+        if graphs_missing:
+            prompts = await self._store.get_prompts(graphs_missing)
+            for task_id, prompt in prompts.items():
+                if prompt is not None:
+                    _remember(self._work, task_id, _Work(prompt, sampler_steps(prompt)))
+        tries_missing = [task_id for task_id in task_ids if queued and task_id not in self._avoid]
+        if tries_missing:
+            records = await self._store.find_many(tries_missing)
+            for task_id, record in records.items():
+                if record is not None and record.status is TaskStatus.QUEUED:
+                    tried = frozenset(attempt.node_id for attempt in record.attempt_log)
+                    _remember(self._avoid, task_id, tried)
 
-    async def _prompt(self, task_id: str) -> dict[str, Any] | None:
-        prompt = self._prompts.get(task_id)
-        if prompt is None:
-            prompt = await self._store.get_prompt(task_id)
-            if prompt is None:
-                return None
-            self._prompts[task_id] = prompt
-            while len(self._prompts) > _PROMPT_CACHE_SIZE:
-                self._prompts.popitem(last=False)
-        return prompt
+    async def _with_backlog(
+        self, nodes: list[NodeView], placed: dict[str, list[TaskRecord]]
+    ) -> list[NodeView]:
+        """The nodes as the sweep left them: tasks in flight, and the expected seconds until
+        that work is done (a running task counts what is left of its expected time)."""
+        await self._learn([record.id for records in placed.values() for record in records])
+        now = utc_now()
+        views = []
+        for node in with_assumed_speeds(nodes):
+            records = placed.get(node.node_id, [])
+            speed = node.speed or UNMEASURED
+            backlog_s = 0.0
+            for record in records:
+                work = self._work.get(record.id)
+                run_s = expected_run_s(speed, work.steps if work else 0)
+                if record.started_at is not None:
+                    run_s -= (now - record.started_at).total_seconds()
+                backlog_s += max(0.0, run_s)
+            views.append(replace(node, in_flight=len(records), backlog_s=backlog_s))
+        return views
+
+
+def _remember(cache: OrderedDict[str, T], key: str, value: T) -> None:
+    cache[key] = value
+    while len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
 
 
 def _any_free(views: dict[str, NodeView]) -> bool:

@@ -9,7 +9,7 @@ from typing import cast
 from redis.asyncio import Redis
 
 from comfy_shared.clock import now_ms
-from comfy_shared.models import Capabilities, NodeHealth
+from comfy_shared.models import Capabilities, NodeHealth, NodeSpeed
 from comfy_shared.redis_keys import RedisKeys
 
 FAILURE_WINDOW_MS = 10 * 60 * 1000
@@ -30,6 +30,10 @@ class NodeView:
     in_flight: int
     slots: int
     recent_failures: int = 0
+    speed: NodeSpeed | None = None
+    """Measured by the node; the dispatcher fills in an assumption for nodes yet to measure."""
+    backlog_s: float = 0.0
+    """Expected seconds until the work placed on the node is done (set by the dispatcher)."""
 
     @property
     def state(self) -> NodeState:
@@ -40,6 +44,11 @@ class NodeView:
         if self.in_flight >= self.slots:
             return NodeState.BUSY
         return NodeState.READY
+
+    @property
+    def is_live(self) -> bool:
+        """Alive with a reachable ComfyUI: it runs tasks, now or once a slot frees."""
+        return self.state in (NodeState.READY, NodeState.BUSY)
 
     @property
     def free_slots(self) -> int:
@@ -81,17 +90,22 @@ class NodeRegistry:
                 pipe.zcard(self._keys.node_dispatched(node_id))
                 pipe.zcount(self._keys.node_failures(node_id), now_ms() - FAILURE_WINDOW_MS, "+inf")
             replies = await pipe.execute()
-        return [
-            NodeView(
-                node_id=node_id,
-                health=NodeHealth.model_validate_json(replies[3 * i]) if replies[3 * i] else None,
-                last_seen_ms=int(last_seen),
-                in_flight=int(replies[3 * i + 1]),
-                slots=self._slots,
-                recent_failures=int(replies[3 * i + 2]),
+        views = []
+        for i, (node_id, last_seen) in enumerate(seen):
+            raw_health, in_flight, failures = replies[3 * i : 3 * i + 3]
+            health = NodeHealth.model_validate_json(raw_health) if raw_health else None
+            views.append(
+                NodeView(
+                    node_id=node_id,
+                    health=health,
+                    last_seen_ms=int(last_seen),
+                    in_flight=int(in_flight),
+                    slots=self._slots,
+                    recent_failures=int(failures),
+                    speed=health.speed if health else None,
+                )
             )
-            for i, (node_id, last_seen) in enumerate(seen)
-        ]
+        return views
 
     async def find(self, node_id: str) -> NodeView | None:
         return next((node for node in await self.read() if node.node_id == node_id), None)

@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 from comfy_shared.models import RetryPolicy
 from comfy_shared.settings import ApiServerSettings
 
-StrategyName = Literal["least-loaded", "round-robin", "random"]
+StrategyName = Literal["earliest-finish", "least-loaded", "round-robin", "random"]
 
 
 class BalancerSettings(ApiServerSettings):
@@ -24,7 +24,9 @@ class BalancerSettings(ApiServerSettings):
 
     port: int = Field(default=8000, ge=0, le=65535, description="Port to listen on.")
     strategy: StrategyName = Field(
-        default="least-loaded", description="How to choose among nodes with a free slot."
+        default="earliest-finish",
+        description="How to choose a node: earliest-finish (where the task would end first, "
+        "from each node's measured speed and queued work), least-loaded, round-robin, random.",
     )
     slots_per_node: int = Field(
         default=2,

@@ -144,6 +144,14 @@ class TaskStore:
         prompt: dict[str, Any] = json.loads(raw)
         return prompt
 
+    async def get_prompts(self, task_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Several graphs in one round trip."""
+        raws = await self._redis.mget([self._keys.task_prompt(task_id) for task_id in task_ids])
+        return {
+            task_id: json.loads(raw) if raw is not None else None
+            for task_id, raw in zip(task_ids, raws, strict=True)
+        }
+
     async def update(
         self, task_id: str, change: TaskChange, kind: TaskEventKind = "state"
     ) -> TaskRecord:
