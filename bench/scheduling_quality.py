@@ -54,7 +54,7 @@ from _common import API, LocalCluster, Node, local_cluster, percentile, print_gr
 from comfy_testkit.graphs import txt2img
 
 STEP_CHOICES = (5, 10, 20, 40)
-MODES = ("least-loaded", "round-robin", "random", "early")
+MODES = ("earliest-finish", "least-loaded", "round-robin", "random", "early")
 TARGET_RATIO = 1.05
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -83,6 +83,7 @@ class NodeResult:
     busy_s: float
     overhead_ms: float  # mean execution time beyond the sampler's share, per job
     done_s: float  # last execution end, since the first submit
+    measured_step_ms: float  # as the node measured it (NodeHealth.speed), nan if unknown
 
 
 @dataclass(frozen=True)
@@ -107,13 +108,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7, help="seed of the step-count draw")
     parser.add_argument("--slots", type=int, default=2, help="balancer slots per node")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="skip the warm-up task per node: nodes start with no measured speed",
+    )
     args = parser.parse_args()
 
     draw = random.Random(args.seed)
     steps = [draw.choice(STEP_CHOICES) for _ in range(args.jobs)]
     work_s = sum(steps) * args.step_time
     bound_s = work_s / sum(args.speeds)
-    results = [_run(mode, steps, args.step_time, args.speeds, args.slots) for mode in args.modes]
+    results = [
+        _run(mode, steps, args.step_time, args.speeds, args.slots, warm_up=not args.cold)
+        for mode in args.modes
+    ]
 
     mix = {choice: steps.count(choice) for choice in STEP_CHOICES}
     print(
@@ -175,7 +184,13 @@ def _earliest_finish(steps: list[int], speeds: list[float], step_time_s: float) 
 
 
 def _run(
-    mode: str, steps: list[int], step_time_s: float, speeds: list[float], slots: int
+    mode: str,
+    steps: list[int],
+    step_time_s: float,
+    speeds: list[float],
+    slots: int,
+    *,
+    warm_up: bool,
 ) -> RunResult:
     strategy = "least-loaded" if mode == "early" else mode
     balancer_args = ["--strategy", strategy, "--slots-per-node", str(slots)]
@@ -199,6 +214,8 @@ def _run(
             )
             for index, job in enumerate(jobs)
         }
+        if warm_up:
+            _warm_up(http, cluster, step_time_s)
         started = time.time()
         _submit_all(http, jobs, readers)
         timeout_s = 60 + 2 * sum(steps) * step_time_s
@@ -206,8 +223,9 @@ def _run(
         tasks = [_task_result(record, started) for record in records]
         makespan_s = max(task.finished_s for task in tasks)
         by_id = {job.task_id: job for job in jobs}
+        measured = _measured_step_ms(http, cluster)
         nodes = [
-            _node_result(http, node, speed, by_id, step_time_s, started)
+            _node_result(http, node, speed, by_id, step_time_s, started, measured)
             for node, speed in zip(cluster.nodes, speeds, strict=True)
         ]
         counts = _execution_counts(http, cluster)
@@ -219,6 +237,22 @@ def _run(
         lost=sum(task.status != "succeeded" or counts.get(task.task_id, 0) == 0 for task in tasks),
         duplicated=sum(counts.get(job.task_id, 0) > 1 for job in jobs),
     )
+
+
+def _warm_up(http: httpx.Client, cluster: LocalCluster, step_time_s: float) -> None:
+    """One task per node, straight to its service, before the clock starts: as in a fleet that
+    has been running, every node has measured its speed (see comfy_service.speed)."""
+    for node in cluster.nodes:
+        graph = txt2img(f"warm-up-{node.node_id}", steps=10, seed=10_000)
+        body = {"task_id": f"warm-up-{node.node_id}", "prompt": graph}
+        http.post(f"{node.service.url}{API}/generate", json=body).raise_for_status()
+    deadline = time.monotonic() + 30 + 10 * 10 * step_time_s
+    while time.monotonic() < deadline:
+        nodes = http.get(f"{cluster.balancer.url}{API}/nodes").json()
+        if all(node["health"] and node["health"]["speed"] for node in nodes):
+            return
+        time.sleep(0.1)
+    raise SystemExit("the nodes did not publish a measured speed after the warm-up")
 
 
 def _submit_all(http: httpx.Client, jobs: list[Job], readers: dict[str, str]) -> None:
@@ -280,13 +314,14 @@ def _node_result(
     jobs: dict[str, Job],
     step_time_s: float,
     started: float,
+    measured_step_ms: dict[str, float],
 ) -> NodeResult:
     history: dict[str, Any] = http.get(f"{node.emulator.url}/history").json()
     busy_s, overheads, steps, done_s = 0.0, list[float](), 0, 0.0
     for prompt_id, entry in history.items():
         stamps = {event: data["timestamp"] for event, data in entry["status"]["messages"]}
-        if "execution_start" not in stamps or "execution_success" not in stamps:
-            continue
+        if prompt_id not in jobs or not {"execution_start", "execution_success"} <= set(stamps):
+            continue  # the warm-up, or a run that did not succeed
         run_s = (stamps["execution_success"] - stamps["execution_start"]) / 1000
         busy_s += run_s
         job = jobs[prompt_id]
@@ -301,7 +336,17 @@ def _node_result(
         busy_s=busy_s,
         overhead_ms=statistics.fmean(overheads) * 1000 if overheads else float("nan"),
         done_s=done_s,
+        measured_step_ms=measured_step_ms.get(node.node_id, float("nan")),
     )
+
+
+def _measured_step_ms(http: httpx.Client, cluster: LocalCluster) -> dict[str, float]:
+    nodes = http.get(f"{cluster.balancer.url}{API}/nodes").json()
+    return {
+        node["node_id"]: node["health"]["speed"]["seconds_per_step"] * 1000
+        for node in nodes
+        if node["health"] and node["health"]["speed"]
+    }
 
 
 def _execution_counts(http: httpx.Client, cluster: LocalCluster) -> dict[str, int]:
@@ -338,11 +383,21 @@ def _print_runs(results: list[RunResult], bound_s: float) -> None:
 
 
 def _print_nodes(results: list[RunResult]) -> None:
-    header = ("mode: node", "speed", "jobs", "steps", "busy s", "overhead ms/job", "idle from s")
+    header = (
+        "mode: node",
+        "speed",
+        "step ms measured",
+        "jobs",
+        "steps",
+        "busy s",
+        "overhead ms/job",
+        "idle from s",
+    )
     rows = [
         (
             f"{r.mode}: {node.node_id}",
             f"{node.speed:g}x",
+            f"{node.measured_step_ms:.1f}",
             str(node.jobs),
             str(node.steps),
             f"{node.busy_s:.2f}",
