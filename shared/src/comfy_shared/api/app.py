@@ -6,7 +6,7 @@ process entry point."""
 # ``State`` alias, which FastAPI can only see if annotations are evaluated at definition time.
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from importlib.metadata import version
 from typing import Annotated, Any, Protocol, TypeVar
@@ -70,7 +70,9 @@ def build_app(
     return app
 
 
-def task_history_router(get_state: Callable[[Request], TaskReaders]) -> APIRouter:
+def task_history_router(
+    get_state: Callable[[Request], Awaitable[TaskReaders]],
+) -> APIRouter:
     """``/tasks/{id}/events`` (SSE) and ``/tasks/{id}/logs``: read from Redis, so every
     process serves them the same, whoever ran the task."""
     router = APIRouter(prefix="/tasks", tags=["tasks"])
