@@ -51,6 +51,15 @@ def test_stdlib_records_are_routed_into_loguru(capsys: pytest.CaptureFixture[str
     assert line["service"] == "balancer"
 
 
+def test_stdlib_records_below_the_level_are_never_made() -> None:
+    configure_logging(service="service", node="n", level="INFO", json_lines=True)
+    assert not logging.getLogger("httpcore.http11").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("websockets.client").isEnabledFor(logging.INFO)
+
+    configure_logging(service="service", node="n", level="DEBUG", json_lines=True)
+    assert logging.getLogger("httpcore.http11").isEnabledFor(logging.DEBUG)
+
+
 def test_an_exception_is_one_record_with_its_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging(service="service", node="n", json_lines=True)
 

@@ -118,7 +118,9 @@ def _stdlib_depth() -> int:
 
 
 def _route_stdlib_logging(level: str) -> None:
-    logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)
+    # The root level filters before a record is even made: at level 0, httpcore and websockets
+    # build a debug record for every request and frame, only for loguru to drop it.
+    logging.basicConfig(handlers=[_InterceptHandler()], level=logger.level(level).no, force=True)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx", "redis", "websockets"):
         stdlib_logger = logging.getLogger(name)
         stdlib_logger.handlers = []
