@@ -6,7 +6,7 @@ from redis.asyncio import Redis
 from comfy_shared.models import TaskRecord
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import Signals
-from comfy_shared.task_queue import TASK_QUEUED, TaskQueue
+from comfy_shared.task_queue import TASK_QUEUED, QueueAtCapacity, TaskQueue
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TASK_ENDED, TaskStore
 
@@ -24,9 +24,10 @@ def queue(redis: Redis, store: TaskStore) -> TaskQueue:
     return TaskQueue(redis, KEYS, store)
 
 
-async def submit(queue: TaskQueue, task_id: str, priority: int = 0) -> None:
-    _, created = await queue.submit(TaskRecord(id=task_id, priority=priority), PROMPT)
-    assert created
+async def submit(queue: TaskQueue, task_id: str, priority: int = 0) -> int | None:
+    submitted = await queue.submit(TaskRecord(id=task_id, priority=priority), PROMPT)
+    assert submitted.created
+    return submitted.position
 
 
 async def test_higher_priority_first_and_fifo_within_a_priority(queue: TaskQueue) -> None:
@@ -46,9 +47,29 @@ async def test_submit_stores_the_task_and_its_queue_place_together(
     assert (await store.get("a")).status is TaskStatus.QUEUED
     assert await store.get_prompt("a") == PROMPT
     assert await redis.hget(KEYS.task("a"), "queue_score") is not None
-    _, created = await queue.submit(TaskRecord(id="a", priority=3), PROMPT)
-    assert not created
+    again = await queue.submit(TaskRecord(id="a", priority=3), PROMPT)
+    assert (again.created, again.task.id, again.position) == (False, "a", None)
     assert await queue.length() == 1
+
+
+async def test_submit_tells_the_new_task_s_position(queue: TaskQueue) -> None:
+    assert [await submit(queue, task_id) for task_id in "abc"] == [0, 1, 2]
+    assert await submit(queue, "urgent", priority=9) == 0
+    assert await submit(queue, "low", priority=-1) == 4
+
+
+async def test_a_full_queue_refuses_new_tasks_but_still_returns_known_ones(
+    queue: TaskQueue, store: TaskStore
+) -> None:
+    for task_id in "ab":
+        await queue.submit(TaskRecord(id=task_id), PROMPT, max_pending=2)
+
+    with pytest.raises(QueueAtCapacity):
+        await queue.submit(TaskRecord(id="c"), PROMPT, max_pending=2)
+    assert await store.find("c") is None  # nothing of it was stored
+    known = await queue.submit(TaskRecord(id="a"), PROMPT, max_pending=2)
+    assert (known.created, known.task.id) == (False, "a")
+    assert await queue.length() == 2
 
 
 async def test_submit_announces_the_task(queue: TaskQueue, redis: Redis) -> None:

@@ -25,19 +25,24 @@ from comfy_shared.clock import utc_now
 from comfy_shared.errors import InvalidTransition
 from comfy_shared.models import RetryPolicy, TaskRecord, new_task_id
 from comfy_shared.redis_keys import RedisKeys
-from comfy_shared.task_queue import TaskQueue
+from comfy_shared.task_queue import QueueAtCapacity, TaskQueue
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
 from comfy_shared.workflows import TemplateLibrary
 
 RETRY_AFTER_S = 5
 IDEMPOTENCY_WAIT_S = 5.0
+CAPABILITIES_MAX_AGE_S = 1.0
+"""How old a read of the nodes may be for the capability check (nodes change rarely; the
+dispatcher reads them many times a second anyway)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Intake:
     task: TaskRecord
     created: bool
+    position: int | None = None
+    """Tasks ahead of a task queued by this request (None for an existing task)."""
 
 
 class TaskIntake:
@@ -91,12 +96,11 @@ class TaskIntake:
         return await self._cancel_on_node(record)
 
     async def _enqueue(self, task_id: str, request: GenerateRequest) -> Intake:
-        if (existing := await self._store.find(task_id)) is not None:
+        # Only a caller-chosen id can be taken already; the submit script checks again.
+        if request.task_id and (existing := await self._store.find(task_id)) is not None:
             return Intake(existing, created=False)
         graph, resolved, used = self._expand(request)
         await self._check_capable(graph)
-        if await self._queue.length() >= self._max_queue:
-            raise QueueFull(self._max_queue, RETRY_AFTER_S)
         if resolved is not None:
             # Kept for the dispatch: the node expands the template again from these values
             # (seed included) and uploads the images to its own ComfyUI.
@@ -110,10 +114,13 @@ class TaskIntake:
             workflow=request.workflow,
             params=used,
         )
-        task, created = await self._queue.submit(record, graph)
-        if created:
+        try:
+            submitted = await self._queue.submit(record, graph, max_pending=self._max_queue)
+        except QueueAtCapacity:
+            raise QueueFull(self._max_queue, RETRY_AFTER_S) from None
+        if submitted.created:
             logger.info("task queued", task_id=task_id, priority=request.priority)
-        return Intake(task, created)
+        return Intake(submitted.task, submitted.created, submitted.position)
 
     def _expand(
         self, request: GenerateRequest
@@ -151,7 +158,8 @@ class TaskIntake:
     async def _check_capable(self, prompt: dict[str, Any]) -> None:
         """422 only when live nodes exist and none could run the graph; with no live node at
         all, the task waits for one (a cluster restart must not turn work away)."""
-        live = [n for n in await self._registry.read() if n.state is not NodeState.DEAD]
+        nodes = await self._registry.recent(max_age_s=CAPABILITIES_MAX_AGE_S)
+        live = [n for n in nodes if n.state is not NodeState.DEAD]
         lacking = {n.node_id: missing_capabilities(prompt, n.capabilities) for n in live}
         if lacking and all(lacking.values()):
             raise NoCapableNode({node: missing.model_dump() for node, missing in lacking.items()})

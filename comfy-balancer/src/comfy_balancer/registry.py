@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import cast
@@ -71,10 +72,22 @@ class NodeRegistry:
         self._keys = keys
         self._slots = slots
         self._allowed = allowed
+        self._last_read: tuple[float, list[NodeView]] | None = None
+
+    async def recent(self, max_age_s: float) -> list[NodeView]:
+        """The last read of the nodes if it is at most ``max_age_s`` old, else a new one."""
+        if self._last_read is not None and time.monotonic() - self._last_read[0] <= max_age_s:
+            return self._last_read[1]
+        return await self.read()
 
     async def read(self) -> list[NodeView]:
         """Every known node with its health (None once the health key expired), in two
         round trips whatever the number of nodes."""
+        views = await self._read()
+        self._last_read = (time.monotonic(), views)
+        return views
+
+    async def _read(self) -> list[NodeView]:
         seen = cast(
             "list[tuple[str, float]]",
             await self._redis.zrange(self._keys.nodes(), 0, -1, withscores=True),

@@ -57,9 +57,17 @@ end
 )
 
 # CREATE_SCRIPT's KEYS[1..4]/ARGV[1..8], then KEYS: 5 pending, 6 since, 7 priorities, 8 seq;
-# ARGV: 9 priority, 10 queued ms, 11 signal channel.
+# ARGV: 9 priority, 10 queued ms, 11 signal channel, 12 most pending tasks (0: no limit).
+# Returns 0 if the id is taken, -1 if the queue is full, else 1 + tasks ahead of the new one.
 _SUBMIT_SCRIPT: Final = (
-    CREATE_SCRIPT
+    """
+local limit = tonumber(ARGV[12])
+if limit > 0 and redis.call('EXISTS', KEYS[1]) == 0
+    and redis.call('ZCARD', KEYS[5]) >= limit then
+  return -1
+end
+"""
+    + CREATE_SCRIPT
     + """
 local seq = redis.call('INCR', KEYS[8])
 local score = -tonumber(ARGV[9]) * 1e12 + seq
@@ -68,7 +76,7 @@ redis.call('ZADD', KEYS[5], score, ARGV[6])
 redis.call('ZADD', KEYS[6], ARGV[10], ARGV[6])
 redis.call('HINCRBY', KEYS[7], ARGV[9], 1)
 redis.call('PUBLISH', ARGV[11], ARGV[6])
-return 1
+return redis.call('ZRANK', KEYS[5], ARGV[6]) + 1
 """
 )
 
@@ -108,6 +116,18 @@ return 1
 )
 
 
+class QueueAtCapacity(Exception):
+    """The pending queue holds the most tasks allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    task: TaskRecord
+    created: bool
+    position: int | None
+    """Tasks ahead of a task this call queued; None for an existing task (not looked up)."""
+
+
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     pending: int
@@ -129,18 +149,31 @@ class TaskQueue:
     def _queue_keys(self) -> list[str]:
         return [self._keys.pending_queue(), self._keys.queue_since(), self._keys.queue_priorities()]
 
-    async def submit(self, record: TaskRecord, prompt: dict[str, Any]) -> tuple[TaskRecord, bool]:
-        """Store the task and queue it, atomically; a taken id returns the existing task."""
+    async def submit(
+        self, record: TaskRecord, prompt: dict[str, Any], *, max_pending: int = 0
+    ) -> Submitted:
+        """Store the task and queue it, atomically, in one round trip; a taken id returns the
+        existing task. Raises QueueAtCapacity if ``max_pending`` (0: no limit) tasks wait."""
         if abs(record.priority) > MAX_ABS_PRIORITY:
             raise ValueError(f"priority must be within +-{MAX_ABS_PRIORITY}")
         keys, args = self._store.create_arguments(record, prompt)
-        created = await self._submit(
-            keys=[*keys, *self._queue_keys, self._keys.queue_seq()],
-            args=[*args, record.priority, now_ms(), self._keys.signal(TASK_QUEUED)],
+        result = int(
+            await self._submit(
+                keys=[*keys, *self._queue_keys, self._keys.queue_seq()],
+                args=[
+                    *args,
+                    record.priority,
+                    now_ms(),
+                    self._keys.signal(TASK_QUEUED),
+                    max_pending,
+                ],
+            )
         )
-        if created:
-            return record, True
-        return await self._store.get(record.id), False
+        if result == -1:
+            raise QueueAtCapacity(max_pending)
+        if result > 0:
+            return Submitted(record, created=True, position=result - 1)
+        return Submitted(await self._store.get(record.id), created=False, position=None)
 
     async def claim(self, task_id: str, node_id: str, slots: int) -> int:
         """Move a queued task onto a node: 1 done, 0 no longer queued, -1 node full."""

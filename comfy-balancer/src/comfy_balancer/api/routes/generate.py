@@ -66,7 +66,9 @@ async def generate(
     intake = await state.intake.accept(await _read_request(http), idempotency_key)
     if not intake.created:
         response.status_code = 200
-    position = await state.queue.position(intake.task.id)
+    position = intake.position
+    if not intake.created:
+        position = await state.queue.position(intake.task.id)
     view = TaskView.from_record(intake.task, queue_position=position)
     response.headers["Location"] = view.links.self
     return view
