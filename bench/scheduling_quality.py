@@ -3,37 +3,36 @@
 Starts, once per mode, a fresh fleet of emulated ComfyUIs with speeds 1x, 1x, 2x, 4x (emulator
 ``--speed``), each behind its own comfy-service, plus one balancer (every component its own
 process), and runs the same job mix: ``--jobs`` txt2img tasks whose sampler step counts are
-drawn from {5, 10, 20, 40} with a fixed seed, all submitted at once. Modes:
+drawn from {5, 10, 20, 40} with a fixed seed, all submitted at once. Before the clock starts,
+each node runs one warm-up task, so it has measured its speed as a fleet in service has
+(``--cold`` skips this). Modes:
 
-- ``least-loaded``, ``round-robin``, ``random``: the balancer's late binding (``--strategy``):
-  a task leaves the balancer's queue only when a node has a free slot (``--slots`` per node,
-  default 2: one running, one prefetched in ComfyUI's own queue);
+- ``earliest-finish``, ``least-loaded``, ``round-robin``, ``random``: the balancer's late
+  binding (``--strategy``) with ``--slots`` per node (default 2: one running, one prefetched
+  in ComfyUI's own queue);
 - ``early``: early binding, no balancer (it runs, idle): job i goes straight to service i mod 4
   (``POST /api/v1/generate``), so each ComfyUI queues its share up front.
 
 Figures per mode: makespan = first submit -> last task finished (``finished_at``); lower bound
 = total sampler work / total speed = sum(steps x step time) / sum(speeds) (no schedule can beat
 it; it ignores per-task overhead and that a job cannot be split); wait = ``created_at`` ->
-``started_at`` per task; per node: utilisation = time its ComfyUI spent executing (history
-``execution_start`` -> ``execution_success``) / makespan, overhead = execution time beyond
-steps x step time / speed, and when it ran out of work. Also checks, via ``/emulator/stats``,
-that every task ran exactly once.
+``started_at`` per task; per node: the step time it measured (health ``speed``), utilisation =
+time its ComfyUI spent executing (history ``execution_start`` -> ``execution_success``) /
+makespan, overhead = execution time beyond steps x nominal step time, and when it ran out of
+work. Also checks, via ``/emulator/stats``, that every task ran exactly once.
 
 The same job order is also scheduled on paper with no overhead, for reference: late binding
-with the run's slots per node and with 1 slot, and a speed-aware rule (each job to the node
-where it would finish first; needs speeds and job lengths, which the balancer does not know).
+with the run's slots per node and with 1 slot (what a speed-blind strategy does), and each job
+to the node where it would finish first (what ``earliest-finish`` does with exact knowledge).
 
-Target: makespan within 5 % of the lower bound. What keeps late binding above it: the tail
-(when the queue runs dry the last jobs sit on whichever node took them: a 40-step job on a 1x
-node is 2 s against a 6.3 s bound at the defaults, and with 2 slots a slow node also holds a
-prefetched job that a fast node would have finished sooner; the simulated 2-slot schedule is
-already 1.35 x the bound), and per-task overhead that does not shrink with speed (the
-non-sampler nodes, timer and event round trips on a busy 2-core machine), large against short
-jobs on the 4x node. Which strategy wins varies from run to run: the tail hinges on which slow
-node happens to take the last long job.
+What keeps a run above the bound: per-task overhead that does not shrink with speed (the
+non-sampler nodes, event handling), and per-step costs of the emulation on a shared 2-core
+machine (each step is a timer, a WebSocket message and its handling, so the 4x node is slower
+than 4x, more so at short step times); ``--step-time 0.2`` (an SDXL step on a mid-range GPU)
+makes both small next to the work.
 
     ./dev bench scheduling_quality [--jobs 60] [--step-time 0.05] [--speeds 1 1 2 4] [--seed 7]
-        [--slots 2] [--modes least-loaded round-robin random early]
+        [--slots 2] [--modes earliest-finish least-loaded round-robin random early] [--cold]
 """
 
 from __future__ import annotations
