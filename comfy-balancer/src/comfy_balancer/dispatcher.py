@@ -170,8 +170,8 @@ class Dispatcher:
             report.still_placed[node_id] = []
             for task_id, claimed_ms in claims.items():
                 record = records[task_id]
-                await self._sweep_task(record, task_id, claimed_ms, by_node[node_id], report)
-                if record is not None and task_id not in report.released + report.taken_back:
+                kept = await self._sweep_task(record, task_id, claimed_ms, by_node[node_id], report)
+                if kept and record is not None:
                     report.still_placed[node_id].append(record)
         return report
 
@@ -187,7 +187,8 @@ class Dispatcher:
         claimed_ms: float,
         node: NodeView,
         report: SweepReport,
-    ) -> None:
+    ) -> bool:
+        """Returns whether the task stays placed on the node."""
         age_ms = now_ms() - claimed_ms
         if (
             record is None
@@ -196,14 +197,16 @@ class Dispatcher:
         ):
             await self._queue.release(task_id, node.node_id)
             report.released.append(task_id)
-        elif record.status is TaskStatus.QUEUED:
-            if age_ms > STUCK_CLAIM_MS:
-                await self._queue.requeue(task_id, node.node_id)
-                report.taken_back.append(task_id)
-        elif node.state is NodeState.DEAD:
+            return False
+        if record.status is TaskStatus.QUEUED and age_ms > STUCK_CLAIM_MS:
+            await self._queue.requeue(task_id, node.node_id)
+            report.taken_back.append(task_id)
+            return False
+        if record.status is not TaskStatus.QUEUED and node.state is NodeState.DEAD:
             await self._take_back(task_id, node.node_id, "the node stopped publishing health")
             report.taken_back.append(task_id)
-        elif (
+            return False
+        if (
             record.status is TaskStatus.DISPATCHED
             and record.submitted_at is None
             and age_ms > self._dispatch_timeout_ms
@@ -211,6 +214,7 @@ class Dispatcher:
         ):
             self._send_in_background(record, node)
             report.resent.append(task_id)
+        return True
 
     async def _place(self, task_id: str, node: NodeView) -> None:
         try:
