@@ -86,6 +86,10 @@ def _check_the_client_against(api: str, tmp_path: Path) -> None:
         "node-2",
     ]
     assert nodes.stdout.count(" ready ") == 2
+    assert "s/step" in nodes.stdout.splitlines()[0]
+    for row in nodes.stdout.splitlines()[1:]:
+        step_time = row.split()[5]  # measured once a node has run a task and published it
+        assert step_time == "-" or float(step_time) > 0
 
     failed = _client("generate", "--workflow", "demo", "--param", "width=1", "--url", api)
     assert failed.returncode == 2

@@ -112,14 +112,16 @@ def _cancel(client: StackClient, args: argparse.Namespace) -> int:
 
 
 def _nodes(client: StackClient, args: argparse.Namespace) -> int:
-    rows = [["node", "state", "in flight", "comfyui", "queue", "cpu %", "gpus", "url"]]
+    rows = [["node", "state", "in flight", "comfyui", "queue", "s/step", "cpu %", "gpus", "url"]]
     for node in client.nodes():
         health = node.get("health") or {}
         comfy = health.get("comfyui") or {}
+        speed = health.get("speed")
         rows.append([
             node["node_id"], node["state"], f"{node['in_flight']}/{node['slots']}",
             "up" if comfy.get("reachable") else "down",
             f"{comfy.get('queue_running', 0)}+{comfy.get('queue_pending', 0)}",
+            f"{speed['seconds_per_step']:.3f}" if speed else "-",
             f"{health.get('cpu_percent', 0):.0f}", str(len(health.get("gpus", []))),
             node.get("url") or "-",
         ])  # fmt: skip
