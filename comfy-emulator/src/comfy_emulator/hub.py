@@ -83,11 +83,11 @@ class SocketHub:
         if isinstance(data, bytes | bytearray):
             frame = struct.pack(">I", int(event)) + bytes(data)
             for conn in targets:
-                await self._safe_send(conn.ws.send_bytes(frame))
+                await self._safe_send(conn, conn.ws.send_bytes(frame))
             return
         text = json.dumps({"type": event, "data": data})
         for conn in targets:
-            await self._safe_send(conn.ws.send_str(text))
+            await self._safe_send(conn, conn.ws.send_str(text))
 
     async def close_all(self, code: int = aiohttp.WSCloseCode.GOING_AWAY) -> None:
         for conn in list(self.connections.values()):
@@ -121,9 +121,18 @@ class SocketHub:
                 await self.send_now(event, data, sid)
             finally:
                 self._queue.task_done()
+            # A send to a dying socket fails without yielding, and its "send error" line is
+            # itself a message for log subscribers: without this the loop would never let the
+            # socket's handler run and drop the connection.
+            await asyncio.sleep(0)
 
-    async def _safe_send(self, send: Awaitable[None]) -> None:
+    async def _safe_send(self, conn: Connection, send: Awaitable[None]) -> None:
         try:
             await send
         except _SEND_ERRORS as err:
+            # The socket is dead; its handler would drop it soon. Dropping it now sends it
+            # nothing more (not even this line, for a client subscribed to the logs).
+            for sid, known in list(self.connections.items()):
+                if known is conn:
+                    del self.connections[sid]
             self._logs.log(f"send error: {err}")
