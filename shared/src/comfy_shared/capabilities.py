@@ -29,7 +29,7 @@ def missing_capabilities(
     prompt: Mapping[str, Any], capabilities: Capabilities
 ) -> MissingCapabilities:
     """What ``prompt`` needs that the node lacks (falsy when the node can run it)."""
-    offered = set(capabilities.node_classes)
+    offered = capabilities.node_class_set
     missing = MissingCapabilities()
     for class_type, inputs in _nodes(prompt):
         if class_type not in offered:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Literal
 from uuid import uuid4
 
@@ -177,6 +178,11 @@ class Capabilities(BaseModel):
 
     node_classes: list[str] = Field(default_factory=list)
     models: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+
+    @cached_property
+    def node_class_set(self) -> frozenset[str]:
+        """``node_classes`` for lookups (hundreds of classes, checked for every queued task)."""
+        return frozenset(self.node_classes)
 
 
 class NodeSpeed(BaseModel):
