@@ -2,13 +2,16 @@
 comfy-service and ComfyUI itself at the same rate.
 
 Starts Redis, 2 emulated ComfyUIs, 2 comfy-services and 1 balancer, each its own process, a
-second balancer with no nodes (it only queues: its intake path alone), and a load generator
-in one more process. For each target in turn (ComfyUI's ``POST /prompt``, one service's and
-then each balancer's ``POST /api/v1/generate``), the generator submits an instant graph at a
-fixed rate, open loop (on schedule, not after the previous answer); this process waits until
-every accepted task has run and the servers are idle; then the generator reads each task's
-status at the same rate (``GET /history/{id}`` or ``GET /api/v1/tasks/{id}``). Prints the
-latencies, the CPU each process spent per task, and a summary.
+second balancer with no nodes (it only queues: its intake path alone), a third one placing
+onto 2 stand-in nodes (``bench/_standin.py``, a process that accepts each placement and marks
+it succeeded at once: the balancer's whole path, accept, place and send, without ComfyUI and
+service work competing for the same cores), and a load generator in one more process. For
+each target in turn (ComfyUI's ``POST /prompt``, one service's and then each balancer's
+``POST /api/v1/generate``), the generator submits an instant graph at a fixed rate, open loop
+(on schedule, not after the previous answer); this process waits until every accepted task
+has run and the servers are idle; then the generator reads each task's status at the same
+rate (``GET /history/{id}`` or ``GET /api/v1/tasks/{id}``). Prints the latencies, the CPU
+each process spent per task, and a summary.
 
     ./dev bench balancer_throughput [--rate 200] [--duration 10] [--read-duration 3]
 """
@@ -17,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from _common import (
@@ -32,9 +38,11 @@ from _common import (
     local_cluster,
     percentile,
     print_grid,
+    wait_for_ready_nodes,
 )
 from _loadgen import Kind, LoadPlan, LoadResult, run_load
 
+from comfy_stack.ports import free_port
 from comfy_testkit.stack import RunningComponent, start_balancer_process
 
 TARGET_P99_MS = 5.0
@@ -51,6 +59,7 @@ class Target:
     submit: Kind
     read: Kind
     runs_tasks: bool = True  # False: nothing consumes what it accepts
+    on_emulators: bool = True  # False: stand-in nodes finish the tasks, no ComfyUI runs them
 
     @property
     def is_comfyui(self) -> bool:
@@ -81,6 +90,7 @@ def main() -> None:
     with (
         local_cluster(2, balancer_args=queue_args) as cluster,
         _intake_only_balancer(cluster, queue_args) as intake,
+        _standin_balancer(cluster, queue_args) as (standin, standin_nodes),
         ProcessPoolExecutor(max_workers=1, mp_context=spawn) as generator,
         httpx.Client(timeout=30) as http,
     ):
@@ -88,10 +98,15 @@ def main() -> None:
         def load(plan: LoadPlan) -> LoadResult:
             return generator.submit(run_load, plan).result()
 
-        pids = {**cluster.pids(), "balancer, no nodes": intake.process.pid}
+        pids = {
+            **cluster.pids(),
+            "balancer, no nodes": intake.process.pid,
+            "balancer, stand-in nodes": standin.process.pid,
+            "stand-in nodes": standin_nodes.pid,
+        }
         runs = [
             _run_target(target, load, http, cluster, pids, args)
-            for target in _targets(cluster, intake)
+            for target in _targets(cluster, intake, standin)
         ]
     print(f"open loop at {args.rate:.0f} req/s; latency counted from each scheduled send\n")
     _print_latencies(runs)
@@ -117,12 +132,50 @@ def _intake_only_balancer(cluster: LocalCluster, args: list[str]) -> Iterator[Ru
         balancer.stop()
 
 
-def _targets(cluster: LocalCluster, intake: RunningComponent) -> list[Target]:
+@contextmanager
+def _standin_balancer(
+    cluster: LocalCluster, args: list[str]
+) -> Iterator[tuple[RunningComponent, subprocess.Popen[bytes]]]:
+    """A third balancer under its own prefix, placing onto 2 stand-in nodes (their own
+    process, with the node classes of a real emulator)."""
+    prefix = "bench-standin"
+    balancer = start_balancer_process(
+        cluster.log_dir,
+        redis_url=cluster.redis.url,
+        name="balancer-standin",
+        extra_args=[*QUIET_LOGS, *args, "--redis-prefix", prefix],
+    )
+    # fmt: off
+    standin = subprocess.Popen(
+        [
+            sys.executable, str(Path(__file__).with_name("_standin.py")),
+            "--redis-url", cluster.redis.url, "--prefix", prefix, "--nodes", "2",
+            "--port", str(free_port()),
+            "--object-info-url", f"{cluster.nodes[0].emulator.url}/object_info",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    # fmt: on
+    try:
+        wait_for_ready_nodes(balancer.url, 2)
+        yield balancer, standin
+    finally:
+        standin.terminate()
+        standin.wait(timeout=10)
+        balancer.stop()
+
+
+def _targets(
+    cluster: LocalCluster, intake: RunningComponent, standin: RunningComponent
+) -> list[Target]:
     node = cluster.nodes[0]
     return [
         Target("ComfyUI", node.emulator.url, "comfyui-submit", "comfyui-read"),
         Target(f"service {node.node_id}", node.service.url, "api-submit", "api-read"),
         Target("balancer, no nodes", intake.url, "api-submit", "api-read", runs_tasks=False),
+        Target(
+            "balancer, stand-in nodes", standin.url, "api-submit", "api-read", on_emulators=False
+        ),
         Target("balancer", cluster.balancer.url, "api-submit", "api-read"),
     ]
 
@@ -139,7 +192,8 @@ def _run_target(
     executions_before = _total_executions(http, cluster)
     submit = load(LoadPlan(target.url, target.submit, args.rate, args.duration))
     answered = time.perf_counter()
-    expected = executions_before + (submit.accepted if target.runs_tasks else 0)
+    runs_here = target.runs_tasks and target.on_emulators
+    expected = executions_before + (submit.accepted if runs_here else 0)
     _wait_drained(http, cluster, pids, target, expected, submit.ids)
     drain_s = time.perf_counter() - answered
     cpu_after = cpu_seconds(pids)
@@ -265,16 +319,18 @@ def _print_cpu(runs: list[TargetRun], rate: float) -> None:
 
 
 def _summary(runs: list[TargetRun], rate: float) -> str:
-    comfy, service, intake, balancer = runs
-    p99 = _p(balancer.submit, 99)
+    comfy, service, intake, standin, balancer = runs
+    p99 = _p(standin.submit, 99)
     held = "met" if p99 < TARGET_P99_MS else "NOT met"
     errors = sum(sum(r.submit.errors.values()) + sum(r.read.errors.values()) for r in runs)
     client_cpu = max(r.submit.cpu_s / r.submit.wall_s for r in runs)
     return (
-        f"summary: at {rate:.0f} submits/s the balancer's submit p50/p99/max is "
-        f"{_p(balancer.submit, 50):.2f}/{p99:.2f}/{_p(balancer.submit, 100):.2f} ms "
-        f"(target p99 < {TARGET_P99_MS:.0f} ms: {held}); p99 {_p(intake.submit, 99):.2f} ms "
-        f"with no nodes behind it, {_p(service.submit, 99):.2f} ms via one service, "
+        f"summary: at {rate:.0f} submits/s the balancer placing onto stand-in nodes answers "
+        f"submits in p50/p99/max {_p(standin.submit, 50):.2f}/{p99:.2f}/"
+        f"{_p(standin.submit, 100):.2f} ms (target p99 < {TARGET_P99_MS:.0f} ms: {held}); "
+        f"p99 {_p(balancer.submit, 99):.2f} ms with the whole stack on this machine, "
+        f"{_p(intake.submit, 99):.2f} ms with no nodes behind it, "
+        f"{_p(service.submit, 99):.2f} ms via one service, "
         f"{_p(comfy.submit, 99):.2f} ms straight to ComfyUI; status read p99 "
         f"{_p(balancer.read, 99):.2f} ms (service {_p(service.read, 99):.2f}, ComfyUI "
         f"{_p(comfy.read, 99):.2f}); {errors} errors; load generator at most "

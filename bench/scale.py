@@ -35,7 +35,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 from _common import (
@@ -46,26 +46,19 @@ from _common import (
     percentile,
     print_grid,
 )
-from aiohttp import web
+from _standin import FakeService, capabilities_of, publish_nodes
 from redis.asyncio import Redis
 
-from comfy_shared.clock import now_ms, utc_now
-from comfy_shared.comfyui.models import NodeInfo, model_files
 from comfy_shared.models import (
     Capabilities,
-    ComfyStatus,
-    NodeHealth,
     RetryPolicy,
     TaskRecord,
 )
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
-from comfy_shared.signals import NODE_CHANGED, Signals
 from comfy_shared.task_queue import TaskQueue
-from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
 from comfy_stack.embedded_redis import RedisServer
-from comfy_stack.ports import free_port
 from comfy_testkit.graphs import txt2img
 from comfy_testkit.stack import RunningComponent, start_balancer_process, start_emulator_process
 
@@ -226,59 +219,6 @@ async def _post_task(http: httpx.AsyncClient, task_id: str) -> None:
 # (b) -------------------------------------------------------------------------------------
 
 
-class FakeService:
-    """One HTTP server standing in for every fake node (the node is the path's first part):
-    accepts a placement and marks the task succeeded at once, as a service would when ComfyUI
-    is done, so the slot frees and the balancer is signalled."""
-
-    def __init__(self, store: TaskStore) -> None:
-        self._store = store
-        self._writes: set[asyncio.Task[None]] = set()
-        self.finished = 0
-        self.expected = 0
-        self.all_done = asyncio.Event()
-        self.port = free_port()
-
-    async def start(self) -> web.AppRunner:
-        app = web.Application()
-        app.router.add_post("/{node}/api/v1/generate", self._generate)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        return runner
-
-    def url(self, node_id: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{node_id}"
-
-    def expect(self, count: int) -> None:
-        self.finished, self.expected = 0, count
-        self.all_done.clear()
-
-    async def _generate(self, request: web.Request) -> web.Response:
-        task_id = str((await request.json())["task_id"])
-        write = asyncio.create_task(self._finish(task_id))
-        self._writes.add(write)
-        write.add_done_callback(self._writes.discard)
-        return web.json_response({"id": task_id, "status": "queued"}, status=202)
-
-    async def _finish(self, task_id: str) -> None:
-        def succeeded(record: TaskRecord) -> TaskRecord:
-            now = utc_now()
-            return record.model_copy(
-                update={
-                    "status": TaskStatus.SUCCEEDED,
-                    "submitted_at": now,
-                    "started_at": now,
-                    "finished_at": now,
-                }
-            )
-
-        await self._store.update(task_id, succeeded)
-        self.finished += 1
-        if self.finished >= self.expected:
-            self.all_done.set()
-
-
 async def _dispatch(
     root: Path,
     server: RedisServer,
@@ -308,7 +248,7 @@ async def _dispatch(
         pids = {"balancer": balancer.process.pid, "redis": server.process.pid}
         before, own_before = cpu_seconds(pids), time.process_time()
         started = time.perf_counter()
-        await _publish_nodes(redis, fake, nodes, capabilities)
+        await publish_nodes(redis, KEYS, fake, nodes, capabilities)
         try:
             await asyncio.wait_for(fake.all_done.wait(), timeout=60 + tasks / 20)
         except TimeoutError:
@@ -330,47 +270,14 @@ async def _dispatch(
     )
 
 
-async def _publish_nodes(
-    redis: Redis, fake: FakeService, count: int, capabilities: Capabilities
-) -> None:
-    """What ``count`` services would publish, then the signal a new service sends."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for index in range(count):
-            node_id = f"fake-{index:02d}"
-            health = NodeHealth(
-                node_id=node_id,
-                url=fake.url(node_id),
-                version="bench",
-                started_at=utc_now(),
-                comfyui=ComfyStatus(
-                    reachable=True,
-                    version="0.8.0",
-                    device="cuda:0 NVIDIA GeForce RTX 4090",
-                    vram_total_bytes=24 * 2**30,
-                    vram_free_bytes=20 * 2**30,
-                ),
-                cpu_percent=5.0,
-                ram_used_bytes=8 * 2**30,
-                ram_total_bytes=64 * 2**30,
-                capabilities=capabilities,
-            )
-            pipe.set(KEYS.node_health(node_id), health.model_dump_json(), ex=600)
-            pipe.zadd(KEYS.nodes(), {node_id: now_ms()})
-        await pipe.execute()
-    await Signals(redis, KEYS).publish(NODE_CHANGED, "bench")
-
-
 def _emulator_capabilities(root: Path) -> Capabilities:
-    """Node classes and model files as a service reads them from its ComfyUI."""
     emulator = start_emulator_process(
         root / "logs", root / "emulator-capabilities", extra_args=["--quiet"]
     )
     try:
-        body = cast(dict[str, Any], httpx.get(f"{emulator.url}/object_info", timeout=30).json())
+        return capabilities_of(f"{emulator.url}/object_info")
     finally:
         emulator.stop()
-    info = {name: NodeInfo.model_validate(value) for name, value in body.items()}
-    return Capabilities(node_classes=sorted(info), models=model_files(info))
 
 
 def _start_balancer(root: Path, server: RedisServer, name: str) -> RunningComponent:

@@ -1,0 +1,152 @@
+"""Stand-in comfy-services for balancer benchmarks: fake nodes with infinitely fast GPUs.
+
+One aiohttp server answers for any number of fake nodes (the node is the path's first part);
+their health documents are written straight into Redis. Used in-process by ``scale`` and, as
+``python bench/_standin.py ...``, as a process of its own by ``balancer_throughput`` (so the
+balancer's figures are its own, without ComfyUI and comfy-service work on the same cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any, cast
+
+import httpx
+from aiohttp import web
+from redis.asyncio import Redis
+
+from comfy_shared.clock import now_ms, utc_now
+from comfy_shared.comfyui.models import NodeInfo, model_files
+from comfy_shared.models import Capabilities, ComfyStatus, NodeHealth, TaskRecord
+from comfy_shared.redis_client import connect_redis
+from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.signals import NODE_CHANGED, Signals
+from comfy_shared.task_state import TaskStatus
+from comfy_shared.task_store import TaskStore
+from comfy_stack.ports import free_port
+
+REFRESH_S = 1.0
+
+
+class FakeService:
+    """One HTTP server standing in for every fake node (the node is the path's first part):
+    accepts a placement and marks the task succeeded at once, as a service would when ComfyUI
+    is done, so the slot frees and the balancer is signalled."""
+
+    def __init__(self, store: TaskStore, port: int = 0) -> None:
+        self._store = store
+        self._writes: set[asyncio.Task[None]] = set()
+        self.finished = 0
+        self.expected = 0
+        self.all_done = asyncio.Event()
+        self.port = port or free_port()
+
+    async def start(self) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_post("/{node}/api/v1/generate", self._generate)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        return runner
+
+    def url(self, node_id: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{node_id}"
+
+    def expect(self, count: int) -> None:
+        self.finished, self.expected = 0, count
+        self.all_done.clear()
+
+    async def _generate(self, request: web.Request) -> web.Response:
+        task_id = str((await request.json())["task_id"])
+        write = asyncio.create_task(self._finish(task_id))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+        return web.json_response({"id": task_id, "status": "queued"}, status=202)
+
+    async def _finish(self, task_id: str) -> None:
+        def succeeded(record: TaskRecord) -> TaskRecord:
+            now = utc_now()
+            return record.model_copy(
+                update={
+                    "status": TaskStatus.SUCCEEDED,
+                    "submitted_at": now,
+                    "started_at": now,
+                    "finished_at": now,
+                }
+            )
+
+        await self._store.update(task_id, succeeded)
+        self.finished += 1
+        if self.finished >= self.expected:
+            self.all_done.set()
+
+
+async def publish_nodes(
+    redis: Redis,
+    keys: RedisKeys,
+    fake: FakeService,
+    count: int,
+    capabilities: Capabilities,
+    ttl_s: int = 600,
+) -> None:
+    """What ``count`` services would publish, then the signal a new service sends."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for index in range(count):
+            node_id = f"fake-{index:02d}"
+            health = NodeHealth(
+                node_id=node_id,
+                url=fake.url(node_id),
+                version="bench",
+                started_at=utc_now(),
+                comfyui=ComfyStatus(
+                    reachable=True,
+                    version="0.8.0",
+                    device="cuda:0 NVIDIA GeForce RTX 4090",
+                    vram_total_bytes=24 * 2**30,
+                    vram_free_bytes=20 * 2**30,
+                ),
+                cpu_percent=5.0,
+                ram_used_bytes=8 * 2**30,
+                ram_total_bytes=64 * 2**30,
+                capabilities=capabilities,
+            )
+            pipe.set(keys.node_health(node_id), health.model_dump_json(), ex=ttl_s)
+            pipe.zadd(keys.nodes(), {node_id: now_ms()})
+        await pipe.execute()
+    await Signals(redis, keys).publish(NODE_CHANGED, "bench")
+
+
+def capabilities_of(object_info_url: str) -> Capabilities:
+    """Node classes and model files as a service reads them from its ComfyUI."""
+    body = cast(dict[str, Any], httpx.get(object_info_url, timeout=30).json())
+    info = {name: NodeInfo.model_validate(value) for name, value in body.items()}
+    return Capabilities(node_classes=sorted(info), models=model_files(info))
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    keys = RedisKeys(args.prefix)
+    redis = await connect_redis(args.redis_url)
+    fake = FakeService(TaskStore(redis, keys), port=args.port)
+    runner = await fake.start()
+    capabilities = capabilities_of(args.object_info_url)
+    try:
+        while True:  # refreshed like a service's health, until this process is stopped
+            await publish_nodes(redis, keys, fake, args.nodes, capabilities, ttl_s=10)
+            await asyncio.sleep(REFRESH_S)
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--prefix", required=True, help="Redis key prefix of the balancer")
+    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--object-info-url", required=True, help="a ComfyUI's /object_info")
+    asyncio.run(_serve(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
