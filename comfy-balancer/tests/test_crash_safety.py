@@ -65,3 +65,24 @@ async def test_two_replicas_on_one_redis_dispatch_each_task_once(
         for component in (cluster.balancer, second)
     )
     assert placements == len(ids)  # each task placed once, by exactly one of the replicas
+
+
+async def test_an_api_only_replica_accepts_and_the_placing_replica_runs_the_tasks(
+    make_cluster: Callable[..., Cluster], start_balancer: BalancerFactory
+) -> None:
+    cluster = make_cluster(["a"], balancer_args=["--no-dispatch"])
+    async with httpx.AsyncClient(base_url=cluster.balancer.url, timeout=15) as api:
+        ids = await submit_batch(api, 3)
+        await asyncio.sleep(1.5)  # over a sweep interval: a placing replica would have acted
+        waiting = [(await api.get(f"/api/v1/tasks/{task_id}")).json() for task_id in ids]
+        assert [task["status"] for task in waiting] == ["queued"] * 3
+        assert [task["queue_position"] for task in waiting] == [0, 1, 2]
+
+        placing = start_balancer("balancer-placing")
+        finished = [await wait_until_finished(api, task_id, timeout_s=60) for task_id in ids]
+
+    assert {task["status"] for task in finished} == {"succeeded"}
+    api_only = cluster.balancer.process.output()
+    assert "this replica only serves the API" in api_only
+    assert "task dispatched" not in api_only
+    assert placing.process.output().count("task dispatched") == 3

@@ -109,7 +109,10 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         settings, redis, store, queue, registry, intake, dispatcher, nodes_client, http, keys,
         task_logs,
     )  # fmt: skip
-    state.loops = [start_loop(dispatcher.run(settings.sweep_interval_s), "dispatcher")]
+    if settings.dispatch:
+        state.loops = [start_loop(dispatcher.run(settings.sweep_interval_s), "dispatcher")]
+    else:
+        logger.info("not placing tasks: this replica only serves the API")
     return state
 
 

@@ -59,6 +59,11 @@ class BalancerSettings(ApiServerSettings):
         description="Queue head size considered per dispatch round (tasks no free node can "
         "run are skipped, so they do not block the ones behind them).",
     )
+    dispatch: bool = Field(
+        default=True,
+        description="Place queued tasks on nodes from this process. --no-dispatch makes a "
+        "replica that only serves the API; at least one replica on the same Redis must place.",
+    )
     nodes: list[str] = Field(
         default_factory=list,
         description="Optional static list of node ids to use; empty = every node that "
