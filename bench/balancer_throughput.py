@@ -5,7 +5,8 @@ Starts Redis, 2 emulated ComfyUIs, 2 comfy-services and 1 balancer, each its own
 second balancer with no nodes (it only queues: its intake path alone), a third one placing
 onto 2 stand-in nodes (``bench/_standin.py``, a process that accepts each placement and marks
 it succeeded at once: the balancer's whole path, accept, place and send, without ComfyUI and
-service work competing for the same cores), and a load generator in one more process. For
+service work competing for the same cores) with a fourth, ``--no-dispatch`` replica beside it
+(it only accepts; the third places), and a load generator in one more process. For
 each target in turn (ComfyUI's ``POST /prompt``, one service's and then each balancer's
 ``POST /api/v1/generate``), the generator submits an instant graph at a fixed rate, open loop
 (on schedule, not after the previous answer); this process waits until every accepted task
@@ -90,7 +91,7 @@ def main() -> None:
     with (
         local_cluster(2, balancer_args=queue_args) as cluster,
         _intake_only_balancer(cluster, queue_args) as intake,
-        _standin_balancer(cluster, queue_args) as (standin, standin_nodes),
+        _standin_balancers(cluster, queue_args) as (standin, api_only, standin_nodes),
         ProcessPoolExecutor(max_workers=1, mp_context=spawn) as generator,
         httpx.Client(timeout=30) as http,
     ):
@@ -102,11 +103,12 @@ def main() -> None:
             **cluster.pids(),
             "balancer, no nodes": intake.process.pid,
             "balancer, stand-in nodes": standin.process.pid,
+            "API-only replica": api_only.process.pid,
             "stand-in nodes": standin_nodes.pid,
         }
         runs = [
             _run_target(target, load, http, cluster, pids, args)
-            for target in _targets(cluster, intake, standin)
+            for target in _targets(cluster, intake, standin, api_only)
         ]
     print(f"open loop at {args.rate:.0f} req/s; latency counted from each scheduled send\n")
     _print_latencies(runs)
@@ -133,18 +135,23 @@ def _intake_only_balancer(cluster: LocalCluster, args: list[str]) -> Iterator[Ru
 
 
 @contextmanager
-def _standin_balancer(
+def _standin_balancers(
     cluster: LocalCluster, args: list[str]
-) -> Iterator[tuple[RunningComponent, subprocess.Popen[bytes]]]:
-    """A third balancer under its own prefix, placing onto 2 stand-in nodes (their own
-    process, with the node classes of a real emulator)."""
+) -> Iterator[tuple[RunningComponent, RunningComponent, subprocess.Popen[bytes]]]:
+    """Under their own prefix: a balancer placing onto 2 stand-in nodes (their own process,
+    with the node classes of a real emulator), and an API-only replica beside it."""
     prefix = "bench-standin"
-    balancer = start_balancer_process(
-        cluster.log_dir,
-        redis_url=cluster.redis.url,
-        name="balancer-standin",
-        extra_args=[*QUIET_LOGS, *args, "--redis-prefix", prefix],
-    )
+    started: list[RunningComponent] = []
+    for name, extra in (("balancer-standin", []), ("balancer-standin-api", ["--no-dispatch"])):
+        started.append(
+            start_balancer_process(
+                cluster.log_dir,
+                redis_url=cluster.redis.url,
+                name=name,
+                extra_args=[*QUIET_LOGS, *args, "--redis-prefix", prefix, *extra],
+            )
+        )
+    placing, api_only = started
     # fmt: off
     standin = subprocess.Popen(
         [
@@ -157,16 +164,20 @@ def _standin_balancer(
     )
     # fmt: on
     try:
-        wait_for_ready_nodes(balancer.url, 2)
-        yield balancer, standin
+        wait_for_ready_nodes(placing.url, 2)
+        yield placing, api_only, standin
     finally:
         standin.terminate()
         standin.wait(timeout=10)
-        balancer.stop()
+        for balancer in started:
+            balancer.stop()
 
 
 def _targets(
-    cluster: LocalCluster, intake: RunningComponent, standin: RunningComponent
+    cluster: LocalCluster,
+    intake: RunningComponent,
+    standin: RunningComponent,
+    api_only: RunningComponent,
 ) -> list[Target]:
     node = cluster.nodes[0]
     return [
@@ -175,6 +186,13 @@ def _targets(
         Target("balancer, no nodes", intake.url, "api-submit", "api-read", runs_tasks=False),
         Target(
             "balancer, stand-in nodes", standin.url, "api-submit", "api-read", on_emulators=False
+        ),
+        Target(
+            "API-only replica, stand-in nodes",
+            api_only.url,
+            "api-submit",
+            "api-read",
+            on_emulators=False,
         ),
         Target("balancer", cluster.balancer.url, "api-submit", "api-read"),
     ]
@@ -319,22 +337,22 @@ def _print_cpu(runs: list[TargetRun], rate: float) -> None:
 
 
 def _summary(runs: list[TargetRun], rate: float) -> str:
-    comfy, service, intake, standin, balancer = runs
-    p99 = _p(standin.submit, 99)
+    comfy, service, intake, standin, api_only, balancer = runs
+    p99 = _p(api_only.submit, 99)
     held = "met" if p99 < TARGET_P99_MS else "NOT met"
     errors = sum(sum(r.submit.errors.values()) + sum(r.read.errors.values()) for r in runs)
     client_cpu = max(r.submit.cpu_s / r.submit.wall_s for r in runs)
     return (
-        f"summary: at {rate:.0f} submits/s the balancer placing onto stand-in nodes answers "
-        f"submits in p50/p99/max {_p(standin.submit, 50):.2f}/{p99:.2f}/"
-        f"{_p(standin.submit, 100):.2f} ms (target p99 < {TARGET_P99_MS:.0f} ms: {held}); "
-        f"p99 {_p(balancer.submit, 99):.2f} ms with the whole stack on this machine, "
-        f"{_p(intake.submit, 99):.2f} ms with no nodes behind it, "
-        f"{_p(service.submit, 99):.2f} ms via one service, "
-        f"{_p(comfy.submit, 99):.2f} ms straight to ComfyUI; status read p99 "
-        f"{_p(balancer.read, 99):.2f} ms (service {_p(service.read, 99):.2f}, ComfyUI "
-        f"{_p(comfy.read, 99):.2f}); {errors} errors; load generator at most "
-        f"{client_cpu:.0%} of one core"
+        f"summary: at {rate:.0f} submits/s, with stand-in nodes taking every task, an API-only "
+        f"replica answers submits in p50/p99/max {_p(api_only.submit, 50):.2f}/{p99:.2f}/"
+        f"{_p(api_only.submit, 100):.2f} ms (target p99 < {TARGET_P99_MS:.0f} ms: {held}) and "
+        f"one balancer that also places in {_p(standin.submit, 50):.2f}/"
+        f"{_p(standin.submit, 99):.2f} ms; p99 {_p(balancer.submit, 99):.2f} ms with the "
+        f"whole stack on this machine, {_p(intake.submit, 99):.2f} ms with no nodes behind it, "
+        f"{_p(service.submit, 99):.2f} ms via one service, {_p(comfy.submit, 99):.2f} ms "
+        f"straight to ComfyUI; status read p99 {_p(balancer.read, 99):.2f} ms (service "
+        f"{_p(service.read, 99):.2f}, ComfyUI {_p(comfy.read, 99):.2f}); {errors} errors; "
+        f"load generator at most {client_cpu:.0%} of one core"
     )
 
 
