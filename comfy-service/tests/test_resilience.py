@@ -1,5 +1,6 @@
 """comfy-service when things go wrong: ComfyUI faults, dropped sockets, restarts, hangs."""
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from comfy_stack.processes import start_python_module
 from comfy_testkit import graphs
 from comfy_testkit.api import get_task, submit, wait_for_status, wait_until_finished
 from comfy_testkit.emulator_control import EmulatorControl
+from comfy_testkit.line_listener import LineListener
 from comfy_testkit.plugin import EmulatorFactory, ServiceFactory
 from comfy_testkit.stack import RunningComponent
 from comfy_testkit.waiting import wait_for_condition
@@ -294,3 +296,33 @@ async def test_health_reports_the_speed_measured_and_a_restart_keeps_it(
 
     after = await wait_for_condition(republished, what="health of the restarted service")
     assert after.speed == before.speed
+
+
+async def test_past_its_submit_limit_a_node_answers_503_overloaded_at_once(
+    start_service: ServiceFactory, redis: Redis
+) -> None:
+    with LineListener(read=False) as stalled_comfyui:  # accepts, never answers
+        service = start_service(
+            f"http://127.0.0.1:{stalled_comfyui.port}",
+            node_id="gpu-11",
+            extra_args=["--max-concurrent-submits", "1", "--comfyui-timeout-s", "30"],
+            wait_ready=False,
+        )
+        async with httpx.AsyncClient(base_url=service.url, timeout=40) as api:
+            slow_id = f"slow-{fresh()}"
+            body = {"task_id": slow_id, "prompt": graphs.solid_image("slow")}
+            first = asyncio.create_task(api.post("/api/v1/generate", json=body))
+            # Its record is written just before the call to ComfyUI, which never answers.
+            await wait_for_condition(
+                lambda: redis.exists(KEYS.task(slow_id)), what="the first submit waiting"
+            )
+            # Without the limit this would wait for the same silent ComfyUI (30 s).
+            second = await api.post(
+                "/api/v1/generate", json={"prompt": graphs.solid_image("refused")}
+            )
+            first.cancel()
+
+    assert second.status_code == 503
+    assert second.json()["code"] == "overloaded"
+    assert second.json()["type"] == "service"
+    assert second.headers["retry-after"] == "1"

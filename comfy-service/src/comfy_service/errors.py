@@ -3,7 +3,8 @@
 ComfyStackError (comfy_shared.errors)
 ├── TaskNotFound, InvalidTransition, ConcurrentUpdate  (shared)
 ├── UnknownWorkflow        the request names a workflow template this node does not have
-└── NotOnThisNode          the task exists but another node (or the balancer) owns it
+├── NotOnThisNode          the task exists but another node (or the balancer) owns it
+└── Overloaded             --max-concurrent-submits are in progress -> 503 with Retry-After
 ComfyError (comfy_shared.comfyui.errors)
 ├── PromptRejected         ComfyUI's validation refused the graph -> 422, node_errors passed on
 ├── ComfyNotFound          an output file is gone from ComfyUI -> 404
@@ -42,6 +43,13 @@ class NotOnThisNode(ComfyStackError):
         self.owner = owner
 
 
+class Overloaded(ComfyStackError):
+    RETRY_AFTER_S = 1
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"this node is handling its maximum of {limit} submits; retry shortly")
+
+
 class OutputNotFound(ComfyStackError):
     def __init__(self, task_id: str, index: int) -> None:
         super().__init__(f"task {task_id!r} has no output number {index}")
@@ -53,6 +61,10 @@ def _params_extras(exc: InvalidParams) -> dict[str, Any]:
 
 def _prompt_rejected_extras(exc: PromptRejected) -> dict[str, Any]:
     return {"error": exc.error, "node_errors": exc.node_errors}
+
+
+def _retry_after(_: Overloaded) -> dict[str, str]:
+    return {"Retry-After": str(Overloaded.RETRY_AFTER_S)}
 
 
 def _transition_extras(exc: InvalidTransition) -> dict[str, Any]:
@@ -75,5 +87,6 @@ STATUS_FOR: ErrorTable = {
     ComfyProtocolError: ErrorMapping(503, "comfyui_protocol_error", S),
     ComfyError: ErrorMapping(503, "comfyui_error", S),
     ConcurrentUpdate: ErrorMapping(503, "busy", S),
+    Overloaded: ErrorMapping(503, "overloaded", S, headers=_retry_after),
     RedisError: ErrorMapping(503, "redis_unavailable", S),
 }

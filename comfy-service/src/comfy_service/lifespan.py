@@ -24,6 +24,7 @@ from comfy_service.reconcile import reconcile_once
 from comfy_service.runner import TaskRunner
 from comfy_service.settings import ServiceSettings
 from comfy_service.speed import SpeedMeter
+from comfy_service.submit_gate import SubmitGate
 from comfy_service.tracking import EventTracker
 from comfy_service.watchdog import Limits, watchdog_once
 from comfy_shared.clock import utc_now
@@ -52,6 +53,7 @@ class ServiceState:
     keys: RedisKeys
     task_logs: TaskLogSink
     speed: SpeedMeter
+    submits: SubmitGate
     loops: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -110,7 +112,10 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
     task_logs = install_task_log_sink(
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
     )
-    state = ServiceState(settings, redis, store, comfy, runner, health, keys, task_logs, speed)
+    state = ServiceState(
+        settings, redis, store, comfy, runner, health, keys, task_logs, speed,
+        SubmitGate(settings.max_concurrent_submits),
+    )  # fmt: skip
     state.loops = _start_loops(settings, state, owned)
     return state
 

@@ -37,6 +37,12 @@ class ServiceSettings(ApiServerSettings):
     comfyui_timeout_s: float = Field(
         default=30.0, gt=0, description="Timeout of one HTTP request to ComfyUI."
     )
+    max_concurrent_submits: int = Field(
+        default=32,
+        ge=1,
+        description="Submits handled at once; more answer 503 overloaded with Retry-After "
+        "right away instead of queueing until something times out.",
+    )
     start_timeout_s: float = Field(
         default=120.0,
         gt=0,

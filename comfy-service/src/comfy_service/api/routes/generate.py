@@ -17,7 +17,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "Invalid request, or ComfyUI rejected the graph "
         "(`error` and `node_errors` as ComfyUI sent them).",
     },
-    503: {"model": ErrorBody, "description": "ComfyUI or Redis unreachable; nothing was queued."},
+    503: {
+        "model": ErrorBody,
+        "description": "ComfyUI or Redis unreachable, or the node is at --max-concurrent-submits "
+        "(`overloaded`, with Retry-After); nothing was queued.",
+    },
 }
 
 
@@ -29,7 +33,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 )
 async def generate(request: GenerateRequest, state: State, response: Response) -> TaskView:
     """Queue a graph on this node's ComfyUI. The task id is ComfyUI's prompt id."""
-    submission = await state.runner.submit(request)
+    with state.submits.enter():
+        submission = await state.runner.submit(request)
     if not submission.created:
         response.status_code = 200
     view = TaskView.from_record(submission.task)
