@@ -10,9 +10,11 @@ import struct
 from typing import Any
 
 import aiohttp
+import pytest
 from PIL import Image
 
 from comfy_emulator import RunningEmulator
+from comfy_emulator.executor import paced_deadline
 from comfy_emulator.testing import EmulatorClient
 from comfy_emulator.workflows import runtime_error, solid_image, text_to_image
 
@@ -220,3 +222,17 @@ async def test_saving_outside_the_output_folder_is_an_execution_error(
     event = entry["status"]["messages"][-1]
     assert event[0] == "execution_error"
     assert event[1]["node_id"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("previous", "now", "expected"),
+    [
+        (0.0, 100.0, 100.2),  # the first step: from now
+        (100.2, 100.2, 100.4),  # on time
+        (100.4, 100.45, 100.6),  # 50 ms late (a busy host): the next step is shorter
+        (100.6, 100.7, 100.8),  # a whole step late: made up, just
+        (100.8, 101.5, 101.7),  # a stall longer than a step: not made up in a burst
+    ],
+)
+def test_steps_are_paced_against_a_deadline(previous: float, now: float, expected: float) -> None:
+    assert paced_deadline(previous, now, 0.2) == pytest.approx(expected)

@@ -3,7 +3,8 @@
 `EmulatorConfig` is a frozen dataclass: tests and the CLI build one explicitly and pass it to
 `create_app()` / `start_emulator()`. Nothing here reads the environment.
 
-Timing model: a KSampler step takes `step_time / speed` seconds; any other node takes
+Timing model: a KSampler step takes `step_time / speed` seconds (paced against a deadline, so
+the host's own delays between steps do not add up); any other node takes
 `node_time.get(class_type, 0) / speed` seconds on top of its real (Pillow) work. `speed` can be
 changed at run time through the control API (see `comfy_emulator.routes.control`).
 """

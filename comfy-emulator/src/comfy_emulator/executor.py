@@ -354,13 +354,21 @@ class _NodeContext(ExecContext):
         if method in (None, "default"):
             method = run.services.config.preview_method
         self.previews_enabled = method in PREVIEW_METHODS
+        self._paced_until = 0.0
 
     @property
     def step_time(self) -> float:
         return self._run.services.timing.step_time
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds / self._run.services.timing.speed)
+        """Paced against a deadline: time lost between two steps (timer granularity, a busy
+        host, sending the progress) comes off the next step, so the steps of a node take their
+        share on average, as on a GPU. At most one step's worth is made up, so a long stall
+        does not end in a burst of instant steps."""
+        now = asyncio.get_running_loop().time()
+        duration = seconds / self._run.services.timing.speed
+        self._paced_until = paced_deadline(self._paced_until, now, duration)
+        await asyncio.sleep(max(0.0, self._paced_until - now))
 
     async def progress(self, value: int, total: int, preview: Image.Image | None = None) -> None:
         run = self._run
@@ -399,6 +407,13 @@ class _NodeContext(ExecContext):
 
     def run_sync(self, func: Callable[..., T], *args: Any) -> Awaitable[T]:
         return asyncio.to_thread(func, *args)
+
+
+def paced_deadline(previous: float, now: float, duration: float) -> float:
+    """When a piece of work of ``duration`` started at ``now`` should end: right after the
+    previous one's deadline, unless that lies more than one ``duration`` in the past."""
+    start = previous if previous > now - duration else now
+    return start + duration
 
 
 def _jpeg(image: Image.Image) -> bytes:

@@ -110,7 +110,7 @@ class ExecContext(ABC):
 
     @abstractmethod
     async def sleep(self, seconds: float) -> None:
-        """Simulate work: sleep `seconds / speed`."""
+        """Simulate work: `seconds / speed`, on average over a node's consecutive calls."""
 
     @abstractmethod
     async def progress(self, value: int, total: int, preview: Image.Image | None = None) -> None:
