@@ -25,11 +25,10 @@ The same job order is also scheduled on paper with no overhead, for reference: l
 with the run's slots per node and with 1 slot (what a speed-blind strategy does), and each job
 to the node where it would finish first (what ``earliest-finish`` does with exact knowledge).
 
-What keeps a run above the bound: per-task overhead that does not shrink with speed (the
-non-sampler nodes, event handling), and per-step costs of the emulation on a shared 2-core
-machine (each step is a timer, a WebSocket message and its handling, so the 4x node is slower
-than 4x, more so at short step times); ``--step-time 0.2`` (an SDXL step on a mid-range GPU)
-makes both small next to the work.
+What keeps a run above the bound: the tail (with a job prefetched on each node the last jobs
+are bound a little early, and the slow nodes run dry before the fast ones) and per-task
+overhead that does not shrink with speed (the non-sampler nodes, event handling); both weigh
+more at short step times (``--step-time 0.2`` is about an SDXL step on a mid-range GPU).
 
     ./dev bench scheduling_quality [--jobs 60] [--step-time 0.05] [--speeds 1 1 2 4] [--seed 7]
         [--slots 2] [--modes earliest-finish least-loaded round-robin random early] [--cold]
