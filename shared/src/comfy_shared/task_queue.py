@@ -58,7 +58,8 @@ end
 
 # CREATE_SCRIPT's KEYS[1..4]/ARGV[1..8], then KEYS: 5 pending, 6 since, 7 priorities, 8 seq;
 # ARGV: 9 priority, 10 queued ms, 11 signal channel, 12 most pending tasks (0: no limit).
-# Returns 0 if the id is taken, -1 if the queue is full, else 1 + tasks ahead of the new one.
+# Returns the stored record if the id is taken, -1 if the queue is full, else 1 + tasks ahead
+# of the new one.
 _SUBMIT_SCRIPT: Final = (
     """
 local limit = tonumber(ARGV[12])
@@ -157,23 +158,15 @@ class TaskQueue:
         if abs(record.priority) > MAX_ABS_PRIORITY:
             raise ValueError(f"priority must be within +-{MAX_ABS_PRIORITY}")
         keys, args = self._store.create_arguments(record, prompt)
-        result = int(
-            await self._submit(
-                keys=[*keys, *self._queue_keys, self._keys.queue_seq()],
-                args=[
-                    *args,
-                    record.priority,
-                    now_ms(),
-                    self._keys.signal(TASK_QUEUED),
-                    max_pending,
-                ],
-            )
+        result = await self._submit(
+            keys=[*keys, *self._queue_keys, self._keys.queue_seq()],
+            args=[*args, record.priority, now_ms(), self._keys.signal(TASK_QUEUED), max_pending],
         )
+        if isinstance(result, str):
+            return Submitted(TaskRecord.model_validate_json(result), created=False, position=None)
         if result == -1:
             raise QueueAtCapacity(max_pending)
-        if result > 0:
-            return Submitted(record, created=True, position=result - 1)
-        return Submitted(await self._store.get(record.id), created=False, position=None)
+        return Submitted(record, created=True, position=int(result) - 1)
 
     async def claim(self, task_id: str, node_id: str, slots: int) -> int:
         """Move a queued task onto a node: 1 done, 0 no longer queued, -1 node full."""

@@ -21,9 +21,10 @@ from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_state import TaskStatus, check_transition
 
 # KEYS: task, prompt, events, recent. ARGV: record, status, prompt ('' = none), event,
-# created_ms, task_id, events_maxlen, recent_cutoff_ms. The queue's submit script extends it.
+# created_ms, task_id, events_maxlen, recent_cutoff_ms. A taken id returns the stored record
+# (the caller needs it anyway: one round trip less). The queue's submit script extends it.
 CREATE_SCRIPT: Final = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGET', KEYS[1], 'record') end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'version', 1, 'record', ARGV[1])
 if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3]) end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'event', ARGV[4])
@@ -76,10 +77,10 @@ class TaskStore:
     ) -> tuple[TaskRecord, bool]:
         """Store a new task; if the id is taken, return the existing task and ``False``."""
         keys, args = self.create_arguments(record, prompt)
-        created = await self._create(keys=keys, args=args)
-        if created:
-            return record, True
-        return await self.get(record.id), False
+        result = await self._create(keys=keys, args=args)
+        if isinstance(result, str):
+            return TaskRecord.model_validate_json(result), False
+        return record, True
 
     def create_arguments(
         self, record: TaskRecord, prompt: dict[str, Any] | None
