@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
-from comfy_balancer.placement import dispatched_to, rejected_by_node, taken_back
+from comfy_balancer.placement import dispatched_to, rejected_by_node, taken_back, undone
 from comfy_balancer.registry import NodeRegistry, NodeState, NodeView
 from comfy_balancer.scheduling import UNMEASURED, Strategy, pick_node, with_assumed_speeds
 from comfy_balancer.service_client import NodeUnreachable, ServiceClient
@@ -37,6 +37,8 @@ from comfy_shared.workload import expected_run_s, sampler_steps
 STUCK_CLAIM_MS = 30_000
 """A claim whose record never became 'dispatched' (the balancer died in between) is this old
 before the task is put back in the queue."""
+OVERLOAD_PAUSE_S = 1.0
+"""A node that answered 503 overloaded gets no new task for this long (its Retry-After)."""
 MIN_CYCLE_INTERVAL_S = 0.005
 """Cycles woken by signals start at least this far apart (an idle dispatcher reacts at once)."""
 _CACHE_SIZE = 4096
@@ -88,6 +90,7 @@ class Dispatcher:
         # at the head of the queue, dropped when it is placed.
         self._avoid: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._sending: set[asyncio.Task[None]] = set()
+        self._paused_until: dict[str, float] = {}
         # Sends to one node go one at a time, so ComfyUI queues them in placement order.
         self._node_locks: dict[str, asyncio.Lock] = {}
 
@@ -121,7 +124,13 @@ class Dispatcher:
         # Updated as this cycle decides, so each choice sees the ones before it: the tasks
         # placed, and the tasks left waiting for a busy node (that node is busier for the
         # tasks behind them).
-        views = {node.node_id: node for node in nodes}
+        now = asyncio.get_running_loop().time()
+        views = {
+            node.node_id: node
+            if self._paused_until.get(node.node_id, 0.0) <= now
+            else replace(node, in_flight=node.slots)  # overloaded a moment ago: no new work
+            for node in nodes
+        }
         if not _any_free(views):
             return 0
         head = await self._queue.head(self._lookahead)
@@ -253,6 +262,9 @@ class Dispatcher:
                 return
             if answer.status in (200, 202):
                 return
+            if answer.status == 503 and answer.body.get("code") == "overloaded":
+                await self._turned_away(record.id, node.node_id)
+                return
             if answer.status == 422:
                 await self._store.update(record.id, lambda r: rejected_by_node(r, answer.body))
                 await self._queue.release(record.id, node.node_id)
@@ -270,6 +282,21 @@ class Dispatcher:
             return {"prompt": prompt}
         params = await self._store.get_params(record.id)
         return {"workflow": record.workflow, "params": params or {}}
+
+    async def _turned_away(self, task_id: str, node_id: str) -> None:
+        """The node was overloaded and did nothing: the task goes back to its place in the
+        queue with no attempt spent, and the node gets nothing for a moment."""
+        logger.info("node overloaded; task back in the queue", task_id=task_id, to_node=node_id)
+        self._paused_until[node_id] = asyncio.get_running_loop().time() + OVERLOAD_PAUSE_S
+        try:
+            record = await self._store.update(task_id, lambda r: undone(r, node_id))
+        except TaskNotFound:
+            await self._queue.release(task_id, node_id)
+            return
+        if record.status is TaskStatus.QUEUED and record.node_id is None:
+            await self._queue.requeue(task_id, node_id)
+        elif record.status.is_terminal or record.node_id != node_id:
+            await self._queue.release(task_id, node_id)
 
     async def _refused(self, task_id: str, node_id: str, reason: str) -> None:
         logger.warning("dispatch refused; trying another node", to_node=node_id, reason=reason)

@@ -23,6 +23,24 @@ def dispatched_to(record: TaskRecord, node_id: str, policy: RetryPolicy) -> Task
     )
 
 
+def undone(record: TaskRecord, node_id: str) -> TaskRecord | None:
+    """A placement the node turned away before claiming its attempt (it was overloaded):
+    queued again as if never placed, so it costs the task no attempt. None when the task is
+    no longer that placement."""
+    if record.status is not TaskStatus.DISPATCHED or record.node_id != node_id:
+        return None
+    if record.submitted_at is not None or not record.attempt_log:
+        return None
+    return record.model_copy(
+        update={
+            "status": TaskStatus.QUEUED,
+            "node_id": None,
+            "attempts": record.attempts - 1,
+            "attempt_log": record.attempt_log[:-1],
+        }
+    )
+
+
 def taken_back(record: TaskRecord, node_id: str, reason: str) -> TaskRecord | None:
     """The task of a lost or refusing node: queued again, or failed once out of attempts.
     None when the task is no longer that node's (it ended, or moved on already)."""
