@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from comfy_shared.task_state import TaskStatus
 from comfy_stack.embedded_redis import RedisServer, start_redis_server
 from comfy_testkit.stack import (
     RunningComponent,
@@ -22,6 +23,8 @@ from comfy_testkit.stack import (
 )
 
 API = "/api/v1"
+TERMINAL = frozenset(status.value for status in TaskStatus if status.is_terminal)
+"""Task statuses (as the API spells them) after which nothing changes."""
 QUIET_LOGS = ("--log-level", "WARNING")
 
 

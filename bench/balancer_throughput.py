@@ -34,6 +34,7 @@ import httpx
 from _common import (
     API,
     QUIET_LOGS,
+    TERMINAL,
     LocalCluster,
     cpu_seconds,
     local_cluster,
@@ -50,7 +51,6 @@ TARGET_P99_MS = 5.0
 DRAIN_TIMEOUT_S = 120.0
 IDLE_WINDOW_S = 0.5
 IDLE_CORES = 0.1
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,11 @@ from itertools import pairwise
 from typing import Any
 
 import httpx
-from _common import API, LocalCluster, local_cluster, percentile, print_grid
+from _common import API, TERMINAL, LocalCluster, local_cluster, percentile, print_grid
 
 from comfy_testkit.graphs import txt2img
 
 TARGET_GAP_MS = 20.0
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
 @dataclass(frozen=True)

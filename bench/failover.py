@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 from _common import (
     API,
+    TERMINAL,
     LocalCluster,
     Node,
     local_cluster,
@@ -50,7 +51,6 @@ from _common import (
 from comfy_testkit.graphs import txt2img
 
 NODES = 3
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 POLL_S = 0.02
 MIN_STEPS_BEFORE_KILL = 2
 

@@ -47,14 +47,13 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from _common import API, LocalCluster, Node, local_cluster, percentile, print_grid
+from _common import API, TERMINAL, LocalCluster, Node, local_cluster, percentile, print_grid
 
 from comfy_testkit.graphs import txt2img
 
 STEP_CHOICES = (5, 10, 20, 40)
 MODES = ("earliest-finish", "least-loaded", "round-robin", "random", "early")
 TARGET_RATIO = 1.05
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from comfy_shared.api.errors import ErrorMapping, ErrorTable
+from comfy_shared.api.errors import (
+    ErrorMapping,
+    ErrorTable,
+    retry_after_header,
+    transition_extras,
+)
 from comfy_shared.api.sse import InvalidEventId
 from comfy_shared.errors import (
     ComfyStackError,
@@ -59,25 +64,17 @@ def _params_extras(exc: InvalidParams) -> dict[str, Any]:
     return {"errors": exc.errors}
 
 
-def _retry_after(exc: QueueFull) -> dict[str, str]:
-    return {"Retry-After": str(exc.retry_after_s)}
-
-
-def _transition_extras(exc: InvalidTransition) -> dict[str, Any]:
-    return {"status": exc.current.value}
-
-
 V, S = ErrorType.VALIDATION, ErrorType.SERVICE
 
 STATUS_FOR: ErrorTable = {
     TaskNotFound: ErrorMapping(404, "task_not_found", V),
     OutputNotFound: ErrorMapping(404, "output_not_found", V),
-    InvalidTransition: ErrorMapping(409, "task_finished", V, _transition_extras),
+    InvalidTransition: ErrorMapping(409, "task_finished", V, transition_extras),
     InvalidEventId: ErrorMapping(400, "invalid_event_id", V),
     UnknownWorkflow: ErrorMapping(422, "unknown_workflow", V),
     InvalidParams: ErrorMapping(422, "invalid_params", V, _params_extras),
     NoCapableNode: ErrorMapping(422, "no_capable_node", V, _no_capable_node_extras),
-    QueueFull: ErrorMapping(429, "queue_full", S, headers=_retry_after),
+    QueueFull: ErrorMapping(429, "queue_full", S, headers=retry_after_header),
     NodeUnavailable: ErrorMapping(503, "node_unavailable", S),
     ConcurrentUpdate: ErrorMapping(503, "busy", S),
     RedisError: ErrorMapping(503, "redis_unavailable", S),

@@ -17,7 +17,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from comfy_shared.api.errors import ErrorMapping, ErrorTable
+from comfy_shared.api.errors import (
+    ErrorMapping,
+    ErrorTable,
+    retry_after_header,
+    transition_extras,
+)
 from comfy_shared.api.sse import InvalidEventId
 from comfy_shared.comfyui import (
     ComfyError,
@@ -44,7 +49,7 @@ class NotOnThisNode(ComfyStackError):
 
 
 class Overloaded(ComfyStackError):
-    RETRY_AFTER_S = 1
+    retry_after_s = 1
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"this node is handling its maximum of {limit} submits; retry shortly")
@@ -63,21 +68,13 @@ def _prompt_rejected_extras(exc: PromptRejected) -> dict[str, Any]:
     return {"error": exc.error, "node_errors": exc.node_errors}
 
 
-def _retry_after(_: Overloaded) -> dict[str, str]:
-    return {"Retry-After": str(Overloaded.RETRY_AFTER_S)}
-
-
-def _transition_extras(exc: InvalidTransition) -> dict[str, Any]:
-    return {"status": exc.current.value}
-
-
 V, S = ErrorType.VALIDATION, ErrorType.SERVICE
 
 STATUS_FOR: ErrorTable = {
     TaskNotFound: ErrorMapping(404, "task_not_found", V),
     OutputNotFound: ErrorMapping(404, "output_not_found", V),
     ComfyNotFound: ErrorMapping(404, "file_not_found", S),
-    InvalidTransition: ErrorMapping(409, "task_finished", V, _transition_extras),
+    InvalidTransition: ErrorMapping(409, "task_finished", V, transition_extras),
     NotOnThisNode: ErrorMapping(409, "not_on_this_node", V),
     InvalidEventId: ErrorMapping(400, "invalid_event_id", V),
     UnknownWorkflow: ErrorMapping(422, "unknown_workflow", V),
@@ -87,6 +84,6 @@ STATUS_FOR: ErrorTable = {
     ComfyProtocolError: ErrorMapping(503, "comfyui_protocol_error", S),
     ComfyError: ErrorMapping(503, "comfyui_error", S),
     ConcurrentUpdate: ErrorMapping(503, "busy", S),
-    Overloaded: ErrorMapping(503, "overloaded", S, headers=_retry_after),
+    Overloaded: ErrorMapping(503, "overloaded", S, headers=retry_after_header),
     RedisError: ErrorMapping(503, "redis_unavailable", S),
 }

@@ -17,6 +17,7 @@ from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from comfy_shared.api.schemas import ErrorBody
+from comfy_shared.errors import InvalidTransition
 from comfy_shared.models import ErrorType
 
 
@@ -34,6 +35,17 @@ class ErrorMapping:
 
 
 ErrorTable = Mapping[type[Exception], ErrorMapping]
+
+
+def retry_after_header(exc: Any) -> dict[str, str]:
+    """For errors that say when to come back (a ``retry_after_s`` attribute)."""
+    return {"Retry-After": str(exc.retry_after_s)}
+
+
+def transition_extras(exc: InvalidTransition) -> dict[str, Any]:
+    """What an ended task's 409 adds: the state it ended in."""
+    return {"status": exc.current.value}
+
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
