@@ -1,32 +1,89 @@
 import asyncio
+from collections.abc import Awaitable, Callable
 
-from comfy_shared.loops import run_every, start_loop, stop_tasks
+from loguru import logger
+
+from comfy_shared.loops import LoopHandle, Supervisor, stop_tasks
+from comfy_testkit.waiting import wait_for_condition
 
 
-async def test_a_failing_tick_does_not_stop_the_loop() -> None:
-    calls = 0
-    third_call = asyncio.Event()
+def holds(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return predicate()
+
+    return check
+
+
+def captured_messages() -> tuple[list[str], int]:
+    messages: list[str] = []
+    sink = logger.add(lambda m: messages.append(m.record["message"]), level="INFO")
+    return messages, sink
+
+
+async def test_a_loop_that_raises_is_logged_once_and_started_again() -> None:
+    runs = 0
+    messages, sink = captured_messages()
+
+    async def body(_: LoopHandle) -> None:
+        nonlocal runs
+        runs += 1
+        raise ConnectionError("redis went away")
+
+    loops = Supervisor()
+    loops.start("dispatcher", body)
+    await wait_for_condition(holds(lambda: runs >= 3), what="three starts", timeout_s=5)
+    problems = loops.problems()
+    await loops.stop()
+    logger.remove(sink)
+
+    assert [p.loop for p in problems] == ["dispatcher"]
+    assert problems[0].error == "ConnectionError: redis went away"
+    assert messages.count("loop failing") == 1
+
+
+async def test_a_loop_that_works_again_clears_its_problem_and_logs_the_outage() -> None:
+    dependency_back = asyncio.Event()
+    messages, sink = captured_messages()
 
     async def tick() -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            third_call.set()
-        raise RuntimeError("tick failed")
+        if not dependency_back.is_set():
+            raise TimeoutError("no answer")
 
-    task = start_loop(run_every(0.001, tick, name="test"), "test")
-    await asyncio.wait_for(third_call.wait(), timeout=5)
-    await stop_tasks([task])
+    loops = Supervisor()
+    handle = loops.start_every("health", 0.001, tick)
+    await wait_for_condition(holds(lambda: bool(loops.problems())), what="a problem")
+    dependency_back.set()
+    await wait_for_condition(holds(lambda: not loops.problems()), what="no problem")
+    await loops.stop()
+    logger.remove(sink)
 
-    assert task.cancelled()
-    assert calls >= 3
+    assert handle.restarts == 0  # a failing tick does not end the loop
+    assert messages.count("loop failing") == 1
+    assert messages.count("loop working again") == 1
+
+
+async def test_stop_cancels_every_loop_and_leaves_nothing_running() -> None:
+    started = 0
+
+    async def forever(_: LoopHandle) -> None:
+        nonlocal started
+        started += 1
+        await asyncio.Event().wait()
+
+    loops = Supervisor()
+    for name in ("a", "b", "c"):
+        loops.start(name, forever)
+    await wait_for_condition(holds(lambda: started == 3), what="three loops", timeout_s=5)
+    await loops.stop()
+
+    assert not [t for t in asyncio.all_tasks() if t.get_name() in ("a", "b", "c")]
 
 
 async def test_stop_tasks_waits_until_every_task_has_ended() -> None:
     async def forever() -> None:
         await asyncio.Event().wait()
 
-    tasks = [start_loop(forever(), f"t{i}") for i in range(3)]
+    tasks = [asyncio.create_task(forever()) for _ in range(3)]
     await asyncio.sleep(0)
     await stop_tasks(tasks)
 

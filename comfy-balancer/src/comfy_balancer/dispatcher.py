@@ -27,6 +27,7 @@ from comfy_balancer.service_client import NodeUnreachable, ServiceClient
 from comfy_shared.capabilities import missing_capabilities
 from comfy_shared.clock import now_ms, utc_now
 from comfy_shared.errors import InvalidTransition, TaskNotFound
+from comfy_shared.loops import LoopHandle
 from comfy_shared.models import RetryPolicy, TaskRecord
 from comfy_shared.signals import NODE_CHANGED, Signals
 from comfy_shared.task_queue import TASK_QUEUED, TaskQueue
@@ -94,13 +95,16 @@ class Dispatcher:
         # Sends to one node go one at a time, so ComfyUI queues them in placement order.
         self._node_locks: dict[str, asyncio.Lock] = {}
 
-    async def run(self, tick_s: float) -> None:
-        """Cycle on every signal, and at least every ``tick_s`` seconds."""
+    async def run(self, handle: LoopHandle, tick_s: float) -> None:
+        """Cycle on every signal, and at least every ``tick_s`` seconds. Raises when Redis
+        fails (its supervisor starts it again): a new subscription, then a full cycle at once,
+        so signals lost while it was down do not matter."""
         loop = asyncio.get_running_loop()
         async with self._signals.subscribe(TASK_QUEUED, TASK_ENDED, NODE_CHANGED) as wakeups:
             while True:
                 started = loop.time()
                 await self.cycle()
+                handle.working()
                 if await wakeups.next(timeout_s=tick_s) is not None:
                     # Under load signals come in a stream (two per task): one cycle a few ms
                     # later serves all of them, instead of a full cycle for each.
@@ -109,15 +113,9 @@ class Dispatcher:
                         pass
 
     async def cycle(self) -> int:
-        try:
-            nodes = await self._registry.read()
-            report = await self.sweep_once(nodes)
-            return await self.dispatch_once(await self._with_backlog(nodes, report.still_placed))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.opt(exception=True).warning("dispatch cycle failed")
-            return 0
+        nodes = await self._registry.read()
+        report = await self.sweep_once(nodes)
+        return await self.dispatch_once(await self._with_backlog(nodes, report.still_placed))
 
     async def dispatch_once(self, nodes: list[NodeView]) -> int:
         """Place as many queued tasks as there are free capable slots; returns how many."""

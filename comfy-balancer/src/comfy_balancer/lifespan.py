@@ -7,7 +7,6 @@ them), then the clients. Nothing else lives in the process: every fact is in Red
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from comfy_balancer.registry import NodeRegistry
 from comfy_balancer.scheduling import make_strategy
 from comfy_balancer.service_client import ServiceClient
 from comfy_balancer.settings import BalancerSettings
-from comfy_shared.loops import start_loop, stop_tasks
+from comfy_shared.loops import LoopHandle, Supervisor
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import Signals
@@ -46,7 +45,7 @@ class BalancerState:
     http: httpx.AsyncClient
     keys: RedisKeys
     task_logs: TaskLogSink
-    loops: list[asyncio.Task[None]] = field(default_factory=list)
+    loops: Supervisor = field(default_factory=Supervisor)
 
 
 def balancer_lifespan(
@@ -110,14 +109,18 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         task_logs,
     )  # fmt: skip
     if settings.dispatch:
-        state.loops = [start_loop(dispatcher.run(settings.sweep_interval_s), "dispatcher")]
+
+        async def dispatch(handle: LoopHandle) -> None:
+            await dispatcher.run(handle, settings.sweep_interval_s)
+
+        state.loops.start("dispatcher", dispatch)
     else:
         logger.info("not placing tasks: this replica only serves the API")
     return state
 
 
 async def _stop(state: BalancerState) -> None:
-    await stop_tasks(state.loops)
+    await state.loops.stop()
     await state.dispatcher.stop()
     await state.http.aclose()
     logger.info("comfy-balancer stopped")

@@ -7,7 +7,6 @@ Stop: loops first, then withdraw the health key (routing stops at once), then cl
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from comfy_service.tracking import EventTracker
 from comfy_service.watchdog import Limits, watchdog_once
 from comfy_shared.clock import utc_now
 from comfy_shared.comfyui import ComfyClient, ComfyEventListener, ListenerConfig
-from comfy_shared.loops import run_every, start_loop, stop_tasks
+from comfy_shared.loops import LoopHandle, Supervisor
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_logs import TaskLogSink, install_task_log_sink
@@ -54,7 +53,7 @@ class ServiceState:
     task_logs: TaskLogSink
     speed: SpeedMeter
     submits: SubmitGate
-    loops: list[asyncio.Task[None]] = field(default_factory=list)
+    loops: Supervisor = field(default_factory=Supervisor)
 
 
 def service_lifespan(
@@ -116,13 +115,11 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         settings, redis, store, comfy, runner, health, keys, task_logs, speed,
         SubmitGate(settings.max_concurrent_submits),
     )  # fmt: skip
-    state.loops = _start_loops(settings, state, owned)
+    _start_loops(settings, state, owned)
     return state
 
 
-def _start_loops(
-    settings: ServiceSettings, state: ServiceState, owned: OwnedTasks
-) -> list[asyncio.Task[None]]:
+def _start_loops(settings: ServiceSettings, state: ServiceState, owned: OwnedTasks) -> None:
     runner, store, comfy = state.runner, state.store, state.comfy
 
     async def reconcile() -> None:
@@ -153,21 +150,18 @@ def _start_loops(
             ping_interval_s=min(10.0, settings.ws_silence_timeout_s / 3),
         ),
     )
-    return [
-        start_loop(listener.run(tracker.handle), "comfyui-events"),
-        start_loop(
-            run_every(settings.health_interval_s, state.health.publish_once, name="health"),
-            "health",
-        ),
-        start_loop(run_every(WATCHDOG_INTERVAL_S, watchdog, name="watchdog"), "watchdog"),
-        start_loop(
-            run_every(settings.reconcile_interval_s, reconcile, name="reconcile"), "reconcile"
-        ),
-    ]
+
+    async def follow_events(handle: LoopHandle) -> None:
+        await listener.run(tracker.handle, on_handled=handle.working, on_failed=handle.failing)
+
+    state.loops.start("comfyui-events", follow_events)
+    state.loops.start_every("health", settings.health_interval_s, state.health.publish_once)
+    state.loops.start_every("watchdog", WATCHDOG_INTERVAL_S, watchdog)
+    state.loops.start_every("reconcile", settings.reconcile_interval_s, reconcile)
 
 
 async def _stop(state: ServiceState) -> None:
-    await stop_tasks(state.loops)
+    await state.loops.stop()
     try:
         await state.health.withdraw()
     except Exception:

@@ -38,18 +38,32 @@ def configure_logging(
     """Set up loguru for this process; with ``logdy`` (``HOST:PORT``) also ship JSON lines
     there. The shipper is closed (buffer flushed, at most 2 s) when the process exits."""
     logger.remove()
+    # Every sink prints tracebacks as Python does (backtrace=False, diagnose=False): loguru's
+    # default adds each frame's local variables, which puts prompts, keys and whole records
+    # into the logs and makes one traceback hundreds of lines long.
     logger.configure(extra={"service": service, "node": node})
     if json_lines:
-        logger.add(_write_json_line, level=level, format="{message}")
+        logger.add(
+            _write_json_line, level=level, format="{message}", backtrace=False, diagnose=False
+        )
     else:
-        logger.add(sys.stderr, level=level, format=_text_format, colorize=False)
+        logger.add(
+            sys.stderr,
+            level=level,
+            format=_text_format,
+            colorize=False,
+            backtrace=False,
+            diagnose=False,
+        )
     _route_stdlib_logging(level)
     if logdy is None:
         return None
     shipper = LogdyShipper(
         ShipperConfig.parse(logdy, buffer_lines=logdy_buffer_lines), record_to_dict
     )
-    logger.add(shipper.write, level=level, format="{message}", catch=True)
+    logger.add(
+        shipper.write, level=level, format="{message}", catch=True, backtrace=False, diagnose=False
+    )
     atexit.register(shipper.close)
     return shipper
 

@@ -1,35 +1,143 @@
-"""Background loops: one named task each, a failing tick is logged and the loop goes on."""
+"""Supervised background loops: every loop of a process runs under one :class:`Supervisor`.
+
+A loop that raises is logged once, with its name, and started again after a backoff that
+grows while it keeps failing; it never dies silently. Each loop says when it works
+(:meth:`LoopHandle.working`) and when it cannot (:meth:`LoopHandle.failing`), so the process
+can report the loops that are stuck (``/readyz`` answers 503 naming them) and an outage is
+logged twice: when it starts and when it ends, with its duration, never on every tick.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
 
 from loguru import logger
 
+RESTART_BACKOFF_S: Final = (0.1, 5.0)
+"""First and longest wait before a loop that raised is started again (doubling in between)."""
 
-async def run_every(interval_s: float, tick: Callable[[], Awaitable[object]], *, name: str) -> None:
-    """Call ``tick`` every ``interval_s`` seconds until cancelled.
 
-    An exception in one tick is logged and the next tick runs as planned; ``CancelledError``
-    is never swallowed, so stopping the loop is always prompt.
-    """
+@dataclass(frozen=True, slots=True)
+class LoopProblem:
+    """A loop that cannot do its work right now."""
+
+    loop: str
+    error: str
+    since_s: float
+    """Seconds since the loop last worked (or since it started, if it never did)."""
+
+
+class LoopHandle:
+    """What a loop body reports about itself to its supervisor."""
+
+    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self._clock = clock
+        self._failing_since: float | None = None
+        self._error = ""
+        self.restarts = 0
+
+    @property
+    def problem(self) -> LoopProblem | None:
+        if self._failing_since is None:
+            return None
+        return LoopProblem(self.name, self._error, self._clock() - self._failing_since)
+
+    def working(self) -> None:
+        """The loop did its work: ends an outage (logged once, with its duration)."""
+        if self._failing_since is not None:
+            outage_s = round(self._clock() - self._failing_since, 3)
+            logger.info("loop working again", loop=self.name, outage_s=outage_s)
+            self._failing_since = None
+
+    def failing(self, exc: BaseException) -> None:
+        """The loop could not do its work: the first failure of an outage is logged with its
+        traceback, later ones only update the reported error."""
+        self._error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if self._failing_since is None:
+            self._failing_since = self._clock()
+            logger.opt(exception=exc).error("loop failing", loop=self.name, error=self._error)
+
+
+LoopBody = Callable[[LoopHandle], Awaitable[None]]
+
+
+class Supervisor:
+    """Starts, restarts and stops a process's background loops, and knows which are stuck."""
+
+    def __init__(self) -> None:
+        self._handles: dict[str, LoopHandle] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, name: str, body: LoopBody) -> LoopHandle:
+        """Run ``body`` as the loop ``name``; it is started again whenever it raises."""
+        if name in self._handles:
+            raise ValueError(f"a loop named {name!r} is running already")
+        handle = self._handles[name] = LoopHandle(name)
+        self._tasks.append(asyncio.create_task(_supervise(handle, body), name=name))
+        return handle
+
+    def start_every(
+        self, name: str, interval_s: float, tick: Callable[[], Awaitable[object]]
+    ) -> LoopHandle:
+        """Run ``tick`` every ``interval_s`` seconds; a tick that raises marks the loop as
+        failing until a later tick succeeds."""
+
+        async def body(handle: LoopHandle) -> None:
+            await run_every(interval_s, tick, handle)
+
+        return self.start(name, body)
+
+    def problems(self) -> list[LoopProblem]:
+        """The loops that cannot work right now, by name."""
+        return sorted(
+            (problem for handle in self._handles.values() if (problem := handle.problem)),
+            key=lambda problem: problem.loop,
+        )
+
+    async def stop(self) -> None:
+        await stop_tasks(self._tasks)
+        self._tasks.clear()
+        self._handles.clear()
+
+
+async def run_every(
+    interval_s: float, tick: Callable[[], Awaitable[object]], handle: LoopHandle
+) -> None:
+    """Call ``tick`` every ``interval_s`` seconds until cancelled, reporting each outcome."""
     while True:
         try:
             await tick()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.opt(exception=True).warning("loop tick failed", loop=name)
+        except Exception as exc:
+            handle.failing(exc)
+        else:
+            handle.working()
         await asyncio.sleep(interval_s)
 
 
-def start_loop(coro: Awaitable[None], name: str) -> asyncio.Task[None]:
-    async def wrapper() -> None:
-        await coro
-
-    return asyncio.create_task(wrapper(), name=name)
+async def _supervise(handle: LoopHandle, body: LoopBody) -> None:
+    backoff_s, longest_s = RESTART_BACKOFF_S
+    while True:
+        started = time.monotonic()
+        try:
+            await body(handle)
+            raise RuntimeError("the loop returned")  # loops run until cancelled
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            handle.failing(exc)
+        handle.restarts += 1
+        if time.monotonic() - started > longest_s:
+            backoff_s = RESTART_BACKOFF_S[0]  # it ran a good while: a fresh failure
+        await asyncio.sleep(backoff_s)
+        backoff_s = min(backoff_s * 2, longest_s)
 
 
 async def stop_tasks(tasks: Iterable[asyncio.Task[None]]) -> None:

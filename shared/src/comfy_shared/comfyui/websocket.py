@@ -148,15 +148,27 @@ class ComfyEventListener:
         if active is not None:
             await active.aclose()
 
-    async def run(self, handler: EventHandler) -> None:
-        """Call ``handler`` for every event until cancelled. A handler error is logged and
-        the next event is handled: one bad event must not cost the connection."""
+    async def run(
+        self,
+        handler: EventHandler,
+        *,
+        on_handled: Callable[[], object] = lambda: None,
+        on_failed: Callable[[Exception], object] | None = None,
+    ) -> None:
+        """Call ``handler`` for every event until cancelled. A handler error does not cost the
+        connection: it goes to ``on_failed`` (logged, if none is given) and the next event is
+        handled; ``on_handled`` hears of every event handled without one."""
         async with aclosing(self.events()) as events:
             async for event in events:
                 try:
                     await handler(event)
-                except Exception:
-                    self._log.exception("comfyui event handler failed")
+                except Exception as exc:
+                    if on_failed is None:
+                        self._log.opt(exception=exc).error("comfyui event handler failed")
+                    else:
+                        on_failed(exc)
+                else:
+                    on_handled()
 
     async def events(self) -> AsyncGenerator[ListenerEvent, None]:
         """The event stream. Close it (``contextlib.aclosing``) if you stop early."""

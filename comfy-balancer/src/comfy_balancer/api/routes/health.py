@@ -4,6 +4,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from comfy_balancer.deps import State
+from comfy_shared.api.readiness import check, readiness_response
 
 router = APIRouter(tags=["health"])
 
@@ -14,12 +15,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Redis unreachable."}})
+@router.get("/readyz", responses={503: {"description": "Redis unreachable, or a loop stuck."}})
 async def readyz(state: State) -> JSONResponse:
-    """Ready to take work: Redis answers."""
-    try:
-        await state.redis.ping()
-    except Exception as exc:
-        body = {"status": "not ready", "checks": {"redis": f"unreachable: {exc}"}}
-        return JSONResponse(body, status_code=503)
-    return JSONResponse({"status": "ready", "checks": {"redis": "ok"}})
+    """Ready to take work: Redis answers and every background loop works."""
+    return readiness_response({"redis": await check(state.redis.ping)}, state.loops)
