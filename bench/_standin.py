@@ -18,11 +18,11 @@ from redis.asyncio import Redis
 
 from comfy_shared.clock import now_ms, utc_now
 from comfy_shared.comfyui.models import NodeInfo, model_files
-from comfy_shared.models import Capabilities, ComfyStatus, NodeHealth, TaskRecord
+from comfy_shared.lifecycle import Ended, current_attempt
+from comfy_shared.models import Capabilities, ComfyStatus, NodeHealth
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import NODE_CHANGED, Signals
-from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
 from comfy_stack.ports import free_port
 
@@ -65,18 +65,10 @@ class FakeService:
         return web.json_response({"id": task_id, "status": "queued"}, status=202)
 
     async def _finish(self, task_id: str) -> None:
-        def succeeded(record: TaskRecord) -> TaskRecord:
-            now = utc_now()
-            return record.model_copy(
-                update={
-                    "status": TaskStatus.SUCCEEDED,
-                    "submitted_at": now,
-                    "started_at": now,
-                    "finished_at": now,
-                }
-            )
-
-        await self._store.update(task_id, succeeded)
+        record = await self._store.get(task_id)
+        attempt = current_attempt(record)
+        assert attempt is not None
+        await self._store.apply(task_id, Ended(attempt))
         self.finished += 1
         if self.finished >= self.expected:
             self.all_done.set()

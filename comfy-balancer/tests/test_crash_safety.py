@@ -2,7 +2,6 @@
 
 import asyncio
 import uuid
-from collections import Counter
 from collections.abc import Callable
 
 import httpx
@@ -11,13 +10,6 @@ from comfy_testkit import graphs
 from comfy_testkit.api import submit, wait_until_finished
 from comfy_testkit.cluster import Cluster
 from comfy_testkit.plugin import BalancerFactory
-
-
-async def executions(cluster: Cluster) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for node in cluster.nodes:
-        counts.update((await node.control.stats())["executions"])
-    return counts
 
 
 async def submit_batch(api: httpx.AsyncClient, count: int) -> list[str]:
@@ -40,7 +32,7 @@ async def test_a_balancer_killed_under_load_loses_nothing_and_runs_nothing_twice
         finished = [await wait_until_finished(api, task_id, timeout_s=60) for task_id in ids]
 
     assert {task["status"] for task in finished} == {"succeeded"}
-    counts = await executions(cluster)
+    counts = await cluster.executions(ids)
     assert [counts[task_id] for task_id in ids] == [1] * len(ids)
 
 
@@ -58,7 +50,7 @@ async def test_two_replicas_on_one_redis_dispatch_each_task_once(
 
     assert {task["status"] for task in finished} == {"succeeded"}
     assert {task["attempts"] for task in finished} == {1}
-    counts = await executions(cluster)
+    counts = await cluster.executions(ids)
     assert [counts[task_id] for task_id in ids] == [1] * len(ids)
     placements = sum(
         component.process.output().count("task dispatched")

@@ -9,6 +9,7 @@ from comfy_shared.signals import Signals
 from comfy_shared.task_queue import TASK_QUEUED, QueueAtCapacity, TaskQueue
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TASK_ENDED, TaskStore
+from comfy_testkit.records import on_node, run, succeed
 
 KEYS = RedisKeys("test")
 PROMPT = {"1": {"class_type": "X", "inputs": {}}}
@@ -46,7 +47,7 @@ async def test_submit_stores_the_task_and_its_queue_place_together(
 
     assert (await store.get("a")).status is TaskStatus.QUEUED
     assert await store.get_prompt("a") == PROMPT
-    assert await redis.hget(KEYS.task("a"), "queue_score") is not None
+    assert await redis.hget(KEYS.queue_places(), "a") is not None
     again = await queue.submit(TaskRecord(id="a", priority=3), PROMPT)
     assert (again.created, again.task.id, again.position) == (False, "a", None)
     assert await queue.length() == 1
@@ -138,9 +139,9 @@ async def test_priority_out_of_range_is_refused(queue: TaskQueue) -> None:
 
 
 async def test_a_terminal_write_announces_the_end(store: TaskStore, redis: Redis) -> None:
-    await store.create(TaskRecord(id="a"))
+    await store.create(on_node("a"))
     signals = Signals(redis, KEYS)
     async with signals.subscribe(TASK_ENDED) as subscription:
-        await store.transition("a", TaskStatus.RUNNING)
-        await store.transition("a", TaskStatus.SUCCEEDED)
+        await run(store, "a")
+        await succeed(store, "a")
         assert await subscription.next(timeout_s=5) == (TASK_ENDED, "a")

@@ -4,13 +4,16 @@ import pytest
 from redis.asyncio import Redis
 
 from comfy_shared.errors import InvalidTransition, TaskNotFound
-from comfy_shared.models import Progress, TaskRecord
+from comfy_shared.lifecycle import Cancelled, Ended, Progressed, Refused, Started, TaskEvent
+from comfy_shared.models import ErrorType, InputFile, Progress, TaskError, TaskRecord
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
+from comfy_testkit.records import ATTEMPT, on_node, run, succeed
 
 KEYS = RedisKeys("test")
 RETENTION_S = 600
+PNG = InputFile("t1-image.png", b"\x89PNG\r\n\x1a\nrest")
 
 
 @pytest.fixture
@@ -18,14 +21,24 @@ def store(redis: Redis) -> TaskStore:
     return TaskStore(redis, KEYS, retention_s=RETENTION_S, events_maxlen=50)
 
 
-async def test_create_writes_record_prompt_event_and_recent_index(
+def task_keys(task_id: str) -> list[str]:
+    return [
+        KEYS.task(task_id),
+        KEYS.task_prompt(task_id),
+        KEYS.task_events(task_id),
+        KEYS.task_logs(task_id),
+    ]
+
+
+async def test_create_writes_record_graph_inputs_event_and_recent_index(
     store: TaskStore, redis: Redis
 ) -> None:
-    record, created = await store.create(TaskRecord(id="t1"), {"1": {"class_type": "X"}})
+    record, created = await store.create(on_node("t1"), {"1": {"class_type": "X"}}, [PNG])
 
     assert created
     assert await redis.hget(KEYS.task("t1"), "status") == "queued"
     assert await store.get_prompt("t1") == {"1": {"class_type": "X"}}
+    assert await store.get_inputs("t1") == [PNG]
     assert await redis.xlen(KEYS.task_events("t1")) == 1
     assert await redis.zscore(KEYS.recent_tasks(), "t1") is not None
     assert await redis.ttl(KEYS.task("t1")) == -1  # active tasks never expire
@@ -40,30 +53,51 @@ async def test_create_with_a_taken_id_returns_the_existing_task(store: TaskStore
     assert again.client == first.client == {"n": 1}
 
 
-async def test_terminal_transition_sets_retention_on_every_task_key(
+async def test_the_end_sets_retention_on_every_task_key_and_drops_the_inputs(
     store: TaskStore, redis: Redis
 ) -> None:
-    await store.create(TaskRecord(id="t1"), {"p": 1})
+    await store.create(on_node("t1"), {"p": 1}, [PNG])
     await redis.rpush(KEYS.task_logs("t1"), "a line")
-    await redis.set(KEYS.task_params("t1"), "{}")
-    await store.transition("t1", TaskStatus.RUNNING)
+    await run(store, "t1")
     assert await redis.ttl(KEYS.task("t1")) == -1
 
-    await store.transition("t1", TaskStatus.SUCCEEDED)
+    await succeed(store, "t1")
 
-    for key in KEYS.task_keys("t1"):
+    for key in task_keys("t1"):
         assert 0 < await redis.ttl(key) <= RETENTION_S, key
+    assert await redis.exists(KEYS.task_inputs("t1")) == 0
 
 
-async def test_forbidden_transition_changes_nothing(store: TaskStore, redis: Redis) -> None:
-    await store.create(TaskRecord(id="t1"))
-    await store.transition("t1", TaskStatus.CANCELLED)
+async def test_an_event_that_does_not_apply_changes_nothing(store: TaskStore, redis: Redis) -> None:
+    await store.create(on_node("t1"))
+    await store.apply("t1", Cancelled())
 
-    with pytest.raises(InvalidTransition):
-        await store.transition("t1", TaskStatus.RUNNING)
+    with pytest.raises(Refused):
+        await store.apply("t1", Started(ATTEMPT))
 
     assert (await store.get("t1")).status is TaskStatus.CANCELLED
     assert await redis.xlen(KEYS.task_events("t1")) == 2
+
+
+async def test_an_illegal_status_change_is_refused_by_the_store_and_logged(
+    store: TaskStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the lifecycle ever decide a change the state machine forbids, the store does
+    not write it: the transition table is checked on every status write."""
+    from comfy_shared import lifecycle
+
+    await store.create(on_node("t1"))
+    await succeed(store, "t1")
+
+    def back_to_running(record: TaskRecord, event: TaskEvent) -> TaskRecord:
+        return record.model_copy(update={"status": TaskStatus.RUNNING})
+
+    monkeypatch.setattr(lifecycle, "apply", back_to_running)
+
+    with pytest.raises(InvalidTransition):
+        await store.apply("t1", Started(ATTEMPT))
+
+    assert (await store.get("t1")).status is TaskStatus.SUCCEEDED
 
 
 async def test_unknown_task_raises_not_found(store: TaskStore) -> None:
@@ -71,46 +105,39 @@ async def test_unknown_task_raises_not_found(store: TaskStore) -> None:
     with pytest.raises(TaskNotFound):
         await store.get("nope")
     with pytest.raises(TaskNotFound):
-        await store.transition("nope", TaskStatus.RUNNING)
+        await store.apply("nope", Started(ATTEMPT))
 
 
-async def test_concurrent_terminal_transitions_have_exactly_one_winner(
-    store: TaskStore,
-) -> None:
-    await store.create(TaskRecord(id="t1"))
-    targets = [TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED] * 4
+async def test_concurrent_ends_have_exactly_one_winner(store: TaskStore) -> None:
+    await store.create(on_node("t1"))
+    failure = TaskError(type=ErrorType.COMFYUI, message="boom")
+    events: list[TaskEvent] = [Ended(ATTEMPT), Ended(ATTEMPT, error=failure), Cancelled()] * 4
 
     results = await asyncio.gather(
-        *(store.transition("t1", target) for target in targets), return_exceptions=True
+        *(store.apply("t1", event) for event in events), return_exceptions=True
     )
 
     winners = [r for r in results if isinstance(r, TaskRecord)]
     assert len(winners) == 1
-    assert all(isinstance(r, InvalidTransition) for r in results if r not in winners)
+    assert all(isinstance(r, Refused) for r in results if r not in winners)
     assert (await store.get("t1")).status is winners[0].status
 
 
-async def test_concurrent_updates_of_different_fields_are_all_kept(store: TaskStore) -> None:
-    await store.create(TaskRecord(id="t1"))
+async def test_concurrent_progress_reports_are_all_written(store: TaskStore, redis: Redis) -> None:
+    await store.create(on_node("t1"))
 
-    async def set_progress(step: int) -> None:
-        def apply(record: TaskRecord) -> TaskRecord:
-            record.client[f"step{step}"] = step
-            return record
+    await asyncio.gather(
+        *(store.apply("t1", Progressed(ATTEMPT, "3", step, 20)) for step in range(10))
+    )
 
-        await store.update("t1", apply, kind="progress")
-
-    await asyncio.gather(*(set_progress(i) for i in range(10)))
-
-    assert (await store.get("t1")).client == {f"step{i}": i for i in range(10)}
+    assert await redis.hget(KEYS.task("t1"), "version") == "11"
+    assert (await store.get("t1")).status is TaskStatus.RUNNING
 
 
 async def test_events_carry_the_whole_task_and_resume_after_an_id(store: TaskStore) -> None:
-    await store.create(TaskRecord(id="t1"))
-    await store.transition("t1", TaskStatus.RUNNING)
-    await store.update(
-        "t1", lambda r: r.model_copy(update={"progress": Progress(value=3, max=20)}), "progress"
-    )
+    await store.create(on_node("t1"))
+    await run(store, "t1")
+    await store.apply("t1", Progressed(ATTEMPT, None, 3, 20))
 
     events = await store.read_events("t1")
     assert [e.kind for _, e in events] == ["state", "state", "progress"]
@@ -122,27 +149,35 @@ async def test_events_carry_the_whole_task_and_resume_after_an_id(store: TaskSto
 
 
 async def test_read_events_blocks_until_the_next_event(store: TaskStore) -> None:
-    await store.create(TaskRecord(id="t1"))
+    await store.create(on_node("t1"))
     [(first_id, _)] = await store.read_events("t1")
 
     waiter = asyncio.create_task(store.read_events("t1", after=first_id, block_ms=5000))
     await asyncio.sleep(0)
     assert not waiter.done()
-    await store.transition("t1", TaskStatus.RUNNING)
+    await run(store, "t1")
 
     [(_, event)] = await asyncio.wait_for(waiter, timeout=5)
     assert event.task.status is TaskStatus.RUNNING
 
 
-async def test_update_returning_none_writes_nothing(store: TaskStore, redis: Redis) -> None:
-    await store.create(TaskRecord(id="t1"))
-    await store.update("t1", lambda record: None)
-    assert await redis.hget(KEYS.task("t1"), "version") == "1"
-
-
 async def test_delete_forgets_every_key_of_the_task(store: TaskStore, redis: Redis) -> None:
-    await store.create(TaskRecord(id="t1"), {"p": 1})
+    await store.create(on_node("t1"), {"p": 1}, [PNG])
     await store.delete("t1")
 
-    assert await redis.exists(*KEYS.task_keys("t1")) == 0
+    assert await redis.exists(*task_keys("t1"), KEYS.task_inputs("t1")) == 0
     assert await redis.zscore(KEYS.recent_tasks(), "t1") is None
+
+
+async def test_an_attempt_is_claimed_once(store: TaskStore) -> None:
+    claims = await asyncio.gather(*(store.claim_submission("t1", 2, f"n{i}") for i in range(5)))
+    assert claims.count(True) == 1
+    await store.release_submission("t1", 2)
+    assert await store.claim_submission("t1", 2, "n9")
+
+
+async def test_an_idempotency_key_binds_one_task(store: TaskStore) -> None:
+    assert await store.bind_idempotency_key("order-7", "t1") is None
+    assert await store.bind_idempotency_key("order-7", "t2") == "t1"
+    await store.unbind_idempotency_key("order-7")
+    assert await store.bind_idempotency_key("order-7", "t2") is None

@@ -31,7 +31,7 @@ def test_the_shipped_templates_load() -> None:
 
 def test_precedence_request_then_default_then_graph() -> None:
     template = SHIPPED.get("txt2img-sdxl")
-    expanded = template.expand(template.resolve({"prompt": "a fox", "width": 768}))
+    expanded = template.expand(template.resolve({"prompt": "a fox", "width": 768}), "t1")
 
     assert expanded.graph["6"]["inputs"]["text"] == "a fox"  # request
     assert expanded.graph["5"]["inputs"]["width"] == 768  # request
@@ -45,7 +45,7 @@ def test_an_unset_seed_is_random_and_reported() -> None:
     first = template.resolve({"prompt": "x"}, random.Random(1))
     second = template.resolve({"prompt": "x"}, random.Random(2))
     assert first["seed"] != second["seed"]
-    expansion = template.expand(first)
+    expansion = template.expand(first, "t1")
     assert expansion.params["seed"] == expansion.graph["3"]["inputs"]["seed"] == first["seed"]
     assert template.resolve({"seed": 7})["seed"] == 7
 
@@ -83,9 +83,12 @@ def test_enum_required_and_image_checks() -> None:
     resolved = img2img.resolve({"prompt": "x", "image": "data:image/png;base64," + png_base64()})
     with pytest.raises(InvalidParams, match="larger than 10"):
         img2img.check_image_sizes(resolved, max_bytes=10)
-    [image] = img2img.expand(resolved).images
-    assert (image.param, image.extension) == ("image", "png")
-    assert image.targets[0].node == "10"
+    expansion = img2img.expand(resolved, "t1")
+    [image] = expansion.inputs
+    assert image.name == "t1-image.png"
+    assert image.data.startswith(b"\x89PNG")
+    assert expansion.graph["10"]["inputs"]["image"] == "comfy-stack/t1-image.png"  # set once
+    assert expansion.params["image"] == f"<png image, {len(image.data)} bytes>"
 
 
 def test_unknown_workflow_lists_the_known_ones() -> None:

@@ -9,26 +9,23 @@ with what each node lacks.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
-from redis.asyncio import Redis
 
 from comfy_balancer.errors import NoCapableNode, NodeUnavailable, QueueFull
 from comfy_balancer.registry import NodeRegistry, NodeState
 from comfy_balancer.service_client import NodeUnreachable, ServiceClient
 from comfy_shared.api.schemas import GenerateRequest
 from comfy_shared.capabilities import missing_capabilities
-from comfy_shared.clock import utc_now
 from comfy_shared.errors import InvalidTransition
+from comfy_shared.lifecycle import Cancelled, Refused
 from comfy_shared.models import RetryPolicy, TaskRecord, new_task_id
-from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_queue import QueueAtCapacity, TaskQueue
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
-from comfy_shared.workflows import TemplateLibrary
+from comfy_shared.workflows import Expansion, TemplateLibrary
 
 RETRY_AFTER_S = 5
 IDEMPOTENCY_WAIT_S = 5.0
@@ -49,8 +46,6 @@ class TaskIntake:
     def __init__(
         self,
         *,
-        redis: Redis,
-        keys: RedisKeys,
         store: TaskStore,
         queue: TaskQueue,
         registry: NodeRegistry,
@@ -59,10 +54,7 @@ class TaskIntake:
         templates: TemplateLibrary,
         max_image_bytes: int,
         max_queue: int,
-        retention_s: int,
     ) -> None:
-        self._redis = redis
-        self._keys = keys
         self._store = store
         self._queue = queue
         self._registry = registry
@@ -71,7 +63,6 @@ class TaskIntake:
         self._templates = templates
         self._max_image_bytes = max_image_bytes
         self._max_queue = max_queue
-        self._retention_s = retention_s
 
     async def accept(self, request: GenerateRequest, idempotency_key: str | None) -> Intake:
         task_id = request.task_id or new_task_id()
@@ -83,7 +74,7 @@ class TaskIntake:
             return await self._enqueue(task_id, request)
         except Exception:
             if idempotency_key is not None:
-                await self._redis.delete(self._keys.idempotency(idempotency_key))
+                await self._store.unbind_idempotency_key(idempotency_key)
             raise
 
     async def cancel(self, task_id: str) -> TaskRecord:
@@ -99,61 +90,48 @@ class TaskIntake:
         # Only a caller-chosen id can be taken already; the submit script checks again.
         if request.task_id and (existing := await self._store.find(task_id)) is not None:
             return Intake(existing, created=False)
-        graph, resolved, used = self._expand(request)
-        await self._check_capable(graph)
-        if resolved is not None:
-            # Kept for the dispatch: the node expands the template again from these values
-            # (seed included) and uploads the images to its own ComfyUI.
-            params_key = self._keys.task_params(task_id)
-            await self._redis.set(params_key, json.dumps(resolved), ex=self._retention_s)
+        work = self._expand(request, task_id)
+        await self._check_capable(work.graph)
         record = TaskRecord(
             id=task_id,
             priority=request.priority,
             client=request.client,
             retry=self._policy,
             workflow=request.workflow,
-            params=used,
+            params=work.params,
+            input_files=[file.name for file in work.inputs],
         )
         try:
-            submitted = await self._queue.submit(record, graph, max_pending=self._max_queue)
+            submitted = await self._queue.submit(
+                record, work.graph, inputs=work.inputs, max_pending=self._max_queue
+            )
         except QueueAtCapacity:
             raise QueueFull(self._max_queue, RETRY_AFTER_S) from None
         if submitted.created:
             logger.info("task queued", task_id=task_id, priority=request.priority)
         return Intake(submitted.task, submitted.created, submitted.position)
 
-    def _expand(
-        self, request: GenerateRequest
-    ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
-        """The graph to route by, the resolved template values (None for a raw graph) and the
-        values to report (images summarised)."""
+    def _expand(self, request: GenerateRequest, task_id: str) -> Expansion:
+        """The graph the node will run, made once, here: a template is expanded with the
+        request's values (a random seed drawn now), its images become input files."""
         if request.prompt is not None:
-            return request.prompt, None, {}
+            return Expansion(graph=request.prompt, params={})
         template = self._templates.get(request.workflow or "")
         resolved = template.resolve(request.params)
         template.check_image_sizes(resolved, self._max_image_bytes)
-        expansion = template.expand(resolved)
-        return expansion.graph, resolved, expansion.params
+        return template.expand(resolved, task_id)
 
     async def _earlier_task(self, key: str, task_id: str) -> TaskRecord | None:
         """The task an earlier request with this key created, waiting for it if that request
         is still being accepted; None when this request is the first (it now owns the key)."""
         deadline = asyncio.get_running_loop().time() + IDEMPOTENCY_WAIT_S
-        while (earlier := await self._claim_key(key, task_id)) is not None:
+        while (earlier := await self._store.bind_idempotency_key(key, task_id)) is not None:
             if (known := await self._store.find(earlier)) is not None:
                 return known
             if asyncio.get_running_loop().time() > deadline:
                 raise QueueFull(self._max_queue, RETRY_AFTER_S)  # the first one is stuck
             await asyncio.sleep(0.01)
         return None
-
-    async def _claim_key(self, key: str, task_id: str) -> str | None:
-        """Bind an idempotency key to ``task_id``; returns the task id bound earlier, if any."""
-        redis_key = self._keys.idempotency(key)
-        if await self._redis.set(redis_key, task_id, nx=True, ex=self._retention_s):
-            return None
-        earlier = await self._redis.get(redis_key)
-        return str(earlier) if earlier is not None else None
 
     async def _check_capable(self, prompt: dict[str, Any]) -> None:
         """422 only when live nodes exist and none could run the graph; with no live node at
@@ -165,9 +143,10 @@ class TaskIntake:
             raise NoCapableNode({node: missing.model_dump() for node, missing in lacking.items()})
 
     async def _cancel_here(self, task_id: str) -> TaskRecord:
-        cancelled = await self._store.transition(
-            task_id, TaskStatus.CANCELLED, finished_at=utc_now()
-        )
+        try:
+            cancelled = await self._store.apply(task_id, Cancelled())
+        except Refused as refused:
+            raise InvalidTransition(task_id, refused.record.status, TaskStatus.CANCELLED) from None
         logger.info("task cancelled", task_id=task_id)
         return cancelled
 

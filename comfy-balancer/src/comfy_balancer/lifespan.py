@@ -20,8 +20,10 @@ from comfy_balancer.dispatcher import Dispatcher
 from comfy_balancer.intake import TaskIntake
 from comfy_balancer.registry import NodeRegistry
 from comfy_balancer.scheduling import make_strategy
+from comfy_balancer.sending import Sender
 from comfy_balancer.service_client import ServiceClient
 from comfy_balancer.settings import BalancerSettings
+from comfy_balancer.sweep import SweepRules
 from comfy_shared.loops import LoopHandle, Supervisor
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
@@ -78,8 +80,6 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     nodes_client = ServiceClient(http)
     policy = settings.retry_policy()
     intake = TaskIntake(
-        redis=redis,
-        keys=keys,
         store=store,
         queue=queue,
         registry=registry,
@@ -88,18 +88,20 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         templates=templates,
         max_image_bytes=settings.max_image_bytes,
         max_queue=settings.max_queue,
-        retention_s=settings.retention_s,
     )
     dispatcher = Dispatcher(
         store=store,
         queue=queue,
         registry=registry,
-        nodes_client=nodes_client,
+        sender=Sender(store=store, queue=queue, registry=registry, nodes_client=nodes_client),
         signals=Signals(redis, keys),
         strategy=make_strategy(settings.strategy),
         policy=policy,
         lookahead=settings.lookahead,
-        dispatch_timeout_s=settings.dispatch_timeout_s,
+        rules=SweepRules(
+            dispatch_timeout_ms=settings.dispatch_timeout_s * 1000,
+            comfyui_down_grace_s=settings.comfyui_down_grace_s,
+        ),
     )
     task_logs = install_task_log_sink(
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level

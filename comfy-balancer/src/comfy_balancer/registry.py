@@ -14,6 +14,7 @@ from comfy_shared.models import Capabilities, NodeHealth, NodeSpeed
 from comfy_shared.redis_keys import RedisKeys
 
 FAILURE_WINDOW_MS = 10 * 60 * 1000
+UNSEEN_NODE_TTL_S = 10.0
 
 
 class NodeState(StrEnum):
@@ -73,6 +74,7 @@ class NodeRegistry:
         self._slots = slots
         self._allowed = allowed
         self._last_read: tuple[float, list[NodeView]] | None = None
+        self._ttl_s: dict[str, float] = {}
 
     async def recent(self, max_age_s: float) -> list[NodeView]:
         """The last read of the nodes if it is at most ``max_age_s`` old, else a new one."""
@@ -107,6 +109,8 @@ class NodeRegistry:
         for i, (node_id, last_seen) in enumerate(seen):
             raw_health, in_flight, failures = replies[3 * i : 3 * i + 3]
             health = NodeHealth.model_validate_json(raw_health) if raw_health else None
+            if health is not None:
+                self._ttl_s[node_id] = health.ttl_s
             views.append(
                 NodeView(
                     node_id=node_id,
@@ -119,6 +123,11 @@ class NodeRegistry:
                 )
             )
         return views
+
+    def ttl_of(self, node_id: str) -> float:
+        """How long the node's health document lives, as last seen (a cautious guess for a node
+        not seen yet)."""
+        return self._ttl_s.get(node_id, UNSEEN_NODE_TTL_S)
 
     async def find(self, node_id: str) -> NodeView | None:
         return next((node for node in await self.read() if node.node_id == node_id), None)

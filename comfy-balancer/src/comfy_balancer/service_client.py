@@ -32,8 +32,14 @@ class ServiceClient:
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
 
-    async def generate(self, node_url: str, body: dict[str, Any]) -> NodeAnswer:
-        return await self._send("POST", f"{node_url}{API_PREFIX}/generate", json=body)
+    async def generate(self, node_url: str, body: bytes) -> NodeAnswer:
+        """POST a JSON body (already encoded) to the node's generate route."""
+        return await self._send(
+            "POST",
+            f"{node_url}{API_PREFIX}/generate",
+            content=body,
+            headers={"content-type": "application/json"},
+        )
 
     async def cancel(self, node_url: str, task_id: str) -> NodeAnswer:
         return await self._send("DELETE", f"{node_url}{API_PREFIX}/tasks/{task_id}")

@@ -48,6 +48,12 @@ class BalancerSettings(ApiServerSettings):
     dispatch_timeout_s: float = Field(
         default=30.0, gt=0, description="Timeout of one dispatch request to a node."
     )
+    comfyui_down_grace_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Take a node's tasks back (an attempt spent) once its ComfyUI has been "
+        "unreachable this long; they run elsewhere.",
+    )
     sweep_interval_s: float = Field(
         default=1.0,
         gt=0,

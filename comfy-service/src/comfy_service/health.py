@@ -10,7 +10,8 @@ from loguru import logger
 from redis.asyncio import Redis
 
 from comfy_service.host_metrics import GpuReader, read_host_metrics
-from comfy_service.owned_tasks import OwnedTasks
+from comfy_service.prompts import FollowedPrompts
+from comfy_service.reachability import Reachability
 from comfy_service.speed import SpeedMeter
 from comfy_shared.clock import now_ms
 from comfy_shared.comfyui import ComfyClient, ComfyError
@@ -26,7 +27,8 @@ class HealthPublisher:
         redis: Redis,
         keys: RedisKeys,
         comfy: ComfyClient,
-        owned: OwnedTasks,
+        prompts: FollowedPrompts,
+        reachability: Reachability,
         speed: SpeedMeter,
         gpus: GpuReader,
         node_id: str,
@@ -38,7 +40,8 @@ class HealthPublisher:
         self._redis = redis
         self._keys = keys
         self._comfy = comfy
-        self._owned = owned
+        self._prompts = prompts
+        self._reachability = reachability
         self._speed = speed
         self._gpus = gpus
         self._node_id = node_id
@@ -47,8 +50,6 @@ class HealthPublisher:
         self._started_at = started_at
         self._ttl_s = ttl_s
         self._capabilities: Capabilities | None = None
-        self._comfy_was_reachable: bool | None = None
-        self._published_reachable: bool | None = None
 
     async def refresh_capabilities(self) -> bool:
         """Re-read what ComfyUI offers (at start, and after it restarted); False if it failed."""
@@ -70,6 +71,10 @@ class HealthPublisher:
                 self._keys.node_health(self._node_id), health.model_dump_json(), ex=self._ttl_s
             )
             pipe.zadd(self._keys.nodes(), {self._node_id: now_ms()})
+            if health.speed is not None:
+                # Apart from the health document, and without expiry: a restart that takes
+                # longer than the health TTL still starts from the speed measured before.
+                pipe.set(self._keys.node_speed(self._node_id), health.speed.model_dump_json())
             await pipe.execute()
         return health
 
@@ -89,13 +94,14 @@ class HealthPublisher:
             version=self._version,
             started_at=self._started_at,
             comfyui=comfy,
-            tasks_in_flight=await self._owned.count(),
+            tasks_in_flight=await self._prompts.count(),
             cpu_percent=host.cpu_percent,
             ram_used_bytes=host.ram_used_bytes,
             ram_total_bytes=host.ram_total_bytes,
             gpus=self._gpus.read(),
             capabilities=self._capabilities or Capabilities(),
             speed=self._speed.current(),
+            ttl_s=self._ttl_s,
         )
 
     async def _comfy_status(self) -> ComfyStatus:
@@ -103,9 +109,10 @@ class HealthPublisher:
             stats = await self._comfy.system_stats()
             queue = await self._comfy.get_queue()
         except ComfyError as exc:
-            self._note_reachability(False, str(exc))
-            return ComfyStatus(reachable=False, error=str(exc))
-        self._note_reachability(True)
+            self._reachability.unreachable(str(exc))
+            down_for_s = round(self._reachability.down_for_s(), 3)
+            return ComfyStatus(reachable=False, error=str(exc), down_for_s=down_for_s)
+        self._reachability.reachable()
         device = stats.device
         return ComfyStatus(
             reachable=True,
@@ -117,22 +124,14 @@ class HealthPublisher:
             vram_free_bytes=device.vram_free if device else None,
         )
 
-    def _note_reachability(self, reachable: bool, error: str = "") -> None:
-        if reachable != self._comfy_was_reachable:
-            if reachable:
-                logger.info("comfyui reachable")
-            else:
-                logger.warning("comfyui unreachable", error=error)
-            self._comfy_was_reachable = reachable
 
-
-async def last_published_speed(redis: Redis, keys: RedisKeys, node_id: str) -> NodeSpeed | None:
-    """The speed a previous run of this node published, while its document has not expired:
-    a restarted service keeps placing well from its first task."""
-    raw = await redis.get(keys.node_health(node_id))
+async def last_measured_speed(redis: Redis, keys: RedisKeys, node_id: str) -> NodeSpeed | None:
+    """The speed a previous run of this node measured: a restarted service keeps placing well
+    from its first task."""
+    raw = await redis.get(keys.node_speed(node_id))
     if raw is None:
         return None
     try:
-        return NodeHealth.model_validate_json(raw).speed
+        return NodeSpeed.model_validate_json(raw)
     except ValueError:
         return None  # written by an incompatible version

@@ -16,13 +16,16 @@ from fastapi import FastAPI
 from loguru import logger
 from redis.asyncio import Redis
 
-from comfy_service.health import HealthPublisher, last_published_speed
+from comfy_service.ending import TaskEndings
+from comfy_service.health import HealthPublisher, last_measured_speed
 from comfy_service.host_metrics import GpuReader
-from comfy_service.owned_tasks import OwnedTasks
+from comfy_service.prompts import FollowedPrompts
+from comfy_service.queue_view import QueueView
+from comfy_service.reachability import Reachability
 from comfy_service.reconcile import reconcile_once
-from comfy_service.runner import TaskRunner
 from comfy_service.settings import ServiceSettings
 from comfy_service.speed import SpeedMeter
+from comfy_service.submission import Submitter
 from comfy_service.submit_gate import SubmitGate
 from comfy_service.tracking import EventTracker
 from comfy_service.watchdog import Limits, watchdog_once
@@ -47,7 +50,9 @@ class ServiceState:
     redis: Redis
     store: TaskStore
     comfy: ComfyClient
-    runner: TaskRunner
+    submitter: Submitter
+    endings: TaskEndings
+    queue_view: QueueView
     health: HealthPublisher
     keys: RedisKeys
     task_logs: TaskLogSink
@@ -79,27 +84,15 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
     store = TaskStore(
         redis, keys, retention_s=settings.retention_s, events_maxlen=settings.events_maxlen
     )
-    owned = OwnedTasks(redis, keys, settings.node_id)
-    runner = TaskRunner(
-        store=store,
-        queue=TaskQueue(redis, keys, store),
-        comfy=comfy,
-        owned=owned,
-        templates=templates,
-        max_image_bytes=settings.max_image_bytes,
-        redis=redis,
-        keys=keys,
-        node_id=settings.node_id,
-        # Stable across restarts, so events of prompts queued by a previous run still reach us.
-        client_id=f"comfy-service-{settings.node_id}",
-        retention_s=settings.retention_s,
-    )
-    speed = SpeedMeter(await last_published_speed(redis, keys, settings.node_id))
+    prompts = FollowedPrompts(redis, keys, settings.node_id)
+    reachability = Reachability()
+    speed = SpeedMeter(await last_measured_speed(redis, keys, settings.node_id))
     health = HealthPublisher(
         redis=redis,
         keys=keys,
         comfy=comfy,
-        owned=owned,
+        prompts=prompts,
+        reachability=reachability,
         speed=speed,
         gpus=GpuReader(),
         node_id=settings.node_id,
@@ -112,39 +105,81 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
     )
     state = ServiceState(
-        settings, redis, store, comfy, runner, health, keys, task_logs, speed,
-        SubmitGate(settings.max_concurrent_submits),
-    )  # fmt: skip
-    _start_loops(settings, state, owned)
+        settings=settings,
+        redis=redis,
+        store=store,
+        comfy=comfy,
+        submitter=Submitter(
+            store=store,
+            comfy=comfy,
+            prompts=prompts,
+            templates=templates,
+            max_image_bytes=settings.max_image_bytes,
+            node_id=settings.node_id,
+            # Stable across restarts, so events of prompts queued by a previous run reach us.
+            client_id=_client_id(settings),
+        ),
+        endings=TaskEndings(
+            store=store,
+            queue=TaskQueue(redis, keys, store),
+            comfy=comfy,
+            prompts=prompts,
+            node_id=settings.node_id,
+        ),
+        queue_view=QueueView(comfy, settings.node_id),
+        health=health,
+        keys=keys,
+        task_logs=task_logs,
+        speed=speed,
+        submits=SubmitGate(settings.max_concurrent_submits),
+    )
+    _start_loops(settings, state, prompts, reachability)
     return state
 
 
-def _start_loops(settings: ServiceSettings, state: ServiceState, owned: OwnedTasks) -> None:
-    runner, store, comfy = state.runner, state.store, state.comfy
+def _client_id(settings: ServiceSettings) -> str:
+    return f"comfy-service-{settings.node_id}"
+
+
+def _start_loops(
+    settings: ServiceSettings,
+    state: ServiceState,
+    prompts: FollowedPrompts,
+    reachability: Reachability,
+) -> None:
+    store, comfy, endings = state.store, state.comfy, state.endings
 
     async def reconcile() -> None:
-        await reconcile_once(runner=runner, store=store, owned=owned, comfy=comfy)
+        await reconcile_once(endings=endings, store=store, prompts=prompts, comfy=comfy)
 
     async def after_connect() -> None:
+        await reconcile()  # first: withdraw the prompts of attempts that are over
         await state.health.refresh_capabilities()  # ComfyUI may have restarted with new nodes
-        await reconcile()
 
-    limits = Limits(settings.start_timeout_s, settings.stall_timeout_s, settings.task_timeout_s)
+    limits = Limits(
+        start_timeout_s=settings.start_timeout_s,
+        stall_timeout_s=settings.stall_timeout_s,
+        task_timeout_s=settings.task_timeout_s,
+        comfyui_down_grace_s=settings.comfyui_down_grace_s,
+    )
 
     async def watchdog() -> None:
-        await watchdog_once(runner=runner, store=store, owned=owned, comfy=comfy, limits=limits)
+        await watchdog_once(
+            endings=endings, store=store, prompts=prompts, comfy=comfy,
+            reachability=reachability, limits=limits,
+        )  # fmt: skip
 
     tracker = EventTracker(
-        runner=runner,
         store=store,
-        owned=owned,
+        prompts=prompts,
+        endings=endings,
         comfy=comfy,
         on_connected=after_connect,
         speed=state.speed,
     )
     listener = ComfyEventListener(
         settings.comfyui_url,
-        runner.client_id,
+        _client_id(settings),
         ListenerConfig(
             silence_timeout_s=settings.ws_silence_timeout_s,
             ping_interval_s=min(10.0, settings.ws_silence_timeout_s / 3),

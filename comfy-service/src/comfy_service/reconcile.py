@@ -1,22 +1,27 @@
-"""Bring the owned tasks in line with what ComfyUI says, after anything that may have hidden
-events from us: a WebSocket reconnect, a service restart, or just time (a safety net).
+"""Bring the followed prompts in line with what ComfyUI says, after anything that may have
+hidden events from us: a WebSocket reconnect, a service restart, or just time (a safety net).
 
-The reads are ordered so that no task can slip through: owned ids first, then the queue, then
-history for whatever is not queued. ComfyUI moves a prompt from its queue to its history
-under one lock, so a prompt is always in one of the two; one in neither is lost.
+The reads are ordered so that no prompt can slip through: followed prompts first, then the
+queue, then history for whatever is not queued. ComfyUI moves a prompt from its queue to its
+history under one lock, so a prompt is always in one of the two; one in neither is lost.
+
+A prompt whose attempt is over (the task ended, or moved to another node while this one was
+cut off) is withdrawn first, so once this service reaches its ComfyUI again no such prompt
+starts: queued ones are dequeued, a running one is interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from loguru import logger
 
-from comfy_service.owned_tasks import OwnedTasks
-from comfy_service.record_changes import started
-from comfy_service.runner import TaskRunner
+from comfy_service.ending import TaskEndings
+from comfy_service.prompts import FollowedPrompts, Prompt
 from comfy_shared.comfyui import ComfyClient, QueueState
-from comfy_shared.models import ErrorType, TaskError
+from comfy_shared.lifecycle import Refused, Started
+from comfy_shared.models import ErrorType, TaskError, TaskRecord
 from comfy_shared.task_store import TaskStore
 
 LOST_MESSAGE = (
@@ -29,50 +34,71 @@ LOST_MESSAGE = (
 class ReconcileReport:
     finished: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)
     still_queued: list[str] = field(default_factory=list)
     running: list[str] = field(default_factory=list)
 
 
 async def reconcile_once(
-    *, runner: TaskRunner, store: TaskStore, owned: OwnedTasks, comfy: ComfyClient
+    *, endings: TaskEndings, store: TaskStore, prompts: FollowedPrompts, comfy: ComfyClient
 ) -> ReconcileReport:
     report = ReconcileReport()
-    task_ids = await owned.ids()
-    if not task_ids:
+    followed = await prompts.all()
+    if not followed:
         return report
     queue = await comfy.get_queue()
-    for task_id in sorted(task_ids):
-        with logger.contextualize(task_id=task_id):
-            await _reconcile_task(task_id, queue, runner, store, owned, comfy, report)
-    if report.finished or report.lost:
-        logger.info("reconciled with comfyui", finished=len(report.finished), lost=len(report.lost))
+    records = await store.find_many(sorted({prompt.task_id for prompt in followed}))
+    for prompt in followed:
+        with logger.contextualize(task_id=prompt.task_id, attempt=prompt.attempt.number):
+            record = records[prompt.task_id]
+            await _reconcile_prompt(prompt, record, queue, endings, store, comfy, report)
+    if report.finished or report.lost or report.withdrawn:
+        logger.info(
+            "reconciled with comfyui",
+            finished=len(report.finished),
+            lost=len(report.lost),
+            withdrawn=len(report.withdrawn),
+        )
     return report
 
 
-async def _reconcile_task(
-    task_id: str,
+async def _reconcile_prompt(
+    prompt: Prompt,
+    record: TaskRecord | None,
     queue: QueueState,
-    runner: TaskRunner,
+    endings: TaskEndings,
     store: TaskStore,
-    owned: OwnedTasks,
     comfy: ComfyClient,
     report: ReconcileReport,
 ) -> None:
-    record = await store.find(task_id)
-    if record is None or record.status.is_terminal:
-        await owned.remove(task_id)
-    elif record.node_id != runner.node_id:
-        # Another node runs it now (this one was taken for dead): drop our copy of the prompt.
-        await runner.abandon(task_id)
-    elif queue.is_running(task_id):
-        await store.update(task_id, started)  # the start event may have been missed
-        report.running.append(task_id)
-    elif queue.is_pending(task_id):
-        report.still_queued.append(task_id)
-    elif entry := await comfy.get_history(task_id):
-        await runner.finish(task_id, entry)
-        report.finished.append(task_id)
+    in_comfy = queue.position(prompt.prompt_id) is not None
+    if (over := _why_over(prompt, record)) is not None:
+        if in_comfy:
+            await endings.withdraw(prompt, over)
+            report.withdrawn.append(prompt.task_id)
+        else:
+            await endings.forget(prompt)
+    elif queue.is_running(prompt.prompt_id):
+        with contextlib.suppress(Refused):  # the start may have been missed, or seen already
+            await store.apply(prompt.task_id, Started(prompt.attempt))
+        report.running.append(prompt.task_id)
+    elif in_comfy:
+        report.still_queued.append(prompt.task_id)
+    elif entry := await comfy.get_history(prompt.prompt_id):
+        await endings.finish(prompt, entry)
+        report.finished.append(prompt.task_id)
     else:
         lost = TaskError(type=ErrorType.SERVICE, message=LOST_MESSAGE, details={"node_fault": True})
-        await runner.fail(task_id, lost)
-        report.lost.append(task_id)
+        await endings.fail(prompt, lost)
+        report.lost.append(prompt.task_id)
+
+
+def _why_over(prompt: Prompt, record: TaskRecord | None) -> str | None:
+    """Why the prompt's attempt is over, or None while it is the task's current one."""
+    if record is None:
+        return "the task expired"
+    if record.status.is_terminal:
+        return f"the task {record.status.value}"
+    if record.node_id != prompt.attempt.node_id or record.attempts != prompt.attempt.number:
+        return f"the task moved on to attempt {record.attempts} on {record.node_id or 'the queue'}"
+    return None

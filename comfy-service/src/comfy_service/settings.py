@@ -56,6 +56,12 @@ class ServiceSettings(ApiServerSettings):
     task_timeout_s: float = Field(
         default=3600.0, gt=0, description="Fail a task that is not finished this long after submit."
     )
+    comfyui_down_grace_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Fail a task submitted straight to this node once its ComfyUI has been "
+        "unreachable this long (the balancer takes its own tasks back at its own setting).",
+    )
     ws_silence_timeout_s: float = Field(
         default=60.0,
         gt=0,

@@ -1,8 +1,10 @@
 """Follows ComfyUI's WebSocket events and mirrors them onto the tasks in Redis.
 
-Only events about tasks this node owns are used; ComfyUI may run prompts of other clients
-too. The end of a prompt is taken from ``executing`` with ``node: null``, which ComfyUI sends
-after the history entry is written, and the outcome is then read from history.
+Only events about prompts this node follows are used; ComfyUI may run prompts of other
+clients too. The end of a prompt is taken from ``executing`` with ``node: null``, which ComfyUI
+sends after the history entry is written, and the outcome is then read from history. A prompt
+that starts although its attempt is over (the task moved to another node while this one was
+cut off) is withdrawn at once.
 
 ComfyUI's own log lines arrive on the same socket (after subscribing on every connection) and
 are logged again with ``source=comfyui`` and the ``task_id`` of the prompt running when they
@@ -17,9 +19,8 @@ from collections.abc import Awaitable, Callable
 
 from loguru import logger
 
-from comfy_service.owned_tasks import OwnedTasks
-from comfy_service.record_changes import started, with_progress
-from comfy_service.runner import TaskRunner
+from comfy_service.ending import TaskEndings
+from comfy_service.prompts import FollowedPrompts, Prompt
 from comfy_service.speed import SpeedMeter
 from comfy_shared.comfyui import (
     ComfyClient,
@@ -31,35 +32,59 @@ from comfy_shared.comfyui import (
     Logs,
     Progress,
 )
-from comfy_shared.task_store import TaskChange, TaskStore
+from comfy_shared.lifecycle import AttemptOver, Progressed, Refused, Started
+from comfy_shared.task_store import TaskStore
 
 _PROGRESS_BAR = re.compile(r"^\s*\d+%\|")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")
 _SUMMARY_GRACE_S = 2.0
 PROGRESS_WRITE_INTERVAL_S = 0.05
 """A task's progress is stored at most this often (each write is a record update and an
 event); a node's last step is always stored. Fast samplers report hundreds of steps a second."""
 
 
+class ComfyErrorLines:
+    """Tells ComfyUI's error lines from the rest. Its log lines carry no level, but an error
+    has one shape: "!!! Exception during processing !!! ...", then a Python traceback that
+    ends with the exception's own line."""
+
+    def __init__(self) -> None:
+        self._in_traceback = False
+
+    def is_error(self, line: str) -> bool:
+        if line.startswith("Traceback (most recent call last)"):
+            self._in_traceback = True
+            return True
+        if self._in_traceback and line[:1].isspace():
+            return True
+        if _EXCEPTION_LINE.match(line):
+            self._in_traceback = False
+            return True
+        self._in_traceback = False
+        return line.startswith(("!!! Exception", "Exception in thread"))
+
+
 class EventTracker:
     def __init__(
         self,
         *,
-        runner: TaskRunner,
         store: TaskStore,
-        owned: OwnedTasks,
+        prompts: FollowedPrompts,
+        endings: TaskEndings,
         comfy: ComfyClient,
         on_connected: Callable[[], Awaitable[object]],
         speed: SpeedMeter,
     ) -> None:
-        self._runner = runner
         self._store = store
-        self._owned = owned
+        self._prompts = prompts
+        self._endings = endings
         self._comfy = comfy
         self._on_connected = on_connected
         self._speed = speed
-        self._running: str | None = None
-        self._finished: tuple[str, float] | None = None  # last prompt that ended, and when
+        self._running: str | None = None  # task id of the prompt running now
+        self._finished: tuple[str, float] | None = None  # last task that ended, and when
         self._progress_written: dict[str, float] = {}
+        self._errors = ComfyErrorLines()
 
     async def handle(self, event: ListenerEvent) -> None:
         if isinstance(event, Connected):
@@ -72,35 +97,41 @@ class EventTracker:
             self._relog(event)
             return
         prompt_id = getattr(event, "prompt_id", None)
-        if not isinstance(prompt_id, str) or not await self._is_ours(prompt_id):
+        if (
+            not isinstance(prompt_id, str)
+            or (prompt := await self._prompts.find(prompt_id)) is None
+        ):
             return
-        self._owned.touch(prompt_id)
-        with logger.contextualize(task_id=prompt_id):
-            await self._apply(prompt_id, event)
+        self._prompts.touch(prompt.prompt_id)
+        with logger.contextualize(task_id=prompt.task_id, attempt=prompt.attempt.number):
+            try:
+                await self._apply(prompt, event)
+            except AttemptOver as over:
+                await self._endings.withdraw(prompt, over.reason)
+            except Refused:
+                return  # nothing to change (e.g. a start that was seen already)
 
-    async def _apply(self, task_id: str, event: ListenerEvent) -> None:
+    async def _apply(self, prompt: Prompt, event: ListenerEvent) -> None:
+        task_id, attempt = prompt.task_id, prompt.attempt
         if isinstance(event, ExecutionStart):
             self._running = task_id
-            self._speed.started(task_id)
-            await self._store.update(task_id, self._here(started))
+            self._speed.started(prompt.prompt_id)
+            await self._store.apply(task_id, Started(attempt))
             logger.info("task running")
         elif isinstance(event, Executing) and event.done:
             self._running = None
             self._finished = (task_id, time.monotonic())
-            self._speed.ended(task_id)
-            self._progress_written.pop(task_id, None)
-            await self._runner.finish(task_id)
+            self._speed.ended(prompt.prompt_id)
+            self._progress_written.pop(prompt.prompt_id, None)
+            await self._endings.finish(prompt)
         elif isinstance(event, Executing):
-            node = event.node
-            step = self._here(lambda r: with_progress(r, node, 0, 0))
-            await self._store.update(task_id, step, "progress")
+            await self._store.apply(task_id, Progressed(attempt, event.node))
         elif isinstance(event, Progress):
             node, value, maximum = event.node, int(event.value), int(event.max)
-            self._speed.progressed(task_id, node, value)
-            if value < maximum and self._wrote_progress_lately(task_id):
+            self._speed.progressed(prompt.prompt_id, node, value)
+            if value < maximum and self._wrote_progress_lately(prompt.prompt_id):
                 return
-            step = self._here(lambda r: with_progress(r, node, value, maximum))
-            await self._store.update(task_id, step, "progress")
+            await self._store.apply(task_id, Progressed(attempt, node, value, maximum))
 
     def _wrote_progress_lately(self, task_id: str) -> bool:
         now = time.monotonic()
@@ -110,12 +141,6 @@ class EventTracker:
             return True
         self._progress_written[task_id] = now
         return False
-
-    def _here(self, change: TaskChange) -> TaskChange:
-        """``change``, applied only while the task is still this node's (a task moved to
-        another node keeps its state there)."""
-        node_id = self._runner.node_id
-        return lambda record: change(record) if record.node_id == node_id else None
 
     async def _subscribe_to_comfy_logs(self, client_id: str) -> None:
         try:
@@ -130,7 +155,8 @@ class EventTracker:
                 # Progress bars are redrawn per step; the task's progress already says that.
                 if line.strip() and not _PROGRESS_BAR.match(line):
                     task_id = self._task_writing(line)
-                    (comfy_log.bind(task_id=task_id) if task_id else comfy_log).info(line)
+                    level = "ERROR" if self._errors.is_error(line) else "INFO"
+                    (comfy_log.bind(task_id=task_id) if task_id else comfy_log).log(level, line)
 
     def _task_writing(self, line: str) -> str | None:
         """The task a ComfyUI line belongs to: the running prompt; while none runs, the one
@@ -142,9 +168,3 @@ class EventTracker:
             return None
         task_id, ended = self._finished
         return task_id if time.monotonic() - ended < _SUMMARY_GRACE_S else None
-
-    async def _is_ours(self, task_id: str) -> bool:
-        if self._owned.is_known(task_id):
-            return True
-        record = await self._store.find(task_id)
-        return record is not None and record.node_id == self._runner.node_id

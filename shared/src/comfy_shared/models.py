@@ -5,6 +5,7 @@ Everything serialises to JSON with ``model_dump_json``; timestamps are UTC ISO-8
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from functools import cached_property
@@ -76,8 +77,15 @@ class Attempt(BaseModel):
     number: int
     node_id: str
     dispatched_at: datetime = Field(default_factory=utc_now)
+    prompt_id: str | None = Field(
+        default=None, description="The prompt id the attempt has in its node's ComfyUI."
+    )
     ended_at: datetime | None = None
-    outcome: str | None = None
+    outcome: str | None = Field(
+        default=None,
+        description='How it ended: "succeeded", "failed: ...", "cancelled", or why '
+        "the node lost it.",
+    )
 
 
 class RetryPolicy(BaseModel):
@@ -131,9 +139,25 @@ class TaskRecord(BaseModel):
         default_factory=dict, description="Template parameters as used (random seeds included)."
     )
     attempt_log: list[Attempt] = Field(default_factory=list)
+    input_files: list[str] = Field(
+        default_factory=list,
+        description="Files the node uploads to its ComfyUI before submitting (task inputs key).",
+    )
     retry: RetryPolicy | None = Field(
         default=None, description="Present on tasks the balancer manages."
     )
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """A file a task brings (an image parameter): kept with the task until it ends, uploaded by
+    each node that runs it to its own ComfyUI (input folder, subfolder ``UPLOAD_SUBFOLDER``)."""
+
+    name: str
+    data: bytes
+
+
+UPLOAD_SUBFOLDER = "comfy-stack"
 
 
 TaskEventKind = Literal["state", "progress", "output"]
@@ -164,6 +188,9 @@ class ComfyStatus(BaseModel):
 
     reachable: bool
     error: str | None = None
+    down_for_s: float | None = Field(
+        default=None, description="Seconds since ComfyUI last answered, while it does not."
+    )
     version: str | None = None
     queue_running: int = 0
     queue_pending: int = 0
@@ -211,3 +238,8 @@ class NodeHealth(BaseModel):
     gpus: list[GpuInfo] = Field(default_factory=list)
     capabilities: Capabilities = Field(default_factory=Capabilities)
     speed: NodeSpeed | None = Field(default=None, description="None until a task has run.")
+    ttl_s: float = Field(
+        default=6.0,
+        description="Seconds the document lives unless refreshed: the node is "
+        "taken for dead this long after its last refresh.",
+    )

@@ -4,30 +4,40 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 ---------------------------  ------  --------------  ---------------------------------------------
 {p}:task:{id}                hash    task store      none while active; retention once terminal.
                                                      Fields: status, version (bumped by every
-                                                     write), record (TaskRecord JSON), and for
-                                                     queued tasks queue_score, queued_ms.
-{p}:task:{id}:prompt         string  submitter       as the task
-{p}:task:{id}:params         string  comfy-balancer  as the task; template parameters to dispatch
+                                                     write), record (TaskRecord JSON).
+{p}:task:{id}:prompt         string  task store      as the task; the graph the node runs (a
+                                                     template is expanded once, at intake)
+{p}:task:{id}:inputs         hash    task store      until the task ends (deleted then); file
+                                                     name -> base64 bytes, uploaded by the node
 {p}:task:{id}:events         stream  task store      as the task; capped with MAXLEN ~
 {p}:task:{id}:logs           list    log capture     as the task; capped with LTRIM
-{p}:task:{id}:submit:{n}     string  comfy-service   retention; node id that sent attempt n to
+{p}:task:{id}:submit:{n}     string  task store      retention; node id that sent attempt n to
                                                      ComfyUI (SET NX: an attempt runs once)
 {p}:tasks:recent             zset    task store      none; task id scored by created ms,
                                                      trimmed to the retention window
+{p}:idempotency:{key}        string  task store      retention; value = task id
 {p}:node:{node}:health       string  comfy-service   ~3 health intervals: expiry = node dead
-{p}:node:{node}:active       set     comfy-service   none; unfinished task ids the node owns
+{p}:node:{node}:speed        string  comfy-service   none; the node's measured speed, kept
+                                                     across restarts however long they take
+{p}:node:{node}:prompts      hash    comfy-service   none; the prompts the node sent to its
+                                                     ComfyUI and still follows: prompt id ->
+                                                     {"task_id", "attempt"} JSON
 {p}:nodes                    zset    comfy-service   none; node id scored by last seen ms
 {p}:queue:pending            zset    task queue      none; task id scored in run order
                                                      (-priority * 1e12 + arrival sequence)
 {p}:queue:since              zset    task queue      none; pending task id scored by enqueue ms
+{p}:queue:places             hash    task queue      none; task id -> "score:enqueue ms" of a
+                                                     task placed from the queue, so it goes back
+                                                     to its old place; dropped with its slot
 {p}:queue:priorities         hash    task queue      none; priority -> pending count
 {p}:queue:seq                string  task queue      none; arrival counter (FIFO in a priority)
 {p}:node:{node}:dispatched   zset    task queue      none; task ids the balancer placed on the
                                                      node, scored by claim ms (its used slots)
 {p}:node:{node}:failures     zset    comfy-balancer  ~10 min; recent failure times on the node
-{p}:idempotency:{key}        string  comfy-balancer  retention; value = task id
 {p}:signal:{name}            pubsub  any             wake-ups only, never the only copy of a fact
 
+Task ids are 1-128 characters of ``[A-Za-z0-9_.-]``, the first a letter or digit
+(``models.TASK_ID_PATTERN``): no id can reach into another task's keys.
 Values are JSON (pydantic ``model_dump_json``), never pickle, so ``redis-cli`` shows readable data.
 """
 
@@ -48,8 +58,8 @@ class RedisKeys:
     def task_prompt(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}:prompt"
 
-    def task_params(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}:params"
+    def task_inputs(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}:inputs"
 
     def task_events(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}:events"
@@ -60,24 +70,17 @@ class RedisKeys:
     def task_submission(self, task_id: str, attempt: int) -> str:
         return f"{self.prefix}:task:{task_id}:submit:{attempt}"
 
-    def task_keys(self, task_id: str) -> tuple[str, str, str, str, str]:
-        """Every key that lives and expires with a task, the record first."""
-        return (
-            self.task(task_id),
-            self.task_prompt(task_id),
-            self.task_events(task_id),
-            self.task_logs(task_id),
-            self.task_params(task_id),
-        )
-
     def recent_tasks(self) -> str:
         return f"{self.prefix}:tasks:recent"
 
     def node_health(self, node_id: str) -> str:
         return f"{self.prefix}:node:{node_id}:health"
 
-    def node_active(self, node_id: str) -> str:
-        return f"{self.prefix}:node:{node_id}:active"
+    def node_speed(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{node_id}:speed"
+
+    def node_prompts(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{node_id}:prompts"
 
     def nodes(self) -> str:
         return f"{self.prefix}:nodes"
@@ -87,6 +90,9 @@ class RedisKeys:
 
     def queue_since(self) -> str:
         return f"{self.prefix}:queue:since"
+
+    def queue_places(self) -> str:
+        return f"{self.prefix}:queue:places"
 
     def queue_priorities(self) -> str:
         return f"{self.prefix}:queue:priorities"

@@ -13,15 +13,17 @@ races that matter have exactly one winner:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from redis.asyncio import Redis
 
 from comfy_shared.clock import now_ms
-from comfy_shared.models import TaskRecord
+from comfy_shared.lua import LuaScript
+from comfy_shared.models import InputFile, TaskRecord
 from comfy_shared.redis_keys import RedisKeys
-from comfy_shared.task_store import CREATE_SCRIPT, TaskStore
+from comfy_shared.task_store import CREATE_TASK, TaskStore
 
 PRIORITY_SPAN: Final = 10**12
 """Arrival sequences stay below this, so priorities never overlap (scores stay exact doubles
@@ -30,90 +32,118 @@ MAX_ABS_PRIORITY: Final = 1000
 TASK_QUEUED: Final = "task-queued"
 """Signal sent when a task enters (or re-enters) the pending queue."""
 
-# Lua: the priority a score encodes (as the field name in the priorities hash; "+ 0" and %d
-# turn Lua's -0 into "0").
-_PRIORITY_LUA: Final = """
+# The priority a score encodes, as the field name in the priorities hash ("+ 0" and %d turn
+# Lua's -0 into "0"); and taking a task out of the pending queue.
+_DEQUEUE: Final = LuaScript(
+    keys=("pending", "since", "priorities"),
+    args=(),
+    body="""
 local function priority_of(score)
   return string.format('%d', -math.floor(tonumber(score) / 1e12) + 0)
 end
-"""
-
-# Lua: take a task out of the pending queue.
-_DEQUEUE_LUA: Final = (
-    _PRIORITY_LUA
-    + """
-local function dequeue(pending, since, priorities, task_id)
-  local score = redis.call('ZSCORE', pending, task_id)
+local function dequeue(task_id)
+  local score = redis.call('ZSCORE', KEY.pending, task_id)
   if not score then return false end
-  redis.call('ZREM', pending, task_id)
-  redis.call('ZREM', since, task_id)
+  redis.call('ZREM', KEY.pending, task_id)
+  redis.call('ZREM', KEY.since, task_id)
   local priority = priority_of(score)
-  if redis.call('HINCRBY', priorities, priority, -1) <= 0 then
-    redis.call('HDEL', priorities, priority)
+  if redis.call('HINCRBY', KEY.priorities, priority, -1) <= 0 then
+    redis.call('HDEL', KEY.priorities, priority)
   end
   return true
 end
-"""
+""",
 )
 
-# CREATE_SCRIPT's KEYS[1..4]/ARGV[1..8], then KEYS: 5 pending, 6 since, 7 priorities, 8 seq;
-# ARGV: 9 priority, 10 queued ms, 11 signal channel, 12 most pending tasks (0: no limit).
-# Returns the stored record if the id is taken, -1 if the queue is full, else 1 + tasks ahead
-# of the new one.
-_SUBMIT_SCRIPT: Final = (
-    """
-local limit = tonumber(ARGV[12])
-if limit > 0 and redis.call('EXISTS', KEYS[1]) == 0
-    and redis.call('ZCARD', KEYS[5]) >= limit then
+# A full queue refuses a new task (-1), but never a known id: that one answers with its task.
+_ROOM_FOR_ONE_MORE: Final = LuaScript(
+    keys=("task", "pending"),
+    args=("max_pending",),
+    body="""
+local limit = tonumber(ARG.max_pending)
+if limit > 0 and redis.call('EXISTS', KEY.task) == 0
+    and redis.call('ZCARD', KEY.pending) >= limit then
   return -1
 end
-"""
-    + CREATE_SCRIPT
-    + """
-local seq = redis.call('INCR', KEYS[8])
-local score = -tonumber(ARGV[9]) * 1e12 + seq
-redis.call('HSET', KEYS[1], 'queue_score', score, 'queued_ms', ARGV[10])
-redis.call('ZADD', KEYS[5], score, ARGV[6])
-redis.call('ZADD', KEYS[6], ARGV[10], ARGV[6])
-redis.call('HINCRBY', KEYS[7], ARGV[9], 1)
-redis.call('PUBLISH', ARGV[11], ARGV[6])
-return redis.call('ZRANK', KEYS[5], ARGV[6]) + 1
-"""
+""",
 )
 
-# KEYS: pending, since, priorities, node dispatched. ARGV: task id, slots, now ms.
-# Returns 1 claimed, 0 no longer queued, -1 the node has no free slot.
-_CLAIM_SCRIPT: Final = (
-    _DEQUEUE_LUA
-    + """
-if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[2]) then return -1 end
-if not dequeue(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+# Returns 1 + the tasks ahead of the new one.
+_ENQUEUE: Final = LuaScript(
+    keys=("pending", "since", "priorities", "seq", "places"),
+    args=("task_id", "priority", "queued_ms", "channel"),
+    body="""
+local seq = redis.call('INCR', KEY.seq)
+local score = -tonumber(ARG.priority) * 1e12 + seq
+redis.call('ZADD', KEY.pending, score, ARG.task_id)
+redis.call('ZADD', KEY.since, ARG.queued_ms, ARG.task_id)
+redis.call('HINCRBY', KEY.priorities, ARG.priority, 1)
+redis.call('HSET', KEY.places, ARG.task_id, string.format('%.17g:%s', score, ARG.queued_ms))
+redis.call('PUBLISH', ARG.channel, ARG.task_id)
+return redis.call('ZRANK', KEY.pending, ARG.task_id) + 1
+""",
+)
+
+# The task record and its queue entry are written together: a crash cannot leave a task that
+# is stored but never queued. Returns the stored record if the id is taken.
+_SUBMIT: Final = _ROOM_FOR_ONE_MORE.then(CREATE_TASK).then(_ENQUEUE)
+
+# Returns 1 claimed, 0 no longer queued (a cancel or another replica took it), -1 no free slot.
+_CLAIM: Final = _DEQUEUE.then(
+    LuaScript(
+        keys=("dispatched",),
+        args=("task_id", "slots", "now_ms"),
+        body="""
+if redis.call('ZCARD', KEY.dispatched) >= tonumber(ARG.slots) then return -1 end
+if not dequeue(ARG.task_id) then return 0 end
+redis.call('ZADD', KEY.dispatched, ARG.now_ms, ARG.task_id)
 return 1
-"""
+""",
+    )
 )
 
-# KEYS: pending, since, priorities. ARGV: task id. Returns 1 if it was queued.
-_REMOVE_SCRIPT: Final = (
-    _DEQUEUE_LUA + "return dequeue(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) and 1 or 0"
+# Returns 1 if the task was queued.
+_REMOVE: Final = _DEQUEUE.then(
+    LuaScript(
+        keys=("places",),
+        args=("task_id",),
+        body="""
+local removed = dequeue(ARG.task_id)
+redis.call('HDEL', KEY.places, ARG.task_id)
+return removed and 1 or 0
+""",
+    )
 )
 
-# KEYS: pending, since, priorities, node dispatched, task hash. ARGV: task id, channel.
-# Returns 1 if queued again, 0 if the task has no queue place (not a balancer task, expired).
-_REQUEUE_SCRIPT: Final = (
-    _PRIORITY_LUA
-    + """
-redis.call('ZREM', KEYS[4], ARGV[1])
-local score = redis.call('HGET', KEYS[5], 'queue_score')
-local since = redis.call('HGET', KEYS[5], 'queued_ms')
-if not score then return 0 end
-if redis.call('ZADD', KEYS[1], 'NX', score, ARGV[1]) == 1 then
-  redis.call('ZADD', KEYS[2], since, ARGV[1])
-  redis.call('HINCRBY', KEYS[3], priority_of(score), 1)
+# Back to its old place (its original score), freeing its slot. Returns 1 if queued again, 0
+# if the task has no place (it was never in this queue).
+_REQUEUE: Final = _DEQUEUE.then(
+    LuaScript(
+        keys=("dispatched", "places"),
+        args=("task_id", "channel"),
+        body="""
+redis.call('ZREM', KEY.dispatched, ARG.task_id)
+local place = redis.call('HGET', KEY.places, ARG.task_id)
+if not place then return 0 end
+local score, since = string.match(place, '^(.-):(.*)$')
+if redis.call('ZADD', KEY.pending, 'NX', score, ARG.task_id) == 1 then
+  redis.call('ZADD', KEY.since, since, ARG.task_id)
+  redis.call('HINCRBY', KEY.priorities, priority_of(score), 1)
 end
-redis.call('PUBLISH', ARGV[2], ARGV[1])
+redis.call('PUBLISH', ARG.channel, ARG.task_id)
 return 1
-"""
+""",
+    )
+)
+
+# A finished task leaves its node's slot and the queue's memory of its place.
+_RELEASE: Final = LuaScript(
+    keys=("dispatched", "places"),
+    args=("task_id",),
+    body="""
+redis.call('ZREM', KEY.dispatched, ARG.task_id)
+redis.call('HDEL', KEY.places, ARG.task_id)
+""",
 )
 
 
@@ -141,26 +171,44 @@ class TaskQueue:
         self._redis = redis
         self._keys = keys
         self._store = store
-        self._submit = redis.register_script(_SUBMIT_SCRIPT)
-        self._claim = redis.register_script(_CLAIM_SCRIPT)
-        self._remove = redis.register_script(_REMOVE_SCRIPT)
-        self._requeue = redis.register_script(_REQUEUE_SCRIPT)
+        self._submit = _SUBMIT.register(redis)
+        self._claim = _CLAIM.register(redis)
+        self._remove = _REMOVE.register(redis)
+        self._requeue = _REQUEUE.register(redis)
+        self._release = _RELEASE.register(redis)
 
     @property
-    def _queue_keys(self) -> list[str]:
-        return [self._keys.pending_queue(), self._keys.queue_since(), self._keys.queue_priorities()]
+    def _queue_keys(self) -> dict[str, str]:
+        return {
+            "pending": self._keys.pending_queue(),
+            "since": self._keys.queue_since(),
+            "priorities": self._keys.queue_priorities(),
+        }
 
     async def submit(
-        self, record: TaskRecord, prompt: dict[str, Any], *, max_pending: int = 0
+        self,
+        record: TaskRecord,
+        prompt: Mapping[str, Any],
+        *,
+        inputs: list[InputFile] | None = None,
+        max_pending: int = 0,
     ) -> Submitted:
         """Store the task and queue it, atomically, in one round trip; a taken id returns the
         existing task. Raises QueueAtCapacity if ``max_pending`` (0: no limit) tasks wait."""
         if abs(record.priority) > MAX_ABS_PRIORITY:
             raise ValueError(f"priority must be within +-{MAX_ABS_PRIORITY}")
-        keys, args = self._store.create_arguments(record, prompt)
+        keys, args = self._store.create_arguments(record, prompt, inputs or [])
         result = await self._submit(
-            keys=[*keys, *self._queue_keys, self._keys.queue_seq()],
-            args=[*args, record.priority, now_ms(), self._keys.signal(TASK_QUEUED), max_pending],
+            keys=keys
+            | self._queue_keys
+            | {"seq": self._keys.queue_seq(), "places": self._keys.queue_places()},
+            args=args
+            | {
+                "max_pending": max_pending,
+                "priority": record.priority,
+                "queued_ms": now_ms(),
+                "channel": self._keys.signal(TASK_QUEUED),
+            },
         )
         if isinstance(result, str):
             return Submitted(TaskRecord.model_validate_json(result), created=False, position=None)
@@ -171,30 +219,40 @@ class TaskQueue:
     async def claim(self, task_id: str, node_id: str, slots: int) -> int:
         """Move a queued task onto a node: 1 done, 0 no longer queued, -1 node full."""
         result = await self._claim(
-            keys=[*self._queue_keys, self._keys.node_dispatched(node_id)],
-            args=[task_id, slots, now_ms()],
+            keys=self._queue_keys | {"dispatched": self._keys.node_dispatched(node_id)},
+            args={"task_id": task_id, "slots": slots, "now_ms": now_ms()},
         )
         return int(result)
 
     async def remove(self, task_id: str) -> bool:
         """Take a task out of the pending queue (cancel); False if it was not queued."""
-        return bool(await self._remove(keys=self._queue_keys, args=[task_id]))
+        result = await self._remove(
+            keys=self._queue_keys | {"places": self._keys.queue_places()},
+            args={"task_id": task_id},
+        )
+        return bool(result)
 
     async def requeue(self, task_id: str, node_id: str) -> bool:
         """Put a task back in its old place and free its slot on ``node_id``."""
         result = await self._requeue(
-            keys=[
-                *self._queue_keys,
-                self._keys.node_dispatched(node_id),
-                self._keys.task(task_id),
-            ],
-            args=[task_id, self._keys.signal(TASK_QUEUED)],
+            keys=self._queue_keys
+            | {
+                "dispatched": self._keys.node_dispatched(node_id),
+                "places": self._keys.queue_places(),
+            },
+            args={"task_id": task_id, "channel": self._keys.signal(TASK_QUEUED)},
         )
         return bool(result)
 
     async def release(self, task_id: str, node_id: str) -> None:
         """Free the slot a finished task used on its node."""
-        await self._redis.zrem(self._keys.node_dispatched(node_id), task_id)
+        await self._release(
+            keys={
+                "dispatched": self._keys.node_dispatched(node_id),
+                "places": self._keys.queue_places(),
+            },
+            args={"task_id": task_id},
+        )
 
     async def head(self, count: int) -> list[str]:
         """The next ``count`` task ids in run order."""

@@ -1,59 +1,88 @@
-"""The only code that writes task keys.
+"""The only code that writes task keys (``task:{id}`` and the keys that live with it).
 
-Every write is an optimistic compare-and-set on the task hash's ``version`` field, done by a Lua
-script that also appends the event to the task's stream, so the record and its event history can
-never disagree and two writers (a service's WebSocket handler and its watchdog, or two balancer
-replicas) can never silently overwrite each other: the loser re-reads and re-applies its change.
+Every change of a record is an event decided by :mod:`comfy_shared.lifecycle` and written by
+:meth:`TaskStore.apply`: an optimistic compare-and-set on the task hash's ``version`` field, in a
+Lua script that also appends the change to the task's event stream, so the record and its
+event history never disagree and two writers (a service's WebSocket handler and its watchdog,
+or two balancer replicas) never silently overwrite each other: the loser re-reads and decides
+again. Every status change is checked against the state machine before it is written.
+
+The store also owns the keys that belong to a task beside its record: the graph, the input
+files a node uploads to its ComfyUI, the claim of each attempt's submission, and the
+idempotency keys that name a task.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any, Final, cast
 
+from loguru import logger
 from redis.asyncio import Redis
 
+from comfy_shared import lifecycle
 from comfy_shared.clock import now_ms, utc_now
-from comfy_shared.errors import ConcurrentUpdate, TaskNotFound
-from comfy_shared.models import TaskEvent, TaskEventKind, TaskRecord
+from comfy_shared.errors import ConcurrentUpdate, InvalidTransition, TaskNotFound
+from comfy_shared.lua import LuaScript
+from comfy_shared.models import InputFile, TaskEvent, TaskEventKind, TaskRecord
 from comfy_shared.redis_keys import RedisKeys
-from comfy_shared.task_state import TaskStatus, check_transition
+from comfy_shared.task_state import check_transition
 
-# KEYS: task, prompt, events, recent. ARGV: record, status, prompt ('' = none), event,
-# created_ms, task_id, events_maxlen, recent_cutoff_ms. A taken id returns the stored record
-# (the caller needs it anyway: one round trip less). The queue's submit script extends it.
-CREATE_SCRIPT: Final = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGET', KEYS[1], 'record') end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'version', 1, 'record', ARGV[1])
-if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3]) end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'event', ARGV[4])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[8])
-"""
+CREATE_TASK: Final = LuaScript(
+    keys=("task", "prompt", "inputs", "events", "recent"),
+    args=(
+        "task_id",
+        "record",
+        "status",
+        "prompt",
+        "inputs",
+        "event",
+        "created_ms",
+        "events_maxlen",
+        "recent_cutoff_ms",
+    ),
+    body="""
+if redis.call('EXISTS', KEY.task) == 1 then return redis.call('HGET', KEY.task, 'record') end
+redis.call('HSET', KEY.task, 'status', ARG.status, 'version', 1, 'record', ARG.record)
+if ARG.prompt ~= '' then redis.call('SET', KEY.prompt, ARG.prompt) end
+local inputs = cjson.decode(ARG.inputs)
+for name, data in pairs(inputs) do redis.call('HSET', KEY.inputs, name, data) end
+redis.call('XADD', KEY.events, 'MAXLEN', '~', ARG.events_maxlen, '*', 'event', ARG.event)
+redis.call('ZADD', KEY.recent, ARG.created_ms, ARG.task_id)
+redis.call('ZREMRANGEBYSCORE', KEY.recent, '-inf', ARG.recent_cutoff_ms)
+""",
+)
+"""Store a new task, or return the stored record if the id is taken (the caller needs it
+anyway: one round trip less). The queue's submit script runs it before queueing."""
 
-# KEYS: task, prompt, events, logs, params. ARGV: expected version, status, record, event,
-# events_maxlen, ttl_s (0 = keep), ended channel, task id. Returns the new stream id, or
-# 'missing' / 'stale'. A terminal write is announced on the channel: it frees a slot.
-_UPDATE_SCRIPT: Final = """
-local version = redis.call('HGET', KEYS[1], 'version')
+# A terminal write sets the retention on every task key, drops the input files (no attempt
+# will upload them again) and is announced on the channel: it frees a slot.
+_UPDATE_TASK: Final = LuaScript(
+    keys=("task", "prompt", "inputs", "events", "logs"),
+    args=("task_id", "version", "status", "record", "event", "events_maxlen", "ttl_s", "channel"),
+    body="""
+local version = redis.call('HGET', KEY.task, 'version')
 if not version then return 'missing' end
-if version ~= ARGV[1] then return 'stale' end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'version', tonumber(version) + 1, 'record', ARGV[3])
-local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'event', ARGV[4])
-if tonumber(ARGV[6]) > 0 then
-  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
-  redis.call('PUBLISH', ARGV[7], ARGV[8])
+if version ~= ARG.version then return 'stale' end
+redis.call('HSET', KEY.task, 'status', ARG.status, 'version', tonumber(version) + 1,
+           'record', ARG.record)
+local id = redis.call('XADD', KEY.events, 'MAXLEN', '~', ARG.events_maxlen, '*', 'event', ARG.event)
+if tonumber(ARG.ttl_s) > 0 then
+  redis.call('DEL', KEY.inputs)
+  for _, key in ipairs({KEY.task, KEY.prompt, KEY.events, KEY.logs}) do
+    redis.call('EXPIRE', key, ARG.ttl_s)
+  end
+  redis.call('PUBLISH', ARG.channel, ARG.task_id)
 end
 return id
-"""
+""",
+)
 
 MAX_UPDATE_ATTEMPTS: Final = 20
 TASK_ENDED: Final = "task-ended"
 """Signal sent (payload: task id) when a task reaches a terminal state."""
-
-TaskChange = Callable[[TaskRecord], TaskRecord | None]
-"""Returns the new record, or None when nothing needs to change."""
 
 
 class TaskStore:
@@ -69,57 +98,63 @@ class TaskStore:
         self._keys = keys
         self._retention_s = retention_s
         self._events_maxlen = events_maxlen
-        self._create = redis.register_script(CREATE_SCRIPT + "return 1")
-        self._update = redis.register_script(_UPDATE_SCRIPT)
+        self._create = CREATE_TASK.then(LuaScript((), (), "return 1")).register(redis)
+        self._update = _UPDATE_TASK.register(redis)
+
+    # --- creating ------------------------------------------------------------------------------
 
     async def create(
-        self, record: TaskRecord, prompt: dict[str, Any] | None = None
+        self,
+        record: TaskRecord,
+        prompt: Mapping[str, Any] | None = None,
+        inputs: list[InputFile] | None = None,
     ) -> tuple[TaskRecord, bool]:
         """Store a new task; if the id is taken, return the existing task and ``False``."""
-        keys, args = self.create_arguments(record, prompt)
+        keys, args = self.create_arguments(record, prompt, inputs or [])
         result = await self._create(keys=keys, args=args)
         if isinstance(result, str):
             return TaskRecord.model_validate_json(result), False
         return record, True
 
     def create_arguments(
-        self, record: TaskRecord, prompt: dict[str, Any] | None
-    ) -> tuple[list[str], list[str | int]]:
-        """KEYS and ARGV of :data:`CREATE_SCRIPT` (also used by scripts that extend it)."""
+        self, record: TaskRecord, prompt: Mapping[str, Any] | None, inputs: list[InputFile]
+    ) -> tuple[dict[str, str], dict[str, str | int]]:
+        """Keys and arguments of :data:`CREATE_TASK` (also for scripts that extend it)."""
         event = TaskEvent(kind="state", task=record)
-        keys = [
-            self._keys.task(record.id),
-            self._keys.task_prompt(record.id),
-            self._keys.task_events(record.id),
-            self._keys.recent_tasks(),
-        ]
-        args: list[str | int] = [
-            record.model_dump_json(),
-            record.status.value,
-            json.dumps(prompt) if prompt is not None else "",
-            event.model_dump_json(),
-            int(record.created_at.timestamp() * 1000),
-            record.id,
-            self._events_maxlen,
-            now_ms() - self._retention_s * 1000,
-        ]
+        keys = self._task_keys(record.id) | {"recent": self._keys.recent_tasks()}
+        keys.pop("logs")
+        files = {file.name: base64.b64encode(file.data).decode() for file in inputs}
+        args: dict[str, str | int] = {
+            "task_id": record.id,
+            "record": record.model_dump_json(),
+            "status": record.status.value,
+            "prompt": json.dumps(prompt) if prompt is not None else "",
+            "inputs": json.dumps(files) if files else "{}",
+            "event": event.model_dump_json(),
+            "created_ms": int(record.created_at.timestamp() * 1000),
+            "events_maxlen": self._events_maxlen,
+            "recent_cutoff_ms": now_ms() - self._retention_s * 1000,
+        }
         return keys, args
 
     async def delete(self, task_id: str) -> None:
         """Forget a task that was never accepted (its submission failed before anything ran)."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(*self._keys.task_keys(task_id))
+            pipe.delete(*self._task_keys(task_id).values())
             pipe.zrem(self._keys.recent_tasks(), task_id)
             await pipe.execute()
+
+    # --- reading -------------------------------------------------------------------------------
 
     async def find(self, task_id: str) -> TaskRecord | None:
         raw = cast("str | None", await self._redis.hget(self._keys.task(task_id), "record"))
         return TaskRecord.model_validate_json(raw) if raw is not None else None
 
-    async def recent_ids(self, offset: int, count: int) -> list[str]:
-        """Task ids, newest first, from the retention window's index."""
-        ids = await self._redis.zrevrange(self._keys.recent_tasks(), offset, offset + count - 1)
-        return [str(task_id) for task_id in ids]
+    async def get(self, task_id: str) -> TaskRecord:
+        record = await self.find(task_id)
+        if record is None:
+            raise TaskNotFound(task_id)
+        return record
 
     async def find_many(self, task_ids: list[str]) -> dict[str, TaskRecord | None]:
         """Several tasks in one round trip."""
@@ -132,18 +167,13 @@ class TaskStore:
             for task_id, raw in zip(task_ids, replies, strict=True)
         }
 
-    async def get(self, task_id: str) -> TaskRecord:
-        record = await self.find(task_id)
-        if record is None:
-            raise TaskNotFound(task_id)
-        return record
+    async def recent_ids(self, offset: int, count: int) -> list[str]:
+        """Task ids, newest first, from the retention window's index."""
+        ids = await self._redis.zrevrange(self._keys.recent_tasks(), offset, offset + count - 1)
+        return [str(task_id) for task_id in ids]
 
     async def get_prompt(self, task_id: str) -> dict[str, Any] | None:
-        raw = await self._redis.get(self._keys.task_prompt(task_id))
-        if raw is None:
-            return None
-        prompt: dict[str, Any] = json.loads(raw)
-        return prompt
+        return (await self.get_prompts([task_id]))[task_id]
 
     async def get_prompts(self, task_ids: list[str]) -> dict[str, dict[str, Any] | None]:
         """Several graphs in one round trip."""
@@ -153,40 +183,9 @@ class TaskStore:
             for task_id, raw in zip(task_ids, raws, strict=True)
         }
 
-    async def update(
-        self, task_id: str, change: TaskChange, kind: TaskEventKind = "state"
-    ) -> TaskRecord:
-        """Apply ``change`` to the current record and store it with one event, retrying on races.
-
-        ``change`` may raise (e.g. InvalidTransition) to abort; it must be free of side effects
-        because it can run more than once.
-        """
-        for _ in range(MAX_UPDATE_ATTEMPTS):
-            version, current = await self._read_versioned(task_id)
-            updated = change(current.model_copy(deep=True))
-            if updated is None:
-                return current
-            updated.updated_at = utc_now()
-            if await self._write(task_id, version, updated, kind):
-                return updated
-        raise ConcurrentUpdate(task_id, MAX_UPDATE_ATTEMPTS)
-
-    async def transition(self, task_id: str, target: TaskStatus, **fields: Any) -> TaskRecord:
-        """Move a task to ``target`` (checked against the state machine) and set ``fields``."""
-
-        def apply(record: TaskRecord) -> TaskRecord:
-            check_transition(task_id, record.status, target)
-            return record.model_copy(update={"status": target, **fields})
-
-        return await self.update(task_id, apply)
-
-    async def get_params(self, task_id: str) -> dict[str, Any] | None:
-        """Template values stored for dispatch (see ``RedisKeys.task_params``)."""
-        raw = await self._redis.get(self._keys.task_params(task_id))
-        if raw is None:
-            return None
-        params: dict[str, Any] = json.loads(raw)
-        return params
+    async def get_inputs(self, task_id: str) -> list[InputFile]:
+        files = cast(dict[str, str], await self._redis.hgetall(self._keys.task_inputs(task_id)))
+        return [InputFile(name, base64.b64decode(data)) for name, data in sorted(files.items())]
 
     async def read_events(
         self, task_id: str, after: str = "0-0", *, block_ms: int | None = None, count: int = 100
@@ -215,6 +214,56 @@ class TaskStore:
         entry_id, fields = reply[0]
         return entry_id, TaskEvent.model_validate_json(fields["event"])
 
+    # --- changing ------------------------------------------------------------------------------
+
+    async def apply(self, task_id: str, event: lifecycle.TaskEvent) -> TaskRecord:
+        """Apply ``event`` to the current record (see :func:`lifecycle.apply`) and store the
+        result with one stream entry, deciding again on the newest record after a lost race.
+        Raises :class:`lifecycle.Refused` when the event does not apply to the task now."""
+        kind = lifecycle.stream_kind(event)
+        for _ in range(MAX_UPDATE_ATTEMPTS):
+            version, current = await self._read_versioned(task_id)
+            updated = lifecycle.apply(current, event)
+            updated.updated_at = utc_now()
+            if await self._write(version, current, updated, kind):
+                return updated
+        raise ConcurrentUpdate(task_id, MAX_UPDATE_ATTEMPTS)
+
+    # --- the keys a task's handling needs besides its record -----------------------------------
+
+    async def claim_submission(self, task_id: str, attempt: int, node_id: str) -> bool:
+        """Claim the right to send attempt ``attempt`` to ComfyUI: true for the first caller
+        only, so an attempt reaches ComfyUI at most once whoever asks how often."""
+        key = self._keys.task_submission(task_id, attempt)
+        return bool(await self._redis.set(key, node_id, nx=True, ex=self._retention_s))
+
+    async def release_submission(self, task_id: str, attempt: int) -> None:
+        """The claimed submission never reached ComfyUI: it may be tried again."""
+        await self._redis.delete(self._keys.task_submission(task_id, attempt))
+
+    async def bind_idempotency_key(self, key: str, task_id: str) -> str | None:
+        """Bind ``key`` to ``task_id``; returns the task id it was bound to earlier, if any."""
+        redis_key = self._keys.idempotency(key)
+        if await self._redis.set(redis_key, task_id, nx=True, ex=self._retention_s):
+            return None
+        earlier = await self._redis.get(redis_key)
+        return str(earlier) if earlier is not None else None
+
+    async def unbind_idempotency_key(self, key: str) -> None:
+        """The request that bound ``key`` failed: a retry of it may create the task."""
+        await self._redis.delete(self._keys.idempotency(key))
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _task_keys(self, task_id: str) -> dict[str, str]:
+        return {
+            "task": self._keys.task(task_id),
+            "prompt": self._keys.task_prompt(task_id),
+            "inputs": self._keys.task_inputs(task_id),
+            "events": self._keys.task_events(task_id),
+            "logs": self._keys.task_logs(task_id),
+        }
+
     async def _read_versioned(self, task_id: str) -> tuple[str, TaskRecord]:
         version, raw = cast(
             "list[str | None]",
@@ -225,23 +274,33 @@ class TaskStore:
         return version, TaskRecord.model_validate_json(raw)
 
     async def _write(
-        self, task_id: str, version: str, record: TaskRecord, kind: TaskEventKind
+        self, version: str, before: TaskRecord, record: TaskRecord, kind: TaskEventKind
     ) -> bool:
-        ttl_s = self._retention_s if record.status.is_terminal else 0
+        if before.status is not record.status:
+            try:
+                check_transition(record.id, before.status, record.status)
+            except InvalidTransition:
+                logger.error(
+                    "illegal task state change refused",
+                    task_id=record.id,
+                    current=before.status.value,
+                    target=record.status.value,
+                )
+                raise
         event = TaskEvent(kind=kind, task=record)
         result = await self._update(
-            keys=list(self._keys.task_keys(task_id)),
-            args=[
-                version,
-                record.status.value,
-                record.model_dump_json(),
-                event.model_dump_json(),
-                self._events_maxlen,
-                ttl_s,
-                self._keys.signal(TASK_ENDED),
-                task_id,
-            ],
+            keys=self._task_keys(record.id),
+            args={
+                "task_id": record.id,
+                "version": version,
+                "status": record.status.value,
+                "record": record.model_dump_json(),
+                "event": event.model_dump_json(),
+                "events_maxlen": self._events_maxlen,
+                "ttl_s": self._retention_s if record.status.is_terminal else 0,
+                "channel": self._keys.signal(TASK_ENDED),
+            },
         )
         if result == "missing":
-            raise TaskNotFound(task_id)
+            raise TaskNotFound(record.id)
         return bool(result != "stale")

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from comfy_shared.errors import ComfyStackError
+from comfy_shared.models import UPLOAD_SUBFOLDER, InputFile
 
 DEFAULT_TEMPLATES_DIR = Path(__file__).parent / "templates"
 MAX_SEED = 2**64 - 1
@@ -103,22 +104,15 @@ class TemplateSpec(BaseModel):
     params: dict[str, ParamSpec] = Field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ImageInput:
-    """An image a request brings; the node uploads it to its ComfyUI before submitting."""
-
-    param: str
-    data: bytes
-    extension: str
-    targets: list[Target]
-
-
 @dataclass
 class Expansion:
+    """A request made concrete, once, where it is accepted: the graph the node runs as it is,
+    with each image input already naming the file the node uploads before submitting."""
+
     graph: dict[str, Any]
     params: dict[str, Any]
     """Every parameter's value as used (random seeds included; images summarised)."""
-    images: list[ImageInput] = field(default_factory=list)
+    inputs: list[InputFile] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -131,8 +125,7 @@ class Template:
     def resolve(
         self, values: Mapping[str, Any], rng: random.Random | None = None
     ) -> dict[str, Any]:
-        """Check the request's values and fill in defaults and random seeds; the result
-        expands to the same graph wherever it is expanded again (balancer, then node)."""
+        """Check the request's values and fill in defaults and random seeds."""
         errors = {name: "unknown parameter" for name in values if name not in self.params}
         resolved: dict[str, Any] = {}
         for name, spec in self.params.items():
@@ -163,22 +156,24 @@ class Template:
         if errors:
             raise InvalidParams(self.name, errors)
 
-    def expand(self, resolved: Mapping[str, Any]) -> Expansion:
-        """The graph with the values written to their targets (images left for the node)."""
+    def expand(self, resolved: Mapping[str, Any], task_id: str) -> Expansion:
+        """The graph with the values written to their targets. An image becomes an input file
+        named after the task and the parameter, which its targets already point at."""
         graph = copy.deepcopy(self.graph)
         used: dict[str, Any] = {}
-        images = []
+        inputs = []
         for name, value in resolved.items():
             spec = self.params[name]
             if spec.type is ParamType.IMAGE:
                 data, extension = decode_image(value)
-                images.append(ImageInput(name, data, extension, spec.targets))
+                inputs.append(InputFile(f"{task_id}-{name}.{extension}", data))
+                value = f"{UPLOAD_SUBFOLDER}/{inputs[-1].name}"
                 used[name] = f"<{extension} image, {len(data)} bytes>"
-                continue
+            else:
+                value = used[name] = _coerce(spec, value)
             for target in spec.targets:
-                graph[target.node]["inputs"][target.input] = _coerce(spec, value)
-            used[name] = _coerce(spec, value)
-        return Expansion(graph=graph, params=used, images=images)
+                graph[target.node]["inputs"][target.input] = value
+        return Expansion(graph=graph, params=used, inputs=inputs)
 
     def json_schema(self) -> dict[str, Any]:
         properties = {name: _param_schema(spec) for name, spec in self.params.items()}

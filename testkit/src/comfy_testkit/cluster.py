@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import httpx
 
+from comfy_shared.comfyui.prompt_ids import prompt_id_for
 from comfy_testkit.emulator_control import EmulatorControl
 from comfy_testkit.stack import RunningComponent
 
@@ -30,3 +32,14 @@ class Cluster:
 
     def node(self, node_id: str) -> Node:
         return next(node for node in self.nodes if node.node_id == node_id)
+
+    async def executions(self, task_ids: list[str], *, attempts: int = 5) -> Counter[str]:
+        """How often each task's prompts ran in the emulators, over all its attempts (each
+        attempt has its own prompt id)."""
+        task_of = {prompt_id_for(t, n): t for t in task_ids for n in range(1, attempts + 1)}
+        counts: Counter[str] = Counter(dict.fromkeys(task_ids, 0))
+        for node in self.nodes:
+            for prompt_id, runs in (await node.control.stats())["executions"].items():
+                if prompt_id in task_of:
+                    counts[task_of[prompt_id]] += runs
+        return counts

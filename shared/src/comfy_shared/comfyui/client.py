@@ -152,6 +152,11 @@ class ComfyClient:
         body = {"prompt_id": prompt_id} if prompt_id is not None else {}
         await self._send("POST", "/interrupt", json=body)
 
+    async def cancel_prompt(self, prompt_id: str) -> None:
+        """Provisional: replaced by the emulator-2026 branch."""
+        await self.delete_from_queue([prompt_id])
+        await self.interrupt(prompt_id)
+
     async def free(self, *, unload_models: bool = False, free_memory: bool = False) -> None:
         """Unload models; ``free_memory`` also drops all cached node outputs."""
         body = {"unload_models": unload_models, "free_memory": free_memory}

@@ -34,7 +34,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 async def generate(request: GenerateRequest, state: State, response: Response) -> TaskView:
     """Queue a graph on this node's ComfyUI. The task id is ComfyUI's prompt id."""
     with state.submits.enter():
-        submission = await state.runner.submit(request)
+        submission = await state.submitter.submit(request)
     if not submission.created:
         response.status_code = 200
     view = TaskView.from_record(submission.task)

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 @router.get("/{task_id}", response_model=TaskView, responses=NOT_FOUND)
 async def get_task(task_id: str, state: State) -> TaskView:
     record = await state.store.get(task_id)
-    return TaskView.from_record(record, queue_position=await state.runner.queue_position(record))
+    return TaskView.from_record(record, queue_position=await state.queue_view.position(record))
 
 
 @router.delete(
@@ -29,7 +29,7 @@ async def get_task(task_id: str, state: State) -> TaskView:
 async def cancel_task(task_id: str, state: State) -> TaskView:
     """Cancel: a queued task leaves ComfyUI's queue; a running one is interrupted by its
     prompt id, so no other task is touched."""
-    return TaskView.from_record(await state.runner.cancel(task_id))
+    return TaskView.from_record(await state.endings.cancel(task_id))
 
 
 @router.get(

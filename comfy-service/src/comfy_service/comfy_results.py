@@ -1,0 +1,70 @@
+"""What ComfyUI reports, in the task's terms: a finished prompt's outputs and error.
+
+History is the source of truth for outputs: a prompt served from ComfyUI's cache sends no fresh
+``executed`` messages, but its history entry lists every file.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from comfy_shared.comfyui import HistoryEntry, OutputFile
+from comfy_shared.comfyui.events import ExecutionError
+from comfy_shared.lifecycle import AttemptRef, Ended
+from comfy_shared.models import ErrorType, OutputKind, TaskError, TaskOutput
+
+_KIND_BY_SUFFIX = {
+    **dict.fromkeys((".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"), OutputKind.IMAGE),
+    **dict.fromkeys((".gif", ".mp4", ".webm", ".mov", ".mkv", ".avi"), OutputKind.VIDEO),
+    **dict.fromkeys((".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a"), OutputKind.AUDIO),
+}
+
+
+def task_output(file: OutputFile) -> TaskOutput:
+    suffix = PurePosixPath(file.filename).suffix.lower()
+    return TaskOutput(
+        node_id=file.node_id,
+        kind=_KIND_BY_SUFFIX.get(suffix, OutputKind.OTHER),
+        filename=file.filename,
+        subfolder=file.subfolder,
+        type=file.type,
+    )
+
+
+def ended_from_history(attempt: AttemptRef, entry: HistoryEntry) -> Ended:
+    """The end of an attempt whose prompt ComfyUI has finished."""
+    outputs = [task_output(file) for file in entry.files()]
+    return Ended(attempt, outputs=outputs, error=None if entry.succeeded else _failure(entry))
+
+
+def _failure(entry: HistoryEntry) -> TaskError:
+    status = entry.status
+    if status is not None and status.error is not None:
+        return execution_error(status.error)
+    if status is not None and status.interruption is not None:
+        return TaskError(
+            type=ErrorType.COMFYUI,
+            message="the prompt was interrupted inside ComfyUI, not through this service",
+            details={"node_id": status.interruption.node_id},
+        )
+    reported = status.status_str if status else "no status"
+    return TaskError(
+        type=ErrorType.COMFYUI, message=f"ComfyUI finished the prompt with {reported!r}"
+    )
+
+
+def execution_error(error: ExecutionError) -> TaskError:
+    message = error.exception_message.strip()
+    return TaskError(
+        type=ErrorType.COMFYUI,
+        message=f"node {error.node_id} ({error.node_type}) failed: "
+        f"{error.exception_type}: {message}",
+        details={
+            "node_id": error.node_id,
+            "node_type": error.node_type,
+            "exception_type": error.exception_type,
+            "exception_message": error.exception_message,
+            "traceback": error.traceback,
+            "executed": error.executed,
+        },
+    )

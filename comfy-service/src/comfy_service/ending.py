@@ -1,0 +1,115 @@
+"""How attempts end on this node: finished by ComfyUI, failed for a reason of ours, cancelled by
+the caller, or withdrawn because the task moved on.
+
+Each end is a lifecycle event naming its attempt, so the store refuses it when the attempt is
+no longer the task's current one: a node that was taken for dead never completes a task that
+now runs elsewhere, it only withdraws the prompt from its ComfyUI. A prompt stays followed
+until ComfyUI confirmed it stopped, so one that could not be withdrawn (ComfyUI unreachable)
+is withdrawn by the next reconciliation, before it can start.
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from comfy_service.comfy_results import ended_from_history
+from comfy_service.errors import NotOnThisNode
+from comfy_service.prompts import FollowedPrompts, Prompt
+from comfy_shared.comfyui import ComfyClient, ComfyUnavailable, HistoryEntry
+from comfy_shared.comfyui.prompt_ids import prompt_id_for
+from comfy_shared.errors import InvalidTransition, TaskNotFound
+from comfy_shared.lifecycle import Cancelled, Ended, Refused
+from comfy_shared.models import TaskError, TaskRecord
+from comfy_shared.task_queue import TaskQueue
+from comfy_shared.task_state import TaskStatus
+from comfy_shared.task_store import TaskStore
+
+
+class TaskEndings:
+    def __init__(
+        self,
+        *,
+        store: TaskStore,
+        queue: TaskQueue,
+        comfy: ComfyClient,
+        prompts: FollowedPrompts,
+        node_id: str,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._comfy = comfy
+        self._prompts = prompts
+        self._node_id = node_id
+
+    async def finish(self, prompt: Prompt, entry: HistoryEntry | None = None) -> TaskRecord | None:
+        """Record the result of a prompt ComfyUI has finished, reading its history if needed."""
+        entry = entry or await self._comfy.get_history(prompt.prompt_id)
+        if entry is None:
+            return None
+        final = await self._record(prompt, ended_from_history(prompt.attempt, entry))
+        await self._prompts.remove(prompt)  # ComfyUI is done with it
+        return final
+
+    async def fail(self, prompt: Prompt, error: TaskError) -> TaskRecord | None:
+        """Fail the attempt for a reason of ours (a time limit, a lost prompt, ComfyUI down) and
+        stop its prompt. None if the attempt was over already."""
+        ended = await self._record(prompt, Ended(prompt.attempt, error=error))
+        await self._stop(prompt)
+        return ended
+
+    async def cancel(self, task_id: str) -> TaskRecord:
+        """End the task as cancelled, then take its prompt out of ComfyUI (dequeued if it waits,
+        interrupted if it runs; no other prompt is touched)."""
+        record = await self._store.get(task_id)
+        if record.node_id != self._node_id and not record.status.is_terminal:
+            raise NotOnThisNode(task_id, record.node_id)
+        try:
+            cancelled = await self._store.apply(task_id, Cancelled())
+        except Refused as refused:
+            raise InvalidTransition(task_id, refused.record.status, TaskStatus.CANCELLED) from None
+        logger.info("task cancelled", task_id=task_id)
+        prompt_id = prompt_id_for(task_id, record.attempts)
+        await self._stop(self._prompts.prompt(prompt_id, task_id, record.attempts))
+        return cancelled
+
+    async def withdraw(self, prompt: Prompt, reason: str) -> None:
+        """Stop and forget a prompt whose attempt is over (the task moved on, or ended)."""
+        logger.warning("prompt withdrawn from comfyui", task_id=prompt.task_id, reason=reason)
+        await self._stop(prompt)
+
+    async def forget(self, prompt: Prompt) -> None:
+        """Stop following a prompt ComfyUI no longer holds."""
+        await self._prompts.remove(prompt)
+
+    async def _record(self, prompt: Prompt, ended: Ended) -> TaskRecord | None:
+        """Store how the attempt ended; a failure the task's retry policy covers sends it back
+        to the balancer's queue. None when the attempt was over already."""
+        try:
+            after = await self._store.apply(prompt.task_id, ended)
+        except (Refused, TaskNotFound) as exc:
+            logger.debug("attempt end not recorded", task_id=prompt.task_id, reason=str(exc))
+            return None
+        _log_end(after, ended)
+        if after.status is TaskStatus.QUEUED:
+            await self._queue.requeue(prompt.task_id, self._node_id)
+        return after
+
+    async def _stop(self, prompt: Prompt) -> None:
+        try:
+            await self._comfy.cancel_prompt(prompt.prompt_id)
+        except ComfyUnavailable as exc:
+            # Still followed: the next reconciliation withdraws it once ComfyUI answers.
+            logger.warning("could not stop the prompt in comfyui yet", error=str(exc))
+            return
+        await self._prompts.remove(prompt)
+
+
+def _log_end(after: TaskRecord, ended: Ended) -> None:
+    with logger.contextualize(task_id=after.id):
+        reason = ended.error.message if ended.error else None
+        if after.status is TaskStatus.QUEUED:
+            logger.warning("task back in the queue for another node", reason=reason)
+        elif after.status is TaskStatus.SUCCEEDED:
+            logger.info("task finished", status=after.status.value)
+        else:
+            logger.warning("task failed", reason=reason)
