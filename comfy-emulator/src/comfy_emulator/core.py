@@ -264,6 +264,24 @@ class Emulator:
         else:
             self.logs.log(f"Prompt {prompt_id} is not currently running, skipping interrupt")
 
+    def cancel_job(self, prompt_id: str) -> bool:
+        """Cancel by job id (ComfyUI 0.26.0): True if it was running or pending.
+
+        A running prompt is interrupted, a pending one leaves the queue; a finished or unknown
+        id is a no-op. ComfyUI classifies from a snapshot and re-checks at each step (the
+        interrupt fires only if that id still runs); here the handler never yields between
+        the check and the action, so the prompt cannot change state in between.
+        """
+        queue = self.state.queue
+        if prompt_id in queue.running_ids():
+            self.logs.log(f"Cancelling running prompt {prompt_id}")
+            self.state.interrupt.set()
+            return True
+        if queue.is_pending(prompt_id):
+            self.logs.log(f"Cancelling pending prompt {prompt_id}")
+            return queue.delete_pending(prompt_id)
+        return False
+
     def free(self, unload_models: Any, free_memory: Any) -> None:
         """POST /free: applied after the running prompt, or at once when idle."""
         if unload_models:
