@@ -141,6 +141,30 @@ async def test_submit_400_without_error_object_is_protocol_error(
         await comfy.submit({}, prompt_id="p", client_id="c")
 
 
+INVALID_PROMPT_ID = {
+    "type": "invalid_prompt_id",
+    "message": "prompt_id must be a valid UUID",
+    "details": "prompt_id must be a UUID string in canonical lowercase hyphenated form; "
+    "omit it to let the server generate one",
+    "extra_info": {},
+}
+
+
+async def test_submit_with_a_prompt_id_comfyui_refuses_is_prompt_rejected(
+    comfy_for: Any, synthetic: Synthetic
+) -> None:
+    answer = {"error": INVALID_PROMPT_ID, "node_errors": {}}
+    comfy, _ = comfy_for(synthetic("POST", "/prompt", 400, answer))
+
+    with pytest.raises(PromptRejected) as caught:
+        await comfy.submit({"1": {}}, prompt_id="task-1", client_id="c")
+
+    assert caught.value.error_type == "invalid_prompt_id"
+    assert caught.value.error == INVALID_PROMPT_ID
+    assert (caught.value.node_errors, caught.value.status_code) == ({}, 400)
+    assert "invalid_prompt_id" in str(caught.value)
+
+
 # --- queue -------------------------------------------------------------------------------------
 
 
