@@ -4,8 +4,8 @@ A job is one prompt seen from the queue or from history:
 
 - `pending` / `in_progress` (from the queue): `id, status, priority, create_time,
   outputs_count` (0), `previewable_outputs_count` (0), `workflow_id`;
-- `completed` / `failed` / `cancelled` (from history; `cancelled` = the history messages end
-  with `execution_interrupted`): the same keys plus `execution_start_time`,
+- `completed` / `failed` / `cancelled` (from history; `cancelled` = an error whose messages
+  hold `execution_interrupted`): the same keys plus `execution_start_time`,
   `execution_end_time`, `execution_error` and `preview_output`;
 - keys whose value is None are dropped; the detail view adds `outputs` (normalised),
   `execution_status` (finished jobs) and `workflow: {prompt, extra_data}` (every job).
