@@ -8,6 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from comfy_emulator.__main__ import build_parser, config_from_args
 from comfy_emulator.config import DEFAULT_CHECKPOINTS
 from comfy_emulator.testing import EmulatorClient
@@ -21,6 +23,7 @@ def test_flags_map_to_the_config(tmp_path: Path) -> None:
             "--model", "a.safetensors", "--model", "b.safetensors",
             "--node-time", "ImageBlur=0.5", "--fail-next", "2", "--hang-next", "1",
             "--max-upload-mb", "5", "--device", "cpu", "--cache-none", "--quiet",
+            "--comfyui-version", "0.26.0",
         ]
     )  # fmt: skip
     config = config_from_args(args)
@@ -29,6 +32,7 @@ def test_flags_map_to_the_config(tmp_path: Path) -> None:
     assert config.models["checkpoints"] == ("a.safetensors", "b.safetensors")
     assert (config.fail_next, config.hang_next, config.max_upload_mb) == (2, 1, 5.0)
     assert (config.device, config.cache_enabled, config.log_to_stdout) == ("cpu", False, False)
+    assert config.comfyui_version == "0.26.0"
 
 
 def test_defaults() -> None:
@@ -41,6 +45,14 @@ def test_defaults() -> None:
     )
     assert config.models["checkpoints"] == DEFAULT_CHECKPOINTS
     assert config.log_to_stdout
+    assert config.comfyui_version == "0.8.0"
+
+
+def test_an_unknown_comfyui_version_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--comfyui-version", "0.9.0"])
+    assert exited.value.code == 2
+    assert "invalid choice: '0.9.0'" in capsys.readouterr().err
 
 
 async def test_module_serves_until_sigterm(tmp_path: Path) -> None:

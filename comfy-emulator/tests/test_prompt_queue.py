@@ -73,3 +73,12 @@ async def test_history_record_shape() -> None:
     record = queue.history["p"]
     assert record["prompt"] == [0, "p", {"1": {}}, {"client_id": "c"}, ["1"]]
     assert record["status"] == {"status_str": "success", "completed": True, "messages": []}
+
+
+async def test_is_pending_only_while_waiting() -> None:
+    queue = PromptQueue(lambda: None)
+    queue.put(entry(1, "a"))
+    assert queue.is_pending("a")
+    assert not queue.is_pending("b")
+    await queue.get()
+    assert not queue.is_pending("a")  # running now

@@ -19,6 +19,15 @@ async def test_system_stats_reports_one_gpu_by_default(client: EmulatorClient) -
     assert stats["system"]["comfyui_version"] == "0.8.0"
 
 
+async def test_system_stats_reports_the_configured_version(start: Any) -> None:
+    running: RunningEmulator = await start(comfyui_version="0.26.0")
+    async with EmulatorClient(running.url) as client:
+        stats = await client.get_json("/system_stats")
+        assert stats["system"]["comfyui_version"] == "0.26.0"
+        log = await client.get_json("/internal/logs")
+    assert "ComfyUI version: 0.26.0" in log
+
+
 async def test_cpu_device_uses_system_ram(start: Any) -> None:
     running: RunningEmulator = await start(device="cpu")
     async with EmulatorClient(running.url) as client:

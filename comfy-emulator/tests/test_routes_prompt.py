@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import heapq
+import json
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -192,3 +195,86 @@ async def test_every_route_is_mirrored_under_api(client: EmulatorClient) -> None
     assert "queue_running" in await client.get_json("/api/queue")
     async with client.session.get(client.base_url + "/api/internal/logs") as missing:
         assert missing.status == 404
+
+
+# ---- prompt ids: 0.8.0 takes anything, 0.26.0 only canonical UUIDs (protocol notes §9.1) ----
+
+NON_CANONICAL_IDS: list[Any] = [
+    12345,
+    "p-1",
+    "",
+    "7B0C2D7E-0A8E-4A43-9A55-0F3C3D6F8C11",
+    "7b0c2d7e0a8e4a439a550f3c3d6f8c11",
+    "{7b0c2d7e-0a8e-4a43-9a55-0f3c3d6f8c11}",
+    "urn:uuid:7b0c2d7e-0a8e-4a43-9a55-0f3c3d6f8c11",
+    True,
+    {"id": 1},
+]
+INVALID_PROMPT_ID = {
+    "error": {
+        "type": "invalid_prompt_id",
+        "message": "prompt_id must be a valid UUID",
+        "details": "prompt_id must be a UUID string in canonical lowercase hyphenated form; "
+        "omit it to let the server generate one",
+        "extra_info": {},
+    },
+    "node_errors": {},
+}
+
+
+@pytest.fixture
+async def client_0_26(start: Any) -> AsyncIterator[EmulatorClient]:
+    running: RunningEmulator = await start(comfyui_version="0.26.0")
+    async with EmulatorClient(running.url) as client:
+        yield client
+
+
+@pytest.mark.parametrize("prompt_id", NON_CANONICAL_IDS)
+async def test_0_8_0_accepts_any_prompt_id_stringified(
+    client: EmulatorClient, prompt_id: Any
+) -> None:
+    response = await client.post_prompt(solid_image(), prompt_id=prompt_id)
+    assert response["prompt_id"] == str(prompt_id)
+
+
+async def test_0_8_0_stringifies_a_null_prompt_id(client: EmulatorClient) -> None:
+    assert (await client.post_prompt(solid_image(), prompt_id=None))["prompt_id"] == "None"
+
+
+@pytest.mark.parametrize("path", ["/prompt", "/api/prompt"])
+@pytest.mark.parametrize("prompt_id", NON_CANONICAL_IDS)
+async def test_0_26_0_rejects_a_prompt_id_that_is_not_a_canonical_uuid(
+    client_0_26: EmulatorClient, path: str, prompt_id: Any
+) -> None:
+    body = json.dumps({"prompt": solid_image(), "prompt_id": prompt_id})
+    async with client_0_26.session.post(client_0_26.base_url + path, data=body) as response:
+        assert (response.status, response.content_type) == (400, "application/json")
+        assert await response.json() == INVALID_PROMPT_ID
+    assert await client_0_26.get_json("/queue") == {"queue_running": [], "queue_pending": []}
+    assert await client_0_26.get_json("/history") == {}
+
+
+async def test_0_26_0_checks_the_id_before_the_graph_and_after_the_prompt_key(
+    client_0_26: EmulatorClient,
+) -> None:
+    invalid_graph = solid_image(width=0)
+    status, body = await client_0_26.post_json("/prompt", {"prompt": invalid_graph, "prompt_id": 1})
+    assert (status, body) == (400, INVALID_PROMPT_ID)
+    status, body = await client_0_26.post_json("/prompt", {"prompt_id": "p-1"})
+    assert (status, body["error"]["type"]) == (400, "no_prompt")
+    # Both rejected requests moved the prompt counter, as any request without "number" does.
+    assert (await client_0_26.post_prompt(solid_image()))["number"] == 2
+
+
+async def test_0_26_0_keeps_a_canonical_id_and_mints_one_when_absent_or_null(
+    client_0_26: EmulatorClient,
+) -> None:
+    given = str(uuid.uuid4())
+    assert (await client_0_26.post_prompt(solid_image(), prompt_id=given))["prompt_id"] == given
+    for fields in ({}, {"prompt_id": None}):
+        minted = (await client_0_26.post_prompt(solid_image(prefix="m"), **fields))["prompt_id"]
+        assert minted != "None"
+        assert str(uuid.UUID(minted)) == minted
+        assert uuid.UUID(minted).version == 4
+    await client_0_26.wait_idle()
+    assert given in await client_0_26.get_json("/history")

@@ -1,4 +1,5 @@
-"""A GPU-free ComfyUI emulator that speaks ComfyUI 0.8.0's HTTP and WebSocket protocol.
+"""A GPU-free ComfyUI emulator that speaks ComfyUI 0.8.0's HTTP and WebSocket protocol (or
+0.26.0's, with `EmulatorConfig(comfyui_version="0.26.0")`: see `versions.py`).
 
 Public API:
 
@@ -19,7 +20,8 @@ POST /emulator/restart, POST /emulator/down. CLI: --speed, --fail-next, --hang-n
 Design, by module: `core` (the emulated process: submission, the single worker, interrupts,
 restarts), `prompt_queue` (heap + history), `validation` (validate_prompt), `cache` (classic
 signature cache), `graph` (execution order), `executor` (one prompt's run and its event stream),
-`progress` (progress_state), `hub` (sockets and the ordered outbound queue), `logbuffer` (the
+`progress` (progress_state), `versions` (what 0.26.0 changes), `jobs` (the /api/jobs view of
+0.26.0), `hub` (sockets and the ordered outbound queue), `logbuffer` (the
 300-entry log ring), `faults` (fault injection and statistics), `files` (folder rules),
 `nodes/*` (the node catalogue), `routes/*` (HTTP/WS handlers; `routes/control.py` documents the
 emulator-only `/emulator/*` fault-injection API).

@@ -17,6 +17,7 @@ from typing import Any
 
 from comfy_emulator.config import DEFAULT_CHECKPOINTS, DEFAULT_LORAS, EmulatorConfig
 from comfy_emulator.runner import start_emulator
+from comfy_emulator.versions import COMFYUI_VERSIONS, DEFAULT_COMFYUI_VERSION
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--disable-metadata", action="store_true", help="no PNG text chunks")
     parser.add_argument("--no-origin-check", action="store_true", help="skip the Host/Origin check")
     parser.add_argument("--quiet", action="store_true", help="do not echo the log to stdout")
+    parser.add_argument(
+        "--comfyui-version",
+        choices=COMFYUI_VERSIONS,
+        default=DEFAULT_COMFYUI_VERSION,
+        help="the ComfyUI to behave like: 0.8.0 (default, as recorded) or 0.26.0 (prompt_id must"
+        " be a canonical UUID, cancel by job id, /api/jobs with 'cancelled')",
+    )
     return parser
 
 
@@ -111,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         metadata_enabled=not args.disable_metadata,
         origin_check=not args.no_origin_check,
         log_to_stdout=not args.quiet,
+        comfyui_version=args.comfyui_version,
         **optional,
     )
 

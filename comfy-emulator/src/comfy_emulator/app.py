@@ -2,7 +2,8 @@
 
 Like ComfyUI's PromptServer, every ComfyUI route is registered twice, as `/x` and `/api/x`
 (including `/ws`), while `/internal/*` is a sub-application reachable only without the prefix.
-The emulator's control routes live under `/emulator/*` only.
+The emulator's control routes live under `/emulator/*` only. The `/api/jobs` routes exist only
+when the emulator plays ComfyUI 0.26.0 (`routes/jobs.py`).
 
 Middlewares, in order: the loopback Host/Origin check of a default ComfyUI (403 with an empty
 body when both headers are present, the host is loopback and the names differ; OPTIONS -> 200),
@@ -24,7 +25,7 @@ from aiohttp import web
 from comfy_emulator.config import EmulatorConfig
 from comfy_emulator.core import Emulator
 from comfy_emulator.files import Folders, make_folders
-from comfy_emulator.routes import EMULATOR, Route, control, files, info, prompt, ws
+from comfy_emulator.routes import EMULATOR, Route, control, files, info, jobs, prompt, ws
 from comfy_emulator.routes.internal import internal_app
 
 COMFY_ROUTES: list[Route] = [*prompt.ROUTES, *files.ROUTES, *info.ROUTES, *ws.ROUTES]
@@ -43,7 +44,7 @@ def create_app(config: EmulatorConfig) -> web.Application:
     app[EMULATOR] = emulator
     if temp_root is not None:
         app[_TEMP_ROOT] = temp_root
-    _add_routes(app)
+    _add_routes(app, comfy_routes(config))
     app.on_startup.append(_start)
     # Sockets must close on shutdown: aiohttp waits for open handlers before cleanup.
     app.on_shutdown.append(_stop)
@@ -66,8 +67,13 @@ def _resolve_folders(config: EmulatorConfig) -> tuple[Folders, str | None]:
     return folders, temp_root
 
 
-def _add_routes(app: web.Application) -> None:
-    for method, path, handler in COMFY_ROUTES:
+def comfy_routes(config: EmulatorConfig) -> list[Route]:
+    """The ComfyUI routes of the configured version (the /api/jobs ones came with 0.26.0)."""
+    return [*COMFY_ROUTES, *jobs.ROUTES] if config.traits.jobs_api else COMFY_ROUTES
+
+
+def _add_routes(app: web.Application, routes: list[Route]) -> None:
+    for method, path, handler in routes:
         for prefix in ("/api", ""):
             _add(app, method, prefix + path, handler)
     for method, path, handler in control.ROUTES:

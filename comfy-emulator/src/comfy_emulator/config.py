@@ -3,6 +3,9 @@
 `EmulatorConfig` is a frozen dataclass: tests and the CLI build one explicitly and pass it to
 `create_app()` / `start_emulator()`. Nothing here reads the environment.
 
+`comfyui_version` picks the ComfyUI to behave like: "0.8.0" (the default, the recorded one) or
+"0.26.0" (canonical prompt ids, cancel by job id, the /api/jobs view; see `versions.py`).
+
 Timing model: a KSampler step takes `step_time / speed` seconds (paced against a deadline, so
 the host's own delays between steps do not add up); any other node takes
 `node_time.get(class_type, 0) / speed` seconds on top of its real (Pillow) work. `speed` can be
@@ -15,6 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+
+from comfy_emulator.versions import (
+    DEFAULT_COMFYUI_VERSION,
+    ComfyUIVersion,
+    VersionTraits,
+    traits_of,
+)
 
 if TYPE_CHECKING:
     from comfy_emulator.nodes.base import Node
@@ -88,6 +98,15 @@ class EmulatorConfig:
     hang_next: int = 0  # the next N prompts hang until interrupted or released
     log_to_stdout: bool = False  # echo the log ring buffer to stdout (the CLI turns it on)
     extra_nodes: tuple[type[Node], ...] = ()  # more node classes (e.g. custom node stand-ins)
+    comfyui_version: ComfyUIVersion = DEFAULT_COMFYUI_VERSION  # which ComfyUI to behave like
+
+    def __post_init__(self) -> None:
+        traits_of(self.comfyui_version)  # an unknown version fails here, not at the first request
+
+    @property
+    def traits(self) -> VersionTraits:
+        """What the configured `comfyui_version` changes (see `comfy_emulator.versions`)."""
+        return traits_of(self.comfyui_version)
 
     def model_names(self, folder: str) -> list[str]:
         """Installed files of one model folder, sorted like ComfyUI's filename lists."""

@@ -34,10 +34,20 @@ from comfy_emulator.nodes.base import NodeEnv
 from comfy_emulator.prompt_queue import PromptQueue, QueueEntry
 from comfy_emulator.state import ComfyState, LogSubscriptions, Services, Timing
 from comfy_emulator.validation import validate_prompt
+from comfy_emulator.versions import is_canonical_uuid
 
 JsonDict = dict[str, Any]
-COMFYUI_VERSION = "0.8.0"
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
+
+
+# ComfyUI 0.26.0's answer to a prompt_id that is not a canonical UUID (protocol notes §9.1).
+INVALID_PROMPT_ID_ERROR: JsonDict = {
+    "type": "invalid_prompt_id",
+    "message": "prompt_id must be a valid UUID",
+    "details": "prompt_id must be a UUID string in canonical lowercase hyphenated form; "
+    "omit it to let the server generate one",
+    "extra_info": {},
+}
 
 
 class Listener(Protocol):
@@ -171,7 +181,7 @@ class Emulator:
             else "Set vram state to: DISABLED",
             f"Device: {device_name(config)}",
             f"Python version: {sys.version}",
-            f"ComfyUI version: {COMFYUI_VERSION}",
+            f"ComfyUI version: {config.comfyui_version}",
             "ComfyUI frontend version: 1.35.9",
             "[Prompt Server] web root: (emulator: no frontend)",
             "Starting server\n",
@@ -197,7 +207,19 @@ class Emulator:
                 "extra_info": {},
             }
             return 400, {"error": error, "node_errors": {}}
-        return self._submit_valid(body, number)
+        prompt_id = self._prompt_id_for(body)
+        if prompt_id is None:
+            return 400, {"error": INVALID_PROMPT_ID_ERROR, "node_errors": {}}
+        return self._submit_valid(body, number, prompt_id)
+
+    def _prompt_id_for(self, body: JsonDict) -> str | None:
+        """The id the prompt runs under; None when this version rejects the one given."""
+        if not self.config.traits.canonical_prompt_ids:
+            return str(body.get("prompt_id", uuid.uuid4()))  # 0.8.0 takes anything, stringified
+        given = body.get("prompt_id")
+        if given is None:  # absent or JSON null: the server mints one
+            return str(uuid.uuid4())
+        return given if is_canonical_uuid(given) else None
 
     def _take_number(self, body: Any) -> int | float:
         # The counter moves for every request without "number", including rejected ones.
@@ -209,11 +231,12 @@ class Emulator:
         self.state.number += 1
         return number
 
-    def _submit_valid(self, body: JsonDict, number: int | float) -> tuple[int, JsonDict]:
+    def _submit_valid(
+        self, body: JsonDict, number: int | float, prompt_id: str
+    ) -> tuple[int, JsonDict]:
         prompt = body["prompt"]
         if not isinstance(prompt, dict):
             raise TypeError("prompt must be an object of nodes")
-        prompt_id = str(body.get("prompt_id", uuid.uuid4()))
         s = self.services
         result = validate_prompt(
             s.registry, s.env, prompt, body.get("partial_execution_targets"), s.logs.log
@@ -240,6 +263,24 @@ class Emulator:
             self.state.interrupt.set()
         else:
             self.logs.log(f"Prompt {prompt_id} is not currently running, skipping interrupt")
+
+    def cancel_job(self, prompt_id: str) -> bool:
+        """Cancel by job id (ComfyUI 0.26.0): True if it was running or pending.
+
+        A running prompt is interrupted, a pending one leaves the queue; a finished or unknown
+        id is a no-op. ComfyUI classifies from a snapshot and re-checks at each step (the
+        interrupt fires only if that id still runs); here the handler never yields between
+        the check and the action, so the prompt cannot change state in between.
+        """
+        queue = self.state.queue
+        if prompt_id in queue.running_ids():
+            self.logs.log(f"Cancelling running prompt {prompt_id}")
+            self.state.interrupt.set()
+            return True
+        if queue.is_pending(prompt_id):
+            self.logs.log(f"Cancelling pending prompt {prompt_id}")
+            return queue.delete_pending(prompt_id)
+        return False
 
     def free(self, unload_models: Any, free_memory: Any) -> None:
         """POST /free: applied after the running prompt, or at once when idle."""

@@ -100,6 +100,9 @@ class PromptQueue:
     def running_ids(self) -> list[str]:
         return [entry.prompt_id for entry in self.running.values()]
 
+    def is_pending(self, prompt_id: str) -> bool:
+        return any(entry.prompt_id == prompt_id for entry in self.pending)
+
     def snapshot(self) -> tuple[list[list[Any]], list[list[Any]]]:
         """(running, pending) as 5-element lists; pending stays in raw heap order."""
         running = [entry.as_list() for entry in self.running.values()]

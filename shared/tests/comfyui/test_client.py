@@ -141,6 +141,30 @@ async def test_submit_400_without_error_object_is_protocol_error(
         await comfy.submit({}, prompt_id="p", client_id="c")
 
 
+INVALID_PROMPT_ID = {
+    "type": "invalid_prompt_id",
+    "message": "prompt_id must be a valid UUID",
+    "details": "prompt_id must be a UUID string in canonical lowercase hyphenated form; "
+    "omit it to let the server generate one",
+    "extra_info": {},
+}
+
+
+async def test_submit_with_a_prompt_id_comfyui_refuses_is_prompt_rejected(
+    comfy_for: Any, synthetic: Synthetic
+) -> None:
+    answer = {"error": INVALID_PROMPT_ID, "node_errors": {}}
+    comfy, _ = comfy_for(synthetic("POST", "/prompt", 400, answer))
+
+    with pytest.raises(PromptRejected) as caught:
+        await comfy.submit({"1": {}}, prompt_id="task-1", client_id="c")
+
+    assert caught.value.error_type == "invalid_prompt_id"
+    assert caught.value.error == INVALID_PROMPT_ID
+    assert (caught.value.node_errors, caught.value.status_code) == ({}, 400)
+    assert "invalid_prompt_id" in str(caught.value)
+
+
 # --- queue -------------------------------------------------------------------------------------
 
 
@@ -241,6 +265,155 @@ async def test_interrupt_global_sends_empty_object(comfy_for: Any, name: str) ->
     await comfy.interrupt(None)
 
     assert transport.json_bodies() == [{}]
+
+
+# --- cancel ------------------------------------------------------------------------------------
+
+JOB = "7767c92b-b2c7-4e05-80d7-cb67621065f2"
+JOB_CANCEL = f"/api/jobs/{JOB}/cancel"
+# What an aiohttp server without the route answers: 404, or 405 where ComfyUI's static web root
+# (GET/HEAD on every path) matches the path.
+ROUTE_MISSING = {
+    404: "404: Not Found",
+    405: "405: Method Not Allowed",
+}
+
+
+def _sent(transport: Any) -> list[tuple[str, str, Any]]:
+    return [
+        (r.method, r.url.raw_path.decode(), json.loads(r.content) if r.content else None)
+        for r in transport.requests
+    ]
+
+
+def _fallback_captures(synthetic: Synthetic, missing: int) -> list[dict[str, Any]]:
+    text = ROUTE_MISSING[missing]
+    return [
+        synthetic("POST", JOB_CANCEL, missing, text, content_type="text/plain; charset=utf-8"),
+        synthetic("POST", "/queue", 200, "", content_type=""),
+        synthetic("POST", "/interrupt", 200, "", content_type=""),
+    ]
+
+
+FALLBACK = [
+    ("POST", "/queue", {"delete": [JOB]}),
+    ("POST", "/interrupt", {"prompt_id": JOB}),
+]
+
+
+@pytest.mark.parametrize("cancelled", [True, False])
+async def test_cancel_job_returns_comfyuis_answer(
+    comfy_for: Any, synthetic: Synthetic, cancelled: bool
+) -> None:
+    comfy, transport = comfy_for(synthetic("POST", JOB_CANCEL, 200, {"cancelled": cancelled}))
+
+    assert await comfy.cancel_job(JOB) is cancelled
+    assert _sent(transport) == [("POST", JOB_CANCEL, None)]
+
+
+@pytest.mark.parametrize("status", sorted(ROUTE_MISSING))
+async def test_cancel_job_without_the_route_is_none(
+    comfy_for: Any, synthetic: Synthetic, status: int
+) -> None:
+    text = ROUTE_MISSING[status]
+    comfy, _ = comfy_for(
+        synthetic("POST", JOB_CANCEL, status, text, content_type="text/plain; charset=utf-8")
+    )
+
+    assert await comfy.cancel_job(JOB) is None
+
+
+async def test_cancel_job_quotes_the_id(comfy_for: Any, synthetic: Synthetic) -> None:
+    comfy, transport = comfy_for(
+        synthetic("POST", "/api/jobs/a%2Fb%3Fc/cancel", 200, {"cancelled": False})
+    )
+
+    assert await comfy.cancel_job("a/b?c") is False
+    assert transport.requests[0].url.raw_path == b"/api/jobs/a%2Fb%3Fc/cancel"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "raised"),
+    [
+        (500, "500 Internal Server Error", "text/plain", ComfyUnavailable),
+        (400, {"error": "job_id is required"}, "application/json", ComfyRequestError),
+        (403, "", "", ComfyRequestError),
+        (200, "<html>not json</html>", "text/html", ComfyProtocolError),
+        (200, {"cancelled": "yes"}, "application/json", ComfyProtocolError),
+        (200, {}, "application/json", ComfyProtocolError),
+        (200, [True], "application/json", ComfyProtocolError),
+    ],
+)
+async def test_cancel_job_failures_map_to_the_exception_tree(
+    comfy_for: Any,
+    synthetic: Synthetic,
+    status: int,
+    body: Any,
+    content_type: str,
+    raised: type[Exception],
+) -> None:
+    comfy, _ = comfy_for(synthetic("POST", JOB_CANCEL, status, body, content_type=content_type))
+
+    with pytest.raises(raised) as caught:
+        await comfy.cancel_job(JOB)
+
+    assert type(caught.value) is raised  # e.g. a 400 is no ComfyNotFound
+
+
+@pytest.mark.parametrize("cancelled", [True, False])
+async def test_cancel_prompt_uses_the_jobs_route_when_the_server_has_it(
+    comfy_for: Any, synthetic: Synthetic, cancelled: bool
+) -> None:
+    comfy, transport = comfy_for(synthetic("POST", JOB_CANCEL, 200, {"cancelled": cancelled}))
+
+    await comfy.cancel_prompt(JOB)
+    await comfy.cancel_prompt(JOB)
+
+    # A finished prompt (False) needs no fallback either: the jobs route looked everywhere.
+    assert _sent(transport) == [("POST", JOB_CANCEL, None)] * 2
+
+
+@pytest.mark.parametrize("missing", sorted(ROUTE_MISSING))
+async def test_cancel_prompt_falls_back_and_remembers_it_per_client(
+    comfy_for: Any, synthetic: Synthetic, missing: int
+) -> None:
+    comfy, transport = comfy_for(*_fallback_captures(synthetic, missing))
+
+    await comfy.cancel_prompt(JOB)
+    await comfy.cancel_prompt(JOB)
+
+    assert _sent(transport) == [("POST", JOB_CANCEL, None), *FALLBACK, *FALLBACK]
+
+    other, other_transport = comfy_for(*_fallback_captures(synthetic, missing))
+    await other.cancel_prompt(JOB)
+    assert _sent(other_transport) == [("POST", JOB_CANCEL, None), *FALLBACK]
+
+
+async def test_cancel_prompt_does_not_fall_back_on_other_errors(
+    comfy_for: Any, synthetic: Synthetic, trouble: Any
+) -> None:
+    comfy, transport = comfy_for(trouble("POST", JOB_CANCEL))
+
+    for _ in range(2):
+        with pytest.raises(ComfyUnavailable):
+            await comfy.cancel_prompt(JOB)
+
+    # A failing server is not an old one: the next call tries the jobs route again.
+    assert _sent(transport) == [("POST", JOB_CANCEL, None)] * 2
+
+
+async def test_cancel_prompt_fallback_failures_are_raised(
+    comfy_for: Any, synthetic: Synthetic, trouble: Any
+) -> None:
+    comfy, transport = comfy_for(
+        synthetic("POST", JOB_CANCEL, 404, "404: Not Found", content_type="text/plain"),
+        trouble("POST", "/queue"),
+    )
+
+    with pytest.raises(ComfyUnavailable):
+        await comfy.cancel_prompt(JOB)
+
+    assert [path for _, path, _ in _sent(transport)] == [JOB_CANCEL, "/queue"]
 
 
 # --- history -----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 /system_stats reports exactly one device: a CUDA GPU by default (name, type "cuda", index 0 and
 the configured VRAM), or the CPU with system RAM as "VRAM" when `device="cpu"`, as ComfyUI does
-with `--cpu`.
+with `--cpu`. `comfyui_version` is the configured version (0.8.0 unless set).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from comfy_emulator.config import MODEL_FOLDERS, EmulatorConfig
-from comfy_emulator.core import COMFYUI_VERSION, device_name, pytorch_version
+from comfy_emulator.core import device_name, pytorch_version
 from comfy_emulator.routes import Route, emulator_of
 
 _MB = 1024 * 1024
@@ -73,7 +73,7 @@ async def system_stats(request: web.Request) -> web.Response:
         "os": sys.platform,
         "ram_total": ram_total,
         "ram_free": ram_free,
-        "comfyui_version": COMFYUI_VERSION,
+        "comfyui_version": config.comfyui_version,
         "required_frontend_version": "1.35.9",
         "installed_templates_version": "0.7.67",
         "required_templates_version": "0.7.67",

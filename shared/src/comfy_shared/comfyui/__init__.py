@@ -56,6 +56,7 @@ from comfy_shared.comfyui.models import (
     combo_options,
     model_files,
 )
+from comfy_shared.comfyui.prompt_ids import PROMPT_ID_NAMESPACE, is_canonical_uuid, prompt_id_for
 from comfy_shared.comfyui.websocket import (
     ComfyEventListener,
     EventHandler,
@@ -66,6 +67,7 @@ from comfy_shared.comfyui.websocket import (
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "PROMPT_ID_NAMESPACE",
     "ComfyClient",
     "ComfyError",
     "ComfyEventListener",
@@ -117,11 +119,13 @@ __all__ = [
     "ViewStream",
     "backoff_delay",
     "combo_options",
+    "is_canonical_uuid",
     "model_files",
     "output_files",
     "parse_binary_frame",
     "parse_frame",
     "parse_message",
     "parse_text_frame",
+    "prompt_id_for",
     "ws_url",
 ]

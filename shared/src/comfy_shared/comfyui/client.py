@@ -3,6 +3,12 @@
 Every method maps transport failures and error statuses to the exception tree in
 :mod:`comfy_shared.comfyui.errors`. The base URL is the server root (not ``/api``): the
 ``/internal/*`` routes exist only without the prefix.
+
+Versions: the client speaks ComfyUI 0.8.0 and later. Two later changes matter to callers:
+since 0.26.0 a ``prompt_id`` must be a canonical UUID (see
+:mod:`comfy_shared.comfyui.prompt_ids`; a refusal is :class:`PromptRejected` with
+``error_type == "invalid_prompt_id"``), and a job can be cancelled by id
+(:meth:`ComfyClient.cancel_job`; :meth:`ComfyClient.cancel_prompt` works on every version).
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ from comfy_shared.comfyui.models import (
 )
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+# How a ComfyUI without a route answers a POST to it: 404, or 405 because its web root is a
+# static route on "/" that matches every path for GET and HEAD only (aiohttp then answers
+# "405 Method Not Allowed" rather than 404 for any other method).
+_ROUTE_MISSING = frozenset({404, 405})
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -86,6 +97,8 @@ class ComfyClient:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must be http(s): {base_url!r}")
         self.base_url = base_url.rstrip("/")
+        # False once the server showed it has no cancel-by-job-id route (ComfyUI < 0.26.0).
+        self._has_job_cancel = True
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(transport=transport, timeout=timeout)
 
@@ -152,8 +165,47 @@ class ComfyClient:
         body = {"prompt_id": prompt_id} if prompt_id is not None else {}
         await self._send("POST", "/interrupt", json=body)
 
+    async def cancel_job(self, job_id: str) -> bool | None:
+        """``POST /api/jobs/{job_id}/cancel`` (ComfyUI 0.26.0+): interrupt the job if it is
+        running (only that job: ComfyUI checks and interrupts in one step), or take it out of
+        the queue if it is pending.
+
+        Returns ComfyUI's ``cancelled``: True if it acted, False for a finished or unknown id.
+        Returns None when the server has no such route (ComfyUI older than 0.26.0).
+        """
+        path = f"/api/jobs/{quote(job_id, safe='')}/cancel"
+        try:
+            response = await self._send("POST", path)
+        except ComfyRequestError as exc:
+            if exc.status_code in _ROUTE_MISSING:
+                return None
+            raise
+        cancelled = _object(_json(response), "cancel answer").get("cancelled")
+        if not isinstance(cancelled, bool):
+            raise ComfyProtocolError(f"POST {path}: 'cancelled' is not a bool: {cancelled!r}")
+        return cancelled
+
     async def cancel_prompt(self, prompt_id: str) -> None:
-        """Provisional: replaced by the emulator-2026 branch."""
+        """Stop one prompt whatever its state: out of the queue if pending, interrupted if
+        running, nothing if it already finished or is unknown.
+
+        Uses :meth:`cancel_job` while the server has that route, which closes both races:
+        ComfyUI interrupts only if this prompt is still the one running, and a pending prompt
+        that started meanwhile is interrupted instead. Once a server said it lacks the route,
+        this client instance does not ask again (an older server costs one extra request, the
+        first time) and falls back to ``POST /queue {"delete": [id]}`` then
+        ``POST /interrupt {"prompt_id": id}``. In that order a prompt that starts between the
+        two requests is still interrupted. Left open there: ComfyUI checks that the prompt
+        runs and only then raises its process-wide interrupt flag, so if the prompt ends in
+        that moment the next prompt can be interrupted instead (ComfyUI issue #2566).
+
+        Either way a prompt whose submit has not been answered yet may not be queued yet:
+        cancel after the submit returned, or cancel again once it has.
+        """
+        if self._has_job_cancel:
+            if await self.cancel_job(prompt_id) is not None:
+                return
+            self._has_job_cancel = False
         await self.delete_from_queue([prompt_id])
         await self.interrupt(prompt_id)
 

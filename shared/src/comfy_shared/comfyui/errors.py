@@ -11,6 +11,7 @@ boundary, with the original chained as ``__cause__``::
     │                            odd status); a version mismatch or a bug, not a network issue
     └── ComfyRequestError        ComfyUI refused this request (4xx); resending it won't help
         ├── PromptRejected       400 from POST /prompt: the workflow failed validation
+        │                        (or, on ComfyUI 0.26.0+, the prompt_id is not a UUID)
         └── ComfyNotFound        404, e.g. /view of a file that does not exist
 """
 
@@ -69,7 +70,10 @@ class PromptRejected(ComfyRequestError):
 
     @property
     def error_type(self) -> str:
-        """E.g. ``prompt_outputs_failed_validation``, ``invalid_prompt``, ``prompt_no_outputs``."""
+        """E.g. ``prompt_outputs_failed_validation``, ``invalid_prompt``, ``prompt_no_outputs``,
+        or ``invalid_prompt_id``: ComfyUI 0.26.0+ refused the ``prompt_id`` because it is not a
+        canonical UUID. That one is the client's fault, not the workflow's; see
+        :mod:`comfy_shared.comfyui.prompt_ids`."""
         return str(self.error.get("type", ""))
 
     @property
