@@ -165,7 +165,6 @@ class Sender:
                 logger.info("task refused by the node", reason=error.message)
                 await self._change(task_id, attempt, Ended(attempt, error=error))
             case NodeFailed(reason):
-                logger.warning("dispatch refused; trying another node", to_node=attempt.node_id)
                 await self._registry.record_failure(attempt.node_id)
                 await take_back(self._store, self._queue, task_id, attempt, reason)
 

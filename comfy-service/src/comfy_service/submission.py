@@ -176,7 +176,10 @@ class Submitter:
 
     async def _reject(self, task: TaskRecord, prompt: Prompt, exc: PromptRejected) -> None:
         error = TaskError(
-            type=ErrorType.VALIDATION,
+            # Prompt ids are made here: ComfyUI refusing one is our fault, not the graph's.
+            type=ErrorType.SERVICE
+            if exc.error_type == "invalid_prompt_id"
+            else ErrorType.VALIDATION,
             message=f"ComfyUI rejected the prompt: {exc.error_message}",
             details={"error": exc.error, "node_errors": exc.node_errors},
         )
