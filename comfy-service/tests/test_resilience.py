@@ -267,7 +267,7 @@ def test_a_broken_template_stops_start_up_naming_file_and_field(tmp_path: Path) 
     assert "bad.yaml: params.w.targets.0: node '7' is not in the graph" in process.output()
 
 
-async def test_health_reports_the_speed_measured_and_a_restart_keeps_it(
+async def test_health_reports_the_speed_measured_and_a_slow_restart_keeps_it(
     start_service: ServiceFactory, start_emulator: EmulatorFactory, redis: Redis
 ) -> None:
     emulator = start_emulator("slow-emulator", step_time_s=0.05)
@@ -288,6 +288,8 @@ async def test_health_reports_the_speed_measured_and_a_restart_keeps_it(
     assert before.speed.overhead_s < 1.0
 
     service.kill()
+    # A restart slower than the health TTL: the health document is gone, the speed is not.
+    await wait_for_condition(lambda: _gone(redis, KEYS.node_health("gpu-10")), what="expiry")
     start_service(emulator.url, node_id="gpu-10")
 
     async def republished() -> NodeHealth | None:

@@ -95,10 +95,26 @@ def _check_the_client_against(api: str, tmp_path: Path) -> None:
     assert failed.returncode == 2
     assert "error (validation, invalid_params)" in failed.stderr
 
+    slow = subprocess.Popen(
+        [sys.executable, "-m", "comfy_stack", "generate", "x", "-p", "steps=150", "--url", api],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    task_id = wait_for_condition_sync(lambda: _running_task(api), timeout_s=20, what="running")
+    assert _client("cancel", task_id, "--url", api).returncode == 0
+    _, stderr = slow.communicate(timeout=30)
+    assert slow.returncode == 1
+    assert f"task {task_id} was cancelled" in stderr
+    assert "(service)" not in stderr  # a cancellation is not reported as an error
+
 
 def _client(*args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "comfy_stack", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _running_task(api: str) -> str | None:
+    tasks = httpx.get(f"{api}/api/v1/tasks", params={"status": "running"}, timeout=5).json()
+    return str(tasks["tasks"][0]["id"]) if tasks["tasks"] else None
 
 
 def _ready_nodes(api: str) -> int:

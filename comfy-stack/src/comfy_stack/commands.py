@@ -1,6 +1,6 @@
 """The client commands of ``comfy-stack``: generate, status, cancel, nodes, queue.
 
-Exit codes: 0 done, 1 the task failed or was cancelled (its error type and message printed),
+Exit codes: 0 done, 1 the task failed (its error type and message printed) or was cancelled,
 2 the request was refused (e.g. 422), 3 the stack could not be reached.
 """
 
@@ -68,10 +68,12 @@ def _generate(client: StackClient, args: argparse.Namespace) -> int:
     progress = ProgressLine()
     final = client.follow(task["id"], progress.update)
     progress.finish()
+    if final["status"] == "cancelled":
+        print(f"task {final['id']} was cancelled", file=sys.stderr)  # not an error of its own
+        return 1
     if final["status"] != "succeeded":
-        error = final.get("error") or {"type": "service", "message": final["status"]}
-        print(f"task {final['id']} {final['status']}: ({error['type']}) {error['message']}",
-              file=sys.stderr)  # fmt: skip
+        error = final["error"]
+        print(f"task {final['id']} failed: ({error['type']}) {error['message']}", file=sys.stderr)
         return 1
     for path in client.download(final, args.output):
         print(path)
