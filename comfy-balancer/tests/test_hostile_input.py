@@ -1,4 +1,4 @@
-"""The balancer against hostile task ids, priorities and list cursors, with a real service,
+"""The balancer against hostile request bodies, task ids and list cursors, with a real service,
 emulator and Redis (real processes)."""
 
 import uuid
@@ -12,6 +12,15 @@ from comfy_shared.redis_keys import RedisKeys
 from comfy_testkit import graphs
 from comfy_testkit.api import submit, wait_until_finished
 from comfy_testkit.cluster import Cluster
+from comfy_testkit.hostile import (
+    POISONS,
+    SEED_MAX,
+    TEXT_POISONS,
+    body_bytes,
+    refusal_problems,
+)
+
+JSON = {"content-type": "application/json"}
 
 
 def fresh() -> str:
@@ -21,6 +30,34 @@ def fresh() -> str:
 @pytest.fixture
 async def api(make_cluster: Callable[..., Cluster]) -> httpx.AsyncClient:
     return make_cluster(["a"]).api
+
+
+async def test_every_poisoned_body_is_refused_and_nothing_is_queued(
+    api: httpx.AsyncClient, redis: Redis
+) -> None:
+    problems = []
+    for poison in POISONS:
+        response = await api.post("/api/v1/generate", content=body_bytes(poison), headers=JSON)
+        problems += refusal_problems(poison, response)
+
+    assert problems == []
+    assert await redis.keys(RedisKeys().task("*")) == []
+    assert (await api.get("/api/v1/queue")).json()["pending"] == 0
+
+
+async def test_the_multipart_request_field_is_read_by_the_same_parser(
+    api: httpx.AsyncClient, redis: Redis
+) -> None:
+    problems = []
+    for poison in TEXT_POISONS:
+        # A part without a file name is a form field, as a browser sends it.
+        response = await api.post("/api/v1/generate", files={"request": (None, body_bytes(poison))})
+        problems += refusal_problems(poison, response)
+    not_an_object = await api.post("/api/v1/generate", files={"request": (None, b"[1, 2]")})
+
+    assert problems == []
+    assert (not_an_object.status_code, not_an_object.json()["code"]) == (422, "invalid_request")
+    assert await redis.keys(RedisKeys().task("*")) == []
 
 
 async def test_a_task_id_that_names_another_task_s_keys_is_refused(
@@ -90,3 +127,16 @@ async def test_a_cursor_beyond_any_offset_is_refused(api: httpx.AsyncClient) -> 
     assert (huge.status_code, huge.json()["code"]) == (422, "invalid_request")
     assert largest.status_code == 200
     assert largest.json() == {"tasks": [], "next_cursor": None}
+
+
+async def test_the_largest_seed_still_runs_on_a_node(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/api/v1/generate",
+        json={"workflow": "txt2img-sdxl", "params": {"prompt": "x", "steps": 2, "seed": SEED_MAX}},
+    )
+    assert response.status_code == 202, response.text
+
+    task = await wait_until_finished(api, response.json()["id"], timeout_s=30)
+
+    assert task["status"] == "succeeded"
+    assert task["params"]["seed"] == SEED_MAX

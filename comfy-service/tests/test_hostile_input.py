@@ -1,16 +1,33 @@
-"""comfy-service against hostile task ids and priorities, over real HTTP with a real Redis
-and the emulator as ComfyUI (real processes)."""
+"""comfy-service against hostile request bodies, task ids and priorities, over real HTTP with
+a real Redis and the emulator as ComfyUI (real processes)."""
 
 import uuid
 
 import httpx
+from redis.asyncio import Redis
 
+from comfy_shared.redis_keys import RedisKeys
 from comfy_testkit import graphs
 from comfy_testkit.api import submit, wait_until_finished
+from comfy_testkit.hostile import POISONS, SEED_MAX, body_bytes, refusal_problems
+
+JSON = {"content-type": "application/json"}
 
 
 def fresh() -> str:
     return uuid.uuid4().hex[:8]
+
+
+async def test_every_poisoned_body_is_refused_and_nothing_is_stored(
+    api: httpx.AsyncClient, redis: Redis
+) -> None:
+    problems = []
+    for poison in POISONS:
+        response = await api.post("/api/v1/generate", content=body_bytes(poison), headers=JSON)
+        problems += refusal_problems(poison, response)
+
+    assert problems == []
+    assert await redis.keys(RedisKeys().task("*")) == []
 
 
 async def test_a_task_id_that_names_another_task_s_keys_is_refused(
@@ -69,3 +86,16 @@ async def test_priority_outside_the_queue_s_range_is_refused(api: httpx.AsyncCli
             "/api/v1/generate", json={"workflow": "demo", "priority": priority}
         )
         assert (response.status_code, response.json()["code"]) == (422, "invalid_request")
+
+
+async def test_the_largest_seed_still_runs(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/api/v1/generate",
+        json={"workflow": "txt2img-sdxl", "params": {"prompt": "x", "steps": 2, "seed": SEED_MAX}},
+    )
+    assert response.status_code == 202, response.text
+
+    task = await wait_until_finished(api, response.json()["id"])
+
+    assert task["status"] == "succeeded"
+    assert task["params"]["seed"] == SEED_MAX

@@ -18,6 +18,13 @@ from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from comfy_shared.api.schemas import ErrorBody
+from comfy_shared.api.strict_json import (
+    InvalidJsonValue,
+    InvalidNumber,
+    InvalidString,
+    MalformedJson,
+    NestedTooDeep,
+)
 from comfy_shared.api.task_ids import InvalidTaskId
 from comfy_shared.errors import InvalidTransition
 from comfy_shared.models import ErrorType
@@ -49,7 +56,15 @@ def transition_extras(exc: InvalidTransition) -> dict[str, Any]:
     return {"status": exc.current.value}
 
 
+def _json_path_extras(exc: InvalidJsonValue) -> dict[str, Any]:
+    return {"path": exc.path}
+
+
 REQUEST_ERRORS: ErrorTable = {
+    MalformedJson: ErrorMapping(400, "malformed_json", ErrorType.VALIDATION),
+    InvalidNumber: ErrorMapping(422, "invalid_number", ErrorType.VALIDATION, _json_path_extras),
+    InvalidString: ErrorMapping(422, "invalid_string", ErrorType.VALIDATION, _json_path_extras),
+    NestedTooDeep: ErrorMapping(422, "nested_too_deep", ErrorType.VALIDATION, _json_path_extras),
     InvalidTaskId: ErrorMapping(422, "invalid_task_id", ErrorType.VALIDATION),
 }
 """Refusals of a request's body or path, before it reaches any domain code."""
