@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from comfy_shared.api.errors import (
+    REQUEST_ERRORS,
     ErrorMapping,
     ErrorTable,
     retry_after_header,
@@ -67,6 +68,7 @@ def _params_extras(exc: InvalidParams) -> dict[str, Any]:
 V, S = ErrorType.VALIDATION, ErrorType.SERVICE
 
 STATUS_FOR: ErrorTable = {
+    **REQUEST_ERRORS,
     TaskNotFound: ErrorMapping(404, "task_not_found", V),
     OutputNotFound: ErrorMapping(404, "output_not_found", V),
     InvalidTransition: ErrorMapping(409, "task_finished", V, transition_extras),

@@ -18,6 +18,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from comfy_shared.api.errors import (
+    REQUEST_ERRORS,
     ErrorMapping,
     ErrorTable,
     retry_after_header,
@@ -71,6 +72,7 @@ def _prompt_rejected_extras(exc: PromptRejected) -> dict[str, Any]:
 V, S = ErrorType.VALIDATION, ErrorType.SERVICE
 
 STATUS_FOR: ErrorTable = {
+    **REQUEST_ERRORS,
     TaskNotFound: ErrorMapping(404, "task_not_found", V),
     OutputNotFound: ErrorMapping(404, "output_not_found", V),
     ComfyNotFound: ErrorMapping(404, "file_not_found", S),

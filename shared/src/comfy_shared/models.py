@@ -5,6 +5,7 @@ Everything serialises to JSON with ``model_dump_json``; timestamps are UTC ISO-8
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -17,8 +18,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from comfy_shared.clock import utc_now
 from comfy_shared.task_state import TaskStatus
 
-TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-"""Task ids double as ComfyUI prompt ids and Redis key parts: keep them to safe characters."""
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+"""Task ids are Redis key parts (and, for a task whose id is a UUID, its first prompt id):
+keep them to safe characters.
+No ``:``, the separator of Redis keys, so no id names another task's keys (``X:events``)."""
+TASK_ID_ALPHABET = (
+    "1 to 128 characters: an ASCII letter or digit, then ASCII letters, digits, '_', '.' or '-'"
+)
+_TASK_ID = re.compile(TASK_ID_PATTERN)
+
+
+def is_valid_task_id(task_id: str) -> bool:
+    # fullmatch: the pattern's "$" alone would also accept a trailing newline.
+    return _TASK_ID.fullmatch(task_id) is not None
 
 
 def new_task_id() -> str:

@@ -39,6 +39,11 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 Task ids are 1-128 characters of ``[A-Za-z0-9_.-]``, the first a letter or digit
 (``models.TASK_ID_PATTERN``): no id can reach into another task's keys.
 Values are JSON (pydantic ``model_dump_json``), never pickle, so ``redis-cli`` shows readable data.
+
+A task ``{id}`` is 1 to 128 characters from ``[A-Za-z0-9_.-]``, starting with a letter or digit
+(``comfy_shared.models.TASK_ID_PATTERN``, checked by both APIs before any key is built). It
+never holds ``:``, the separator, so one task's id cannot name another task's keys: an id
+``X:events`` would otherwise be the event stream of task ``X``.
 """
 
 from __future__ import annotations

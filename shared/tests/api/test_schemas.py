@@ -2,7 +2,8 @@ import pytest
 from pydantic import ValidationError
 
 from comfy_shared.api.schemas import GenerateRequest, TaskView
-from comfy_shared.models import OutputKind, Progress, TaskOutput, TaskRecord
+from comfy_shared.models import OutputKind, Progress, TaskOutput, TaskRecord, is_valid_task_id
+from comfy_shared.task_queue import MAX_ABS_PRIORITY
 
 GRAPH = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8}}}
 
@@ -21,10 +22,40 @@ def test_ui_format_workflows_are_refused_with_a_hint() -> None:
         GenerateRequest.model_validate({"prompt": ui_format})
 
 
-@pytest.mark.parametrize("task_id", ["", "has space", "../x", "a" * 129, "-leading-dash"])
+BAD_TASK_IDS = [
+    "",
+    "has space",
+    "../x",
+    "a" * 129,
+    "-leading-dash",
+    ".leading-dot",
+    "x:events",  # ":" separates Redis key parts: this would name task x's event stream
+    "new\nline",
+    "trailing\n",
+    "caf\u00e9",
+]
+GOOD_TASK_IDS = ["a", "0", "order-200", "v1.2_rc-3", "A" * 128, "3f2b8c1e-uuid-like"]
+
+
+@pytest.mark.parametrize("task_id", BAD_TASK_IDS)
 def test_task_ids_are_restricted_to_safe_characters(task_id: str) -> None:
+    assert not is_valid_task_id(task_id)
     with pytest.raises(ValidationError):
         GenerateRequest(prompt=GRAPH, task_id=task_id)
+
+
+@pytest.mark.parametrize("task_id", GOOD_TASK_IDS)
+def test_ids_in_the_alphabet_are_taken(task_id: str) -> None:
+    assert is_valid_task_id(task_id)
+    assert GenerateRequest(prompt=GRAPH, task_id=task_id).task_id == task_id
+
+
+@pytest.mark.parametrize("priority", [-MAX_ABS_PRIORITY - 1, MAX_ABS_PRIORITY + 1, 2**63])
+def test_priority_stays_within_what_the_queue_can_order(priority: int) -> None:
+    with pytest.raises(ValidationError, match="priority"):
+        GenerateRequest(prompt=GRAPH, priority=priority)
+    for edge in (-MAX_ABS_PRIORITY, MAX_ABS_PRIORITY):
+        assert GenerateRequest(prompt=GRAPH, priority=edge).priority == edge
 
 
 def test_unknown_fields_are_refused() -> None:

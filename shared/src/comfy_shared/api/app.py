@@ -21,6 +21,7 @@ from comfy_shared.api.errors import ErrorTable, install_error_handlers
 from comfy_shared.api.request_id import RequestIdMiddleware
 from comfy_shared.api.schemas import API_PREFIX, ErrorBody
 from comfy_shared.api.sse import SSE_HEADERS, open_task_events
+from comfy_shared.api.task_ids import TaskIdInPath
 from comfy_shared.api.task_log import LogFormat, task_log_response
 from comfy_shared.api.workflows import workflows_router
 from comfy_shared.errors import SettingsError
@@ -85,7 +86,7 @@ def task_history_router(
         | {200: {"content": {"text/event-stream": {}}, "description": "Task events (SSE)."}},
     )
     async def task_events(
-        task_id: str, state: State, last_event_id: Annotated[str | None, Header()] = None
+        task_id: TaskIdInPath, state: State, last_event_id: Annotated[str | None, Header()] = None
     ) -> StreamingResponse:
         """Every state change and progress update, ending with the final state. A late client
         first gets the current state; reconnect with ``Last-Event-ID`` to get exactly the
@@ -100,7 +101,7 @@ def task_history_router(
         | {200: {"content": {"text/plain": {}, "application/json": {}}, "description": "Log."}},
     )
     async def task_log(
-        task_id: str, state: State, format: Annotated[LogFormat, Query()] = "text"
+        task_id: TaskIdInPath, state: State, format: Annotated[LogFormat, Query()] = "text"
     ) -> Response:
         """The task's log lines from every process that handled it, and ComfyUI's own lines
         while it ran, in time order (plain text; ``?format=json`` for records)."""

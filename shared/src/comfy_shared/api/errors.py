@@ -1,7 +1,8 @@
 """One error body for every failure, and the handlers that produce it.
 
 Each app passes one table that maps its domain exceptions to (status, code, fault type);
-a test checks that every exception the app can raise is in its table.
+a test checks that every exception the app can raise is in its table. The refusals of a
+request's shape that both apps share are in ``REQUEST_ERRORS``, which each table includes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from comfy_shared.api.schemas import ErrorBody
+from comfy_shared.api.strict_json import (
+    InvalidJsonValue,
+    InvalidNumber,
+    InvalidString,
+    MalformedJson,
+    NestedTooDeep,
+)
+from comfy_shared.api.task_ids import InvalidTaskId
 from comfy_shared.errors import InvalidTransition
 from comfy_shared.models import ErrorType
 
@@ -46,6 +55,19 @@ def transition_extras(exc: InvalidTransition) -> dict[str, Any]:
     """What an ended task's 409 adds: the state it ended in."""
     return {"status": exc.current.value}
 
+
+def _json_path_extras(exc: InvalidJsonValue) -> dict[str, Any]:
+    return {"path": exc.path}
+
+
+REQUEST_ERRORS: ErrorTable = {
+    MalformedJson: ErrorMapping(400, "malformed_json", ErrorType.VALIDATION),
+    InvalidNumber: ErrorMapping(422, "invalid_number", ErrorType.VALIDATION, _json_path_extras),
+    InvalidString: ErrorMapping(422, "invalid_string", ErrorType.VALIDATION, _json_path_extras),
+    NestedTooDeep: ErrorMapping(422, "nested_too_deep", ErrorType.VALIDATION, _json_path_extras),
+    InvalidTaskId: ErrorMapping(422, "invalid_task_id", ErrorType.VALIDATION),
+}
+"""Refusals of a request's body or path, before it reaches any domain code."""
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from comfy_shared.models import (
+    TASK_ID_ALPHABET,
     TASK_ID_PATTERN,
     Attempt,
     ErrorType,
@@ -16,6 +17,7 @@ from comfy_shared.models import (
     TaskError,
     TaskRecord,
 )
+from comfy_shared.task_queue import MAX_ABS_PRIORITY
 from comfy_shared.task_state import TaskStatus
 
 API_PREFIX = "/api/v1"
@@ -37,9 +39,16 @@ class GenerateRequest(BaseModel):
     task_id: str | None = Field(
         default=None,
         pattern=TASK_ID_PATTERN,
-        description="Caller-chosen id; submitting the same id again returns the same task.",
+        description="Caller-chosen id; submitting the same id again returns the same task. "
+        f"{TASK_ID_ALPHABET}.",
     )
-    priority: int = Field(default=0, description="Higher runs first (balancer queue).")
+    priority: int = Field(
+        default=0,
+        ge=-MAX_ABS_PRIORITY,
+        le=MAX_ABS_PRIORITY,
+        description="Higher runs first (balancer queue); "
+        f"-{MAX_ABS_PRIORITY} to {MAX_ABS_PRIORITY}.",
+    )
     client: dict[str, Any] = Field(default_factory=dict, description="Metadata echoed back.")
 
     @field_validator("prompt", mode="before")

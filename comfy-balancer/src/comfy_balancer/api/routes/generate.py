@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import base64
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from comfy_balancer.deps import State
+from comfy_shared.api.request_body import (
+    generate_request_body,
+    generate_request_from_document,
+    generate_request_from_json,
+)
 from comfy_shared.api.schemas import ErrorBody, GenerateRequest, TaskView
+from comfy_shared.api.strict_json import parse_strict_json
 
 router = APIRouter(tags=["tasks"])
 
@@ -20,16 +23,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "Body larger than the configured limit."},
     422: {
         "model": ErrorBody,
-        "description": "Invalid request or parameters, or no live node could run the graph "
+        "description": "Invalid request or parameters (a number JSON cannot hold: "
+        "`invalid_number`, with its `path`), or no live node could run the graph "
         "(`missing` says what each checked node lacks).",
     },
     429: {"model": ErrorBody, "description": "Queue full; see Retry-After."},
 }
 
-_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {"schema": GenerateRequest.model_json_schema()},
+_BODY = generate_request_body(
+    {
         "multipart/form-data": {
             "schema": {
                 "type": "object",
@@ -43,8 +45,8 @@ _BODY = {
                 "description": "Each file part fills the image parameter of its field name.",
             }
         },
-    },
-}
+    }
+)
 
 
 @router.post(
@@ -75,22 +77,21 @@ async def generate(
 
 
 async def _read_request(http: Request) -> GenerateRequest:
-    try:
-        if http.headers.get("content-type", "").startswith("multipart/form-data"):
-            return GenerateRequest.model_validate(await _multipart_body(http))
-        return GenerateRequest.model_validate_json(await http.body())
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from exc
-    except json.JSONDecodeError as exc:
-        problem = {"loc": ("body", "request"), "msg": str(exc), "type": "json_invalid"}
-        raise RequestValidationError([problem]) from exc
+    if http.headers.get("content-type", "").startswith("multipart/form-data"):
+        return generate_request_from_document(await _multipart_body(http))
+    return generate_request_from_json(await http.body())
 
 
-async def _multipart_body(http: Request) -> dict[str, Any]:
+async def _multipart_body(http: Request) -> Any:
+    """The ``request`` field's JSON, with each file part as a base64 parameter."""
     form = await http.form()
     raw = form.get("request")
-    body: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else {}
+    body = parse_strict_json(raw) if isinstance(raw, str) else {}
+    if not isinstance(body, dict):
+        return body  # the schema refuses it, naming what it is
     params = body.setdefault("params", {})
+    if not isinstance(params, dict):
+        return body
     for name, value in form.multi_items():
         if isinstance(value, UploadFile):
             params[name] = base64.b64encode(await value.read()).decode()

@@ -13,6 +13,7 @@ from comfy_balancer.errors import NodeUnavailable, OutputNotFound
 from comfy_balancer.service_client import NodeUnreachable
 from comfy_shared.api.app import NOT_FOUND
 from comfy_shared.api.schemas import ErrorBody, TaskView
+from comfy_shared.api.task_ids import TaskIdInPath
 from comfy_shared.task_state import TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -28,7 +29,8 @@ async def list_tasks(
     state: State,
     status: TaskStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str, Query(pattern=r"^\d+$")] = "0",
+    # At most 18 digits: any offset Redis can take (a signed 64-bit integer) and no more.
+    cursor: Annotated[str, Query(pattern=r"^[0-9]{1,18}$")] = "0",
 ) -> TaskPage:
     """Recent tasks, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     offset, found = int(cursor), list[TaskView]()
@@ -48,7 +50,7 @@ async def list_tasks(
 
 
 @router.get("/{task_id}", response_model=TaskView, responses=NOT_FOUND)
-async def get_task(task_id: str, state: State) -> TaskView:
+async def get_task(task_id: TaskIdInPath, state: State) -> TaskView:
     record = await state.store.get(task_id)
     position = await state.queue.position(task_id) if record.status is TaskStatus.QUEUED else None
     return TaskView.from_record(record, queue_position=position)
@@ -60,7 +62,7 @@ async def get_task(task_id: str, state: State) -> TaskView:
     responses=NOT_FOUND
     | {409: {"model": ErrorBody, "description": "The task already ended (`status` says how)."}},
 )
-async def cancel_task(task_id: str, state: State) -> TaskView:
+async def cancel_task(task_id: TaskIdInPath, state: State) -> TaskView:
     """Cancel in any state: out of the queue, or cancelled by the node it was placed on."""
     return TaskView.from_record(await state.intake.cancel(task_id))
 
@@ -70,7 +72,7 @@ async def cancel_task(task_id: str, state: State) -> TaskView:
     response_class=StreamingResponse,
     responses=NOT_FOUND | {200: {"content": {"image/png": {}}, "description": "The file."}},
 )
-async def download_output(task_id: str, index: int, state: State) -> StreamingResponse:
+async def download_output(task_id: TaskIdInPath, index: int, state: State) -> StreamingResponse:
     """The file, proxied from the node that produced it."""
     record = await state.store.get(task_id)
     if not 0 <= index < len(record.outputs):

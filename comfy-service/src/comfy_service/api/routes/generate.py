@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from comfy_service.deps import State
-from comfy_shared.api.schemas import ErrorBody, GenerateRequest, TaskView
+from comfy_shared.api.request_body import generate_request_body, generate_request_from_json
+from comfy_shared.api.schemas import ErrorBody, TaskView
 
 router = APIRouter(tags=["tasks"])
 
@@ -14,7 +15,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "Body larger than the configured limit."},
     422: {
         "model": ErrorBody,
-        "description": "Invalid request, or ComfyUI rejected the graph "
+        "description": "Invalid request (`invalid_request`; a number JSON cannot hold, "
+        "`invalid_number`, with its `path`), or ComfyUI rejected the graph "
         "(`error` and `node_errors` as ComfyUI sent them).",
     },
     503: {
@@ -30,9 +32,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status_code=202,
     response_model=TaskView,
     responses=_ERRORS | {200: {"model": TaskView, "description": "The id was known: no re-run."}},
+    openapi_extra={"requestBody": generate_request_body()},
 )
-async def generate(request: GenerateRequest, state: State, response: Response) -> TaskView:
+async def generate(http: Request, state: State, response: Response) -> TaskView:
     """Queue a graph on this node's ComfyUI. The task id is ComfyUI's prompt id."""
+    request = generate_request_from_json(await http.body())
     with state.submits.enter():
         submission = await state.submitter.submit(request)
     if not submission.created:

@@ -10,12 +10,13 @@ from comfy_service.deps import State
 from comfy_service.errors import OutputNotFound
 from comfy_shared.api.app import NOT_FOUND
 from comfy_shared.api.schemas import ErrorBody, TaskView
+from comfy_shared.api.task_ids import TaskIdInPath
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
 @router.get("/{task_id}", response_model=TaskView, responses=NOT_FOUND)
-async def get_task(task_id: str, state: State) -> TaskView:
+async def get_task(task_id: TaskIdInPath, state: State) -> TaskView:
     record = await state.store.get(task_id)
     return TaskView.from_record(record, queue_position=await state.queue_view.position(record))
 
@@ -26,7 +27,7 @@ async def get_task(task_id: str, state: State) -> TaskView:
     responses=NOT_FOUND
     | {409: {"model": ErrorBody, "description": "The task already ended (`status` says how)."}},
 )
-async def cancel_task(task_id: str, state: State) -> TaskView:
+async def cancel_task(task_id: TaskIdInPath, state: State) -> TaskView:
     """Cancel: a queued task leaves ComfyUI's queue; a running one is interrupted by its
     prompt id, so no other task is touched."""
     return TaskView.from_record(await state.endings.cancel(task_id))
@@ -37,7 +38,7 @@ async def cancel_task(task_id: str, state: State) -> TaskView:
     response_class=StreamingResponse,
     responses=NOT_FOUND | {200: {"content": {"image/png": {}}, "description": "The file."}},
 )
-async def download_output(task_id: str, index: int, state: State) -> StreamingResponse:
+async def download_output(task_id: TaskIdInPath, index: int, state: State) -> StreamingResponse:
     record = await state.store.get(task_id)
     if not 0 <= index < len(record.outputs):
         raise OutputNotFound(task_id, index)

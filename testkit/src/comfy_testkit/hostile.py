@@ -1,0 +1,114 @@
+"""Request bodies a hostile (or careless) client sends, and what every API must answer to each:
+the same table runs against a service and against the balancer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import httpx
+
+from comfy_testkit import graphs
+
+SEED_MAX = 2**64 - 1
+"""ComfyUI's largest seed: a valid request must keep getting through."""
+
+
+@dataclass(frozen=True)
+class Poison:
+    name: str
+    body: str
+    """The JSON text, written out: a client library would refuse to encode most of these."""
+    status: int
+    code: str
+    path: str | None = None
+    """The JSON path the error must name, when it names one."""
+
+
+def _graph_with(value: str) -> str:
+    """A valid two-node graph whose EmptyImage width is ``value``, as JSON text."""
+    graph = graphs.solid_image("poison")
+    graph["1"]["inputs"]["width"] = "@"
+    return json.dumps(graph).replace('"@"', value)
+
+
+def _template_with(field: str, value: str) -> str:
+    return f'{{"workflow": "txt2img-sdxl", "params": {{"prompt": "x", "{field}": {value}}}}}'
+
+
+def _nested(depth: int) -> str:
+    return '{"workflow": "demo", "client": {"deep": ' + "[" * depth + "]" * depth + "}}"
+
+
+TEXT_POISONS = [
+    Poison("NaN in params", _template_with("cfg", "NaN"), 422, "invalid_number", "$.params.cfg"),
+    Poison(
+        "1e400 overflows", _template_with("cfg", "1e400"), 422, "invalid_number", "$.params.cfg"
+    ),
+    Poison("-1e400", _template_with("cfg", "-1e400"), 422, "invalid_number", "$.params.cfg"),
+    Poison(
+        "10**400", _template_with("seed", "1" + "0" * 400), 422, "invalid_number", "$.params.seed"
+    ),
+    Poison("2**64", _template_with("seed", str(2**64)), 422, "invalid_number", "$.params.seed"),
+    Poison(
+        "-(2**63) - 1",
+        _template_with("seed", str(-(2**63) - 1)),
+        422,
+        "invalid_number",
+        "$.params.seed",
+    ),
+    Poison(
+        "5000 digits, too long for int()",
+        _template_with("seed", "9" * 5000),
+        422,
+        "invalid_number",
+        "$.params.seed",
+    ),
+    Poison(
+        "Infinity in a graph input",
+        f'{{"prompt": {_graph_with("Infinity")}}}',
+        422,
+        "invalid_number",
+        '$.prompt["1"].inputs.width',
+    ),
+    Poison(
+        "-Infinity in client metadata",
+        '{"workflow": "demo", "client": {"tags": [1, -Infinity]}}',
+        422,
+        "invalid_number",
+        "$.client.tags[1]",
+    ),
+    Poison(
+        "lone surrogate",
+        '{"workflow": "demo", "client": {"note": "\\ud800"}}',
+        422,
+        "invalid_string",
+        "$.client.note",
+    ),
+    Poison("65 levels deep", _nested(63), 422, "nested_too_deep", "$.client.deep" + "[0]" * 62),
+    Poison("100000 levels deep", _nested(100_000), 422, "nested_too_deep"),
+    Poison("not JSON", '{"workflow": "demo", ', 400, "malformed_json"),
+]
+NOT_UTF8 = Poison("not UTF-8", '{"workflow": "d\udcffemo"}', 400, "malformed_json")
+"""Only in a JSON body: a form field's bytes are decoded by the form parser, not the JSON one."""
+POISONS = [*TEXT_POISONS, NOT_UTF8]
+
+
+def body_bytes(poison: Poison) -> bytes:
+    # surrogateescape turns the \udcff of "not UTF-8" back into the raw byte 0xff.
+    return poison.body.encode("utf-8", "surrogateescape")
+
+
+def refusal_problems(poison: Poison, response: httpx.Response) -> list[str]:
+    """What is wrong with ``response`` as the answer to ``poison`` (empty: nothing)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return [f"{poison.name}: {response.status_code} {response.text[:200]!r}"]
+    got = (response.status_code, body.get("code"), body.get("type"))
+    problems = []
+    if got != (poison.status, poison.code, "validation"):
+        problems.append(f"{poison.name}: {got} {body.get('detail')!r}")
+    if poison.path is not None and body.get("path") != poison.path:
+        problems.append(f"{poison.name}: path {body.get('path')!r}, expected {poison.path!r}")
+    return problems
