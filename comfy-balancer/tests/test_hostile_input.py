@@ -1,7 +1,6 @@
 """The balancer against hostile request bodies, task ids and list cursors, with a real service,
 emulator and Redis (real processes)."""
 
-import uuid
 from collections.abc import Callable
 
 import httpx
@@ -9,22 +8,16 @@ import pytest
 from redis.asyncio import Redis
 
 from comfy_shared.redis_keys import RedisKeys
-from comfy_testkit import graphs
-from comfy_testkit.api import submit, wait_until_finished
+from comfy_testkit import hostile
 from comfy_testkit.cluster import Cluster
 from comfy_testkit.hostile import (
     POISONS,
-    SEED_MAX,
     TEXT_POISONS,
     body_bytes,
     refusal_problems,
 )
 
 JSON = {"content-type": "application/json"}
-
-
-def fresh() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 @pytest.fixture
@@ -60,66 +53,6 @@ async def test_the_multipart_request_field_is_read_by_the_same_parser(
     assert await redis.keys(RedisKeys().task("*")) == []
 
 
-async def test_a_task_id_that_names_another_task_s_keys_is_refused(
-    api: httpx.AsyncClient,
-) -> None:
-    task = await submit(api, graphs.solid_image(f"k-{fresh()}"), task_id=f"x-{fresh()}")
-
-    collision = await api.post(
-        "/api/v1/generate",
-        json={"prompt": graphs.solid_image(f"k-{fresh()}"), "task_id": f"{task['id']}:events"},
-    )
-
-    assert (collision.status_code, collision.json()["code"]) == (422, "invalid_request")
-    assert (await wait_until_finished(api, task["id"]))["status"] == "succeeded"
-
-
-async def test_an_id_whose_keys_were_claimed_first_still_runs(api: httpx.AsyncClient) -> None:
-    squatter = await api.post(
-        "/api/v1/generate",
-        json={"prompt": graphs.solid_image(f"q-{fresh()}"), "task_id": "order-200:events"},
-    )
-    assert squatter.status_code == 422
-
-    task = await submit(api, graphs.solid_image(f"q-{fresh()}"), task_id="order-200")
-
-    assert (await wait_until_finished(api, task["id"]))["status"] == "succeeded"
-
-
-async def test_every_task_route_refuses_an_id_outside_the_alphabet(
-    api: httpx.AsyncClient,
-) -> None:
-    task = await submit(api, graphs.solid_image(f"r-{fresh()}"), task_id=f"y-{fresh()}")
-    await wait_until_finished(api, task["id"])
-    # ":events" would address the task's event stream as if it were a task record.
-    for bad_id in (f"{task['id']}:events", "-dash-first", "a" * 129, "new%0Aline", "sp%20ace"):
-        for method, path in (
-            ("GET", f"/api/v1/tasks/{bad_id}"),
-            ("DELETE", f"/api/v1/tasks/{bad_id}"),
-            ("GET", f"/api/v1/tasks/{bad_id}/events"),
-            ("GET", f"/api/v1/tasks/{bad_id}/logs"),
-            ("GET", f"/api/v1/tasks/{bad_id}/outputs/0"),
-        ):
-            response = await api.request(method, path)
-            body = response.json()
-            assert (response.status_code, body["code"], body["type"]) == (
-                422,
-                "invalid_task_id",
-                "validation",
-            ), (method, path, body)
-
-
-async def test_priority_outside_the_queue_s_range_is_refused(
-    api: httpx.AsyncClient, redis: Redis
-) -> None:
-    for priority in (2000, -2000, 2**63):
-        response = await api.post(
-            "/api/v1/generate", json={"workflow": "demo", "priority": priority}
-        )
-        assert (response.status_code, response.json()["code"]) == (422, "invalid_request")
-    assert await redis.keys(RedisKeys().task("*")) == []
-
-
 async def test_a_cursor_beyond_any_offset_is_refused(api: httpx.AsyncClient) -> None:
     huge = await api.get("/api/v1/tasks", params={"cursor": "16493930957838213839567"})
     largest = await api.get("/api/v1/tasks", params={"cursor": "9" * 18})
@@ -129,14 +62,24 @@ async def test_a_cursor_beyond_any_offset_is_refused(api: httpx.AsyncClient) -> 
     assert largest.json() == {"tasks": [], "next_cursor": None}
 
 
-async def test_the_largest_seed_still_runs_on_a_node(api: httpx.AsyncClient) -> None:
-    response = await api.post(
-        "/api/v1/generate",
-        json={"workflow": "txt2img-sdxl", "params": {"prompt": "x", "steps": 2, "seed": SEED_MAX}},
-    )
-    assert response.status_code == 202, response.text
+async def test_a_task_id_that_names_another_task_s_keys_is_refused(api: httpx.AsyncClient) -> None:
+    await hostile.check_an_id_naming_another_task_s_keys_is_refused(api)
 
-    task = await wait_until_finished(api, response.json()["id"], timeout_s=30)
 
-    assert task["status"] == "succeeded"
-    assert task["params"]["seed"] == SEED_MAX
+async def test_an_id_whose_keys_were_claimed_first_still_runs(api: httpx.AsyncClient) -> None:
+    await hostile.check_an_id_whose_keys_were_claimed_first_still_runs(api)
+
+
+async def test_every_task_route_refuses_an_id_outside_the_alphabet(api: httpx.AsyncClient) -> None:
+    await hostile.check_every_task_route_refuses_an_id_outside_the_alphabet(api)
+
+
+async def test_priority_outside_the_queue_s_range_is_refused(
+    api: httpx.AsyncClient, redis: Redis
+) -> None:
+    await hostile.check_priority_outside_the_queue_s_range_is_refused(api)
+    assert await redis.keys(RedisKeys().task("*")) == []
+
+
+async def test_the_largest_seed_still_runs(api: httpx.AsyncClient) -> None:
+    await hostile.check_the_largest_seed_still_runs(api)

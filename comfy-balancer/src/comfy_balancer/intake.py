@@ -112,14 +112,13 @@ class TaskIntake:
         return Intake(submitted.task, submitted.created, submitted.position)
 
     def _expand(self, request: GenerateRequest, task_id: str) -> Expansion:
-        """The graph the node will run, made once, here: a template is expanded with the
-        request's values (a random seed drawn now), its images become input files."""
-        if request.prompt is not None:
-            return Expansion(graph=request.prompt, params={})
-        template = self._templates.get(request.workflow or "")
-        resolved = template.resolve(request.params)
-        template.check_image_sizes(resolved, self._max_image_bytes)
-        return template.expand(resolved, task_id)
+        return self._templates.expand_request(
+            prompt=request.prompt,
+            workflow=request.workflow,
+            params=request.params,
+            task_id=task_id,
+            max_image_bytes=self._max_image_bytes,
+        )
 
     async def _earlier_task(self, key: str, task_id: str) -> TaskRecord | None:
         """The task an earlier request with this key created, waiting for it if that request

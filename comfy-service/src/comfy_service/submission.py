@@ -78,13 +78,13 @@ class Submitter:
             return await self._send(task, prompt, work.graph, inputs, created=created)
 
     def _expand(self, request: GenerateRequest, task_id: str) -> Expansion:
-        """The graph to run: the request's own, or its template expanded with its params."""
-        if request.prompt is not None:
-            return Expansion(graph=request.prompt, params={})
-        template = self._templates.get(request.workflow or "")
-        resolved = template.resolve(request.params)
-        template.check_image_sizes(resolved, self._max_image_bytes)
-        return template.expand(resolved, task_id)
+        return self._templates.expand_request(
+            prompt=request.prompt,
+            workflow=request.workflow,
+            params=request.params,
+            task_id=task_id,
+            max_image_bytes=self._max_image_bytes,
+        )
 
     def _new_record(self, task_id: str, request: GenerateRequest, work: Expansion) -> TaskRecord:
         attempt = Attempt(number=1, node_id=self._node_id, prompt_id=prompt_id_for(task_id, 1))

@@ -284,6 +284,25 @@ class TemplateLibrary:
             raise UnknownWorkflow(name, self.names())
         return template
 
+    def expand_request(
+        self,
+        *,
+        prompt: dict[str, Any] | None,
+        workflow: str | None,
+        params: Mapping[str, Any],
+        task_id: str,
+        max_image_bytes: int,
+    ) -> Expansion:
+        """The graph a request runs, made once, where the request is accepted: its own graph,
+        or its template expanded with its values (a random seed drawn now, images turned
+        into input files)."""
+        if prompt is not None:
+            return Expansion(graph=prompt, params={})
+        template = self.get(workflow or "")
+        resolved = template.resolve(params)
+        template.check_image_sizes(resolved, max_image_bytes)
+        return template.expand(resolved, task_id)
+
 
 def load_template(declaration: Path) -> Template:
     where = declaration.name

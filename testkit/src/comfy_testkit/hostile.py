@@ -4,11 +4,13 @@ the same table runs against a service and against the balancer."""
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 
 import httpx
 
 from comfy_testkit import graphs
+from comfy_testkit.api import submit, wait_until_finished
 
 SEED_MAX = 2**64 - 1
 """ComfyUI's largest seed: a valid request must keep getting through."""
@@ -112,3 +114,76 @@ def refusal_problems(poison: Poison, response: httpx.Response) -> list[str]:
     if poison.path is not None and body.get("path") != poison.path:
         problems.append(f"{poison.name}: path {body.get('path')!r}, expected {poison.path!r}")
     return problems
+
+
+# --- checks both APIs must pass, each against a live service or balancer -------------------
+
+
+def _fresh(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def check_an_id_naming_another_task_s_keys_is_refused(api: httpx.AsyncClient) -> None:
+    task = await submit(api, graphs.solid_image(_fresh("k")), task_id=_fresh("x"))
+
+    collision = await api.post(
+        "/api/v1/generate",
+        json={"prompt": graphs.solid_image(_fresh("k")), "task_id": f"{task['id']}:events"},
+    )
+
+    assert (collision.status_code, collision.json()["code"]) == (422, "invalid_request")
+    assert (await wait_until_finished(api, task["id"], timeout_s=30))["status"] == "succeeded"
+
+
+async def check_an_id_whose_keys_were_claimed_first_still_runs(api: httpx.AsyncClient) -> None:
+    squatter = await api.post(
+        "/api/v1/generate",
+        json={"prompt": graphs.solid_image(_fresh("q")), "task_id": "order-200:events"},
+    )
+    assert squatter.status_code == 422
+
+    task = await submit(api, graphs.solid_image(_fresh("q")), task_id="order-200")
+
+    assert (await wait_until_finished(api, task["id"], timeout_s=30))["status"] == "succeeded"
+
+
+async def check_every_task_route_refuses_an_id_outside_the_alphabet(
+    api: httpx.AsyncClient,
+) -> None:
+    task = await submit(api, graphs.solid_image(_fresh("r")), task_id=_fresh("y"))
+    await wait_until_finished(api, task["id"], timeout_s=30)
+    # ":events" would address the task's event stream as if it were a task record.
+    for bad_id in (f"{task['id']}:events", "-dash-first", "a" * 129, "new%0Aline", "sp%20ace"):
+        for method, path in (
+            ("GET", f"/api/v1/tasks/{bad_id}"),
+            ("DELETE", f"/api/v1/tasks/{bad_id}"),
+            ("GET", f"/api/v1/tasks/{bad_id}/events"),
+            ("GET", f"/api/v1/tasks/{bad_id}/logs"),
+            ("GET", f"/api/v1/tasks/{bad_id}/outputs/0"),
+        ):
+            response = await api.request(method, path)
+            body = response.json()
+            assert (response.status_code, body["code"], body["type"]) == (
+                422, "invalid_task_id", "validation",
+            ), (method, path, body)  # fmt: skip
+
+
+async def check_priority_outside_the_queue_s_range_is_refused(api: httpx.AsyncClient) -> None:
+    for priority in (2000, -2000, 2**63):
+        response = await api.post(
+            "/api/v1/generate", json={"workflow": "demo", "priority": priority}
+        )
+        assert (response.status_code, response.json()["code"]) == (422, "invalid_request")
+
+
+async def check_the_largest_seed_still_runs(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/api/v1/generate",
+        json={"workflow": "txt2img-sdxl", "params": {"prompt": "x", "steps": 2, "seed": SEED_MAX}},
+    )
+    assert response.status_code == 202, response.text
+
+    task = await wait_until_finished(api, response.json()["id"], timeout_s=30)
+
+    assert task["status"] == "succeeded"
+    assert task["params"]["seed"] == SEED_MAX
