@@ -47,6 +47,8 @@ def start_redis_server(
         "--dir", str(data_dir),
         "--save", "",
         "--appendonly", "yes" if persistent else "no",
+        # Written through on every change: an answered submit survives even a crash of Redis.
+        "--appendfsync", "always",
         "--protected-mode", "yes",
     ]  # fmt: skip
     process = start_process(f"redis-{port}", args, log_dir=data_dir)
