@@ -22,6 +22,8 @@ bounded in-memory queue.
   they were, with no entry lost or repeated.
 - **Admission.** At most ``max_streams`` followers at a time; one more raises
   :class:`TooManyStreams`, so a crowd of watchers is refused rather than degrading the server.
+  The pooled commands streams make (opening checks, catch-ups) take turns, ``POOLED_READS``
+  at a time, so a burst of new streams leaves the pool to submits and the dispatcher.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ CATCH_UP_RETRY_S: Final = 0.5
 UNBLOCK_ATTEMPTS: Final = 50
 UNBLOCK_RETRY_S: Final = 0.002
 RETRY_AFTER_S: Final = 5
+POOLED_READS: Final = 8
+"""Pooled connections that event streams use at once (opening checks, catch-ups, heartbeat
+checks), so a burst of streams (say a thousand clients reconnecting after a restart) waits
+its turn instead of draining the process's pool."""
 
 
 def stream_order(entry_id: str) -> tuple[int, int]:
@@ -168,6 +174,8 @@ class StreamHub:
         self._client_id: int | None = None  # of the dedicated connection, while connected
         self._joined = asyncio.Event()
         self._waker: asyncio.Task[None] | None = None
+        self.pooled_turn = asyncio.Semaphore(POOLED_READS)
+        """Hold it around a pooled Redis command made for an event stream."""
 
     @property
     def open_streams(self) -> int:
@@ -184,10 +192,11 @@ class StreamHub:
 
     async def read_after(self, key: str, after: str) -> list[Entry]:
         """Up to ``READ_COUNT`` entries of ``key`` after ``after``, on a pooled connection."""
-        reply = cast(
-            "list[tuple[str, list[Entry]]]",
-            await self._redis.xread({key: after}, count=READ_COUNT),
-        )
+        async with self.pooled_turn:
+            reply = cast(
+                "list[tuple[str, list[Entry]]]",
+                await self._redis.xread({key: after}, count=READ_COUNT),
+            )
         return reply[0][1] if reply else []
 
     def join(self, follower: Follower, *, after: str) -> None:

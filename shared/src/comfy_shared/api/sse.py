@@ -87,21 +87,23 @@ async def open_task_events(
 ) -> TaskEventStream:
     """Check the request up front (unknown task, bad id, too many streams) so errors are
     proper HTTP answers, then return the stream."""
-    latest = await store.latest_event(task_id)
-    if latest is None:
-        raise TaskNotFound(task_id)
-    if last_event_id is not None:
-        try:
-            await store.read_events(task_id, after=last_event_id, count=1)
-        except ResponseError as exc:
-            raise InvalidEventId(last_event_id) from exc
+    async with hub.pooled_turn:
+        latest = await store.latest_event(task_id)
+        if latest is None:
+            raise TaskNotFound(task_id)
+        if last_event_id is not None:
+            try:
+                await store.read_events(task_id, after=last_event_id, count=1)
+            except ResponseError as exc:
+                raise InvalidEventId(last_event_id) from exc
     follower = hub.follow(keys.task_events(task_id), last_event_id or latest[0])
-    frames = _frames(store, task_id, latest, last_event_id, follower, heartbeat_s)
+    frames = _frames(store, hub, task_id, latest, last_event_id, follower, heartbeat_s)
     return TaskEventStream(frames, follower)
 
 
 async def _frames(
     store: TaskStore,
+    hub: StreamHub,
     task_id: str,
     latest: tuple[str, TaskEvent],
     last_event_id: str | None,
@@ -117,7 +119,9 @@ async def _frames(
         while True:
             entries = await follower.next_entries(heartbeat_s)
             if not entries:
-                if await _nothing_more_to_come(store, task_id, follower.cursor):
+                async with hub.pooled_turn:
+                    ended = await _nothing_more_to_come(store, task_id, follower.cursor)
+                if ended:
                     return
                 yield HEARTBEAT
                 continue
