@@ -53,7 +53,7 @@ counts as lost (a read is never cut while it waits in Redis)."""
 CONNECT_TIMEOUT_S: Final = 5.0
 READ_COUNT: Final = 100
 """Entries per stream key in one read (hub and catch-up alike)."""
-QUEUE_ENTRIES: Final = 256
+QUEUE_ENTRIES: Final = 64
 """Entries held for one follower before it falls back to reading from its cursor."""
 CATCH_UP_RETRY_S: Final = 0.5
 """Pause before a follower tries a failed catch-up read again (Redis away)."""
