@@ -2,6 +2,7 @@
 
 ComfyStackError (comfy_shared.errors)
 ├── TaskNotFound, InvalidTransition, ConcurrentUpdate  (shared)
+├── TooManyStreams         (shared) --max-streams event streams are open -> 429 with Retry-After
 ├── QueueFull              the pending queue is at its limit -> 429 with Retry-After
 ├── NoCapableNode          no live node offers what the graph needs -> 422, with details
 ├── UnknownWorkflow        no template of that name -> 422
@@ -28,6 +29,7 @@ from comfy_shared.errors import (
     ConcurrentUpdate,
     InvalidTransition,
     TaskNotFound,
+    TooManyStreams,
 )
 from comfy_shared.models import ErrorType
 from comfy_shared.workflows import InvalidParams, UnknownWorkflow
@@ -77,6 +79,7 @@ STATUS_FOR: ErrorTable = {
     InvalidParams: ErrorMapping(422, "invalid_params", V, _params_extras),
     NoCapableNode: ErrorMapping(422, "no_capable_node", V, _no_capable_node_extras),
     QueueFull: ErrorMapping(429, "queue_full", S, headers=retry_after_header),
+    TooManyStreams: ErrorMapping(429, "too_many_streams", S, headers=retry_after_header),
     NodeUnavailable: ErrorMapping(503, "node_unavailable", S),
     ConcurrentUpdate: ErrorMapping(503, "busy", S),
     RedisError: ErrorMapping(503, "redis_unavailable", S),

@@ -28,6 +28,7 @@ from comfy_shared.loops import LoopHandle, Supervisor
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import Signals
+from comfy_shared.stream_hub import StreamHub
 from comfy_shared.task_logs import TaskLogSink, install_task_log_sink
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_store import TaskStore
@@ -47,6 +48,7 @@ class BalancerState:
     http: httpx.AsyncClient
     keys: RedisKeys
     task_logs: TaskLogSink
+    stream_hub: StreamHub
     loops: Supervisor = field(default_factory=Supervisor)
 
 
@@ -108,8 +110,9 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     )
     state = BalancerState(
         settings, redis, store, queue, registry, intake, dispatcher, nodes_client, http, keys,
-        task_logs,
+        task_logs, StreamHub(settings.redis_url, redis, max_streams=settings.max_streams),
     )  # fmt: skip
+    state.loops.start("event-streams", state.stream_hub.run)
     if settings.dispatch:
 
         async def dispatch(handle: LoopHandle) -> None:

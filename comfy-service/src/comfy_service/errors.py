@@ -2,6 +2,7 @@
 
 ComfyStackError (comfy_shared.errors)
 ├── TaskNotFound, InvalidTransition, ConcurrentUpdate  (shared)
+├── TooManyStreams         (shared) --max-streams event streams are open -> 429 with Retry-After
 ├── UnknownWorkflow        the request names a workflow template this node does not have
 ├── NotOnThisNode          the task exists but another node (or the balancer) owns it
 └── Overloaded             --max-concurrent-submits are in progress -> 503 with Retry-After
@@ -37,6 +38,7 @@ from comfy_shared.errors import (
     ConcurrentUpdate,
     InvalidTransition,
     TaskNotFound,
+    TooManyStreams,
 )
 from comfy_shared.models import ErrorType
 from comfy_shared.workflows import InvalidParams, UnknownWorkflow
@@ -82,6 +84,7 @@ STATUS_FOR: ErrorTable = {
     UnknownWorkflow: ErrorMapping(422, "unknown_workflow", V),
     InvalidParams: ErrorMapping(422, "invalid_params", V, _params_extras),
     PromptRejected: ErrorMapping(422, "prompt_rejected", V, _prompt_rejected_extras),
+    TooManyStreams: ErrorMapping(429, "too_many_streams", S, headers=retry_after_header),
     ComfyUnavailable: ErrorMapping(503, "comfyui_unavailable", S),
     ComfyProtocolError: ErrorMapping(503, "comfyui_protocol_error", S),
     ComfyError: ErrorMapping(503, "comfyui_error", S),

@@ -34,6 +34,7 @@ from comfy_shared.comfyui import ComfyClient, ComfyEventListener, ListenerConfig
 from comfy_shared.loops import LoopHandle, Supervisor
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.stream_hub import StreamHub
 from comfy_shared.task_logs import TaskLogSink, install_task_log_sink
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_store import TaskStore
@@ -58,6 +59,7 @@ class ServiceState:
     task_logs: TaskLogSink
     speed: SpeedMeter
     submits: SubmitGate
+    stream_hub: StreamHub
     loops: Supervisor = field(default_factory=Supervisor)
 
 
@@ -132,6 +134,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         task_logs=task_logs,
         speed=speed,
         submits=SubmitGate(settings.max_concurrent_submits),
+        stream_hub=StreamHub(settings.redis_url, redis, max_streams=settings.max_streams),
     )
     _start_loops(settings, state, prompts, reachability)
     return state
@@ -190,6 +193,7 @@ def _start_loops(
         await listener.run(tracker.handle, on_handled=handle.working, on_failed=handle.failing)
 
     state.loops.start("comfyui-events", follow_events)
+    state.loops.start("event-streams", state.stream_hub.run)
     state.loops.start_every("health", settings.health_interval_s, state.health.publish_once)
     state.loops.start_every("watchdog", WATCHDOG_INTERVAL_S, watchdog)
     state.loops.start_every("reconcile", settings.reconcile_interval_s, reconcile)

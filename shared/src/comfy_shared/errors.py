@@ -6,7 +6,8 @@ each app maps them to status codes in one table.
     ├── TaskNotFound           no task with that id (or it expired)
     ├── TaskAlreadyExists      a create with an id that is taken
     ├── InvalidTransition      the state machine forbids the change (e.g. cancel a finished task)
-    └── ConcurrentUpdate       optimistic update lost the race too many times
+    ├── ConcurrentUpdate       optimistic update lost the race too many times
+    └── TooManyStreams         the process serves its maximum of event streams already
 
 The ComfyUI client has its own tree under ``comfy_shared.comfyui.errors``.
 """
@@ -51,3 +52,9 @@ class ConcurrentUpdate(ComfyStackError):
     def __init__(self, task_id: str, attempts: int) -> None:
         super().__init__(f"task {task_id!r} changed under us {attempts} times in a row")
         self.task_id = task_id
+
+
+class TooManyStreams(ComfyStackError):
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        super().__init__(f"this server serves its maximum of {limit} event streams; retry later")
+        self.retry_after_s = retry_after_s

@@ -91,6 +91,16 @@ class ApiServerSettings(CommonSettings):
     shutdown_grace_s: float = Field(
         default=5.0, ge=0, description="Seconds to finish requests on shutdown."
     )
+    max_streams: int = Field(
+        default=2000,
+        ge=1,
+        description="Event streams (SSE) open at once; one more gets 429 too_many_streams.",
+    )
+    sse_heartbeat_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds between comment lines on an idle event stream (keeps proxies open).",
+    )
 
 
 S = TypeVar("S", bound=BaseSettings)

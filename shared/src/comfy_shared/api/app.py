@@ -5,6 +5,7 @@ process entry point."""
 # No "from __future__ import annotations" here: the route signatures below use the local
 # ``State`` alias, which FastAPI can only see if annotations are evaluated at definition time.
 import math
+import resource
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -14,13 +15,14 @@ from typing import Annotated, Any, Protocol, TypeVar
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from loguru import logger
 from redis.asyncio import Redis
 
 from comfy_shared.api.body_limit import BodySizeLimitMiddleware
 from comfy_shared.api.errors import ErrorTable, install_error_handlers
 from comfy_shared.api.request_id import RequestIdMiddleware
 from comfy_shared.api.schemas import API_PREFIX, ErrorBody
-from comfy_shared.api.sse import SSE_HEADERS, open_task_events
+from comfy_shared.api.sse import open_task_events
 from comfy_shared.api.task_ids import TaskIdInPath
 from comfy_shared.api.task_log import LogFormat, task_log_response
 from comfy_shared.api.workflows import workflows_router
@@ -28,11 +30,15 @@ from comfy_shared.errors import SettingsError
 from comfy_shared.logs import configure_logging
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.settings import ApiServerSettings, settings_from_argv
+from comfy_shared.stream_hub import StreamHub
 from comfy_shared.task_store import TaskStore
 from comfy_shared.workflows import TemplateError, TemplateLibrary
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "Unknown task id."}
+}
+TOO_MANY_STREAMS: dict[int | str, dict[str, Any]] = {
+    429: {"model": ErrorBody, "description": "The server serves its maximum of event streams."}
 }
 
 
@@ -42,6 +48,10 @@ class TaskReaders(Protocol):
     store: TaskStore
     redis: Redis
     keys: RedisKeys
+    stream_hub: StreamHub
+
+    @property
+    def settings(self) -> ApiServerSettings: ...
 
 
 def build_app(
@@ -83,6 +93,7 @@ def task_history_router(
         "/{task_id}/events",
         response_class=StreamingResponse,
         responses=NOT_FOUND
+        | TOO_MANY_STREAMS
         | {200: {"content": {"text/event-stream": {}}, "description": "Task events (SSE)."}},
     )
     async def task_events(
@@ -90,9 +101,17 @@ def task_history_router(
     ) -> StreamingResponse:
         """Every state change and progress update, ending with the final state. A late client
         first gets the current state; reconnect with ``Last-Event-ID`` to get exactly the
-        events you missed."""
-        frames = await open_task_events(state.store, task_id, last_event_id)
-        return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+        events you missed. An idle stream gets a comment line every ``--sse-heartbeat-s``;
+        past ``--max-streams`` open streams: 429 ``too_many_streams`` with Retry-After."""
+        stream = await open_task_events(
+            state.store,
+            state.stream_hub,
+            state.keys,
+            task_id,
+            last_event_id,
+            heartbeat_s=state.settings.sse_heartbeat_s,
+        )
+        return stream.response()
 
     @router.get(
         "/{task_id}/logs",
@@ -111,6 +130,8 @@ def task_history_router(
 
 
 S = TypeVar("S", bound=ApiServerSettings)
+OTHER_FILES = 1024
+"""Open files a process needs besides its event streams (requests, Redis, logs)."""
 
 
 def serve(
@@ -137,6 +158,7 @@ def serve(
         logdy=settings.logdy,
         logdy_buffer_lines=settings.logdy_buffer_lines,
     )
+    _allow_open_files(settings.max_streams + OTHER_FILES)
     try:
         app = create_app(settings)
     except TemplateError as exc:
@@ -149,3 +171,19 @@ def serve(
         log_config=None,  # stdlib logging is routed into loguru by configure_logging
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
+
+
+def _allow_open_files(wanted: int) -> None:
+    """Every open event stream is a socket: raise the soft limit of open files (often 1024)
+    to ``wanted`` where the hard limit allows, else say how many streams will fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    if raised < wanted:
+        logger.warning(
+            "open files limited: fewer event streams fit than --max-streams",
+            open_files=raised,
+            wanted=wanted,
+        )
