@@ -7,7 +7,7 @@ history under one lock, so a prompt is always in one of the two; one in neither 
 
 A prompt whose attempt is over (the task ended, or moved to another node while this one was
 cut off) is withdrawn first, so once this service reaches its ComfyUI again no such prompt
-starts: queued ones are dequeued, a running one is interrupted.
+starts: queued ones are dequeued, then a running one is interrupted.
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ async def reconcile_once(
         return report
     queue = await comfy.get_queue()
     records = await store.find_many(sorted({prompt.task_id for prompt in followed}))
-    for prompt in followed:
+    # The running prompt last: withdrawn first, it would make room for a waiting one that is
+    # to be withdrawn too, and that one would start before its own withdrawal reached ComfyUI.
+    for prompt in sorted(followed, key=lambda prompt: queue.is_running(prompt.prompt_id)):
         with logger.contextualize(task_id=prompt.task_id, attempt=prompt.attempt.number):
             record = records[prompt.task_id]
             await _reconcile_prompt(prompt, record, queue, endings, store, comfy, report)
