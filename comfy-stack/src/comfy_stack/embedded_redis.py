@@ -35,10 +35,17 @@ class RedisServer:
 
 
 def start_redis_server(
-    data_dir: Path, *, port: int | None = None, persistent: bool = False
+    data_dir: Path,
+    *,
+    port: int | None = None,
+    persistent: bool = False,
+    fsync_every_write: bool = False,
 ) -> RedisServer:
     """Start redis-server on loopback; ``persistent`` keeps an append-only file in ``data_dir``
-    so tasks survive a restart of the stack."""
+    so tasks survive a restart of the stack. ``fsync_every_write`` (with ``persistent``) syncs
+    the file before each reply, so not even a SIGKILL loses a write Redis acknowledged (the
+    default syncs once a second). Started again on the same port and folder, the server
+    loads what the file holds."""
     port = port or free_port()
     args = [
         redis_server_binary(),
@@ -47,6 +54,7 @@ def start_redis_server(
         "--dir", str(data_dir),
         "--save", "",
         "--appendonly", "yes" if persistent else "no",
+        "--appendfsync", "always" if fsync_every_write else "everysec",
         "--protected-mode", "yes",
     ]  # fmt: skip
     process = start_process(f"redis-{port}", args, log_dir=data_dir)
