@@ -22,7 +22,7 @@ from comfy_service.host_metrics import GpuReader
 from comfy_service.prompts import FollowedPrompts
 from comfy_service.queue_view import QueueView
 from comfy_service.reachability import Reachability
-from comfy_service.reconcile import reconcile_once
+from comfy_service.reconcile import Reconciler
 from comfy_service.settings import ServiceSettings
 from comfy_service.speed import SpeedMeter
 from comfy_service.submission import Submitter
@@ -148,12 +148,16 @@ def _start_loops(
     reachability: Reachability,
 ) -> None:
     store, comfy, endings = state.store, state.comfy, state.endings
-
-    async def reconcile() -> None:
-        await reconcile_once(endings=endings, store=store, prompts=prompts, comfy=comfy)
+    reconciler = Reconciler(
+        endings=endings,
+        store=store,
+        prompts=prompts,
+        comfy=comfy,
+        interval_s=settings.reconcile_interval_s,
+    )
 
     async def after_connect() -> None:
-        await reconcile()  # first: withdraw the prompts of attempts that are over
+        await reconciler.reconcile()  # first: withdraw the prompts of attempts that are over
         await state.health.refresh_capabilities()  # ComfyUI may have restarted with new nodes
 
     limits = Limits(
@@ -175,6 +179,7 @@ def _start_loops(
         endings=endings,
         comfy=comfy,
         on_connected=after_connect,
+        on_missed=reconciler.missed_events,
         speed=state.speed,
     )
     listener = ComfyEventListener(
@@ -192,7 +197,7 @@ def _start_loops(
     state.loops.start("comfyui-events", follow_events)
     state.loops.start_every("health", settings.health_interval_s, state.health.publish_once)
     state.loops.start_every("watchdog", WATCHDOG_INTERVAL_S, watchdog)
-    state.loops.start_every("reconcile", settings.reconcile_interval_s, reconcile)
+    state.loops.start("reconcile", reconciler.run)
 
 
 async def _stop(state: ServiceState) -> None:
