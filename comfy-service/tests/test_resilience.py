@@ -179,6 +179,26 @@ async def test_a_task_comfyui_accepts_just_after_an_outage_is_not_failed_for_the
     assert done["status"] == "succeeded", done["error"]
 
 
+async def test_after_a_long_comfyui_outage_the_service_follows_its_tasks_again_at_once(
+    api: httpx.AsyncClient, control: EmulatorControl
+) -> None:
+    # Long enough that a reconnect backoff doubling towards 30 s would keep the WebSocket
+    # away for many seconds after ComfyUI is back, while tasks already reach it over HTTP.
+    await control.go_down(12)
+
+    async def back() -> bool:
+        return (await api.get("/readyz")).status_code == 200
+
+    await wait_for_condition(back, timeout_s=30, what="comfyui back")
+    task = await submit(api, graphs.txt2img(f"after-{fresh()}", steps=300))
+
+    async def steps_seen() -> bool:  # only the WebSocket reports sampler steps
+        progress = (await get_task(api, task["id"]))["progress"] or {}
+        return bool(progress.get("max", 0) > 1 and progress.get("value", 0) >= 1)
+
+    await wait_for_condition(steps_seen, timeout_s=4, what="its progress followed again")
+
+
 async def test_health_document_has_the_documented_fields_and_goes_on_shutdown(
     start_service: ServiceFactory, emulator: RunningComponent, redis: Redis
 ) -> None:

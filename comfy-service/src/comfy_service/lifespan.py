@@ -40,6 +40,11 @@ from comfy_shared.task_store import TaskStore
 from comfy_shared.workflows import TemplateLibrary
 
 WATCHDOG_INTERVAL_S = 1.0
+WS_RECONNECT_MAX_S = 2.0
+"""Longest wait between two attempts to reach a ComfyUI that went away. One service per
+ComfyUI, on its host: an attempt is cheap, and the balancer places work on the node as soon as
+ComfyUI answers again, so its events must be followed again as soon (not after a backoff grown
+towards the listener's default 30 s)."""
 
 
 @dataclass
@@ -186,6 +191,7 @@ def _start_loops(
         settings.comfyui_url,
         _client_id(settings),
         ListenerConfig(
+            max_backoff_s=WS_RECONNECT_MAX_S,
             silence_timeout_s=settings.ws_silence_timeout_s,
             ping_interval_s=min(10.0, settings.ws_silence_timeout_s / 3),
         ),
