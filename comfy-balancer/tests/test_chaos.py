@@ -16,9 +16,11 @@ d. SIGKILLs a service while its ComfyUI runs on, and starts it again after more 
 
 Then every test checks that every task succeeded, none was lost, none was completed twice (its
 record, its event stream and the services' output each show one completion, by its last
-attempt) and that a task submitted right after recovery is placed within 5 s. Executions that
-repeat (a prompt of an attempt that moved still ran) are allowed: they are counted and printed
-(``pytest -s``) with the time the cluster took to recover.
+attempt) and that a task submitted right after recovery is placed within 5 s; with Redis down,
+also that the balancer's /readyz answers 503 naming its dispatcher loop (200 again after) and
+that the tasks ComfyUI finished meanwhile are recorded within 5 s of Redis' return.
+Executions that repeat (a prompt of an attempt that moved still ran) are allowed: they are
+counted and printed (``pytest -s``) with the time the cluster took to recover.
 """
 
 from __future__ import annotations
