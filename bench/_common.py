@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -121,6 +122,9 @@ class Node:
     node_id: str
     emulator: RunningComponent
     service: RunningComponent
+    step_time_s: float = 0.0
+    emulator_args: Sequence[str] = ()
+    service_args: Sequence[str] = ()
 
 
 @dataclass
@@ -149,6 +153,29 @@ class LocalCluster:
         )
         self.nodes.append(node)
         return node
+
+    def restart_emulator(self, node: Node) -> None:
+        """Start the node's ComfyUI again, on its port and folder (after it was killed)."""
+        port = _port(node.emulator.url)
+        args = (node.node_id, node.step_time_s, node.emulator_args)
+        node.emulator = self._started(_start_emulator(self._root(), *args, port=port))
+
+    def restart_service(self, node: Node) -> None:
+        """Start the node's service again, on its port (after it was killed)."""
+        port = _port(node.service.url)
+        args = (self.redis.url, node.node_id, node.emulator.url, node.service_args)
+        node.service = self._started(_start_service(self._root(), *args, port=port))
+
+    def _root(self) -> Path:
+        if self.root is None:
+            raise RuntimeError("this cluster was not started by local_cluster()")
+        return self.root
+
+    def _started(self, component: RunningComponent) -> RunningComponent:
+        if self.stop is None:
+            raise RuntimeError("this cluster was not started by local_cluster()")
+        self.stop.callback(component.stop)
+        return component
 
     def pids(self) -> dict[str, int]:
         """Process id of every component, by a short name."""
@@ -235,24 +262,56 @@ def _start_node(
     emulator_args: Sequence[str] = (),
     service_args: Sequence[str] = (),
 ) -> Node:
+    emulator = _start_emulator(root, node_id, step_time_s, emulator_args)
+    stop.callback(emulator.stop)
+    service = _start_service(root, redis_url, node_id, emulator.url, service_args)
+    stop.callback(service.stop)
+    return Node(node_id, emulator, service, step_time_s, emulator_args, service_args)
+
+
+def _start_emulator(
+    root: Path,
+    node_id: str,
+    step_time_s: float,
+    emulator_args: Sequence[str],
+    *,
+    port: int | None = None,
+) -> RunningComponent:
     suffix = node_id.removeprefix("node-")
-    emulator = start_emulator_process(
+    return start_emulator_process(
         root / "logs",
         root / f"emulator-{suffix}",
         name=f"emulator-{suffix}",
+        port=port,
         step_time_s=step_time_s,
         extra_args=["--quiet", *emulator_args],
     )
-    stop.callback(emulator.stop)
-    service = start_service_process(
+
+
+def _start_service(
+    root: Path,
+    redis_url: str,
+    node_id: str,
+    comfyui_url: str,
+    service_args: Sequence[str],
+    *,
+    port: int | None = None,
+) -> RunningComponent:
+    return start_service_process(
         root / "logs",
         redis_url=redis_url,
-        comfyui_url=emulator.url,
+        comfyui_url=comfyui_url,
         node_id=node_id,
+        port=port,
         extra_args=[*QUIET_LOGS, *service_args],
     )
-    stop.callback(service.stop)
-    return Node(node_id, emulator, service)
+
+
+def _port(url: str) -> int:
+    port = urlsplit(url).port
+    if port is None:
+        raise ValueError(f"no port in {url}")
+    return port
 
 
 def wait_for_ready_nodes(balancer_url: str, count: int, timeout_s: float = 20.0) -> None:

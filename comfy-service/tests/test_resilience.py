@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from comfy_shared.models import NodeHealth
 from comfy_shared.redis_keys import RedisKeys
+from comfy_stack.ports import free_port
 from comfy_stack.processes import start_python_module
 from comfy_testkit import graphs
 from comfy_testkit.api import get_task, submit, wait_for_status, wait_until_finished
@@ -157,6 +158,45 @@ async def test_comfyui_unreachable_at_submit_is_503_and_keeps_nothing(
         ready = await api.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["comfyui"].startswith("unreachable")
+
+
+async def test_a_task_comfyui_accepts_just_after_an_outage_is_not_failed_for_the_outage(
+    start_service: ServiceFactory, start_emulator: EmulatorFactory
+) -> None:
+    # The service starts while its ComfyUI is down and probes it only every 30 s, so its last
+    # probe says "down for longer than the grace" well after ComfyUI is back.
+    port = free_port()
+    service = start_service(
+        f"http://127.0.0.1:{port}",
+        extra_args=["--health-interval-s", "30", "--comfyui-down-grace-s", "0.5"],
+        wait_ready=False,
+    )
+    start_emulator(port=port)
+    async with httpx.AsyncClient(base_url=service.url) as api:
+        task = await submit(api, graphs.txt2img(f"back-{fresh()}", steps=200))
+        done = await wait_until_finished(api, task["id"], timeout_s=20)
+
+    assert done["status"] == "succeeded", done["error"]
+
+
+async def test_after_a_long_comfyui_outage_the_service_follows_its_tasks_again_at_once(
+    api: httpx.AsyncClient, control: EmulatorControl
+) -> None:
+    # Long enough that a reconnect backoff doubling towards 30 s would keep the WebSocket
+    # away for many seconds after ComfyUI is back, while tasks already reach it over HTTP.
+    await control.go_down(12)
+
+    async def back() -> bool:
+        return (await api.get("/readyz")).status_code == 200
+
+    await wait_for_condition(back, timeout_s=30, what="comfyui back")
+    task = await submit(api, graphs.txt2img(f"after-{fresh()}", steps=300))
+
+    async def steps_seen() -> bool:  # only the WebSocket reports sampler steps
+        progress = (await get_task(api, task["id"]))["progress"] or {}
+        return bool(progress.get("max", 0) > 1 and progress.get("value", 0) >= 1)
+
+    await wait_for_condition(steps_seen, timeout_s=4, what="its progress followed again")
 
 
 async def test_health_document_has_the_documented_fields_and_goes_on_shutdown(

@@ -1,9 +1,10 @@
 import asyncio
 from collections.abc import Awaitable, Callable
+from itertools import islice
 
 from loguru import logger
 
-from comfy_shared.loops import LoopHandle, Supervisor, stop_tasks
+from comfy_shared.loops import LoopHandle, Supervisor, restart_delays, stop_tasks
 from comfy_testkit.waiting import wait_for_condition
 
 
@@ -88,3 +89,8 @@ async def test_stop_tasks_waits_until_every_task_has_ended() -> None:
     await stop_tasks(tasks)
 
     assert all(task.done() for task in tasks)
+
+
+def test_a_loop_that_keeps_failing_is_started_again_at_least_every_two_seconds() -> None:
+    # So the balancer's dispatcher places again within 2 s of a long Redis outage's end.
+    assert list(islice(restart_delays(), 8)) == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0]

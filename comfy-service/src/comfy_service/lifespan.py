@@ -22,7 +22,7 @@ from comfy_service.host_metrics import GpuReader
 from comfy_service.prompts import FollowedPrompts
 from comfy_service.queue_view import QueueView
 from comfy_service.reachability import Reachability
-from comfy_service.reconcile import reconcile_once
+from comfy_service.reconcile import Reconciler
 from comfy_service.settings import ServiceSettings
 from comfy_service.speed import SpeedMeter
 from comfy_service.submission import Submitter
@@ -41,6 +41,11 @@ from comfy_shared.task_store import TaskStore
 from comfy_shared.workflows import TemplateLibrary
 
 WATCHDOG_INTERVAL_S = 1.0
+WS_RECONNECT_MAX_S = 2.0
+"""Longest wait between two attempts to reach a ComfyUI that went away. One service per
+ComfyUI, on its host: an attempt is cheap, and the balancer places work on the node as soon as
+ComfyUI answers again, so its events must be followed again as soon (not after a backoff grown
+towards the listener's default 30 s)."""
 
 
 @dataclass
@@ -151,12 +156,16 @@ def _start_loops(
     reachability: Reachability,
 ) -> None:
     store, comfy, endings = state.store, state.comfy, state.endings
-
-    async def reconcile() -> None:
-        await reconcile_once(endings=endings, store=store, prompts=prompts, comfy=comfy)
+    reconciler = Reconciler(
+        endings=endings,
+        store=store,
+        prompts=prompts,
+        comfy=comfy,
+        interval_s=settings.reconcile_interval_s,
+    )
 
     async def after_connect() -> None:
-        await reconcile()  # first: withdraw the prompts of attempts that are over
+        await reconciler.reconcile()  # first: withdraw the prompts of attempts that are over
         await state.health.refresh_capabilities()  # ComfyUI may have restarted with new nodes
 
     limits = Limits(
@@ -178,12 +187,14 @@ def _start_loops(
         endings=endings,
         comfy=comfy,
         on_connected=after_connect,
+        on_missed=reconciler.missed_events,
         speed=state.speed,
     )
     listener = ComfyEventListener(
         settings.comfyui_url,
         _client_id(settings),
         ListenerConfig(
+            max_backoff_s=WS_RECONNECT_MAX_S,
             silence_timeout_s=settings.ws_silence_timeout_s,
             ping_interval_s=min(10.0, settings.ws_silence_timeout_s / 3),
         ),
@@ -196,7 +207,7 @@ def _start_loops(
     state.loops.start("event-streams", state.stream_hub.run)
     state.loops.start_every("health", settings.health_interval_s, state.health.publish_once)
     state.loops.start_every("watchdog", WATCHDOG_INTERVAL_S, watchdog)
-    state.loops.start_every("reconcile", settings.reconcile_interval_s, reconcile)
+    state.loops.start("reconcile", reconciler.run)
 
 
 async def _stop(state: ServiceState) -> None:

@@ -4,7 +4,8 @@ Only events about prompts this node follows are used; ComfyUI may run prompts of
 clients too. The end of a prompt is taken from ``executing`` with ``node: null``, which ComfyUI
 sends after the history entry is written, and the outcome is then read from history. A prompt
 that starts although its attempt is over (the task moved to another node while this one was
-cut off) is withdrawn at once.
+cut off) is withdrawn at once. An event that could not be recorded (Redis unreachable) asks
+for a reconciliation, which reads the outcome from ComfyUI once Redis answers again.
 
 ComfyUI's own log lines arrive on the same socket (after subscribing on every connection) and
 are logged again with ``source=comfyui`` and the ``task_id`` of the prompt running when they
@@ -73,6 +74,7 @@ class EventTracker:
         endings: TaskEndings,
         comfy: ComfyClient,
         on_connected: Callable[[], Awaitable[object]],
+        on_missed: Callable[[], object],
         speed: SpeedMeter,
     ) -> None:
         self._store = store
@@ -80,6 +82,7 @@ class EventTracker:
         self._endings = endings
         self._comfy = comfy
         self._on_connected = on_connected
+        self._on_missed = on_missed
         self._speed = speed
         self._running: str | None = None  # task id of the prompt running now
         self._finished: tuple[str, float] | None = None  # last task that ended, and when
@@ -87,6 +90,15 @@ class EventTracker:
         self._errors = ComfyErrorLines()
 
     async def handle(self, event: ListenerEvent) -> None:
+        try:
+            await self._handle(event)
+        except Exception:
+            # Lost (Redis did not answer, most likely): ComfyUI sends no event twice, so
+            # reconciliation reads what it said from its queue and history instead.
+            self._on_missed()
+            raise
+
+    async def _handle(self, event: ListenerEvent) -> None:
         if isinstance(event, Connected):
             logger.info("comfyui websocket connected; reconciling tasks")
             self._speed.forget_runs()

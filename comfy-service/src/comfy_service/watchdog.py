@@ -90,6 +90,9 @@ async def watchdog_once(
     if not followed:
         return []
     queue = await _queue_or_none(comfy)
+    # ComfyUI just answered: the health probe's outage (read every health interval) is over,
+    # even if the probe has not seen it yet.
+    comfyui_down_s = reachability.down_for_s() if queue is None else 0.0
     records = await store.find_many(sorted({prompt.task_id for prompt in followed}))
     failed = []
     for prompt in followed:
@@ -102,7 +105,7 @@ async def watchdog_once(
             age_s=(utc_now() - (record.submitted_at or record.created_at)).total_seconds(),
             idle_s=prompts.idle_for_s(prompt.prompt_id),
             at_head_s=prompts.at_head(prompt.prompt_id, at_head),
-            comfyui_down_s=reachability.down_for_s(),
+            comfyui_down_s=comfyui_down_s,
             limits=limits,
         )
         if reason is not None:

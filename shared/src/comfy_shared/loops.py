@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
 from loguru import logger
 
-RESTART_BACKOFF_S: Final = (0.1, 5.0)
-"""First and longest wait before a loop that raised is started again (doubling in between)."""
+RESTART_BACKOFF_S: Final = (0.1, 2.0)
+"""First and longest wait before a loop that raised is started again (doubling in between).
+The longest is short, so a loop that failed because Redis was down (the balancer's
+dispatcher) works again within 2 s of Redis answering; a failing start costs little and is
+logged once per outage."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +125,16 @@ async def run_every(
         await asyncio.sleep(interval_s)
 
 
+def restart_delays() -> Iterator[float]:
+    """The waits before the restarts of a loop that keeps raising."""
+    delay_s, longest_s = RESTART_BACKOFF_S
+    while True:
+        yield delay_s
+        delay_s = min(delay_s * 2, longest_s)
+
+
 async def _supervise(handle: LoopHandle, body: LoopBody) -> None:
-    backoff_s, longest_s = RESTART_BACKOFF_S
+    delays = restart_delays()
     while True:
         started = time.monotonic()
         try:
@@ -134,10 +145,9 @@ async def _supervise(handle: LoopHandle, body: LoopBody) -> None:
         except Exception as exc:
             handle.failing(exc)
         handle.restarts += 1
-        if time.monotonic() - started > longest_s:
-            backoff_s = RESTART_BACKOFF_S[0]  # it ran a good while: a fresh failure
-        await asyncio.sleep(backoff_s)
-        backoff_s = min(backoff_s * 2, longest_s)
+        if time.monotonic() - started > RESTART_BACKOFF_S[1]:
+            delays = restart_delays()  # it ran a good while: a fresh failure
+        await asyncio.sleep(next(delays))
 
 
 async def stop_tasks(tasks: Iterable[asyncio.Task[None]]) -> None:

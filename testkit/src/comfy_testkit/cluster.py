@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -33,13 +34,22 @@ class Cluster:
     def node(self, node_id: str) -> Node:
         return next(node for node in self.nodes if node.node_id == node_id)
 
-    async def executions(self, task_ids: list[str], *, attempts: int = 5) -> Counter[str]:
+    async def executions(
+        self,
+        task_ids: list[str],
+        *,
+        attempts: int = 5,
+        earlier: Mapping[str, int] | None = None,
+    ) -> Counter[str]:
         """How often each task's prompts ran in the emulators, over all its attempts (each
-        attempt has its own prompt id)."""
+        attempt has its own prompt id). ``earlier``: prompt id -> executions that emulators
+        killed since had counted (their counters died with them)."""
         task_of = {prompt_id_for(t, n): t for t in task_ids for n in range(1, attempts + 1)}
         counts: Counter[str] = Counter(dict.fromkeys(task_ids, 0))
+        runs_by_prompt: Counter[str] = Counter(earlier or {})
         for node in self.nodes:
-            for prompt_id, runs in (await node.control.stats())["executions"].items():
-                if prompt_id in task_of:
-                    counts[task_of[prompt_id]] += runs
+            runs_by_prompt.update((await node.control.stats())["executions"])
+        for prompt_id, runs in runs_by_prompt.items():
+            if prompt_id in task_of:
+                counts[task_of[prompt_id]] += runs
         return counts

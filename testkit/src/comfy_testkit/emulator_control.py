@@ -29,6 +29,10 @@ class EmulatorControl:
     async def go_down(self, seconds: float) -> None:
         await self._post("/down", {"seconds": seconds})
 
+    async def set_speed(self, speed: float) -> None:
+        """2.0 = twice as fast; steps already under way are paced at the new speed."""
+        await self._post("/speed", {"speed": speed})
+
     async def stats(self) -> dict[str, Any]:
         response = await self._http.get("/stats")
         response.raise_for_status()
