@@ -4,6 +4,7 @@ everything: a prompt whose attempt is over is withdrawn, and its result is never
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -14,7 +15,7 @@ from comfy_service.prompts import FollowedPrompts
 from comfy_service.reconcile import reconcile_once
 from comfy_service.submission import Submitter
 from comfy_shared.api.schemas import GenerateRequest
-from comfy_shared.comfyui import ComfyClient
+from comfy_shared.comfyui import ComfyClient, SubmitResult
 from comfy_shared.comfyui.prompt_ids import prompt_id_for
 from comfy_shared.lifecycle import AttemptRef, Placed, TakenBack
 from comfy_shared.models import RetryPolicy, TaskRecord
@@ -71,6 +72,7 @@ async def node(redis: Redis) -> AsyncIterator[Node]:
     queue = TaskQueue(redis, KEYS, store)
     prompts = FollowedPrompts(redis, KEYS, NODE)
     async with ComfyClient(emulator.url) as comfy:
+        endings = TaskEndings(store=store, queue=queue, comfy=comfy, prompts=prompts, node_id=NODE)
         yield Node(
             store=store,
             queue=queue,
@@ -80,14 +82,13 @@ async def node(redis: Redis) -> AsyncIterator[Node]:
                 store=store,
                 comfy=comfy,
                 prompts=prompts,
+                endings=endings,
                 templates=TemplateLibrary.load(DEFAULT_TEMPLATES_DIR),
                 max_image_bytes=10**6,
                 node_id=NODE,
                 client_id="test",
             ),
-            endings=TaskEndings(
-                store=store, queue=queue, comfy=comfy, prompts=prompts, node_id=NODE
-            ),
+            endings=endings,
             emulator=emulator,
         )
     await emulator.stop()
@@ -151,3 +152,26 @@ async def test_a_result_from_an_attempt_that_is_over_is_not_recorded(node: Node)
     record = await node.store.get("t-3")
     assert (record.status, record.outputs) == (TaskStatus.QUEUED, [])
     assert await node.prompts.all() == []
+
+
+async def test_a_prompt_whose_attempt_moved_while_it_was_sent_is_withdrawn_at_once(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await node.send("blocker-2", graphs.txt2img("blocker-2", steps=300))
+    graph = graphs.solid_image("resent")
+    await node.place("t-4", graph)
+    submit = node.comfy.submit
+
+    async def submit_then_lose_the_task(*args: Any, **kwargs: Any) -> SubmitResult:
+        result = await submit(*args, **kwargs)
+        # The balancer gave up on this attempt just as ComfyUI queued its prompt.
+        await node.store.apply("t-4", TakenBack(AttemptRef(NODE, 1), "dispatch timed out"))
+        return result
+
+    monkeypatch.setattr(node.comfy, "submit", submit_then_lose_the_task)
+    await node.send("t-4", graph)
+
+    assert [p.task_id for p in await node.prompts.all()] == ["blocker-2"]
+    assert (await node.comfy.get_queue()).position(prompt_id_for("t-4", 1)) is None
+    await node.endings.cancel("blocker-2")
+    assert await node.executions(prompt_id_for("t-4", 1)) == 0

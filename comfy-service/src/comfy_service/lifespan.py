@@ -111,6 +111,13 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
     task_logs = install_task_log_sink(
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
     )
+    endings = TaskEndings(
+        store=store,
+        queue=TaskQueue(redis, keys, store),
+        comfy=comfy,
+        prompts=prompts,
+        node_id=settings.node_id,
+    )
     state = ServiceState(
         settings=settings,
         redis=redis,
@@ -120,19 +127,14 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
             store=store,
             comfy=comfy,
             prompts=prompts,
+            endings=endings,
             templates=templates,
             max_image_bytes=settings.max_image_bytes,
             node_id=settings.node_id,
             # Stable across restarts, so events of prompts queued by a previous run reach us.
             client_id=_client_id(settings),
         ),
-        endings=TaskEndings(
-            store=store,
-            queue=TaskQueue(redis, keys, store),
-            comfy=comfy,
-            prompts=prompts,
-            node_id=settings.node_id,
-        ),
+        endings=endings,
         queue_view=QueueView(comfy, settings.node_id),
         health=health,
         keys=keys,

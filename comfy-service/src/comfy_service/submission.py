@@ -16,12 +16,13 @@ from typing import Any
 
 from loguru import logger
 
+from comfy_service.ending import TaskEndings
 from comfy_service.prompts import FollowedPrompts, Prompt
 from comfy_shared.api.schemas import GenerateRequest
 from comfy_shared.clock import utc_now
 from comfy_shared.comfyui import ComfyClient, ComfyUnavailable, PromptRejected
 from comfy_shared.comfyui.prompt_ids import prompt_id_for
-from comfy_shared.lifecycle import Accepted, Ended, Refused
+from comfy_shared.lifecycle import Accepted, AttemptOver, Ended, Refused
 from comfy_shared.models import (
     UPLOAD_SUBFOLDER,
     Attempt,
@@ -50,6 +51,7 @@ class Submitter:
         store: TaskStore,
         comfy: ComfyClient,
         prompts: FollowedPrompts,
+        endings: TaskEndings,
         templates: TemplateLibrary,
         max_image_bytes: int,
         node_id: str,
@@ -58,6 +60,7 @@ class Submitter:
         self._store = store
         self._comfy = comfy
         self._prompts = prompts
+        self._endings = endings
         self._templates = templates
         self._max_image_bytes = max_image_bytes
         self._node_id = node_id
@@ -162,8 +165,12 @@ class Submitter:
             return await self._store.apply(
                 task.id, Accepted(prompt.attempt, prompt.prompt_id, warnings)
             )
+        except AttemptOver as over:
+            # Cancelled or moved while it was being sent: withdrawn now, before it can start.
+            await self._endings.withdraw(prompt, over.reason)
+            return over.record
         except Refused as refused:
-            return refused.record  # cancelled or moved meanwhile: reconciliation withdraws it
+            return refused.record
 
     async def _stored_inputs(self, task: TaskRecord) -> list[InputFile]:
         return await self._store.get_inputs(task.id) if task.input_files else []
