@@ -95,3 +95,26 @@ def test_logdy_address_adds_a_shipping_sink() -> None:
         wait_for_condition_sync(lambda: listener.lines, what="line shipped")
         shipper.close()
     assert json.loads(listener.lines[0])["service"] == "balancer"
+
+
+@pytest.mark.parametrize("json_mode", [False, True], ids=["text", "json"])
+def test_a_logged_traceback_shows_no_local_variables(
+    capsys: pytest.CaptureFixture[str], json_mode: bool
+) -> None:
+    configure_logging(service="service", node="gpu-1", json_lines=json_mode)
+
+    def submit(prompt: str) -> None:
+        api_key = "sk-" + "do-not-log-me"  # noqa: F841 - a local a traceback must not show
+        raise ValueError("the graph is broken")
+
+    prompt = "".join(["a secret ", "prompt"])  # not in the source lines a traceback quotes
+    try:
+        submit(prompt)
+    except ValueError:
+        logger.exception("submit failed")
+
+    err = capsys.readouterr().err
+    assert "ValueError: the graph is broken" in err
+    assert "in submit" in err  # the frames are there ...
+    assert "sk-do-not-log-me" not in err  # ... their variables are not
+    assert "a secret prompt" not in err
