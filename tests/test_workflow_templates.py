@@ -135,4 +135,4 @@ async def test_workflows_are_listed_with_a_json_schema(small_cluster: Cluster) -
     one = (await small_cluster.api.get("/api/v1/workflows/txt2img-sdxl")).json()
     assert one["parameters"]["properties"]["steps"]["type"] == "integer"
     missing = await small_cluster.api.get("/api/v1/workflows/nope")
-    assert (missing.status_code, missing.json()["code"]) == (422, "unknown_workflow")
+    assert (missing.status_code, missing.json()["code"]) == (404, "workflow_not_found")

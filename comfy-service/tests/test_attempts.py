@@ -84,7 +84,6 @@ async def node(redis: Redis) -> AsyncIterator[Node]:
                 prompts=prompts,
                 endings=endings,
                 templates=TemplateLibrary.load(DEFAULT_TEMPLATES_DIR),
-                max_image_bytes=10**6,
                 node_id=NODE,
                 client_id="test",
             ),

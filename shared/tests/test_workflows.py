@@ -9,12 +9,15 @@ from PIL import Image
 
 from comfy_shared.workflows import (
     DEFAULT_TEMPLATES_DIR,
+    ImageLimits,
     InvalidParams,
     TemplateError,
     TemplateLibrary,
     UnknownWorkflow,
+    image_problem,
     load_template,
 )
+from comfy_testkit import hostile
 
 SHIPPED = TemplateLibrary.load(DEFAULT_TEMPLATES_DIR)
 
@@ -82,7 +85,7 @@ def test_enum_required_and_image_checks() -> None:
     assert "not a PNG, JPEG or WebP" in not_image.value.errors["image"]
     resolved = img2img.resolve({"prompt": "x", "image": "data:image/png;base64," + png_base64()})
     with pytest.raises(InvalidParams, match="larger than 10"):
-        img2img.check_image_sizes(resolved, max_bytes=10)
+        img2img.check_images(resolved, ImageLimits(max_bytes=10, max_pixels=10**6))
     expansion = img2img.expand(resolved, "t1")
     [image] = expansion.inputs
     assert image.name == "t1-image.png"
@@ -152,3 +155,34 @@ def test_broken_templates_are_refused_naming_file_and_field(
 def test_a_missing_templates_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TemplateError, match="does not exist"):
         TemplateLibrary.load(tmp_path / "nope")
+
+
+LIMITS = ImageLimits(max_bytes=10**6, max_pixels=1000 * 1000)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (hostile.png_declaring(13000, 13000), "13000x13000 = 169000000 pixels is larger than"),
+        (hostile.png_declaring(1001, 1000), "pixels is larger than 1000000"),
+        (hostile.real_png((64, 64))[:-20], "truncated PNG"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "unreadable or truncated PNG"),
+        (b"\xff\xd8\xff" + b"\x00" * 40, "unreadable or truncated JPEG"),
+        (b"RIFF\x10\x00\x00\x00WEBPVP8 " + b"\x00" * 8, "unreadable or truncated WEBP"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * (10**6 - 7), "1000001 bytes is larger than 1000000"),
+        (b"\x00" * 2 * 10**6, "image larger than 1000000 bytes"),  # refused before decoding
+    ],
+)
+def test_an_image_is_judged_by_its_header(data: bytes, problem: str) -> None:
+    encoded = base64.b64encode(data).decode()
+
+    assert problem in (image_problem(encoded, LIMITS) or "")
+    assert problem in (image_problem(f"data:image/png;base64,{encoded}", LIMITS) or "")
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "WEBP"])
+def test_images_within_the_limits_pass(image_format: str) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (1000, 1000), "navy").save(buffer, format=image_format)
+
+    assert image_problem(base64.b64encode(buffer.getvalue()).decode(), LIMITS) is None

@@ -17,6 +17,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from comfy_shared.api.errors import (
+    FORM_ERRORS,
     REQUEST_ERRORS,
     ErrorMapping,
     ErrorTable,
@@ -71,6 +72,7 @@ V, S = ErrorType.VALIDATION, ErrorType.SERVICE
 
 STATUS_FOR: ErrorTable = {
     **REQUEST_ERRORS,
+    **FORM_ERRORS,
     TaskNotFound: ErrorMapping(404, "task_not_found", V),
     OutputNotFound: ErrorMapping(404, "output_not_found", V),
     InvalidTransition: ErrorMapping(409, "task_finished", V, transition_extras),

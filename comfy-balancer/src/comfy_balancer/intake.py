@@ -52,7 +52,6 @@ class TaskIntake:
         nodes_client: ServiceClient,
         policy: RetryPolicy,
         templates: TemplateLibrary,
-        max_image_bytes: int,
         max_queue: int,
     ) -> None:
         self._store = store
@@ -61,7 +60,6 @@ class TaskIntake:
         self._nodes = nodes_client
         self._policy = policy
         self._templates = templates
-        self._max_image_bytes = max_image_bytes
         self._max_queue = max_queue
 
     async def accept(self, request: GenerateRequest, idempotency_key: str | None) -> Intake:
@@ -117,7 +115,6 @@ class TaskIntake:
             workflow=request.workflow,
             params=request.params,
             task_id=task_id,
-            max_image_bytes=self._max_image_bytes,
         )
 
     async def _earlier_task(self, key: str, task_id: str) -> TaskRecord | None:

@@ -88,7 +88,6 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         nodes_client=nodes_client,
         policy=policy,
         templates=templates,
-        max_image_bytes=settings.max_image_bytes,
         max_queue=settings.max_queue,
     )
     dispatcher = Dispatcher(

@@ -23,6 +23,6 @@ def create_app(settings: BalancerSettings) -> FastAPI:
         status_for=STATUS_FOR,
         routers=[generate.router, tasks.router, task_history_router(get_state), cluster.router],
         templates=templates,
-        max_body_bytes=settings.max_body_bytes,
+        settings=settings,
         health=health.router,
     )

@@ -129,7 +129,6 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
             prompts=prompts,
             endings=endings,
             templates=templates,
-            max_image_bytes=settings.max_image_bytes,
             node_id=settings.node_id,
             # Stable across restarts, so events of prompts queued by a previous run reach us.
             client_id=_client_id(settings),

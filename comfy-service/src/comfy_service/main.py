@@ -23,6 +23,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         status_for=STATUS_FOR,
         routers=[generate.router, tasks.router, task_history_router(get_state)],
         templates=templates,
-        max_body_bytes=settings.max_body_bytes,
+        settings=settings,
         health=health.router,
     )

@@ -53,7 +53,6 @@ class Submitter:
         prompts: FollowedPrompts,
         endings: TaskEndings,
         templates: TemplateLibrary,
-        max_image_bytes: int,
         node_id: str,
         client_id: str,
     ) -> None:
@@ -62,7 +61,6 @@ class Submitter:
         self._prompts = prompts
         self._endings = endings
         self._templates = templates
-        self._max_image_bytes = max_image_bytes
         self._node_id = node_id
         self._client_id = client_id
 
@@ -86,7 +84,6 @@ class Submitter:
             workflow=request.workflow,
             params=request.params,
             task_id=task_id,
-            max_image_bytes=self._max_image_bytes,
         )
 
     def _new_record(self, task_id: str, request: GenerateRequest, work: Expansion) -> TaskRecord:

@@ -88,6 +88,28 @@ class ApiServerSettings(CommonSettings):
     max_body_bytes: int = Field(
         default=50 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)."
     )
+    body_read_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a request's body may take to arrive, from the request's start "
+        "(408 body_timeout after, and the connection is closed).",
+    )
+    max_graph_nodes: int = Field(
+        default=1000, ge=1, description="Most nodes a graph may have (422 graph_too_large)."
+    )
+    max_string_bytes: int = Field(
+        default=64 * 1024,
+        ge=1,
+        description="Longest string in a request body, in UTF-8 bytes: graph inputs, template "
+        "parameters, client metadata (422 string_too_long). Images are bounded by "
+        "--max-image-bytes instead.",
+    )
+    max_image_pixels: int = Field(
+        default=25_000_000,
+        ge=1,
+        description="Most pixels (width x height, read from the header) of an input image "
+        "(422 invalid_params).",
+    )
     shutdown_grace_s: float = Field(
         default=5.0, ge=0, description="Seconds to finish requests on shutdown."
     )

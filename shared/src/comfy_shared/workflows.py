@@ -9,6 +9,9 @@ leaves unset gets a random value (a seed), reported in the task.
 
 Templates are validated when loaded: a broken one stops start-up with a message naming the
 file and the field. Requests are validated against them: errors name the parameter (422).
+An image parameter is checked before anything is stored (``Template.check_images``): its
+type by signature, its size in bytes, and its width and height as its header declares them,
+so a small file that would decode to a huge picture is refused without being decoded.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import io
 import json
 import random
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from comfy_shared.errors import ComfyStackError
@@ -33,6 +39,7 @@ from comfy_shared.models import UPLOAD_SUBFOLDER, InputFile
 DEFAULT_TEMPLATES_DIR = Path(__file__).parent / "templates"
 MAX_SEED = 2**64 - 1
 IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"RIFF": "webp"}
+_PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 
 class TemplateError(ComfyStackError):
@@ -52,6 +59,13 @@ class InvalidParams(ComfyStackError):
         summary = "; ".join(f"params.{name}: {reason}" for name, reason in errors.items())
         super().__init__(f"invalid parameters for {workflow!r}: {summary}")
         self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLimits:
+    max_bytes: int
+    max_pixels: int
+    """Width x height as the image's header declares it."""
 
 
 class ParamType(StrEnum):
@@ -146,13 +160,17 @@ class Template:
             raise InvalidParams(self.name, errors)
         return resolved
 
-    def check_image_sizes(self, resolved: Mapping[str, Any], max_bytes: int) -> None:
+    def image_params(self) -> list[str]:
+        return [name for name, spec in self.params.items() if spec.type is ParamType.IMAGE]
+
+    def check_images(self, values: Mapping[str, Any], limits: ImageLimits) -> None:
+        """Raise InvalidParams naming each image in ``values`` that is unreadable, of another
+        type, or larger than ``limits``. Values that are not strings are left to resolve()."""
         errors = {}
-        for name, value in resolved.items():
-            if self.params[name].type is ParamType.IMAGE:
-                size = len(decode_image(value)[0])
-                if size > max_bytes:
-                    errors[name] = f"image of {size} bytes is larger than {max_bytes}"
+        for name in self.image_params():
+            value = values.get(name)
+            if isinstance(value, str) and (problem := image_problem(value, limits)):
+                errors[name] = problem
         if errors:
             raise InvalidParams(self.name, errors)
 
@@ -196,7 +214,7 @@ def check_value(spec: ParamSpec, value: Any) -> str | None:
     if kind is ParamType.ENUM:
         return None if value in (spec.choices or []) else f"expected one of {spec.choices}"
     if kind is ParamType.IMAGE:
-        return _image_problem(value)
+        return _image_encoding_problem(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"expected {'an integer' if kind is ParamType.INT else 'a number'}"
     if kind is ParamType.INT and not float(value).is_integer():
@@ -210,15 +228,63 @@ def check_value(spec: ParamSpec, value: Any) -> str | None:
 
 def decode_image(value: str) -> tuple[bytes, str]:
     """Base64 (optionally a ``data:`` URL) -> bytes and the file type from its signature."""
-    payload = value.split(",", 1)[1] if value.startswith("data:") else value
-    data = base64.b64decode(payload, validate=True)
+    data = base64.b64decode(_base64_payload(value), validate=True)
     for signature, extension in IMAGE_SIGNATURES.items():
         if data.startswith(signature) and (extension != "webp" or data[8:12] == b"WEBP"):
             return data, extension
     raise ValueError("not a PNG, JPEG or WebP image")
 
 
-def _image_problem(value: Any) -> str | None:
+def _base64_payload(value: str) -> str:
+    return value.split(",", 1)[1] if value.startswith("data:") else value
+
+
+def image_problem(value: str, limits: ImageLimits) -> str | None:
+    """Why the base64 image ``value`` is refused, or None. Only the header is read, never
+    the pixels: a PNG is also checked whole (chunk checksums, so a truncated one is
+    refused); a JPEG or WebP by what its header says."""
+    # Base64 takes 4 characters per 3 bytes: a payload this long cannot fit, so it is
+    # refused before the decoding allocates it.
+    if len(_base64_payload(value)) // 4 * 3 > limits.max_bytes + 2:
+        return f"image larger than {limits.max_bytes} bytes"
+    try:
+        data, extension = decode_image(value)
+    except (ValueError, binascii.Error) as exc:
+        return f"invalid image: {exc}"
+    if len(data) > limits.max_bytes:
+        return f"image of {len(data)} bytes is larger than {limits.max_bytes}"
+    try:
+        width, height = read_image_size(data, extension)
+    except ValueError as exc:
+        return f"invalid image: {exc}"
+    if width * height > limits.max_pixels:
+        return (
+            f"image of {width}x{height} = {width * height} pixels is larger than "
+            f"{limits.max_pixels} pixels"
+        )
+    return None
+
+
+def read_image_size(data: bytes, extension: str) -> tuple[int, int]:
+    """(width, height) from the header of a PNG, JPEG or WebP; ValueError if unreadable."""
+    with warnings.catch_warnings():
+        # Pillow warns above its own pixel limit, and raises at twice it: ours is checked
+        # by the caller, from the size read here.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[extension]]) as image:
+                size = image.size
+                if extension == "png":
+                    image.verify()  # walks the chunks and their checksums, decodes nothing
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"too many pixels: {exc}") from exc
+        except (OSError, SyntaxError, EOFError) as exc:
+            raise ValueError(f"unreadable or truncated {extension.upper()}: {exc}") from exc
+    return size
+
+
+def _image_encoding_problem(value: Any) -> str | None:
+    """The value is base64 of a PNG, JPEG or WebP (sizes: ``image_problem``)."""
     if not isinstance(value, str):
         return "expected base64 image data"
     try:
@@ -291,17 +357,15 @@ class TemplateLibrary:
         workflow: str | None,
         params: Mapping[str, Any],
         task_id: str,
-        max_image_bytes: int,
     ) -> Expansion:
         """The graph a request runs, made once, where the request is accepted: its own graph,
         or its template expanded with its values (a random seed drawn now, images turned
-        into input files)."""
+        into input files). The request's images were checked when it was read
+        (``Template.check_images``)."""
         if prompt is not None:
             return Expansion(graph=prompt, params={})
         template = self.get(workflow or "")
-        resolved = template.resolve(params)
-        template.check_image_sizes(resolved, max_image_bytes)
-        return template.expand(resolved, task_id)
+        return template.expand(template.resolve(params), task_id)
 
 
 def load_template(declaration: Path) -> Template:

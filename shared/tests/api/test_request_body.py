@@ -6,6 +6,7 @@ from comfy_shared.api.request_body import (
     generate_request_from_document,
     generate_request_from_json,
 )
+from comfy_shared.api.schemas import GenerateRequest
 from comfy_shared.api.strict_json import InvalidNumber, MalformedJson
 
 
@@ -33,11 +34,15 @@ def test_a_body_of_the_wrong_shape_is_a_validation_error_located_in_the_body() -
     assert error["loc"] == ("body", "priority")
 
 
-def test_the_openapi_body_documents_json_and_any_extra_content_type() -> None:
-    body = generate_request_body({"multipart/form-data": {"schema": {"type": "object"}}})
+def test_the_openapi_body_refers_to_the_request_schema_and_documents_forms_on_request() -> None:
+    json_only = generate_request_body()
+    with_forms = generate_request_body(forms=True)
 
-    assert body["required"] is True
-    assert list(body["content"]) == ["application/json", "multipart/form-data"]
-    schema = body["content"]["application/json"]["schema"]
+    assert json_only["required"] is True
+    assert list(json_only["content"]) == ["application/json"]
+    assert list(with_forms["content"]) == ["application/json", "multipart/form-data"]
+    ref = json_only["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/GenerateRequest"
+    schema = GenerateRequest.model_json_schema()
     assert schema["properties"]["priority"]["maximum"] == 1000
     assert "pattern" in schema["properties"]["task_id"]["anyOf"][0]

@@ -83,3 +83,54 @@ def test_task_view_links_every_output_and_reports_percent() -> None:
     assert view.progress is not None
     assert view.progress.percent == 25.0
     assert view.queue_position == 2
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        {"class_type": ["EmptyImage"], "inputs": {}},
+        {"class_type": {"name": "EmptyImage"}, "inputs": {}},
+        {"class_type": "", "inputs": {}},
+        {"inputs": {}},
+        {"class_type": "EmptyImage"},
+        {"class_type": "EmptyImage", "inputs": [["width", 8]]},
+        {"class_type": "EmptyImage", "inputs": {}, "_meta": "title"},
+        "EmptyImage",
+        ["EmptyImage", {}],
+        None,
+    ],
+)
+def test_a_node_of_the_wrong_shape_is_refused_naming_it(node: object) -> None:
+    with pytest.raises(ValidationError) as refused:
+        GenerateRequest.model_validate({"prompt": {**GRAPH, "7": node}})
+
+    assert all(error["loc"][:2] == ("prompt", "7") for error in refused.value.errors())
+
+
+def test_inputs_take_any_json_and_nodes_keep_their_other_keys() -> None:
+    node = {
+        "class_type": "EmptyImage",
+        "inputs": {
+            "link": ["1", 0],
+            "literal": {"__value__": [1, 2, 3]},
+            "deep": {"a": [{"b": None}]},
+            "text": "x",
+            "flag": True,
+        },
+        "_meta": {"title": "Solid"},
+        "is_changed": ["abc"],
+    }
+    # "nodes" is a fine node id: only a UI-format workflow's "nodes" (a list) gets the hint
+    graph = {**GRAPH, "2": node, "nodes": node}
+
+    assert GenerateRequest(prompt=graph).prompt == graph
+
+
+def test_the_schema_says_exactly_one_of_prompt_or_workflow() -> None:
+    schema = GenerateRequest.model_json_schema()
+
+    assert [branch["required"] for branch in schema["oneOf"]] == [["prompt"], ["workflow"]]
+    assert schema["properties"]["prompt"]["anyOf"][0]["minProperties"] == 1
+    node = schema["$defs"]["GraphNode"]
+    assert node["required"] == ["class_type", "inputs"]
+    assert node["properties"]["class_type"]["minLength"] == 1

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from importlib.metadata import version
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Protocol, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
@@ -18,10 +18,21 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from loguru import logger
 from redis.asyncio import Redis
 
-from comfy_shared.api.body_limit import BodySizeLimitMiddleware
+from comfy_shared.api.body_limit import BodyLimitsMiddleware
 from comfy_shared.api.errors import ErrorTable, install_error_handlers
+from comfy_shared.api.openapi import (
+    INVALID_EVENT_ID,
+    INVALID_REQUEST,
+    TASK_PATH_ANSWERS,
+    TOO_MANY_STREAMS,
+    complete_openapi,
+    error_responses,
+    link_new_tasks,
+)
+from comfy_shared.api.request_body import describe_templates
 from comfy_shared.api.request_id import RequestIdMiddleware
-from comfy_shared.api.schemas import API_PREFIX, ErrorBody
+from comfy_shared.api.request_limits import RequestLimits
+from comfy_shared.api.schemas import API_PREFIX, GenerateRequest
 from comfy_shared.api.sse import open_task_events
 from comfy_shared.api.task_ids import TaskIdInPath
 from comfy_shared.api.task_log import LogFormat, task_log_response
@@ -33,13 +44,6 @@ from comfy_shared.settings import ApiServerSettings, settings_from_argv
 from comfy_shared.stream_hub import StreamHub
 from comfy_shared.task_store import TaskStore
 from comfy_shared.workflows import TemplateError, TemplateLibrary
-
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorBody, "description": "Unknown task id."}
-}
-TOO_MANY_STREAMS: dict[int | str, dict[str, Any]] = {
-    429: {"model": ErrorBody, "description": "The server serves its maximum of event streams."}
-}
 
 
 class TaskReaders(Protocol):
@@ -62,7 +66,7 @@ def build_app(
     status_for: ErrorTable,
     routers: Sequence[APIRouter],
     templates: TemplateLibrary,
-    max_body_bytes: int,
+    settings: ApiServerSettings,
     health: APIRouter,
 ) -> FastAPI:
     app = FastAPI(
@@ -72,13 +76,30 @@ def build_app(
         lifespan=lifespan,
     )
     app.state.templates = templates
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
+    app.state.request_limits = RequestLimits.of(settings)
+    app.add_middleware(
+        BodyLimitsMiddleware,
+        max_bytes=settings.max_body_bytes,
+        read_timeout_s=settings.body_read_timeout_s,
+    )
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app, status_for)
     for router in (*routers, workflows_router()):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health)
+    complete_openapi(
+        app, models=[GenerateRequest], rewrites=[describe_templates(templates), link_new_tasks]
+    )
     return app
+
+
+_LOG_CONTENT = {
+    "description": "The log: text lines, or with `format=json` a list of records.",
+    "content": {
+        "text/plain": {"schema": {"type": "string"}},
+        "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+    },
+}
 
 
 def task_history_router(
@@ -92,8 +113,7 @@ def task_history_router(
     @router.get(
         "/{task_id}/events",
         response_class=StreamingResponse,
-        responses=NOT_FOUND
-        | TOO_MANY_STREAMS
+        responses=error_responses(*TASK_PATH_ANSWERS, INVALID_EVENT_ID, TOO_MANY_STREAMS)
         | {200: {"content": {"text/event-stream": {}}, "description": "Task events (SSE)."}},
     )
     async def task_events(
@@ -116,8 +136,7 @@ def task_history_router(
     @router.get(
         "/{task_id}/logs",
         response_class=PlainTextResponse,
-        responses=NOT_FOUND
-        | {200: {"content": {"text/plain": {}, "application/json": {}}, "description": "Log."}},
+        responses=error_responses(*TASK_PATH_ANSWERS, INVALID_REQUEST) | {200: _LOG_CONTENT},
     )
     async def task_log(
         task_id: TaskIdInPath, state: State, format: Annotated[LogFormat, Query()] = "text"

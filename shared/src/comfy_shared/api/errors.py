@@ -2,7 +2,8 @@
 
 Each app passes one table that maps its domain exceptions to (status, code, fault type);
 a test checks that every exception the app can raise is in its table. The refusals of a
-request's shape that both apps share are in ``REQUEST_ERRORS``, which each table includes.
+request's shape that both apps share are in ``REQUEST_ERRORS``, which each table includes
+(and ``FORM_ERRORS``, in the table of an app that reads multipart bodies).
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
+from comfy_shared.api.request_body import InvalidForm, MalformedForm, UnsupportedMediaType
+from comfy_shared.api.request_limits import GraphTooLarge, StringTooLong
 from comfy_shared.api.schemas import ErrorBody
 from comfy_shared.api.strict_json import (
     InvalidJsonValue,
@@ -26,6 +31,7 @@ from comfy_shared.api.strict_json import (
     NestedTooDeep,
 )
 from comfy_shared.api.task_ids import InvalidTaskId
+from comfy_shared.api.workflows import WorkflowNotFound
 from comfy_shared.errors import InvalidTransition
 from comfy_shared.models import ErrorType
 
@@ -60,16 +66,47 @@ def _json_path_extras(exc: InvalidJsonValue) -> dict[str, Any]:
     return {"path": exc.path}
 
 
-REQUEST_ERRORS: ErrorTable = {
-    MalformedJson: ErrorMapping(400, "malformed_json", ErrorType.VALIDATION),
-    InvalidNumber: ErrorMapping(422, "invalid_number", ErrorType.VALIDATION, _json_path_extras),
-    InvalidString: ErrorMapping(422, "invalid_string", ErrorType.VALIDATION, _json_path_extras),
-    NestedTooDeep: ErrorMapping(422, "nested_too_deep", ErrorType.VALIDATION, _json_path_extras),
-    InvalidTaskId: ErrorMapping(422, "invalid_task_id", ErrorType.VALIDATION),
-}
-"""Refusals of a request's body or path, before it reaches any domain code."""
+_V = ErrorType.VALIDATION
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+REQUEST_ERRORS: ErrorTable = {
+    MalformedJson: ErrorMapping(400, "malformed_json", _V),
+    WorkflowNotFound: ErrorMapping(404, "workflow_not_found", _V),
+    UnsupportedMediaType: ErrorMapping(415, "unsupported_media_type", _V),
+    InvalidNumber: ErrorMapping(422, "invalid_number", _V, _json_path_extras),
+    InvalidString: ErrorMapping(422, "invalid_string", _V, _json_path_extras),
+    NestedTooDeep: ErrorMapping(422, "nested_too_deep", _V, _json_path_extras),
+    StringTooLong: ErrorMapping(422, "string_too_long", _V, _json_path_extras),
+    GraphTooLarge: ErrorMapping(422, "graph_too_large", _V),
+    InvalidTaskId: ErrorMapping(422, "invalid_task_id", _V),
+}
+"""Refusals of a request's body, path or media type, before it reaches any domain code."""
+
+FORM_ERRORS: ErrorTable = {
+    MalformedForm: ErrorMapping(400, "malformed_form", _V),
+    InvalidForm: ErrorMapping(422, "invalid_form", _V),
+}
+"""Refusals of a ``multipart/form-data`` body, for an app that reads such bodies."""
+
+HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "body_timeout",
+    413: "body_too_large",
+}
+"""Codes of the answers Starlette and the body middleware give as HTTPException."""
+
+
+def answer_codes(table: ErrorTable) -> dict[str, int]:
+    """Every code an app with ``table`` answers, with its status: the table's, and those of
+    the handlers below (a refused parameter, a Starlette HTTPException, an unexpected
+    error)."""
+    return {
+        **{mapping.code: mapping.status for mapping in table.values()},
+        "invalid_request": 422,
+        "malformed_json": 400,
+        **{code: status for status, code in HTTP_CODES.items()},
+        "internal_error": 500,
+    }
 
 
 def error_response(
@@ -117,11 +154,28 @@ async def _request_validation_handler(_: Request, exc: Exception) -> JSONRespons
     return error_response(422, "invalid_request", summary, ErrorType.VALIDATION, errors=errors)
 
 
-async def _http_exception_handler(_: Request, exc: Exception) -> JSONResponse:
+async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     fault = ErrorType.VALIDATION if exc.status_code < 500 else ErrorType.SERVICE
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), fault, exc.headers)
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {"Allow": ", ".join(allowed_methods(request))}
+    return error_response(exc.status_code, code, str(exc.detail), fault, headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path. Starlette's own 405 names only
+    the first route whose path matched: ``GET`` alone where ``DELETE`` is served too."""
+    path: str = request.scope["path"]
+    root_path: str = request.scope.get("root_path", "")
+    if root_path and path.startswith(root_path):  # behind a proxy that strips a prefix
+        path = path[len(root_path) :] or "/"
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        if route.path and route.methods and compile_path(route.path)[0].match(path):
+            methods |= route.methods
+    return sorted(methods)
 
 
 async def _unexpected_handler(_: Request, exc: Exception) -> JSONResponse:

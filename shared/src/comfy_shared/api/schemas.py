@@ -4,9 +4,18 @@ client written for one node works unchanged against a cluster."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Final, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.config import JsonDict
+from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
 from comfy_shared.models import (
     TASK_ID_ALPHABET,
@@ -25,12 +34,61 @@ API_PREFIX = "/api/v1"
 # Keys that only a UI-format ("Save", not "Save (API)") workflow has at its top level.
 _UI_FORMAT_KEYS = frozenset({"nodes", "links", "last_node_id"})
 
+_INPUT_VALUE_SCHEMA: Final = {
+    "description": "A constant (string, number, boolean, null), a link to another node's "
+    'output (`["<node id>", <output index>]`), or a list or object a node takes (ComfyUI '
+    'reads a two-item list as a link: wrap a literal list as `{"__value__": [...]}`). '
+    "ComfyUI checks each value against the node's declared inputs.",
+    "anyOf": [
+        {"type": "string"},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {
+            "type": "array",
+            "prefixItems": [{"type": "string"}, {"type": "integer", "minimum": 0}],
+            "minItems": 2,
+            "maxItems": 2,
+            "title": "Link",
+        },
+        {"type": "array"},
+        {"type": "object"},
+    ],
+}
+InputValue = Annotated[Any, WithJsonSchema(_INPUT_VALUE_SCHEMA)]
+"""Any JSON value: ComfyUI ignores inputs a node does not declare and answers a validation
+error (a 400 it names the node in) for a declared one of the wrong kind, so refusing more here
+would only refuse graphs ComfyUI runs."""
+
+
+# Checked here, not left to ComfyUI: it reads each node's class_type before its own
+# validation, so a list or an object there makes it fail with a 500 instead of refusing the
+# graph (and a node that is not an object, likewise).
+class GraphNode(TypedDict):
+    """One node of an API-format graph: its class and its inputs by name; other keys (such
+    as ``_meta``) are kept and ignored by ComfyUI."""
+
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
+
+    class_type: Annotated[str, Field(min_length=1, description="The node's class.")]
+    inputs: dict[str, InputValue]
+    _meta: NotRequired[Annotated[dict[str, Any], Field(description="Ignored by ComfyUI.")]]
+
+
+_ONE_OF_PROMPT_OR_WORKFLOW: Final[JsonDict] = {
+    "oneOf": [
+        {"required": ["prompt"], "properties": {"prompt": {"type": "object"}}},
+        {"required": ["workflow"], "properties": {"workflow": {"type": "string"}}},
+    ]
+}
+
 
 class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_OF_PROMPT_OR_WORKFLOW)
 
-    prompt: dict[str, dict[str, Any]] | None = Field(
+    prompt: dict[str, GraphNode] | None = Field(
         default=None,
+        min_length=1,
         description='A ComfyUI graph in API format ("Save (API)"): node id -> '
         '{"class_type", "inputs"}.',
     )
@@ -57,7 +115,8 @@ class GenerateRequest(BaseModel):
         if isinstance(prompt, dict):
             if not prompt:
                 raise ValueError("the prompt graph is empty")
-            if _UI_FORMAT_KEYS & prompt.keys():
+            # A node may be called "nodes"; a UI-format workflow's "nodes" is no node.
+            if any(not isinstance(prompt[key], dict) for key in _UI_FORMAT_KEYS & prompt.keys()):
                 raise ValueError(
                     "this is a UI-format workflow; export it with 'Save (API)' and send that"
                 )

@@ -83,6 +83,8 @@ def format_path(path: JsonPath) -> str:
 def _path_step(key: str | int) -> str:
     if isinstance(key, int):
         return f"[{key}]"
+    if len(key) > _SHOWN_CHARS:  # an error must not echo a huge key back (nor log it)
+        return f"[{json.dumps(key[:_SHOWN_CHARS] + '...')}]"
     if _IDENTIFIER.fullmatch(key):
         return f".{key}"
     return f"[{json.dumps(key)}]"

@@ -7,7 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from comfy_shared.workflows import Template, TemplateLibrary
+from comfy_shared.api.openapi import WORKFLOW_NOT_FOUND, error_responses
+from comfy_shared.errors import ComfyStackError
+from comfy_shared.workflows import Template, TemplateLibrary, UnknownWorkflow
+
+
+class WorkflowNotFound(ComfyStackError):
+    """The workflow named in the path does not exist: 404, where a body naming an unknown
+    workflow is 422 (``UnknownWorkflow``)."""
 
 
 class WorkflowView(BaseModel):
@@ -34,9 +41,18 @@ def workflows_router() -> APIRouter:
         """Every template with the JSON Schema of its parameters."""
         return [WorkflowView.of(template) for template in _library(request).all()]
 
-    @router.get("/{name}", response_model=WorkflowView)
+    @router.get(
+        "/{name}",
+        response_model=WorkflowView,
+        responses=error_responses(WORKFLOW_NOT_FOUND),
+    )
     async def get_workflow(name: str, request: Request) -> WorkflowView:
-        return WorkflowView.of(_library(request).get(name))
+        """One template with the JSON Schema of its parameters."""
+        try:
+            template = _library(request).get(name)
+        except UnknownWorkflow as exc:
+            raise WorkflowNotFound(str(exc)) from None
+        return WorkflowView.of(template)
 
     return router
 

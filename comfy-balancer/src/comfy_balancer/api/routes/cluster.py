@@ -7,10 +7,12 @@ from pydantic import BaseModel
 
 from comfy_balancer.deps import State
 from comfy_balancer.registry import NodeState
+from comfy_shared.api.openapi import REDIS_UNAVAILABLE, error_responses
 from comfy_shared.clock import now_ms, utc_now
 from comfy_shared.models import NodeHealth
 
 router = APIRouter(tags=["cluster"])
+_REDIS = error_responses(REDIS_UNAVAILABLE)
 
 
 class NodeOut(BaseModel):
@@ -30,7 +32,7 @@ class QueueOut(BaseModel):
     oldest_wait_s: float | None
 
 
-@router.get("/nodes", response_model=list[NodeOut])
+@router.get("/nodes", response_model=list[NodeOut], responses=_REDIS)
 async def list_nodes(state: State) -> list[NodeOut]:
     """Every node that ever published health: its health document (null once dead), slots,
     tasks in flight and state (ready, busy, comfyui-down, dead)."""
@@ -49,7 +51,7 @@ async def list_nodes(state: State) -> list[NodeOut]:
     ]
 
 
-@router.get("/queue", response_model=QueueOut)
+@router.get("/queue", response_model=QueueOut, responses=_REDIS)
 async def queue_stats(state: State) -> QueueOut:
     stats = await state.queue.stats()
     oldest = stats.oldest_queued_ms

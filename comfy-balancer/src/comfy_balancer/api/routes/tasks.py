@@ -8,11 +8,21 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
+from comfy_balancer.api.answers import NODE_UNAVAILABLE
 from comfy_balancer.deps import State
 from comfy_balancer.errors import NodeUnavailable, OutputNotFound
 from comfy_balancer.service_client import NodeUnreachable
-from comfy_shared.api.app import NOT_FOUND
-from comfy_shared.api.schemas import ErrorBody, TaskView
+from comfy_shared.api.openapi import (
+    BUSY,
+    INVALID_REQUEST,
+    OUTPUT_FILE,
+    OUTPUT_NOT_FOUND,
+    REDIS_UNAVAILABLE,
+    TASK_FINISHED,
+    TASK_PATH_ANSWERS,
+    error_responses,
+)
+from comfy_shared.api.schemas import TaskView
 from comfy_shared.api.task_ids import TaskIdInPath
 from comfy_shared.task_state import TaskStatus
 
@@ -24,7 +34,9 @@ class TaskPage(BaseModel):
     next_cursor: str | None
 
 
-@router.get("", response_model=TaskPage)
+@router.get(
+    "", response_model=TaskPage, responses=error_responses(INVALID_REQUEST, REDIS_UNAVAILABLE)
+)
 async def list_tasks(
     state: State,
     status: TaskStatus | None = None,
@@ -49,7 +61,7 @@ async def list_tasks(
     return TaskPage(tasks=found, next_cursor=str(offset))
 
 
-@router.get("/{task_id}", response_model=TaskView, responses=NOT_FOUND)
+@router.get("/{task_id}", response_model=TaskView, responses=error_responses(*TASK_PATH_ANSWERS))
 async def get_task(task_id: TaskIdInPath, state: State) -> TaskView:
     record = await state.store.get(task_id)
     position = await state.queue.position(task_id) if record.status is TaskStatus.QUEUED else None
@@ -59,8 +71,7 @@ async def get_task(task_id: TaskIdInPath, state: State) -> TaskView:
 @router.delete(
     "/{task_id}",
     response_model=TaskView,
-    responses=NOT_FOUND
-    | {409: {"model": ErrorBody, "description": "The task already ended (`status` says how)."}},
+    responses=error_responses(*TASK_PATH_ANSWERS, TASK_FINISHED, NODE_UNAVAILABLE, BUSY),
 )
 async def cancel_task(task_id: TaskIdInPath, state: State) -> TaskView:
     """Cancel in any state: out of the queue, or cancelled by the node it was placed on."""
@@ -70,7 +81,10 @@ async def cancel_task(task_id: TaskIdInPath, state: State) -> TaskView:
 @router.get(
     "/{task_id}/outputs/{index}",
     response_class=StreamingResponse,
-    responses=NOT_FOUND | {200: {"content": {"image/png": {}}, "description": "The file."}},
+    responses=error_responses(
+        *TASK_PATH_ANSWERS, INVALID_REQUEST, OUTPUT_NOT_FOUND, NODE_UNAVAILABLE
+    )
+    | {200: OUTPUT_FILE},
 )
 async def download_output(task_id: TaskIdInPath, index: int, state: State) -> StreamingResponse:
     """The file, proxied from the node that produced it."""

@@ -1,42 +1,40 @@
 from __future__ import annotations
 
-from typing import Any
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Request, Response
-
+from comfy_service.api.answers import COMFYUI_ANSWERS, OVERLOADED, PROMPT_REJECTED
 from comfy_service.deps import State
-from comfy_shared.api.request_body import generate_request_body, generate_request_from_json
-from comfy_shared.api.schemas import ErrorBody, TaskView
+from comfy_shared.api.openapi import (
+    BUSY,
+    GENERATE_BODY_ANSWERS,
+    REDIS_UNAVAILABLE,
+    error_responses,
+)
+from comfy_shared.api.request_body import JsonGenerateRequest, generate_request_body
+from comfy_shared.api.schemas import TaskView
 
 router = APIRouter(tags=["tasks"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Malformed JSON."},
-    413: {"model": ErrorBody, "description": "Body larger than the configured limit."},
-    422: {
-        "model": ErrorBody,
-        "description": "Invalid request (`invalid_request`; a number JSON cannot hold, "
-        "`invalid_number`, with its `path`), or ComfyUI rejected the graph "
-        "(`error` and `node_errors` as ComfyUI sent them).",
-    },
-    503: {
-        "model": ErrorBody,
-        "description": "ComfyUI or Redis unreachable, or the node is at --max-concurrent-submits "
-        "(`overloaded`, with Retry-After); nothing was queued.",
-    },
-}
+_ANSWERS = error_responses(
+    *GENERATE_BODY_ANSWERS,
+    PROMPT_REJECTED,
+    *COMFYUI_ANSWERS,
+    OVERLOADED,
+    BUSY,
+    REDIS_UNAVAILABLE,
+)
 
 
 @router.post(
     "/generate",
     status_code=202,
     response_model=TaskView,
-    responses=_ERRORS | {200: {"model": TaskView, "description": "The id was known: no re-run."}},
+    responses=_ANSWERS | {200: {"model": TaskView, "description": "The id was known: no re-run."}},
     openapi_extra={"requestBody": generate_request_body()},
 )
-async def generate(http: Request, state: State, response: Response) -> TaskView:
-    """Queue a graph on this node's ComfyUI. The task id is ComfyUI's prompt id."""
-    request = generate_request_from_json(await http.body())
+async def generate(request: JsonGenerateRequest, state: State, response: Response) -> TaskView:
+    """Queue a graph, or a workflow template with parameters, on this node's ComfyUI. The
+    body is JSON (``application/json``, UTF-8)."""
     with state.submits.enter():
         submission = await state.submitter.submit(request)
     if not submission.created:

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from comfy_service.deps import State
-from comfy_shared.api.readiness import check, readiness_response
+from comfy_shared.api.readiness import READINESS_RESPONSES, check, readiness_response
 
 router = APIRouter(tags=["health"])
 
@@ -15,9 +15,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get(
-    "/readyz", responses={503: {"description": "Redis or ComfyUI unreachable, or a loop stuck."}}
-)
+@router.get("/readyz", response_model=None, responses=READINESS_RESPONSES)
 async def readyz(state: State) -> JSONResponse:
     """Ready to take work: Redis and ComfyUI both answer and every background loop works."""
     checks = {

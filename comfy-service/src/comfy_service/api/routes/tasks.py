@@ -6,16 +6,29 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
+from comfy_service.api.answers import COMFYUI_ANSWERS, FILE_NOT_FOUND, NOT_ON_THIS_NODE
 from comfy_service.deps import State
 from comfy_service.errors import OutputNotFound
-from comfy_shared.api.app import NOT_FOUND
-from comfy_shared.api.schemas import ErrorBody, TaskView
+from comfy_shared.api.openapi import (
+    BUSY,
+    INVALID_REQUEST,
+    OUTPUT_FILE,
+    OUTPUT_NOT_FOUND,
+    TASK_FINISHED,
+    TASK_PATH_ANSWERS,
+    error_responses,
+)
+from comfy_shared.api.schemas import TaskView
 from comfy_shared.api.task_ids import TaskIdInPath
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
-@router.get("/{task_id}", response_model=TaskView, responses=NOT_FOUND)
+@router.get(
+    "/{task_id}",
+    response_model=TaskView,
+    responses=error_responses(*TASK_PATH_ANSWERS, *COMFYUI_ANSWERS),
+)
 async def get_task(task_id: TaskIdInPath, state: State) -> TaskView:
     record = await state.store.get(task_id)
     return TaskView.from_record(record, queue_position=await state.queue_view.position(record))
@@ -24,8 +37,9 @@ async def get_task(task_id: TaskIdInPath, state: State) -> TaskView:
 @router.delete(
     "/{task_id}",
     response_model=TaskView,
-    responses=NOT_FOUND
-    | {409: {"model": ErrorBody, "description": "The task already ended (`status` says how)."}},
+    responses=error_responses(
+        *TASK_PATH_ANSWERS, TASK_FINISHED, NOT_ON_THIS_NODE, BUSY, *COMFYUI_ANSWERS
+    ),
 )
 async def cancel_task(task_id: TaskIdInPath, state: State) -> TaskView:
     """Cancel: a queued task leaves ComfyUI's queue; a running one is interrupted by its
@@ -36,7 +50,10 @@ async def cancel_task(task_id: TaskIdInPath, state: State) -> TaskView:
 @router.get(
     "/{task_id}/outputs/{index}",
     response_class=StreamingResponse,
-    responses=NOT_FOUND | {200: {"content": {"image/png": {}}, "description": "The file."}},
+    responses=error_responses(
+        *TASK_PATH_ANSWERS, INVALID_REQUEST, OUTPUT_NOT_FOUND, FILE_NOT_FOUND, *COMFYUI_ANSWERS
+    )
+    | {200: OUTPUT_FILE},
 )
 async def download_output(task_id: TaskIdInPath, index: int, state: State) -> StreamingResponse:
     record = await state.store.get(task_id)
