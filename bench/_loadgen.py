@@ -17,6 +17,7 @@ from typing import Literal
 import httpx
 
 from comfy_testkit.graphs import solid_image
+from comfy_testkit.stack import AUTH_HEADERS
 
 Kind = Literal["comfyui-submit", "api-submit", "comfyui-read", "api-read"]
 """What to send: ComfyUI's ``POST /prompt`` / ``GET /history/{id}``, or the comfy-stack API's
@@ -53,7 +54,9 @@ def run_load(plan: LoadPlan) -> LoadResult:
 async def _drive(plan: LoadPlan) -> LoadResult:
     result = LoadResult()
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=plan.base_url, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=plan.base_url, timeout=30, limits=limits, headers=AUTH_HEADERS
+    ) as client:
         for index in range(plan.warmup):
             await _send(client, plan, index, result, measured=False)
         loop = asyncio.get_running_loop()

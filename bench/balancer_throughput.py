@@ -45,7 +45,7 @@ from _common import (
 from _loadgen import Kind, LoadPlan, LoadResult, run_load
 
 from comfy_stack.ports import free_port
-from comfy_testkit.stack import RunningComponent, start_balancer_process
+from comfy_testkit.stack import AUTH_HEADERS, RunningComponent, start_balancer_process
 
 TARGET_P99_MS = 5.0
 DRAIN_TIMEOUT_S = 120.0
@@ -93,7 +93,7 @@ def main() -> None:
         _intake_only_balancer(cluster, queue_args) as intake,
         _standin_balancers(cluster, queue_args) as (standin, api_only, standin_nodes),
         ProcessPoolExecutor(max_workers=1, mp_context=spawn) as generator,
-        httpx.Client(timeout=30) as http,
+        httpx.Client(timeout=30, headers=AUTH_HEADERS) as http,
     ):
 
         def load(plan: LoadPlan) -> LoadResult:

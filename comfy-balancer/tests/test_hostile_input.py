@@ -83,3 +83,11 @@ async def test_priority_outside_the_queue_s_range_is_refused(
 
 async def test_the_largest_seed_still_runs(api: httpx.AsyncClient) -> None:
     await hostile.check_the_largest_seed_still_runs(api)
+
+
+async def test_a_graph_cannot_name_a_staged_input(api: httpx.AsyncClient) -> None:
+    await hostile.check_a_graph_cannot_name_a_staged_input(api)
+
+
+async def test_an_idempotency_key_names_one_request(api: httpx.AsyncClient) -> None:
+    await hostile.check_an_idempotency_key_names_one_request(api)

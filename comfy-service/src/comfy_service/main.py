@@ -9,6 +9,7 @@ from comfy_service.deps import get_state
 from comfy_service.errors import STATUS_FOR
 from comfy_service.lifespan import service_lifespan
 from comfy_service.settings import ServiceSettings
+from comfy_shared.access import TRUSTED, Caller
 from comfy_shared.api.app import build_app, task_history_router
 from comfy_shared.workflows import TemplateLibrary
 
@@ -21,8 +22,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         description="One ComfyUI server behind a dependable text-to-image API.",
         lifespan=service_lifespan(settings, templates),
         status_for=STATUS_FOR,
-        routers=[generate.router, tasks.router, task_history_router(get_state)],
+        routers=[generate.router, tasks.router, task_history_router(get_state, trusted_caller)],
         templates=templates,
         max_body_bytes=settings.max_body_bytes,
         health=health.router,
+        authenticate=trusted_caller,
     )
+
+
+async def trusted_caller() -> Caller:
+    """A service serves whoever reaches it (its balancers; keep it off public networks)."""
+    return TRUSTED

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from comfy_stack.credentials import load_or_create_admin_key
 from comfy_stack.embedded_redis import start_redis_server
 from comfy_stack.logview import LogView
 from comfy_stack.ports import free_port
@@ -42,6 +43,7 @@ class StackPlan:
 class RunningStack:
     redis_url: str
     balancer_url: str = ""
+    admin_key: str = ""
     comfyui_urls: list[str] = field(default_factory=list)
     service_urls: list[str] = field(default_factory=list)
     processes: list[ManagedProcess] = field(default_factory=list)
@@ -110,9 +112,11 @@ def _start_balancer(plan: StackPlan, stack: RunningStack, view: LogView) -> None
         "--host", plan.host,
         "--port", str(plan.port),
     ]  # fmt: skip
+    stack.admin_key = load_or_create_admin_key(plan.data_dir)
     process = start_python_module(
-        "balancer", "comfy_balancer", args, log_dir=plan.data_dir / "logs"
-    )
+        "balancer", "comfy_balancer", args, log_dir=plan.data_dir / "logs",
+        env={"COMFY_BALANCER_ADMIN_KEY": stack.admin_key},
+    )  # fmt: skip
     _track(stack, view, process)
     stack.balancer_url = f"http://{plan.host}:{plan.port}"
     wait_until_http_ok(process, f"{stack.balancer_url}/readyz", timeout_s=60)

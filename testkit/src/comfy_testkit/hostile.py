@@ -187,3 +187,27 @@ async def check_the_largest_seed_still_runs(api: httpx.AsyncClient) -> None:
 
     assert task["status"] == "succeeded"
     assert task["params"]["seed"] == SEED_MAX
+
+
+async def check_a_graph_cannot_name_a_staged_input(api: httpx.AsyncClient) -> None:
+    """Other tasks' images are staged under comfy-stack/: a graph of one's own cannot load
+    them, whatever the name."""
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "comfy-stack/0123abcd.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    response = await api.post("/api/v1/generate", json={"prompt": graph})
+    assert (response.status_code, response.json()["code"]) == (422, "staged_input")
+
+
+async def check_an_idempotency_key_names_one_request(api: httpx.AsyncClient) -> None:
+    key = {"Idempotency-Key": _fresh("order")}
+    body = {"prompt": graphs.solid_image(_fresh("i"))}
+
+    first = await api.post("/api/v1/generate", json=body, headers=key)
+    again = await api.post("/api/v1/generate", json=body, headers=key)
+    other = await api.post("/api/v1/generate", json={"workflow": "demo"}, headers=key)
+
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reuse")

@@ -25,6 +25,7 @@ from comfy_stack.embedded_redis import RedisServer, start_redis_server
 from comfy_testkit.cluster import Cluster, Node
 from comfy_testkit.emulator_control import EmulatorControl
 from comfy_testkit.stack import (
+    AUTH_HEADERS,
     RunningComponent,
     start_balancer_process,
     start_emulator_process,
@@ -146,7 +147,7 @@ async def make_cluster(
             opened.append(control)
             nodes.append(Node(node_id, emulator, service, control))
         balancer = start_balancer(extra_args=list(balancer_args))
-        api = httpx.AsyncClient(base_url=balancer.url, timeout=15)
+        api = httpx.AsyncClient(base_url=balancer.url, timeout=15, headers=AUTH_HEADERS)
         opened.append(api)
         return Cluster(balancer, nodes, api)
 

@@ -9,6 +9,9 @@ from pathlib import Path
 from comfy_stack.ports import free_port
 from comfy_stack.processes import ManagedProcess, start_python_module, wait_until_http_ok
 
+ADMIN_KEY = "testkit-admin-key-0123456789abcdef"
+"""The admin key of every balancer the test kit starts (authentication is on, as deployed)."""
+AUTH_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 FAST_STEP_TIME_S = 0.01
 """Emulated sampler step time in tests: fast, yet long enough to see progress events."""
 
@@ -82,7 +85,9 @@ def start_balancer_process(
     name: str = "balancer",
     port: int | None = None,
     extra_args: Sequence[str] = (),
+    admin_key: str | None = ADMIN_KEY,
 ) -> RunningComponent:
+    """A balancer with authentication on and ``admin_key`` (None: authentication off)."""
     port = port or free_port()
     args = [
         "--redis-url", redis_url,
@@ -90,9 +95,11 @@ def start_balancer_process(
         "--host", "127.0.0.1",
         "--port", str(port),
         "--sweep-interval-s", "0.2",
+        *(["--auth", "off"] if admin_key is None else []),
         *extra_args,
     ]  # fmt: skip
-    process = start_python_module(name, "comfy_balancer", args, log_dir=log_dir)
+    env = {"COMFY_BALANCER_ADMIN_KEY": admin_key} if admin_key else None
+    process = start_python_module(name, "comfy_balancer", args, log_dir=log_dir, env=env)
     url = f"http://127.0.0.1:{port}"
     wait_until_http_ok(process, f"{url}/readyz")
     return RunningComponent(process, url, name)

@@ -111,6 +111,7 @@ class TaskView(BaseModel):
     error: TaskError | None
     warnings: dict[str, Any]
     client: dict[str, Any]
+    tenant: str
     workflow: str | None
     params: dict[str, Any]
     links: TaskLinks
@@ -141,6 +142,7 @@ class TaskView(BaseModel):
             error=record.error,
             warnings=record.warnings,
             client=record.client,
+            tenant=record.tenant,
             workflow=record.workflow,
             params=record.params,
             links=TaskLinks(self=base, events=f"{base}/events", outputs=[o.url for o in outputs]),

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response
 from starlette.datastructures import UploadFile
 
-from comfy_balancer.deps import State
+from comfy_balancer.deps import CallerOf, State
 from comfy_shared.api.request_body import (
     generate_request_body,
     generate_request_from_document,
@@ -59,13 +59,16 @@ _BODY = generate_request_body(
 async def generate(
     http: Request,
     state: State,
+    caller: CallerOf,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> TaskView:
     """Queue a graph, or a workflow template with parameters, for the cluster; the answer
     carries the task's position in the queue. Images can come as base64 in ``params`` or, with
     ``multipart/form-data``, as file parts named after their parameter."""
-    intake = await state.intake.accept(await _read_request(http), idempotency_key)
+    intake = await state.intake.accept(await _read_request(http), idempotency_key, caller)
+    if intake.quota is not None:
+        response.headers.update(intake.quota.headers())
     if not intake.created:
         response.status_code = 200
     position = intake.position

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 
 from comfy_service.deps import State
 from comfy_shared.api.request_body import generate_request_body, generate_request_from_json
@@ -31,14 +31,21 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     "/generate",
     status_code=202,
     response_model=TaskView,
-    responses=_ERRORS | {200: {"model": TaskView, "description": "The id was known: no re-run."}},
+    responses=_ERRORS
+    | {200: {"model": TaskView, "description": "Idempotency-Key or task id known: no re-run."}},
     openapi_extra={"requestBody": generate_request_body()},
 )
-async def generate(http: Request, state: State, response: Response) -> TaskView:
-    """Queue a graph on this node's ComfyUI. The task id is ComfyUI's prompt id."""
+async def generate(
+    http: Request,
+    state: State,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> TaskView:
+    """Queue a graph, or a workflow template with parameters, on this node's ComfyUI. The same
+    ``Idempotency-Key`` (or task id) again returns the same task (200), never a second run."""
     request = generate_request_from_json(await http.body())
     with state.submits.enter():
-        submission = await state.submitter.submit(request)
+        submission = await state.submitter.submit(request, idempotency_key)
     if not submission.created:
         response.status_code = 200
     view = TaskView.from_record(submission.task)
