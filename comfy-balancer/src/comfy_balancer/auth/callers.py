@@ -16,7 +16,7 @@ from typing import Final
 
 from fastapi import Request
 
-from comfy_balancer.auth.keys import ADMIN_KEY_ID, ApiKey, KeyStore
+from comfy_balancer.auth.keys import ADMIN_KEY_ID, ApiKey, KeyStore, secret_hash
 from comfy_shared.access import TRUSTED, Caller, Scope
 from comfy_shared.errors import ComfyStackError
 
@@ -56,15 +56,15 @@ class Authenticator:
     async def _resolve(self, secret: str) -> Caller | None:
         if self._admin_secret is not None and hmac.compare_digest(secret, self._admin_secret):
             return Caller(tenant=ADMIN_TENANT, scopes=frozenset(Scope), key_id=ADMIN_KEY_ID)
-        now = time.monotonic()
-        cached = self._cache.get(secret)
+        digest, now = secret_hash(secret), time.monotonic()
+        cached = self._cache.get(digest)
         if cached is not None and now - cached[0] < CACHE_S:
             return cached[1]
-        key = await self._store.find(secret)
+        key = await self._store.find(digest)
         caller = _caller_of(key) if key is not None else None
         if len(self._cache) > 10_000:
             self._cache.clear()  # bounded: a flood of made-up secrets cannot grow it
-        self._cache[secret] = (now, caller)
+        self._cache[digest] = (now, caller)
         return caller
 
 

@@ -60,6 +60,10 @@ class CreatedKey(ApiKey):
     key: str = Field(description="The secret: shown this once, stored only as a hash.")
 
 
+class _StoredKey(ApiKey):
+    secret_sha256: str
+
+
 def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -80,15 +84,16 @@ class KeyStore:
             limits=new.limits,
             created_at=utc_now(),
         )
+        stored = _StoredKey(**key.model_dump(), secret_sha256=secret_hash(secret))
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._keys.api_keys(), key_id, key.model_dump_json())
-            pipe.hset(self._keys.api_key_secrets(), secret_hash(secret), key_id)
+            pipe.hset(self._keys.api_keys(), key_id, stored.model_dump_json())
+            pipe.hset(self._keys.api_key_secrets(), stored.secret_sha256, key_id)
             await pipe.execute()
         return CreatedKey(**key.model_dump(), key=secret)
 
     async def list(self) -> list[ApiKey]:
         raw = cast(dict[str, str], await self._redis.hgetall(self._keys.api_keys()))
-        keys = [ApiKey.model_validate_json(value) for value in raw.values()]
+        keys = [_public(_StoredKey.model_validate_json(value)) for value in raw.values()]
         return sorted(keys, key=lambda key: (key.created_at, key.id))
 
     async def revoke(self, key_id: str) -> ApiKey:
@@ -96,21 +101,21 @@ class KeyStore:
         raw = cast("str | None", await self._redis.hget(self._keys.api_keys(), key_id))
         if raw is None:
             raise KeyNotFound(key_id)
-        secrets_by_hash = cast(
-            dict[str, str], await self._redis.hgetall(self._keys.api_key_secrets())
-        )
-        hashes = [digest for digest, owner in secrets_by_hash.items() if owner == key_id]
+        stored = _StoredKey.model_validate_json(raw)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hdel(self._keys.api_keys(), key_id)
-            if hashes:
-                pipe.hdel(self._keys.api_key_secrets(), *hashes)
+            pipe.hdel(self._keys.api_key_secrets(), stored.secret_sha256)
             await pipe.execute()
-        return ApiKey.model_validate_json(raw)
+        return _public(stored)
 
-    async def find(self, secret: str) -> ApiKey | None:
-        """The key a secret belongs to; None for an unknown or revoked one."""
-        key_id = await self._redis.hget(self._keys.api_key_secrets(), secret_hash(secret))
+    async def find(self, digest: str) -> ApiKey | None:
+        """The key whose secret has this SHA-256; None for an unknown or revoked one."""
+        key_id = await self._redis.hget(self._keys.api_key_secrets(), digest)
         if key_id is None:
             return None
         raw = cast("str | None", await self._redis.hget(self._keys.api_keys(), key_id))
-        return ApiKey.model_validate_json(raw) if raw is not None else None
+        return _public(_StoredKey.model_validate_json(raw)) if raw is not None else None
+
+
+def _public(stored: _StoredKey) -> ApiKey:
+    return ApiKey(**stored.model_dump(exclude={"secret_sha256"}))
