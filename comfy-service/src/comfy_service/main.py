@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from loguru import logger
 
 from comfy_service.api.routes import generate, health, tasks
 from comfy_service.deps import get_state
@@ -10,13 +11,14 @@ from comfy_service.errors import STATUS_FOR
 from comfy_service.lifespan import service_lifespan
 from comfy_service.settings import ServiceSettings
 from comfy_shared.api.app import build_app, task_history_router
+from comfy_shared.api.internal_auth import InternalTokenMiddleware, is_loopback
 from comfy_shared.workflows import TemplateLibrary
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
     """Raises TemplateError, naming the file and field, if a workflow template is broken."""
     templates = TemplateLibrary.load(settings.templates_dir)
-    return build_app(
+    app = build_app(
         distribution="comfy-service",
         description="One ComfyUI server behind a dependable text-to-image API.",
         lifespan=service_lifespan(settings, templates),
@@ -26,3 +28,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         health=health.router,
     )
+    if settings.internal_token is not None:
+        app.add_middleware(
+            InternalTokenMiddleware, token=settings.internal_token.get_secret_value()
+        )
+    elif not is_loopback(settings.host):
+        logger.warning(
+            "the API is open to anyone who can reach this port: set COMFY_INTERNAL_TOKEN "
+            "(the balancer's too) unless only trusted clients can",
+            host=settings.host,
+            port=settings.port,
+        )
+    return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,12 +48,18 @@ class RawSseStream:
 
     @classmethod
     async def open(
-        cls, base_url: str, path: str, *, last_event_id: str | None = None
+        cls,
+        base_url: str,
+        path: str,
+        *,
+        last_event_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> RawSseStream:
         """Connect and send the request; returns once the status line and headers are in."""
         url = urlsplit(base_url)
         reader, writer = await asyncio.open_connection(url.hostname, url.port or 80)
         extra = f"Last-Event-ID: {last_event_id}\r\n" if last_event_id else ""
+        extra += "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAccept: text/event-stream\r\n{extra}\r\n"
         )
