@@ -54,6 +54,7 @@ async def test_with_the_token_the_balancer_places_serves_outputs_and_cancels(
     after = await submit(cluster.api, graphs.solid_image(f"n-{fresh()}"))
     finished = await wait_until_finished(cluster.api, after["id"], timeout_s=10)
     assert finished["status"] == "succeeded"
+    assert TEST_INTERNAL_TOKEN not in cluster.balancer.process.output()
 
 
 async def test_a_node_that_refuses_the_balancer_s_token_runs_nothing(
