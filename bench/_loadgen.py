@@ -32,6 +32,7 @@ class LoadPlan:
     duration_s: float
     ids: tuple[str, ...] = ()  # what reads read, in turn
     warmup: int = 20  # unmeasured requests first (opens the connections)
+    headers: tuple[tuple[str, str], ...] = ()  # e.g. a service's internal token
 
 
 @dataclass
@@ -55,7 +56,10 @@ async def _drive(plan: LoadPlan) -> LoadResult:
     result = LoadResult()
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(
-        base_url=plan.base_url, timeout=30, limits=limits, headers=AUTH_HEADERS
+        base_url=plan.base_url,
+        headers={**AUTH_HEADERS, **dict(plan.headers)},
+        timeout=30,
+        limits=limits,
     ) as client:
         for index in range(plan.warmup):
             await _send(client, plan, index, result, measured=False)

@@ -30,6 +30,8 @@ def main() -> None:
 
     with local_stack() as stack, httpx.Client(timeout=30, headers=AUTH_HEADERS) as http:
         comfy, service = stack.emulator.url, stack.service.url
+        # Sent to ComfyUI too, which ignores it: both sides pay for the same request size.
+        http.headers.update(stack.service.auth_headers)
 
         def direct_submit(i: int) -> str:
             prompt_id = str(uuid.uuid4())

@@ -52,7 +52,8 @@ async def test_each_shipped_template_runs_through_the_balancer_and_a_service(
     small_cluster: Cluster, name: str
 ) -> None:
     body = {"workflow": name, "params": params_for(name)}
-    node_api = httpx.AsyncClient(base_url=small_cluster.nodes[0].service.url, timeout=15)
+    node = small_cluster.nodes[0].service
+    node_api = httpx.AsyncClient(base_url=node.url, headers=node.auth_headers, timeout=15)
     async with node_api:
         for api in (small_cluster.api, node_api):
             response = await api.post("/api/v1/generate", json=body)
@@ -90,8 +91,8 @@ async def test_an_unset_seed_is_random_and_reported_by_the_balancer(small_cluste
 async def test_bad_template_requests_are_422_naming_the_field(
     small_cluster: Cluster, body: dict[str, Any], code: str, field: str | None
 ) -> None:
-    node_url = small_cluster.nodes[0].service.url
-    async with httpx.AsyncClient(base_url=node_url) as node_api:
+    node = small_cluster.nodes[0].service
+    async with httpx.AsyncClient(base_url=node.url, headers=node.auth_headers) as node_api:
         for api in (small_cluster.api, node_api):
             response = await api.post("/api/v1/generate", json=body)
             assert (response.status_code, response.json()["code"]) == (422, code)

@@ -41,6 +41,7 @@ def test_up_starts_redis_emulators_and_services_and_ctrl_c_stops_them_all(
         assert len(children) == 6  # redis, two emulators, two services, the balancer
         for url in services:
             assert httpx.get(f"{url}/readyz", timeout=5).json()["status"] == "ready"
+        _check_the_services_want_this_run_s_token(services, tmp_path / "stack", launcher.output())
         api = f"http://127.0.0.1:{port}"
         assert f"api       {api}" in launcher.output()
         admin_key = (tmp_path / "stack" / "admin-key").read_text().strip()
@@ -74,6 +75,21 @@ def test_a_busy_port_is_reported_clearly(tmp_path: Path) -> None:
         assert launcher.process.wait(timeout=30) == 2
     assert f"port {port} on 127.0.0.1 is already in use" in launcher.output()
     assert "--port" in launcher.output()
+
+
+def _check_the_services_want_this_run_s_token(
+    services: list[str], data_dir: Path, output: str
+) -> None:
+    token_file = data_dir / "internal-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    assert len(token) >= 32
+    assert token not in output
+    assert str(token_file) in output  # the summary says where it is
+    for url in services:
+        assert httpx.get(f"{url}/api/v1/workflows", timeout=5).status_code == 401
+        authorized = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{url}/api/v1/workflows", headers=authorized, timeout=5).is_success
 
 
 def _check_the_client_against(api: str, tmp_path: Path, key: str) -> None:

@@ -84,7 +84,8 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         redis, keys, slots=settings.slots_per_node, allowed=frozenset(settings.nodes)
     )
     http = httpx.AsyncClient(timeout=settings.dispatch_timeout_s)
-    nodes_client = ServiceClient(http)
+    token = settings.internal_token
+    nodes_client = ServiceClient(http, internal_token=token.get_secret_value() if token else None)
     policy = settings.retry_policy()
     intake = TaskIntake(
         store=store,

@@ -8,14 +8,17 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from comfy_shared.models import RetryPolicy
-from comfy_shared.settings import ApiServerSettings
+from comfy_shared.settings import ApiServerSettings, InternalToken, internal_token_field
 
 StrategyName = Literal["earliest-finish", "least-loaded", "round-robin", "random"]
 
 
+ENV_PREFIX = "COMFY_BALANCER_"
+
+
 class BalancerSettings(ApiServerSettings):
     model_config = SettingsConfigDict(
-        env_prefix="COMFY_BALANCER_",
+        env_prefix=ENV_PREFIX,
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
@@ -23,6 +26,12 @@ class BalancerSettings(ApiServerSettings):
     )
 
     port: int = Field(default=8000, ge=0, le=65535, description="Port to listen on.")
+    internal_token: InternalToken | None = internal_token_field(
+        ENV_PREFIX,
+        "Bearer token sent with every request to a comfy-service (placements, cancels, "
+        "output downloads): the services' own --internal-token. Pass it in the environment: "
+        "a command line is visible to every user of the machine.",
+    )
     strategy: StrategyName = Field(
         default="earliest-finish",
         description="How to choose a node: earliest-finish (where the task would end first, "

@@ -89,6 +89,7 @@ def _print_summary(stack: RunningStack) -> None:
         f"  redis     {stack.redis_url}",
         *(f"  comfyui   {url}" for url in stack.comfyui_urls),
         *(f"  service   {url}   (docs: {url}/docs)" for url in stack.service_urls),
+        f"  services answer only with this run's internal token ({stack.internal_token_file})",
         "  Ctrl-C stops everything",
         "",
     ]
