@@ -17,6 +17,7 @@ import psutil
 from comfy_shared.task_state import TaskStatus
 from comfy_stack.embedded_redis import RedisServer, start_redis_server
 from comfy_testkit.stack import (
+    AUTH_HEADERS,
     RunningComponent,
     start_balancer_process,
     start_emulator_process,
@@ -318,7 +319,7 @@ def wait_for_ready_nodes(balancer_url: str, count: int, timeout_s: float = 20.0)
     """Until the balancer lists at least ``count`` nodes in state ``ready``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        nodes = httpx.get(f"{balancer_url}{API}/nodes", timeout=5).json()
+        nodes = httpx.get(f"{balancer_url}{API}/nodes", timeout=5, headers=AUTH_HEADERS).json()
         if sum(node["state"] == "ready" for node in nodes) >= count:
             return
         time.sleep(0.05)

@@ -17,6 +17,7 @@ from typing import Literal
 import httpx
 
 from comfy_testkit.graphs import solid_image
+from comfy_testkit.stack import AUTH_HEADERS
 
 Kind = Literal["comfyui-submit", "api-submit", "comfyui-read", "api-read"]
 """What to send: ComfyUI's ``POST /prompt`` / ``GET /history/{id}``, or the comfy-stack API's
@@ -31,6 +32,7 @@ class LoadPlan:
     duration_s: float
     ids: tuple[str, ...] = ()  # what reads read, in turn
     warmup: int = 20  # unmeasured requests first (opens the connections)
+    headers: tuple[tuple[str, str], ...] = ()  # e.g. a service's internal token
 
 
 @dataclass
@@ -53,7 +55,12 @@ def run_load(plan: LoadPlan) -> LoadResult:
 async def _drive(plan: LoadPlan) -> LoadResult:
     result = LoadResult()
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=plan.base_url, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=plan.base_url,
+        headers={**AUTH_HEADERS, **dict(plan.headers)},
+        timeout=30,
+        limits=limits,
+    ) as client:
         for index in range(plan.warmup):
             await _send(client, plan, index, result, measured=False)
         loop = asyncio.get_running_loop()

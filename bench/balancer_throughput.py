@@ -45,7 +45,7 @@ from _common import (
 from _loadgen import Kind, LoadPlan, LoadResult, run_load
 
 from comfy_stack.ports import free_port
-from comfy_testkit.stack import RunningComponent, start_balancer_process
+from comfy_testkit.stack import AUTH_HEADERS, RunningComponent, start_balancer_process
 
 TARGET_P99_MS = 5.0
 DRAIN_TIMEOUT_S = 120.0
@@ -61,6 +61,7 @@ class Target:
     read: Kind
     runs_tasks: bool = True  # False: nothing consumes what it accepts
     on_emulators: bool = True  # False: stand-in nodes finish the tasks, no ComfyUI runs them
+    headers: tuple[tuple[str, str], ...] = ()  # a service wants its internal token
 
     @property
     def is_comfyui(self) -> bool:
@@ -93,7 +94,7 @@ def main() -> None:
         _intake_only_balancer(cluster, queue_args) as intake,
         _standin_balancers(cluster, queue_args) as (standin, api_only, standin_nodes),
         ProcessPoolExecutor(max_workers=1, mp_context=spawn) as generator,
-        httpx.Client(timeout=30) as http,
+        httpx.Client(timeout=30, headers=AUTH_HEADERS) as http,
     ):
 
         def load(plan: LoadPlan) -> LoadResult:
@@ -182,7 +183,13 @@ def _targets(
     node = cluster.nodes[0]
     return [
         Target("ComfyUI", node.emulator.url, "comfyui-submit", "comfyui-read"),
-        Target(f"service {node.node_id}", node.service.url, "api-submit", "api-read"),
+        Target(
+            f"service {node.node_id}",
+            node.service.url,
+            "api-submit",
+            "api-read",
+            headers=tuple(node.service.auth_headers.items()),
+        ),
         Target("balancer, no nodes", intake.url, "api-submit", "api-read", runs_tasks=False),
         Target(
             "balancer, stand-in nodes", standin.url, "api-submit", "api-read", on_emulators=False
@@ -208,7 +215,9 @@ def _run_target(
 ) -> TargetRun:
     cpu_before = cpu_seconds(pids)
     executions_before = _total_executions(http, cluster)
-    submit = load(LoadPlan(target.url, target.submit, args.rate, args.duration))
+    submit = load(
+        LoadPlan(target.url, target.submit, args.rate, args.duration, headers=target.headers)
+    )
     answered = time.perf_counter()
     runs_here = target.runs_tasks and target.on_emulators
     expected = executions_before + (submit.accepted if runs_here else 0)
@@ -217,7 +226,14 @@ def _run_target(
     cpu_after = cpu_seconds(pids)
     accepted = max(1, submit.accepted)
     per_task = {name: (cpu_after[name] - cpu_before[name]) * 1000 / accepted for name in pids}
-    plan = LoadPlan(target.url, target.read, args.rate, args.read_duration, tuple(submit.ids))
+    plan = LoadPlan(
+        target.url,
+        target.read,
+        args.rate,
+        args.read_duration,
+        tuple(submit.ids),
+        headers=target.headers,
+    )
     return TargetRun(target, submit, load(plan), drain_s, per_task)
 
 
@@ -271,7 +287,8 @@ def _total_executions(http: httpx.Client, cluster: LocalCluster) -> int:
 def _is_finished(http: httpx.Client, target: Target, task_id: str) -> bool:
     if target.is_comfyui:
         return bool(http.get(f"{target.url}/history/{task_id}").json())
-    return http.get(f"{target.url}{API}/tasks/{task_id}").json()["status"] in TERMINAL
+    view = http.get(f"{target.url}{API}/tasks/{task_id}", headers=dict(target.headers)).json()
+    return view["status"] in TERMINAL
 
 
 def _print_latencies(runs: list[TargetRun]) -> None:

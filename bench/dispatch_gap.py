@@ -26,6 +26,7 @@ import httpx
 from _common import API, TERMINAL, LocalCluster, local_cluster, percentile, print_grid
 
 from comfy_testkit.graphs import txt2img
+from comfy_testkit.stack import AUTH_HEADERS
 
 TARGET_GAP_MS = 20.0
 
@@ -111,7 +112,7 @@ def _run(slots: int, tasks: int, steps: int, step_time_s: float) -> RunResult:
     balancer_args = ["--slots-per-node", str(slots)]
     with (
         local_cluster(2, step_time_s=step_time_s, balancer_args=balancer_args) as cluster,
-        httpx.Client(timeout=30) as http,
+        httpx.Client(timeout=30, headers=AUTH_HEADERS) as http,
     ):
         started = time.perf_counter()
         ids = _submit_batch(http, cluster.balancer.url, tasks, steps)

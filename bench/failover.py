@@ -71,6 +71,7 @@ from comfy_shared.comfyui.prompt_ids import prompt_id_for
 from comfy_shared.redis_client import connect_redis
 from comfy_testkit.audit import duplicated_completions, terminal_events
 from comfy_testkit.graphs import txt2img
+from comfy_testkit.stack import AUTH_HEADERS
 
 NODES = 3
 CASES = ("node", "comfyui", "partition")
@@ -187,7 +188,7 @@ def _run(cases: list[str], rounds_per_case: int, settings: Settings) -> None:
             service_args=settings.service_args,
             balancer_args=settings.balancer_args,
         ) as cluster,
-        httpx.Client(timeout=30) as http,
+        httpx.Client(timeout=30, headers=AUTH_HEADERS) as http,
     ):
         for case in cases:
             for number in range(1, rounds_per_case + 1):

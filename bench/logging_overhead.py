@@ -26,7 +26,12 @@ from comfy_stack.embedded_redis import start_redis_server
 from comfy_stack.ports import free_port
 from comfy_testkit.graphs import solid_image
 from comfy_testkit.line_listener import LineListener
-from comfy_testkit.stack import RunningComponent, start_emulator_process, start_service_process
+from comfy_testkit.stack import (
+    TEST_INTERNAL_TOKEN,
+    RunningComponent,
+    start_emulator_process,
+    start_service_process,
+)
 
 
 def main() -> None:
@@ -35,7 +40,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     args = parser.parse_args()
 
-    with services_by_logging() as services, httpx.Client(timeout=30) as http:
+    auth = {"Authorization": f"Bearer {TEST_INTERNAL_TOKEN}"}  # what every service requires
+    with services_by_logging() as services, httpx.Client(timeout=30, headers=auth) as http:
         for index in range(args.warmup):
             for url in services.values():
                 _submit(http, url, f"w{index}")

@@ -60,7 +60,12 @@ from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_store import TaskStore
 from comfy_stack.embedded_redis import RedisServer
 from comfy_testkit.graphs import txt2img
-from comfy_testkit.stack import RunningComponent, start_balancer_process, start_emulator_process
+from comfy_testkit.stack import (
+    AUTH_HEADERS,
+    RunningComponent,
+    start_balancer_process,
+    start_emulator_process,
+)
 
 KEYS = RedisKeys()
 POLICY = RetryPolicy(max_attempts=3, retry_on=["OutOfMemoryError", "out of memory"])
@@ -140,7 +145,9 @@ async def _queue_depth(
     balancer = _start_balancer(root, server, "balancer-queue")
     levels: list[Level] = []
     try:
-        async with httpx.AsyncClient(base_url=f"{balancer.url}{API}", timeout=30) as http:
+        async with httpx.AsyncClient(
+            base_url=f"{balancer.url}{API}", timeout=30, headers=AUTH_HEADERS
+        ) as http:
             submitted = 0
             for target in sorted(args.levels):
                 added = target - await queue.length()  # the POST samples count too

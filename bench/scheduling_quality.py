@@ -50,6 +50,7 @@ import httpx
 from _common import API, TERMINAL, LocalCluster, Node, local_cluster, percentile, print_grid
 
 from comfy_testkit.graphs import txt2img
+from comfy_testkit.stack import AUTH_HEADERS
 
 STEP_CHOICES = (5, 10, 20, 40)
 MODES = ("earliest-finish", "least-loaded", "round-robin", "random", "early")
@@ -200,7 +201,7 @@ def _run(
             balancer_args=balancer_args,
             emulator_args=emulator_args,
         ) as cluster,
-        httpx.Client(timeout=30) as http,
+        httpx.Client(timeout=30, headers=AUTH_HEADERS) as http,
     ):
         # Where each task is read back: the balancer, or the service it was sent to.
         readers = {

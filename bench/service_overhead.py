@@ -19,6 +19,7 @@ import httpx
 from _common import Latencies, local_stack, print_table
 
 from comfy_testkit.graphs import solid_image
+from comfy_testkit.stack import AUTH_HEADERS
 
 
 def main() -> None:
@@ -27,8 +28,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50, help="unmeasured requests first")
     args = parser.parse_args()
 
-    with local_stack() as stack, httpx.Client(timeout=30) as http:
+    with local_stack() as stack, httpx.Client(timeout=30, headers=AUTH_HEADERS) as http:
         comfy, service = stack.emulator.url, stack.service.url
+        # Sent to ComfyUI too, which ignores it: both sides pay for the same request size.
+        http.headers.update(stack.service.auth_headers)
 
         def direct_submit(i: int) -> str:
             prompt_id = str(uuid.uuid4())

@@ -31,6 +31,8 @@ from _common import API, TERMINAL, LocalCluster, local_cluster, percentile, prin
 from _loadgen import LoadPlan, LoadResult, run_load
 from _sse_holder import Closed, Opened, hold_streams
 
+from comfy_testkit.stack import AUTH_HEADERS
+
 DRAIN_TIMEOUT_S = 120.0
 
 
@@ -67,7 +69,7 @@ def main() -> None:
     with (
         local_cluster(2, balancer_args=balancer_args) as cluster,
         ProcessPoolExecutor(max_workers=1, mp_context=spawn) as generator,
-        httpx.Client(timeout=30) as http,
+        httpx.Client(timeout=30, headers=AUTH_HEADERS) as http,
         redis_sync.Redis.from_url(cluster.redis.url) as redis,
     ):
         ours, theirs = spawn.Pipe()

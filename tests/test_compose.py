@@ -1,6 +1,7 @@
 """The compose files and Dockerfiles, checked without Docker: what they promise in the docs,
-and that every variable they set is one the programs read, so a typo fails here and not in
-production. `scripts/compose-e2e` runs them for real (too slow for CI)."""
+that every variable they set is one the programs read (so a typo fails here and not in
+production), and the hardening: secrets required, one published port, locked-down containers.
+`scripts/compose-e2e` runs them for real (too slow for CI)."""
 
 from __future__ import annotations
 
@@ -32,10 +33,16 @@ SETTINGS_FOR: dict[str, type[BaseSettings]] = {
     "Dockerfile.service": ServiceSettings,
     "Dockerfile.balancer": BalancerSettings,
 }
-# The service also reads the plain name ComfyUI's own tools use (see ServiceSettings).
-EXTRA_NAMES = {"Dockerfile.service": {"COMFYUI_URL"}}
-# ${VAR}, ${VAR:-default}, ${VAR-default}; `$$` is a literal dollar.
-INTERPOLATION = re.compile(r"\$\$|\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}")
+# Set for a setting another change adds to the balancer (API keys): until it lands the
+# balancer ignores the variable (its settings ignore unknown ones).
+NOT_YET_READ = {"Dockerfile.balancer": {"COMFY_BALANCER_ADMIN_KEY"}}
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}; `$$` is a literal dollar.
+INTERPOLATION = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<operator>:?[-?])(?P<argument>[^}]*))?\}")
+SECRETS = {"COMFY_INTERNAL_TOKEN", "REDIS_PASSWORD", "ADMIN_KEY"}
+"""Required: compose refuses to start without them, and no file holds a default."""
+SAMPLE_SECRET = "0123456789abcdef" * 4
+THIRD_PARTY = {"redis", "logdy"}
+"""Images we do not build: their user is chosen here, not in a Dockerfile of ours."""
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -58,10 +65,15 @@ def dockerfile_of(service: dict[str, Any], compose_file: Path) -> Path | None:
 
 
 def resolve(value: object) -> str:
-    """The value compose passes when no variable is set: every default applied."""
+    """The value compose passes when only the required variables are set (to
+    ``SAMPLE_SECRET``): every default applied."""
 
     def substitute(match: re.Match[str]) -> str:
-        return "$" if match.group(0) == "$$" else match.group("default") or ""
+        if match.group(0) == "$$":
+            return "$"
+        if (match.group("operator") or "").endswith("?"):
+            return SAMPLE_SECRET
+        return match.group("argument") or ""
 
     return INTERPOLATION.sub(substitute, str(value))
 
@@ -84,7 +96,7 @@ def known_names(dockerfile: Path) -> set[str]:
     settings = SETTINGS_FOR.get(dockerfile.name)
     if settings is None:
         return dockerfile_env_names(dockerfile)
-    return env_var_names(settings) | EXTRA_NAMES.get(dockerfile.name, set())
+    return env_var_names(settings) | NOT_YET_READ.get(dockerfile.name, set())
 
 
 # ------------------------------------------------------------------ docker-compose.yml
@@ -188,8 +200,20 @@ def test_logs_ship_to_logdy_socket_that_is_not_published() -> None:
         assert all_services[name]["environment"]["COMFY_SERVICE_LOGDY"] == "logdy:8233"
     logdy = all_services["logdy"]
     assert not any("8233" in port for port in logdy["ports"])
-    assert [resolve(port) for port in logdy["ports"]] == ["8080:8080"]
-    assert resolve(all_services["balancer"]["ports"][0]) == "8000:8000"
+    assert [resolve(port) for port in logdy["ports"]] == ["127.0.0.1:8080:8080"]
+
+
+def test_only_the_balancer_is_published_beyond_the_docker_host() -> None:
+    published = {
+        name: [resolve(port) for port in service.get("ports", [])]
+        for name, service in services(COMPOSE).items()
+    }
+    assert published.pop("balancer") == ["8000:8000"]
+    assert published.pop("logdy") == ["127.0.0.1:8080:8080"]  # the host's loopback only
+    assert not any(published.values()), published  # Redis, services, ComfyUIs: none
+    assert not any("ports" in service for service in services(GPU_OVERRIDE).values())
+    for name, service in services(COMPOSE).items():
+        assert "network_mode" not in service, name
 
 
 def test_logdy_is_started_the_way_its_image_needs() -> None:
@@ -198,21 +222,98 @@ def test_logdy_is_started_the_way_its_image_needs() -> None:
     assert isinstance(logdy["command"], list)
     assert len(logdy["command"]) == 1
     command = resolve(logdy["command"][0])
-    assert command.startswith("logdy socket 8233 ")
+    assert "; exec logdy socket 8233 " in command  # logdy replaces the shell: it gets SIGTERM
     assert "--ui-ip=0.0.0.0" in command
     assert "--config=/etc/logdy/logdy.config.json" in command
-    assert "${LOGDY_UI_PASS:+--ui-pass=$LOGDY_UI_PASS}" in command  # expanded by the container
-    assert "LOGDY_UI_PASS" in logdy["environment"]
     assert "./logdy/logdy.config.json:/etc/logdy/logdy.config.json:ro" in logdy["volumes"]
+    assert logdy["init"] is True
+
+
+def test_logdy_ui_always_has_a_password_and_no_command_line_shows_it() -> None:
+    logdy = services(COMPOSE)["logdy"]
+    command = resolve(logdy["command"][0])
+    assert resolve(logdy["environment"]["LOGDY_UI_PASS"]) == ""  # unset: drawn at start
+    # Drawn by the container's shell when empty, printed for the operator, and handed to logdy
+    # in its environment (logdy reads LOGDY_UI_PASS itself), never as --ui-pass.
+    assert command.startswith('if [ -z "$LOGDY_UI_PASS" ]; then LOGDY_UI_PASS=$(')
+    assert "/dev/urandom" in command
+    assert 'echo "logdy UI password (generated' in command
+    assert "export LOGDY_UI_PASS; exec logdy " in command
+    assert "--ui-pass" not in command
 
 
 def test_redis_keeps_its_data() -> None:
     compose = load(COMPOSE)
     redis = compose["services"]["redis"]
-    assert "--appendonly" in redis["command"]
+    script = redis["command"][-1]
+    assert redis["command"][:2] == ["sh", "-c"]
+    assert script.startswith("exec redis-server --appendonly yes --appendfsync always - <<EOF")
     assert "redis-data:/data" in redis["volumes"]
     assert "redis-data" in compose["volumes"]
-    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+
+def test_redis_requires_the_password_and_every_url_carries_it() -> None:
+    all_services = services(COMPOSE)
+    redis = all_services["redis"]
+    # From the environment into redis-server's stdin configuration: on no command line.
+    assert "\nrequirepass $$REDISCLI_AUTH\n" in redis["command"][-1]
+    assert resolve(redis["environment"]["REDISCLI_AUTH"]) == SAMPLE_SECRET
+    # redis-cli exits 0 on "NOAUTH": the check must see PONG, and authenticates (REDISCLI_AUTH).
+    assert redis["healthcheck"]["test"] == ["CMD-SHELL", "redis-cli ping | grep -qx PONG"]
+    urls = {
+        f"{name} {key}": resolve(value)
+        for name, service in all_services.items()
+        for key, value in service.get("environment", {}).items()
+        if key.endswith("REDIS_URL")
+    }
+    assert len(urls) == 3  # the balancer and both services
+    for where, url in urls.items():
+        assert url == f"redis://:{SAMPLE_SECRET}@redis:6379/0", where
+
+
+def test_secrets_are_required_and_have_no_default_anywhere() -> None:
+    for compose_file in (COMPOSE, GPU_OVERRIDE):
+        for match in INTERPOLATION.finditer(compose_file.read_text()):
+            if match.group("name") in SECRETS:
+                assert match.group("operator") == ":?", match.group(0)  # empty counts as unset
+                assert ".env.example" in match.group("argument")  # says where to look
+    environments = {name: s.get("environment", {}) for name, s in services(COMPOSE).items()}
+    for name in ("balancer", "service-1", "service-2"):
+        assert resolve(environments[name]["COMFY_INTERNAL_TOKEN"]) == SAMPLE_SECRET, name
+    assert resolve(environments["balancer"]["COMFY_BALANCER_ADMIN_KEY"]) == SAMPLE_SECRET
+    example = (ROOT / ".env.example").read_text()
+    for secret in SECRETS:
+        assert re.search(rf"^{secret}=$", example, re.MULTILINE), secret  # empty: must be filled
+
+
+def test_every_container_is_locked_down() -> None:
+    for name, service in services(COMPOSE).items():
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert not {"cap_add", "privileged"} & set(service), name
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+        assert re.fullmatch(r"\d+[mg]", resolve(service["mem_limit"])), name
+        logging = service["logging"]
+        assert logging["driver"] == "json-file", name
+        assert resolve(logging["options"]["max-size"]) == "10m", name
+        assert resolve(logging["options"]["max-file"]) == "3", name
+        assert any(mount.startswith("/tmp:size=") for mount in service["tmpfs"]), name
+        if name in THIRD_PARTY:  # ours run as the Dockerfiles' USER (checked below)
+            assert service["user"] not in {"root", "0", "0:0"}, name
+
+
+def test_gpu_comfyui_keeps_the_lock_down_with_room_to_write() -> None:
+    base = services(COMPOSE)
+    for name, service in services(GPU_OVERRIDE).items():
+        assert not {"read_only", "cap_drop", "security_opt", "user"} & set(service), name
+        if not name.startswith("comfyui-"):
+            continue
+        assert resolve(service["mem_limit"]) == "32g"
+        # Compose joins the tmpfs lists of both files: one mount point may appear only once.
+        mounts = [mount.split(":")[0] for mount in base[name]["tmpfs"] + service["tmpfs"]]
+        assert len(mounts) == len(set(mounts)), mounts
+        assert {"/opt/ComfyUI/input", "/opt/ComfyUI/temp", "/opt/ComfyUI/user"} <= set(mounts)
+        assert f"{name}-output:/opt/ComfyUI/output" in service["volumes"]
 
 
 # ------------------------------------------------------------------ docker-compose.gpu.yml

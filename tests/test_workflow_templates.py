@@ -2,6 +2,7 @@
 
 import base64
 import io
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from comfy_shared.workflows import DEFAULT_TEMPLATES_DIR, TemplateLibrary
-from comfy_testkit.api import wait_until_finished
+from comfy_testkit.api import wait_for_status, wait_until_finished
 from comfy_testkit.cluster import Cluster
 
 SHIPPED = TemplateLibrary.load(DEFAULT_TEMPLATES_DIR)
@@ -51,7 +52,8 @@ async def test_each_shipped_template_runs_through_the_balancer_and_a_service(
     small_cluster: Cluster, name: str
 ) -> None:
     body = {"workflow": name, "params": params_for(name)}
-    node_api = httpx.AsyncClient(base_url=small_cluster.nodes[0].service.url, timeout=15)
+    node = small_cluster.nodes[0].service
+    node_api = httpx.AsyncClient(base_url=node.url, headers=node.auth_headers, timeout=15)
     async with node_api:
         for api in (small_cluster.api, node_api):
             response = await api.post("/api/v1/generate", json=body)
@@ -89,8 +91,8 @@ async def test_an_unset_seed_is_random_and_reported_by_the_balancer(small_cluste
 async def test_bad_template_requests_are_422_naming_the_field(
     small_cluster: Cluster, body: dict[str, Any], code: str, field: str | None
 ) -> None:
-    node_url = small_cluster.nodes[0].service.url
-    async with httpx.AsyncClient(base_url=node_url) as node_api:
+    node = small_cluster.nodes[0].service
+    async with httpx.AsyncClient(base_url=node.url, headers=node.auth_headers) as node_api:
         for api in (small_cluster.api, node_api):
             response = await api.post("/api/v1/generate", json=body)
             assert (response.status_code, response.json()["code"]) == (422, code)
@@ -99,9 +101,13 @@ async def test_bad_template_requests_are_422_naming_the_field(
                 assert f"params.{field}" in response.json()["detail"]
 
 
-async def test_a_multipart_image_reaches_the_chosen_node_and_its_loadimage(
+async def test_a_multipart_image_reaches_the_node_privately_and_is_blanked_after(
     small_cluster: Cluster,
 ) -> None:
+    """The node uploads the image under an unguessable name, its LoadImage reads it, and once
+    the task is over the staged file is blanked (ComfyUI has no delete)."""
+    for node in small_cluster.nodes:
+        await node.control.hang_next(1)  # keep the task running while we look
     picture = png("blue", (50, 40))
     response = await small_cluster.api.post(
         "/api/v1/generate",
@@ -109,24 +115,26 @@ async def test_a_multipart_image_reaches_the_chosen_node_and_its_loadimage(
         files={"image": ("photo.png", picture, "image/png")},
     )
     assert response.status_code == 202, response.text
-    task = await wait_until_finished(small_cluster.api, response.json()["id"])
+    running = await wait_for_status(small_cluster.api, response.json()["id"], {"running"})
+    node = small_cluster.node(running["node_id"])
+    prompt_id = running["attempt_log"][-1]["prompt_id"] or running["id"]
+    async with httpx.AsyncClient(base_url=node.emulator.url) as comfy:
+        queued = (await comfy.get("/queue")).json()["queue_running"][0]
+        image_input = queued[2]["10"]["inputs"]["image"]
+        view = {"filename": image_input.split("/")[-1], "subfolder": "comfy-stack", "type": "input"}
+        while_running = (await comfy.get("/view", params=view)).content
+        for other in small_cluster.nodes:
+            await other.control.release()
+        task = await wait_until_finished(small_cluster.api, running["id"])
+        after = (await comfy.get("/view", params=view)).content
+
     assert task["status"] == "succeeded"
     assert task["params"]["image"].startswith("<png image")
-
-    node = small_cluster.node(task["node_id"])
-    async with httpx.AsyncClient(base_url=node.emulator.url) as comfy:
-        history = (await comfy.get(f"/history/{task['id']}")).json()[task["id"]]
-        image_input = history["prompt"][2]["10"]["inputs"]["image"]
-        stored = await comfy.get(
-            "/view",
-            params={
-                "filename": image_input.split("/")[-1],
-                "subfolder": "comfy-stack",
-                "type": "input",
-            },
-        )
-    assert image_input == f"comfy-stack/{task['id']}-image.png"
-    assert stored.content == picture
+    assert re.fullmatch(r"comfy-stack/[0-9a-f]{32}\.png", image_input)
+    assert queued[1] == prompt_id
+    assert while_running == picture
+    with Image.open(io.BytesIO(after)) as blank:
+        assert blank.size == (1, 1)
 
 
 async def test_workflows_are_listed_with_a_json_schema(small_cluster: Cluster) -> None:

@@ -378,7 +378,9 @@ async def test_comfyui_killed_behind_its_live_service(
 
     probe, placed_s = await placed_after(cluster, recovered_at, tag)
     # The service found its ComfyUI again by itself: a task sent straight to it runs there.
-    async with httpx.AsyncClient(base_url=victim.service.url, timeout=15) as service:
+    async with httpx.AsyncClient(
+        base_url=victim.service.url, headers=victim.service.auth_headers, timeout=15
+    ) as service:
         direct = await submit(service, graphs.txt2img(f"{tag}-direct", steps=STEPS))
         done = await wait_for_status(service, direct["id"], TERMINAL, timeout_s=30)
     assert done["status"] == "succeeded", done

@@ -77,7 +77,9 @@ async def test_a_task_waits_for_a_fast_node_rather_than_run_longer_on_a_free_slo
     cluster = make_cluster(emulator_args={"b": ["--speed", "8"]}, step_time_s=0.05)
     await nodes_ready(cluster, 2)
     for node in cluster.nodes:  # each node measures its speed on one task
-        async with httpx.AsyncClient(base_url=node.service.url, timeout=10) as service:
+        async with httpx.AsyncClient(
+            base_url=node.service.url, headers=node.service.auth_headers, timeout=10
+        ) as service:
             warm_up = await submit(service, graphs.txt2img(f"w-{fresh()}", steps=10))
             await wait_until_finished(service, warm_up["id"])
 

@@ -10,6 +10,7 @@ from comfy_testkit import graphs
 from comfy_testkit.api import submit, wait_until_finished
 from comfy_testkit.cluster import Cluster
 from comfy_testkit.plugin import BalancerFactory
+from comfy_testkit.stack import AUTH_HEADERS
 
 
 async def submit_batch(api: httpx.AsyncClient, count: int) -> list[str]:
@@ -28,7 +29,7 @@ async def test_a_balancer_killed_under_load_loses_nothing_and_runs_nothing_twice
 
     cluster.balancer.kill()  # SIGKILL while it places the batch
     replacement = start_balancer("balancer-2")
-    async with httpx.AsyncClient(base_url=replacement.url, timeout=15) as api:
+    async with httpx.AsyncClient(base_url=replacement.url, timeout=15, headers=AUTH_HEADERS) as api:
         finished = [await wait_until_finished(api, task_id, timeout_s=60) for task_id in ids]
 
     assert {task["status"] for task in finished} == {"succeeded"}
@@ -41,7 +42,7 @@ async def test_two_replicas_on_one_redis_dispatch_each_task_once(
 ) -> None:
     cluster = make_cluster(["a", "b", "c"])
     second = start_balancer("balancer-2")
-    async with httpx.AsyncClient(base_url=second.url, timeout=15) as other:
+    async with httpx.AsyncClient(base_url=second.url, timeout=15, headers=AUTH_HEADERS) as other:
         first_half, second_half = await asyncio.gather(
             submit_batch(cluster.api, 15), submit_batch(other, 15)
         )
@@ -63,7 +64,9 @@ async def test_an_api_only_replica_accepts_and_the_placing_replica_runs_the_task
     make_cluster: Callable[..., Cluster], start_balancer: BalancerFactory
 ) -> None:
     cluster = make_cluster(["a"], balancer_args=["--no-dispatch"])
-    async with httpx.AsyncClient(base_url=cluster.balancer.url, timeout=15) as api:
+    async with httpx.AsyncClient(
+        base_url=cluster.balancer.url, timeout=15, headers=AUTH_HEADERS
+    ) as api:
         ids = await submit_batch(api, 3)
         await asyncio.sleep(1.5)  # over a sweep interval: a placing replica would have acted
         waiting = [(await api.get(f"/api/v1/tasks/{task_id}")).json() for task_id in ids]

@@ -23,7 +23,7 @@ from comfy_testkit.cluster import Cluster
 from comfy_testkit.plugin import BalancerFactory
 from comfy_testkit.records import on_node, run, succeed
 from comfy_testkit.sse_client import RawSseStream, SseFrame
-from comfy_testkit.stack import RunningComponent, start_balancer_process
+from comfy_testkit.stack import AUTH_HEADERS, RunningComponent, start_balancer_process
 from comfy_testkit.waiting import wait_for_condition
 
 STREAMS = 200
@@ -113,7 +113,7 @@ async def test_past_max_streams_a_new_stream_gets_429_until_one_closes(
     for stream in streams:
         await first_event(stream)
 
-    async with httpx.AsyncClient(base_url=balancer.url, timeout=10) as api:
+    async with httpx.AsyncClient(base_url=balancer.url, timeout=10, headers=AUTH_HEADERS) as api:
         refused = await api.get(events_path(task_id))
         await streams.pop().close()
 

@@ -250,11 +250,20 @@ async def test_a_body_that_never_arrives_is_cut_with_408_while_event_streams_sta
     task = await submit(cluster.api, graphs.solid_image("held"))
 
     await hostile.check_a_body_that_never_arrives_is_cut(
-        cluster.balancer.url, timeout_s=BODY_TIMEOUT_S
+        cluster.balancer.url, timeout_s=BODY_TIMEOUT_S, headers=cluster.balancer.auth_headers
     )
     await hostile.check_a_trickling_body_gets_no_fresh_timeout_per_chunk(
-        cluster.balancer.url, timeout_s=BODY_TIMEOUT_S
+        cluster.balancer.url, timeout_s=BODY_TIMEOUT_S, headers=cluster.balancer.auth_headers
     )
+    # without a key the request is refused before its body is awaited
+    anonymous = await hostile.post_slowly(
+        f"{cluster.balancer.url}/api/v1/generate",
+        declared=100,
+        chunks=[b"{"],
+        interval_s=0,
+        headers={},
+    )
+    assert (anonymous.status, anonymous.body["code"]) == (401, "unauthorized")
     # The stream waits on the request for the client's disconnect long past the body's
     # deadline: that wait must not be timed.
     await hostile.check_an_event_stream_outlives_the_body_timeout(
@@ -271,3 +280,11 @@ async def test_a_method_a_path_does_not_serve_gets_405_with_every_method_it_does
     api: httpx.AsyncClient,
 ) -> None:
     await hostile.check_a_method_a_path_does_not_serve_gets_405_with_every_method_it_does(api)
+
+
+async def test_a_graph_cannot_name_a_staged_input(api: httpx.AsyncClient) -> None:
+    await hostile.check_a_graph_cannot_name_a_staged_input(api)
+
+
+async def test_an_idempotency_key_names_one_request(api: httpx.AsyncClient) -> None:
+    await hostile.check_an_idempotency_key_names_one_request(api)

@@ -16,6 +16,7 @@ from comfy_stack.ports import free_port
 from comfy_testkit import graphs
 from comfy_testkit.api import submit
 from comfy_testkit.plugin import BalancerFactory
+from comfy_testkit.stack import AUTH_HEADERS
 from comfy_testkit.waiting import wait_for_condition
 
 KEYS = RedisKeys()
@@ -70,7 +71,7 @@ async def test_an_overloaded_node_costs_the_task_no_attempt_and_gets_a_pause(
     graph = graphs.solid_image("overloaded")
     await publish_health(redis, node, graph)
     balancer = start_balancer()
-    async with httpx.AsyncClient(base_url=balancer.url, timeout=10) as api:
+    async with httpx.AsyncClient(base_url=balancer.url, timeout=10, headers=AUTH_HEADERS) as api:
         task_id = (await submit(api, graph))["id"]
 
         async def placed_twice() -> bool:

@@ -20,7 +20,9 @@ def service(start_service: ServiceFactory, emulator: RunningComponent) -> Runnin
 
 @pytest.fixture
 async def api(service: RunningComponent) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
+    async with httpx.AsyncClient(
+        base_url=service.url, headers=service.auth_headers, timeout=10
+    ) as client:
         yield client
 
 

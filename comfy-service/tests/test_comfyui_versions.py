@@ -28,7 +28,9 @@ async def api(
     start_service: ServiceFactory, versioned_emulator: RunningComponent
 ) -> AsyncIterator[httpx.AsyncClient]:
     service = start_service(versioned_emulator.url)
-    async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
+    async with httpx.AsyncClient(
+        base_url=service.url, headers=service.auth_headers, timeout=10
+    ) as client:
         yield client
 
 

@@ -25,7 +25,9 @@ async def test_an_idle_stream_outlives_the_old_cut_with_heartbeats(
     service = start_service(emulator.url, extra_args=["--sse-heartbeat-s", str(HEARTBEAT_S)])
     store = TaskStore(redis, RedisKeys())
     await store.create(on_node("idle-1"))
-    stream = await RawSseStream.open(service.url, "/api/v1/tasks/idle-1/events")
+    stream = await RawSseStream.open(
+        service.url, "/api/v1/tasks/idle-1/events", headers=service.auth_headers
+    )
     try:
         assert stream.status == 200
         heartbeats = 0

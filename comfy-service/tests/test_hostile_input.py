@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from comfy_service.errors import STATUS_FOR
 from comfy_shared.api.errors import answer_codes
+from comfy_shared.api.internal_auth import UNAUTHORIZED_CODE
 from comfy_shared.redis_keys import RedisKeys
 from comfy_testkit import hostile
 from comfy_testkit.hostile import POISONS, body_bytes, refusal_problems
@@ -105,15 +106,21 @@ async def test_a_body_that_never_arrives_is_cut_with_408(
     impatient_service: RunningComponent,
 ) -> None:
     await hostile.check_a_body_that_never_arrives_is_cut(
-        impatient_service.url, timeout_s=BODY_TIMEOUT_S
+        impatient_service.url,
+        timeout_s=BODY_TIMEOUT_S,
+        headers=impatient_service.auth_headers,
     )
     await hostile.check_a_trickling_body_gets_no_fresh_timeout_per_chunk(
-        impatient_service.url, timeout_s=BODY_TIMEOUT_S
+        impatient_service.url,
+        timeout_s=BODY_TIMEOUT_S,
+        headers=impatient_service.auth_headers,
     )
 
 
 async def test_the_openapi_documents_every_error_as_answered(api: httpx.AsyncClient) -> None:
-    await hostile.check_the_openapi_documents_every_error_as_answered(api, answer_codes(STATUS_FOR))
+    # the internal token's 401 comes from its middleware, not the error table
+    answers = answer_codes(STATUS_FOR) | {UNAUTHORIZED_CODE: 401}
+    await hostile.check_the_openapi_documents_every_error_as_answered(api, answers)
     await hostile.check_the_openapi_names_what_the_history_routes_answer(api)
 
 
@@ -121,3 +128,11 @@ async def test_a_method_a_path_does_not_serve_gets_405_with_every_method_it_does
     api: httpx.AsyncClient,
 ) -> None:
     await hostile.check_a_method_a_path_does_not_serve_gets_405_with_every_method_it_does(api)
+
+
+async def test_a_graph_cannot_name_a_staged_input(api: httpx.AsyncClient) -> None:
+    await hostile.check_a_graph_cannot_name_a_staged_input(api)
+
+
+async def test_an_idempotency_key_names_one_request(api: httpx.AsyncClient) -> None:
+    await hostile.check_an_idempotency_key_names_one_request(api)

@@ -19,7 +19,7 @@ async def test_comfyui_lines_reach_logdy_tagged_with_their_task(
 ) -> None:
     with LineListener() as logdy:
         service = start_service(emulator.url, extra_args=["--logdy", f"127.0.0.1:{logdy.port}"])
-        async with httpx.AsyncClient(base_url=service.url) as api:
+        async with httpx.AsyncClient(base_url=service.url, headers=service.auth_headers) as api:
             task = await submit(api, graphs.txt2img(f"l-{uuid.uuid4().hex[:8]}", steps=3))
             await wait_until_finished(api, task["id"])
 
@@ -40,7 +40,7 @@ async def test_a_stalled_logdy_does_not_slow_requests(
             emulator.url,
             extra_args=["--logdy", f"127.0.0.1:{stalled.port}", "--log-level", "DEBUG"],
         )
-        async with httpx.AsyncClient(base_url=service.url) as api:
+        async with httpx.AsyncClient(base_url=service.url, headers=service.auth_headers) as api:
             slowest = 0.0
             for index in range(150):  # every task writes several lines that logdy never reads
                 started = time.perf_counter()

@@ -41,7 +41,7 @@ async def test_a_task_that_ends_while_redis_is_down_is_recorded_once_redis_is_ba
     emulator = start_emulator()
     service = start_service(emulator.url)
     async with (
-        httpx.AsyncClient(base_url=service.url, timeout=10) as api,
+        httpx.AsyncClient(base_url=service.url, headers=service.auth_headers, timeout=10) as api,
         ComfyClient(emulator.url, timeout=5) as comfy,
     ):
         task = await submit(api, graphs.txt2img("outage", steps=30))

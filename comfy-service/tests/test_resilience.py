@@ -74,13 +74,13 @@ async def test_service_restarted_mid_task_reports_the_result(
     start_service: ServiceFactory, emulator: RunningComponent, control: EmulatorControl
 ) -> None:
     first = start_service(emulator.url)
-    async with httpx.AsyncClient(base_url=first.url) as api:
+    async with httpx.AsyncClient(base_url=first.url, headers=first.auth_headers) as api:
         accepted = await submit(api, graphs.txt2img(f"sr-{fresh()}", steps=60))
         await wait_for_status(api, accepted["id"], {"running"})
     first.kill()
 
     second = start_service(emulator.url)
-    async with httpx.AsyncClient(base_url=second.url) as api:
+    async with httpx.AsyncClient(base_url=second.url, headers=second.auth_headers) as api:
         task = await wait_until_finished(api, accepted["id"])
 
     assert task["status"] == "succeeded"
@@ -92,7 +92,7 @@ async def test_service_restarted_after_the_task_finished_unseen_still_reports_it
     start_service: ServiceFactory, emulator: RunningComponent
 ) -> None:
     first = start_service(emulator.url)
-    async with httpx.AsyncClient(base_url=first.url) as api:
+    async with httpx.AsyncClient(base_url=first.url, headers=first.auth_headers) as api:
         accepted = await submit(api, graphs.txt2img(f"un-{fresh()}", steps=30))
         await wait_for_status(api, accepted["id"], {"running"})
     first.kill()
@@ -102,7 +102,7 @@ async def test_service_restarted_after_the_task_finished_unseen_still_reports_it
         )
 
     second = start_service(emulator.url)
-    async with httpx.AsyncClient(base_url=second.url) as api:
+    async with httpx.AsyncClient(base_url=second.url, headers=second.auth_headers) as api:
         task = await wait_until_finished(api, accepted["id"])
     assert task["status"] == "succeeded"
 
@@ -116,7 +116,7 @@ async def test_watchdog_fails_a_task_that_stops_making_progress(
 ) -> None:
     service = start_service(emulator.url, extra_args=["--stall-timeout-s", "1"])
     await control.hang_next(1)
-    async with httpx.AsyncClient(base_url=service.url) as api:
+    async with httpx.AsyncClient(base_url=service.url, headers=service.auth_headers) as api:
         hanging = await submit(api, graphs.txt2img(f"h-{fresh()}", steps=5))
         behind = await submit(api, graphs.solid_image(f"hb-{fresh()}"))
 
@@ -133,7 +133,7 @@ async def test_watchdog_fails_a_task_past_its_overall_limit(
     start_service: ServiceFactory, emulator: RunningComponent
 ) -> None:
     service = start_service(emulator.url, extra_args=["--task-timeout-s", "1"])
-    async with httpx.AsyncClient(base_url=service.url) as api:
+    async with httpx.AsyncClient(base_url=service.url, headers=service.auth_headers) as api:
         slow = await submit(api, graphs.txt2img(f"t-{fresh()}", steps=1000))
         task = await wait_until_finished(api, slow["id"])
 
@@ -146,7 +146,7 @@ async def test_comfyui_unreachable_at_submit_is_503_and_keeps_nothing(
 ) -> None:
     service = start_service(emulator.url)
     await control.go_down(30)
-    async with httpx.AsyncClient(base_url=service.url) as api:
+    async with httpx.AsyncClient(base_url=service.url, headers=service.auth_headers) as api:
         task_id = f"down-{fresh()}"
         response = await api.post(
             "/api/v1/generate", json={"prompt": graphs.solid_image("x"), "task_id": task_id}
@@ -172,7 +172,7 @@ async def test_a_task_comfyui_accepts_just_after_an_outage_is_not_failed_for_the
         wait_ready=False,
     )
     start_emulator(port=port)
-    async with httpx.AsyncClient(base_url=service.url) as api:
+    async with httpx.AsyncClient(base_url=service.url, headers=service.auth_headers) as api:
         task = await submit(api, graphs.txt2img(f"back-{fresh()}", steps=200))
         done = await wait_until_finished(api, task["id"], timeout_s=20)
 
@@ -277,7 +277,7 @@ async def test_bodies_over_the_limit_are_413_whether_declared_or_streamed(
 ) -> None:
     service = start_service(emulator.url, extra_args=["--max-body-bytes", "2000"])
     big = {"prompt": graphs.solid_image("x"), "client": {"padding": "x" * 5000}}
-    async with httpx.AsyncClient(base_url=service.url) as api:
+    async with httpx.AsyncClient(base_url=service.url, headers=service.auth_headers) as api:
         declared = await api.post("/api/v1/generate", json=big)
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -312,7 +312,9 @@ async def test_health_reports_the_speed_measured_and_a_slow_restart_keeps_it(
 ) -> None:
     emulator = start_emulator("slow-emulator", step_time_s=0.05)
     service = start_service(emulator.url, node_id="gpu-10")
-    async with httpx.AsyncClient(base_url=service.url, timeout=10) as api:
+    async with httpx.AsyncClient(
+        base_url=service.url, headers=service.auth_headers, timeout=10
+    ) as api:
         accepted = await submit(api, graphs.txt2img(f"sp-{fresh()}", steps=10))
         assert (await wait_until_finished(api, accepted["id"]))["status"] == "succeeded"
 
@@ -350,7 +352,9 @@ async def test_past_its_submit_limit_a_node_answers_503_overloaded_at_once(
             extra_args=["--max-concurrent-submits", "1", "--comfyui-timeout-s", "30"],
             wait_ready=False,
         )
-        async with httpx.AsyncClient(base_url=service.url, timeout=40) as api:
+        async with httpx.AsyncClient(
+            base_url=service.url, headers=service.auth_headers, timeout=40
+        ) as api:
             slow_id = f"slow-{fresh()}"
             body = {"task_id": slow_id, "prompt": graphs.solid_image("slow")}
             first = asyncio.create_task(api.post("/api/v1/generate", json=body))

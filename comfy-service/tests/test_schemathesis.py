@@ -9,17 +9,11 @@ from comfy_testkit.conformance import run_schemathesis
 from comfy_testkit.stack import RunningComponent
 
 
-@pytest.fixture
-def api_headers() -> dict[str, str]:
-    """Headers every request of the run carries (credentials, should the API want them)."""
-    return {}
-
-
 @pytest.mark.timeout(300)
 def test_every_answer_matches_the_openapi_document(
-    service: RunningComponent, api_headers: dict[str, str], tmp_path: Path
+    service: RunningComponent, tmp_path: Path
 ) -> None:
-    run = run_schemathesis(service.url, tmp_path, headers=api_headers)
+    run = run_schemathesis(service.url, tmp_path, headers=service.auth_headers)
 
     assert run.problems() == [], run.output
     assert run.report["operations"]["tested"] >= 9

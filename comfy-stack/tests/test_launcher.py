@@ -1,5 +1,6 @@
 """``comfy-stack up`` as a user runs it: a real process tree, stopped with Ctrl-C (SIGINT)."""
 
+import os
 import re
 import signal
 import socket
@@ -11,6 +12,7 @@ import httpx
 import psutil
 from PIL import Image
 
+from comfy_stack.credentials import KEY_ENV
 from comfy_stack.ports import free_port
 from comfy_stack.processes import start_python_module
 from comfy_stack.waiting import wait_for_condition_sync
@@ -39,12 +41,18 @@ def test_up_starts_redis_emulators_and_services_and_ctrl_c_stops_them_all(
         assert len(children) == 6  # redis, two emulators, two services, the balancer
         for url in services:
             assert httpx.get(f"{url}/readyz", timeout=5).json()["status"] == "ready"
+        _check_the_services_want_this_run_s_token(services, tmp_path / "stack", launcher.output())
         api = f"http://127.0.0.1:{port}"
         assert f"api       {api}" in launcher.output()
+        admin_key = (tmp_path / "stack" / "admin-key").read_text().strip()
+        assert f"admin key {admin_key}" in launcher.output()
+        assert (tmp_path / "stack" / "admin-key").stat().st_mode & 0o077 == 0  # owner only
+        anonymous = httpx.get(f"{api}/api/v1/nodes", timeout=5)
+        assert anonymous.status_code == 401  # authentication is on, even locally
         wait_for_condition_sync(
-            lambda: _ready_nodes(api) == 2, timeout_s=20, what="two ready nodes"
+            lambda: _ready_nodes(api, admin_key) == 2, timeout_s=20, what="two ready nodes"
         )
-        _check_the_client_against(api, tmp_path)
+        _check_the_client_against(api, tmp_path, admin_key)
         assert "service-node-1" not in launcher.output()  # logs are labelled by component
         assert re.search(r"^node-1 +\| ", launcher.output(), re.MULTILINE)
 
@@ -69,17 +77,32 @@ def test_a_busy_port_is_reported_clearly(tmp_path: Path) -> None:
     assert "--port" in launcher.output()
 
 
-def _check_the_client_against(api: str, tmp_path: Path) -> None:
+def _check_the_services_want_this_run_s_token(
+    services: list[str], data_dir: Path, output: str
+) -> None:
+    token_file = data_dir / "internal-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    assert len(token) >= 32
+    assert token not in output
+    assert str(token_file) in output  # the summary says where it is
+    for url in services:
+        assert httpx.get(f"{url}/api/v1/workflows", timeout=5).status_code == 401
+        authorized = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{url}/api/v1/workflows", headers=authorized, timeout=5).is_success
+
+
+def _check_the_client_against(api: str, tmp_path: Path, key: str) -> None:
     out = tmp_path / "lighthouse.png"
     size = ["--param", "width=512", "--param", "height=640", "--param", "steps=30"]
-    generate = _client("generate", "a lighthouse", *size, "-o", str(out), "--url", api)
+    generate = _client("generate", "a lighthouse", *size, "-o", str(out), "--url", api, key=key)
     assert generate.returncode == 0, generate.stderr
     assert generate.stdout.strip() == str(out)
     with Image.open(out) as image:
         assert image.size == (512, 640)
     assert "running on node-" in generate.stderr  # the progress line showed the steps
 
-    nodes = _client("nodes", "--url", api)
+    nodes = _client("nodes", "--url", api, key=key)
     assert nodes.returncode == 0
     assert sorted(line.split()[:2][0] for line in nodes.stdout.splitlines()[1:]) == [
         "node-1",
@@ -91,34 +114,58 @@ def _check_the_client_against(api: str, tmp_path: Path) -> None:
         step_time = row.split()[5]  # measured once a node has run a task and published it
         assert step_time == "-" or float(step_time) > 0
 
-    failed = _client("generate", "--workflow", "demo", "--param", "width=1", "--url", api)
+    failed = _client("generate", "--workflow", "demo", "-p", "width=1", "--url", api, key=key)
     assert failed.returncode == 2
     assert "error (validation, invalid_params)" in failed.stderr
 
     slow = subprocess.Popen(
         [sys.executable, "-m", "comfy_stack", "generate", "x", "-p", "steps=150", "--url", api],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(key),
     )  # fmt: skip
-    task_id = wait_for_condition_sync(lambda: _running_task(api), timeout_s=20, what="running")
-    assert _client("cancel", task_id, "--url", api).returncode == 0
+    task_id = wait_for_condition_sync(lambda: _running_task(api, key), timeout_s=20, what="running")
+    assert _client("cancel", task_id, "--url", api, key=key).returncode == 0
     _, stderr = slow.communicate(timeout=30)
     assert slow.returncode == 1
     assert f"task {task_id} was cancelled" in stderr
     assert "(service)" not in stderr  # a cancellation is not reported as an error
 
+    created = _client("keys", "create", "student", "--max-running", "1", "--url", api, key=key)
+    key_id, secret = created.stdout.split()[0], created.stdout.splitlines()[1]
+    listed = _client("keys", "list", "--url", api, key=key)
+    assert key_id in listed.stdout
+    assert "max_running=1" in listed.stdout
+    assert secret not in listed.stdout
+    student_nodes = _client("nodes", "--url", api, key=secret)
+    assert student_nodes.returncode == 0
+    assert _client("keys", "list", "--url", api, key=secret).returncode == 2  # not an admin
+    assert _client("keys", "revoke", key_id, "--url", api, key=key).returncode == 0
 
-def _client(*args: str) -> subprocess.CompletedProcess[str]:
+
+def _client(*args: str, key: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "comfy_stack", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=60, check=False, env=_env(key)
+    )
 
 
-def _running_task(api: str) -> str | None:
-    tasks = httpx.get(f"{api}/api/v1/tasks", params={"status": "running"}, timeout=5).json()
+def _env(key: str) -> dict[str, str]:
+    """The client reads the key from the environment (the stack's file is not in its folder)."""
+    return {**os.environ, KEY_ENV: key}
+
+
+def _running_task(api: str, key: str) -> str | None:
+    tasks = httpx.get(
+        f"{api}/api/v1/tasks", params={"status": "running"}, timeout=5, headers=_bearer(key)
+    ).json()
     return str(tasks["tasks"][0]["id"]) if tasks["tasks"] else None
 
 
-def _ready_nodes(api: str) -> int:
-    nodes = httpx.get(f"{api}/api/v1/nodes", timeout=5).json()
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _ready_nodes(api: str, key: str) -> int:
+    nodes = httpx.get(f"{api}/api/v1/nodes", timeout=5, headers=_bearer(key)).json()
     return sum(node["state"] == "ready" for node in nodes)
 
 

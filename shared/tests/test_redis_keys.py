@@ -6,7 +6,10 @@ from comfy_shared.redis_keys import RedisKeys
 
 def every_key(keys: RedisKeys) -> list[str]:
     """Each builder of the schema called once, with sample arguments."""
-    samples = {"task_id": "t1", "node_id": "n1", "attempt": 1, "key": "k", "name": "wake"}
+    samples = {
+        "task_id": "t1", "node_id": "n1", "attempt": 1, "key": "k", "name": "wake",
+        "tenant": "acme", "key_id": "k9",
+    }  # fmt: skip
     built = []
     for name, builder in inspect.getmembers(keys, inspect.ismethod):
         if not name.startswith("_"):
@@ -26,7 +29,10 @@ def test_every_key_carries_the_configured_prefix_and_no_two_collide() -> None:
 def test_every_key_is_in_the_schema_table() -> None:
     schema = inspect.getdoc(redis_keys)
     assert schema is not None
+    placeholder = {
+        "t1": "{id}", "n1": "{node}", "k": "{key}", "wake": "{name}", "1": "{n}",
+        "acme": "{tenant}", "k9": "{key}",
+    }  # fmt: skip
     for key in every_key(RedisKeys("{p}")):
-        pattern = key.replace(":t1", ":{id}").replace(":n1", ":{node}").replace(":k", ":{key}")
-        pattern = pattern.replace(":wake", ":{name}").replace(":submit:1", ":submit:{n}")
+        pattern = ":".join(placeholder.get(part, part) for part in key.split(":"))
         assert pattern in schema, pattern

@@ -4,9 +4,12 @@ from pydantic_settings import SettingsConfigDict
 
 from comfy_shared.errors import SettingsError
 from comfy_shared.settings import (
+    INTERNAL_TOKEN_ENV,
     CommonSettings,
+    InternalToken,
     build_arg_parser,
     env_var_names,
+    internal_token_field,
     load_settings,
     settings_from_argv,
 )
@@ -62,3 +65,53 @@ def test_help_documents_every_setting_with_its_variable() -> None:
         assert variable in help_text
     assert "--redis-url" in help_text
     assert "--node-id" in help_text
+
+
+class TokenSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="DEMO_", env_file=None, populate_by_name=True)
+
+    internal_token: InternalToken | None = internal_token_field("DEMO_", "A token.")
+
+
+GOOD_TOKEN = "s3cret-" + "t" * 20
+
+
+def test_internal_token_is_read_from_the_shared_and_the_prefixed_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings(TokenSettings).internal_token is None
+    monkeypatch.setenv(INTERNAL_TOKEN_ENV, GOOD_TOKEN)
+    token = load_settings(TokenSettings).internal_token
+    assert token is not None
+    assert token.get_secret_value() == GOOD_TOKEN
+    monkeypatch.setenv("DEMO_INTERNAL_TOKEN", GOOD_TOKEN + "-own")  # the prefixed one wins
+    token = load_settings(TokenSettings).internal_token
+    assert token is not None
+    assert token.get_secret_value() == GOOD_TOKEN + "-own"
+    flagged = settings_from_argv(
+        TokenSettings, ["--internal-token", GOOD_TOKEN + "-flag"], prog="demo", description=""
+    ).internal_token
+    assert flagged is not None
+    assert flagged.get_secret_value() == GOOD_TOKEN + "-flag"
+
+
+def test_internal_token_never_shows_in_a_dump_or_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(TokenSettings, internal_token=GOOD_TOKEN)
+    for shown in (repr(settings), str(settings), settings.model_dump_json(), str(vars(settings))):
+        assert GOOD_TOKEN not in shown
+    short = "short-" + "s" * 5
+    monkeypatch.setenv(INTERNAL_TOKEN_ENV, short)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(TokenSettings)
+    message = str(caught.value)
+    assert "DEMO_INTERNAL_TOKEN or COMFY_INTERNAL_TOKEN / --internal-token" in message
+    assert "at least 16 characters" in message
+    assert short not in message
+
+
+def test_help_names_both_token_variables_and_no_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(INTERNAL_TOKEN_ENV, GOOD_TOKEN)
+    help_text = build_arg_parser(TokenSettings, prog="demo", description="").format_help()
+    assert "DEMO_INTERNAL_TOKEN or COMFY_INTERNAL_TOKEN" in " ".join(help_text.split())
+    assert GOOD_TOKEN not in help_text
+    assert {"DEMO_INTERNAL_TOKEN", INTERNAL_TOKEN_ENV} <= env_var_names(TokenSettings)

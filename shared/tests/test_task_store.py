@@ -8,7 +8,7 @@ from comfy_shared.lifecycle import Cancelled, Ended, Progressed, Refused, Starte
 from comfy_shared.models import ErrorType, InputFile, Progress, TaskError, TaskRecord
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_state import TaskStatus
-from comfy_shared.task_store import TaskStore
+from comfy_shared.task_store import IdempotencyBinding, TaskStore
 from comfy_testkit.records import ATTEMPT, on_node, run, succeed
 
 KEYS = RedisKeys("test")
@@ -163,7 +163,7 @@ async def test_read_events_blocks_until_the_next_event(store: TaskStore) -> None
 
 async def test_delete_forgets_every_key_of_the_task(store: TaskStore, redis: Redis) -> None:
     await store.create(on_node("t1"), {"p": 1}, [PNG])
-    await store.delete("t1")
+    await store.delete(on_node("t1"))
 
     assert await redis.exists(*task_keys("t1"), KEYS.task_inputs("t1")) == 0
     assert await redis.zscore(KEYS.recent_tasks(), "t1") is None
@@ -176,8 +176,16 @@ async def test_an_attempt_is_claimed_once(store: TaskStore) -> None:
     assert await store.claim_submission("t1", 2, "n9")
 
 
-async def test_an_idempotency_key_binds_one_task(store: TaskStore) -> None:
-    assert await store.bind_idempotency_key("order-7", "t1") is None
-    assert await store.bind_idempotency_key("order-7", "t2") == "t1"
-    await store.unbind_idempotency_key("order-7")
-    assert await store.bind_idempotency_key("order-7", "t2") is None
+async def test_an_idempotency_key_binds_one_task_per_tenant_for_a_day(
+    store: TaskStore, redis: Redis
+) -> None:
+    first, second = (
+        IdempotencyBinding(task_id="t1", fingerprint="a"),
+        IdempotencyBinding(task_id="t2", fingerprint="b"),
+    )
+    assert await store.bind_idempotency_key("acme", "order-7", first) is None
+    assert await store.bind_idempotency_key("acme", "order-7", second) == first
+    assert await store.bind_idempotency_key("other", "order-7", second) is None  # own namespace
+    assert 0 < await redis.ttl(KEYS.idempotency("acme", "order-7")) <= 24 * 3600
+    await store.unbind_idempotency_key("acme", "order-7")
+    assert await store.bind_idempotency_key("acme", "order-7", second) is None

@@ -2,6 +2,7 @@ import base64
 import io
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from comfy_shared.workflows import (
     DEFAULT_TEMPLATES_DIR,
     ImageLimits,
     InvalidParams,
+    StagedInputReference,
     TemplateError,
     TemplateLibrary,
     UnknownWorkflow,
@@ -34,7 +36,7 @@ def test_the_shipped_templates_load() -> None:
 
 def test_precedence_request_then_default_then_graph() -> None:
     template = SHIPPED.get("txt2img-sdxl")
-    expanded = template.expand(template.resolve({"prompt": "a fox", "width": 768}), "t1")
+    expanded = template.expand(template.resolve({"prompt": "a fox", "width": 768}))
 
     assert expanded.graph["6"]["inputs"]["text"] == "a fox"  # request
     assert expanded.graph["5"]["inputs"]["width"] == 768  # request
@@ -48,7 +50,7 @@ def test_an_unset_seed_is_random_and_reported() -> None:
     first = template.resolve({"prompt": "x"}, random.Random(1))
     second = template.resolve({"prompt": "x"}, random.Random(2))
     assert first["seed"] != second["seed"]
-    expansion = template.expand(first, "t1")
+    expansion = template.expand(first)
     assert expansion.params["seed"] == expansion.graph["3"]["inputs"]["seed"] == first["seed"]
     assert template.resolve({"seed": 7})["seed"] == 7
 
@@ -86,11 +88,13 @@ def test_enum_required_and_image_checks() -> None:
     resolved = img2img.resolve({"prompt": "x", "image": "data:image/png;base64," + png_base64()})
     with pytest.raises(InvalidParams, match="larger than 10"):
         img2img.check_images(resolved, ImageLimits(max_bytes=10, max_pixels=10**6))
-    expansion = img2img.expand(resolved, "t1")
+    expansion = img2img.expand(resolved)
+    again = img2img.expand(resolved)
     [image] = expansion.inputs
-    assert image.name == "t1-image.png"
+    assert re.fullmatch(r"[0-9a-f]{32}\.png", image.name)  # unguessable by other tasks
+    assert again.inputs[0].name != image.name
     assert image.data.startswith(b"\x89PNG")
-    assert expansion.graph["10"]["inputs"]["image"] == "comfy-stack/t1-image.png"  # set once
+    assert expansion.graph["10"]["inputs"]["image"] == f"comfy-stack/{image.name}"  # set once
     assert expansion.params["image"] == f"<png image, {len(image.data)} bytes>"
 
 
@@ -186,3 +190,16 @@ def test_images_within_the_limits_pass(image_format: str) -> None:
     Image.new("RGB", (1000, 1000), "navy").save(buffer, format=image_format)
 
     assert image_problem(base64.b64encode(buffer.getvalue()).decode(), LIMITS) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["comfy-stack/0123.png", "./comfy-stack/x.png", "../comfy-stack/x.png",
+     "comfy-stack\\x.png", "comfy-stack/x.png [input]"],
+)  # fmt: skip
+def test_a_graph_of_the_caller_s_own_may_not_name_a_staged_input(value: str) -> None:
+    graph = {"10": {"class_type": "LoadImage", "inputs": {"image": value}}}
+    with pytest.raises(StagedInputReference, match="node '10' input 'image'"):
+        SHIPPED.expand_request(prompt=graph, workflow=None, params={})
+    mine = {"10": {"class_type": "LoadImage", "inputs": {"image": "my-stack/x.png"}}}
+    SHIPPED.expand_request(prompt=mine, workflow=None, params={})

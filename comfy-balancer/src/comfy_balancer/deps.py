@@ -9,7 +9,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from comfy_balancer.auth.callers import Forbidden, needed_scope, presented_secret
 from comfy_balancer.lifespan import BalancerState
+from comfy_shared.access import Caller, Scope
 
 
 async def get_state(request: Request) -> BalancerState:
@@ -18,3 +20,18 @@ async def get_state(request: Request) -> BalancerState:
 
 
 State = Annotated[BalancerState, Depends(get_state)]
+
+
+async def get_caller(request: Request, state: State) -> Caller:
+    """Every /api/v1 route depends on this (401 without a valid key, 403 without the scope:
+    ``read`` to read, ``submit`` to change); cached per request, so routes reuse it."""
+    return await state.auth.caller(presented_secret(request), needs=needed_scope(request))
+
+
+CallerOf = Annotated[Caller, Depends(get_caller)]
+
+
+async def require_admin(caller: CallerOf) -> Caller:
+    if not caller.may(Scope.ADMIN):
+        raise Forbidden(Scope.ADMIN)
+    return caller

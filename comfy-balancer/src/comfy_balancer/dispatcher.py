@@ -127,6 +127,7 @@ class Dispatcher:
                 views[node.node_id] = replace(node, backlog_s=node.backlog_s + run_s)
                 continue
             claimed = await self._queue.claim(task_id, node.node_id, node.slots)
+            # -2: its API key runs as many tasks as it may; it waits, the ones behind go on.
             if claimed == -1:  # another replica filled it
                 views[node.node_id] = replace(node, in_flight=node.slots)
             elif claimed == 1:

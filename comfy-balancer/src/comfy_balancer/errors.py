@@ -16,6 +16,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from comfy_balancer.auth.callers import Forbidden, Unauthorized
+from comfy_balancer.auth.keys import KeyNotFound
+from comfy_balancer.auth.rate_limit import RateLimited
 from comfy_shared.api.errors import (
     FORM_ERRORS,
     REQUEST_ERRORS,
@@ -32,14 +35,31 @@ from comfy_shared.errors import (
     TaskNotFound,
     TooManyStreams,
 )
+from comfy_shared.idempotency import IdempotencyKeyBusy, IdempotencyKeyReused
 from comfy_shared.models import ErrorType
-from comfy_shared.workflows import InvalidParams, UnknownWorkflow
+from comfy_shared.workflows import InvalidParams, StagedInputReference, UnknownWorkflow
 
 
 class QueueFull(ComfyStackError):
     def __init__(self, limit: int, retry_after_s: int) -> None:
         super().__init__(f"the queue holds its maximum of {limit} tasks; retry later")
         self.retry_after_s = retry_after_s
+
+
+class KeyQueueFull(ComfyStackError):
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        super().__init__(f"this API key may have {limit} tasks waiting; retry later")
+        self.retry_after_s = retry_after_s
+
+
+class PriorityNotAllowed(ComfyStackError):
+    def __init__(self, priority: int, highest: int) -> None:
+        super().__init__(f"priority {priority} is above this API key's highest, {highest}")
+
+
+class TaskIdTaken(ComfyStackError):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"the task id {task_id!r} is taken; choose another")
 
 
 class NoCapableNode(ComfyStackError):
@@ -68,6 +88,14 @@ def _params_extras(exc: InvalidParams) -> dict[str, Any]:
     return {"errors": exc.errors}
 
 
+def _rate_limit_headers(exc: RateLimited) -> dict[str, str]:
+    return retry_after_header(exc) | exc.quota.headers()
+
+
+def _challenge(_: Unauthorized) -> dict[str, str]:
+    return {"WWW-Authenticate": 'Bearer realm="comfy-stack"'}
+
+
 V, S = ErrorType.VALIDATION, ErrorType.SERVICE
 
 STATUS_FOR: ErrorTable = {
@@ -79,8 +107,18 @@ STATUS_FOR: ErrorTable = {
     InvalidEventId: ErrorMapping(400, "invalid_event_id", V),
     UnknownWorkflow: ErrorMapping(422, "unknown_workflow", V),
     InvalidParams: ErrorMapping(422, "invalid_params", V, _params_extras),
+    StagedInputReference: ErrorMapping(422, "staged_input", V),
     NoCapableNode: ErrorMapping(422, "no_capable_node", V, _no_capable_node_extras),
     QueueFull: ErrorMapping(429, "queue_full", S, headers=retry_after_header),
+    KeyQueueFull: ErrorMapping(429, "key_queue_full", V, headers=retry_after_header),
+    RateLimited: ErrorMapping(429, "rate_limited", V, headers=_rate_limit_headers),
+    Unauthorized: ErrorMapping(401, "unauthorized", V, headers=_challenge),
+    Forbidden: ErrorMapping(403, "forbidden", V),
+    PriorityNotAllowed: ErrorMapping(403, "priority_not_allowed", V),
+    KeyNotFound: ErrorMapping(404, "key_not_found", V),
+    TaskIdTaken: ErrorMapping(409, "task_id_taken", V),
+    IdempotencyKeyReused: ErrorMapping(422, "idempotency_key_reuse", V),
+    IdempotencyKeyBusy: ErrorMapping(409, "request_in_progress", V, headers=retry_after_header),
     TooManyStreams: ErrorMapping(429, "too_many_streams", S, headers=retry_after_header),
     NodeUnavailable: ErrorMapping(503, "node_unavailable", S),
     ConcurrentUpdate: ErrorMapping(503, "busy", S),

@@ -1,34 +1,44 @@
-"""Accepting and cancelling tasks at the balancer.
+"""Accepting and cancelling tasks at the balancer, for a caller (an API key's tenant).
 
 Accepting writes the task to Redis and into the durable queue before the caller gets 202,
-after three checks: an ``Idempotency-Key`` (or a caller-chosen task id) already used returns
-the existing task; a full queue answers 429; a graph no live node could ever run answers 422
-with what each node lacks.
+after these checks: the key's highest priority (403) and submits per minute (429); an
+``Idempotency-Key`` (or a caller-chosen task id) already used by the tenant returns the
+existing task; a full queue, or as many tasks of the key waiting as it may have, answers 429;
+a graph no live node could ever run answers 422 with what each node lacks. A caller sees and
+cancels only its tenant's tasks (an admin: all); another tenant's task is "not found".
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
 
-from comfy_balancer.errors import NoCapableNode, NodeUnavailable, QueueFull
+from comfy_balancer.auth.rate_limit import Quota, SubmitRateLimiter
+from comfy_balancer.errors import (
+    KeyQueueFull,
+    NoCapableNode,
+    NodeUnavailable,
+    PriorityNotAllowed,
+    QueueFull,
+    TaskIdTaken,
+)
 from comfy_balancer.registry import NodeRegistry, NodeState
 from comfy_balancer.service_client import NodeUnreachable, ServiceClient
+from comfy_shared.access import Caller
 from comfy_shared.api.schemas import GenerateRequest
 from comfy_shared.capabilities import missing_capabilities
-from comfy_shared.errors import InvalidTransition
+from comfy_shared.errors import InvalidTransition, TaskNotFound
+from comfy_shared.idempotency import IdempotencyKeys
 from comfy_shared.lifecycle import Cancelled, Refused
 from comfy_shared.models import RetryPolicy, TaskRecord, new_task_id
-from comfy_shared.task_queue import QueueAtCapacity, TaskQueue
+from comfy_shared.task_queue import KeyAtCapacity, KeyQuota, QueueAtCapacity, TaskQueue
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
 from comfy_shared.workflows import Expansion, TemplateLibrary
 
 RETRY_AFTER_S = 5
-IDEMPOTENCY_WAIT_S = 5.0
 CAPABILITIES_MAX_AGE_S = 1.0
 """How old a read of the nodes may be for the capability check (nodes change rarely; the
 dispatcher reads them many times a second anyway)."""
@@ -40,6 +50,8 @@ class Intake:
     created: bool
     position: int | None = None
     """Tasks ahead of a task queued by this request (None for an existing task)."""
+    quota: Quota | None = None
+    """What is left of the key's submits per minute, when it has such a limit."""
 
 
 class TaskIntake:
@@ -53,8 +65,11 @@ class TaskIntake:
         policy: RetryPolicy,
         templates: TemplateLibrary,
         max_queue: int,
+        rate_limiter: SubmitRateLimiter,
     ) -> None:
         self._store = store
+        self._idempotency = IdempotencyKeys(store)
+        self._rate_limiter = rate_limiter
         self._queue = queue
         self._registry = registry
         self._nodes = nodes_client
@@ -62,72 +77,82 @@ class TaskIntake:
         self._templates = templates
         self._max_queue = max_queue
 
-    async def accept(self, request: GenerateRequest, idempotency_key: str | None) -> Intake:
+    async def accept(
+        self, request: GenerateRequest, idempotency_key: str | None, caller: Caller
+    ) -> Intake:
+        limits = caller.limits
+        if limits.max_priority is not None and request.priority > limits.max_priority:
+            raise PriorityNotAllowed(request.priority, limits.max_priority)
+        quota = None
+        if limits.submits_per_minute is not None and caller.key_id is not None:
+            quota = await self._rate_limiter.take(caller.key_id, limits.submits_per_minute)
         task_id = request.task_id or new_task_id()
-        if idempotency_key is not None:
-            earlier = await self._earlier_task(idempotency_key, task_id)
+        async with self._idempotency.first_use(
+            caller.tenant, idempotency_key, task_id, request
+        ) as earlier:
             if earlier is not None:
-                return Intake(earlier, created=False)
-        try:
-            return await self._enqueue(task_id, request)
-        except Exception:
-            if idempotency_key is not None:
-                await self._store.unbind_idempotency_key(idempotency_key)
-            raise
+                return Intake(self._visible(earlier, caller), created=False, quota=quota)
+            intake = await self._enqueue(task_id, request, caller)
+        return Intake(intake.task, intake.created, intake.position, quota)
 
-    async def cancel(self, task_id: str) -> TaskRecord:
+    async def cancel(self, task_id: str, caller: Caller) -> TaskRecord:
         """Removed from the queue while it waits; otherwise cancelled by the node it is on."""
-        record = await self._store.get(task_id)
+        record = self._visible(await self._store.get(task_id), caller)
         if record.status.is_terminal:
             raise InvalidTransition(task_id, record.status, TaskStatus.CANCELLED)
         if await self._queue.remove(task_id) or record.node_id is None:
             return await self._cancel_here(task_id)
         return await self._cancel_on_node(record)
 
-    async def _enqueue(self, task_id: str, request: GenerateRequest) -> Intake:
+    async def _enqueue(self, task_id: str, request: GenerateRequest, caller: Caller) -> Intake:
         # Only a caller-chosen id can be taken already; the submit script checks again.
         if request.task_id and (existing := await self._store.find(task_id)) is not None:
-            return Intake(existing, created=False)
-        work = self._expand(request, task_id)
+            return Intake(self._visible(existing, caller, taken=True), created=False)
+        work = self._expand(request)
         await self._check_capable(work.graph)
         record = TaskRecord(
             id=task_id,
             priority=request.priority,
             client=request.client,
+            tenant=caller.tenant,
+            key_id=caller.key_id,
             retry=self._policy,
             workflow=request.workflow,
             params=work.params,
             input_files=[file.name for file in work.inputs],
         )
+        limits = caller.limits
         try:
             submitted = await self._queue.submit(
-                record, work.graph, inputs=work.inputs, max_pending=self._max_queue
+                record,
+                work.graph,
+                inputs=work.inputs,
+                max_pending=self._max_queue,
+                limits=KeyQuota(max_queued=limits.max_queued, max_running=limits.max_running),
             )
         except QueueAtCapacity:
             raise QueueFull(self._max_queue, RETRY_AFTER_S) from None
-        if submitted.created:
-            logger.info("task queued", task_id=task_id, priority=request.priority)
+        except KeyAtCapacity:
+            raise KeyQueueFull(limits.max_queued or 0, RETRY_AFTER_S) from None
+        if not submitted.created:
+            return Intake(self._visible(submitted.task, caller, taken=True), created=False)
+        logger.info("task queued", task_id=task_id, priority=request.priority)
         return Intake(submitted.task, submitted.created, submitted.position)
 
-    def _expand(self, request: GenerateRequest, task_id: str) -> Expansion:
+    def _expand(self, request: GenerateRequest) -> Expansion:
         return self._templates.expand_request(
             prompt=request.prompt,
             workflow=request.workflow,
             params=request.params,
-            task_id=task_id,
         )
 
-    async def _earlier_task(self, key: str, task_id: str) -> TaskRecord | None:
-        """The task an earlier request with this key created, waiting for it if that request
-        is still being accepted; None when this request is the first (it now owns the key)."""
-        deadline = asyncio.get_running_loop().time() + IDEMPOTENCY_WAIT_S
-        while (earlier := await self._store.bind_idempotency_key(key, task_id)) is not None:
-            if (known := await self._store.find(earlier)) is not None:
-                return known
-            if asyncio.get_running_loop().time() > deadline:
-                raise QueueFull(self._max_queue, RETRY_AFTER_S)  # the first one is stuck
-            await asyncio.sleep(0.01)
-        return None
+    @staticmethod
+    def _visible(record: TaskRecord, caller: Caller, *, taken: bool = False) -> TaskRecord:
+        """The record, if the caller may see it. Another tenant's task is "not found"; an id
+        another tenant took is refused as taken (saying no more than that)."""
+        if caller.sees(record):
+            return record
+        raise TaskIdTaken(record.id) if taken else TaskNotFound(record.id)
 
     async def _check_capable(self, prompt: dict[str, Any]) -> None:
         """422 only when live nodes exist and none could run the graph; with no live node at

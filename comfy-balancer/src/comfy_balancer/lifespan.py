@@ -16,6 +16,9 @@ from fastapi import FastAPI
 from loguru import logger
 from redis.asyncio import Redis
 
+from comfy_balancer.auth.callers import Authenticator
+from comfy_balancer.auth.keys import KeyStore
+from comfy_balancer.auth.rate_limit import SubmitRateLimiter
 from comfy_balancer.dispatcher import Dispatcher
 from comfy_balancer.intake import TaskIntake
 from comfy_balancer.registry import NodeRegistry
@@ -43,6 +46,8 @@ class BalancerState:
     queue: TaskQueue
     registry: NodeRegistry
     intake: TaskIntake
+    auth: Authenticator
+    keystore: KeyStore
     dispatcher: Dispatcher
     nodes_client: ServiceClient
     http: httpx.AsyncClient
@@ -79,7 +84,8 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         redis, keys, slots=settings.slots_per_node, allowed=frozenset(settings.nodes)
     )
     http = httpx.AsyncClient(timeout=settings.dispatch_timeout_s)
-    nodes_client = ServiceClient(http)
+    token = settings.internal_token
+    nodes_client = ServiceClient(http, internal_token=token.get_secret_value() if token else None)
     policy = settings.retry_policy()
     intake = TaskIntake(
         store=store,
@@ -89,7 +95,11 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         policy=policy,
         templates=templates,
         max_queue=settings.max_queue,
+        rate_limiter=SubmitRateLimiter(redis, keys),
     )
+    keystore = KeyStore(redis, keys)
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    auth = Authenticator(enabled=settings.auth == "on", admin_secret=admin_key, store=keystore)
     dispatcher = Dispatcher(
         store=store,
         queue=queue,
@@ -108,9 +118,21 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
     )
     state = BalancerState(
-        settings, redis, store, queue, registry, intake, dispatcher, nodes_client, http, keys,
-        task_logs, StreamHub(settings.redis_url, redis, max_streams=settings.max_streams),
-    )  # fmt: skip
+        settings=settings,
+        redis=redis,
+        store=store,
+        queue=queue,
+        registry=registry,
+        intake=intake,
+        auth=auth,
+        keystore=keystore,
+        dispatcher=dispatcher,
+        nodes_client=nodes_client,
+        http=http,
+        keys=keys,
+        task_logs=task_logs,
+        stream_hub=StreamHub(settings.redis_url, redis, max_streams=settings.max_streams),
+    )
     state.loops.start("event-streams", state.stream_hub.run)
     if settings.dispatch:
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from comfy_balancer.api.routes import cluster, generate, health, tasks
-from comfy_balancer.deps import get_state
+from comfy_balancer.api.answers import API_KEYS
+from comfy_balancer.api.routes import cluster, generate, health, keys, tasks
+from comfy_balancer.deps import get_caller, get_state
 from comfy_balancer.errors import STATUS_FOR
 from comfy_balancer.lifespan import balancer_lifespan
 from comfy_balancer.settings import BalancerSettings
@@ -21,7 +22,15 @@ def create_app(settings: BalancerSettings) -> FastAPI:
         description="One text-to-image API in front of many comfy-service nodes.",
         lifespan=balancer_lifespan(settings, templates),
         status_for=STATUS_FOR,
-        routers=[generate.router, tasks.router, task_history_router(get_state), cluster.router],
+        routers=[
+            generate.router,
+            tasks.router,
+            task_history_router(get_state, get_caller),
+            cluster.router,
+            keys.router,
+        ],
+        authenticate=get_caller,
+        credentials=API_KEYS,
         templates=templates,
         settings=settings,
         health=health.router,

@@ -73,6 +73,9 @@ def outcome_of(answer: NodeAnswer) -> SendOutcome:
         details = {key: value for key, value in answer.body.items() if key in _REJECTION_KEYS}
         message = str(answer.body.get("detail", "the node rejected the graph"))
         return Invalid(TaskError(type=ErrorType.VALIDATION, message=message, details=details))
+    if answer.status == 401:
+        # A misconfigured node (or balancer), not the task's fault: it moves on.
+        return NodeFailed("node refused our internal token (--internal-token differs)")
     return NodeFailed(f"node answered {answer.status}: {answer.body.get('detail')}")
 
 

@@ -1,7 +1,9 @@
 """HTTP client for the comfy-services the balancer places tasks on.
 
 Low-level httpx errors become :class:`NodeUnreachable` at this boundary; answers are passed
-back as (status, body) so the caller decides what each status means for the task.
+back as (status, body) so the caller decides what each status means for the task. Every
+request carries the internal token when one is set (``--internal-token``), which services
+started with the same token require.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ class NodeAnswer:
 
 
 class ServiceClient:
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx.AsyncClient, *, internal_token: str | None = None) -> None:
         self._http = http
+        self._auth = {} if internal_token is None else {"authorization": f"Bearer {internal_token}"}
 
     async def generate(self, node_url: str, body: bytes) -> NodeAnswer:
         """POST a JSON body (already encoded) to the node's generate route."""
@@ -50,14 +53,18 @@ class ServiceClient:
     ) -> AsyncIterator[httpx.Response]:
         url = f"{node_url}{API_PREFIX}/tasks/{task_id}/outputs/{index}"
         try:
-            async with self._http.stream("GET", url) as response:
+            async with self._http.stream("GET", url, headers=self._auth) as response:
                 yield response
         except httpx.TransportError as exc:
             raise NodeUnreachable(node_url, exc) from exc
 
-    async def _send(self, method: str, url: str, **kwargs: Any) -> NodeAnswer:
+    async def _send(
+        self, method: str, url: str, *, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> NodeAnswer:
         try:
-            response = await self._http.request(method, url, **kwargs)
+            response = await self._http.request(
+                method, url, headers={**(headers or {}), **self._auth}, **kwargs
+            )
         except httpx.TransportError as exc:
             raise NodeUnreachable(url, exc) from exc
         try:

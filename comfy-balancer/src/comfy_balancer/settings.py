@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from comfy_shared.models import RetryPolicy
-from comfy_shared.settings import ApiServerSettings
+from comfy_shared.settings import ApiServerSettings, InternalToken, internal_token_field
 
 StrategyName = Literal["earliest-finish", "least-loaded", "round-robin", "random"]
 
 
+ENV_PREFIX = "COMFY_BALANCER_"
+
+
 class BalancerSettings(ApiServerSettings):
     model_config = SettingsConfigDict(
-        env_prefix="COMFY_BALANCER_",
+        env_prefix=ENV_PREFIX,
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
@@ -23,6 +26,12 @@ class BalancerSettings(ApiServerSettings):
     )
 
     port: int = Field(default=8000, ge=0, le=65535, description="Port to listen on.")
+    internal_token: InternalToken | None = internal_token_field(
+        ENV_PREFIX,
+        "Bearer token sent with every request to a comfy-service (placements, cancels, "
+        "output downloads): the services' own --internal-token. Pass it in the environment: "
+        "a command line is visible to every user of the machine.",
+    )
     strategy: StrategyName = Field(
         default="earliest-finish",
         description="How to choose a node: earliest-finish (where the task would end first, "
@@ -75,6 +84,28 @@ class BalancerSettings(ApiServerSettings):
         description="Optional static list of node ids to use; empty = every node that "
         "publishes health.",
     )
+
+    auth: Literal["on", "off"] = Field(
+        default="on",
+        description="Require an API key on every /api/v1 route (health and docs stay open). "
+        "'on' needs --admin-key; 'off' only for a trusted network, never published.",
+    )
+    admin_key: SecretStr | None = Field(
+        default=None,
+        description="The first admin key (creates the others: POST /api/v1/keys). Generate it "
+        "with e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`.",
+    )
+
+    @model_validator(mode="after")
+    def _a_way_in(self) -> BalancerSettings:
+        if self.auth == "on" and self.admin_key is None:
+            raise ValueError(
+                "authentication is on but no admin key is set: set COMFY_BALANCER_ADMIN_KEY, "
+                "or COMFY_BALANCER_AUTH=off on a trusted network"
+            )
+        if self.admin_key is not None and len(self.admin_key.get_secret_value()) < 16:
+            raise ValueError("the admin key must be at least 16 characters")
+        return self
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.max_attempts, retry_on=self.retry_on)

@@ -10,19 +10,39 @@ is withdrawn by the next reconciliation, before it can start.
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 from loguru import logger
 
 from comfy_service.comfy_results import ended_from_history
 from comfy_service.errors import NotOnThisNode
 from comfy_service.prompts import FollowedPrompts, Prompt
-from comfy_shared.comfyui import ComfyClient, ComfyUnavailable, HistoryEntry
+from comfy_shared.comfyui import ComfyClient, ComfyError, ComfyUnavailable, HistoryEntry
 from comfy_shared.comfyui.prompt_ids import prompt_id_for
 from comfy_shared.errors import InvalidTransition, TaskNotFound
 from comfy_shared.lifecycle import Cancelled, Ended, Refused
-from comfy_shared.models import TaskError, TaskRecord
+from comfy_shared.models import UPLOAD_SUBFOLDER, TaskError, TaskRecord
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
+
+
+def _blank_png() -> bytes:
+    """A valid 1x1 grey PNG."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)  # 1x1, 8-bit greyscale
+    pixels = zlib.compress(b"\x00\x80")  # filter byte, one grey pixel
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+BLANK_PNG = _blank_png()
 
 
 class TaskEndings:
@@ -70,12 +90,15 @@ class TaskEndings:
         logger.info("task cancelled", task_id=task_id)
         prompt_id = prompt_id_for(task_id, record.attempts)
         await self._stop(self._prompts.prompt(prompt_id, task_id, record.attempts))
+        await self._scrub_inputs(cancelled)
         return cancelled
 
-    async def withdraw(self, prompt: Prompt, reason: str) -> None:
+    async def withdraw(self, prompt: Prompt, reason: str, task: TaskRecord | None = None) -> None:
         """Stop and forget a prompt whose attempt is over (the task moved on, or ended)."""
         logger.warning("prompt withdrawn from comfyui", task_id=prompt.task_id, reason=reason)
         await self._stop(prompt)
+        if task is not None:
+            await self._scrub_inputs(task)
 
     async def forget(self, prompt: Prompt) -> None:
         """Stop following a prompt ComfyUI no longer holds."""
@@ -86,13 +109,29 @@ class TaskEndings:
         to the balancer's queue. None when the attempt was over already."""
         try:
             after = await self._store.apply(prompt.task_id, ended)
-        except (Refused, TaskNotFound) as exc:
-            logger.debug("attempt end not recorded", task_id=prompt.task_id, reason=str(exc))
+        except TaskNotFound:
+            return None
+        except Refused as refused:
+            logger.debug("attempt end not recorded", task_id=prompt.task_id, reason=str(refused))
+            await self._scrub_inputs(refused.record)
             return None
         _log_end(after, ended)
         if after.status is TaskStatus.QUEUED:
             await self._queue.requeue(prompt.task_id, self._node_id)
+        await self._scrub_inputs(after)
         return after
+
+    async def _scrub_inputs(self, task: TaskRecord) -> None:
+        """ComfyUI cannot delete an input file: each of the task's is overwritten with one
+        blank pixel once its attempt here is over, so nothing can read it afterwards."""
+        for name in task.input_files:
+            try:
+                await self._comfy.upload_image(
+                    BLANK_PNG, name, subfolder=UPLOAD_SUBFOLDER, overwrite=True
+                )
+            except ComfyError as exc:
+                logger.warning("could not blank an input file", task_id=task.id, error=str(exc))
+                return
 
     async def _stop(self, prompt: Prompt) -> None:
         try:

@@ -40,8 +40,9 @@ from comfy_shared.errors import (
     TaskNotFound,
     TooManyStreams,
 )
+from comfy_shared.idempotency import IdempotencyKeyBusy, IdempotencyKeyReused
 from comfy_shared.models import ErrorType
-from comfy_shared.workflows import InvalidParams, UnknownWorkflow
+from comfy_shared.workflows import InvalidParams, StagedInputReference, UnknownWorkflow
 
 
 class NotOnThisNode(ComfyStackError):
@@ -83,11 +84,14 @@ STATUS_FOR: ErrorTable = {
     InvalidEventId: ErrorMapping(400, "invalid_event_id", V),
     UnknownWorkflow: ErrorMapping(422, "unknown_workflow", V),
     InvalidParams: ErrorMapping(422, "invalid_params", V, _params_extras),
+    StagedInputReference: ErrorMapping(422, "staged_input", V),
     PromptRejected: ErrorMapping(422, "prompt_rejected", V, _prompt_rejected_extras),
     TooManyStreams: ErrorMapping(429, "too_many_streams", S, headers=retry_after_header),
     ComfyUnavailable: ErrorMapping(503, "comfyui_unavailable", S),
     ComfyProtocolError: ErrorMapping(503, "comfyui_protocol_error", S),
     ComfyError: ErrorMapping(503, "comfyui_error", S),
+    IdempotencyKeyReused: ErrorMapping(422, "idempotency_key_reuse", V),
+    IdempotencyKeyBusy: ErrorMapping(409, "request_in_progress", V, headers=retry_after_header),
     ConcurrentUpdate: ErrorMapping(503, "busy", S),
     Overloaded: ErrorMapping(503, "overloaded", S, headers=retry_after_header),
     RedisError: ErrorMapping(503, "redis_unavailable", S),

@@ -3,26 +3,49 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from loguru import logger
 
+from comfy_service.api.answers import INTERNAL_TOKEN
 from comfy_service.api.routes import generate, health, tasks
 from comfy_service.deps import get_state
 from comfy_service.errors import STATUS_FOR
 from comfy_service.lifespan import service_lifespan
 from comfy_service.settings import ServiceSettings
+from comfy_shared.access import TRUSTED, Caller
 from comfy_shared.api.app import build_app, task_history_router
+from comfy_shared.api.internal_auth import InternalTokenMiddleware, is_loopback
 from comfy_shared.workflows import TemplateLibrary
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
     """Raises TemplateError, naming the file and field, if a workflow template is broken."""
     templates = TemplateLibrary.load(settings.templates_dir)
-    return build_app(
+    app = build_app(
         distribution="comfy-service",
         description="One ComfyUI server behind a dependable text-to-image API.",
         lifespan=service_lifespan(settings, templates),
         status_for=STATUS_FOR,
-        routers=[generate.router, tasks.router, task_history_router(get_state)],
+        routers=[generate.router, tasks.router, task_history_router(get_state, trusted_caller)],
         templates=templates,
         settings=settings,
         health=health.router,
+        authenticate=trusted_caller,
+        credentials=INTERNAL_TOKEN,
     )
+    if settings.internal_token is not None:
+        app.add_middleware(
+            InternalTokenMiddleware, token=settings.internal_token.get_secret_value()
+        )
+    elif not is_loopback(settings.host):
+        logger.warning(
+            "the API is open to anyone who can reach this port: set COMFY_INTERNAL_TOKEN "
+            "(the balancer's too) unless only trusted clients can",
+            host=settings.host,
+            port=settings.port,
+        )
+    return app
+
+
+async def trusted_caller() -> Caller:
+    """A service serves whoever holds its internal token (its balancers): no API keys here."""
+    return TRUSTED

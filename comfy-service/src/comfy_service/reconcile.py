@@ -132,7 +132,7 @@ async def _reconcile_prompt(
     in_comfy = queue.position(prompt.prompt_id) is not None
     if (over := _why_over(prompt, record)) is not None:
         if in_comfy:
-            await endings.withdraw(prompt, over)
+            await endings.withdraw(prompt, over, record)
             report.withdrawn.append(prompt.task_id)
         else:
             await endings.forget(prompt)

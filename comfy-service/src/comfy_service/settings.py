@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from comfy_shared.settings import ApiServerSettings
+from comfy_shared.settings import ApiServerSettings, InternalToken, internal_token_field
 
 ENV_PREFIX = "COMFY_SERVICE_"
 
@@ -26,6 +26,13 @@ class ServiceSettings(ApiServerSettings):
         description="Base URL of the one ComfyUI this service wraps (also read from COMFYUI_URL).",
     )
     port: int = Field(default=8100, ge=0, le=65535, description="Port to listen on.")
+    internal_token: InternalToken | None = internal_token_field(
+        ENV_PREFIX,
+        "Bearer token every /api/v1 request must carry (the balancer sends it); /healthz and "
+        "/readyz stay open. Unset: the API is open to anyone who can reach the port (fine on "
+        "127.0.0.1 or a private network; a WARNING at start otherwise). Pass it in the "
+        "environment: a command line is visible to every user of the machine.",
+    )
     public_url: str | None = Field(
         default=None,
         pattern=r"^https?://",

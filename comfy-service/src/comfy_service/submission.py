@@ -18,10 +18,12 @@ from loguru import logger
 
 from comfy_service.ending import TaskEndings
 from comfy_service.prompts import FollowedPrompts, Prompt
+from comfy_shared.access import DEFAULT_TENANT
 from comfy_shared.api.schemas import GenerateRequest
 from comfy_shared.clock import utc_now
 from comfy_shared.comfyui import ComfyClient, ComfyUnavailable, PromptRejected
 from comfy_shared.comfyui.prompt_ids import prompt_id_for
+from comfy_shared.idempotency import IdempotencyKeys
 from comfy_shared.lifecycle import Accepted, AttemptOver, Ended, Refused
 from comfy_shared.models import (
     UPLOAD_SUBFOLDER,
@@ -57,6 +59,7 @@ class Submitter:
         client_id: str,
     ) -> None:
         self._store = store
+        self._idempotency = IdempotencyKeys(store)
         self._comfy = comfy
         self._prompts = prompts
         self._endings = endings
@@ -64,26 +67,57 @@ class Submitter:
         self._node_id = node_id
         self._client_id = client_id
 
-    async def submit(self, request: GenerateRequest) -> Submission:
+    async def submit(
+        self, request: GenerateRequest, idempotency_key: str | None = None
+    ) -> Submission:
         task_id = request.task_id or new_task_id()
-        work = self._expand(request, task_id)
+        async with self._idempotency.first_use(
+            DEFAULT_TENANT, idempotency_key, task_id, request
+        ) as earlier:
+            if earlier is not None:
+                return Submission(earlier, created=False)
+            return await self._submit(task_id, request)
+
+    async def _submit(self, task_id: str, request: GenerateRequest) -> Submission:
+        if request.task_id and (known := await self._store.find(task_id)) is not None:
+            return await self._known_task(known, request)
+        work = self._expand(request)
         record = self._new_record(task_id, request, work)
         task, created = await self._store.create(record, work.graph, work.inputs)
-        if not created and not self._placed_here(task):
+        if not created:  # the same id came in twice at once: the other request sends it
             return Submission(task, created=False)
+        return await self._attempt(task, work.graph, work.inputs, created=True)
+
+    async def _known_task(self, task: TaskRecord, request: GenerateRequest) -> Submission:
+        """A task the balancer placed here is sent (its graph was made at the balancer's
+        intake, its inputs are stored); any other known id answers with its task."""
+        if not self._placed_here(task):
+            return Submission(task, created=False)
+        graph = request.prompt or await self._store.get_prompt(task.id) or {}
+        return await self._attempt(task, graph, None, created=False)
+
+    async def _attempt(
+        self,
+        task: TaskRecord,
+        graph: dict[str, Any],
+        inputs: list[InputFile] | None,
+        *,
+        created: bool,
+    ) -> Submission:
+        """Send the task's current attempt to ComfyUI, once (``inputs`` None: read them)."""
         prompt = self._prompts.prompt(prompt_id_for(task.id, task.attempts), task.id, task.attempts)
         with logger.contextualize(task_id=task.id, attempt=task.attempts):
             if not await self._store.claim_submission(task.id, task.attempts, self._node_id):
-                return await self._send_again(task, prompt, work.graph)
-            inputs = work.inputs if created else await self._stored_inputs(task)
-            return await self._send(task, prompt, work.graph, inputs, created=created)
+                return await self._send_again(task, prompt, graph)
+            if inputs is None:
+                inputs = await self._stored_inputs(task)
+            return await self._send(task, prompt, graph, inputs, created=created)
 
-    def _expand(self, request: GenerateRequest, task_id: str) -> Expansion:
+    def _expand(self, request: GenerateRequest) -> Expansion:
         return self._templates.expand_request(
             prompt=request.prompt,
             workflow=request.workflow,
             params=request.params,
-            task_id=task_id,
         )
 
     def _new_record(self, task_id: str, request: GenerateRequest, work: Expansion) -> TaskRecord:
@@ -164,7 +198,7 @@ class Submitter:
             )
         except AttemptOver as over:
             # Cancelled or moved while it was being sent: withdrawn now, before it can start.
-            await self._endings.withdraw(prompt, over.reason)
+            await self._endings.withdraw(prompt, over.reason, over.record)
             return over.record
         except Refused as refused:
             return refused.record
@@ -207,4 +241,4 @@ class Submitter:
         balancer, which owns its tasks) can simply try again."""
         await self._store.release_submission(task.id, task.attempts)
         if created:
-            await self._store.delete(task.id)
+            await self._store.delete(task)

@@ -119,7 +119,7 @@ class EventTracker:
             try:
                 await self._apply(prompt, event)
             except AttemptOver as over:
-                await self._endings.withdraw(prompt, over.reason)
+                await self._endings.withdraw(prompt, over.reason, over.record)
             except Refused:
                 return  # nothing to change (e.g. a start that was seen already)
 

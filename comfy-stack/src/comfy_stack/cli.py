@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from comfy_stack.commands import add_client_commands, run_client_command
+from comfy_stack.credentials import ADMIN_KEY_FILE
 from comfy_stack.launcher import (
     LaunchError,
     RunningStack,
@@ -83,9 +84,12 @@ def _print_summary(stack: RunningStack) -> None:
         "comfy-stack is up",
         f"  api       {stack.balancer_url}   (docs: {stack.balancer_url}/docs, "
         f"nodes: {stack.balancer_url}/api/v1/nodes)",
+        f"  admin key {stack.admin_key}   (kept in {ADMIN_KEY_FILE} of the data folder; "
+        "comfy-stack commands here use it)",
         f"  redis     {stack.redis_url}",
         *(f"  comfyui   {url}" for url in stack.comfyui_urls),
         *(f"  service   {url}   (docs: {url}/docs)" for url in stack.service_urls),
+        f"  services answer only with this run's internal token ({stack.internal_token_file})",
         "  Ctrl-C stops everything",
         "",
     ]

@@ -31,8 +31,9 @@ class StackClient:
     http: httpx.Client
 
     @classmethod
-    def connect(cls, url: str) -> StackClient:
-        return cls(httpx.Client(base_url=url.rstrip("/"), timeout=30))
+    def connect(cls, url: str, key: str | None = None) -> StackClient:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return cls(httpx.Client(base_url=url.rstrip("/"), timeout=30, headers=headers))
 
     def close(self) -> None:
         self.http.close()
@@ -52,6 +53,15 @@ class StackClient:
 
     def queue(self) -> dict[str, Any]:
         return self._object("GET", "/api/v1/queue")
+
+    def create_key(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._object("POST", "/api/v1/keys", json=body)
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        return [key for key in self._json("GET", "/api/v1/keys") if isinstance(key, dict)]
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return self._object("DELETE", f"/api/v1/keys/{key_id}")
 
     def workflow(self, name: str) -> dict[str, Any]:
         return self._object("GET", f"/api/v1/workflows/{name}")

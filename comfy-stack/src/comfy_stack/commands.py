@@ -1,4 +1,4 @@
-"""The client commands of ``comfy-stack``: generate, status, cancel, nodes, queue.
+"""The client commands of ``comfy-stack``: generate, status, cancel, nodes, queue, keys.
 
 Exit codes: 0 done, 1 the task failed (its error type and message printed) or was cancelled,
 2 the request was refused (e.g. 422), 3 the stack could not be reached.
@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from comfy_stack.client import DEFAULT_URL, ApiError, StackClient
+from comfy_stack.credentials import KEY_ENV, client_key
 from comfy_stack.progress import ProgressLine
 
 DEFAULT_WORKFLOW = "txt2img-sdxl"
@@ -44,13 +45,43 @@ def add_client_commands(commands: Any) -> None:
         command.set_defaults(run=handler)
     commands.add_parser("nodes", help="the nodes and their health").set_defaults(run=_nodes)
     commands.add_parser("queue", help="the pending queue").set_defaults(run=_queue)
-    for command in commands.choices.values():
-        if command.prog.split()[-1] != "up":
-            command.add_argument("--url", default=DEFAULT_URL, help=f"API base URL ({DEFAULT_URL})")
+    _add_keys_commands(commands)
+    for name, command in commands.choices.items():
+        if name not in ("up", "keys"):  # keys: on each of its actions
+            _add_connection_flags(command)
+
+
+def _add_connection_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--url", default=DEFAULT_URL, help=f"API base URL ({DEFAULT_URL})")
+    command.add_argument(
+        "--key",
+        help=f"API key (default: ${KEY_ENV}; for the default URL, the local stack's admin key)",
+    )
+
+
+def _add_keys_commands(commands: Any) -> None:
+    keys = commands.add_parser("keys", help="API keys (needs an admin key)")
+    actions = keys.add_subparsers(required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="make a key; its secret is printed once")
+    create.add_argument("name")
+    create.add_argument("--tenant", help="whose tasks it sees (default: the name)")
+    create.add_argument(
+        "--scope", action="append", choices=["submit", "read", "admin"],
+        help="repeatable (default: submit and read)",
+    )  # fmt: skip
+    for limit in ("max-running", "max-queued", "submits-per-minute", "max-priority"):
+        create.add_argument(f"--{limit}", type=int)
+    create.set_defaults(run=_create_key)
+    actions.add_parser("list", help="every key, without secrets").set_defaults(run=_list_keys)
+    revoke = actions.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(run=_revoke_key)
+    for action in actions.choices.values():
+        _add_connection_flags(action)
 
 
 def run_client_command(args: argparse.Namespace, handler: Callable[..., int]) -> int:
-    client = StackClient.connect(args.url)
+    client = StackClient.connect(args.url, client_key(args.key, args.url, DEFAULT_URL))
     try:
         return handler(client, args)
     except ApiError as exc:
@@ -137,6 +168,41 @@ def _queue(client: StackClient, args: argparse.Namespace) -> int:
     print(f"pending: {queue['pending']}, oldest wait: {wait if wait is not None else '-'} s")
     for priority, count in queue["by_priority"].items():
         print(f"  priority {priority}: {count}")
+    return 0
+
+
+def _create_key(client: StackClient, args: argparse.Namespace) -> int:
+    limits = {
+        name: getattr(args, name)
+        for name in ("max_running", "max_queued", "submits_per_minute", "max_priority")
+        if getattr(args, name) is not None
+    }
+    body: dict[str, Any] = {"name": args.name, "limits": limits}
+    if args.tenant:
+        body["tenant"] = args.tenant
+    if args.scope:
+        body["scopes"] = args.scope
+    key = client.create_key(body)
+    print(f"{key['id']}  tenant {key['tenant']}  scopes {','.join(key['scopes'])}")
+    print(key["key"])  # the secret: shown this once
+    return 0
+
+
+def _list_keys(client: StackClient, args: argparse.Namespace) -> int:
+    rows = [["id", "name", "tenant", "scopes", "limits", "created"]]
+    for key in client.api_keys():
+        limits = ",".join(f"{k}={v}" for k, v in key["limits"].items() if v is not None)
+        rows.append([
+            key["id"], key["name"], key["tenant"], ",".join(key["scopes"]), limits or "-",
+            key["created_at"][:19],
+        ])  # fmt: skip
+    _print_table(rows)
+    return 0
+
+
+def _revoke_key(client: StackClient, args: argparse.Namespace) -> int:
+    key = client.revoke_key(args.key_id)
+    print(f"{key['id']} ({key['name']}) revoked")
     return 0
 
 

@@ -4,10 +4,15 @@ Starts (unless told to use existing ones) an embedded Redis and N ComfyUI emulat
 comfy-service per ComfyUI and the balancer, waits until everything answers, prints the URLs,
 shows every component's log in one view, and on Ctrl-C (SIGINT) or SIGTERM stops everything
 cleanly (the balancer first, Redis last).
+
+Each run draws a new internal token: the services answer their API only to the balancer (and to
+whoever reads ``<data dir>/internal-token``, a file only its owner can read).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import signal
 import socket
 import threading
@@ -17,10 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from comfy_stack.credentials import load_or_create_admin_key
 from comfy_stack.embedded_redis import start_redis_server
 from comfy_stack.logview import LogView
 from comfy_stack.ports import free_port
 from comfy_stack.processes import ManagedProcess, start_python_module, wait_until_http_ok
+
+INTERNAL_TOKEN_ENV = "COMFY_INTERNAL_TOKEN"
+"""Read by comfy-service and comfy-balancer (comfy_shared.settings, which we do not import)."""
 
 
 class LaunchError(Exception):
@@ -42,9 +51,12 @@ class StackPlan:
 class RunningStack:
     redis_url: str
     balancer_url: str = ""
+    admin_key: str = ""
     comfyui_urls: list[str] = field(default_factory=list)
     service_urls: list[str] = field(default_factory=list)
     processes: list[ManagedProcess] = field(default_factory=list)
+    internal_token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    internal_token_file: Path | None = None
 
     def first_dead(self) -> ManagedProcess | None:
         return next((p for p in self.processes if not p.is_running()), None)
@@ -76,6 +88,9 @@ def running_stack(plan: StackPlan, view: LogView) -> Iterator[RunningStack]:
 
 def _start_components(plan: StackPlan, stack: RunningStack, view: LogView) -> None:
     logs = plan.data_dir / "logs"
+    stack.internal_token_file = _write_private(
+        plan.data_dir / "internal-token", stack.internal_token
+    )
     if not plan.redis_url:
         redis_dir = plan.data_dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +110,9 @@ def _start_components(plan: StackPlan, stack: RunningStack, view: LogView) -> No
             "--host", plan.host,
             "--port", str(port),
         ]  # fmt: skip
-        process = start_python_module(node_id, "comfy_service", args, log_dir=logs)
+        process = start_python_module(
+            node_id, "comfy_service", args, log_dir=logs, env=_token_env(stack)
+        )
         _track(stack, view, process)
         url = f"http://{plan.host}:{port}"
         wait_until_http_ok(process, f"{url}/healthz", timeout_s=60)
@@ -110,12 +127,34 @@ def _start_balancer(plan: StackPlan, stack: RunningStack, view: LogView) -> None
         "--host", plan.host,
         "--port", str(plan.port),
     ]  # fmt: skip
+    stack.admin_key = load_or_create_admin_key(plan.data_dir)
     process = start_python_module(
-        "balancer", "comfy_balancer", args, log_dir=plan.data_dir / "logs"
-    )
+        "balancer", "comfy_balancer", args, log_dir=plan.data_dir / "logs",
+        env=_token_env(stack) | {"COMFY_BALANCER_ADMIN_KEY": stack.admin_key},
+    )  # fmt: skip
     _track(stack, view, process)
     stack.balancer_url = f"http://{plan.host}:{plan.port}"
     wait_until_http_ok(process, f"{stack.balancer_url}/readyz", timeout_s=60)
+
+
+def _token_env(stack: RunningStack) -> dict[str, str | None]:
+    """In the environment: a command line is visible to every user of the machine. A
+    prefixed variable of the user's shell would win over it, so those are dropped."""
+    return {
+        INTERNAL_TOKEN_ENV: stack.internal_token,
+        "COMFY_SERVICE_INTERNAL_TOKEN": None,
+        "COMFY_BALANCER_INTERNAL_TOKEN": None,
+    }
+
+
+def _write_private(path: Path, text: str) -> Path:
+    """Write a file only its owner can read, whatever it was before."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text + "\n")
+    return path
 
 
 def _start_emulator(plan: StackPlan, stack: RunningStack, view: LogView, index: int) -> str:

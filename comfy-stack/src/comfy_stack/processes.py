@@ -64,12 +64,14 @@ def start_process(
     args: Sequence[str],
     *,
     log_dir: Path,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     cwd: Path | None = None,
 ) -> ManagedProcess:
+    """``env`` is added to this process's environment; a None value removes that variable."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    merged = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = {key: value for key, value in merged.items() if value is not None}
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             list(args),
@@ -97,7 +99,7 @@ def start_python_module(
     module_args: Sequence[str],
     *,
     log_dir: Path,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
 ) -> ManagedProcess:
     """Start ``python -m module`` with this interpreter, so it runs the installed workspace code."""
     return start_process(

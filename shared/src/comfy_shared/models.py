@@ -146,6 +146,10 @@ class TaskRecord(BaseModel):
         description="ComfyUI node_errors of output branches that were skipped (partial validity).",
     )
     client: dict[str, Any] = Field(default_factory=dict, description="Caller's metadata, echoed.")
+    tenant: str = Field(default="default", description="Whose task it is: only they see it.")
+    key_id: str | None = Field(
+        default=None, description="The API key that submitted it (its limits apply)."
+    )
     workflow: str | None = Field(default=None, description="Template name, if one was used.")
     params: dict[str, Any] = Field(
         default_factory=dict, description="Template parameters as used (random seeds included)."

@@ -15,7 +15,14 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
                                                      ComfyUI (SET NX: an attempt runs once)
 {p}:tasks:recent             zset    task store      none; task id scored by created ms,
                                                      trimmed to the retention window
-{p}:idempotency:{key}        string  task store      retention; value = task id
+{p}:tenant:{tenant}:recent   zset    task store      none; the tenant's task ids by created ms,
+                                                     trimmed to the retention window
+{p}:idempotency:{tenant}:{key}  string  task store   24 h; {"task_id", "fingerprint"} JSON
+{p}:apikeys                  hash    key store       none; key id -> ApiKey JSON (no secret)
+{p}:apikeys:secrets          hash    key store       none; sha256 of a secret -> key id
+{p}:queue:usage              hash    task queue      none; "<key id>:queued|running|max_running":
+                                                     each API key's tasks waiting and placed
+{p}:key:{key}:bucket         hash    rate limiter    ~2 min; token bucket of submits
 {p}:node:{node}:health       string  comfy-service   ~3 health intervals: expiry = node dead
 {p}:node:{node}:speed        string  comfy-service   none; the node's measured speed, kept
                                                      across restarts however long they take
@@ -111,8 +118,23 @@ class RedisKeys:
     def node_failures(self, node_id: str) -> str:
         return f"{self.prefix}:node:{node_id}:failures"
 
-    def idempotency(self, key: str) -> str:
-        return f"{self.prefix}:idempotency:{key}"
+    def idempotency(self, tenant: str, key: str) -> str:
+        return f"{self.prefix}:idempotency:{tenant}:{key}"
+
+    def tenant_recent(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:recent"
+
+    def api_keys(self) -> str:
+        return f"{self.prefix}:apikeys"
+
+    def api_key_secrets(self) -> str:
+        return f"{self.prefix}:apikeys:secrets"
+
+    def queue_usage(self) -> str:
+        return f"{self.prefix}:queue:usage"
+
+    def key_bucket(self, key_id: str) -> str:
+        return f"{self.prefix}:key:{key_id}:bucket"
 
     def signal(self, name: str) -> str:
         return f"{self.prefix}:signal:{name}"

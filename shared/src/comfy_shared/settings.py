@@ -3,6 +3,9 @@
 Each service defines one ``BaseSettings`` subclass of :class:`CommonSettings` with its own
 ``env_prefix``. This module reads no environment by itself: callers pass argv and get settings.
 Precedence: command-line flag, then environment variable, then ``.env`` file, then default.
+
+Secrets (:data:`InternalToken`) are ``SecretStr``: a settings repr or dump shows ``**********``,
+and an invalid one is reported without its value.
 """
 
 from __future__ import annotations
@@ -11,9 +14,16 @@ import argparse
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -24,6 +34,33 @@ from comfy_shared.workflows import DEFAULT_TEMPLATES_DIR
 LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+INTERNAL_TOKEN_ENV = "COMFY_INTERNAL_TOKEN"
+"""One variable for the service and the balancer alike (each also reads its prefixed name)."""
+MIN_INTERNAL_TOKEN_CHARS = 16
+
+
+def _long_enough(token: SecretStr) -> SecretStr:
+    if len(token.get_secret_value()) < MIN_INTERNAL_TOKEN_CHARS:
+        raise ValueError(
+            f"must be at least {MIN_INTERNAL_TOKEN_CHARS} characters "
+            "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return token
+
+
+InternalToken = Annotated[SecretStr, AfterValidator(_long_enough)]
+"""The bearer token a balancer sends to its services, and they require when set."""
+
+
+def internal_token_field(env_prefix: str, description: str) -> Any:
+    """The ``internal_token`` field: read from ``<PREFIX>INTERNAL_TOKEN`` or, shared by every
+    process of a deployment, :data:`INTERNAL_TOKEN_ENV`."""
+    return Field(
+        default=None,
+        validation_alias=AliasChoices(f"{env_prefix}INTERNAL_TOKEN", INTERNAL_TOKEN_ENV),
+        description=description,
+    )
 
 
 class CommonSettings(BaseSettings):
@@ -133,9 +170,22 @@ def env_var_name(settings_cls: type[BaseSettings], field_name: str) -> str:
     return f"{prefix}{field_name}".upper()
 
 
+def field_env_names(settings_cls: type[BaseSettings], field_name: str) -> list[str]:
+    """The variables one field is read from, first match wins: its aliases if it has
+    some (``AliasChoices``), else the prefixed name."""
+    alias = settings_cls.model_fields[field_name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return [choice for choice in alias.choices if isinstance(choice, str)]
+    return [env_var_name(settings_cls, field_name)]
+
+
 def env_var_names(settings_cls: type[BaseSettings]) -> set[str]:
     """Every environment variable the class reads (for checking deployment files)."""
-    return {env_var_name(settings_cls, name) for name in settings_cls.model_fields}
+    return {
+        variable
+        for name in settings_cls.model_fields
+        for variable in field_env_names(settings_cls, name)
+    }
 
 
 def load_settings(settings_cls: type[S], **overrides: Any) -> S:
@@ -175,7 +225,8 @@ def _add_flag(
 ) -> None:
     flag = "--" + name.replace("_", "-")
     default = "" if field.is_required() else f" Default: {_default_text(field)}."
-    help_text = f"{field.description or ''} [env {env_var_name(settings_cls, name)}]{default}"
+    variables = " or ".join(field_env_names(settings_cls, name))
+    help_text = f"{field.description or ''} [env {variables}]{default}"
     kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
     annotation = field.annotation
     if annotation is bool:
@@ -197,9 +248,38 @@ def _default_text(field: FieldInfo) -> str:
 def _describe(settings_cls: type[BaseSettings], exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
-        field_name = str(error["loc"][0]) if error["loc"] else "?"
-        variable = env_var_name(settings_cls, field_name)
+        field_name = _field_named_by(settings_cls, str(error["loc"][0]) if error["loc"] else "?")
+        variable = " or ".join(_env_names_or_guess(settings_cls, field_name))
         flag = "--" + field_name.replace("_", "-")
         received = f" (got {error['input']!r})" if "input" in error else ""
+        if _is_secret(settings_cls, field_name):
+            received = ""  # never echo a secret, not even a wrong one
         problems.append(f"{variable} / {flag}: {error['msg']}{received}")
     return "invalid settings:\n  " + "\n  ".join(problems)
+
+
+def _field_named_by(settings_cls: type[BaseSettings], loc: str) -> str:
+    """A field with aliases is reported under the alias that was read: map it back."""
+    if loc in settings_cls.model_fields:
+        return loc
+    for name in settings_cls.model_fields:
+        if loc in field_env_names(settings_cls, name):
+            return name
+    return loc
+
+
+def _env_names_or_guess(settings_cls: type[BaseSettings], field_name: str) -> list[str]:
+    if field_name in settings_cls.model_fields:
+        return field_env_names(settings_cls, field_name)
+    return [env_var_name(settings_cls, field_name)]
+
+
+def _is_secret(settings_cls: type[BaseSettings], field_name: str) -> bool:
+    field = settings_cls.model_fields.get(field_name)
+    return field is not None and _mentions_secret(field.annotation)
+
+
+def _mentions_secret(annotation: Any) -> bool:
+    if annotation is SecretStr:
+        return True
+    return any(_mentions_secret(arg) for arg in get_args(annotation))

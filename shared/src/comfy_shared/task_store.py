@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any, Final, cast
 
 from loguru import logger
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from comfy_shared import lifecycle
@@ -31,7 +32,7 @@ from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_state import check_transition
 
 CREATE_TASK: Final = LuaScript(
-    keys=("task", "prompt", "inputs", "events", "recent"),
+    keys=("task", "prompt", "inputs", "events", "recent", "tenant_recent"),
     args=(
         "task_id",
         "record",
@@ -50,8 +51,10 @@ if ARG.prompt ~= '' then redis.call('SET', KEY.prompt, ARG.prompt) end
 local inputs = cjson.decode(ARG.inputs)
 for name, data in pairs(inputs) do redis.call('HSET', KEY.inputs, name, data) end
 redis.call('XADD', KEY.events, 'MAXLEN', '~', ARG.events_maxlen, '*', 'event', ARG.event)
-redis.call('ZADD', KEY.recent, ARG.created_ms, ARG.task_id)
-redis.call('ZREMRANGEBYSCORE', KEY.recent, '-inf', ARG.recent_cutoff_ms)
+for _, index in ipairs({KEY.recent, KEY.tenant_recent}) do
+  redis.call('ZADD', index, ARG.created_ms, ARG.task_id)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', ARG.recent_cutoff_ms)
+end
 """,
 )
 """Store a new task, or return the stored record if the id is taken (the caller needs it
@@ -80,9 +83,18 @@ return id
 """,
 )
 
+IDEMPOTENCY_TTL_S: Final = 24 * 3600
 MAX_UPDATE_ATTEMPTS: Final = 20
 TASK_ENDED: Final = "task-ended"
 """Signal sent (payload: task id) when a task reaches a terminal state."""
+
+
+class IdempotencyBinding(BaseModel):
+    """What an idempotency key names: a task, and the fingerprint of the request that made it
+    (the same key with another request is refused, not silently answered with this task)."""
+
+    task_id: str
+    fingerprint: str
 
 
 class TaskStore:
@@ -121,7 +133,10 @@ class TaskStore:
     ) -> tuple[dict[str, str], dict[str, str | int]]:
         """Keys and arguments of :data:`CREATE_TASK` (also for scripts that extend it)."""
         event = TaskEvent(kind="state", task=record)
-        keys = self._task_keys(record.id) | {"recent": self._keys.recent_tasks()}
+        keys = self._task_keys(record.id) | {
+            "recent": self._keys.recent_tasks(),
+            "tenant_recent": self._keys.tenant_recent(record.tenant),
+        }
         keys.pop("logs")
         files = {file.name: base64.b64encode(file.data).decode() for file in inputs}
         args: dict[str, str | int] = {
@@ -137,11 +152,12 @@ class TaskStore:
         }
         return keys, args
 
-    async def delete(self, task_id: str) -> None:
+    async def delete(self, record: TaskRecord) -> None:
         """Forget a task that was never accepted (its submission failed before anything ran)."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(*self._task_keys(task_id).values())
-            pipe.zrem(self._keys.recent_tasks(), task_id)
+            pipe.delete(*self._task_keys(record.id).values())
+            pipe.zrem(self._keys.recent_tasks(), record.id)
+            pipe.zrem(self._keys.tenant_recent(record.tenant), record.id)
             await pipe.execute()
 
     # --- reading -------------------------------------------------------------------------------
@@ -167,9 +183,11 @@ class TaskStore:
             for task_id, raw in zip(task_ids, replies, strict=True)
         }
 
-    async def recent_ids(self, offset: int, count: int) -> list[str]:
-        """Task ids, newest first, from the retention window's index."""
-        ids = await self._redis.zrevrange(self._keys.recent_tasks(), offset, offset + count - 1)
+    async def recent_ids(self, offset: int, count: int, tenant: str | None = None) -> list[str]:
+        """Task ids, newest first, from the retention window's index (of one tenant, or of
+        all of them)."""
+        index = self._keys.tenant_recent(tenant) if tenant else self._keys.recent_tasks()
+        ids = await self._redis.zrevrange(index, offset, offset + count - 1)
         return [str(task_id) for task_id in ids]
 
     async def get_prompt(self, task_id: str) -> dict[str, Any] | None:
@@ -241,17 +259,21 @@ class TaskStore:
         """The claimed submission never reached ComfyUI: it may be tried again."""
         await self._redis.delete(self._keys.task_submission(task_id, attempt))
 
-    async def bind_idempotency_key(self, key: str, task_id: str) -> str | None:
-        """Bind ``key`` to ``task_id``; returns the task id it was bound to earlier, if any."""
-        redis_key = self._keys.idempotency(key)
-        if await self._redis.set(redis_key, task_id, nx=True, ex=self._retention_s):
+    async def bind_idempotency_key(
+        self, tenant: str, key: str, binding: IdempotencyBinding
+    ) -> IdempotencyBinding | None:
+        """Bind a tenant's idempotency ``key`` to a task for 24 h; returns what the key was
+        bound to earlier, if anything (the caller then answers with that task)."""
+        redis_key = self._keys.idempotency(tenant, key)
+        value = binding.model_dump_json()
+        if await self._redis.set(redis_key, value, nx=True, ex=IDEMPOTENCY_TTL_S):
             return None
         earlier = await self._redis.get(redis_key)
-        return str(earlier) if earlier is not None else None
+        return IdempotencyBinding.model_validate_json(earlier) if earlier is not None else None
 
-    async def unbind_idempotency_key(self, key: str) -> None:
+    async def unbind_idempotency_key(self, tenant: str, key: str) -> None:
         """The request that bound ``key`` failed: a retry of it may create the task."""
-        await self._redis.delete(self._keys.idempotency(key))
+        await self._redis.delete(self._keys.idempotency(tenant, key))
 
     # --- internals -----------------------------------------------------------------------------
 

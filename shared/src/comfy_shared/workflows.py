@@ -22,6 +22,7 @@ import copy
 import io
 import json
 import random
+import secrets
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,6 +67,25 @@ class ImageLimits:
     max_bytes: int
     max_pixels: int
     """Width x height as the image's header declares it."""
+
+
+class StagedInputReference(ComfyStackError):
+    """A graph names a file in the staging folder of task inputs (another task's image)."""
+
+    def __init__(self, node_id: str, input_name: str) -> None:
+        super().__init__(
+            f"node {node_id!r} input {input_name!r} names a file under {UPLOAD_SUBFOLDER}/, "
+            "where the inputs of other tasks are staged; send images as template parameters"
+        )
+
+
+def refuse_staged_inputs(graph: Mapping[str, Any]) -> None:
+    prefix = f"{UPLOAD_SUBFOLDER}/"
+    for node_id, node in graph.items():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        for input_name, value in (inputs or {}).items():
+            if isinstance(value, str) and value.replace("\\", "/").lstrip("./").startswith(prefix):
+                raise StagedInputReference(node_id, input_name)
 
 
 class ParamType(StrEnum):
@@ -174,9 +194,10 @@ class Template:
         if errors:
             raise InvalidParams(self.name, errors)
 
-    def expand(self, resolved: Mapping[str, Any], task_id: str) -> Expansion:
+    def expand(self, resolved: Mapping[str, Any]) -> Expansion:
         """The graph with the values written to their targets. An image becomes an input file
-        named after the task and the parameter, which its targets already point at."""
+        under an unguessable name (other tasks on the node must not find it), which its
+        targets already point at."""
         graph = copy.deepcopy(self.graph)
         used: dict[str, Any] = {}
         inputs = []
@@ -184,7 +205,7 @@ class Template:
             spec = self.params[name]
             if spec.type is ParamType.IMAGE:
                 data, extension = decode_image(value)
-                inputs.append(InputFile(f"{task_id}-{name}.{extension}", data))
+                inputs.append(InputFile(f"{secrets.token_hex(16)}.{extension}", data))
                 value = f"{UPLOAD_SUBFOLDER}/{inputs[-1].name}"
                 used[name] = f"<{extension} image, {len(data)} bytes>"
             else:
@@ -356,16 +377,16 @@ class TemplateLibrary:
         prompt: dict[str, Any] | None,
         workflow: str | None,
         params: Mapping[str, Any],
-        task_id: str,
     ) -> Expansion:
         """The graph a request runs, made once, where the request is accepted: its own graph,
         or its template expanded with its values (a random seed drawn now, images turned
-        into input files). The request's images were checked when it was read
-        (``Template.check_images``)."""
+        into input files). A graph of the caller's own may not name a staged input file: those
+        are other tasks' images."""
         if prompt is not None:
+            refuse_staged_inputs(prompt)
             return Expansion(graph=prompt, params={})
         template = self.get(workflow or "")
-        return template.expand(template.resolve(params), task_id)
+        return template.expand(template.resolve(params))
 
 
 def load_template(declaration: Path) -> Template:

@@ -1,6 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
+from comfy_shared.access import KeyLimits
 from comfy_shared.api.schemas import GenerateRequest, TaskView
 from comfy_shared.models import OutputKind, Progress, TaskOutput, TaskRecord, is_valid_task_id
 from comfy_shared.task_queue import MAX_ABS_PRIORITY
@@ -134,3 +135,17 @@ def test_the_schema_says_exactly_one_of_prompt_or_workflow() -> None:
     node = schema["$defs"]["GraphNode"]
     assert node["required"] == ["class_type", "inputs"]
     assert node["properties"]["class_type"]["minLength"] == 1
+
+
+@pytest.mark.parametrize("value", [True, "5", 5.5])
+def test_integers_are_json_schema_integers(value: object) -> None:
+    """``true`` and ``"5"`` are no integer in JSON Schema (pydantic's lax mode takes them)."""
+    with pytest.raises(ValidationError, match="priority"):
+        GenerateRequest.model_validate({"workflow": "demo", "priority": value})
+    with pytest.raises(ValidationError, match="max_queued"):
+        KeyLimits.model_validate({"max_queued": value})
+
+
+def test_an_integer_with_a_zero_fraction_is_an_integer() -> None:
+    assert GenerateRequest.model_validate({"workflow": "demo", "priority": 5.0}).priority == 5
+    assert KeyLimits.model_validate({"max_queued": 5.0, "max_running": None}).max_queued == 5

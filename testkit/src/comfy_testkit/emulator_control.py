@@ -20,6 +20,10 @@ class EmulatorControl:
     async def hang_next(self, count: int = 1) -> None:
         await self._post("/hang-next", {"count": count})
 
+    async def release(self) -> None:
+        """Let hung prompts run on."""
+        await self._post("/release", {})
+
     async def drop_websockets(self, mode: str = "abort") -> None:
         await self._post("/drop-websockets", {"mode": mode})
 

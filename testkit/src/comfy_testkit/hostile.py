@@ -11,6 +11,7 @@ import struct
 import time
 import uuid
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -433,16 +434,25 @@ class RawAnswer:
 
 
 async def post_slowly(
-    url: str, *, declared: int, chunks: list[bytes], interval_s: float, wait_s: float = 10
+    url: str,
+    *,
+    declared: int,
+    chunks: list[bytes],
+    interval_s: float,
+    headers: Mapping[str, str],
+    wait_s: float = 10,
 ) -> RawAnswer:
-    """POST to ``url`` declaring ``declared`` body bytes, then send ``chunks`` one every
-    ``interval_s`` (and nothing more); the server's answer, read over the same socket."""
+    """POST to ``url`` with ``headers``, declaring ``declared`` body bytes, then send
+    ``chunks`` one every ``interval_s`` (and nothing more); the server's answer, read over the
+    same socket."""
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     started = time.monotonic()
     head = (
         f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {declared}\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        + "\r\n"
     )
     writer.write(head.encode())
     try:
@@ -477,11 +487,17 @@ def _parse_answer(raw: bytes) -> tuple[int, dict[str, Any]]:
     return int(head.split(b" ", 2)[1]), json.loads(body)
 
 
-async def check_a_body_that_never_arrives_is_cut(url: str, *, timeout_s: float) -> None:
+async def check_a_body_that_never_arrives_is_cut(
+    url: str, *, timeout_s: float, headers: Mapping[str, str]
+) -> None:
     """The body promises 100 bytes and sends 10: 408 ``body_timeout`` after ``timeout_s``,
     and the connection is closed."""
     answer = await post_slowly(
-        f"{url}/api/v1/generate", declared=100, chunks=[b'{"workflow'], interval_s=0
+        f"{url}/api/v1/generate",
+        declared=100,
+        chunks=[b'{"workflow'],
+        interval_s=0,
+        headers=headers,
     )
 
     assert (answer.status, answer.body["code"], answer.body["type"]) == (
@@ -492,7 +508,7 @@ async def check_a_body_that_never_arrives_is_cut(url: str, *, timeout_s: float) 
 
 
 async def check_a_trickling_body_gets_no_fresh_timeout_per_chunk(
-    url: str, *, timeout_s: float
+    url: str, *, timeout_s: float, headers: Mapping[str, str]
 ) -> None:
     """A byte every fifth of the timeout keeps arriving, yet the whole body must be in
     within the timeout."""
@@ -501,6 +517,7 @@ async def check_a_trickling_body_gets_no_fresh_timeout_per_chunk(
         declared=200,
         chunks=[b" "] * 50,
         interval_s=timeout_s / 5,
+        headers=headers,
     )
 
     assert (answer.status, answer.body["code"]) == (408, "body_timeout"), answer
@@ -580,3 +597,27 @@ async def check_an_event_stream_outlives_the_body_timeout(
             if line.startswith(": keepalive") and time.monotonic() - started > 2 * timeout_s:
                 return
     raise AssertionError("the event stream ended before twice the body timeout had passed")
+
+
+async def check_a_graph_cannot_name_a_staged_input(api: httpx.AsyncClient) -> None:
+    """Other tasks' images are staged under comfy-stack/: a graph of one's own cannot load
+    them, whatever the name."""
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "comfy-stack/0123abcd.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    response = await api.post("/api/v1/generate", json={"prompt": graph})
+    assert (response.status_code, response.json()["code"]) == (422, "staged_input")
+
+
+async def check_an_idempotency_key_names_one_request(api: httpx.AsyncClient) -> None:
+    key = {"Idempotency-Key": _fresh("order")}
+    body = {"prompt": graphs.solid_image(_fresh("i"))}
+
+    first = await api.post("/api/v1/generate", json=body, headers=key)
+    again = await api.post("/api/v1/generate", json=body, headers=key)
+    other = await api.post("/api/v1/generate", json={"workflow": "demo"}, headers=key)
+
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reuse")

@@ -7,6 +7,10 @@
 - ``start_emulator`` / ``start_service`` / ``start_balancer``: factories that start real
   processes on free ports and stop them (and print their output if the test failed) at teardown.
 - ``make_cluster`` / ``cluster``: emulator + service pairs and a balancer, with clients.
+
+Services and balancers run with an internal token (``comfy_testkit.stack.TEST_INTERNAL_TOKEN``)
+unless a test passes ``internal_token=None`` (or another token) to the factory; a client that
+calls a service directly sends ``service.auth_headers``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from comfy_stack.embedded_redis import RedisServer, start_redis_server
 from comfy_testkit.cluster import Cluster, Node
 from comfy_testkit.emulator_control import EmulatorControl
 from comfy_testkit.stack import (
+    AUTH_HEADERS,
+    TEST_INTERNAL_TOKEN,
     RunningComponent,
     start_balancer_process,
     start_emulator_process,
@@ -124,7 +130,8 @@ async def make_cluster(
     start_service: ServiceFactory,
     start_balancer: BalancerFactory,
 ) -> AsyncIterator[Callable[..., Cluster]]:
-    """Build a cluster: ``make(["a", "b"], emulator_args={"b": [...]}, balancer_args=[...])``."""
+    """Build a cluster: ``make(["a", "b"], emulator_args={"b": [...]}, balancer_args=[...])``;
+    ``internal_token=None`` runs it with no internal token."""
     opened: list[httpx.AsyncClient | EmulatorControl] = []
 
     def make(
@@ -133,6 +140,7 @@ async def make_cluster(
         emulator_args: dict[str, list[str]] | None = None,
         balancer_args: Sequence[str] = (),
         step_time_s: float = 0.01,
+        internal_token: str | None = TEST_INTERNAL_TOKEN,
     ) -> Cluster:
         nodes = []
         for node_id in node_ids:
@@ -141,12 +149,12 @@ async def make_cluster(
                 step_time_s=step_time_s,
                 extra_args=(emulator_args or {}).get(node_id, []),
             )
-            service = start_service(emulator.url, node_id=node_id)
+            service = start_service(emulator.url, node_id=node_id, internal_token=internal_token)
             control = EmulatorControl(emulator.url)
             opened.append(control)
             nodes.append(Node(node_id, emulator, service, control))
-        balancer = start_balancer(extra_args=list(balancer_args))
-        api = httpx.AsyncClient(base_url=balancer.url, timeout=15)
+        balancer = start_balancer(extra_args=list(balancer_args), internal_token=internal_token)
+        api = httpx.AsyncClient(base_url=balancer.url, timeout=15, headers=AUTH_HEADERS)
         opened.append(api)
         return Cluster(balancer, nodes, api)
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from comfy_testkit.stack import AUTH_HEADERS
 
 
 @dataclass(frozen=True)
@@ -47,24 +50,30 @@ class RawSseStream:
 
     @classmethod
     async def open(
-        cls, base_url: str, path: str, *, last_event_id: str | None = None
+        cls,
+        base_url: str,
+        path: str,
+        *,
+        last_event_id: str | None = None,
+        headers: Mapping[str, str] = AUTH_HEADERS,
     ) -> RawSseStream:
         """Connect and send the request; returns once the status line and headers are in."""
         url = urlsplit(base_url)
         reader, writer = await asyncio.open_connection(url.hostname, url.port or 80)
-        extra = f"Last-Event-ID: {last_event_id}\r\n" if last_event_id else ""
+        sent = {**headers, **({"Last-Event-ID": last_event_id} if last_event_id else {})}
+        extra = "".join(f"{name}: {value}\r\n" for name, value in sent.items())
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAccept: text/event-stream\r\n{extra}\r\n"
         )
         writer.write(request.encode())
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
         status = int(head[0].split(" ")[1])
-        headers = {}
+        answered = {}
         for line in head[1:]:
             name, _, value = line.partition(":")
             if name:
-                headers[name.strip().lower()] = value.strip()
-        return cls(reader, writer, status, headers)
+                answered[name.strip().lower()] = value.strip()
+        return cls(reader, writer, status, answered)
 
     async def body(self) -> str:
         """The whole body of a response that is not a stream (an error answer)."""

@@ -1,16 +1,33 @@
-"""Start our components as real processes on free ports, for integration and end-to-end tests."""
+"""Start our components as real processes on free ports, for integration and end-to-end tests.
+
+Services and balancers get :data:`TEST_INTERNAL_TOKEN` unless told otherwise
+(``internal_token=None`` starts them open), so every test runs them as a deployment does: a
+client that calls a service directly sends :attr:`RunningComponent.auth_headers`.
+"""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from comfy_shared.settings import INTERNAL_TOKEN_ENV
 from comfy_stack.ports import free_port
 from comfy_stack.processes import ManagedProcess, start_python_module, wait_until_http_ok
 
+ADMIN_KEY = "testkit-admin-key-0123456789abcdef"
+"""The admin key of every balancer the test kit starts (authentication is on, as deployed)."""
+AUTH_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 FAST_STEP_TIME_S = 0.01
 """Emulated sampler step time in tests: fast, yet long enough to see progress events."""
+
+SERVICE_PREFIX = "COMFY_SERVICE_"
+BALANCER_PREFIX = "COMFY_BALANCER_"
+"""Their settings' env_prefix (testkit does not import the apps it starts)."""
+
+TEST_INTERNAL_TOKEN = secrets.token_urlsafe(32)
+"""The internal token of every service and balancer started here, new for each test run."""
 
 
 @dataclass
@@ -18,6 +35,9 @@ class RunningComponent:
     process: ManagedProcess
     url: str
     name: str
+    auth_headers: dict[str, str] = field(default_factory=dict, repr=False)
+    """What a client calling this process's API directly must send: a service's internal
+    token, a balancer's admin key."""
 
     def stop(self) -> int:
         return self.process.stop()
@@ -58,6 +78,7 @@ def start_service_process(
     port: int | None = None,
     extra_args: Sequence[str] = (),
     wait_ready: bool = True,
+    internal_token: str | None = TEST_INTERNAL_TOKEN,
 ) -> RunningComponent:
     port = port or free_port()
     args = [
@@ -69,10 +90,16 @@ def start_service_process(
         "--health-interval-s", "0.5",
         *extra_args,
     ]  # fmt: skip
-    process = start_python_module(f"service-{node_id}", "comfy_service", args, log_dir=log_dir)
+    process = start_python_module(
+        f"service-{node_id}",
+        "comfy_service",
+        args,
+        log_dir=log_dir,
+        env=_token_env(internal_token, SERVICE_PREFIX),
+    )
     url = f"http://127.0.0.1:{port}"
     wait_until_http_ok(process, f"{url}/readyz" if wait_ready else f"{url}/healthz")
-    return RunningComponent(process, url, f"service-{node_id}")
+    return RunningComponent(process, url, f"service-{node_id}", _bearer(internal_token))
 
 
 def start_balancer_process(
@@ -82,7 +109,10 @@ def start_balancer_process(
     name: str = "balancer",
     port: int | None = None,
     extra_args: Sequence[str] = (),
+    admin_key: str | None = ADMIN_KEY,
+    internal_token: str | None = TEST_INTERNAL_TOKEN,
 ) -> RunningComponent:
+    """A balancer with authentication on and ``admin_key`` (None: authentication off)."""
     port = port or free_port()
     args = [
         "--redis-url", redis_url,
@@ -90,9 +120,23 @@ def start_balancer_process(
         "--host", "127.0.0.1",
         "--port", str(port),
         "--sweep-interval-s", "0.2",
+        *(["--auth", "off"] if admin_key is None else []),
         *extra_args,
     ]  # fmt: skip
-    process = start_python_module(name, "comfy_balancer", args, log_dir=log_dir)
+    env = _token_env(internal_token, BALANCER_PREFIX)
+    if admin_key is not None:
+        env["COMFY_BALANCER_ADMIN_KEY"] = admin_key
+    process = start_python_module(name, "comfy_balancer", args, log_dir=log_dir, env=env)
     url = f"http://127.0.0.1:{port}"
     wait_until_http_ok(process, f"{url}/readyz")
-    return RunningComponent(process, url, name)
+    return RunningComponent(process, url, name, _bearer(admin_key))
+
+
+def _bearer(secret: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"} if secret else {}
+
+
+def _token_env(internal_token: str | None, env_prefix: str) -> dict[str, str | None]:
+    """The token goes in the environment, not on the command line (which every local user
+    can read). Whatever this process's environment says is dropped: the test decides."""
+    return {INTERNAL_TOKEN_ENV: internal_token, f"{env_prefix}INTERNAL_TOKEN": None}

@@ -3,7 +3,7 @@ answers both apps give are in ``comfy_shared.api.openapi``)."""
 
 from __future__ import annotations
 
-from comfy_shared.api.openapi import Answer
+from comfy_shared.api.openapi import UNAUTHORIZED, Answer, OpenApiRewrite, require_credentials
 
 NO_CAPABLE_NODE = Answer(
     422,
@@ -15,3 +15,31 @@ QUEUE_FULL = Answer(429, "queue_full", "the queue holds `--max-queue` tasks; see
 NODE_UNAVAILABLE = Answer(
     503, "node_unavailable", "the node that holds the task (or its files) cannot be reached."
 )
+
+FORBIDDEN = Answer(403, "forbidden", "the API key lacks the scope the route needs.")
+PRIORITY_NOT_ALLOWED = Answer(
+    403, "priority_not_allowed", "`priority` is above the API key's `max_priority`."
+)
+RATE_LIMITED = Answer(
+    429,
+    "rate_limited",
+    "the API key used its `submits_per_minute`; see Retry-After and the RateLimit headers.",
+)
+KEY_QUEUE_FULL = Answer(
+    429, "key_queue_full", "the API key has its `max_queued` tasks waiting; see Retry-After."
+)
+TASK_ID_TAKEN = Answer(409, "task_id_taken", "another tenant's task has this `task_id`.")
+KEY_NOT_FOUND = Answer(404, "key_not_found", "no API key with this id.")
+
+API_KEYS: OpenApiRewrite = require_credentials(
+    [UNAUTHORIZED, FORBIDDEN],
+    {
+        "apiKey": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key (`csk_...`), or the admin key.",
+        },
+        "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    },
+)
+"""Every ``/api/v1`` route takes an API key (when authentication is on, the default)."""

@@ -3,7 +3,7 @@ both apps give are in ``comfy_shared.api.openapi``)."""
 
 from __future__ import annotations
 
-from comfy_shared.api.openapi import Answer
+from comfy_shared.api.openapi import UNAUTHORIZED, Answer, OpenApiRewrite, require_credentials
 
 PROMPT_REJECTED = Answer(
     422,
@@ -24,4 +24,16 @@ COMFYUI_ANSWERS = (
     Answer(503, "comfyui_unavailable", "ComfyUI cannot be reached; nothing changed there."),
     Answer(503, "comfyui_protocol_error", "ComfyUI answered something it should not."),
     Answer(503, "comfyui_error", "ComfyUI failed to answer the request."),
+)
+
+INTERNAL_TOKEN: OpenApiRewrite = require_credentials(
+    [UNAUTHORIZED],
+    {
+        "internalToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The deployment's internal token, when the service has one "
+            "(`--internal-token`); a service without one asks for no credential.",
+        }
+    },
 )

@@ -18,6 +18,7 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from loguru import logger
 from redis.asyncio import Redis
 
+from comfy_shared.access import Caller, visible_task
 from comfy_shared.api.body_limit import BodyLimitsMiddleware
 from comfy_shared.api.errors import ErrorTable, install_error_handlers
 from comfy_shared.api.openapi import (
@@ -25,6 +26,7 @@ from comfy_shared.api.openapi import (
     INVALID_REQUEST,
     TASK_PATH_ANSWERS,
     TOO_MANY_STREAMS,
+    OpenApiRewrite,
     complete_openapi,
     error_responses,
     link_new_tasks,
@@ -68,7 +70,12 @@ def build_app(
     templates: TemplateLibrary,
     settings: ApiServerSettings,
     health: APIRouter,
+    authenticate: Callable[..., Awaitable[Caller]],
+    credentials: OpenApiRewrite,
 ) -> FastAPI:
+    """The app: ``routers`` under ``/api/v1``, each route behind ``authenticate`` (which may
+    refuse with 401/403), as ``credentials`` documents (``require_credentials``); ``health``
+    and the OpenAPI pages stay open."""
     app = FastAPI(
         title=distribution,
         version=version(distribution),
@@ -85,10 +92,12 @@ def build_app(
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app, status_for)
     for router in (*routers, workflows_router()):
-        app.include_router(router, prefix=API_PREFIX)
+        app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(authenticate)])
     app.include_router(health)
     complete_openapi(
-        app, models=[GenerateRequest], rewrites=[describe_templates(templates), link_new_tasks]
+        app,
+        models=[GenerateRequest],
+        rewrites=[describe_templates(templates), link_new_tasks, credentials],
     )
     return app
 
@@ -104,11 +113,13 @@ _LOG_CONTENT = {
 
 def task_history_router(
     get_state: Callable[[Request], Awaitable[TaskReaders]],
+    get_caller: Callable[..., Awaitable[Caller]],
 ) -> APIRouter:
     """``/tasks/{id}/events`` (SSE) and ``/tasks/{id}/logs``: read from Redis, so every
-    process serves them the same, whoever ran the task."""
+    process serves them the same, whoever ran the task; only to a caller who may see it."""
     router = APIRouter(prefix="/tasks", tags=["tasks"])
     State = Annotated[TaskReaders, Depends(get_state)]
+    CallerOf = Annotated[Caller, Depends(get_caller)]
 
     @router.get(
         "/{task_id}/events",
@@ -117,12 +128,17 @@ def task_history_router(
         | {200: {"content": {"text/event-stream": {}}, "description": "Task events (SSE)."}},
     )
     async def task_events(
-        task_id: TaskIdInPath, state: State, last_event_id: Annotated[str | None, Header()] = None
+        task_id: TaskIdInPath,
+        state: State,
+        caller: CallerOf,
+        last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
         """Every state change and progress update, ending with the final state. A late client
         first gets the current state; reconnect with ``Last-Event-ID`` to get exactly the
         events you missed. An idle stream gets a comment line every ``--sse-heartbeat-s``;
-        past ``--max-streams`` open streams: 429 ``too_many_streams`` with Retry-After."""
+        past ``--max-streams`` open streams: 429 ``too_many_streams`` with Retry-After. A
+        browser's EventSource, which cannot send headers, may pass its key as ``?token=``."""
+        await visible_task(state.store, caller, task_id)
         stream = await open_task_events(
             state.store,
             state.stream_hub,
@@ -139,10 +155,14 @@ def task_history_router(
         responses=error_responses(*TASK_PATH_ANSWERS, INVALID_REQUEST) | {200: _LOG_CONTENT},
     )
     async def task_log(
-        task_id: TaskIdInPath, state: State, format: Annotated[LogFormat, Query()] = "text"
+        task_id: TaskIdInPath,
+        state: State,
+        caller: CallerOf,
+        format: Annotated[LogFormat, Query()] = "text",
     ) -> Response:
         """The task's log lines from every process that handled it, and ComfyUI's own lines
         while it ran, in time order (plain text; ``?format=json`` for records)."""
+        await visible_task(state.store, caller, task_id)
         return await task_log_response(state.redis, state.keys, state.store, task_id, format)
 
     return router

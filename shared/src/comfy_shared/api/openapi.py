@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from comfy_shared.api.schemas import ErrorBody
+from comfy_shared.api.schemas import API_PREFIX, ErrorBody
 
 _COMPONENTS = "#/components/schemas/"
 _FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
@@ -144,6 +144,31 @@ def link_new_tasks(schema: dict[str, Any]) -> None:
                     response["links"] = links
 
 
+def require_credentials(answers: Sequence[Answer], schemes: dict[str, Any]) -> OpenApiRewrite:
+    """A rewrite: every ``/api/v1`` operation needs one of the security ``schemes`` (name ->
+    OpenAPI security scheme) and may give ``answers`` (401, 403...) when it is missing."""
+
+    def rewrite(schema: dict[str, Any]) -> None:
+        schema["components"]["securitySchemes"] = schemes
+        for path, item in schema["paths"].items():
+            if path.startswith(API_PREFIX):
+                for operation in item.values():
+                    operation["security"] = [{name: []} for name in schemes]
+                    _add_answers(operation["responses"], answers)
+
+    return rewrite
+
+
+def _add_answers(responses: dict[str, Any], answers: Sequence[Answer]) -> None:
+    """Add ``answers`` to an operation's ``responses``, into the statuses it documents already."""
+    for status, response in error_responses(*answers).items():
+        known = responses.setdefault(str(status), response)
+        if known is not response:
+            codes = _code_enum(known)
+            codes += [code for code in response_codes(response) if code not in codes]
+            known["description"] += "\n" + response["description"]
+
+
 def documented_codes(schema: dict[str, Any]) -> dict[tuple[str, str], dict[int, list[str]]]:
     """(method, path) -> status -> the codes documented for it, for tests and tools."""
     found: dict[tuple[str, str], dict[int, list[str]]] = {}
@@ -159,6 +184,10 @@ def documented_codes(schema: dict[str, Any]) -> dict[tuple[str, str], dict[int, 
 
 def response_codes(response: dict[str, Any]) -> list[str]:
     """The codes an error response of the document lists (none: not an ErrorBody)."""
+    return list(_code_enum(response))
+
+
+def _code_enum(response: dict[str, Any]) -> list[str]:
     media = response.get("content", {}).get("application/json", {})
     parts: list[dict[str, Any]] = media.get("schema", {}).get("allOf", [])
     for part in parts:
@@ -193,6 +222,27 @@ TOO_MANY_STREAMS = Answer(
     "the process serves its `--max-streams` event streams already; see Retry-After.",
 )
 WORKFLOW_NOT_FOUND = Answer(404, "workflow_not_found", "no workflow template of this name.")
+UNAUTHORIZED = Answer(
+    401,
+    "unauthorized",
+    "no credential, or not a valid one (see the security schemes); nothing was read.",
+)
+IDEMPOTENCY_KEY_REUSE = Answer(
+    422,
+    "idempotency_key_reuse",
+    "the `Idempotency-Key` was used with another request body; choose a new key.",
+)
+REQUEST_IN_PROGRESS = Answer(
+    409,
+    "request_in_progress",
+    "a request with this `Idempotency-Key` is still being accepted; see Retry-After.",
+)
+STAGED_INPUT = Answer(
+    422,
+    "staged_input",
+    "the graph names a file under `comfy-stack/`, where other tasks' images are staged; "
+    "send images as template parameters.",
+)
 
 MALFORMED_JSON = Answer(400, "malformed_json", "the body is not JSON text in UTF-8.")
 BODY_TIMEOUT = Answer(
@@ -242,8 +292,11 @@ GENERATE_BODY_ANSWERS = (
     STRING_TOO_LONG,
     UNKNOWN_WORKFLOW,
     INVALID_PARAMS,
+    STAGED_INPUT,
+    IDEMPOTENCY_KEY_REUSE,
+    REQUEST_IN_PROGRESS,
 )
-"""What reading a ``POST /generate`` body can answer, on both apps."""
+"""What accepting a ``POST /generate`` body can answer, on both apps."""
 
 FORM_ANSWERS = (MALFORMED_FORM, INVALID_FORM)
 """What reading a ``multipart/form-data`` body can answer besides."""

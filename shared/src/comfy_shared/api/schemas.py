@@ -17,6 +17,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
+from comfy_shared.json_types import json_integer
 from comfy_shared.models import (
     TASK_ID_ALPHABET,
     TASK_ID_PATTERN,
@@ -109,6 +110,8 @@ class GenerateRequest(BaseModel):
     )
     client: dict[str, Any] = Field(default_factory=dict, description="Metadata echoed back.")
 
+    _integers = field_validator("priority", mode="before")(json_integer)
+
     @field_validator("prompt", mode="before")
     @classmethod
     def _api_format_graph(cls, prompt: Any) -> Any:
@@ -170,6 +173,7 @@ class TaskView(BaseModel):
     error: TaskError | None
     warnings: dict[str, Any]
     client: dict[str, Any]
+    tenant: str
     workflow: str | None
     params: dict[str, Any]
     links: TaskLinks
@@ -200,6 +204,7 @@ class TaskView(BaseModel):
             error=record.error,
             warnings=record.warnings,
             client=record.client,
+            tenant=record.tenant,
             workflow=record.workflow,
             params=record.params,
             links=TaskLinks(self=base, events=f"{base}/events", outputs=[o.url for o in outputs]),

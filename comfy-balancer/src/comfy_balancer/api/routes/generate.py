@@ -4,8 +4,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
 
-from comfy_balancer.api.answers import NO_CAPABLE_NODE, QUEUE_FULL
-from comfy_balancer.deps import State
+from comfy_balancer.api.answers import (
+    KEY_QUEUE_FULL,
+    NO_CAPABLE_NODE,
+    PRIORITY_NOT_ALLOWED,
+    QUEUE_FULL,
+    RATE_LIMITED,
+    TASK_ID_TAKEN,
+)
+from comfy_balancer.deps import CallerOf, State
 from comfy_shared.api.openapi import (
     BUSY,
     FORM_ANSWERS,
@@ -22,7 +29,11 @@ _ANSWERS = error_responses(
     *GENERATE_BODY_ANSWERS,
     *FORM_ANSWERS,
     NO_CAPABLE_NODE,
+    PRIORITY_NOT_ALLOWED,
+    TASK_ID_TAKEN,
     QUEUE_FULL,
+    KEY_QUEUE_FULL,
+    RATE_LIMITED,
     BUSY,
     REDIS_UNAVAILABLE,
 ) | {200: {"model": TaskView, "description": "Idempotency-Key or task id already used: no rerun."}}
@@ -38,6 +49,7 @@ _ANSWERS = error_responses(
 async def generate(
     request: JsonOrFormGenerateRequest,
     state: State,
+    caller: CallerOf,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> TaskView:
@@ -45,7 +57,9 @@ async def generate(
     carries the task's position in the queue. The body is JSON (``application/json``, UTF-8);
     images can come as base64 in ``params`` or, with ``multipart/form-data``, as file parts
     named after their parameter."""
-    intake = await state.intake.accept(request, idempotency_key)
+    intake = await state.intake.accept(request, idempotency_key, caller)
+    if intake.quota is not None:
+        response.headers.update(intake.quota.headers())
     if not intake.created:
         response.status_code = 200
     position = intake.position

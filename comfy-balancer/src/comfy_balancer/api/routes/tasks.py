@@ -9,9 +9,10 @@ from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
 from comfy_balancer.api.answers import NODE_UNAVAILABLE
-from comfy_balancer.deps import State
+from comfy_balancer.deps import CallerOf, State
 from comfy_balancer.errors import NodeUnavailable, OutputNotFound
 from comfy_balancer.service_client import NodeUnreachable
+from comfy_shared.access import visible_task
 from comfy_shared.api.openapi import (
     BUSY,
     INVALID_REQUEST,
@@ -39,15 +40,18 @@ class TaskPage(BaseModel):
 )
 async def list_tasks(
     state: State,
+    caller: CallerOf,
     status: TaskStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     # At most 18 digits: any offset Redis can take (a signed 64-bit integer) and no more.
     cursor: Annotated[str, Query(pattern=r"^[0-9]{1,18}$")] = "0",
 ) -> TaskPage:
-    """Recent tasks, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    """Recent tasks of the caller's tenant (an admin: of every tenant), newest first; pass
+    ``next_cursor`` back as ``cursor`` for the next page."""
+    tenant = None if caller.sees_every_tenant else caller.tenant
     offset, found = int(cursor), list[TaskView]()
     while len(found) < limit:
-        ids = await state.store.recent_ids(offset, limit)
+        ids = await state.store.recent_ids(offset, limit, tenant)
         if not ids:
             return TaskPage(tasks=found, next_cursor=None)
         records = await state.store.find_many(ids)
@@ -62,8 +66,8 @@ async def list_tasks(
 
 
 @router.get("/{task_id}", response_model=TaskView, responses=error_responses(*TASK_PATH_ANSWERS))
-async def get_task(task_id: TaskIdInPath, state: State) -> TaskView:
-    record = await state.store.get(task_id)
+async def get_task(task_id: TaskIdInPath, state: State, caller: CallerOf) -> TaskView:
+    record = await visible_task(state.store, caller, task_id)
     position = await state.queue.position(task_id) if record.status is TaskStatus.QUEUED else None
     return TaskView.from_record(record, queue_position=position)
 
@@ -73,9 +77,9 @@ async def get_task(task_id: TaskIdInPath, state: State) -> TaskView:
     response_model=TaskView,
     responses=error_responses(*TASK_PATH_ANSWERS, TASK_FINISHED, NODE_UNAVAILABLE, BUSY),
 )
-async def cancel_task(task_id: TaskIdInPath, state: State) -> TaskView:
+async def cancel_task(task_id: TaskIdInPath, state: State, caller: CallerOf) -> TaskView:
     """Cancel in any state: out of the queue, or cancelled by the node it was placed on."""
-    return TaskView.from_record(await state.intake.cancel(task_id))
+    return TaskView.from_record(await state.intake.cancel(task_id, caller))
 
 
 @router.get(
@@ -86,9 +90,11 @@ async def cancel_task(task_id: TaskIdInPath, state: State) -> TaskView:
     )
     | {200: OUTPUT_FILE},
 )
-async def download_output(task_id: TaskIdInPath, index: int, state: State) -> StreamingResponse:
+async def download_output(
+    task_id: TaskIdInPath, index: int, state: State, caller: CallerOf
+) -> StreamingResponse:
     """The file, proxied from the node that produced it."""
-    record = await state.store.get(task_id)
+    record = await visible_task(state.store, caller, task_id)
     if not 0 <= index < len(record.outputs):
         raise OutputNotFound(task_id, index)
     node = await state.registry.find(record.node_id or "")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response
 
 from comfy_service.api.answers import COMFYUI_ANSWERS, OVERLOADED, PROMPT_REJECTED
 from comfy_service.deps import State
@@ -29,14 +31,21 @@ _ANSWERS = error_responses(
     "/generate",
     status_code=202,
     response_model=TaskView,
-    responses=_ANSWERS | {200: {"model": TaskView, "description": "The id was known: no re-run."}},
+    responses=_ANSWERS
+    | {200: {"model": TaskView, "description": "Idempotency-Key or task id known: no re-run."}},
     openapi_extra={"requestBody": generate_request_body()},
 )
-async def generate(request: JsonGenerateRequest, state: State, response: Response) -> TaskView:
-    """Queue a graph, or a workflow template with parameters, on this node's ComfyUI. The
-    body is JSON (``application/json``, UTF-8)."""
+async def generate(
+    request: JsonGenerateRequest,
+    state: State,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> TaskView:
+    """Queue a graph, or a workflow template with parameters, on this node's ComfyUI. The body
+    is JSON (``application/json``, UTF-8). The same ``Idempotency-Key`` (or task id) again
+    returns the same task (200), never a second run."""
     with state.submits.enter():
-        submission = await state.submitter.submit(request)
+        submission = await state.submitter.submit(request, idempotency_key)
     if not submission.created:
         response.status_code = 200
     view = TaskView.from_record(submission.task)
