@@ -262,6 +262,7 @@ async def test_a_body_that_never_arrives_is_cut_with_408_while_event_streams_sta
         chunks=[b"{"],
         interval_s=0,
         headers={},
+        await_close=False,  # the connection lives on until uvicorn's keep-alive ends it
     )
     assert (anonymous.status, anonymous.body["code"]) == (401, "unauthorized")
     # The stream waits on the request for the client's disconnect long past the body's

@@ -441,10 +441,11 @@ async def post_slowly(
     interval_s: float,
     headers: Mapping[str, str],
     wait_s: float = 10,
+    await_close: bool = True,
 ) -> RawAnswer:
     """POST to ``url`` with ``headers``, declaring ``declared`` body bytes, then send
     ``chunks`` one every ``interval_s`` (and nothing more); the server's answer, read over the
-    same socket."""
+    same socket, and with ``await_close`` whether the server then closed it."""
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     started = time.monotonic()
@@ -459,7 +460,7 @@ async def post_slowly(
         sending = asyncio.create_task(_trickle(writer, chunks, interval_s))
         raw = await asyncio.wait_for(_read_answer(reader), wait_s)
         sending.cancel()
-        closed = await asyncio.wait_for(reader.read(1), wait_s) == b""
+        closed = await_close and await asyncio.wait_for(reader.read(1), wait_s) == b""
     finally:
         writer.close()
     return RawAnswer(*_parse_answer(raw), closed=closed, after_s=time.monotonic() - started)
