@@ -11,12 +11,19 @@ import pytest
 
 from comfy_testkit import graphs
 from comfy_testkit.api import wait_until_finished
+from comfy_testkit.api_keys import KeyClients
 from comfy_testkit.cluster import Cluster
 from comfy_testkit.stack import ADMIN_KEY
 from comfy_testkit.waiting import wait_for_condition
 
 OPEN_PATHS = {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
-SAMPLE_PATH_VALUES = {"task_id": "t-1", "index": "0", "name": "demo", "key_id": "k0123456789"}
+SAMPLE_PATH_VALUES = {
+    "task_id": "t-1",
+    "index": "0",
+    "name": "demo",
+    "key_id": "k0123456789",
+    "group": "class-1",
+}
 
 
 def fresh(prefix: str) -> str:
@@ -28,34 +35,11 @@ async def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     return make_cluster(["a"])
 
 
-class KeyClient(httpx.AsyncClient):
-    """A client that presents one API key; ``key`` is the key as its creation answered."""
-
-    def __init__(self, key: dict[str, Any], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.key = key
-
-
 @pytest.fixture
 async def as_key(cluster: Cluster) -> AsyncIterator[Callable[..., Any]]:
     """Makes a key through the admin API and returns a client that presents it."""
-    clients: list[KeyClient] = []
-
-    async def make(name: str, **body: Any) -> KeyClient:
-        created = await cluster.api.post("/api/v1/keys", json={"name": name, **body})
-        assert created.status_code == 201, created.text
-        client = KeyClient(
-            created.json(),
-            base_url=cluster.balancer.url,
-            timeout=15,
-            headers={"Authorization": f"Bearer {created.json()['key']}"},
-        )
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
+    async with KeyClients(cluster) as keys:
+        yield keys.make
 
 
 async def every_route(client: httpx.AsyncClient) -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ def every_key(keys: RedisKeys) -> list[str]:
     """Each builder of the schema called once, with sample arguments."""
     samples = {
         "task_id": "t1", "node_id": "n1", "attempt": 1, "key": "k", "name": "wake",
-        "tenant": "acme", "key_id": "k9",
+        "tenant": "acme", "key_id": "k9", "band_rank": 1, "flow": "acme",
     }  # fmt: skip
     built = []
     for name, builder in inspect.getmembers(keys, inspect.ismethod):
@@ -33,6 +33,9 @@ def test_every_key_is_in_the_schema_table() -> None:
         "t1": "{id}", "n1": "{node}", "k": "{key}", "wake": "{name}", "1": "{n}",
         "acme": "{tenant}", "k9": "{key}",
     }  # fmt: skip
+    flow_key = RedisKeys("{p}").queue_flow(1, "acme")
     for key in every_key(RedisKeys("{p}")):
         pattern = ":".join(placeholder.get(part, part) for part in key.split(":"))
+        if key == flow_key:
+            pattern = "{p}:queue:flow:{n}:{flow}"
         assert pattern in schema, pattern

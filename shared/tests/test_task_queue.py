@@ -3,10 +3,10 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from comfy_shared.models import TaskRecord
+from comfy_shared.models import Band, TaskRecord
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import Signals
-from comfy_shared.task_queue import TASK_QUEUED, QueueAtCapacity, TaskQueue
+from comfy_shared.task_queue import TASK_QUEUED, QueueAtCapacity, Share, TaskQueue
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TASK_ENDED, TaskStore
 from comfy_testkit.records import on_node, run, succeed
@@ -25,8 +25,16 @@ def queue(redis: Redis, store: TaskStore) -> TaskQueue:
     return TaskQueue(redis, KEYS, store)
 
 
-async def submit(queue: TaskQueue, task_id: str, priority: int = 0) -> int | None:
-    submitted = await queue.submit(TaskRecord(id=task_id, priority=priority), PROMPT)
+async def submit(
+    queue: TaskQueue,
+    task_id: str,
+    priority: int = 0,
+    *,
+    band: Band = Band.STANDARD,
+    share: Share | None = None,
+) -> int | None:
+    record = TaskRecord(id=task_id, priority=priority, band=band)
+    submitted = await queue.submit(record, PROMPT, share=share)
     assert submitted.created
     return submitted.position
 
@@ -109,7 +117,7 @@ async def test_requeue_puts_the_task_back_in_its_old_place(queue: TaskQueue) -> 
 
     assert await queue.head(5) == ["a", "b", "c"]
     assert await queue.dispatched("n1") == {}
-    assert (await queue.stats()).by_priority == {0: 3}
+    assert (await queue.stats()).by_band == {Band.STANDARD: 3}
 
 
 async def test_remove_takes_a_queued_task_out_once(queue: TaskQueue) -> None:
@@ -117,20 +125,20 @@ async def test_remove_takes_a_queued_task_out_once(queue: TaskQueue) -> None:
     assert await queue.remove("a")
     assert not await queue.remove("a")
     stats = await queue.stats()
-    assert (stats.pending, stats.by_priority, stats.oldest_queued_ms) == (0, {}, None)
+    assert (stats.pending, stats.by_band, stats.oldest_queued_ms) == (0, {}, None)
 
 
-async def test_stats_count_by_priority_and_know_the_oldest(queue: TaskQueue) -> None:
-    await submit(queue, "a", 1)
-    await submit(queue, "b", 1)
-    await submit(queue, "c", -1)
+async def test_stats_count_by_band_and_know_the_oldest(queue: TaskQueue) -> None:
+    await submit(queue, "a", band=Band.INTERACTIVE)
+    await submit(queue, "b", band=Band.BATCH)
+    await submit(queue, "c", band=Band.BATCH)
     await queue.claim("b", "n1", 2)
 
     stats = await queue.stats()
 
     assert stats.pending == 2
-    assert stats.by_priority == {1: 1, -1: 1}
-    assert stats.oldest_queued_ms is not None
+    assert stats.by_band == {Band.INTERACTIVE: 1, Band.BATCH: 1}
+    assert (stats.aged, stats.oldest_queued_ms is not None) == (0, True)
 
 
 async def test_priority_out_of_range_is_refused(queue: TaskQueue) -> None:

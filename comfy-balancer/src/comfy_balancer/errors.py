@@ -36,7 +36,7 @@ from comfy_shared.errors import (
     TooManyStreams,
 )
 from comfy_shared.idempotency import IdempotencyKeyBusy, IdempotencyKeyReused
-from comfy_shared.models import ErrorType
+from comfy_shared.models import Band, ErrorType
 from comfy_shared.workflows import InvalidParams, StagedInputReference, UnknownWorkflow
 
 
@@ -55,6 +55,11 @@ class KeyQueueFull(ComfyStackError):
 class PriorityNotAllowed(ComfyStackError):
     def __init__(self, priority: int, highest: int) -> None:
         super().__init__(f"priority {priority} is above this API key's highest, {highest}")
+
+
+class BandNotAllowed(ComfyStackError):
+    def __init__(self, band: Band, highest: Band) -> None:
+        super().__init__(f"band {band.value!r} is above this API key's highest, {highest.value!r}")
 
 
 class TaskIdTaken(ComfyStackError):
@@ -115,6 +120,7 @@ STATUS_FOR: ErrorTable = {
     Unauthorized: ErrorMapping(401, "unauthorized", V, headers=_challenge),
     Forbidden: ErrorMapping(403, "forbidden", V),
     PriorityNotAllowed: ErrorMapping(403, "priority_not_allowed", V),
+    BandNotAllowed: ErrorMapping(403, "band_not_allowed", V),
     KeyNotFound: ErrorMapping(404, "key_not_found", V),
     TaskIdTaken: ErrorMapping(409, "task_id_taken", V),
     IdempotencyKeyReused: ErrorMapping(422, "idempotency_key_reuse", V),

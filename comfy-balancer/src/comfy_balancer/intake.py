@@ -16,7 +16,9 @@ from typing import Any
 from loguru import logger
 
 from comfy_balancer.auth.rate_limit import Quota, SubmitRateLimiter
+from comfy_balancer.costs import predicted_gpu_s
 from comfy_balancer.errors import (
+    BandNotAllowed,
     KeyQueueFull,
     NoCapableNode,
     NodeUnavailable,
@@ -24,7 +26,7 @@ from comfy_balancer.errors import (
     QueueFull,
     TaskIdTaken,
 )
-from comfy_balancer.registry import NodeRegistry, NodeState
+from comfy_balancer.registry import NodeRegistry, NodeState, NodeView
 from comfy_balancer.service_client import NodeUnreachable, ServiceClient
 from comfy_shared.access import Caller
 from comfy_shared.api.schemas import GenerateRequest
@@ -32,8 +34,15 @@ from comfy_shared.capabilities import missing_capabilities
 from comfy_shared.errors import InvalidTransition, TaskNotFound
 from comfy_shared.idempotency import IdempotencyKeys
 from comfy_shared.lifecycle import Cancelled, Refused
-from comfy_shared.models import RetryPolicy, TaskRecord, new_task_id
-from comfy_shared.task_queue import KeyAtCapacity, KeyQuota, QueueAtCapacity, TaskQueue
+from comfy_shared.models import Band, RetryPolicy, TaskRecord, new_task_id
+from comfy_shared.task_queue import (
+    FIFO_FLOW,
+    KeyAtCapacity,
+    KeyQuota,
+    QueueAtCapacity,
+    Share,
+    TaskQueue,
+)
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
 from comfy_shared.workflows import Expansion, TemplateLibrary
@@ -66,7 +75,10 @@ class TaskIntake:
         templates: TemplateLibrary,
         max_queue: int,
         rate_limiter: SubmitRateLimiter,
+        fair: bool = True,
     ) -> None:
+        """``fair``: tenants take turns in a band (else one flow per band: priority, then
+        arrival)."""
         self._store = store
         self._idempotency = IdempotencyKeys(store)
         self._rate_limiter = rate_limiter
@@ -76,6 +88,7 @@ class TaskIntake:
         self._policy = policy
         self._templates = templates
         self._max_queue = max_queue
+        self._fair = fair
 
     async def accept(
         self, request: GenerateRequest, idempotency_key: str | None, caller: Caller
@@ -83,6 +96,9 @@ class TaskIntake:
         limits = caller.limits
         if limits.max_priority is not None and request.priority > limits.max_priority:
             raise PriorityNotAllowed(request.priority, limits.max_priority)
+        band = request.band or caller.share.band
+        if not caller.share.allows(band):
+            raise BandNotAllowed(band, caller.share.max_band or caller.share.band)
         quota = None
         if limits.submits_per_minute is not None and caller.key_id is not None:
             quota = await self._rate_limiter.take(caller.key_id, limits.submits_per_minute)
@@ -92,7 +108,7 @@ class TaskIntake:
         ) as earlier:
             if earlier is not None:
                 return Intake(self._visible(earlier, caller), created=False, quota=quota)
-            intake = await self._enqueue(task_id, request, caller)
+            intake = await self._enqueue(task_id, request, caller, band)
         return Intake(intake.task, intake.created, intake.position, quota)
 
     async def cancel(self, task_id: str, caller: Caller) -> TaskRecord:
@@ -104,15 +120,20 @@ class TaskIntake:
             return await self._cancel_here(task_id)
         return await self._cancel_on_node(record)
 
-    async def _enqueue(self, task_id: str, request: GenerateRequest, caller: Caller) -> Intake:
+    async def _enqueue(
+        self, task_id: str, request: GenerateRequest, caller: Caller, band: Band
+    ) -> Intake:
         # Only a caller-chosen id can be taken already; the submit script checks again.
         if request.task_id and (existing := await self._store.find(task_id)) is not None:
             return Intake(self._visible(existing, caller, taken=True), created=False)
         work = self._expand(request)
-        await self._check_capable(work.graph)
+        live = await self._check_capable(work.graph)
+        cost_s = predicted_gpu_s(work.graph, [node.speed for node in live if node.speed])
         record = TaskRecord(
             id=task_id,
             priority=request.priority,
+            band=band,
+            predicted_gpu_s=round(cost_s, 3),
             client=request.client,
             tenant=caller.tenant,
             key_id=caller.key_id,
@@ -129,6 +150,12 @@ class TaskIntake:
                 inputs=work.inputs,
                 max_pending=self._max_queue,
                 limits=KeyQuota(max_queued=limits.max_queued, max_running=limits.max_running),
+                share=Share(
+                    flow=caller.tenant if self._fair else FIFO_FLOW,
+                    cost_s=cost_s,
+                    weight=caller.share.weight,
+                    group=caller.share.group or "",
+                ),
             )
         except QueueAtCapacity:
             raise QueueFull(self._max_queue, RETRY_AFTER_S) from None
@@ -136,7 +163,9 @@ class TaskIntake:
             raise KeyQueueFull(limits.max_queued or 0, RETRY_AFTER_S) from None
         if not submitted.created:
             return Intake(self._visible(submitted.task, caller, taken=True), created=False)
-        logger.info("task queued", task_id=task_id, priority=request.priority)
+        logger.info(
+            "task queued", task_id=task_id, band=band, priority=request.priority, cost_s=cost_s
+        )
         return Intake(submitted.task, submitted.created, submitted.position)
 
     def _expand(self, request: GenerateRequest) -> Expansion:
@@ -154,14 +183,16 @@ class TaskIntake:
             return record
         raise TaskIdTaken(record.id) if taken else TaskNotFound(record.id)
 
-    async def _check_capable(self, prompt: dict[str, Any]) -> None:
-        """422 only when live nodes exist and none could run the graph; with no live node at
-        all, the task waits for one (a cluster restart must not turn work away)."""
+    async def _check_capable(self, prompt: dict[str, Any]) -> list[NodeView]:
+        """The live nodes. 422 only when live nodes exist and none could run the graph; with
+        no live node at all, the task waits for one (a cluster restart must not turn work
+        away)."""
         nodes = await self._registry.recent(max_age_s=CAPABILITIES_MAX_AGE_S)
         live = [n for n in nodes if n.state is not NodeState.DEAD]
         lacking = {n.node_id: missing_capabilities(prompt, n.capabilities) for n in live}
         if lacking and all(lacking.values()):
             raise NoCapableNode({node: missing.model_dump() for node, missing in lacking.items()})
+        return live
 
     async def _cancel_here(self, task_id: str) -> TaskRecord:
         try:

@@ -79,7 +79,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     store = TaskStore(
         redis, keys, retention_s=settings.retention_s, events_maxlen=settings.events_maxlen
     )
-    queue = TaskQueue(redis, keys, store)
+    queue = TaskQueue(redis, keys, store, batch_max_wait_s=settings.batch_max_wait_s)
     registry = NodeRegistry(
         redis, keys, slots=settings.slots_per_node, allowed=frozenset(settings.nodes)
     )
@@ -95,6 +95,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         policy=policy,
         templates=templates,
         max_queue=settings.max_queue,
+        fair=settings.queue_policy == "fair",
         rate_limiter=SubmitRateLimiter(redis, keys),
     )
     keystore = KeyStore(redis, keys)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from comfy_balancer.api.answers import API_KEYS
-from comfy_balancer.api.routes import cluster, generate, health, keys, tasks
+from comfy_balancer.api.routes import cluster, generate, groups, health, keys, tasks
 from comfy_balancer.deps import get_caller, get_state
 from comfy_balancer.errors import STATUS_FOR
 from comfy_balancer.lifespan import balancer_lifespan
@@ -28,6 +28,7 @@ def create_app(settings: BalancerSettings) -> FastAPI:
             task_history_router(get_state, get_caller),
             cluster.router,
             keys.router,
+            groups.router,
         ],
         authenticate=get_caller,
         credentials=API_KEYS,

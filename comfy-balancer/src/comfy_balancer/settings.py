@@ -68,6 +68,17 @@ class BalancerSettings(ApiServerSettings):
         gt=0,
         description="Seconds between checks for dead nodes and stuck placements.",
     )
+    queue_policy: Literal["fair", "fifo"] = Field(
+        default="fair",
+        description="Order inside a band: fair (tenants take turns weighted by predicted "
+        "GPU-seconds and their key's weight) or fifo (priority, then arrival, for everyone).",
+    )
+    batch_max_wait_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A batch task that waited this long is placed before every band: batch "
+        "work never starves.",
+    )
     lookahead: int = Field(
         default=64,
         ge=1,

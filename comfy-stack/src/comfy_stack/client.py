@@ -63,6 +63,12 @@ class StackClient:
     def revoke_key(self, key_id: str) -> dict[str, Any]:
         return self._object("DELETE", f"/api/v1/keys/{key_id}")
 
+    def set_group(self, group: str, max_running: int | None) -> dict[str, Any]:
+        return self._object("PUT", f"/api/v1/groups/{group}", json={"max_running": max_running})
+
+    def groups(self) -> dict[str, Any]:
+        return self._object("GET", "/api/v1/groups")
+
     def workflow(self, name: str) -> dict[str, Any]:
         return self._object("GET", f"/api/v1/workflows/{name}")
 

@@ -21,6 +21,7 @@ from comfy_stack.credentials import KEY_ENV, client_key
 from comfy_stack.progress import ProgressLine
 
 DEFAULT_WORKFLOW = "txt2img-sdxl"
+BANDS = ["interactive", "standard", "batch"]
 
 
 def add_client_commands(commands: Any) -> None:
@@ -33,7 +34,8 @@ def add_client_commands(commands: Any) -> None:
         "@FILE reads an image file",
     )  # fmt: skip
     generate.add_argument("--prompt-file", type=Path, help="an API-format graph to run instead")
-    generate.add_argument("--priority", type=int, default=0)
+    generate.add_argument("--priority", type=int, default=0, help="orders your own tasks")
+    generate.add_argument("--band", choices=BANDS, help="default: your key's")
     generate.add_argument("--output", "-o", type=Path, help="file for the first output")
     generate.set_defaults(run=_generate)
     for name, handler, help_text in (
@@ -47,7 +49,7 @@ def add_client_commands(commands: Any) -> None:
     commands.add_parser("queue", help="the pending queue").set_defaults(run=_queue)
     _add_keys_commands(commands)
     for name, command in commands.choices.items():
-        if name not in ("up", "keys"):  # keys: on each of its actions
+        if name not in ("up", "keys", "groups"):  # those: on each of their actions
             _add_connection_flags(command)
 
 
@@ -71,12 +73,25 @@ def _add_keys_commands(commands: Any) -> None:
     )  # fmt: skip
     for limit in ("max-running", "max-queued", "submits-per-minute", "max-priority"):
         create.add_argument(f"--{limit}", type=int)
+    create.add_argument("--band", choices=BANDS, help="its tasks' band (default standard)")
+    create.add_argument("--max-band", choices=BANDS, help="the highest band it may ask for")
+    create.add_argument("--weight", type=float, help="its share of a band (default 1)")
+    create.add_argument("--group", help="a group of tenants capped together (see groups)")
     create.set_defaults(run=_create_key)
     actions.add_parser("list", help="every key, without secrets").set_defaults(run=_list_keys)
     revoke = actions.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     revoke.set_defaults(run=_revoke_key)
     for action in actions.choices.values():
+        _add_connection_flags(action)
+    groups = commands.add_parser("groups", help="caps on groups of tenants (needs an admin key)")
+    group_actions = groups.add_subparsers(required=True, metavar="ACTION")
+    cap = group_actions.add_parser("set", help="cap the tasks a group runs at once")
+    cap.add_argument("group")
+    cap.add_argument("max_running", help="a number, or 'none' to lift the cap")
+    cap.set_defaults(run=_set_group)
+    group_actions.add_parser("list", help="every capped group").set_defaults(run=_list_groups)
+    for action in group_actions.choices.values():
         _add_connection_flags(action)
 
 
@@ -113,6 +128,8 @@ def _generate(client: StackClient, args: argparse.Namespace) -> int:
 
 def _request_body(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"priority": args.priority}
+    if args.band:
+        body["band"] = args.band
     if args.prompt_file is not None:
         return body | {"prompt": json.loads(args.prompt_file.read_text())}
     params = dict(_parse_param(item) for item in args.param)
@@ -166,8 +183,10 @@ def _queue(client: StackClient, args: argparse.Namespace) -> int:
     queue = client.queue()
     wait = queue["oldest_wait_s"]
     print(f"pending: {queue['pending']}, oldest wait: {wait if wait is not None else '-'} s")
-    for priority, count in queue["by_priority"].items():
-        print(f"  priority {priority}: {count}")
+    for band, count in queue["by_band"].items():
+        print(f"  {band}: {count}")
+    if queue["aged"]:
+        print(f"  batch tasks promoted after their longest wait: {queue['aged']}")
     return 0
 
 
@@ -182,6 +201,13 @@ def _create_key(client: StackClient, args: argparse.Namespace) -> int:
         body["tenant"] = args.tenant
     if args.scope:
         body["scopes"] = args.scope
+    share = {
+        name: getattr(args, name)
+        for name in ("band", "max_band", "weight", "group")
+        if getattr(args, name) is not None
+    }
+    if share:
+        body["share"] = share
     key = client.create_key(body)
     print(f"{key['id']}  tenant {key['tenant']}  scopes {','.join(key['scopes'])}")
     print(key["key"])  # the secret: shown this once
@@ -189,13 +215,28 @@ def _create_key(client: StackClient, args: argparse.Namespace) -> int:
 
 
 def _list_keys(client: StackClient, args: argparse.Namespace) -> int:
-    rows = [["id", "name", "tenant", "scopes", "limits", "created"]]
+    rows = [["id", "name", "tenant", "scopes", "limits", "share", "created"]]
     for key in client.api_keys():
         limits = ",".join(f"{k}={v}" for k, v in key["limits"].items() if v is not None)
+        share = ",".join(f"{k}={v}" for k, v in key["share"].items() if v is not None)
         rows.append([
             key["id"], key["name"], key["tenant"], ",".join(key["scopes"]), limits or "-",
-            key["created_at"][:19],
+            share, key["created_at"][:19],
         ])  # fmt: skip
+    _print_table(rows)
+    return 0
+
+
+def _set_group(client: StackClient, args: argparse.Namespace) -> int:
+    most = None if args.max_running == "none" else int(args.max_running)
+    client.set_group(args.group, most)
+    print(f"group {args.group}: " + (f"at most {most} running" if most else "no cap"))
+    return 0
+
+
+def _list_groups(client: StackClient, args: argparse.Namespace) -> int:
+    rows = [["group", "max running"]]
+    rows += [[group, str(limit["max_running"])] for group, limit in client.groups().items()]
     _print_table(rows)
     return 0
 

@@ -1,9 +1,10 @@
-"""A one-line live view of a task on a terminal: queue position while it waits, then the
-running node and a bar of its steps."""
+"""A one-line live view of a task on a terminal: queue position and expected start while it
+waits, then the running node and a bar of its steps."""
 
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 _BAR_WIDTH = 30
@@ -31,7 +32,7 @@ def describe(task: dict[str, Any]) -> str:
     if status == "queued":
         position = task.get("queue_position")
         ahead = f", {position} ahead" if position else ""
-        return f"{task['id']} queued{ahead}"
+        return f"{task['id']} queued{ahead}{_expected_start(task.get('eta'))}"
     if status == "dispatched":
         return f"{task['id']} on {task.get('node_id')}, waiting for ComfyUI"
     progress = task.get("progress") or {}
@@ -45,3 +46,18 @@ def describe(task: dict[str, Any]) -> str:
     if status == "running":
         return f"{task['id']} running on {task.get('node_id')} node {progress.get('node') or '-'}"
     return f"{task['id']} {status}"
+
+
+def _expected_start(eta: dict[str, str] | None, now: datetime | None = None) -> str:
+    if not eta:
+        return ""
+    wait_s = (datetime.fromisoformat(eta["start"]) - (now or datetime.now(UTC))).total_seconds()
+    return f", starts in about {_duration(wait_s)}" if wait_s >= 1 else ", starts any moment"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"

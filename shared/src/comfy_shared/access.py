@@ -16,8 +16,8 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from comfy_shared.errors import TaskNotFound
-from comfy_shared.json_types import json_integer
-from comfy_shared.models import TaskRecord
+from comfy_shared.json_types import json_integer, json_number
+from comfy_shared.models import Band, TaskRecord
 from comfy_shared.task_queue import MAX_ABS_PRIORITY
 from comfy_shared.task_store import TaskStore
 
@@ -60,6 +60,38 @@ class KeyLimits(BaseModel):
     _integers = field_validator("*", mode="before")(json_integer)
 
 
+class KeyShare(BaseModel):
+    """How a key's tasks share the fleet with other tenants' (README "Fair sharing")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    band: Band = Field(default=Band.STANDARD, description="The band of its tasks by default.")
+    max_band: Band | None = Field(
+        default=None,
+        description="The highest band a request may ask for (default: `band`); above: 403.",
+    )
+    weight: float = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description="Its tenant's share of a band, relative to others' (2: twice the GPU-time).",
+    )
+    group: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="A group of tenants whose running tasks are capped together "
+        "(`PUT /api/v1/groups/{group}`), e.g. a class.",
+    )
+
+    _numbers = field_validator("weight", mode="before")(json_number)
+
+    def allows(self, band: Band) -> bool:
+        return band.rank >= (self.max_band or self.band).rank
+
+
+ANY_BAND: Final = KeyShare(max_band=Band.INTERACTIVE)
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
     tenant: str
@@ -67,6 +99,7 @@ class Caller:
     key_id: str | None = None
     """The API key, when one was shown (None where no key is asked for)."""
     limits: KeyLimits = field(default_factory=KeyLimits)
+    share: KeyShare = ANY_BAND
 
     def may(self, scope: Scope) -> bool:
         return scope in self.scopes or Scope.ADMIN in self.scopes

@@ -12,3 +12,10 @@ def json_integer(value: Any) -> Any:
     if isinstance(value, bool | str):
         raise ValueError("must be an integer")
     return value
+
+
+def json_number(value: Any) -> Any:
+    """The same for a ``float`` field: ``true`` and ``"1.5"`` are no JSON number."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number")
+    return value

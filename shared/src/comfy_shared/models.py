@@ -100,6 +100,23 @@ class Attempt(BaseModel):
     )
 
 
+class Band(StrEnum):
+    """A task's class of service. Bands are served strictly in this order (a waiting batch
+    task is promoted once it has waited ``--batch-max-wait-s``); tenants share a band fairly."""
+
+    INTERACTIVE = "interactive"
+    STANDARD = "standard"
+    BATCH = "batch"
+
+    @property
+    def rank(self) -> int:
+        """0 is served first."""
+        return _BAND_ORDER.index(self)
+
+
+_BAND_ORDER = list(Band)
+
+
 class RetryPolicy(BaseModel):
     """Set by the balancer: which ComfyUI failures are the node's fault (e.g. out of memory),
     so the task may run again elsewhere, and how many placements a task gets in all."""
@@ -137,6 +154,10 @@ class TaskRecord(BaseModel):
     finished_at: datetime | None = None
     node_id: str | None = None
     priority: int = 0
+    band: Band = Band.STANDARD
+    predicted_gpu_s: float | None = Field(
+        default=None, description="GPU-seconds the task is expected to take (what it is charged)."
+    )
     attempts: int = 0
     progress: Progress | None = None
     outputs: list[TaskOutput] = Field(default_factory=list)

@@ -21,7 +21,8 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 {p}:apikeys                  hash    key store       none; key id -> ApiKey JSON (no secret)
 {p}:apikeys:secrets          hash    key store       none; sha256 of a secret -> key id
 {p}:queue:usage              hash    task queue      none; "<key id>:queued|running|max_running":
-                                                     each API key's tasks waiting and placed
+                                                     each API key's tasks waiting and placed;
+                                                     "group:<group>:running"
 {p}:key:{key}:bucket         hash    rate limiter    ~2 min; token bucket of submits
 {p}:node:{node}:health       string  comfy-service   ~3 health intervals: expiry = node dead
 {p}:node:{node}:speed        string  comfy-service   none; the node's measured speed, kept
@@ -30,14 +31,21 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
                                                      ComfyUI and still follows: prompt id ->
                                                      {"task_id", "attempt"} JSON
 {p}:nodes                    zset    comfy-service   none; node id scored by last seen ms
-{p}:queue:pending            zset    task queue      none; task id scored in run order
-                                                     (-priority * 1e12 + arrival sequence)
+{p}:queue:pending            zset    task queue      none; task id scored in run order: band rank
+                                                     * 1e12 + fair tag (see task_queue)
 {p}:queue:since              zset    task queue      none; pending task id scored by enqueue ms
-{p}:queue:places             hash    task queue      none; task id -> "score:enqueue ms" of a
-                                                     task placed from the queue, so it goes back
-                                                     to its old place; dropped with its slot
-{p}:queue:priorities         hash    task queue      none; priority -> pending count
-{p}:queue:seq                string  task queue      none; arrival counter (FIFO in a priority)
+{p}:queue:aging              zset    task queue      none; pending batch task id by enqueue ms
+{p}:queue:places             hash    task queue      none; task id -> "score|enqueue ms|key|
+                                                     group|flow key|order in flow" of a queued or
+                                                     placed task (it goes back to its old place);
+                                                     dropped with its slot
+{p}:queue:vtime              hash    task queue      none; band rank -> its virtual time
+{p}:queue:flows              hash    task queue      none; "<band rank>:<flow>" -> the tag its
+                                                     next task starts at
+{p}:queue:flow:{n}:{flow}    zset    task queue      none; a flow's waiting task ids in their own
+                                                     order (-priority * 1e12 + arrival sequence)
+{p}:queue:groups             hash    balancer API    none; group -> most tasks it runs at once
+{p}:queue:seq                string  task queue      none; arrival counter
 {p}:node:{node}:dispatched   zset    task queue      none; task ids the balancer placed on the
                                                      node, scored by claim ms (its used slots)
 {p}:node:{node}:failures     zset    comfy-balancer  ~10 min; recent failure times on the node
@@ -106,8 +114,25 @@ class RedisKeys:
     def queue_places(self) -> str:
         return f"{self.prefix}:queue:places"
 
-    def queue_priorities(self) -> str:
-        return f"{self.prefix}:queue:priorities"
+    def queue_aging(self) -> str:
+        """Batch tasks by enqueue time: those that waited long enough are served first."""
+        return f"{self.prefix}:queue:aging"
+
+    def queue_vtime(self) -> str:
+        """Band -> virtual time: the fair tag of the last task placed from that band."""
+        return f"{self.prefix}:queue:vtime"
+
+    def queue_flows(self) -> str:
+        """Flow (band and tenant) -> the fair tag where its next task starts."""
+        return f"{self.prefix}:queue:flows"
+
+    def queue_flow(self, band_rank: int, flow: str) -> str:  # flow: a tenant name, or "*"
+        """One flow's waiting tasks in their own order (priority, then arrival)."""
+        return f"{self.prefix}:queue:flow:{band_rank}:{flow}"
+
+    def queue_groups(self) -> str:
+        """Group of tenants -> the most tasks its keys may run at once."""
+        return f"{self.prefix}:queue:groups"
 
     def queue_seq(self) -> str:
         return f"{self.prefix}:queue:seq"

@@ -1,14 +1,32 @@
 """The cluster's durable pending queue and the slots each node uses, in Redis.
 
-Order: a sorted set scored ``-priority * 1e12 + arrival sequence``, so a higher priority runs
-first and tasks of one priority run in arrival order. Every move is one Lua script, so the
-races that matter have exactly one winner:
+Order (see README "Fair sharing"): bands first (interactive, standard, batch), then, inside a
+band, fair queuing across flows. A flow is one tenant's tasks in one band (``fair``), or
+every task of the band (``fifo``). Each task gets a tag on a virtual clock when it is queued:
+
+    start = max(band's virtual time, where the flow's previous task ends)
+    the flow's next task then starts at start + cost / weight
+
+where cost is the task's predicted GPU-seconds and weight its key's share. The band is served
+in tag order and its virtual time moves to the tag of each task placed: this is deficit round
+robin with a quantum of GPU-seconds, kept as one sorted set, so every operation is O(log n)
+whatever the number of tenants. A tenant that was idle starts at the band's virtual time,
+right behind the tasks being served, however long another tenant's backlog is; a tenant
+with twice the weight gets twice the GPU-seconds. ``priority`` orders a flow's own tasks
+only: a task that goes ahead of its flow's lower-priority tasks takes the first of their
+tags, each of them moves to the next, so other flows see the same tags as before.
+
+Score in the pending set: ``band rank * BAND_SPAN + tag``. A batch task is also in the aging
+set (by enqueue time); once it has waited ``batch_max_wait_s`` it comes before every band.
+
+Every move is one Lua script, so the races that matter have exactly one winner:
 
 - submit: the task record and its queue entry are written together (a crash cannot leave a
   task that is stored but never queued);
 - claim: a task leaves the queue for a node only if it is still queued (a cancel or another
-  balancer replica may have taken it) and only if the node has a free slot;
-- requeue: a task goes back to its old place (its original score), e.g. after its node died.
+  balancer replica may have taken it), only if the node has a free slot and only if its key
+  and its group run fewer tasks than they may;
+- requeue: a task goes back to its old place (its original tag), e.g. after its node died.
 """
 
 from __future__ import annotations
@@ -21,74 +39,95 @@ from redis.asyncio import Redis
 
 from comfy_shared.clock import now_ms
 from comfy_shared.lua import LuaScript
-from comfy_shared.models import InputFile, TaskRecord
+from comfy_shared.models import Band, InputFile, TaskRecord
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_store import CREATE_TASK, TaskStore
 
-PRIORITY_SPAN: Final = 10**12
-"""Arrival sequences stay below this, so priorities never overlap (scores stay exact doubles
-for |priority| <= 1000)."""
+BAND_SPAN: Final = 10**12
+"""Tags stay below this (virtual GPU-seconds: 30,000 years of one GPU), so bands never
+overlap; scores stay doubles exact to a millisecond."""
 MAX_ABS_PRIORITY: Final = 1000
 TASK_QUEUED: Final = "task-queued"
 """Signal sent when a task enters (or re-enters) the pending queue."""
+FIFO_FLOW: Final = "*"
+"""The one flow of a band under the ``fifo`` policy."""
 
-# The priority a score encodes, as the field name in the priorities hash ("+ 0" and %d turn
-# Lua's -0 into "0"); and taking a task out of the pending queue.
-_DEQUEUE: Final = LuaScript(
-    keys=("pending", "since", "priorities"),
+# Where a queued or placed task came from and whose it is: its score (so it goes back to its
+# old place), enqueue time, API key and group (whose queued and running tasks are counted, so
+# their limits hold across every balancer replica), flow set and order in its flow. Usage
+# fields: "<key>:queued", "<key>:running", "<key>:max_running" (0: no limit), and
+# "group:<group>:running".
+_QUEUE: Final = LuaScript(
+    keys=("pending", "since", "aging", "places", "usage"),
     args=(),
     body="""
-local function priority_of(score)
-  return string.format('%d', -math.floor(tonumber(score) / 1e12) + 0)
+local SPAN = 1e12
+local BATCH_RANK = 2
+local function place_of(task_id)
+  local raw = redis.call('HGET', KEY.places, task_id)
+  if not raw then return nil end
+  local score, since, owner, group, flow, order =
+    string.match(raw, '^(.-)|(.-)|(.-)|(.-)|(.-)|(.*)$')
+  return {score = tonumber(score), since = since, owner = owner, group = group,
+          flow = flow, order = order}
 end
-local function dequeue(task_id)
-  local score = redis.call('ZSCORE', KEY.pending, task_id)
-  if not score then return false end
-  redis.call('ZREM', KEY.pending, task_id)
-  redis.call('ZREM', KEY.since, task_id)
-  local priority = priority_of(score)
-  if redis.call('HINCRBY', KEY.priorities, priority, -1) <= 0 then
-    redis.call('HDEL', KEY.priorities, priority)
+local function write_place(task_id, place)
+  redis.call('HSET', KEY.places, task_id, string.format('%.17g|%s|%s|%s|%s|%s',
+    place.score, place.since, place.owner, place.group, place.flow, place.order))
+end
+local function count(place, what, by)
+  if place.owner ~= '' then redis.call('HINCRBY', KEY.usage, place.owner .. ':' .. what, by) end
+  if place.group ~= '' and what == 'running' then
+    redis.call('HINCRBY', KEY.usage, 'group:' .. place.group .. ':running', by)
   end
+end
+local function usage_of(field)
+  return tonumber(redis.call('HGET', KEY.usage, field) or 0)
+end
+local function band_of(score)
+  return math.floor(score / SPAN)
+end
+local function enter(task_id, place)
+  redis.call('ZADD', KEY.pending, place.score, task_id)
+  redis.call('ZADD', KEY.since, place.since, task_id)
+  if band_of(place.score) == BATCH_RANK then redis.call('ZADD', KEY.aging, place.since, task_id) end
+  redis.call('ZADD', place.flow, place.order, task_id)
+end
+local function dequeue(task_id, place)
+  if redis.call('ZREM', KEY.pending, task_id) == 0 then return false end
+  redis.call('ZREM', KEY.since, task_id)
+  redis.call('ZREM', KEY.aging, task_id)
+  if place then redis.call('ZREM', place.flow, task_id) end
   return true
 end
-""",
-)
-
-# Where a task placed from the queue came from (its score and enqueue time, so it goes back to
-# its old place) and whose it is (the API key whose queued and running tasks are counted, so
-# its limits hold across every balancer replica). Usage fields: "<key>:queued",
-# "<key>:running", "<key>:max_running" (0: no limit).
-_PLACES: Final = LuaScript(
-    keys=("places", "usage"),
-    args=(),
-    body="""
-local function place_of(task_id)
-  local place = redis.call('HGET', KEY.places, task_id)
-  if not place then return nil, nil, '' end
-  return string.match(place, '^(.-):(.-):(.*)$')
-end
-local function count(owner, what, by)
-  if owner ~= '' then redis.call('HINCRBY', KEY.usage, owner .. ':' .. what, by) end
-end
-local function usage_of(owner, what)
-  return tonumber(redis.call('HGET', KEY.usage, owner .. ':' .. what) or 0)
+-- Tasks ahead of this one: an aged batch task comes after the older aged ones only; any
+-- other after every aged batch task and those before it in the sorted set. (A batch task
+-- not aged yet is not counted behind aged ones ranked after it: its position is a floor.)
+local function position_of(task_id, aged_before_ms)
+  local rank = redis.call('ZRANK', KEY.pending, task_id)
+  if not rank then return false end
+  local since = redis.call('ZSCORE', KEY.aging, task_id)
+  if since and tonumber(since) <= tonumber(aged_before_ms) then
+    return redis.call('ZRANK', KEY.aging, task_id)
+  end
+  if since then return rank end
+  return rank + redis.call('ZCOUNT', KEY.aging, '-inf', aged_before_ms)
 end
 """,
 )
 
 # A full queue refuses a new task (-1), a key with as many tasks waiting as it may have too
 # (-2); never a known id: that one answers with its task.
-_ROOM_FOR_ONE_MORE: Final = _PLACES.then(
+_ROOM_FOR_ONE_MORE: Final = _QUEUE.then(
     LuaScript(
-        keys=("task", "pending"),
+        keys=("task",),
         args=("max_pending", "owner", "max_queued"),
         body="""
 if redis.call('EXISTS', KEY.task) == 0 then
   local limit = tonumber(ARG.max_pending)
   if limit > 0 and redis.call('ZCARD', KEY.pending) >= limit then return -1 end
   local per_key = tonumber(ARG.max_queued)
-  if ARG.owner ~= '' and per_key > 0 and usage_of(ARG.owner, 'queued') >= per_key then
+  if ARG.owner ~= '' and per_key > 0 and usage_of(ARG.owner .. ':queued') >= per_key then
     return -2
   end
 end
@@ -96,24 +135,59 @@ end
     )
 )
 
-# Returns 1 + the tasks ahead of the new one.
+# The new task's tag (see the module doc); a task that goes ahead of lower-priority tasks of
+# its flow takes the first of their tags and each of them the next. Returns 1 + the tasks
+# ahead of the new one.
 _ENQUEUE: Final = LuaScript(
-    keys=("pending", "since", "priorities", "seq", "places", "usage"),
-    args=("task_id", "priority", "queued_ms", "channel", "owner", "max_running"),
+    keys=("seq", "vtime", "flows", "flow"),
+    args=(
+        "task_id",
+        "priority",
+        "queued_ms",
+        "channel",
+        "owner",
+        "max_running",
+        "group",
+        "band_rank",
+        "flow_name",
+        "cost_s",
+        "weight",
+        "aged_before_ms",
+    ),
     body="""
 local seq = redis.call('INCR', KEY.seq)
-local score = -tonumber(ARG.priority) * 1e12 + seq
-redis.call('ZADD', KEY.pending, score, ARG.task_id)
-redis.call('ZADD', KEY.since, ARG.queued_ms, ARG.task_id)
-redis.call('HINCRBY', KEY.priorities, ARG.priority, 1)
-local place = string.format('%.17g:%s:%s', score, ARG.queued_ms, ARG.owner)
-redis.call('HSET', KEY.places, ARG.task_id, place)
+local band = tonumber(ARG.band_rank)
+local flow_id = ARG.band_rank .. ':' .. ARG.flow_name
+local start = math.max(tonumber(redis.call('HGET', KEY.vtime, band) or 0),
+                       tonumber(redis.call('HGET', KEY.flows, flow_id) or 0))
+local next_start = start + tonumber(ARG.cost_s) / tonumber(ARG.weight)
+redis.call('HSET', KEY.flows, flow_id, string.format('%.17g', next_start))
+local order = -tonumber(ARG.priority) * 1e12 + seq
+local score = band * SPAN + start
+local behind = redis.call('ZRANGEBYSCORE', KEY.flow, string.format('(%.17g', order), '+inf')
+if #behind > 0 then
+  local slots = {}
+  for i, id in ipairs(behind) do slots[i] = tonumber(redis.call('ZSCORE', KEY.pending, id)) end
+  table.sort(slots)
+  slots[#slots + 1] = score
+  score = slots[1]
+  for i, id in ipairs(behind) do
+    local place = place_of(id)
+    place.score = slots[i + 1]
+    redis.call('ZADD', KEY.pending, place.score, id)
+    write_place(id, place)
+  end
+end
+local place = {score = score, since = ARG.queued_ms, owner = ARG.owner, group = ARG.group,
+               flow = KEY.flow, order = string.format('%.17g', order)}
+enter(ARG.task_id, place)
+write_place(ARG.task_id, place)
+count(place, 'queued', 1)
 if ARG.owner ~= '' then
-  redis.call('HINCRBY', KEY.usage, ARG.owner .. ':queued', 1)
   redis.call('HSET', KEY.usage, ARG.owner .. ':max_running', ARG.max_running)
 end
 redis.call('PUBLISH', ARG.channel, ARG.task_id)
-return redis.call('ZRANK', KEY.pending, ARG.task_id) + 1
+return position_of(ARG.task_id, ARG.aged_before_ms) + 1
 """,
 )
 
@@ -122,56 +196,74 @@ return redis.call('ZRANK', KEY.pending, ARG.task_id) + 1
 _SUBMIT: Final = _ROOM_FOR_ONE_MORE.then(CREATE_TASK).then(_ENQUEUE)
 
 # Returns 1 claimed, 0 no longer queued (a cancel or another replica took it), -1 no free
-# slot, -2 its key runs as many tasks as it may (it stays queued).
-_CLAIM: Final = _DEQUEUE.then(_PLACES).then(
+# slot, -2 its key runs as many tasks as it may, -3 its group does (it stays queued). The
+# band's virtual time moves up to the claimed task's tag.
+_CLAIM: Final = _QUEUE.then(
     LuaScript(
-        keys=("dispatched",),
+        keys=("dispatched", "vtime", "groups"),
         args=("task_id", "slots", "now_ms"),
         body="""
 if redis.call('ZCARD', KEY.dispatched) >= tonumber(ARG.slots) then return -1 end
-local _, _, owner = place_of(ARG.task_id)
-if owner ~= '' then
-  local most = usage_of(owner, 'max_running')
-  if most > 0 and usage_of(owner, 'running') >= most then return -2 end
+local place = place_of(ARG.task_id)
+if place then
+  if place.owner ~= '' then
+    local most = usage_of(place.owner .. ':max_running')
+    if most > 0 and usage_of(place.owner .. ':running') >= most then return -2 end
+  end
+  if place.group ~= '' then
+    local most = tonumber(redis.call('HGET', KEY.groups, place.group) or 0)
+    if most > 0 and usage_of('group:' .. place.group .. ':running') >= most then return -3 end
+  end
 end
-if not dequeue(ARG.task_id) then return 0 end
+local score = redis.call('ZSCORE', KEY.pending, ARG.task_id)
+if not dequeue(ARG.task_id, place) then return 0 end
+score = tonumber(score)
+local band = band_of(score)
+local tag = score - band * SPAN
+if tag > tonumber(redis.call('HGET', KEY.vtime, band) or 0) then
+  redis.call('HSET', KEY.vtime, band, string.format('%.17g', tag))
+end
 redis.call('ZADD', KEY.dispatched, ARG.now_ms, ARG.task_id)
-count(owner, 'queued', -1)
-count(owner, 'running', 1)
+if place then
+  count(place, 'queued', -1)
+  count(place, 'running', 1)
+end
 return 1
 """,
     )
 )
 
 # Returns 1 if the task was queued.
-_REMOVE: Final = _DEQUEUE.then(_PLACES).then(
+_REMOVE: Final = _QUEUE.then(
     LuaScript(
         keys=(),
         args=("task_id",),
         body="""
-local _, _, owner = place_of(ARG.task_id)
-local removed = dequeue(ARG.task_id)
-if removed then count(owner, 'queued', -1) end
+local place = place_of(ARG.task_id)
+local removed = dequeue(ARG.task_id, place)
+if removed and place then count(place, 'queued', -1) end
 redis.call('HDEL', KEY.places, ARG.task_id)
 return removed and 1 or 0
 """,
     )
 )
 
-# Back to its old place (its original score), freeing its slot. Returns 1 if queued again, 0
+# Back to its old place (its original tag), freeing its slot. Returns 1 if queued again, 0
 # if the task has no place (it was never in this queue).
-_REQUEUE: Final = _DEQUEUE.then(_PLACES).then(
+_REQUEUE: Final = _QUEUE.then(
     LuaScript(
         keys=("dispatched",),
         args=("task_id", "channel"),
         body="""
-local score, since, owner = place_of(ARG.task_id)
-if redis.call('ZREM', KEY.dispatched, ARG.task_id) == 1 then count(owner, 'running', -1) end
-if not score then return 0 end
-if redis.call('ZADD', KEY.pending, 'NX', score, ARG.task_id) == 1 then
-  redis.call('ZADD', KEY.since, since, ARG.task_id)
-  redis.call('HINCRBY', KEY.priorities, priority_of(score), 1)
-  count(owner, 'queued', 1)
+local place = place_of(ARG.task_id)
+if not place then
+  redis.call('ZREM', KEY.dispatched, ARG.task_id)
+  return 0
+end
+if redis.call('ZREM', KEY.dispatched, ARG.task_id) == 1 then count(place, 'running', -1) end
+if not redis.call('ZSCORE', KEY.pending, ARG.task_id) then
+  enter(ARG.task_id, place)
+  count(place, 'queued', 1)
 end
 redis.call('PUBLISH', ARG.channel, ARG.task_id)
 return 1
@@ -180,15 +272,25 @@ return 1
 )
 
 # A finished task leaves its node's slot and the queue's memory of its place.
-_RELEASE: Final = _PLACES.then(
+_RELEASE: Final = _QUEUE.then(
     LuaScript(
         keys=("dispatched",),
         args=("task_id",),
         body="""
-local _, _, owner = place_of(ARG.task_id)
-if redis.call('ZREM', KEY.dispatched, ARG.task_id) == 1 then count(owner, 'running', -1) end
+local place = place_of(ARG.task_id)
+if redis.call('ZREM', KEY.dispatched, ARG.task_id) == 1 and place then
+  count(place, 'running', -1)
+end
 redis.call('HDEL', KEY.places, ARG.task_id)
 """,
+    )
+)
+
+_POSITION: Final = _QUEUE.then(
+    LuaScript(
+        keys=(),
+        args=("task_id", "aged_before_ms"),
+        body="return position_of(ARG.task_id, ARG.aged_before_ms)",
     )
 )
 
@@ -206,7 +308,8 @@ class Submitted:
     task: TaskRecord
     created: bool
     position: int | None
-    """Tasks ahead of a task this call queued; None for an existing task (not looked up)."""
+    """Tasks that start before a task this call queued; None for an existing task (not
+    looked up)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +321,17 @@ class KeyQuota:
 
 
 @dataclass(frozen=True, slots=True)
+class Share:
+    """How a task shares its band: the flow it joins, what it costs, its key's weight, and
+    the group of tenants whose running tasks are capped together."""
+
+    flow: str = FIFO_FLOW
+    cost_s: float = 1.0
+    weight: float = 1.0
+    group: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class KeyUsage:
     queued: int
     running: int
@@ -226,30 +340,39 @@ class KeyUsage:
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     pending: int
-    by_priority: dict[int, int]
+    by_band: dict[Band, int]
+    aged: int
+    """Batch tasks that waited long enough to come before every band."""
     oldest_queued_ms: int | None
 
 
 class TaskQueue:
-    def __init__(self, redis: Redis, keys: RedisKeys, store: TaskStore) -> None:
+    def __init__(
+        self, redis: Redis, keys: RedisKeys, store: TaskStore, *, batch_max_wait_s: float = 600
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._store = store
+        self._batch_max_wait_ms = int(batch_max_wait_s * 1000)
         self._submit = _SUBMIT.register(redis)
         self._claim = _CLAIM.register(redis)
         self._remove = _REMOVE.register(redis)
         self._requeue = _REQUEUE.register(redis)
         self._release = _RELEASE.register(redis)
+        self._position = _POSITION.register(redis)
 
     @property
     def _queue_keys(self) -> dict[str, str]:
         return {
             "pending": self._keys.pending_queue(),
             "since": self._keys.queue_since(),
-            "priorities": self._keys.queue_priorities(),
+            "aging": self._keys.queue_aging(),
             "places": self._keys.queue_places(),
             "usage": self._keys.queue_usage(),
         }
+
+    def _aged_before_ms(self) -> int:
+        return now_ms() - self._batch_max_wait_ms
 
     async def submit(
         self,
@@ -259,16 +382,29 @@ class TaskQueue:
         inputs: list[InputFile] | None = None,
         max_pending: int = 0,
         limits: KeyQuota | None = None,
+        share: Share | None = None,
     ) -> Submitted:
-        """Store the task and queue it, atomically, in one round trip; a taken id returns the
-        existing task. Raises QueueAtCapacity if ``max_pending`` (0: no limit) tasks wait, and
-        KeyAtCapacity if the task's key has its ``limits.max_queued`` waiting."""
+        """Store the task and queue it in its band and flow, atomically, in one round trip; a
+        taken id returns the existing task. Raises QueueAtCapacity if ``max_pending`` (0: no
+        limit) tasks wait, and KeyAtCapacity if the task's key has its ``limits.max_queued``
+        waiting."""
         if abs(record.priority) > MAX_ABS_PRIORITY:
             raise ValueError(f"priority must be within +-{MAX_ABS_PRIORITY}")
         keys, args = self._store.create_arguments(record, prompt, inputs or [])
         quota = limits or KeyQuota()
+        share = share or Share()
+        if share.cost_s <= 0 or share.weight <= 0:
+            raise ValueError("a task's cost and weight must be positive")
+        band = record.band.rank
         result = await self._submit(
-            keys=keys | self._queue_keys | {"seq": self._keys.queue_seq()},
+            keys=keys
+            | self._queue_keys
+            | {
+                "seq": self._keys.queue_seq(),
+                "vtime": self._keys.queue_vtime(),
+                "flows": self._keys.queue_flows(),
+                "flow": self._keys.queue_flow(band, share.flow),
+            },
             args=args
             | {
                 "max_pending": max_pending,
@@ -278,6 +414,12 @@ class TaskQueue:
                 "owner": record.key_id or "",
                 "max_queued": quota.max_queued or 0,
                 "max_running": quota.max_running or 0,
+                "group": share.group,
+                "band_rank": band,
+                "flow_name": share.flow,
+                "cost_s": repr(share.cost_s),
+                "weight": repr(share.weight),
+                "aged_before_ms": self._aged_before_ms(),
             },
         )
         if isinstance(result, str):
@@ -290,9 +432,14 @@ class TaskQueue:
 
     async def claim(self, task_id: str, node_id: str, slots: int) -> int:
         """Move a queued task onto a node: 1 done, 0 no longer queued, -1 node full, -2 the
-        task's key runs as many tasks as it may."""
+        task's key runs as many tasks as it may, -3 its group does."""
         result = await self._claim(
-            keys=self._queue_keys | {"dispatched": self._keys.node_dispatched(node_id)},
+            keys=self._queue_keys
+            | {
+                "dispatched": self._keys.node_dispatched(node_id),
+                "vtime": self._keys.queue_vtime(),
+                "groups": self._keys.queue_groups(),
+            },
             args={"task_id": task_id, "slots": slots, "now_ms": now_ms()},
         )
         return int(result)
@@ -313,11 +460,7 @@ class TaskQueue:
     async def release(self, task_id: str, node_id: str) -> None:
         """Free the slot a finished task used on its node."""
         await self._release(
-            keys={
-                "dispatched": self._keys.node_dispatched(node_id),
-                "places": self._keys.queue_places(),
-                "usage": self._keys.queue_usage(),
-            },
+            keys=self._queue_keys | {"dispatched": self._keys.node_dispatched(node_id)},
             args={"task_id": task_id},
         )
 
@@ -328,14 +471,36 @@ class TaskQueue:
         )
         return KeyUsage(queued=int(queued or 0), running=int(running or 0))
 
+    async def set_group_limit(self, group: str, max_running: int | None) -> None:
+        """The most tasks the keys of ``group`` may run at once (None: no limit)."""
+        if max_running is None:
+            await self._redis.hdel(self._keys.queue_groups(), group)
+        else:
+            await self._redis.hset(self._keys.queue_groups(), group, max_running)
+
+    async def group_limits(self) -> dict[str, int]:
+        limits = cast(dict[str, str], await self._redis.hgetall(self._keys.queue_groups()))
+        return {group: int(most) for group, most in limits.items()}
+
     async def head(self, count: int) -> list[str]:
-        """The next ``count`` task ids in run order."""
-        return cast(list[str], await self._redis.zrange(self._keys.pending_queue(), 0, count - 1))
+        """The next ``count`` task ids in run order: batch tasks that waited long enough
+        (oldest first), then the bands in order, fairly inside each."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(
+                self._keys.queue_aging(), "-inf", self._aged_before_ms(), start=0, num=count
+            )
+            pipe.zrange(self._keys.pending_queue(), 0, count - 1)
+            aged, ordered = await pipe.execute()
+        return list(dict.fromkeys([*aged, *ordered]))[:count]
 
     async def position(self, task_id: str) -> int | None:
-        """Tasks ahead of this one in the queue, or None if it is not queued."""
-        rank = cast("int | None", await self._redis.zrank(self._keys.pending_queue(), task_id))
-        return rank
+        """Tasks that start before this one under the policy (fleet-wide), or None if it is
+        not queued. Caps are not foreseen: a task held by its key's cap is counted ahead."""
+        result = await self._position(
+            keys=self._queue_keys,
+            args={"task_id": task_id, "aged_before_ms": self._aged_before_ms()},
+        )
+        return None if result is None else int(result)
 
     async def length(self) -> int:
         return await self._redis.zcard(self._keys.pending_queue())
@@ -353,13 +518,17 @@ class TaskQueue:
         return {node_id: dict(entries) for node_id, entries in zip(node_ids, replies, strict=True)}
 
     async def stats(self) -> QueueStats:
+        pending = self._keys.pending_queue()
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(self._keys.pending_queue())
-            pipe.hgetall(self._keys.queue_priorities())
+            pipe.zcard(pending)
+            for band in Band:
+                pipe.zcount(pending, band.rank * BAND_SPAN, f"({(band.rank + 1) * BAND_SPAN}")
+            pipe.zcount(self._keys.queue_aging(), "-inf", self._aged_before_ms())
             pipe.zrange(self._keys.queue_since(), 0, 0, withscores=True)
-            pending, priorities, oldest = await pipe.execute()
+            total, *by_band, aged, oldest = await pipe.execute()
         return QueueStats(
-            pending=int(pending),
-            by_priority={int(p): int(n) for p, n in priorities.items()},
+            pending=int(total),
+            by_band={band: int(n) for band, n in zip(Band, by_band, strict=True) if n},
+            aged=int(aged),
             oldest_queued_ms=int(oldest[0][1]) if oldest else None,
         )

@@ -20,6 +20,9 @@ FORBIDDEN = Answer(403, "forbidden", "the API key lacks the scope the route need
 PRIORITY_NOT_ALLOWED = Answer(
     403, "priority_not_allowed", "`priority` is above the API key's `max_priority`."
 )
+BAND_NOT_ALLOWED = Answer(
+    403, "band_not_allowed", "`band` is above the API key's `share.max_band`."
+)
 RATE_LIMITED = Answer(
     429,
     "rate_limited",

@@ -69,7 +69,13 @@ class Authenticator:
 
 
 def _caller_of(key: ApiKey) -> Caller:
-    return Caller(tenant=key.tenant, scopes=frozenset(key.scopes), key_id=key.id, limits=key.limits)
+    return Caller(
+        tenant=key.tenant,
+        scopes=frozenset(key.scopes),
+        key_id=key.id,
+        limits=key.limits,
+        share=key.share,
+    )
 
 
 def presented_secret(request: Request) -> str | None:

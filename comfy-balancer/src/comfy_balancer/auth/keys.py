@@ -15,7 +15,7 @@ from typing import Final, cast
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
-from comfy_shared.access import NAME_PATTERN, KeyLimits, Scope
+from comfy_shared.access import NAME_PATTERN, KeyLimits, KeyShare, Scope
 from comfy_shared.clock import utc_now
 from comfy_shared.errors import ComfyStackError
 from comfy_shared.redis_keys import RedisKeys
@@ -43,6 +43,7 @@ class NewKey(BaseModel):
         default_factory=lambda: [Scope.SUBMIT, Scope.READ], min_length=1, max_length=3
     )
     limits: KeyLimits = Field(default_factory=KeyLimits)
+    share: KeyShare = Field(default_factory=KeyShare)
 
 
 class ApiKey(BaseModel):
@@ -53,6 +54,7 @@ class ApiKey(BaseModel):
     tenant: str
     scopes: list[Scope]
     limits: KeyLimits
+    share: KeyShare = Field(default_factory=KeyShare)
     created_at: datetime
 
 
@@ -82,6 +84,7 @@ class KeyStore:
             tenant=new.tenant or new.name,
             scopes=sorted(set(new.scopes)),
             limits=new.limits,
+            share=new.share,
             created_at=utc_now(),
         )
         stored = _StoredKey(**key.model_dump(), secret_sha256=secret_hash(secret))

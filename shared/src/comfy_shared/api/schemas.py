@@ -22,6 +22,7 @@ from comfy_shared.models import (
     TASK_ID_ALPHABET,
     TASK_ID_PATTERN,
     Attempt,
+    Band,
     ErrorType,
     OutputKind,
     TaskError,
@@ -108,6 +109,11 @@ class GenerateRequest(BaseModel):
         description="Higher runs first (balancer queue); "
         f"-{MAX_ABS_PRIORITY} to {MAX_ABS_PRIORITY}.",
     )
+    band: Band | None = Field(
+        default=None,
+        description="The band to queue in (balancer): interactive, standard or batch; default "
+        "the API key's. Bands are served in that order; tenants share a band fairly.",
+    )
     client: dict[str, Any] = Field(default_factory=dict, description="Metadata echoed back.")
 
     _integers = field_validator("priority", mode="before")(json_integer)
@@ -155,11 +161,24 @@ class TaskLinks(BaseModel):
     outputs: list[str]
 
 
+class TaskEta(BaseModel):
+    """When a waiting task is expected to start and finish, from the fleet's measured speeds
+    and the work ahead of it under the queue's policy."""
+
+    start: datetime
+    finish: datetime
+
+
 class TaskView(BaseModel):
     id: str
     status: TaskStatus
     queue_position: int | None = Field(
-        default=None, description="Tasks ahead of this one while it waits; null otherwise."
+        default=None,
+        description="While it waits: how many tasks will start before it under the queue's "
+        "policy, fleet-wide; null otherwise.",
+    )
+    eta: TaskEta | None = Field(
+        default=None, description="While it waits on the balancer: expected start and finish."
     )
     progress: ProgressView | None
     created_at: datetime
@@ -167,6 +186,8 @@ class TaskView(BaseModel):
     finished_at: datetime | None
     node_id: str | None
     priority: int
+    band: Band
+    predicted_gpu_s: float | None = Field(description="GPU-seconds it is expected to take.")
     attempts: int
     attempt_log: list[Attempt] = Field(description="Each placement on a node, oldest first.")
     outputs: list[OutputView]
@@ -179,7 +200,13 @@ class TaskView(BaseModel):
     links: TaskLinks
 
     @classmethod
-    def from_record(cls, record: TaskRecord, *, queue_position: int | None = None) -> TaskView:
+    def from_record(
+        cls,
+        record: TaskRecord,
+        *,
+        queue_position: int | None = None,
+        eta: TaskEta | None = None,
+    ) -> TaskView:
         base = f"{API_PREFIX}/tasks/{record.id}"
         outputs = [
             OutputView(url=f"{base}/outputs/{index}", index=index, **output.model_dump())
@@ -190,6 +217,7 @@ class TaskView(BaseModel):
             id=record.id,
             status=record.status,
             queue_position=queue_position,
+            eta=eta,
             progress=ProgressView(**progress.model_dump(), percent=progress.percent)
             if progress
             else None,
@@ -198,6 +226,8 @@ class TaskView(BaseModel):
             finished_at=record.finished_at,
             node_id=record.node_id,
             priority=record.priority,
+            band=record.band,
+            predicted_gpu_s=record.predicted_gpu_s,
             attempts=record.attempts,
             attempt_log=record.attempt_log,
             outputs=outputs,

@@ -3,13 +3,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from comfy_balancer.deps import State
 from comfy_balancer.registry import NodeState
 from comfy_shared.api.openapi import REDIS_UNAVAILABLE, error_responses
 from comfy_shared.clock import now_ms, utc_now
-from comfy_shared.models import NodeHealth
+from comfy_shared.models import Band, NodeHealth
 
 router = APIRouter(tags=["cluster"])
 _REDIS = error_responses(REDIS_UNAVAILABLE)
@@ -28,7 +28,10 @@ class NodeOut(BaseModel):
 
 class QueueOut(BaseModel):
     pending: int
-    by_priority: dict[str, int]
+    by_band: dict[Band, int] = Field(
+        description="Waiting tasks per band (bands with none left out)."
+    )
+    aged: int = Field(description="Batch tasks that waited `--batch-max-wait-s`: they go first.")
     oldest_wait_s: float | None
 
 
@@ -57,6 +60,7 @@ async def queue_stats(state: State) -> QueueOut:
     oldest = stats.oldest_queued_ms
     return QueueOut(
         pending=stats.pending,
-        by_priority={str(priority): count for priority, count in sorted(stats.by_priority.items())},
+        by_band=stats.by_band,
+        aged=stats.aged,
         oldest_wait_s=round((now_ms() - oldest) / 1000, 3) if oldest is not None else None,
     )

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response
 
 from comfy_balancer.api.answers import (
+    BAND_NOT_ALLOWED,
     KEY_QUEUE_FULL,
     NO_CAPABLE_NODE,
     PRIORITY_NOT_ALLOWED,
@@ -30,6 +31,7 @@ _ANSWERS = error_responses(
     *FORM_ANSWERS,
     NO_CAPABLE_NODE,
     PRIORITY_NOT_ALLOWED,
+    BAND_NOT_ALLOWED,
     TASK_ID_TAKEN,
     QUEUE_FULL,
     KEY_QUEUE_FULL,

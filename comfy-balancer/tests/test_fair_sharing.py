@@ -1,0 +1,112 @@
+"""Fair sharing through a real balancer: tenants take turns behind a heavy backlog, positions
+tell the order tasks start in, bands, and a group's cap (the policy's own tables are in
+shared/tests/test_fair_queue.py)."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from comfy_testkit import graphs
+from comfy_testkit.api import get_task, submit, wait_for_status, wait_until_finished
+from comfy_testkit.api_keys import KeyClients
+from comfy_testkit.cluster import Cluster
+
+
+def task_id(owner: str) -> str:
+    """Ids that sort by owner: tasks whose turns tie start in id order."""
+    return f"{owner}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
+    """One node running one task at a time."""
+    return make_cluster(["a"], balancer_args=["--slots-per-node", "1"])
+
+
+@pytest.fixture
+async def keys(cluster: Cluster) -> AsyncIterator[KeyClients]:
+    async with KeyClients(cluster) as keys:
+        yield keys
+
+
+async def submit_as(client: httpx.AsyncClient, owner: str, **fields: Any) -> dict[str, Any]:
+    return await submit(client, graphs.solid_image(owner), task_id=task_id(owner), **fields)
+
+
+async def test_light_tenants_go_ahead_of_a_heavy_backlog_in_the_order_their_positions_say(
+    cluster: Cluster, keys: KeyClients
+) -> None:
+    heavy, ann, bo = [await keys.make(name) for name in ("heavy", "ann", "bo")]
+    await cluster.node("a").control.hang_next()
+    first = await submit_as(heavy, "heavy")
+    await wait_for_status(heavy, first["id"], {"running"})
+    backlog = [await submit_as(heavy, "heavy") for _ in range(4)]
+
+    light = [await submit_as(ann, "ann"), await submit_as(bo, "bo")]
+
+    assert [task["queue_position"] for task in light] == [0, 1]
+    waiting = [*light, *backlog]
+    positions = [(await get_task(cluster.api, task["id"]))["queue_position"] for task in waiting]
+    assert positions == [0, 1, 2, 3, 4, 5]  # Ann and Bo behind only the running task
+    await cluster.node("a").control.release()
+    finished = await asyncio.gather(
+        *(wait_until_finished(cluster.api, task["id"]) for task in waiting)
+    )
+    started = [task["started_at"] for task in finished]
+    assert started == sorted(started)  # they started in the order of their positions
+
+
+async def test_a_key_asks_only_for_the_bands_it_is_allowed(
+    cluster: Cluster, keys: KeyClients
+) -> None:
+    student = await keys.make("student")
+    teacher = await keys.make("teacher", share={"max_band": "interactive"})
+    await cluster.node("a").control.hang_next()
+    await submit_as(student, "student")
+    queued = [await submit_as(student, "student") for _ in range(2)]
+
+    refused = await student.post(
+        "/api/v1/generate", json={"prompt": graphs.solid_image("s"), "band": "interactive"}
+    )
+    urgent = await submit_as(teacher, "teacher", band="interactive")
+
+    assert (refused.status_code, refused.json()["code"]) == (403, "band_not_allowed")
+    assert (urgent["band"], urgent["queue_position"]) == ("interactive", 0)
+    assert (await get_task(student, queued[0]["id"]))["queue_position"] == 1
+    queue = (await cluster.api.get("/api/v1/queue")).json()
+    assert queue["by_band"] == {"interactive": 1, "standard": 2}
+    await cluster.node("a").control.release()
+
+
+async def test_a_group_runs_at_most_its_cap_while_other_tenants_use_free_nodes(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(["a", "b"], balancer_args=["--slots-per-node", "1"])
+    cap = await cluster.api.put("/api/v1/groups/physics", json={"max_running": 1})
+    assert cap.status_code == 200, cap.text
+    async with KeyClients(cluster) as keys:
+        one, two = [await keys.make(n, share={"group": "physics"}) for n in ("s1", "s2")]
+        outsider = await keys.make("outsider")
+        for node in ("a", "b"):
+            await cluster.node(node).control.hang_next()
+        held = await submit_as(one, "s1")
+        await wait_for_status(one, held["id"], {"running"})
+
+        waiting = await submit_as(two, "s2")
+        other = await submit_as(outsider, "outsider")
+
+        # the outsider's task, submitted after s2's, takes the free node: s2's waits its turn
+        await wait_for_status(outsider, other["id"], {"running"})
+        assert (await get_task(two, waiting["id"]))["status"] == "queued"
+        assert (await cluster.api.get("/api/v1/groups")).json() == {"physics": {"max_running": 1}}
+        await release_all(cluster, ["a", "b"])
+        assert (await wait_until_finished(two, waiting["id"]))["status"] == "succeeded"
+
+
+async def release_all(cluster: Cluster, nodes: list[str]) -> None:
+    for node in nodes:
+        await cluster.node(node).control.release()
