@@ -4,11 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from comfy_balancer.eta import FleetPace, relative_speed
-from comfy_shared.models import NodeSpeed
+from comfy_balancer.eta import FleetPace
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-REFERENCE = NodeSpeed(seconds_per_step=0.5, overhead_s=1.0, tasks_measured=20)
 
 
 @pytest.mark.parametrize(
@@ -36,18 +34,3 @@ def test_a_task_starts_once_the_work_ahead_is_done(
 
 def test_no_live_node_no_eta() -> None:
     assert FleetPace(nodes=0, rate=0.0, busy_s=0.0, mean_queued_cost_s=5.0).eta(0, 1.0, NOW) is None
-
-
-@pytest.mark.parametrize(
-    ("speed", "relative"),
-    [
-        (NodeSpeed(seconds_per_step=0.25, overhead_s=1.0, tasks_measured=3), 2.0),
-        (NodeSpeed(seconds_per_step=1.0, overhead_s=1.0, tasks_measured=3), 0.5),
-        (NodeSpeed(seconds_per_step=0.25, overhead_s=1.0, tasks_measured=0), 1.0),
-        (None, 1.0),
-    ],
-)
-def test_a_node_s_pace_is_relative_to_the_fleet_s_median(
-    speed: NodeSpeed | None, relative: float
-) -> None:
-    assert relative_speed(speed, REFERENCE) == relative

@@ -1,9 +1,11 @@
-"""How much work a graph is: the literal sampler steps it asks for."""
+"""How much work a graph is: the literal sampler steps it asks for, and its shape."""
+
+from typing import Any
 
 import pytest
 
 from comfy_shared.models import NodeSpeed
-from comfy_shared.workload import expected_run_s, sampler_steps
+from comfy_shared.workload import expected_run_s, graph_shape, sampler_steps
 from comfy_testkit import graphs
 
 
@@ -32,3 +34,19 @@ def test_expected_run_time_is_overhead_plus_steps() -> None:
     speed = NodeSpeed(seconds_per_step=0.25, overhead_s=1.5, tasks_measured=4)
     assert expected_run_s(speed, 0) == 1.5
     assert expected_run_s(speed, 20) == 6.5
+
+
+def test_a_graph_s_shape_ignores_its_texts_seeds_and_input_files() -> None:
+    def graph(text: str, seed: int, steps: int, ckpt: str, image: str) -> dict[str, Any]:
+        return {
+            "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+            "2": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["1", 1]}},
+            "3": {"class_type": "LoadImage", "inputs": {"image": image}},
+            "4": {"class_type": "KSampler", "inputs": {"seed": seed, "steps": steps}},
+        }
+
+    base = graph_shape(graph("a cat", 1, 20, "sdxl.safetensors", "a.png"))
+
+    assert graph_shape(graph("a dog", 2, 20, "sdxl.safetensors", "b.png")) == base
+    assert graph_shape(graph("a cat", 1, 30, "sdxl.safetensors", "a.png")) != base
+    assert graph_shape(graph("a cat", 1, 20, "sd15.safetensors", "a.png")) != base

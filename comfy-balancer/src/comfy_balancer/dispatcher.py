@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from loguru import logger
 
+from comfy_balancer.costs import CostModel
 from comfy_balancer.registry import NodeRegistry, NodeView
 from comfy_balancer.scheduling import UNMEASURED, Strategy, pick_node, with_assumed_speeds
 from comfy_balancer.sending import Sender
@@ -53,6 +54,7 @@ class Dispatcher:
         policy: RetryPolicy,
         lookahead: int,
         rules: SweepRules,
+        costs: CostModel,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -64,7 +66,7 @@ class Dispatcher:
         self._lookahead = lookahead
         self._work = WorkCache(store)
         self.sweeper = Sweeper(
-            store=store, queue=queue, sender=sender, work=self._work, rules=rules
+            store=store, queue=queue, sender=sender, work=self._work, rules=rules, costs=costs
         )
         self._watching_since = 0.0
 

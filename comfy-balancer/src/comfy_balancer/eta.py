@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from comfy_balancer.costs import MIN_COST_S, reference_speed
+from comfy_balancer.costs import MIN_COST_S, reference_speed, relative_speed
 from comfy_balancer.registry import NodeRegistry
 from comfy_shared.api.schemas import TaskEta
 from comfy_shared.clock import utc_now
-from comfy_shared.models import NodeSpeed, TaskRecord
+from comfy_shared.models import TaskRecord
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_store import TaskStore
 
@@ -46,15 +46,6 @@ class FleetPace:
         return TaskEta(
             start=start, finish=start + timedelta(seconds=cost_s * self.nodes / self.rate)
         )
-
-
-def relative_speed(speed: NodeSpeed | None, reference: NodeSpeed) -> float:
-    """How many reference GPU-seconds the node does per second (1 when either is unmeasured)."""
-    if speed is None or speed.tasks_measured == 0 or speed.seconds_per_step <= 0:
-        return 1.0
-    if reference.tasks_measured == 0 or reference.seconds_per_step <= 0:
-        return 1.0
-    return reference.seconds_per_step / speed.seconds_per_step
 
 
 class PaceReader:

@@ -16,7 +16,7 @@ from typing import Any
 from loguru import logger
 
 from comfy_balancer.auth.rate_limit import Quota, SubmitRateLimiter
-from comfy_balancer.costs import predicted_gpu_s
+from comfy_balancer.costs import CostModel
 from comfy_balancer.errors import (
     BandNotAllowed,
     KeyQueueFull,
@@ -75,6 +75,7 @@ class TaskIntake:
         templates: TemplateLibrary,
         max_queue: int,
         rate_limiter: SubmitRateLimiter,
+        costs: CostModel,
         fair: bool = True,
     ) -> None:
         """``fair``: tenants take turns in a band (else one flow per band: priority, then
@@ -89,6 +90,7 @@ class TaskIntake:
         self._templates = templates
         self._max_queue = max_queue
         self._fair = fair
+        self._costs = costs
 
     async def accept(
         self, request: GenerateRequest, idempotency_key: str | None, caller: Caller
@@ -128,7 +130,7 @@ class TaskIntake:
             return Intake(self._visible(existing, caller, taken=True), created=False)
         work = self._expand(request)
         live = await self._check_capable(work.graph)
-        cost_s = predicted_gpu_s(work.graph, [node.speed for node in live if node.speed])
+        cost_s = await self._costs.predict(work.graph, [node.speed for node in live if node.speed])
         record = TaskRecord(
             id=task_id,
             priority=request.priority,

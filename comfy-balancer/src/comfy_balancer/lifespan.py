@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from comfy_balancer.auth.callers import Authenticator
 from comfy_balancer.auth.keys import KeyStore
 from comfy_balancer.auth.rate_limit import SubmitRateLimiter
+from comfy_balancer.costs import CostModel
 from comfy_balancer.dispatcher import Dispatcher
 from comfy_balancer.eta import PaceReader
 from comfy_balancer.intake import TaskIntake
@@ -99,6 +100,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     token = settings.internal_token
     nodes_client = ServiceClient(http, internal_token=token.get_secret_value() if token else None)
     policy = settings.retry_policy()
+    costs = CostModel(redis, keys)
     intake = TaskIntake(
         store=store,
         queue=queue,
@@ -108,6 +110,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         templates=templates,
         max_queue=settings.max_queue,
         fair=settings.queue_policy == "fair",
+        costs=costs,
         rate_limiter=SubmitRateLimiter(redis, keys),
     )
     keystore = KeyStore(redis, keys)
@@ -126,6 +129,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
             dispatch_timeout_ms=settings.dispatch_timeout_s * 1000,
             comfyui_down_grace_s=settings.comfyui_down_grace_s,
         ),
+        costs=costs,
     )
     task_logs = install_task_log_sink(
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level

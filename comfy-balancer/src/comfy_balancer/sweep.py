@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from comfy_balancer.costs import CostModel, reference_speed
 from comfy_balancer.registry import NodeState, NodeView
 from comfy_balancer.sending import Sender, take_back
 from comfy_balancer.work import WorkCache
 from comfy_shared.lifecycle import AttemptRef
-from comfy_shared.models import TaskRecord
+from comfy_shared.models import NodeSpeed, TaskRecord
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
@@ -109,7 +110,9 @@ class Sweeper:
         sender: Sender,
         work: WorkCache,
         rules: SweepRules,
+        costs: CostModel,
     ) -> None:
+        self._costs = costs
         self._store = store
         self._queue = queue
         self._sender = sender
@@ -123,6 +126,7 @@ class Sweeper:
         placements = await self._queue.dispatched_on(list(by_node))
         task_ids = [task_id for claims in placements.values() for task_id in claims]
         records = await self._store.find_many(task_ids) if task_ids else {}
+        fleet = reference_speed([node.speed for node in nodes if node.speed])
         for node_id, claims in placements.items():
             report.still_placed[node_id] = []
             for task_id, claimed_ms in claims.items():
@@ -132,7 +136,7 @@ class Sweeper:
                     sending=self._sender.is_sending(task_id), node_gone=node_id in gone,
                     rules=self._rules,
                 )  # fmt: skip
-                if await self._act(action, task_id, record, node, report) and record:
+                if await self._act(action, task_id, record, node, report, fleet) and record:
                     report.still_placed[node_id].append(record)
         return report
 
@@ -143,12 +147,15 @@ class Sweeper:
         record: TaskRecord | None,
         node: NodeView,
         report: SweepReport,
+        fleet: NodeSpeed,
     ) -> bool:
         """Carry the action out; returns whether the task stays placed on the node."""
         match action:
             case Release():
                 await self._queue.release(task_id, node.node_id)
                 report.released.append(task_id)
+                if record is not None:
+                    await self._learn_cost(record, node, fleet)
                 return False
             case PutBack():
                 await self._queue.requeue(task_id, node.node_id)
@@ -165,3 +172,17 @@ class Sweeper:
                     self._sender.start(record, work.graph, node)
                     report.resent.append(task_id)
         return True
+
+    async def _learn_cost(self, record: TaskRecord, node: NodeView, fleet: NodeSpeed) -> None:
+        """A task that succeeded on ``node`` teaches its graph's cost (``costs``)."""
+        work = self._work.get(record.id)
+        if (
+            record.status is not TaskStatus.SUCCEEDED
+            or record.node_id != node.node_id
+            or record.started_at is None
+            or record.finished_at is None
+            or work is None
+        ):
+            return
+        run_s = (record.finished_at - record.started_at).total_seconds()
+        await self._costs.learn(work.graph, run_s, node.speed, fleet)

@@ -46,6 +46,8 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
                                                      order (-priority * 1e12 + arrival sequence)
 {p}:queue:groups             hash    balancer API    none; group -> most tasks it runs at once
 {p}:queue:seq                string  task queue      none; arrival counter
+{p}:costs:shapes             hash    balancer sweep  none, at most 10,000 fields; graph shape ->
+                                                     "<GPU-seconds>|<runs>" learned from runs
 {p}:node:{node}:dispatched   zset    task queue      none; task ids the balancer placed on the
                                                      node, scored by claim ms (its used slots)
 {p}:node:{node}:failures     zset    comfy-balancer  ~10 min; recent failure times on the node
@@ -129,6 +131,10 @@ class RedisKeys:
     def queue_flow(self, band_rank: int, flow: str) -> str:  # flow: a tenant name, or "*"
         """One flow's waiting tasks in their own order (priority, then arrival)."""
         return f"{self.prefix}:queue:flow:{band_rank}:{flow}"
+
+    def costs_by_shape(self) -> str:
+        """Graph shape -> what its runs took, in reference GPU-seconds."""
+        return f"{self.prefix}:costs:shapes"
 
     def queue_groups(self) -> str:
         """Group of tenants -> the most tasks its keys may run at once."""

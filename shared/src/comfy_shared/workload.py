@@ -8,6 +8,8 @@ size change the cost of a step too, which the per-node step time absorbs as an a
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,3 +29,36 @@ def sampler_steps(prompt: Mapping[str, Any]) -> int:
 
 def expected_run_s(speed: NodeSpeed, steps: int) -> float:
     return speed.overhead_s + steps * speed.seconds_per_step
+
+
+# Inputs that name a model: they change what a graph costs. Other strings (prompt text, file
+# names of inputs) do not, and seeds vary from run to run.
+_MODEL_INPUT_SUFFIX = "_name"
+_SEED_INPUTS = frozenset({"seed", "noise_seed"})
+
+
+def graph_shape(prompt: Mapping[str, Any]) -> str:
+    """What decides a graph's cost, as a short digest: its node classes, links and numbers
+    (steps, sizes, batch), and the model files it loads; not its texts, seeds or input files.
+    Two runs of a template with other prompts have one shape."""
+    nodes = []
+    for node_id in sorted(prompt):
+        node = prompt[node_id]
+        if not isinstance(node, Mapping):
+            continue
+        inputs = node.get("inputs")
+        kept = {
+            name: value
+            for name, value in (inputs.items() if isinstance(inputs, Mapping) else ())
+            if _costs(name, value)
+        }
+        nodes.append([node_id, node.get("class_type"), kept])
+    return hashlib.sha256(json.dumps(nodes, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _costs(name: str, value: Any) -> bool:
+    if name in _SEED_INPUTS:
+        return False
+    if isinstance(value, str):
+        return name.endswith(_MODEL_INPUT_SUFFIX)
+    return True
