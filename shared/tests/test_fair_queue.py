@@ -155,6 +155,17 @@ async def test_a_requeued_task_gets_its_old_turn_back(queue: TaskQueue) -> None:
     await check_positions(queue)
 
 
+async def test_a_cancelled_task_gives_its_tenant_s_turn_back(queue: TaskQueue) -> None:
+    await play_without_draining(queue, [*tenant_tasks("a", 3)])
+    assert await queue.remove("a3")
+    assert await queue.remove("a2")
+    await play_without_draining(queue, [*tenant_tasks("b", 2), Submit("a4", "a")])
+
+    # a4 takes the turn after a1, as a2 would have: not the one after the cancelled a3
+    assert await queue.head(10) == ["a1", "b1", "a4", "b2"]
+    await check_positions(queue)
+
+
 async def test_caps_of_a_key_and_of_a_group_hold_tasks_back(queue: TaskQueue) -> None:
     await queue.set_group_limit("class", 2)
     student = KeyQuota(max_running=1)

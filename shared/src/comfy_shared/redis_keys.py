@@ -36,7 +36,8 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 {p}:queue:since              zset    task queue      none; pending task id scored by enqueue ms
 {p}:queue:aging              zset    task queue      none; pending batch task id by enqueue ms
 {p}:queue:places             hash    task queue      none; task id -> "score|enqueue ms|key|
-                                                     group|flow key|order in flow|GPU-seconds"
+                                                     group|flow key|order in flow|GPU-seconds|
+                                                     weight"
                                                      of a queued or placed task (it goes back to
                                                      its old place); dropped with its slot
 {p}:queue:vtime              hash    task queue      none; band rank -> its virtual time

@@ -66,14 +66,15 @@ local BATCH_RANK = 2
 local function place_of(task_id)
   local raw = redis.call('HGET', KEY.places, task_id)
   if not raw then return nil end
-  local score, since, owner, group, flow, order, cost =
-    string.match(raw, '^(.-)|(.-)|(.-)|(.-)|(.-)|(.-)|(.*)$')
+  local score, since, owner, group, flow, order, cost, weight =
+    string.match(raw, '^(.-)|(.-)|(.-)|(.-)|(.-)|(.-)|(.-)|(.*)$')
   return {score = tonumber(score), since = since, owner = owner, group = group,
-          flow = flow, order = order, cost = tonumber(cost) or 0}
+          flow = flow, order = order, cost = tonumber(cost), weight = tonumber(weight)}
 end
 local function write_place(task_id, place)
-  redis.call('HSET', KEY.places, task_id, string.format('%.17g|%s|%s|%s|%s|%s|%.17g',
-    place.score, place.since, place.owner, place.group, place.flow, place.order, place.cost))
+  redis.call('HSET', KEY.places, task_id, string.format('%.17g|%s|%s|%s|%s|%s|%.17g|%.17g',
+    place.score, place.since, place.owner, place.group, place.flow, place.order, place.cost,
+    place.weight))
 end
 -- The GPU-seconds waiting in the queue (for ETAs) are kept with the counts; reset when the
 -- queue empties, so float rounding cannot pile up.
@@ -188,7 +189,8 @@ if #behind > 0 then
   end
 end
 local place = {score = score, since = ARG.queued_ms, owner = ARG.owner, group = ARG.group,
-               flow = KEY.flow, order = string.format('%.17g', order), cost = tonumber(ARG.cost_s)}
+               flow = KEY.flow, order = string.format('%.17g', order),
+               cost = tonumber(ARG.cost_s), weight = tonumber(ARG.weight)}
 enter(ARG.task_id, place)
 write_place(ARG.task_id, place)
 count(place, 'queued', 1)
@@ -242,15 +244,20 @@ return 1
     )
 )
 
-# Returns 1 if the task was queued.
+# Returns 1 if the task was queued. A task cancelled while it waits gives its flow back what
+# it was charged: the flow's next task starts that much earlier.
 _REMOVE: Final = _QUEUE.then(
     LuaScript(
-        keys=(),
+        keys=("flows",),
         args=("task_id",),
         body="""
 local place = place_of(ARG.task_id)
 local removed = dequeue(ARG.task_id, place)
-if removed and place then count(place, 'queued', -1) end
+if removed and place then
+  count(place, 'queued', -1)
+  local flow_id = string.match(place.flow, ':queue:flow:(.*)$')
+  redis.call('HINCRBYFLOAT', KEY.flows, flow_id, -place.cost / place.weight)
+end
 redis.call('HDEL', KEY.places, ARG.task_id)
 return removed and 1 or 0
 """,
@@ -457,7 +464,9 @@ class TaskQueue:
 
     async def remove(self, task_id: str) -> bool:
         """Take a task out of the pending queue (cancel); False if it was not queued."""
-        result = await self._remove(keys=self._queue_keys, args={"task_id": task_id})
+        result = await self._remove(
+            keys=self._queue_keys | {"flows": self._keys.queue_flows()}, args={"task_id": task_id}
+        )
         return bool(result)
 
     async def requeue(self, task_id: str, node_id: str) -> bool:
