@@ -289,3 +289,11 @@ async def test_a_graph_cannot_name_a_staged_input(api: httpx.AsyncClient) -> Non
 
 async def test_an_idempotency_key_names_one_request(api: httpx.AsyncClient) -> None:
     await hostile.check_an_idempotency_key_names_one_request(api)
+
+
+async def test_an_admin_body_that_is_not_utf8_is_malformed_json(api: httpx.AsyncClient) -> None:
+    for method, path in (("POST", "/api/v1/keys"), ("PUT", "/api/v1/groups/physics")):
+        response = await api.request(
+            method, path, content=b"\xff\xfe{", headers={"content-type": "application/json"}
+        )
+        assert (response.status_code, response.json()["code"]) == (400, "malformed_json")

@@ -88,6 +88,9 @@ FORM_ERRORS: ErrorTable = {
 """Refusals of a ``multipart/form-data`` body, for an app that reads such bodies."""
 
 HTTP_CODES = {
+    # FastAPI's own body parser (the admin routes with a model body) refuses a body that is
+    # not UTF-8 text with a bare 400: the same fault as JSON that does not parse.
+    400: "malformed_json",
     404: "not_found",
     405: "method_not_allowed",
     408: "body_timeout",
