@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from comfy_shared.models import Band, TaskRecord
 from comfy_shared.redis_keys import RedisKeys
-from comfy_shared.task_queue import FIFO_FLOW, KeyQuota, Share, TaskQueue
+from comfy_shared.task_queue import FIFO_FLOW, MAX_REORDER, KeyQuota, Share, TaskQueue
 from comfy_shared.task_store import TaskStore
 
 KEYS = RedisKeys("fair")
@@ -153,6 +153,31 @@ async def test_a_requeued_task_gets_its_old_turn_back(queue: TaskQueue) -> None:
 
     assert await queue.head(10) == ["a1", "a2", "b2", "a3", "b3"]
     await check_positions(queue)
+
+
+async def test_a_task_skipped_for_a_busy_node_does_not_push_newcomers_back(
+    queue: TaskQueue,
+) -> None:
+    await play_without_draining(queue, tenant_tasks("h", 5))
+    for task_id in ("h1", "h3", "h4"):  # h2 waits for the one node that can run it
+        assert await queue.claim(task_id, "gpu", BIG_NODE_SLOTS) == 1
+
+    await submit(queue, Submit("a1", "a"))
+
+    # tagged at h2's turn, the lowest still waiting, not behind the placed h4
+    assert await queue.head(10) == ["a1", "h2", "h5"]
+
+
+async def test_priority_moves_a_task_ahead_of_at_most_the_newest_of_its_own(
+    queue: TaskQueue,
+) -> None:
+    backlog = tenant_tasks("t", MAX_REORDER + 44)
+    await play_without_draining(queue, backlog)
+
+    await submit(queue, Submit("urgent", "t", priority=5))
+
+    assert await queue.position("urgent") == 44
+    assert (await queue.head(46))[43:] == ["t44", "urgent", "t45"]
 
 
 async def test_a_cancelled_task_gives_its_tenant_s_turn_back(queue: TaskQueue) -> None:

@@ -47,6 +47,9 @@ BAND_SPAN: Final = 10**12
 """Tags stay below this (virtual GPU-seconds: 30,000 years of one GPU), so bands never
 overlap; scores stay doubles exact to a millisecond."""
 MAX_ABS_PRIORITY: Final = 1000
+MAX_REORDER: Final = 256
+"""A task's priority moves it ahead of at most this many of its flow's waiting tasks (the
+newest lower-priority ones): one submit rewrites at most this many tags."""
 TASK_QUEUED: Final = "task-queued"
 """Signal sent when a task enters (or re-enters) the pending queue."""
 FIFO_FLOW: Final = "*"
@@ -163,19 +166,31 @@ _ENQUEUE: Final = LuaScript(
         "cost_s",
         "weight",
         "aged_before_ms",
+        "max_reorder",
     ),
     body="""
 local seq = redis.call('INCR', KEY.seq)
 local band = tonumber(ARG.band_rank)
 local flow_id = ARG.band_rank .. ':' .. ARG.flow_name
-local start = math.max(tonumber(redis.call('HGET', KEY.vtime, band) or 0),
-                       tonumber(redis.call('HGET', KEY.flows, flow_id) or 0))
+-- The band's clock is the tag of the last task placed, or the lowest tag still waiting if
+-- lower: a task skipped for a busy node keeps a low tag, and a newcomer must not be tagged
+-- behind it.
+local clock = tonumber(redis.call('HGET', KEY.vtime, band) or 0)
+local lowest = redis.call('ZRANGEBYSCORE', KEY.pending, band * SPAN, '(' .. (band + 1) * SPAN,
+                          'WITHSCORES', 'LIMIT', 0, 1)
+if #lowest > 0 then clock = math.min(clock, tonumber(lowest[2]) - band * SPAN) end
+local start = math.max(clock, tonumber(redis.call('HGET', KEY.flows, flow_id) or 0))
 local next_start = start + tonumber(ARG.cost_s) / tonumber(ARG.weight)
 redis.call('HSET', KEY.flows, flow_id, string.format('%.17g', next_start))
 local order = -tonumber(ARG.priority) * 1e12 + seq
 local score = band * SPAN + start
-local behind = redis.call('ZRANGEBYSCORE', KEY.flow, string.format('(%.17g', order), '+inf')
-if #behind > 0 then
+-- Its flow's tasks it goes ahead of (lower priority), at most the last MAX_REORDER of them:
+-- each takes the next one's tag, the last the new tag. The bound keeps one submit's work in
+-- Redis small however deep the flow.
+redis.call('ZADD', KEY.flow, order, ARG.task_id)
+local after = redis.call('ZCOUNT', KEY.flow, string.format('(%.17g', order), '+inf')
+if after > 0 then
+  local behind = redis.call('ZRANGE', KEY.flow, -math.min(after, tonumber(ARG.max_reorder)), -1)
   local slots = {}
   for i, id in ipairs(behind) do slots[i] = tonumber(redis.call('ZSCORE', KEY.pending, id)) end
   table.sort(slots)
@@ -438,6 +453,7 @@ class TaskQueue:
                 "cost_s": repr(share.cost_s),
                 "weight": repr(share.weight),
                 "aged_before_ms": self._aged_before_ms(),
+                "max_reorder": MAX_REORDER,
             },
         )
         if isinstance(result, str):
