@@ -14,6 +14,7 @@ from comfy_testkit import graphs
 from comfy_testkit.api import get_task, submit, wait_for_status, wait_until_finished
 from comfy_testkit.api_keys import KeyClients
 from comfy_testkit.cluster import Cluster
+from comfy_testkit.sse_client import RawSseStream
 
 
 def task_id(owner: str) -> str:
@@ -23,8 +24,8 @@ def task_id(owner: str) -> str:
 
 @pytest.fixture
 def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
-    """One node running one task at a time."""
-    return make_cluster(["a"], balancer_args=["--slots-per-node", "1"])
+    """One node running one task at a time; event streams look at the queue often."""
+    return make_cluster(["a"], balancer_args=["--slots-per-node", "1", "--sse-heartbeat-s", "0.3"])
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ async def test_light_tenants_go_ahead_of_a_heavy_backlog_in_the_order_their_posi
     cluster: Cluster, keys: KeyClients
 ) -> None:
     heavy, ann, bo = [await keys.make(name) for name in ("heavy", "ann", "bo")]
-    await cluster.node("a").control.hang_next()
+    await cluster.node("a").control.hang_next(6)  # each task but the last, released in turn
     first = await submit_as(heavy, "heavy")
     await wait_for_status(heavy, first["id"], {"running"})
     backlog = [await submit_as(heavy, "heavy") for _ in range(4)]
@@ -52,10 +53,21 @@ async def test_light_tenants_go_ahead_of_a_heavy_backlog_in_the_order_their_posi
     waiting = [*light, *backlog]
     positions = [(await get_task(cluster.api, task["id"]))["queue_position"] for task in waiting]
     assert positions == [0, 1, 2, 3, 4, 5]  # Ann and Bo behind only the running task
+    etas = [(await get_task(cluster.api, task["id"]))["eta"] for task in waiting]
+    starts = [eta["start"] for eta in etas]
+    assert starts == sorted(starts)
+    assert all(eta["finish"] > eta["start"] for eta in etas)
+    # the last one's stream says each step forward as the tasks ahead start one by one
+    stream = await RawSseStream.open(cluster.balancer.url, f"{waiting[-1]['links']['self']}/events")
+    assert (await next_queue_event(stream))["queue_position"] == 5
+    for position in (4, 3, 2, 1, 0):
+        await cluster.node("a").control.release()
+        await wait_for_position(stream, position)
     await cluster.node("a").control.release()
     finished = await asyncio.gather(
         *(wait_until_finished(cluster.api, task["id"]) for task in waiting)
     )
+    await stream.close()
     started = [task["started_at"] for task in finished]
     assert started == sorted(started)  # they started in the order of their positions
 
@@ -105,6 +117,19 @@ async def test_a_group_runs_at_most_its_cap_while_other_tenants_use_free_nodes(
         assert (await cluster.api.get("/api/v1/groups")).json() == {"physics": {"max_running": 1}}
         await release_all(cluster, ["a", "b"])
         assert (await wait_until_finished(two, waiting["id"]))["status"] == "succeeded"
+
+
+async def next_queue_event(stream: RawSseStream) -> dict[str, Any]:
+    while (frame := await asyncio.wait_for(stream.next_event(), timeout=10)) is not None:
+        if frame.event == "queue" and frame.data is not None:
+            return frame.data
+    raise AssertionError("the stream ended without a queue event")
+
+
+async def wait_for_position(stream: RawSseStream, position: int) -> None:
+    """Read ``queue`` events up to the one at ``position``; none may skip past it."""
+    while (told := (await next_queue_event(stream))["queue_position"]) != position:
+        assert told > position, (told, position)
 
 
 async def release_all(cluster: Cluster, nodes: list[str]) -> None:

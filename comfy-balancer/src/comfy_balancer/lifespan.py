@@ -20,6 +20,7 @@ from comfy_balancer.auth.callers import Authenticator
 from comfy_balancer.auth.keys import KeyStore
 from comfy_balancer.auth.rate_limit import SubmitRateLimiter
 from comfy_balancer.dispatcher import Dispatcher
+from comfy_balancer.eta import PaceReader
 from comfy_balancer.intake import TaskIntake
 from comfy_balancer.registry import NodeRegistry
 from comfy_balancer.scheduling import make_strategy
@@ -27,7 +28,9 @@ from comfy_balancer.sending import Sender
 from comfy_balancer.service_client import ServiceClient
 from comfy_balancer.settings import BalancerSettings
 from comfy_balancer.sweep import SweepRules
+from comfy_shared.api.schemas import QueueStanding
 from comfy_shared.loops import LoopHandle, Supervisor
+from comfy_shared.models import TaskRecord
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import Signals
@@ -49,12 +52,21 @@ class BalancerState:
     auth: Authenticator
     keystore: KeyStore
     dispatcher: Dispatcher
+    pace: PaceReader
     nodes_client: ServiceClient
     http: httpx.AsyncClient
     keys: RedisKeys
     task_logs: TaskLogSink
     stream_hub: StreamHub
     loops: Supervisor = field(default_factory=Supervisor)
+
+    async def queue_standing(self, task: TaskRecord) -> QueueStanding | None:
+        position = await self.queue.position(task.id)
+        if position is None:
+            return None
+        return QueueStanding(
+            queue_position=position, eta=await self.pace.expected_times(task, position)
+        )
 
 
 def balancer_lifespan(
@@ -128,6 +140,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         auth=auth,
         keystore=keystore,
         dispatcher=dispatcher,
+        pace=PaceReader(registry, queue, store),
         nodes_client=nodes_client,
         http=http,
         keys=keys,

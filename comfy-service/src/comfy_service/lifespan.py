@@ -29,9 +29,11 @@ from comfy_service.submission import Submitter
 from comfy_service.submit_gate import SubmitGate
 from comfy_service.tracking import EventTracker
 from comfy_service.watchdog import Limits, watchdog_once
+from comfy_shared.api.schemas import QueueStanding
 from comfy_shared.clock import utc_now
 from comfy_shared.comfyui import ComfyClient, ComfyEventListener, ListenerConfig
 from comfy_shared.loops import LoopHandle, Supervisor
+from comfy_shared.models import TaskRecord
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.stream_hub import StreamHub
@@ -66,6 +68,10 @@ class ServiceState:
     submits: SubmitGate
     stream_hub: StreamHub
     loops: Supervisor = field(default_factory=Supervisor)
+
+    async def queue_standing(self, task: TaskRecord) -> QueueStanding | None:
+        """A service keeps no queue of its own: ComfyUI's is the node's."""
+        return None
 
 
 def service_lifespan(

@@ -22,7 +22,7 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 {p}:apikeys:secrets          hash    key store       none; sha256 of a secret -> key id
 {p}:queue:usage              hash    task queue      none; "<key id>:queued|running|max_running":
                                                      each API key's tasks waiting and placed;
-                                                     "group:<group>:running"
+                                                     "group:<group>:running"; "queued_gpu_s"
 {p}:key:{key}:bucket         hash    rate limiter    ~2 min; token bucket of submits
 {p}:node:{node}:health       string  comfy-service   ~3 health intervals: expiry = node dead
 {p}:node:{node}:speed        string  comfy-service   none; the node's measured speed, kept
@@ -36,9 +36,9 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 {p}:queue:since              zset    task queue      none; pending task id scored by enqueue ms
 {p}:queue:aging              zset    task queue      none; pending batch task id by enqueue ms
 {p}:queue:places             hash    task queue      none; task id -> "score|enqueue ms|key|
-                                                     group|flow key|order in flow" of a queued or
-                                                     placed task (it goes back to its old place);
-                                                     dropped with its slot
+                                                     group|flow key|order in flow|GPU-seconds"
+                                                     of a queued or placed task (it goes back to
+                                                     its old place); dropped with its slot
 {p}:queue:vtime              hash    task queue      none; band rank -> its virtual time
 {p}:queue:flows              hash    task queue      none; "<band rank>:<flow>" -> the tag its
                                                      next task starts at

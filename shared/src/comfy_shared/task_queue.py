@@ -66,19 +66,28 @@ local BATCH_RANK = 2
 local function place_of(task_id)
   local raw = redis.call('HGET', KEY.places, task_id)
   if not raw then return nil end
-  local score, since, owner, group, flow, order =
-    string.match(raw, '^(.-)|(.-)|(.-)|(.-)|(.-)|(.*)$')
+  local score, since, owner, group, flow, order, cost =
+    string.match(raw, '^(.-)|(.-)|(.-)|(.-)|(.-)|(.-)|(.*)$')
   return {score = tonumber(score), since = since, owner = owner, group = group,
-          flow = flow, order = order}
+          flow = flow, order = order, cost = tonumber(cost) or 0}
 end
 local function write_place(task_id, place)
-  redis.call('HSET', KEY.places, task_id, string.format('%.17g|%s|%s|%s|%s|%s',
-    place.score, place.since, place.owner, place.group, place.flow, place.order))
+  redis.call('HSET', KEY.places, task_id, string.format('%.17g|%s|%s|%s|%s|%s|%.17g',
+    place.score, place.since, place.owner, place.group, place.flow, place.order, place.cost))
 end
+-- The GPU-seconds waiting in the queue (for ETAs) are kept with the counts; reset when the
+-- queue empties, so float rounding cannot pile up.
 local function count(place, what, by)
   if place.owner ~= '' then redis.call('HINCRBY', KEY.usage, place.owner .. ':' .. what, by) end
   if place.group ~= '' and what == 'running' then
     redis.call('HINCRBY', KEY.usage, 'group:' .. place.group .. ':running', by)
+  end
+  if what == 'queued' then
+    if redis.call('ZCARD', KEY.pending) == 0 then
+      redis.call('HDEL', KEY.usage, 'queued_gpu_s')
+    else
+      redis.call('HINCRBYFLOAT', KEY.usage, 'queued_gpu_s', by * place.cost)
+    end
   end
 end
 local function usage_of(field)
@@ -179,7 +188,7 @@ if #behind > 0 then
   end
 end
 local place = {score = score, since = ARG.queued_ms, owner = ARG.owner, group = ARG.group,
-               flow = KEY.flow, order = string.format('%.17g', order)}
+               flow = KEY.flow, order = string.format('%.17g', order), cost = tonumber(ARG.cost_s)}
 enter(ARG.task_id, place)
 write_place(ARG.task_id, place)
 count(place, 'queued', 1)
@@ -344,6 +353,8 @@ class QueueStats:
     aged: int
     """Batch tasks that waited long enough to come before every band."""
     oldest_queued_ms: int | None
+    queued_gpu_s: float
+    """Predicted GPU-seconds of every waiting task."""
 
 
 class TaskQueue:
@@ -525,10 +536,12 @@ class TaskQueue:
                 pipe.zcount(pending, band.rank * BAND_SPAN, f"({(band.rank + 1) * BAND_SPAN}")
             pipe.zcount(self._keys.queue_aging(), "-inf", self._aged_before_ms())
             pipe.zrange(self._keys.queue_since(), 0, 0, withscores=True)
-            total, *by_band, aged, oldest = await pipe.execute()
+            pipe.hget(self._keys.queue_usage(), "queued_gpu_s")
+            total, *by_band, aged, oldest, queued_gpu_s = await pipe.execute()
         return QueueStats(
             pending=int(total),
             by_band={band: int(n) for band, n in zip(Band, by_band, strict=True) if n},
             aged=int(aged),
             oldest_queued_ms=int(oldest[0][1]) if oldest else None,
+            queued_gpu_s=max(0.0, float(queued_gpu_s or 0)) if total else 0.0,
         )

@@ -34,13 +34,14 @@ from comfy_shared.api.openapi import (
 from comfy_shared.api.request_body import describe_templates
 from comfy_shared.api.request_id import RequestIdMiddleware
 from comfy_shared.api.request_limits import RequestLimits
-from comfy_shared.api.schemas import API_PREFIX, GenerateRequest
+from comfy_shared.api.schemas import API_PREFIX, GenerateRequest, QueueStanding
 from comfy_shared.api.sse import open_task_events
 from comfy_shared.api.task_ids import TaskIdInPath
 from comfy_shared.api.task_log import LogFormat, task_log_response
 from comfy_shared.api.workflows import workflows_router
 from comfy_shared.errors import SettingsError
 from comfy_shared.logs import configure_logging
+from comfy_shared.models import TaskRecord
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.settings import ApiServerSettings, settings_from_argv
 from comfy_shared.stream_hub import StreamHub
@@ -58,6 +59,10 @@ class TaskReaders(Protocol):
 
     @property
     def settings(self) -> ApiServerSettings: ...
+
+    async def queue_standing(self, task: TaskRecord) -> QueueStanding | None:
+        """A waiting task's queue position and ETA, where the app keeps a queue."""
+        ...
 
 
 def build_app(
@@ -135,9 +140,11 @@ def task_history_router(
     ) -> StreamingResponse:
         """Every state change and progress update, ending with the final state. A late client
         first gets the current state; reconnect with ``Last-Event-ID`` to get exactly the
-        events you missed. An idle stream gets a comment line every ``--sse-heartbeat-s``;
-        past ``--max-streams`` open streams: 429 ``too_many_streams`` with Retry-After. A
-        browser's EventSource, which cannot send headers, may pass its key as ``?token=``."""
+        events you missed. While the task waits in the balancer's queue, ``queue`` events
+        (no id) give its position and ETA when they change. An idle stream gets a comment
+        line every ``--sse-heartbeat-s``; past ``--max-streams`` open streams: 429
+        ``too_many_streams`` with Retry-After. A browser's EventSource, which cannot send
+        headers, may pass its key as ``?token=``."""
         await visible_task(state.store, caller, task_id)
         stream = await open_task_events(
             state.store,
@@ -146,6 +153,7 @@ def task_history_router(
             task_id,
             last_event_id,
             heartbeat_s=state.settings.sse_heartbeat_s,
+            standing=state.queue_standing,
         )
         return stream.response()
 

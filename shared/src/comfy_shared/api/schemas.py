@@ -169,6 +169,13 @@ class TaskEta(BaseModel):
     finish: datetime
 
 
+class QueueStanding(BaseModel):
+    """Where a waiting task stands (the ``queue`` events of its stream, on the balancer)."""
+
+    queue_position: int
+    eta: TaskEta | None
+
+
 class TaskView(BaseModel):
     id: str
     status: TaskStatus

@@ -9,14 +9,17 @@ them, and a dropped connection never loses the result.
 Streams do not read Redis themselves: each follows its task's stream through the process's
 :class:`~comfy_shared.stream_hub.StreamHub` (one connection for all of them). An idle stream
 gets a comment line every ``heartbeat_s`` (so proxies keep it open) and stays open for as long
-as the task may still change; a Redis outage only delays its events. Past the hub's
+as the task may still change; a Redis outage only delays its events. Where the app knows a
+waiting task's standing (the balancer: queue position and ETA), a ``queue`` event says it when
+the stream opens and whenever it changed, checked at each heartbeat; it has no id, so
+``Last-Event-ID`` still names the task's own events. Past the hub's
 ``max_streams`` a new stream is refused (``TooManyStreams``, 429).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -24,11 +27,12 @@ from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError, ResponseError
 from starlette.types import Receive, Scope, Send
 
-from comfy_shared.api.schemas import TaskView
+from comfy_shared.api.schemas import QueueStanding, TaskView
 from comfy_shared.errors import TaskNotFound
-from comfy_shared.models import TaskEvent
+from comfy_shared.models import TaskEvent, TaskRecord
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.stream_hub import Follower, StreamHub, stream_order
+from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
 
 SSE_HEADERS: Final = {
@@ -37,6 +41,8 @@ SSE_HEADERS: Final = {
 }
 _RETRY_MS: Final = 2000
 HEARTBEAT: Final = ": keepalive\n\n"
+Standing = Callable[[TaskRecord], Awaitable[QueueStanding | None]]
+"""Where a waiting task stands now (None once it left the queue)."""
 
 
 class InvalidEventId(ValueError):
@@ -84,6 +90,7 @@ async def open_task_events(
     last_event_id: str | None,
     *,
     heartbeat_s: float = 15.0,
+    standing: Standing | None = None,
 ) -> TaskEventStream:
     """Check the request up front (unknown task, bad id, too many streams) so errors are
     proper HTTP answers, then return the stream."""
@@ -97,7 +104,8 @@ async def open_task_events(
             except ResponseError as exc:
                 raise InvalidEventId(last_event_id) from exc
     follower = hub.follow(keys.task_events(task_id), last_event_id or latest[0])
-    frames = _frames(store, hub, task_id, latest, last_event_id, follower, heartbeat_s)
+    reports = _QueueReports(standing, latest[1].task)
+    frames = _frames(store, hub, task_id, latest, last_event_id, follower, heartbeat_s, reports)
     return TaskEventStream(frames, follower)
 
 
@@ -109,6 +117,7 @@ async def _frames(
     last_event_id: str | None,
     follower: Follower,
     heartbeat_s: float,
+    reports: _QueueReports,
 ) -> AsyncGenerator[str, None]:
     try:
         yield f"retry: {_RETRY_MS}\n\n"
@@ -117,6 +126,8 @@ async def _frames(
         if _client_has_the_end(latest, follower.cursor):
             return
         while True:
+            if report := await reports.frame():
+                yield report
             entries = await follower.next_entries(heartbeat_s)
             if not entries:
                 async with hub.pooled_turn:
@@ -130,6 +141,7 @@ async def _frames(
                 yield format_event(entry_id, event)
                 if event.task.status.is_terminal:
                     return
+                reports.task = event.task
     finally:
         follower.close()
 
@@ -147,6 +159,36 @@ async def _nothing_more_to_come(store: TaskStore, task_id: str, cursor: str) -> 
 def _client_has_the_end(latest: tuple[str, TaskEvent], cursor: str) -> bool:
     latest_id, event = latest
     return event.task.status.is_terminal and stream_order(latest_id) <= stream_order(cursor)
+
+
+class _QueueReports:
+    """The ``queue`` events of a stream: a waiting task's standing, when it changed."""
+
+    def __init__(self, standing: Standing | None, task: TaskRecord) -> None:
+        self._standing = standing
+        self.task = task
+        self._said: QueueStanding | None = None
+
+    async def frame(self) -> str | None:
+        if self._standing is None or self.task.status is not TaskStatus.QUEUED:
+            return None
+        try:
+            now = await self._standing(self.task)
+        except RedisError:
+            return None  # said at the next heartbeat
+        if now is None or not _changed(self._said, now):
+            return None
+        self._said = now
+        return f"event: queue\ndata: {now.model_dump_json()}\n\n"
+
+
+def _changed(said: QueueStanding | None, now: QueueStanding) -> bool:
+    """A new position, or an expected start moved by a second or more."""
+    if said is None or said.queue_position != now.queue_position:
+        return True
+    if said.eta is None or now.eta is None:
+        return said.eta != now.eta
+    return abs((said.eta.start - now.eta.start).total_seconds()) >= 1
 
 
 def format_event(event_id: str, event: TaskEvent) -> str:

@@ -67,6 +67,7 @@ async def generate(
     position = intake.position
     if not intake.created:
         position = await state.queue.position(intake.task.id)
-    view = TaskView.from_record(intake.task, queue_position=position)
+    eta = await state.pace.expected_times(intake.task, position)
+    view = TaskView.from_record(intake.task, queue_position=position, eta=eta)
     response.headers["Location"] = view.links.self
     return view

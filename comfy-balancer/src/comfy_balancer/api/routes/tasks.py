@@ -69,7 +69,8 @@ async def list_tasks(
 async def get_task(task_id: TaskIdInPath, state: State, caller: CallerOf) -> TaskView:
     record = await visible_task(state.store, caller, task_id)
     position = await state.queue.position(task_id) if record.status is TaskStatus.QUEUED else None
-    return TaskView.from_record(record, queue_position=position)
+    eta = await state.pace.expected_times(record, position)
+    return TaskView.from_record(record, queue_position=position, eta=eta)
 
 
 @router.delete(
