@@ -99,6 +99,7 @@ class TaskRun:
     tenant: str
     created_s: float
     eta_start_s: float  # NaN: the submit answer had no ETA
+    placed_s: float  # first placement on a node (attempt 1 dispatched)
     started_s: float
     finished_s: float
     node_id: str | None
@@ -125,6 +126,8 @@ class Figures:
     job_s: float
     backlog: int  # heavy tasks not started yet at the first light submit
     light_first_s: list[float]
+    light_first_queue_s: list[float]  # of those: submit -> that task placed
+    overtaken: list[int]  # per light tenant: heavy tasks placed after its submit, before its first
     light_done_s: list[float]
     heavy_done_s: float
     window_s: float
@@ -264,6 +267,7 @@ def _task_run(
         tenant=tenant_of[task_id],
         created_s=epoch(record["created_at"]),
         eta_start_s=eta_of[task_id],
+        placed_s=epoch((record.get("attempt_log") or [{}])[0].get("dispatched_at")),
         started_s=epoch(record["started_at"]),
         finished_s=epoch(record["finished_at"]),
         node_id=record.get("node_id"),
@@ -290,6 +294,8 @@ def _figures(policy: str, tasks: list[TaskRun], load: Load) -> Figures:
         job_s=job_s,
         backlog=sum(task.started_s > window[0] for task in heavy),
         light_first_s=_per_tenant(lights, lambda own: min(t.started_s for t in own)),
+        light_first_queue_s=_per_tenant(lights, lambda own: _first_to_start(own).placed_s),
+        overtaken=_overtaken(lights, heavy),
         light_done_s=_per_tenant(lights, lambda own: max(t.finished_s for t in own)),
         heavy_done_s=max(t.finished_s for t in heavy) - min(t.created_s for t in heavy),
         window_s=window[1] - window[0],
@@ -315,6 +321,21 @@ def _per_tenant(tasks: list[TaskRun], moment: Callable[[list[TaskRun]], float]) 
         own = [task for task in tasks if task.tenant == tenant]
         figures.append(moment(own) - min(task.created_s for task in own))
     return figures
+
+
+def _first_to_start(tasks: list[TaskRun]) -> TaskRun:
+    return min(tasks, key=lambda task: task.started_s)
+
+
+def _overtaken(lights: list[TaskRun], heavy: list[TaskRun]) -> list[int]:
+    """Per light tenant: heavy tasks placed after its first submit and before its first
+    placement (a fair queue places almost none: the light tenant takes the next turn)."""
+    counts = []
+    for tenant in sorted({task.tenant for task in lights}):
+        own = [task for task in lights if task.tenant == tenant]
+        since, until = min(t.created_s for t in own), min(t.placed_s for t in own)
+        counts.append(sum(since < task.placed_s < until for task in heavy))
+    return counts
 
 
 def _gpu_seconds(
@@ -345,6 +366,18 @@ def _print_side_by_side(results: list[Figures]) -> None:
         ("light first start mean s", lambda f: statistics.fmean(f.light_first_s), "{:.2f}"),
         ("light first start p95 s", lambda f: percentile(f.light_first_s, 95), "{:.2f}"),
         ("light first start p95 / job time", lambda f: _first_start_ratio(f), "{:.2f}"),
+        (
+            "  of the mean: in the queue s",
+            lambda f: statistics.fmean(f.light_first_queue_s),
+            "{:.2f}",
+        ),
+        (
+            "  of the mean: placed, behind the node's task s",
+            lambda f: statistics.fmean(f.light_first_s) - statistics.fmean(f.light_first_queue_s),
+            "{:.2f}",
+        ),
+        ("heavy tasks placed ahead, mean", lambda f: statistics.fmean(f.overtaken), "{:.1f}"),
+        ("heavy tasks placed ahead, max", lambda f: max(f.overtaken), "{:.0f}"),
         ("light done mean s", lambda f: statistics.fmean(f.light_done_s), "{:.2f}"),
         ("light done p95 s", lambda f: percentile(f.light_done_s, 95), "{:.2f}"),
         ("heavy done s", lambda f: f.heavy_done_s, "{:.2f}"),
