@@ -17,6 +17,10 @@ balancer's API reports them, and its ``eta`` as the submit answered it:
 - job time: mean ``started_at`` -> ``finished_at`` over every task of the run (on this fleet
   about the job's time at 2x);
 - light first start: per light tenant, its first submit -> the first of its tasks to start;
+  split into the time that task waited in the queue (-> its first placement, ``attempt_log``)
+  and on its node, behind the task running there (prefetch: ``--slots`` 2);
+- heavy tasks placed ahead: per light tenant, heavy tasks placed after its first submit and
+  before its first placement;
 - light done: per light tenant, its first submit -> the last of its tasks finished;
 - heavy done: the heavy tenant's first submit -> its last task finished;
 - Jain's fairness index, (sum x)^2 / (n sum x^2), of the GPU-seconds each tenant received in
