@@ -8,7 +8,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -16,6 +18,7 @@ import psutil
 
 from comfy_shared.task_state import TaskStatus
 from comfy_stack.embedded_redis import RedisServer, start_redis_server
+from comfy_testkit.graphs import txt2img
 from comfy_testkit.stack import (
     AUTH_HEADERS,
     RunningComponent,
@@ -324,3 +327,48 @@ def wait_for_ready_nodes(balancer_url: str, count: int, timeout_s: float = 20.0)
             return
         time.sleep(0.05)
     raise SystemExit(f"the balancer did not see {count} ready nodes within {timeout_s:.0f} s")
+
+
+def warm_up(http: httpx.Client, cluster: LocalCluster, step_time_s: float) -> None:
+    """One task per node, straight to its service, then wait until every node published a
+    measured speed: as in a fleet that has been running (see comfy_service.speed), so the
+    balancer's placement and cost predictions start from measurements."""
+    for node in cluster.nodes:
+        graph = txt2img(f"warm-up-{node.node_id}", steps=10, seed=10_000)
+        body = {"task_id": f"warm-up-{node.node_id}", "prompt": graph}
+        url = f"{node.service.url}{API}/generate"
+        http.post(url, json=body, headers=node.service.auth_headers).raise_for_status()
+    deadline = time.monotonic() + 30 + 10 * 10 * step_time_s
+    balancer = cluster.balancer
+    while time.monotonic() < deadline:
+        nodes = http.get(f"{balancer.url}{API}/nodes", headers=balancer.auth_headers).json()
+        if all(node["health"] and node["health"]["speed"] for node in nodes):
+            return
+        time.sleep(0.1)
+    raise SystemExit("the nodes did not publish a measured speed after the warm-up")
+
+
+def wait_until_finished(
+    http: httpx.Client, readers: Mapping[str, RunningComponent], timeout_s: float
+) -> list[dict[str, Any]]:
+    """The record of every task (id -> the balancer or service that has it) once it ended, in
+    the mapping's order. Polls gently: one request per tick, oldest unfinished task first."""
+    ids = list(readers)
+    records: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while len(records) < len(ids):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {len(records)} of {len(ids)} tasks finished in time")
+        reader = readers[ids[len(records)]]
+        url = f"{reader.url}{API}/tasks/{ids[len(records)]}"
+        record: dict[str, Any] = http.get(url, headers=reader.auth_headers).json()
+        if record["status"] in TERMINAL:
+            records.append(record)
+        else:
+            time.sleep(0.05)
+    return records
+
+
+def epoch(iso: str | None) -> float:
+    """An API timestamp as seconds since the epoch (NaN for none)."""
+    return datetime.fromisoformat(iso).timestamp() if iso else float("nan")

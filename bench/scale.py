@@ -22,8 +22,21 @@ task (its whole loop: reading the nodes, sweeping, choosing, claiming, recording
 and that CPU over the wall time ("balancer busy": near 100 % the single-threaded balancer is the
 bottleneck, so placements/s is about 1 / its CPU per task); Redis and the fake service too.
 
-    ./dev bench scale [--levels 1000 10000 100000] [--concurrency 64] [--samples 200]
-        [--nodes 5 50] [--tasks 3000]
+(c) Fair queue with many tenants, straight on ``TaskQueue`` (no balancer). For each of
+``--tenants`` (default 1, then 1,000), an emptied Redis is filled up to each of ``--levels``
+as the balancer's intake does: ``TaskQueue.submit`` with ``Share(flow=tenant, cost_s=...,
+weight=...)`` (task i belongs to tenant i mod N; costs drawn from 5/10/20/40 steps at 0.75 s
+a step plus 0.1 s, a fixed seed; every tenth tenant has weight 2). At each depth, sequential
+samples of: a submit of one more task for a random tenant; ``TaskQueue.position`` of a random
+queued task; a placement, the dispatcher's two queue calls: ``head(64)`` (``--lookahead``'s
+default) and ``claim`` of its first task on a node with room (then, unmeasured, ``requeue``
+puts it back at its old place, so the depth stays); and ``--urgent`` submits with priority 1
+for a random tenant (it takes the turn of that tenant's first priority-0 task, and each of
+those moves to the next). Every figure is compared between depths (O(log n) grows by
+log(100k) / log(1k) = 1.67 at most from 1k to 100k) and between the tenant counts.
+
+    ./dev bench scale [--parts a b c] [--levels 1000 10000 100000] [--concurrency 64]
+        [--samples 200] [--nodes 5 50] [--tasks 3000] [--tenants 1 1000] [--urgent 5]
 """
 
 from __future__ import annotations
@@ -56,7 +69,7 @@ from comfy_shared.models import (
 )
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
-from comfy_shared.task_queue import TaskQueue
+from comfy_shared.task_queue import Share, TaskQueue
 from comfy_shared.task_store import TaskStore
 from comfy_stack.embedded_redis import RedisServer
 from comfy_testkit.graphs import txt2img
@@ -70,6 +83,11 @@ from comfy_testkit.stack import (
 KEYS = RedisKeys()
 POLICY = RetryPolicy(max_attempts=3, retry_on=["OutOfMemoryError", "out of memory"])
 NO_QUEUE_LIMIT = ("--max-queue", "10000000")
+LOOKAHEAD = 64
+"""The dispatcher's default ``--lookahead``: the queue head it reads per round."""
+ROOMY_SLOTS = 10**9
+"""Slots of the node placements go to in (c): it never fills."""
+COST_STEPS = (5, 10, 20, 40)
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,17 @@ class Level:
     get_ms: list[float]
     position_ms: list[float]
     post_ms: list[float]
+
+
+@dataclass(frozen=True)
+class FairLevel:
+    tenants: int
+    pending: int
+    fill_rate: float  # submits/s filling up to this depth, ``--concurrency`` in flight
+    submit_ms: list[float]
+    position_ms: list[float]
+    place_ms: list[float]  # head(LOOKAHEAD) + claim of its first task
+    urgent_ms: list[float]  # a priority-1 submit into a flow of priority-0 tasks
 
 
 @dataclass(frozen=True)
@@ -102,38 +131,71 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200, help="latency samples per figure")
     parser.add_argument("--nodes", type=int, nargs="+", default=[5, 50], help="fake nodes")
     parser.add_argument("--tasks", type=int, default=3000, help="tasks placed per node count")
+    parser.add_argument("--tenants", type=int, nargs="+", default=[1, 1_000], help="for (c)")
+    parser.add_argument("--urgent", type=int, default=5, help="priority-1 submits per depth")
+    parser.add_argument("--parts", nargs="+", choices=("a", "b", "c"), default=["a", "b", "c"])
     args = parser.parse_args()
-    levels, placements = asyncio.run(_main(args))
+    results = asyncio.run(_main(args))
 
-    print(
-        f"(a) pending queue: balancer with no nodes; {args.concurrency} submits in flight; "
-        f"{args.samples} sequential samples per latency\n"
-    )
-    _print_levels(levels)
-    print(
-        f"\n(b) dispatcher: {args.tasks} tasks per run onto N fake nodes (2 slots each) that "
-        "finish every task at once\n"
-    )
-    _print_placements(placements)
-    print(_summary(levels, placements))
+    if results.levels:
+        print(
+            f"(a) pending queue: balancer with no nodes; {args.concurrency} submits in flight; "
+            f"{args.samples} sequential samples per latency\n"
+        )
+        _print_levels(results.levels)
+    if results.placements:
+        print(
+            f"\n(b) dispatcher: {args.tasks} tasks per run onto N fake nodes (2 slots each) "
+            "that finish every task at once\n"
+        )
+        _print_placements(results.placements)
+    if results.fair:
+        print(
+            f"\n(c) fair queue, TaskQueue alone: {args.concurrency} submits in flight to fill; "
+            f"{args.samples} sequential samples per latency ({args.urgent} urgent submits)\n"
+        )
+        _print_fair_levels(results.fair)
+        print()
+        _print_fair_ratios(results.fair)
+    print(_summary(results))
 
 
-async def _main(args: argparse.Namespace) -> tuple[list[Level], list[Placement]]:
+@dataclass(frozen=True)
+class Results:
+    levels: list[Level]
+    placements: list[Placement]
+    fair: list[FairLevel]
+
+
+async def _main(args: argparse.Namespace) -> Results:
     with local_redis() as (root, server):
         redis = await connect_redis(server.url)
         try:
             store = TaskStore(redis, KEYS)
             queue = TaskQueue(redis, KEYS, store)
-            levels = await _queue_depth(root, server, redis, queue, args)
-            await redis.flushall()
-            capabilities = _emulator_capabilities(root)
-            placements = [
-                await _dispatch(root, server, redis, store, queue, count, args.tasks, capabilities)
-                for count in args.nodes
-            ]
+            levels = []
+            if "a" in args.parts:
+                levels = await _queue_depth(root, server, redis, queue, args)
+            placements = []
+            if "b" in args.parts:
+                await redis.flushall()
+                capabilities = _emulator_capabilities(root)
+                placements = [
+                    await _dispatch(
+                        root, server, redis, store, queue, count, args.tasks, capabilities
+                    )
+                    for count in args.nodes
+                ]
+            fair = []
+            if "c" in args.parts:
+                fair = [
+                    level
+                    for tenants in args.tenants
+                    for level in await _many_tenants(redis, queue, tenants, args)
+                ]
         finally:
             await redis.aclose()
-    return levels, placements
+    return Results(levels, placements, fair)
 
 
 # (a) -------------------------------------------------------------------------------------
@@ -293,6 +355,99 @@ def _start_balancer(root: Path, server: RedisServer, name: str) -> RunningCompon
     )
 
 
+# (c) -------------------------------------------------------------------------------------
+
+
+async def _many_tenants(
+    redis: Redis, queue: TaskQueue, tenants: int, args: argparse.Namespace
+) -> list[FairLevel]:
+    await redis.flushall()
+    draw = random.Random(tenants)
+    levels: list[FairLevel] = []
+    submitted = 0
+    for target in sorted(args.levels):
+        added = target - await queue.length()
+        started = time.perf_counter()
+        await _submit_shared(queue, range(submitted, submitted + added), tenants, args.concurrency)
+        fill_s = time.perf_counter() - started
+        submitted += added
+        queued = [_fair_id(draw.randrange(submitted)) for _ in range(args.samples)]
+        extra = range(submitted, submitted + args.samples)
+        submitted += args.samples
+        urgent = range(submitted, submitted + args.urgent)
+        submitted += args.urgent
+        levels.append(
+            FairLevel(
+                tenants=tenants,
+                pending=target,
+                fill_rate=added / fill_s,
+                submit_ms=await _timed_each_index(extra, lambda i: _submit_one(queue, i, tenants)),
+                position_ms=await _timed_each(queued, queue.position),
+                place_ms=await _timed_placements(queue, args.samples),
+                urgent_ms=await _timed_each_index(
+                    urgent, lambda i: _submit_one(queue, i, tenants, priority=1)
+                ),
+            )
+        )
+    return levels
+
+
+def _fair_id(index: int) -> str:
+    return f"fair-{index}"
+
+
+def _share_of(index: int, tenants: int) -> Share:
+    """Task ``index``'s tenant (round robin), cost (a fixed draw) and weight (2 for every
+    tenth tenant)."""
+    tenant = index % tenants
+    steps = COST_STEPS[random.Random(index).randrange(len(COST_STEPS))]
+    return Share(
+        flow=f"tenant-{tenant}", cost_s=0.1 + steps * 0.75, weight=2.0 if tenant % 10 == 9 else 1.0
+    )
+
+
+async def _submit_one(queue: TaskQueue, index: int, tenants: int, *, priority: int = 0) -> None:
+    share = _share_of(index, tenants)
+    record = TaskRecord(
+        id=_fair_id(index), retry=POLICY, priority=priority, tenant=share.flow, key_id=None
+    )
+    await queue.submit(record, txt2img(f"fair/{index}", seed=index), share=share)
+
+
+async def _submit_shared(queue: TaskQueue, indexes: range, tenants: int, concurrency: int) -> None:
+    pending = iter(indexes)
+
+    async def worker() -> None:
+        for index in pending:
+            await _submit_one(queue, index, tenants)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def _timed_each_index(indexes: range, call: Callable[[int], Awaitable[Any]]) -> list[float]:
+    samples = []
+    for index in indexes:
+        started = time.perf_counter()
+        await call(index)
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+async def _timed_placements(queue: TaskQueue, count: int) -> list[float]:
+    """What a dispatch round asks of the queue to place one task; the task goes back to its
+    place afterwards (unmeasured), so every sample sees the same depth."""
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        head = await queue.head(LOOKAHEAD)
+        claimed = await queue.claim(head[0], "node-bench", ROOMY_SLOTS)
+        samples.append((time.perf_counter() - started) * 1000)
+        if claimed != 1:
+            raise SystemExit(f"claim of {head[0]} answered {claimed}")
+        await queue.requeue(head[0], "node-bench")
+    return samples
+
+
 # output -----------------------------------------------------------------------------------
 
 
@@ -354,21 +509,113 @@ def _print_placements(placements: list[Placement]) -> None:
     print_grid(header, rows)
 
 
-def _summary(levels: list[Level], placements: list[Placement]) -> str:
+def _print_fair_levels(levels: list[FairLevel]) -> None:
+    header = (
+        "tenants",
+        "pending",
+        "fill submits/s",
+        "submit p50/p99 ms",
+        "position p50/p99 ms",
+        "head+claim p50/p99 ms",
+        "urgent submit p50/max ms",
+    )
+    rows = [
+        (
+            f"{level.tenants:,}",
+            f"{level.pending:,}",
+            f"{level.fill_rate:,.0f}",
+            _p50_p99(level.submit_ms),
+            _p50_p99(level.position_ms),
+            _p50_p99(level.place_ms),
+            f"{percentile(level.urgent_ms, 50):.2f} / {max(level.urgent_ms, default=0):.2f}",
+        )
+        for level in levels
+    ]
+    print_grid(header, rows)
+
+
+FAIR_FIGURES: tuple[tuple[str, Callable[[FairLevel], list[float]]], ...] = (
+    ("submit", lambda level: level.submit_ms),
+    ("position", lambda level: level.position_ms),
+    ("head+claim", lambda level: level.place_ms),
+    ("urgent submit", lambda level: level.urgent_ms),
+)
+
+
+def _p50_ratio(level: FairLevel, against: FairLevel) -> list[str]:
+    return [
+        f"{percentile(samples(level), 50) / percentile(samples(against), 50):.2f}"
+        for _, samples in FAIR_FIGURES
+    ]
+
+
+def _print_fair_ratios(levels: list[FairLevel]) -> None:
+    """p50 ratios: each depth against the shallowest (same tenants), and each tenant count
+    against the first (same depth)."""
+    shallowest: dict[int, FairLevel] = {}
+    first_count: dict[int, FairLevel] = {}
+    rows = []
+    for level in levels:
+        low = shallowest.setdefault(level.tenants, level)
+        if low is not level:
+            label = f"{_tenants(level.tenants)}: {level.pending:,} / {low.pending:,} pending"
+            rows.append((label, *_p50_ratio(level, low)))
+    for level in levels:
+        base = first_count.setdefault(level.pending, level)
+        if base is not level:
+            label = f"{level.pending:,} pending: {level.tenants:,} / {_tenants(base.tenants)}"
+            rows.append((label, *_p50_ratio(level, base)))
+    print_grid(("p50 ratio", *(name for name, _ in FAIR_FIGURES)), rows)
+
+
+def _summary(results: Results) -> str:
+    parts = []
+    if results.levels:
+        parts.append(_queue_summary(results.levels))
+    if results.placements:
+        parts.append(_dispatch_summary(results.placements))
+    if results.fair:
+        parts.append(_fair_summary(results.fair))
+    return "summary: " + "; ".join(parts)
+
+
+def _tenants(count: int) -> str:
+    return f"{count:,} tenant" if count == 1 else f"{count:,} tenants"
+
+
+def _fair_summary(levels: list[FairLevel]) -> str:
+    """p50 at the shallowest and the deepest level, per tenant count."""
+    shallowest = min(level.pending for level in levels)
+    deepest = max(level.pending for level in levels)
+    described = []
+    for tenants in dict.fromkeys(level.tenants for level in levels):
+        own = {level.pending: level for level in levels if level.tenants == tenants}
+        changes = ", ".join(
+            f"{name} {percentile(samples(own[shallowest]), 50):.2f} -> "
+            f"{percentile(samples(own[deepest]), 50):.2f}"
+            for name, samples in FAIR_FIGURES
+        )
+        described.append(f"{_tenants(tenants)}, {shallowest:,} -> {deepest:,} pending: {changes}")
+    return "fair queue p50 ms: " + "; ".join(described)
+
+
+def _queue_summary(levels: list[Level]) -> str:
     deepest = levels[-1]
     first = levels[0]
-    queue_part = (
+    return (
         f"at {deepest.pending:,} pending: submit {deepest.added / deepest.submit_s:,.0f}/s, "
         f"{deepest.bytes_per_task / 1024:.1f} KiB/task in Redis, GET task p99 "
         f"{percentile(deepest.get_ms, 99):.2f} ms (vs {percentile(first.get_ms, 99):.2f} at "
         f"{first.pending:,}), position p99 {percentile(deepest.position_ms, 99):.2f} ms"
     )
-    dispatch_part = ", ".join(
+
+
+def _dispatch_summary(placements: list[Placement]) -> str:
+    return "dispatcher: " + ", ".join(
         f"{p.nodes} nodes {p.tasks / p.wall_s:,.0f} placed/s at "
         f"{p.balancer_s / p.tasks * 1000:.2f} ms balancer CPU/task"
         for p in placements
     )
-    return f"summary: {queue_part}; dispatcher: {dispatch_part}"
 
 
 if __name__ == "__main__":

@@ -43,14 +43,23 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import httpx
-from _common import API, TERMINAL, LocalCluster, Node, local_cluster, percentile, print_grid
+from _common import (
+    API,
+    LocalCluster,
+    Node,
+    epoch,
+    local_cluster,
+    percentile,
+    print_grid,
+    wait_until_finished,
+    warm_up,
+)
 
 from comfy_testkit.graphs import txt2img
-from comfy_testkit.stack import AUTH_HEADERS
+from comfy_testkit.stack import RunningComponent
 
 STEP_CHOICES = (5, 10, 20, 40)
 MODES = ("earliest-finish", "least-loaded", "round-robin", "random", "early")
@@ -118,7 +127,7 @@ def main() -> None:
     work_s = sum(steps) * args.step_time
     bound_s = work_s / sum(args.speeds)
     results = [
-        _run(mode, steps, args.step_time, args.speeds, args.slots, warm_up=not args.cold)
+        _run(mode, steps, args.step_time, args.speeds, args.slots, warm=not args.cold)
         for mode in args.modes
     ]
 
@@ -188,7 +197,7 @@ def _run(
     speeds: list[float],
     slots: int,
     *,
-    warm_up: bool,
+    warm: bool,
 ) -> RunResult:
     strategy = "least-loaded" if mode == "early" else mode
     balancer_args = ["--strategy", strategy, "--slots-per-node", str(slots)]
@@ -201,32 +210,35 @@ def _run(
             balancer_args=balancer_args,
             emulator_args=emulator_args,
         ) as cluster,
-        httpx.Client(timeout=30, headers=AUTH_HEADERS) as http,
+        httpx.Client(timeout=30) as http,
     ):
-        # Where each task is read back: the balancer, or the service it was sent to.
+        # Where each task is sent and read back: the balancer, or the service it was sent to.
         readers = {
             job.task_id: (
-                cluster.balancer.url
+                cluster.balancer
                 if mode != "early"
-                else cluster.nodes[index % len(cluster.nodes)].service.url
+                else cluster.nodes[index % len(cluster.nodes)].service
             )
             for index, job in enumerate(jobs)
         }
-        if warm_up:
-            _warm_up(http, cluster, step_time_s)
+        if warm:
+            warm_up(http, cluster, step_time_s)
         started = time.time()
         _submit_all(http, jobs, readers)
         timeout_s = 60 + 2 * sum(steps) * step_time_s
-        records = _wait_until_finished(http, readers, timeout_s)
+        records = wait_until_finished(http, readers, timeout_s)
         tasks = [_task_result(record, started) for record in records]
         makespan_s = max(task.finished_s for task in tasks)
         by_id = {job.task_id: job for job in jobs}
+        # Each attempt has its own prompt id in ComfyUI: the node's history speaks of those.
+        tasks_of = _task_of_prompt(records)
+        by_prompt = {prompt_id: by_id[task_id] for prompt_id, task_id in tasks_of.items()}
         measured = _measured_step_ms(http, cluster)
         nodes = [
-            _node_result(http, node, speed, by_id, step_time_s, started, measured)
+            _node_result(http, node, speed, by_prompt, step_time_s, started, measured)
             for node, speed in zip(cluster.nodes, speeds, strict=True)
         ]
-        counts = _execution_counts(http, cluster)
+        counts = _execution_counts(http, cluster, tasks_of)
     return RunResult(
         mode=mode,
         makespan_s=makespan_s,
@@ -237,23 +249,7 @@ def _run(
     )
 
 
-def _warm_up(http: httpx.Client, cluster: LocalCluster, step_time_s: float) -> None:
-    """One task per node, straight to its service, before the clock starts: as in a fleet that
-    has been running, every node has measured its speed (see comfy_service.speed)."""
-    for node in cluster.nodes:
-        graph = txt2img(f"warm-up-{node.node_id}", steps=10, seed=10_000)
-        body = {"task_id": f"warm-up-{node.node_id}", "prompt": graph}
-        http.post(f"{node.service.url}{API}/generate", json=body).raise_for_status()
-    deadline = time.monotonic() + 30 + 10 * 10 * step_time_s
-    while time.monotonic() < deadline:
-        nodes = http.get(f"{cluster.balancer.url}{API}/nodes").json()
-        if all(node["health"] and node["health"]["speed"] for node in nodes):
-            return
-        time.sleep(0.1)
-    raise SystemExit("the nodes did not publish a measured speed after the warm-up")
-
-
-def _submit_all(http: httpx.Client, jobs: list[Job], readers: dict[str, str]) -> None:
+def _submit_all(http: httpx.Client, jobs: list[Job], readers: dict[str, RunningComponent]) -> None:
     """All jobs at once, in order (a few requests in flight so the submit burst is short)."""
 
     def submit(index: int) -> None:
@@ -262,35 +258,17 @@ def _submit_all(http: httpx.Client, jobs: list[Job], readers: dict[str, str]) ->
         # its cache.
         graph = txt2img(job.task_id, steps=job.steps, seed=index)
         body = {"task_id": job.task_id, "prompt": graph}
-        response = http.post(f"{readers[job.task_id]}{API}/generate", json=body)
+        target = readers[job.task_id]
+        response = http.post(f"{target.url}{API}/generate", json=body, headers=target.auth_headers)
         response.raise_for_status()
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(submit, range(len(jobs))))
 
 
-def _wait_until_finished(
-    http: httpx.Client, readers: dict[str, str], timeout_s: float
-) -> list[dict[str, Any]]:
-    """Poll gently (one request per tick, oldest unfinished task first)."""
-    ids = list(readers)
-    records: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    while len(records) < len(ids):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"only {len(records)} of {len(ids)} tasks finished in time")
-        task_id = ids[len(records)]
-        record: dict[str, Any] = http.get(f"{readers[task_id]}{API}/tasks/{task_id}").json()
-        if record["status"] in TERMINAL:
-            records.append(record)
-        else:
-            time.sleep(0.05)
-    return records
-
-
 def _task_result(record: dict[str, Any], started: float) -> TaskResult:
     created, began, ended = (
-        _epoch(record[name]) for name in ("created_at", "started_at", "finished_at")
+        epoch(record[name]) for name in ("created_at", "started_at", "finished_at")
     )
     return TaskResult(
         task_id=str(record["id"]),
@@ -299,10 +277,6 @@ def _task_result(record: dict[str, Any], started: float) -> TaskResult:
         wait_s=began - created,
         finished_s=ended - started,
     )
-
-
-def _epoch(iso: str | None) -> float:
-    return datetime.fromisoformat(iso).timestamp() if iso else float("nan")
 
 
 def _node_result(
@@ -339,7 +313,8 @@ def _node_result(
 
 
 def _measured_step_ms(http: httpx.Client, cluster: LocalCluster) -> dict[str, float]:
-    nodes = http.get(f"{cluster.balancer.url}{API}/nodes").json()
+    balancer = cluster.balancer
+    nodes = http.get(f"{balancer.url}{API}/nodes", headers=balancer.auth_headers).json()
     return {
         node["node_id"]: node["health"]["speed"]["seconds_per_step"] * 1000
         for node in nodes
@@ -347,13 +322,27 @@ def _measured_step_ms(http: httpx.Client, cluster: LocalCluster) -> dict[str, fl
     }
 
 
-def _execution_counts(http: httpx.Client, cluster: LocalCluster) -> dict[str, int]:
-    """Times each prompt id started executing, summed over every ComfyUI."""
+def _task_of_prompt(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Prompt id -> task id, for every attempt of every task (a task sent straight to a
+    service has no attempt log: its prompt id is its task id)."""
+    tasks_of = {str(record["id"]): str(record["id"]) for record in records}
+    for record in records:
+        for attempt in record.get("attempt_log") or []:
+            if attempt.get("prompt_id"):
+                tasks_of[str(attempt["prompt_id"])] = str(record["id"])
+    return tasks_of
+
+
+def _execution_counts(
+    http: httpx.Client, cluster: LocalCluster, tasks_of: dict[str, str]
+) -> dict[str, int]:
+    """Times each task started executing, summed over its prompts on every ComfyUI."""
     counts: dict[str, int] = {}
     for node in cluster.nodes:
         stats = http.get(f"{node.emulator.url}/emulator/stats").json()
         for prompt_id, times in stats["executions"].items():
-            counts[prompt_id] = counts.get(prompt_id, 0) + int(times)
+            task_id = tasks_of.get(prompt_id, prompt_id)
+            counts[task_id] = counts.get(task_id, 0) + int(times)
     return counts
 
 
