@@ -88,6 +88,7 @@ FORM_ERRORS: ErrorTable = {
 """Refusals of a ``multipart/form-data`` body, for an app that reads such bodies."""
 
 HTTP_CODES = {
+    400: "malformed_json",  # FastAPI's own, for a JSON body it cannot decode (not UTF-8)
     404: "not_found",
     405: "method_not_allowed",
     408: "body_timeout",
