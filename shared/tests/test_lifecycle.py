@@ -101,9 +101,12 @@ def test_start_and_progress() -> None:
         apply(running, Started(ON_A))
     assert not isinstance(refused.value, AttemptOver)  # seen already: nothing to stop
 
+    assert running.attempt_log[-1].started_at == running.started_at is not None
+
     stepped = apply(placed_on("a"), Progressed(ON_A, "5", 3, 20))  # the start event was missed
     assert stepped.status is TaskStatus.RUNNING
     assert stepped.started_at is not None
+    assert stepped.attempt_log[-1].started_at == stepped.started_at
     assert stepped.progress == Progress(node="5", value=3, max=20)
 
 
@@ -132,6 +135,7 @@ def test_a_failure_the_policy_covers_goes_back_to_the_queue_with_its_attempt_log
     )  # fmt: skip
     assert again.attempt_log[-1].outcome == f"failed: {OOM.message}"
     assert again.attempt_log[-1].ended_at is not None
+    assert again.attempt_log[-1].started_at is not None  # what the attempt ran stays known
 
 
 @pytest.mark.parametrize(
@@ -230,10 +234,10 @@ def test_every_decided_change_is_one_the_state_machine_allows(state: str, event:
 
 
 def test_events_carry_their_own_time() -> None:
-    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    done = apply(running_on_a(), Ended(ON_A, at=at))
-    assert done.finished_at == at
+    start, at = datetime(2026, 1, 2, 3, 4, 0, tzinfo=UTC), datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    done = apply(apply(placed_on("a"), Started(ON_A, at=start)), Ended(ON_A, at=at))
+    assert (done.started_at, done.finished_at) == (start, at)
     assert done.attempt_log == [
         Attempt(number=1, node_id="a", dispatched_at=done.attempt_log[0].dispatched_at,
-                ended_at=at, outcome="succeeded"),
+                started_at=start, ended_at=at, outcome="succeeded"),
     ]  # fmt: skip

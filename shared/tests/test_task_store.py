@@ -1,4 +1,6 @@
 import asyncio
+from datetime import UTC, date, datetime, timedelta
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -9,7 +11,8 @@ from comfy_shared.models import ErrorType, InputFile, Progress, TaskError, TaskR
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import IdempotencyBinding, TaskStore
-from comfy_testkit.records import ATTEMPT, on_node, run, succeed
+from comfy_shared.usage import USAGE_TTL_S
+from comfy_testkit.records import ATTEMPT, NODE, on_node, run, succeed
 
 KEYS = RedisKeys("test")
 RETENTION_S = 600
@@ -189,3 +192,79 @@ async def test_an_idempotency_key_binds_one_task_per_tenant_for_a_day(
     assert 0 < await redis.ttl(KEYS.idempotency("acme", "order-7")) <= 24 * 3600
     await store.unbind_idempotency_key("acme", "order-7")
     assert await store.bind_idempotency_key("acme", "order-7", second) is None
+
+
+# --- usage: counted by the write that ends a task ---------------------------------------------
+
+START = datetime(2026, 3, 9, 12, 0, 0, tzinfo=UTC)
+DAY = date(2026, 3, 9)
+
+
+async def run_for(store: TaskStore, task_id: str, seconds: float) -> None:
+    await store.apply(task_id, Started(ATTEMPT, at=START))
+    await store.apply(task_id, Ended(ATTEMPT, at=START + timedelta(seconds=seconds)))
+
+
+async def test_the_end_of_a_task_counts_it_for_its_tenant_and_its_key(
+    store: TaskStore, redis: Redis
+) -> None:
+    await store.create(on_node("t1", tenant="acme", key_id="k1", workflow="demo"))
+
+    await run_for(store, "t1", 2.5)
+
+    assert await redis.hgetall(KEYS.usage_tenant("acme", DAY)) == {
+        "tasks:succeeded": "1",
+        "gpu_s:total": "2.5",
+        "gpu_s:workflow:demo": "2.5",
+        f"gpu_s:node:{NODE}": "2.5",
+    }
+    assert await redis.hgetall(KEYS.usage_key("k1", DAY)) == {
+        "tasks:succeeded": "1",
+        "gpu_s:total": "2.5",
+    }
+    for key in (KEYS.usage_tenant("acme", DAY), KEYS.usage_key("k1", DAY)):
+        assert USAGE_TTL_S - 10 < await redis.ttl(key) <= USAGE_TTL_S
+    assert await redis.zrange(KEYS.usage_tenants(), 0, -1, withscores=True) == [
+        ("acme", 20260309.0)
+    ]
+
+
+async def test_a_replayed_or_concurrent_end_is_counted_once(store: TaskStore, redis: Redis) -> None:
+    await store.create(on_node("t1", tenant="acme", key_id="k1"))
+    await store.apply("t1", Started(ATTEMPT, at=START))
+    end = Ended(ATTEMPT, at=START + timedelta(seconds=3))
+    failure = Ended(ATTEMPT, error=TaskError(type=ErrorType.COMFYUI, message="boom"), at=end.at)
+
+    events: list[TaskEvent] = [end, failure, Cancelled(at=end.at)] * 3
+    results = await asyncio.gather(
+        *(store.apply("t1", event) for event in events), return_exceptions=True
+    )
+    with pytest.raises(Refused):
+        await store.apply("t1", end)  # the node reports it again later
+
+    winner = next(r for r in results if isinstance(r, TaskRecord))
+    tenant_usage = cast(dict[str, str], await redis.hgetall(KEYS.usage_tenant("acme", DAY)))
+    assert tenant_usage[f"tasks:{winner.status.value}"] == "1"
+    assert sum(float(v) for f, v in tenant_usage.items() if f.startswith("tasks:")) == 1
+    assert tenant_usage["gpu_s:total"] == "3"
+    assert (await redis.hgetall(KEYS.usage_key("k1", DAY)))["gpu_s:total"] == "3"
+
+
+async def test_a_task_without_a_key_counts_for_its_tenant_only(
+    store: TaskStore, redis: Redis
+) -> None:
+    await store.create(on_node("t1"))
+    await store.apply("t1", Cancelled(at=START))
+
+    assert await redis.hgetall(KEYS.usage_tenant("default", DAY)) == {
+        "tasks:cancelled": "1",
+        "gpu_s:total": "0",
+    }
+    assert await redis.keys(f"{KEYS.prefix}:usage:key:*") == []
+
+
+async def test_progress_writes_count_nothing(store: TaskStore, redis: Redis) -> None:
+    await store.create(on_node("t1", tenant="acme"))
+    await store.apply("t1", Progressed(ATTEMPT, "3", 1, 20))
+
+    assert await redis.keys(f"{KEYS.prefix}:usage:*") == []

@@ -4,6 +4,9 @@ ComfyStackError (comfy_shared.errors)
 ├── TaskNotFound, InvalidTransition, ConcurrentUpdate  (shared)
 ├── TooManyStreams         (shared) --max-streams event streams are open -> 429 with Retry-After
 ├── QueueFull              the pending queue is at its limit -> 429 with Retry-After
+├── BudgetExhausted        the key used its GPU-seconds of the day or month -> 429, Retry-After
+├── InvalidUsageRange      a usage report's days are no days, reversed or too many -> 422
+├── OtherTenant            a key asked for another tenant's usage -> 403
 ├── NoCapableNode          no live node offers what the graph needs -> 422, with details
 ├── UnknownWorkflow        no template of that name -> 422
 ├── OutputNotFound         no output with that index -> 404
@@ -19,6 +22,8 @@ from redis.exceptions import RedisError
 from comfy_balancer.auth.callers import Forbidden, Unauthorized
 from comfy_balancer.auth.keys import KeyNotFound
 from comfy_balancer.auth.rate_limit import RateLimited
+from comfy_balancer.budgets import BudgetExhausted
+from comfy_balancer.usage import InvalidUsageRange, OtherTenant
 from comfy_shared.api.errors import (
     FORM_ERRORS,
     REQUEST_ERRORS,
@@ -117,6 +122,9 @@ STATUS_FOR: ErrorTable = {
     QueueFull: ErrorMapping(429, "queue_full", S, headers=retry_after_header),
     KeyQueueFull: ErrorMapping(429, "key_queue_full", V, headers=retry_after_header),
     RateLimited: ErrorMapping(429, "rate_limited", V, headers=_rate_limit_headers),
+    BudgetExhausted: ErrorMapping(429, "budget_exhausted", V, headers=retry_after_header),
+    InvalidUsageRange: ErrorMapping(422, "invalid_range", V),
+    OtherTenant: ErrorMapping(403, "tenant_not_allowed", V),
     Unauthorized: ErrorMapping(401, "unauthorized", V, headers=_challenge),
     Forbidden: ErrorMapping(403, "forbidden", V),
     PriorityNotAllowed: ErrorMapping(403, "priority_not_allowed", V),

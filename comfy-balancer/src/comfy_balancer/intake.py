@@ -1,7 +1,8 @@
 """Accepting and cancelling tasks at the balancer, for a caller (an API key's tenant).
 
 Accepting writes the task to Redis and into the durable queue before the caller gets 202,
-after these checks: the key's highest priority (403) and submits per minute (429); an
+after these checks: the key's highest priority (403), GPU-second budgets and submits per
+minute (429); an
 ``Idempotency-Key`` (or a caller-chosen task id) already used by the tenant returns the
 existing task; a full queue, or as many tasks of the key waiting as it may have, answers 429;
 a graph no live node could ever run answers 422 with what each node lacks. A caller sees and
@@ -16,6 +17,7 @@ from typing import Any
 from loguru import logger
 
 from comfy_balancer.auth.rate_limit import Quota, SubmitRateLimiter
+from comfy_balancer.budgets import Budgets
 from comfy_balancer.costs import CostModel
 from comfy_balancer.errors import (
     BandNotAllowed,
@@ -76,6 +78,7 @@ class TaskIntake:
         max_queue: int,
         rate_limiter: SubmitRateLimiter,
         costs: CostModel,
+        budgets: Budgets,
         fair: bool = True,
     ) -> None:
         """``fair``: tenants take turns in a band (else one flow per band: priority, then
@@ -83,6 +86,7 @@ class TaskIntake:
         self._store = store
         self._idempotency = IdempotencyKeys(store)
         self._rate_limiter = rate_limiter
+        self._budgets = budgets
         self._queue = queue
         self._registry = registry
         self._nodes = nodes_client
@@ -101,6 +105,7 @@ class TaskIntake:
         band = request.band or caller.share.band
         if not caller.share.allows(band):
             raise BandNotAllowed(band, caller.share.max_band or caller.share.band)
+        await self._budgets.check(caller)
         quota = None
         if limits.submits_per_minute is not None and caller.key_id is not None:
             quota = await self._rate_limiter.take(caller.key_id, limits.submits_per_minute)

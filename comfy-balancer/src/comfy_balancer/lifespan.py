@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from comfy_balancer.auth.callers import Authenticator
 from comfy_balancer.auth.keys import KeyStore
 from comfy_balancer.auth.rate_limit import SubmitRateLimiter
+from comfy_balancer.budgets import Budgets
 from comfy_balancer.costs import CostModel
 from comfy_balancer.dispatcher import Dispatcher
 from comfy_balancer.eta import PaceReader
@@ -29,6 +30,7 @@ from comfy_balancer.sending import Sender
 from comfy_balancer.service_client import ServiceClient
 from comfy_balancer.settings import BalancerSettings
 from comfy_balancer.sweep import SweepRules
+from comfy_balancer.usage import UsageBook
 from comfy_shared.api.schemas import QueueStanding
 from comfy_shared.loops import LoopHandle, Supervisor
 from comfy_shared.models import TaskRecord
@@ -59,6 +61,7 @@ class BalancerState:
     keys: RedisKeys
     task_logs: TaskLogSink
     stream_hub: StreamHub
+    usage: UsageBook
     loops: Supervisor = field(default_factory=Supervisor)
 
     async def queue_standing(self, task: TaskRecord) -> QueueStanding | None:
@@ -101,6 +104,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     nodes_client = ServiceClient(http, internal_token=token.get_secret_value() if token else None)
     policy = settings.retry_policy()
     costs = CostModel(redis, keys)
+    usage = UsageBook(redis, keys)
     intake = TaskIntake(
         store=store,
         queue=queue,
@@ -112,6 +116,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         fair=settings.queue_policy == "fair",
         costs=costs,
         rate_limiter=SubmitRateLimiter(redis, keys),
+        budgets=Budgets(usage),
     )
     keystore = KeyStore(redis, keys)
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
@@ -150,6 +155,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         keys=keys,
         task_logs=task_logs,
         stream_hub=StreamHub(settings.redis_url, redis, max_streams=settings.max_streams),
+        usage=usage,
     )
     state.loops.start("event-streams", state.stream_hub.run)
     if settings.dispatch:

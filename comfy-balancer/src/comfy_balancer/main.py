@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from comfy_balancer.api.answers import API_KEYS
-from comfy_balancer.api.routes import cluster, generate, groups, health, keys, tasks
+from comfy_balancer.api.routes import cluster, generate, groups, health, keys, tasks, usage
 from comfy_balancer.deps import get_caller, get_state
 from comfy_balancer.errors import STATUS_FOR
 from comfy_balancer.lifespan import balancer_lifespan
@@ -29,6 +29,7 @@ def create_app(settings: BalancerSettings) -> FastAPI:
             cluster.router,
             keys.router,
             groups.router,
+            usage.router,
         ],
         authenticate=get_caller,
         credentials=API_KEYS,

@@ -69,6 +69,13 @@ class StackClient:
     def groups(self) -> dict[str, Any]:
         return self._object("GET", "/api/v1/groups")
 
+    def usage(
+        self, tenant: str | None = None, since: str | None = None, until: str | None = None
+    ) -> dict[str, Any]:
+        given = {"tenant": tenant, "since": since, "until": until}
+        params = {name: value for name, value in given.items() if value is not None}
+        return self._object("GET", "/api/v1/usage", params=params)
+
     def workflow(self, name: str) -> dict[str, Any]:
         return self._object("GET", f"/api/v1/workflows/{name}")
 

@@ -1,4 +1,4 @@
-"""The client commands of ``comfy-stack``: generate, status, cancel, nodes, queue, keys.
+"""The client commands of ``comfy-stack``: generate, status, cancel, nodes, queue, usage, keys.
 
 Exit codes: 0 done, 1 the task failed (its error type and message printed) or was cancelled,
 2 the request was refused (e.g. 422), 3 the stack could not be reached.
@@ -22,6 +22,10 @@ from comfy_stack.progress import ProgressLine
 
 DEFAULT_WORKFLOW = "txt2img-sdxl"
 BANDS = ["interactive", "standard", "batch"]
+KEY_LIMITS = (
+    "max_running", "max_queued", "submits_per_minute", "max_priority",
+    "gpu_seconds_per_day", "gpu_seconds_per_month",
+)  # fmt: skip
 
 
 def add_client_commands(commands: Any) -> None:
@@ -47,6 +51,11 @@ def add_client_commands(commands: Any) -> None:
         command.set_defaults(run=handler)
     commands.add_parser("nodes", help="the nodes and their health").set_defaults(run=_nodes)
     commands.add_parser("queue", help="the pending queue").set_defaults(run=_queue)
+    usage = commands.add_parser("usage", help="tasks and GPU-seconds per tenant and UTC day")
+    usage.add_argument("--tenant", help="one tenant (default: yours; an admin key: all)")
+    usage.add_argument("--since", metavar="YYYY-MM-DD", help="default: the first of the month")
+    usage.add_argument("--until", metavar="YYYY-MM-DD", help="default: today")
+    usage.set_defaults(run=_usage)
     _add_keys_commands(commands)
     for name, command in commands.choices.items():
         if name not in ("up", "keys", "groups"):  # those: on each of their actions
@@ -73,6 +82,11 @@ def _add_keys_commands(commands: Any) -> None:
     )  # fmt: skip
     for limit in ("max-running", "max-queued", "submits-per-minute", "max-priority"):
         create.add_argument(f"--{limit}", type=int)
+    for period in ("day", "month"):
+        create.add_argument(
+            f"--gpu-seconds-per-{period}", type=float,
+            help=f"GPU-seconds its tasks may use per UTC {period}; then submits get 429",
+        )  # fmt: skip
     create.add_argument("--band", choices=BANDS, help="its tasks' band (default standard)")
     create.add_argument("--max-band", choices=BANDS, help="the highest band it may ask for")
     create.add_argument("--weight", type=float, help="its share of a band (default 1)")
@@ -190,12 +204,40 @@ def _queue(client: StackClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage(client: StackClient, args: argparse.Namespace) -> int:
+    report = client.usage(args.tenant, args.since, args.until)
+    print(f"usage from {report['since']} to {report['until']} (UTC days a task ended)")
+    _print_table(usage_rows(report))
+    return 0
+
+
+def usage_rows(report: dict[str, Any]) -> list[list[str]]:
+    """A usage report as table rows: each tenant's days, then its total."""
+    rows = [
+        ["tenant", "day", "succeeded", "failed", "cancelled", "gpu-s", "by workflow", "by node"]
+    ]
+    for tenant in report["tenants"]:
+        for day in tenant["days"]:
+            rows.append([tenant["tenant"], day["day"], *_usage_cells(day)])
+        rows.append([tenant["tenant"], "total", *_usage_cells(tenant["totals"])])
+    return rows
+
+
+def _usage_cells(usage: dict[str, Any]) -> list[str]:
+    tasks = usage["tasks"]
+    return [
+        str(tasks["succeeded"]), str(tasks["failed"]), str(tasks["cancelled"]),
+        f"{usage['gpu_s']:.3f}", _amounts(usage["gpu_s_by_workflow"]),
+        _amounts(usage["gpu_s_by_node"]),
+    ]  # fmt: skip
+
+
+def _amounts(by_name: dict[str, float]) -> str:
+    return " ".join(f"{name}={amount:.3f}" for name, amount in by_name.items()) or "-"
+
+
 def _create_key(client: StackClient, args: argparse.Namespace) -> int:
-    limits = {
-        name: getattr(args, name)
-        for name in ("max_running", "max_queued", "submits_per_minute", "max_priority")
-        if getattr(args, name) is not None
-    }
+    limits = {name: getattr(args, name) for name in KEY_LIMITS if getattr(args, name) is not None}
     body: dict[str, Any] = {"name": args.name, "limits": limits}
     if args.tenant:
         body["tenant"] = args.tenant

@@ -56,8 +56,25 @@ class KeyLimits(BaseModel):
         le=MAX_ABS_PRIORITY,
         description="Highest priority it may ask for; above it: 403.",
     )
+    gpu_seconds_per_day: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e9,
+        description="GPU-seconds its tasks may use per UTC day; once used up, submits get 429.",
+    )
+    gpu_seconds_per_month: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e9,
+        description="GPU-seconds its tasks may use per UTC month; once used up, submits get 429.",
+    )
 
-    _integers = field_validator("*", mode="before")(json_integer)
+    _integers = field_validator(
+        "max_running", "max_queued", "submits_per_minute", "max_priority", mode="before"
+    )(json_integer)
+    _numbers = field_validator("gpu_seconds_per_day", "gpu_seconds_per_month", mode="before")(
+        json_number
+    )
 
 
 class KeyShare(BaseModel):

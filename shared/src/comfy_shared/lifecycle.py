@@ -232,7 +232,12 @@ def _started(record: TaskRecord, event: Started) -> TaskRecord:
     if record.status is TaskStatus.RUNNING:
         raise Refused(record, "it runs already")
     return record.model_copy(
-        update={"status": TaskStatus.RUNNING, "started_at": event.at, "progress": Progress()}
+        update={
+            "status": TaskStatus.RUNNING,
+            "started_at": event.at,
+            "progress": Progress(),
+            "attempt_log": _with_last_attempt(record.attempt_log, started_at=event.at),
+        }
     )
 
 
@@ -242,7 +247,12 @@ def _progressed(record: TaskRecord, event: Progressed) -> TaskRecord:
     }
     if record.status is not TaskStatus.RUNNING:
         # The start event was missed (e.g. during a reconnect): a node running proves it.
-        update |= {"status": TaskStatus.RUNNING, "started_at": record.started_at or event.at}
+        started_at = record.started_at or event.at
+        update |= {
+            "status": TaskStatus.RUNNING,
+            "started_at": started_at,
+            "attempt_log": _with_last_attempt(record.attempt_log, started_at=started_at),
+        }
     return record.model_copy(update=update)
 
 

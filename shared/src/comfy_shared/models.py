@@ -92,6 +92,9 @@ class Attempt(BaseModel):
     prompt_id: str | None = Field(
         default=None, description="The prompt id the attempt has in its node's ComfyUI."
     )
+    started_at: datetime | None = Field(
+        default=None, description="When its graph started running in ComfyUI (None: it never ran)."
+    )
     ended_at: datetime | None = None
     outcome: str | None = Field(
         default=None,

@@ -52,6 +52,16 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 {p}:node:{node}:dispatched   zset    task queue      none; task ids the balancer placed on the
                                                      node, scored by claim ms (its used slots)
 {p}:node:{node}:failures     zset    comfy-balancer  ~10 min; recent failure times on the node
+{p}:usage:tenant:{tenant}:{day}  hash  task store    ~400 days; what the tenant's tasks that ended
+                                                     on that UTC day (yyyy-mm-dd) used, added by
+                                                     the write of their terminal status:
+                                                     "tasks:<status>", "gpu_s:total",
+                                                     "gpu_s:workflow:<name or graph>",
+                                                     "gpu_s:node:<node>" (HINCRBYFLOAT)
+{p}:usage:key:{key}:{day}    hash    task store      ~400 days; the same day's "gpu_s:total" and
+                                                     "tasks:<status>" of one API key (budgets)
+{p}:usage:tenants            zset    task store      none; tenant -> the last day (yyyymmdd) it
+                                                     had a task end
 {p}:signal:{name}            pubsub  any             wake-ups only, never the only copy of a fact
 
 Task ids are 1-128 characters of ``[A-Za-z0-9_.-]``, the first a letter or digit
@@ -67,6 +77,7 @@ never holds ``:``, the separator, so one task's id cannot name another task's ke
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 DEFAULT_PREFIX = "comfy"
 
@@ -167,6 +178,15 @@ class RedisKeys:
 
     def key_bucket(self, key_id: str) -> str:
         return f"{self.prefix}:key:{key_id}:bucket"
+
+    def usage_tenant(self, tenant: str, day: date) -> str:
+        return f"{self.prefix}:usage:tenant:{tenant}:{day.isoformat()}"
+
+    def usage_key(self, key_id: str, day: date) -> str:
+        return f"{self.prefix}:usage:key:{key_id}:{day.isoformat()}"
+
+    def usage_tenants(self) -> str:
+        return f"{self.prefix}:usage:tenants"
 
     def signal(self, name: str) -> str:
         return f"{self.prefix}:signal:{name}"

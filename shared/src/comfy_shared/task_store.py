@@ -9,7 +9,8 @@ again. Every status change is checked against the state machine before it is wri
 
 The store also owns the keys that belong to a task beside its record: the graph, the input
 files a node uploads to its ComfyUI, the claim of each attempt's submission, and the
-idempotency keys that name a task.
+idempotency keys that name a task. The write that ends a task also counts it in its tenant's
+and its API key's usage (:mod:`comfy_shared.usage`): once, as only one write can end it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from loguru import logger
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from comfy_shared import lifecycle
+from comfy_shared import lifecycle, usage
 from comfy_shared.clock import now_ms, utc_now
 from comfy_shared.errors import ConcurrentUpdate, InvalidTransition, TaskNotFound
 from comfy_shared.lua import LuaScript
@@ -60,11 +61,9 @@ end
 """Store a new task, or return the stored record if the id is taken (the caller needs it
 anyway: one round trip less). The queue's submit script runs it before queueing."""
 
-# A terminal write sets the retention on every task key, drops the input files (no attempt
-# will upload them again) and is announced on the channel: it frees a slot.
-_UPDATE_TASK: Final = LuaScript(
-    keys=("task", "prompt", "inputs", "events", "logs"),
-    args=("task_id", "version", "status", "record", "event", "events_maxlen", "ttl_s", "channel"),
+_WRITE_TASK: Final = LuaScript(
+    keys=("task", "events"),
+    args=("version", "status", "record", "event", "events_maxlen"),
     body="""
 local version = redis.call('HGET', KEY.task, 'version')
 if not version then return 'missing' end
@@ -72,16 +71,29 @@ if version ~= ARG.version then return 'stale' end
 redis.call('HSET', KEY.task, 'status', ARG.status, 'version', tonumber(version) + 1,
            'record', ARG.record)
 local id = redis.call('XADD', KEY.events, 'MAXLEN', '~', ARG.events_maxlen, '*', 'event', ARG.event)
-if tonumber(ARG.ttl_s) > 0 then
-  redis.call('DEL', KEY.inputs)
-  for _, key in ipairs({KEY.task, KEY.prompt, KEY.events, KEY.logs}) do
-    redis.call('EXPIRE', key, ARG.ttl_s)
-  end
-  redis.call('PUBLISH', ARG.channel, ARG.task_id)
-end
-return id
 """,
 )
+# A terminal write sets the retention on every task key, drops the input files (no attempt
+# will upload them again) and is announced on the channel: it frees a slot.
+_RETAIN_ENDED_TASK: Final = LuaScript(
+    keys=("task", "prompt", "inputs", "events", "logs"),
+    args=("task_id", "ttl_s", "channel"),
+    body="""
+redis.call('DEL', KEY.inputs)
+for _, key in ipairs({KEY.task, KEY.prompt, KEY.events, KEY.logs}) do
+  redis.call('EXPIRE', key, ARG.ttl_s)
+end
+redis.call('PUBLISH', ARG.channel, ARG.task_id)
+""",
+)
+_RETURN_ID: Final = LuaScript((), (), "return id")
+_UPDATE_TASK: Final = _WRITE_TASK.then(_RETURN_ID)
+# The usage is counted by the very write that ends the task: only one write can (the
+# compare-and-set), so a task is counted once however often its end is reported.
+_COUNTED_END: Final = _WRITE_TASK.then(_RETAIN_ENDED_TASK).then(usage.COUNT_USAGE)
+_END_TASK: Final = _COUNTED_END.then(_RETURN_ID)
+_END_KEYED_TASK: Final = _COUNTED_END.then(usage.COUNT_KEY_USAGE).then(_RETURN_ID)
+"""The end of a task submitted with an API key: its key's usage is counted too."""
 
 IDEMPOTENCY_TTL_S: Final = 24 * 3600
 MAX_UPDATE_ATTEMPTS: Final = 20
@@ -112,6 +124,8 @@ class TaskStore:
         self._events_maxlen = events_maxlen
         self._create = CREATE_TASK.then(LuaScript((), (), "return 1")).register(redis)
         self._update = _UPDATE_TASK.register(redis)
+        self._end = _END_TASK.register(redis)
+        self._end_keyed = _END_KEYED_TASK.register(redis)
 
     # --- creating ------------------------------------------------------------------------------
 
@@ -310,19 +324,33 @@ class TaskStore:
                 )
                 raise
         event = TaskEvent(kind=kind, task=record)
-        result = await self._update(
-            keys=self._task_keys(record.id),
-            args={
-                "task_id": record.id,
-                "version": version,
-                "status": record.status.value,
-                "record": record.model_dump_json(),
-                "event": event.model_dump_json(),
-                "events_maxlen": self._events_maxlen,
-                "ttl_s": self._retention_s if record.status.is_terminal else 0,
-                "channel": self._keys.signal(TASK_ENDED),
-            },
-        )
+        keys = {"task": self._keys.task(record.id), "events": self._keys.task_events(record.id)}
+        args: dict[str, str | int] = {
+            "version": version,
+            "status": record.status.value,
+            "record": record.model_dump_json(),
+            "event": event.model_dump_json(),
+            "events_maxlen": self._events_maxlen,
+        }
+        if record.status.is_terminal:
+            result = await self._write_end(record, keys, args)
+        else:
+            result = await self._update(keys=keys, args=args)
         if result == "missing":
             raise TaskNotFound(record.id)
         return bool(result != "stale")
+
+    async def _write_end(
+        self, record: TaskRecord, keys: dict[str, str], args: dict[str, str | int]
+    ) -> Any:
+        charge = usage.charge_of(record)
+        usage_keys, usage_args = usage.count_usage_arguments(self._keys, charge)
+        keys = keys | self._task_keys(record.id) | usage_keys
+        args = args | usage_args
+        args |= {
+            "task_id": record.id,
+            "ttl_s": self._retention_s,
+            "channel": self._keys.signal(TASK_ENDED),
+        }
+        script = self._end if charge.key_id is None else self._end_keyed
+        return await script(keys=keys, args=args)

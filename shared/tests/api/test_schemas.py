@@ -149,3 +149,14 @@ def test_integers_are_json_schema_integers(value: object) -> None:
 def test_an_integer_with_a_zero_fraction_is_an_integer() -> None:
     assert GenerateRequest.model_validate({"workflow": "demo", "priority": 5.0}).priority == 5
     assert KeyLimits.model_validate({"max_queued": 5.0, "max_running": None}).max_queued == 5
+
+
+@pytest.mark.parametrize("value", [True, "5", 0, -1.5])
+def test_gpu_second_budgets_are_positive_json_numbers(value: object) -> None:
+    with pytest.raises(ValidationError, match="gpu_seconds_per_day"):
+        KeyLimits.model_validate({"gpu_seconds_per_day": value})
+
+
+def test_a_gpu_second_budget_may_have_a_fraction() -> None:
+    limits = KeyLimits.model_validate({"gpu_seconds_per_day": 2.5, "gpu_seconds_per_month": 60})
+    assert (limits.gpu_seconds_per_day, limits.gpu_seconds_per_month) == (2.5, 60.0)

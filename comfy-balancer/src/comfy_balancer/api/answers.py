@@ -31,6 +31,21 @@ RATE_LIMITED = Answer(
 KEY_QUEUE_FULL = Answer(
     429, "key_queue_full", "the API key has its `max_queued` tasks waiting; see Retry-After."
 )
+BUDGET_EXHAUSTED = Answer(
+    429,
+    "budget_exhausted",
+    "the API key's tasks used its `gpu_seconds_per_day` (or `_per_month`); Retry-After says "
+    "when the next UTC day (or month) begins.",
+)
+INVALID_RANGE = Answer(
+    422,
+    "invalid_range",
+    "`since` or `until` is not a calendar day, `until` is before `since`, or the range is "
+    "longer than 400 days.",
+)
+TENANT_NOT_ALLOWED = Answer(
+    403, "tenant_not_allowed", "the API key sees only its own tenant's usage (not an admin key)."
+)
 TASK_ID_TAKEN = Answer(409, "task_id_taken", "another tenant's task has this `task_id`.")
 KEY_NOT_FOUND = Answer(404, "key_not_found", "no API key with this id.")
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Header, Response
 
 from comfy_balancer.api.answers import (
     BAND_NOT_ALLOWED,
+    BUDGET_EXHAUSTED,
     KEY_QUEUE_FULL,
     NO_CAPABLE_NODE,
     PRIORITY_NOT_ALLOWED,
@@ -36,6 +37,7 @@ _ANSWERS = error_responses(
     QUEUE_FULL,
     KEY_QUEUE_FULL,
     RATE_LIMITED,
+    BUDGET_EXHAUSTED,
     BUSY,
     REDIS_UNAVAILABLE,
 ) | {200: {"model": TaskView, "description": "Idempotency-Key or task id already used: no rerun."}}

@@ -1,0 +1,91 @@
+"""GPU-second budgets of API keys (``gpu_seconds_per_day``, ``gpu_seconds_per_month``).
+
+At submit, a key whose tasks used its budget of the current UTC day (or month) is refused
+with 429 ``budget_exhausted`` and ``Retry-After`` the seconds until the next day (or month)
+begins. What a key used is what the task store counted when its tasks ended, so tasks
+already queued or running when the budget runs out still run, and may take the key past its
+budget by what they use: the budget decides whether new work is accepted, it never stops
+work that was.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Literal
+
+from comfy_balancer.usage import UsageBook, first_of_month
+from comfy_shared.access import Caller
+from comfy_shared.clock import utc_now
+from comfy_shared.errors import ComfyStackError
+
+Period = Literal["day", "month"]
+
+
+class BudgetExhausted(ComfyStackError):
+    def __init__(self, period: Period, limit: float, used: float, retry_after_s: int) -> None:
+        super().__init__(
+            f"this API key used {used:g} of its {limit:g} GPU-seconds this {period}; "
+            f"the next {period} starts in {retry_after_s}s"
+        )
+        self.period = period
+        self.retry_after_s = retry_after_s
+
+
+def seconds_until_next_day(now: datetime) -> int:
+    """Whole seconds (at least 1) until the next UTC midnight."""
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), now.tzinfo)
+    return max(1, math.ceil((midnight - now).total_seconds()))
+
+
+def seconds_until_next_month(now: datetime) -> int:
+    """Whole seconds (at least 1) until the first of the next UTC month."""
+    first = first_of_month(now.date())
+    following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    start = datetime.combine(following, datetime.min.time(), now.tzinfo)
+    return max(1, math.ceil((start - now).total_seconds()))
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    today: float
+    this_month: float
+
+
+def exhausted_budget(caller: Caller, spent: Spent, now: datetime) -> BudgetExhausted | None:
+    """Which budget the key has used up, if any; the month's when both are (it lasts longer)."""
+    limits = caller.limits
+    month, day = limits.gpu_seconds_per_month, limits.gpu_seconds_per_day
+    if month is not None and spent.this_month >= month:
+        return BudgetExhausted("month", month, spent.this_month, seconds_until_next_month(now))
+    if day is not None and spent.today >= day:
+        return BudgetExhausted("day", day, spent.today, seconds_until_next_day(now))
+    return None
+
+
+class Budgets:
+    def __init__(self, book: UsageBook, clock: Callable[[], datetime] = utc_now) -> None:
+        self._book = book
+        self._clock = clock
+
+    async def check(self, caller: Caller) -> None:
+        """Raises :class:`BudgetExhausted` when the caller's key used up a budget."""
+        limits = caller.limits
+        if caller.key_id is None or (
+            limits.gpu_seconds_per_day is None and limits.gpu_seconds_per_month is None
+        ):
+            return
+        now = self._clock()
+        refused = exhausted_budget(caller, await self._spent(caller.key_id, caller, now), now)
+        if refused is not None:
+            raise refused
+
+    async def _spent(self, key_id: str, caller: Caller, now: datetime) -> Spent:
+        today = now.date()
+        days = [today]
+        if caller.limits.gpu_seconds_per_month is not None:
+            days = [first_of_month(today) + timedelta(days=n) for n in range(today.day)]
+        amounts = await self._book.key_gpu_s(key_id, days)  # today is the last
+        return Spent(today=amounts[-1], this_month=sum(amounts))
