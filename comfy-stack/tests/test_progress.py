@@ -6,7 +6,7 @@ import pytest
 
 from comfy_stack.progress import describe
 
-NOW = datetime.now(UTC)
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 def waiting(position: int, start_in_s: float | None) -> dict[str, object]:
@@ -30,4 +30,4 @@ def waiting(position: int, start_in_s: float | None) -> dict[str, object]:
 def test_a_waiting_task_shows_how_many_are_ahead_and_when_it_starts(
     task: dict[str, object], line: str
 ) -> None:
-    assert describe(task) == line
+    assert describe(task, now=NOW) == line

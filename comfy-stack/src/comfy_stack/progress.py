@@ -27,12 +27,13 @@ class ProgressLine:
             self._out.write("\n")
 
 
-def describe(task: dict[str, Any]) -> str:
+def describe(task: dict[str, Any], now: datetime | None = None) -> str:
+    """The line for ``task`` (``now``: when it is read, for its expected start)."""
     status = task["status"]
     if status == "queued":
         position = task.get("queue_position")
         ahead = f", {position} ahead" if position else ""
-        return f"{task['id']} queued{ahead}{_expected_start(task.get('eta'))}"
+        return f"{task['id']} queued{ahead}{_expected_start(task.get('eta'), now)}"
     if status == "dispatched":
         return f"{task['id']} on {task.get('node_id')}, waiting for ComfyUI"
     progress = task.get("progress") or {}
