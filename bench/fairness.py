@@ -41,12 +41,14 @@ a backlog; fair makespan within 2 % of FIFO's.
 
     ./dev bench fairness [--heavy-jobs 200] [--light-tenants 5] [--light-jobs 5] [--steps 20]
         [--step-time 0.1] [--speeds 1 1 2 4] [--slots 2] [--policies fifo fair]
+        [--light-spacing 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +87,8 @@ class Load:
     step_time_s: float
     speeds: list[float]
     slots: int
+    light_spacing_s: float = 0.0
+    """Light tenant i starts submitting i times this after the first (0: all at once)."""
 
     @property
     def lights(self) -> list[str]:
@@ -153,6 +157,10 @@ def main() -> None:
     parser.add_argument("--speeds", type=float, nargs="+", default=[1, 1, 2, 4], help="fleet")
     parser.add_argument("--slots", type=int, default=2, help="balancer slots per node")
     parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
+    parser.add_argument(
+        "--light-spacing", type=float, default=0.0,
+        help="seconds between two light tenants' arrivals (default 0: all at once)",
+    )  # fmt: skip
     args = parser.parse_args()
     load = Load(
         heavy_jobs=args.heavy_jobs,
@@ -162,6 +170,7 @@ def main() -> None:
         step_time_s=args.step_time,
         speeds=args.speeds,
         slots=args.slots,
+        light_spacing_s=args.light_spacing,
     )
     results = [_figures(policy, _run(policy, load), load) for policy in args.policies]
 
@@ -194,7 +203,7 @@ def _run(policy: str, load: Load) -> list[TaskRun]:
         headers = {tenant: _key_headers(http, cluster, tenant) for tenant in [HEAVY, *load.lights]}
         submit = _submitter(http, cluster, policy, load.steps, headers)
         answers = _submit_heavy(submit, load.heavy_jobs)
-        answers += _submit_lights(submit, load.lights, load.light_jobs)
+        answers += _submit_lights(submit, load.lights, load.light_jobs, load.light_spacing_s)
         tenant_of = {str(answer["id"]): tenant for tenant, answer in answers}
         eta_of = {str(answer["id"]): _eta_start(answer) for _, answer in answers}
         timeout_s = 60 + 3 * load.work_s / sum(load.speeds)
@@ -246,15 +255,18 @@ def _submit_heavy(submit: Submit, jobs: int) -> list[tuple[str, dict[str, Any]]]
 
 
 def _submit_lights(
-    submit: Submit, lights: list[str], jobs: int
+    submit: Submit, lights: list[str], jobs: int, spacing_s: float
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Every light tenant at once, each submitting its jobs in turn."""
+    """Every light tenant, each submitting its jobs in turn: all at once, or the i-th
+    ``spacing_s`` x i later (the workload's shape: arrivals spread in time)."""
 
-    def one_tenant(tenant: str) -> list[tuple[str, dict[str, Any]]]:
+    def one_tenant(order: int, tenant: str) -> list[tuple[str, dict[str, Any]]]:
+        time.sleep(order * spacing_s)
         return [(tenant, submit(tenant, index)) for index in range(jobs)]
 
     with ThreadPoolExecutor(max_workers=len(lights)) as pool:
-        return [pair for pairs in pool.map(one_tenant, lights) for pair in pairs]
+        batches = pool.map(one_tenant, range(len(lights)), lights)
+        return [pair for pairs in batches for pair in pairs]
 
 
 def _eta_start(answer: dict[str, Any]) -> float:
