@@ -105,7 +105,7 @@ class Outcome:
 
 async def start_load(cluster: Cluster, tag: str) -> list[str]:
     """Queue the batch and wait until the nodes are well into it."""
-    await nodes_ready(cluster, len(cluster.nodes))
+    await cluster.nodes_ready(len(cluster.nodes))
     seed = random.randrange(10**9)
     ids = []
     for index in range(LOAD_TASKS):
@@ -120,14 +120,6 @@ async def start_load(cluster: Cluster, tag: str) -> list[str]:
 
     await wait_for_condition(mid_load, timeout_s=30, what=f"{MID_LOAD} tasks done")
     return ids
-
-
-async def nodes_ready(cluster: Cluster, count: int, timeout_s: float = 15) -> None:
-    async def ready() -> bool:
-        nodes = (await cluster.api.get("/api/v1/nodes")).json()
-        return sum(node["state"] in ("ready", "busy") for node in nodes) >= count
-
-    await wait_for_condition(ready, timeout_s=timeout_s, what=f"{count} nodes ready")
 
 
 async def placed_after(cluster: Cluster, recovered_at: float, tag: str) -> tuple[str, float]:

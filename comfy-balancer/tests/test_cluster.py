@@ -26,18 +26,10 @@ async def all_finished(
     )
 
 
-async def nodes_ready(cluster: Cluster, count: int) -> None:
-    async def ready() -> bool:
-        nodes = (await cluster.api.get("/api/v1/nodes")).json()
-        return sum(node["state"] in ("ready", "busy") for node in nodes) >= count
-
-    await wait_for_condition(ready, what=f"{count} nodes ready")
-
-
 async def test_tasks_spread_over_the_nodes_and_outputs_come_through_the_balancer(
     cluster: Cluster,
 ) -> None:
-    await nodes_ready(cluster, 2)
+    await cluster.nodes_ready(2)
     ids = [
         (await submit(cluster.api, graphs.txt2img(f"s-{fresh()}", steps=20)))["id"]
         for _ in range(6)
@@ -59,7 +51,7 @@ async def test_tasks_spread_over_the_nodes_and_outputs_come_through_the_balancer
 
 async def test_a_faster_node_gets_more_work(make_cluster: Callable[..., Cluster]) -> None:
     cluster = make_cluster(emulator_args={"b": ["--speed", "4"]})
-    await nodes_ready(cluster, 2)
+    await cluster.nodes_ready(2)
     ids = [  # distinct seeds: ComfyUI must not serve the sampler from its cache
         (await submit(cluster.api, graphs.txt2img(f"f-{fresh()}", steps=20, seed=i)))["id"]
         for i in range(16)
@@ -75,7 +67,7 @@ async def test_a_task_waits_for_a_fast_node_rather_than_run_longer_on_a_free_slo
     make_cluster: Callable[..., Cluster],
 ) -> None:
     cluster = make_cluster(emulator_args={"b": ["--speed", "8"]}, step_time_s=0.05)
-    await nodes_ready(cluster, 2)
+    await cluster.nodes_ready(2)
     for node in cluster.nodes:  # each node measures its speed on one task
         async with httpx.AsyncClient(
             base_url=node.service.url, headers=node.service.auth_headers, timeout=10
@@ -104,7 +96,7 @@ async def test_queue_positions_decrease_and_priorities_go_first(
     make_cluster: Callable[..., Cluster],
 ) -> None:
     cluster = make_cluster(["a"], balancer_args=["--slots-per-node", "1"])
-    await nodes_ready(cluster, 1)
+    await cluster.nodes_ready(1)
     blocker = await submit(cluster.api, graphs.txt2img(f"b-{fresh()}", steps=60))
     await wait_for_status(cluster.api, blocker["id"], {"running"})
     low = [await submit(cluster.api, graphs.solid_image(f"l-{fresh()}")) for _ in range(3)]
@@ -126,7 +118,7 @@ async def test_capability_routing_and_422_when_no_node_can_run_it(
     make_cluster: Callable[..., Cluster],
 ) -> None:
     cluster = make_cluster(emulator_args={"b": ["--model", "only-on-b.safetensors"]})
-    await nodes_ready(cluster, 2)
+    await cluster.nodes_ready(2)
 
     task = await submit(
         cluster.api, graphs.txt2img(f"c-{fresh()}", checkpoint="only-on-b.safetensors")
@@ -149,7 +141,7 @@ async def test_cancel_while_queued_prefetched_and_running(
     make_cluster: Callable[..., Cluster],
 ) -> None:
     cluster = make_cluster(["a"])  # two slots: one running, one prefetched in ComfyUI
-    await nodes_ready(cluster, 1)
+    await cluster.nodes_ready(1)
     running = await submit(cluster.api, graphs.txt2img(f"r-{fresh()}", steps=300))
     prefetched = await submit(cluster.api, graphs.txt2img(f"p-{fresh()}", steps=5))
     queued = await submit(cluster.api, graphs.txt2img(f"q-{fresh()}", steps=5))
@@ -174,7 +166,7 @@ async def test_a_killed_node_s_task_completes_on_another_node(
     make_cluster: Callable[..., Cluster],
 ) -> None:
     cluster = make_cluster(balancer_args=["--strategy", "round-robin"])
-    await nodes_ready(cluster, 2)
+    await cluster.nodes_ready(2)
     task = await submit(cluster.api, graphs.txt2img(f"k-{fresh()}", steps=400))
     running = await wait_for_status(cluster.api, task["id"], {"running"})
     victim = cluster.node(running["node_id"])
@@ -192,7 +184,7 @@ async def test_out_of_memory_on_one_node_is_retried_on_another(
     make_cluster: Callable[..., Cluster],
 ) -> None:
     cluster = make_cluster()
-    await nodes_ready(cluster, 2)
+    await cluster.nodes_ready(2)
     for node in cluster.nodes:
         await node.control.fail_next(1)
     task = await submit(cluster.api, graphs.txt2img(f"o-{fresh()}", steps=5))
@@ -206,7 +198,7 @@ async def test_out_of_memory_on_one_node_is_retried_on_another(
 
 
 async def test_validation_errors_from_the_node_are_not_retried(cluster: Cluster) -> None:
-    await nodes_ready(cluster, 2)
+    await cluster.nodes_ready(2)
     task = await submit(cluster.api, graphs.runtime_error(f"e-{fresh()}"))
     done = await wait_until_finished(cluster.api, task["id"])
     assert (done["status"], done["error"]["type"], done["attempts"]) == ("failed", "comfyui", 1)
@@ -224,7 +216,7 @@ async def test_a_node_whose_comfyui_is_down_gets_no_work_until_it_is_back(
     make_cluster: Callable[..., Cluster],
 ) -> None:
     cluster = make_cluster()
-    await nodes_ready(cluster, 2)
+    await cluster.nodes_ready(2)
     await cluster.node("a").control.go_down(4)
 
     async def a_is_down() -> bool:
@@ -235,14 +227,14 @@ async def test_a_node_whose_comfyui_is_down_gets_no_work_until_it_is_back(
     ids = [(await submit(cluster.api, graphs.solid_image(f"d-{fresh()}")))["id"] for _ in range(4)]
     assert {t["node_id"] for t in await all_finished(cluster.api, ids)} == {"b"}
 
-    await nodes_ready(cluster, 2)
+    await cluster.nodes_ready(2)
     await cluster.node("b").control.go_down(30)
     later = await submit(cluster.api, graphs.solid_image(f"u-{fresh()}"))
     assert (await wait_until_finished(cluster.api, later["id"]))["node_id"] == "a"
 
 
 async def test_idempotency_key_and_task_id_never_run_twice(cluster: Cluster) -> None:
-    await nodes_ready(cluster, 2)
+    await cluster.nodes_ready(2)
     body = {"prompt": graphs.solid_image(f"i-{fresh()}")}
     headers = {"Idempotency-Key": f"key-{fresh()}"}
     first, second = await asyncio.gather(
@@ -265,7 +257,7 @@ async def test_a_full_queue_answers_429_with_retry_after(
     make_cluster: Callable[..., Cluster],
 ) -> None:
     cluster = make_cluster(["a"], balancer_args=["--max-queue", "2", "--slots-per-node", "1"])
-    await nodes_ready(cluster, 1)
+    await cluster.nodes_ready(1)
     blocker = await submit(cluster.api, graphs.txt2img(f"b-{fresh()}", steps=300))
     await wait_for_status(cluster.api, blocker["id"], {"running"})
     for _ in range(2):
@@ -278,7 +270,7 @@ async def test_a_full_queue_answers_429_with_retry_after(
 
 
 async def test_task_list_filters_by_status_and_pages(cluster: Cluster) -> None:
-    await nodes_ready(cluster, 2)
+    await cluster.nodes_ready(2)
     ids = [(await submit(cluster.api, graphs.solid_image(f"l-{fresh()}")))["id"] for _ in range(5)]
     await all_finished(cluster.api, ids)
 
@@ -296,7 +288,7 @@ async def test_task_list_filters_by_status_and_pages(cluster: Cluster) -> None:
 async def test_the_log_of_a_task_retried_on_a_second_node_is_one_timeline(
     cluster: Cluster,
 ) -> None:
-    await nodes_ready(cluster, 2)
+    await cluster.nodes_ready(2)
     await cluster.node("a").control.fail_next(1)  # nothing measured yet: a tie, which "a" wins
     task = await submit(cluster.api, graphs.txt2img(f"t-{fresh()}", steps=5))
     done = await wait_until_finished(cluster.api, task["id"])

@@ -115,7 +115,8 @@ async def test_a_group_runs_at_most_its_cap_while_other_tenants_use_free_nodes(
         await wait_for_status(outsider, other["id"], {"running"})
         assert (await get_task(two, waiting["id"]))["status"] == "queued"
         assert (await cluster.api.get("/api/v1/groups")).json() == {"physics": {"max_running": 1}}
-        await release_all(cluster, ["a", "b"])
+        for node in ("a", "b"):
+            await cluster.node(node).control.release()
         assert (await wait_until_finished(two, waiting["id"]))["status"] == "succeeded"
 
 
@@ -130,8 +131,3 @@ async def wait_for_position(stream: RawSseStream, position: int) -> None:
     """Read ``queue`` events up to the one at ``position``; none may skip past it."""
     while (told := (await next_queue_event(stream))["queue_position"]) != position:
         assert told > position, (told, position)
-
-
-async def release_all(cluster: Cluster, nodes: list[str]) -> None:
-    for node in nodes:
-        await cluster.node(node).control.release()

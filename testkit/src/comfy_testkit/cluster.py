@@ -11,6 +11,7 @@ import httpx
 from comfy_shared.comfyui.prompt_ids import prompt_id_for
 from comfy_testkit.emulator_control import EmulatorControl
 from comfy_testkit.stack import RunningComponent
+from comfy_testkit.waiting import wait_for_condition
 
 
 @dataclass
@@ -33,6 +34,15 @@ class Cluster:
 
     def node(self, node_id: str) -> Node:
         return next(node for node in self.nodes if node.node_id == node_id)
+
+    async def nodes_ready(self, count: int, timeout_s: float = 15) -> None:
+        """Wait until the balancer sees ``count`` nodes that take work (ready or busy)."""
+
+        async def ready() -> bool:
+            nodes = (await self.api.get("/api/v1/nodes")).json()
+            return sum(node["state"] in ("ready", "busy") for node in nodes) >= count
+
+        await wait_for_condition(ready, timeout_s=timeout_s, what=f"{count} nodes ready")
 
     async def executions(
         self,
