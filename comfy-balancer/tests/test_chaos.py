@@ -342,6 +342,10 @@ async def wait_until_moved(cluster: Cluster, victim: Node, ids: list[str]) -> li
     return held
 
 
+async def set_speeds(nodes: list[Node], speed: float) -> None:
+    await asyncio.gather(*(node.control.set_speed(speed) for node in nodes))
+
+
 def port_of(url: str) -> int:
     port = urlsplit(url).port
     assert port is not None
@@ -395,10 +399,12 @@ async def test_a_service_killed_while_its_comfyui_runs_on_completes_nothing_that
     cluster = make(make_cluster, "--slots-per-node", "3")
     tag = "partition"
     ids = await start_load(cluster, tag)
+    # Every ComfyUI slows down while the faults are armed, so that no prompt ends in between
+    # and the balancer, seeing equal speeds, keeps every node full.
+    await set_speeds(cluster.nodes, 0.1)
     victim, _ = await busy_node(cluster, pending=2)
-    # Its ComfyUI will finish the running prompt long after the balancer moved the task, hang
-    # in the next one and hold the third in its queue.
-    await victim.control.set_speed(0.1)
+    # The victim's ComfyUI will finish the running prompt long after the balancer moved the
+    # task, hang in the next one and hold the third in its queue.
     await victim.control.hang_next(1)
 
     async def roles() -> QueueState | None:
@@ -409,6 +415,7 @@ async def test_a_service_killed_while_its_comfyui_runs_on_completes_nothing_that
 
     queue = await wait_for_condition(roles, what="one prompt running, two waiting")
     finishing, hung, queued = queue.running[0].prompt_id, *(i.prompt_id for i in queue.pending)
+    await set_speeds([node for node in cluster.nodes if node is not victim], 1.0)
 
     victim.service.kill()
     killed = time.monotonic()

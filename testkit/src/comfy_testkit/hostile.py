@@ -460,10 +460,19 @@ async def post_slowly(
         sending = asyncio.create_task(_trickle(writer, chunks, interval_s))
         raw = await asyncio.wait_for(_read_answer(reader), wait_s)
         sending.cancel()
-        closed = await_close and await asyncio.wait_for(reader.read(1), wait_s) == b""
+        closed = await_close and await _closed_by_server(reader, wait_s)
     finally:
         writer.close()
     return RawAnswer(*_parse_answer(raw), closed=closed, after_s=time.monotonic() - started)
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, wait_s: float) -> bool:
+    """Whether the server ends the connection within ``wait_s``. A reset counts: bytes the
+    client sent after the server closed make the server's kernel answer with RST."""
+    try:
+        return await asyncio.wait_for(reader.read(1), wait_s) == b""
+    except ConnectionResetError:
+        return True
 
 
 async def _trickle(writer: asyncio.StreamWriter, chunks: list[bytes], interval_s: float) -> None:
