@@ -396,7 +396,8 @@ async def test_a_service_killed_while_its_comfyui_runs_on_completes_nothing_that
     make_cluster: Callable[..., Cluster],
     start_service: ServiceFactory,
 ) -> None:
-    cluster = make(make_cluster, "--slots-per-node", "3")
+    # Every slot filled at once (no prefetch lead): the victim holds three prompts.
+    cluster = make(make_cluster, "--slots-per-node", "3", "--prefetch-lead-s", "3600")
     tag = "partition"
     ids = await start_load(cluster, tag)
     # Every ComfyUI slows down while the faults are armed, so that no prompt ends in between

@@ -140,7 +140,8 @@ async def test_capability_routing_and_422_when_no_node_can_run_it(
 async def test_cancel_while_queued_prefetched_and_running(
     make_cluster: Callable[..., Cluster],
 ) -> None:
-    cluster = make_cluster(["a"])  # two slots: one running, one prefetched in ComfyUI
+    # Two slots, the second filled at once: one running, one prefetched in ComfyUI.
+    cluster = make_cluster(["a"], balancer_args=["--prefetch-lead-s", "3600"])
     await cluster.nodes_ready(1)
     running = await submit(cluster.api, graphs.txt2img(f"r-{fresh()}", steps=300))
     prefetched = await submit(cluster.api, graphs.txt2img(f"p-{fresh()}", steps=5))

@@ -131,3 +131,33 @@ async def wait_for_position(stream: RawSseStream, position: int) -> None:
     """Read ``queue`` events up to the one at ``position``; none may skip past it."""
     while (told := (await next_queue_event(stream))["queue_position"]) != position:
         assert told > position, (told, position)
+
+
+async def test_a_prefetch_slot_waits_until_the_running_task_nearly_ends_so_a_newcomer_goes_next(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # Two slots, the default lead (0.5 s); nothing measured yet, so a 20-step task is taken
+    # for 20 s: the node's second slot stays closed while the first task runs.
+    cluster = make_cluster(["a"], balancer_args=["--slots-per-node", "2"])
+    async with KeyClients(cluster) as keys:
+        heavy, light = await keys.make("heavy"), await keys.make("light")
+        await cluster.node("a").control.hang_next()
+        running = await submit(heavy, graphs.txt2img("heavy-0", steps=20), task_id="heavy-0")
+        await wait_for_status(heavy, running["id"], {"running"})
+        backlog = [
+            await submit(heavy, graphs.txt2img(f"heavy-{i}", steps=20), task_id=f"heavy-{i}")
+            for i in (1, 2)
+        ]
+        assert [(await get_task(heavy, t["id"]))["status"] for t in backlog] == ["queued"] * 2
+
+        newcomer = await submit(light, graphs.txt2img("light", steps=20), task_id="light-0")
+        assert newcomer["queue_position"] == 0
+        await cluster.node("a").control.release()
+        finished = await asyncio.gather(
+            *(wait_until_finished(cluster.api, t["id"]) for t in [running, newcomer, *backlog])
+        )
+
+    # Had heavy-1 been prefetched while heavy-0 ran, it would have started before light-0.
+    order = [task["id"] for task in sorted(finished, key=lambda task: task["started_at"])]
+    assert order == ["heavy-0", "light-0", "heavy-1", "heavy-2"]
+    assert {task["status"] for task in finished} == {"succeeded"}

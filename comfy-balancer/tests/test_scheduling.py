@@ -1,5 +1,6 @@
 """The placement decision as a table: no Redis, no mocks."""
 
+import math
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ def node(
     vram_free: int = 0,
     step_s: float | None = None,
     backlog_s: float = 0.0,
+    prefetch_lead_s: float = math.inf,
 ) -> NodeView:
     health = NodeHealth(
         node_id=node_id,
@@ -53,6 +55,7 @@ def node(
         if step_s is not None
         else None,
         backlog_s=backlog_s,
+        prefetch_lead_s=prefetch_lead_s,
     )
 
 
@@ -186,3 +189,33 @@ def test_unmeasured_nodes_count_as_the_fleet_average() -> None:
     assert assumed["a"] == nodes[0].speed
     untouched = [node("x"), node("y")]
     assert with_assumed_speeds(untouched) == untouched
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "backlog_s", "free", "opens_in_s"),
+    [
+        (0, 0.0, 3, 0.0),  # idle: every slot, whatever the lead
+        (1, 5.0, 0, 4.5),  # its running task ends in 5 s: the next slot opens in 4.5
+        (1, 0.5, 2, 0.0),  # ends within the lead: prefetch now
+        (1, 0.2, 2, 0.0),
+        (2, 0.4, 1, 0.0),  # the prefetched one too would end within the lead
+        (2, 3.0, 0, 2.5),
+        (3, 0.1, 0, 0.0),  # full
+    ],
+)
+def test_a_busy_node_takes_a_prefetch_only_within_the_lead(
+    in_flight: int, backlog_s: float, free: int, opens_in_s: float
+) -> None:
+    view = node("a", slots=3, in_flight=in_flight, backlog_s=backlog_s, prefetch_lead_s=0.5)
+    assert view.free_slots == free
+    assert view.prefetch_opens_in_s == pytest.approx(opens_in_s)
+
+
+def test_earliest_finish_waits_for_a_held_slot_that_beats_a_slower_free_node() -> None:
+    held = fast(in_flight=1, backlog_s=3, prefetch_lead_s=0.5)
+    chosen = pick_node([held, slow()], anyone, EarliestFinish(), steps=20)
+    assert chosen is not None
+    assert (chosen.node_id, chosen.free_slots) == ("fast", 0)  # the task stays queued
+    chosen = pick_node([held, slow()], anyone, LeastLoaded(), steps=20)
+    assert chosen is not None
+    assert chosen.node_id == "slow"

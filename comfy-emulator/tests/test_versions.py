@@ -18,7 +18,7 @@ CANONICAL = "7b0c2d7e-0a8e-4a43-9a55-0f3c3d6f8c11"
     ("value", "canonical"),
     [
         (CANONICAL, True),
-        (str(uuid.uuid4()), True),
+        ("5f0c2a9e-8d3b-4c71-9e26-b4a1f07d3c58", True),  # a version 4 one
         (str(uuid.uuid5(uuid.NAMESPACE_URL, "x")), True),  # any UUID version
         ("00000000-0000-0000-0000-000000000000", True),
         (CANONICAL.upper(), False),

@@ -152,6 +152,8 @@ def open_warnings(**settings: Any) -> list[str]:
         ("::1", None, False),
         ("localhost", None, False),
     ],
+    # The token is random: an id made of it would differ between two collections.
+    ids=lambda value: "token" if value is TEST_INTERNAL_TOKEN else None,
 )
 def test_a_service_open_beyond_this_machine_warns_at_start(
     host: str, token: str | None, warned: bool, monkeypatch: pytest.MonkeyPatch

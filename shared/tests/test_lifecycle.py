@@ -206,7 +206,9 @@ def test_a_report_about_an_attempt_that_is_over_is_refused(event: TaskEvent) -> 
             apply(record, event)
 
 
-@pytest.mark.parametrize("event", [*NODE_EVENTS, Cancelled(), Placed("a")], ids=repr)
+@pytest.mark.parametrize(
+    "event", [*NODE_EVENTS, Cancelled(), Placed("a")], ids=lambda event: type(event).__name__
+)
 def test_nothing_applies_to_a_finished_task(event: TaskEvent) -> None:
     for end in (Ended(ON_A), Cancelled()):
         with pytest.raises(AttemptOver):
@@ -222,7 +224,9 @@ STATES = {
 
 
 @pytest.mark.parametrize("state", STATES)
-@pytest.mark.parametrize("event", [*NODE_EVENTS, Cancelled(), Placed("a")], ids=repr)
+@pytest.mark.parametrize(
+    "event", [*NODE_EVENTS, Cancelled(), Placed("a")], ids=lambda event: type(event).__name__
+)
 def test_every_decided_change_is_one_the_state_machine_allows(state: str, event: TaskEvent) -> None:
     before = STATES[state]
     try:

@@ -14,6 +14,7 @@ Several balancer replicas can run this loop against one Redis.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Final
@@ -55,6 +56,7 @@ class Dispatcher:
         lookahead: int,
         rules: SweepRules,
         costs: CostModel,
+        prefetch_lead_s: float = math.inf,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -64,6 +66,8 @@ class Dispatcher:
         self._strategy = strategy
         self._policy = policy
         self._lookahead = lookahead
+        self._prefetch_lead_s = prefetch_lead_s
+        self._next_opening_s = math.inf
         self._work = WorkCache(store)
         self.sweeper = Sweeper(
             store=store, queue=queue, sender=sender, work=self._work, rules=rules, costs=costs
@@ -81,7 +85,9 @@ class Dispatcher:
                 started = loop.time()
                 await self.cycle()
                 handle.working()
-                if await wakeups.next(timeout_s=tick_s) is not None:
+                # A held prefetch slot opens at a predicted moment that no signal announces.
+                wait_s = min(tick_s, self._next_opening_s)
+                if await wakeups.next(timeout_s=wait_s) is not None:
                     # Under load signals come in a stream (two per task): one cycle a few ms
                     # later serves all of them, instead of a full cycle for each.
                     await asyncio.sleep(started + MIN_CYCLE_INTERVAL_S - loop.time())
@@ -104,6 +110,7 @@ class Dispatcher:
             else replace(node, in_flight=node.slots)  # overloaded a moment ago: no new work
             for node in nodes
         }
+        self._next_opening_s = _next_opening_s(views)
         if not _any_free(views):
             return 0
         head = await self._queue.head(self._lookahead)
@@ -139,6 +146,7 @@ class Dispatcher:
                 placed += 1
                 self._work.placed(task_id)
                 await self._place(task_id, work.graph, node)
+        self._next_opening_s = _next_opening_s(views)
         return placed
 
     async def stop(self) -> None:
@@ -167,8 +175,9 @@ class Dispatcher:
         self._sender.start(record, graph, node)
 
     async def _with_backlog(self, nodes: list[NodeView], report: SweepReport) -> list[NodeView]:
-        """The nodes as the sweep left them: tasks in flight, and the expected seconds until
-        that work is done (a running task counts what is left of its expected time)."""
+        """The nodes as the sweep left them: tasks in flight, the expected seconds until that
+        work is done (a running task counts what is left of its expected time), and the
+        prefetch lead that holds a busy node's next slot until its work nearly ends."""
         placed = report.still_placed
         await self._work.learn([record.id for records in placed.values() for record in records])
         now = utc_now()
@@ -183,8 +192,21 @@ class Dispatcher:
                 if record.started_at is not None:
                     run_s -= (now - record.started_at).total_seconds()
                 backlog_s += max(0.0, run_s)
-            views.append(replace(node, in_flight=len(records), backlog_s=backlog_s))
+            views.append(
+                replace(
+                    node,
+                    in_flight=len(records),
+                    backlog_s=backlog_s,
+                    prefetch_lead_s=self._prefetch_lead_s,
+                )
+            )
         return views
+
+
+def _next_opening_s(views: dict[str, NodeView]) -> float:
+    """Seconds until the first held prefetch slot opens (infinite: none is held)."""
+    waits = [node.prefetch_opens_in_s for node in views.values() if node.is_live]
+    return min((wait_s for wait_s in waits if wait_s > 0), default=math.inf)
 
 
 def _any_free(views: dict[str, NodeView]) -> bool:

@@ -135,6 +135,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
             comfyui_down_grace_s=settings.comfyui_down_grace_s,
         ),
         costs=costs,
+        prefetch_lead_s=settings.prefetch_lead_s,
     )
     task_logs = install_task_log_sink(
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,6 +37,9 @@ class NodeView:
     """Measured by the node; the dispatcher fills in an assumption for nodes yet to measure."""
     backlog_s: float = 0.0
     """Expected seconds until the work placed on the node is done (set by the dispatcher)."""
+    prefetch_lead_s: float = math.inf
+    """A busy node's next slot takes a task only once its placed work is expected to end
+    within this many seconds (the dispatcher sets ``--prefetch-lead-s``)."""
 
     @property
     def state(self) -> NodeState:
@@ -54,7 +58,14 @@ class NodeView:
 
     @property
     def free_slots(self) -> int:
-        return max(0, self.slots - self.in_flight) if self.state is NodeState.READY else 0
+        if self.state is not NodeState.READY or self.prefetch_opens_in_s > 0:
+            return 0
+        return self.slots - self.in_flight
+
+    @property
+    def prefetch_opens_in_s(self) -> float:
+        """Seconds until a busy node's next slot opens (0: open now, or the node is idle)."""
+        return max(0.0, self.backlog_s - self.prefetch_lead_s) if self.in_flight else 0.0
 
     @property
     def capabilities(self) -> Capabilities:

@@ -43,6 +43,14 @@ class BalancerSettings(ApiServerSettings):
         description="Tasks placed on one node at a time: 1 running + 1 waiting in ComfyUI's "
         "own queue, so the GPU never idles between tasks.",
     )
+    prefetch_lead_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="A busy node's extra slots take a task only once the work placed on it is "
+        "expected to end within this many seconds: prefetch still hides the hand-over, and a "
+        "task is bound to a node as late as possible, so a tenant who arrives meanwhile gets "
+        "its turn. A large value fills the slots at once.",
+    )
     max_queue: int = Field(
         default=10_000, ge=1, description="Pending tasks accepted; beyond, submit answers 429."
     )
