@@ -87,6 +87,7 @@ class Load:
     step_time_s: float
     speeds: list[float]
     slots: int
+    prefetch_lead_s: float
     light_spacing_s: float = 0.0
     """Light tenant i starts submitting i times this after the first (0: all at once)."""
 
@@ -156,6 +157,10 @@ def main() -> None:
     parser.add_argument("--step-time", type=float, default=0.1, help="seconds per step at 1x")
     parser.add_argument("--speeds", type=float, nargs="+", default=[1, 1, 2, 4], help="fleet")
     parser.add_argument("--slots", type=int, default=2, help="balancer slots per node")
+    parser.add_argument(
+        "--prefetch-lead", type=float, default=0.5,
+        help="the balancer's --prefetch-lead-s (a large value prefetches at once)",
+    )  # fmt: skip
     parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
     parser.add_argument(
         "--light-spacing", type=float, default=0.0,
@@ -170,6 +175,7 @@ def main() -> None:
         step_time_s=args.step_time,
         speeds=args.speeds,
         slots=args.slots,
+        prefetch_lead_s=args.prefetch_lead,
         light_spacing_s=args.light_spacing,
     )
     results = [_figures(policy, _run(policy, load), load) for policy in args.policies]
@@ -177,7 +183,8 @@ def main() -> None:
     print(
         f"heavy: {load.heavy_jobs} jobs, then {load.light_tenants} light tenants x "
         f"{load.light_jobs} jobs; {load.steps} steps x {load.step_time_s * 1000:.0f} ms at 1x; "
-        f"fleet {' '.join(f'{s:g}x' for s in load.speeds)}, {load.slots} slots/node; "
+        f"fleet {' '.join(f'{s:g}x' for s in load.speeds)}, {load.slots} slots/node, "
+        f"prefetch lead {load.prefetch_lead_s:g} s; "
         f"work {load.work_s:.1f} s at 1x, lower bound {load.work_s / sum(load.speeds):.1f} s\n"
     )
     _print_side_by_side(results)
@@ -188,7 +195,10 @@ def main() -> None:
 
 
 def _run(policy: str, load: Load) -> list[TaskRun]:
-    balancer_args = ["--queue-policy", policy, "--slots-per-node", str(load.slots)]
+    balancer_args = [
+        *("--queue-policy", policy, "--slots-per-node", str(load.slots)),
+        *("--prefetch-lead-s", f"{load.prefetch_lead_s:g}"),
+    ]
     emulator_args = [["--speed", f"{speed:g}"] for speed in load.speeds]
     with (
         local_cluster(
