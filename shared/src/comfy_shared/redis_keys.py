@@ -62,6 +62,18 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
                                                      "tasks:<status>" of one API key (budgets)
 {p}:usage:tenants            zset    task store      none; tenant -> the last day (yyyymmdd) it
                                                      had a task end
+{p}:outputs:refs             hash    output catalog  none; sha256 of a stored output -> how many
+                                                     tasks hold it (gone at 0: the blob is deleted)
+{p}:outputs:sizes            hash    output catalog  none; sha256 -> bytes, while held
+{p}:outputs:bytes            string  output catalog  none; bytes of every held blob, counted once
+{p}:outputs:expiry           zset    output catalog  none; task id -> ms its outputs expire at
+{p}:outputs:finished         zset    output catalog  none; task id -> ms it finished (the size cap
+                                                     releases the oldest first)
+{p}:outputs:task:{id}        list    output catalog  until released; the sha256 of each output of
+                                                     the task, in order (absent: expired, 410)
+{p}:outputs:deleting         hash    output catalog  none; sha256 -> ms its deletion started: a
+                                                     hold waits until the blob is gone, then
+                                                     stores it again
 {p}:signal:{name}            pubsub  any             wake-ups only, never the only copy of a fact
 
 Task ids are 1-128 characters of ``[A-Za-z0-9_.-]``, the first a letter or digit
@@ -187,6 +199,27 @@ class RedisKeys:
 
     def usage_tenants(self) -> str:
         return f"{self.prefix}:usage:tenants"
+
+    def outputs_refs(self) -> str:
+        return f"{self.prefix}:outputs:refs"
+
+    def outputs_sizes(self) -> str:
+        return f"{self.prefix}:outputs:sizes"
+
+    def outputs_bytes(self) -> str:
+        return f"{self.prefix}:outputs:bytes"
+
+    def outputs_expiry(self) -> str:
+        return f"{self.prefix}:outputs:expiry"
+
+    def outputs_finished(self) -> str:
+        return f"{self.prefix}:outputs:finished"
+
+    def outputs_of_task(self, task_id: str) -> str:
+        return f"{self.prefix}:outputs:task:{task_id}"
+
+    def outputs_deleting(self) -> str:
+        return f"{self.prefix}:outputs:deleting"
 
     def signal(self, name: str) -> str:
         return f"{self.prefix}:signal:{name}"
