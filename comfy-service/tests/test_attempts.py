@@ -4,6 +4,7 @@ everything: a prompt whose attempt is over is withdrawn, and its result is never
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from redis.asyncio import Redis
 
 from comfy_emulator import EmulatorConfig, RunningEmulator, start_emulator
 from comfy_service.ending import TaskEndings
+from comfy_service.keeping import OutputKeeper
 from comfy_service.prompts import FollowedPrompts
 from comfy_service.reconcile import reconcile_once
 from comfy_service.submission import Submitter
@@ -19,6 +21,8 @@ from comfy_shared.comfyui import ComfyClient, SubmitResult
 from comfy_shared.comfyui.prompt_ids import prompt_id_for
 from comfy_shared.lifecycle import AttemptRef, Placed, TakenBack
 from comfy_shared.models import RetryPolicy, TaskRecord
+from comfy_shared.outputs.catalog import OutputCatalog
+from comfy_shared.outputs.file_store import FileStore
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_state import TaskStatus
@@ -66,13 +70,20 @@ class Node:
 
 
 @pytest.fixture
-async def node(redis: Redis) -> AsyncIterator[Node]:
+async def node(redis: Redis, tmp_path: Path) -> AsyncIterator[Node]:
     emulator = await start_emulator(EmulatorConfig(port=0, step_time=0.01))
     store = TaskStore(redis, KEYS)
     queue = TaskQueue(redis, KEYS, store)
     prompts = FollowedPrompts(redis, KEYS, NODE)
     async with ComfyClient(emulator.url) as comfy:
-        endings = TaskEndings(store=store, queue=queue, comfy=comfy, prompts=prompts, node_id=NODE)
+        outputs = FileStore(tmp_path / "outputs")
+        await outputs.open()
+        keeper = OutputKeeper(
+            store=outputs, catalog=OutputCatalog(redis, KEYS), comfy=comfy, ttl_s=3600
+        )
+        endings = TaskEndings(
+            store=store, queue=queue, comfy=comfy, prompts=prompts, node_id=NODE, keeper=keeper
+        )
         yield Node(
             store=store,
             queue=queue,

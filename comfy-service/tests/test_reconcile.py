@@ -1,17 +1,21 @@
 """Reconciliation against a real emulator and Redis: prompts of attempts that are over."""
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
 from comfy_service.ending import TaskEndings
+from comfy_service.keeping import OutputKeeper
 from comfy_service.prompts import FollowedPrompts
 from comfy_service.reconcile import reconcile_once
 from comfy_shared.comfyui import ComfyClient
 from comfy_shared.comfyui.prompt_ids import prompt_id_for
 from comfy_shared.lifecycle import AttemptRef, Placed, TakenBack
 from comfy_shared.models import RetryPolicy, TaskRecord
+from comfy_shared.outputs.catalog import OutputCatalog
+from comfy_shared.outputs.file_store import FileStore
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_store import TaskStore
@@ -51,7 +55,7 @@ async def moved_away(store: TaskStore, task_id: str) -> None:
 
 
 async def test_moved_prompts_are_withdrawn_waiting_ones_first_so_none_of_them_starts(
-    redis: Redis, comfy: ComfyClient, control: EmulatorControl
+    redis: Redis, comfy: ComfyClient, control: EmulatorControl, tmp_path: Path
 ) -> None:
     store = TaskStore(redis, KEYS)
     prompts = FollowedPrompts(redis, KEYS, NODE)
@@ -71,8 +75,18 @@ async def test_moved_prompts_are_withdrawn_waiting_ones_first_so_none_of_them_st
         return (await comfy.get_queue()).is_running(running)
 
     await wait_for_condition(running_hung, what="the first prompt hanging")
+    outputs = FileStore(tmp_path / "outputs")
+    await outputs.open()
+    keeper = OutputKeeper(
+        store=outputs, catalog=OutputCatalog(redis, KEYS), comfy=comfy, ttl_s=3600
+    )
     endings = TaskEndings(
-        store=store, queue=TaskQueue(redis, KEYS, store), comfy=comfy, prompts=prompts, node_id=NODE
+        store=store,
+        queue=TaskQueue(redis, KEYS, store),
+        comfy=comfy,
+        prompts=prompts,
+        node_id=NODE,
+        keeper=keeper,
     )
 
     report = await reconcile_once(endings=endings, store=store, prompts=prompts, comfy=comfy)

@@ -9,7 +9,7 @@ ComfyStackError (comfy_shared.errors)
 ├── OtherTenant            a key asked for another tenant's usage -> 403
 ├── NoCapableNode          no live node offers what the graph needs -> 422, with details
 ├── UnknownWorkflow        no template of that name -> 422
-├── OutputNotFound         no output with that index -> 404
+├── OutputNotFound, OutputExpired, RangeNotSatisfiable  (shared) a download -> 404, 410, 416
 └── NodeUnavailable        the node holding a task's files or state cannot be reached -> 503
 """
 
@@ -26,6 +26,7 @@ from comfy_balancer.budgets import BudgetExhausted
 from comfy_balancer.usage import InvalidUsageRange, OtherTenant
 from comfy_shared.api.errors import (
     FORM_ERRORS,
+    OUTPUT_ERRORS,
     REQUEST_ERRORS,
     ErrorMapping,
     ErrorTable,
@@ -80,11 +81,6 @@ class NoCapableNode(ComfyStackError):
         self.missing_by_node = missing_by_node
 
 
-class OutputNotFound(ComfyStackError):
-    def __init__(self, task_id: str, index: int) -> None:
-        super().__init__(f"task {task_id!r} has no output number {index}")
-
-
 class NodeUnavailable(ComfyStackError):
     def __init__(self, node_id: str | None, what: str) -> None:
         super().__init__(f"node {node_id!r} is unavailable: {what}")
@@ -110,9 +106,9 @@ V, S = ErrorType.VALIDATION, ErrorType.SERVICE
 
 STATUS_FOR: ErrorTable = {
     **REQUEST_ERRORS,
+    **OUTPUT_ERRORS,
     **FORM_ERRORS,
     TaskNotFound: ErrorMapping(404, "task_not_found", V),
-    OutputNotFound: ErrorMapping(404, "output_not_found", V),
     InvalidTransition: ErrorMapping(409, "task_finished", V, transition_extras),
     InvalidEventId: ErrorMapping(400, "invalid_event_id", V),
     UnknownWorkflow: ErrorMapping(422, "unknown_workflow", V),

@@ -25,6 +25,7 @@ from comfy_balancer.dispatcher import Dispatcher
 from comfy_balancer.eta import PaceReader
 from comfy_balancer.intake import TaskIntake
 from comfy_balancer.registry import NodeRegistry
+from comfy_balancer.retention import OutputRetention
 from comfy_balancer.scheduling import make_strategy
 from comfy_balancer.sending import Sender
 from comfy_balancer.service_client import ServiceClient
@@ -34,6 +35,9 @@ from comfy_balancer.usage import UsageBook
 from comfy_shared.api.schemas import QueueStanding
 from comfy_shared.loops import LoopHandle, Supervisor
 from comfy_shared.models import TaskRecord
+from comfy_shared.outputs.catalog import OutputCatalog
+from comfy_shared.outputs.file_store import FileStore
+from comfy_shared.outputs.store import OutputStore
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import Signals
@@ -62,6 +66,8 @@ class BalancerState:
     task_logs: TaskLogSink
     stream_hub: StreamHub
     usage: UsageBook
+    outputs: OutputStore
+    catalog: OutputCatalog
     loops: Supervisor = field(default_factory=Supervisor)
 
     async def queue_standing(self, task: TaskRecord) -> QueueStanding | None:
@@ -140,6 +146,8 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     task_logs = install_task_log_sink(
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
     )
+    outputs = FileStore(settings.outputs_dir)
+    await outputs.open()
     state = BalancerState(
         settings=settings,
         redis=redis,
@@ -157,8 +165,16 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         task_logs=task_logs,
         stream_hub=StreamHub(settings.redis_url, redis, max_streams=settings.max_streams),
         usage=usage,
+        outputs=outputs,
+        catalog=OutputCatalog(redis, keys),
     )
     state.loops.start("event-streams", state.stream_hub.run)
+    retention = OutputRetention(
+        catalog=state.catalog, store=outputs, max_bytes=settings.outputs_max_bytes
+    )
+    state.loops.start_every(
+        "output-retention", settings.outputs_sweep_interval_s, retention.sweep_once
+    )
     if settings.dispatch:
 
         async def dispatch(handle: LoopHandle) -> None:
@@ -174,6 +190,7 @@ async def _stop(state: BalancerState) -> None:
     await state.loops.stop()
     await state.dispatcher.stop()
     await state.http.aclose()
+    await state.outputs.aclose()
     logger.info("comfy-balancer stopped")
     state.task_logs.close()
     await state.redis.aclose()

@@ -87,6 +87,20 @@ class BalancerSettings(ApiServerSettings):
         description="A batch task that waited this long is placed before every band: batch "
         "work never starves.",
     )
+    outputs_max_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Most bytes the output store may hold; past it, the outputs of the oldest "
+        "finished tasks are deleted first (their downloads answer 410). Unset: no cap.",
+    )
+    outputs_sweep_interval_s: float = Field(
+        default=30.0, gt=0, description="Seconds between two retention sweeps of the outputs."
+    )
+    outputs_redirect: bool = Field(
+        default=False,
+        description="Answer an output download with a redirect to a presigned URL when the "
+        "store offers one (S3), instead of streaming it through the balancer.",
+    )
     lookahead: int = Field(
         default=64,
         ge=1,

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import replace
 
 from loguru import logger
 
 from comfy_service.comfy_results import ended_from_history
 from comfy_service.errors import NotOnThisNode
+from comfy_service.keeping import OutputKeeper
 from comfy_service.prompts import FollowedPrompts, Prompt
 from comfy_shared.comfyui import ComfyClient, ComfyError, ComfyUnavailable, HistoryEntry
 from comfy_shared.comfyui.prompt_ids import prompt_id_for
 from comfy_shared.errors import InvalidTransition, TaskNotFound
 from comfy_shared.lifecycle import Cancelled, Ended, Refused
-from comfy_shared.models import UPLOAD_SUBFOLDER, TaskError, TaskRecord
+from comfy_shared.models import UPLOAD_SUBFOLDER, ErrorType, TaskError, TaskRecord
+from comfy_shared.outputs.store import StoreUnavailable
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
@@ -54,7 +57,9 @@ class TaskEndings:
         comfy: ComfyClient,
         prompts: FollowedPrompts,
         node_id: str,
+        keeper: OutputKeeper,
     ) -> None:
+        self._keeper = keeper
         self._store = store
         self._queue = queue
         self._comfy = comfy
@@ -66,9 +71,26 @@ class TaskEndings:
         entry = entry or await self._comfy.get_history(prompt.prompt_id)
         if entry is None:
             return None
-        final = await self._record(prompt, ended_from_history(prompt.attempt, entry))
+        ended, held = await self._stored(prompt, ended_from_history(prompt.attempt, entry))
+        final = await self._record(prompt, ended)
+        if final is None and held:
+            await self._keeper.release(prompt.task_id)  # the attempt was over: not its outputs
         await self._prompts.remove(prompt)  # ComfyUI is done with it
         return final
+
+    async def _stored(self, prompt: Prompt, ended: Ended) -> tuple[Ended, bool]:
+        """A successful end once its outputs are in the output store (and whether this call
+        held them); a failure of ours when they cannot be stored."""
+        if ended.error is not None or not ended.outputs:
+            return ended, False
+        try:
+            outputs, held = await self._keeper.keep(prompt.task_id, ended.outputs, ended.at)
+        except (StoreUnavailable, ComfyError) as exc:
+            logger.error("outputs not stored", task_id=prompt.task_id, error=str(exc))
+            message = f"the outputs could not be stored: {exc}"
+            error = TaskError(type=ErrorType.SERVICE, message=message)
+            return Ended(prompt.attempt, error=error, at=ended.at), False
+        return replace(ended, outputs=outputs), held
 
     async def fail(self, prompt: Prompt, error: TaskError) -> TaskRecord | None:
         """Fail the attempt for a reason of ours (a time limit, a lost prompt, ComfyUI down) and

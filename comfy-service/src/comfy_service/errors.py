@@ -4,6 +4,7 @@ ComfyStackError (comfy_shared.errors)
 ├── TaskNotFound, InvalidTransition, ConcurrentUpdate  (shared)
 ├── TooManyStreams         (shared) --max-streams event streams are open -> 429 with Retry-After
 ├── UnknownWorkflow        the request names a workflow template this node does not have
+├── OutputNotFound, OutputExpired, RangeNotSatisfiable  (shared) a download -> 404, 410, 416
 ├── NotOnThisNode          the task exists but another node (or the balancer) owns it
 └── Overloaded             --max-concurrent-submits are in progress -> 503 with Retry-After
 ComfyError (comfy_shared.comfyui.errors)
@@ -19,6 +20,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from comfy_shared.api.errors import (
+    OUTPUT_ERRORS,
     REQUEST_ERRORS,
     ErrorMapping,
     ErrorTable,
@@ -59,11 +61,6 @@ class Overloaded(ComfyStackError):
         super().__init__(f"this node is handling its maximum of {limit} submits; retry shortly")
 
 
-class OutputNotFound(ComfyStackError):
-    def __init__(self, task_id: str, index: int) -> None:
-        super().__init__(f"task {task_id!r} has no output number {index}")
-
-
 def _params_extras(exc: InvalidParams) -> dict[str, Any]:
     return {"errors": exc.errors}
 
@@ -76,8 +73,8 @@ V, S = ErrorType.VALIDATION, ErrorType.SERVICE
 
 STATUS_FOR: ErrorTable = {
     **REQUEST_ERRORS,
+    **OUTPUT_ERRORS,
     TaskNotFound: ErrorMapping(404, "task_not_found", V),
-    OutputNotFound: ErrorMapping(404, "output_not_found", V),
     ComfyNotFound: ErrorMapping(404, "file_not_found", S),
     InvalidTransition: ErrorMapping(409, "task_finished", V, transition_extras),
     NotOnThisNode: ErrorMapping(409, "not_on_this_node", V),

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from comfy_service.ending import TaskEndings
 from comfy_service.health import HealthPublisher, last_measured_speed
 from comfy_service.host_metrics import GpuReader
+from comfy_service.keeping import OutputKeeper
 from comfy_service.prompts import FollowedPrompts
 from comfy_service.queue_view import QueueView
 from comfy_service.reachability import Reachability
@@ -34,6 +35,9 @@ from comfy_shared.clock import utc_now
 from comfy_shared.comfyui import ComfyClient, ComfyEventListener, ListenerConfig
 from comfy_shared.loops import LoopHandle, Supervisor
 from comfy_shared.models import TaskRecord
+from comfy_shared.outputs.catalog import OutputCatalog
+from comfy_shared.outputs.file_store import FileStore
+from comfy_shared.outputs.store import OutputStore
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.stream_hub import StreamHub
@@ -67,6 +71,7 @@ class ServiceState:
     speed: SpeedMeter
     submits: SubmitGate
     stream_hub: StreamHub
+    outputs: OutputStore
     loops: Supervisor = field(default_factory=Supervisor)
 
     async def queue_standing(self, task: TaskRecord) -> QueueStanding | None:
@@ -117,12 +122,21 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
     task_logs = install_task_log_sink(
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
     )
+    outputs = FileStore(settings.outputs_dir)
+    await outputs.open()
+    keeper = OutputKeeper(
+        store=outputs,
+        catalog=OutputCatalog(redis, keys),
+        comfy=comfy,
+        ttl_s=min(settings.outputs_ttl_s, settings.retention_s),
+    )
     endings = TaskEndings(
         store=store,
         queue=TaskQueue(redis, keys, store),
         comfy=comfy,
         prompts=prompts,
         node_id=settings.node_id,
+        keeper=keeper,
     )
     state = ServiceState(
         settings=settings,
@@ -147,6 +161,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         speed=speed,
         submits=SubmitGate(settings.max_concurrent_submits),
         stream_hub=StreamHub(settings.redis_url, redis, max_streams=settings.max_streams),
+        outputs=outputs,
     )
     _start_loops(settings, state, prompts, reachability)
     return state
@@ -224,6 +239,7 @@ async def _stop(state: ServiceState) -> None:
     except Exception:
         logger.opt(exception=True).warning("could not withdraw the health key")
     await state.comfy.aclose()
+    await state.outputs.aclose()
     logger.info("comfy-service stopped")
     state.task_logs.close()
     await state.redis.aclose()

@@ -109,6 +109,7 @@ def _start_components(plan: StackPlan, stack: RunningStack, view: LogView) -> No
             "--node-id", node_id,
             "--host", plan.host,
             "--port", str(port),
+            "--outputs-dir", str(plan.data_dir / "outputs"),
         ]  # fmt: skip
         process = start_python_module(
             node_id, "comfy_service", args, log_dir=logs, env=_token_env(stack)
@@ -126,6 +127,7 @@ def _start_balancer(plan: StackPlan, stack: RunningStack, view: LogView) -> None
         "--node-id", "balancer",
         "--host", plan.host,
         "--port", str(plan.port),
+        "--outputs-dir", str(plan.data_dir / "outputs"),
     ]  # fmt: skip
     stack.admin_key = load_or_create_admin_key(plan.data_dir)
     process = start_python_module(

@@ -81,6 +81,13 @@ class TaskOutput(BaseModel):
     filename: str
     subfolder: str = ""
     type: str = "output"
+    sha256: str | None = Field(
+        default=None,
+        description="Digest of the bytes in the output store (None: not stored, served from "
+        "the node that made it).",
+    )
+    size: int | None = Field(default=None, description="Bytes, once stored.")
+    media_type: str | None = Field(default=None, description="e.g. image/png, video/mp4.")
 
 
 class Attempt(BaseModel):

@@ -119,6 +119,18 @@ class ApiServerSettings(CommonSettings):
     retention_s: int = Field(
         default=24 * 3600, gt=0, description="Seconds a finished task is kept in Redis."
     )
+    outputs_dir: Path = Field(
+        default=Path("outputs"),
+        description="The output store: a directory every service and balancer of the "
+        "deployment shares (a volume). Each finished task's outputs are copied there from "
+        "its ComfyUI, stored once per content (sha256).",
+    )
+    outputs_ttl_s: int = Field(
+        default=24 * 3600,
+        gt=0,
+        description="Seconds a finished task's outputs are kept (at most --retention-s: "
+        "the task itself is gone after that).",
+    )
     events_maxlen: int = Field(
         default=1000, ge=10, description="Events kept per task (older ones are trimmed)."
     )

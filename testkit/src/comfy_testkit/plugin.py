@@ -139,6 +139,7 @@ async def make_cluster(
         *,
         emulator_args: dict[str, list[str]] | None = None,
         balancer_args: Sequence[str] = (),
+        service_args: Sequence[str] = (),
         step_time_s: float = 0.01,
         internal_token: str | None = TEST_INTERNAL_TOKEN,
     ) -> Cluster:
@@ -149,7 +150,12 @@ async def make_cluster(
                 step_time_s=step_time_s,
                 extra_args=(emulator_args or {}).get(node_id, []),
             )
-            service = start_service(emulator.url, node_id=node_id, internal_token=internal_token)
+            service = start_service(
+                emulator.url,
+                node_id=node_id,
+                internal_token=internal_token,
+                extra_args=list(service_args),
+            )
             control = EmulatorControl(emulator.url)
             opened.append(control)
             nodes.append(Node(node_id, emulator, service, control))

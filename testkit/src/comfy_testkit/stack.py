@@ -88,6 +88,7 @@ def start_service_process(
         "--host", "127.0.0.1",
         "--port", str(port),
         "--health-interval-s", "0.5",
+        "--outputs-dir", str(outputs_dir_for(log_dir)),
         *extra_args,
     ]  # fmt: skip
     process = start_python_module(
@@ -120,6 +121,7 @@ def start_balancer_process(
         "--host", "127.0.0.1",
         "--port", str(port),
         "--sweep-interval-s", "0.2",
+        "--outputs-dir", str(outputs_dir_for(log_dir)),
         *(["--auth", "off"] if admin_key is None else []),
         *extra_args,
     ]  # fmt: skip
@@ -130,6 +132,12 @@ def start_balancer_process(
     url = f"http://127.0.0.1:{port}"
     wait_until_http_ok(process, f"{url}/readyz")
     return RunningComponent(process, url, name, _bearer(admin_key))
+
+
+def outputs_dir_for(log_dir: Path) -> Path:
+    """The output store of the processes a test starts: one per test (beside their logs),
+    shared by its services and balancers as a deployment's volume is."""
+    return log_dir.parent / "outputs"
 
 
 def _bearer(secret: str | None) -> dict[str, str]:

@@ -34,6 +34,12 @@ from comfy_shared.api.task_ids import InvalidTaskId
 from comfy_shared.api.workflows import WorkflowNotFound
 from comfy_shared.errors import InvalidTransition
 from comfy_shared.models import ErrorType
+from comfy_shared.outputs.serving import (
+    OutputExpired,
+    OutputNotFound,
+    RangeNotSatisfiable,
+    content_range_header,
+)
 
 
 def _no_extras(_: Any) -> dict[str, Any]:
@@ -86,6 +92,15 @@ FORM_ERRORS: ErrorTable = {
     InvalidForm: ErrorMapping(422, "invalid_form", _V),
 }
 """Refusals of a ``multipart/form-data`` body, for an app that reads such bodies."""
+
+OUTPUT_ERRORS: ErrorTable = {
+    OutputNotFound: ErrorMapping(404, "output_not_found", _V),
+    OutputExpired: ErrorMapping(410, "output_expired", _V),
+    RangeNotSatisfiable: ErrorMapping(
+        416, "range_not_satisfiable", _V, headers=content_range_header
+    ),
+}
+"""Refusals of an output download, for an app that serves stored outputs."""
 
 HTTP_CODES = {
     # FastAPI's own body parser (the admin routes with a model body) refuses a body that is

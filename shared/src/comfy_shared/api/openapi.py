@@ -213,6 +213,14 @@ INVALID_TASK_ID = Answer(422, "invalid_task_id", "the `{task_id}` is outside the
 TASK_NOT_FOUND = Answer(404, "task_not_found", "no task with this id (or it expired).")
 TASK_FINISHED = Answer(409, "task_finished", "the task already ended; `status` says how.")
 OUTPUT_NOT_FOUND = Answer(404, "output_not_found", "the task has no output with this index.")
+OUTPUT_EXPIRED = Answer(
+    410, "output_expired", "the output's retention ended, or it was deleted; it is gone."
+)
+RANGE_NOT_SATISFIABLE = Answer(
+    416,
+    "range_not_satisfiable",
+    "the `Range` asked for lies outside the file (`Content-Range` gives its size).",
+)
 INVALID_EVENT_ID = Answer(
     400, "invalid_event_id", "`Last-Event-ID` is not an event id of this stream."
 )
@@ -309,3 +317,8 @@ OUTPUT_FILE = {
     "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
 }
 """The 200 of ``/tasks/{task_id}/outputs/{index}``."""
+
+PRESIGNED_REDIRECT = {
+    "description": "With `--outputs-redirect` and an S3 store: the file's presigned URL, in "
+    "`Location` (valid 5 minutes).",
+}

@@ -152,6 +152,9 @@ class OutputView(BaseModel):
     filename: str
     subfolder: str
     type: str
+    sha256: str | None = Field(description="Digest of the stored bytes (the download's ETag).")
+    size: int | None = Field(description="Bytes.")
+    media_type: str | None
     url: str = Field(description="Download path, relative to the API's base URL.")
 
 

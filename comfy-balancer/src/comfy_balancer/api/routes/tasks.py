@@ -3,31 +3,38 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
 from comfy_balancer.api.answers import NODE_UNAVAILABLE
 from comfy_balancer.deps import CallerOf, State
-from comfy_balancer.errors import NodeUnavailable, OutputNotFound
+from comfy_balancer.errors import NodeUnavailable
+from comfy_balancer.lifespan import BalancerState
 from comfy_balancer.service_client import NodeUnreachable
 from comfy_shared.access import visible_task
 from comfy_shared.api.openapi import (
     BUSY,
     INVALID_REQUEST,
+    OUTPUT_EXPIRED,
     OUTPUT_FILE,
     OUTPUT_NOT_FOUND,
+    PRESIGNED_REDIRECT,
+    RANGE_NOT_SATISFIABLE,
     REDIS_UNAVAILABLE,
     TASK_FINISHED,
     TASK_PATH_ANSWERS,
     error_responses,
 )
-from comfy_shared.api.schemas import TaskView
+from comfy_shared.api.schemas import OutputView, TaskView
 from comfy_shared.api.task_ids import TaskIdInPath
+from comfy_shared.outputs.serving import OutputExpired, output_at, serve_stored
 from comfy_shared.task_state import TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+PRESIGNED_EXPIRES_S = 300
 
 
 class TaskPage(BaseModel):
@@ -84,33 +91,69 @@ async def cancel_task(task_id: TaskIdInPath, state: State, caller: CallerOf) -> 
 
 
 @router.get(
+    "/{task_id}/outputs",
+    response_model=list[OutputView],
+    responses=error_responses(*TASK_PATH_ANSWERS, REDIS_UNAVAILABLE),
+)
+async def list_outputs(task_id: TaskIdInPath, state: State, caller: CallerOf) -> list[OutputView]:
+    """The task's outputs: kind, media type, size, the graph node that made each, file name
+    and download path."""
+    return TaskView.from_record(await visible_task(state.store, caller, task_id)).outputs
+
+
+@router.get(
     "/{task_id}/outputs/{index}",
     response_class=StreamingResponse,
     responses=error_responses(
-        *TASK_PATH_ANSWERS, INVALID_REQUEST, OUTPUT_NOT_FOUND, NODE_UNAVAILABLE
+        *TASK_PATH_ANSWERS,
+        INVALID_REQUEST,
+        OUTPUT_NOT_FOUND,
+        OUTPUT_EXPIRED,
+        RANGE_NOT_SATISFIABLE,
+        NODE_UNAVAILABLE,
     )
-    | {200: OUTPUT_FILE},
+    | {200: OUTPUT_FILE, 206: OUTPUT_FILE, 307: PRESIGNED_REDIRECT},
 )
 async def download_output(
-    task_id: TaskIdInPath, index: int, state: State, caller: CallerOf
-) -> StreamingResponse:
-    """The file, proxied from the node that produced it."""
+    task_id: TaskIdInPath, index: int, state: State, caller: CallerOf, request: Request
+) -> Response:
+    """The file from the output store (``Range``, ``ETag``): the node that made it need not
+    be alive. With ``--outputs-redirect`` and a store that presigns (S3), a redirect to it."""
     record = await visible_task(state.store, caller, task_id)
-    if not 0 <= index < len(record.outputs):
-        raise OutputNotFound(task_id, index)
-    node = await state.registry.find(record.node_id or "")
+    output = output_at(record, index)
+    if output.sha256 is None:
+        return await _from_node(state, task_id, index, record.node_id)
+    if not await state.catalog.is_held(task_id):
+        raise OutputExpired(task_id, index)
+    if state.settings.outputs_redirect:
+        url = await state.outputs.presigned_url(
+            output.sha256,
+            filename=output.filename,
+            media_type=output.media_type or "application/octet-stream",
+            expires_s=PRESIGNED_EXPIRES_S,
+        )
+        if url is not None:
+            return RedirectResponse(url, status_code=307)
+    return await serve_stored(state.outputs, task_id, index, output, request.headers)
+
+
+async def _from_node(
+    state: BalancerState, task_id: str, index: int, node_id: str | None
+) -> Response:
+    """An output made before the store existed: proxied from the node that holds it."""
+    node = await state.registry.find(node_id or "")
     if node is None or node.url is None:
-        raise NodeUnavailable(record.node_id, "it holds the file and publishes no health")
+        raise NodeUnavailable(node_id, "it holds the file and publishes no health")
     upstream = AsyncExitStack()
     try:
         response = await upstream.enter_async_context(
             state.nodes_client.output(node.url, task_id, index)
         )
     except NodeUnreachable as exc:
-        raise NodeUnavailable(record.node_id, str(exc)) from exc
+        raise NodeUnavailable(node_id, str(exc)) from exc
     if response.status_code != 200:
         await upstream.aclose()
-        raise NodeUnavailable(record.node_id, f"it answered {response.status_code}")
+        raise NodeUnavailable(node_id, f"it answered {response.status_code}")
     headers = {
         name: value
         for name, value in response.headers.items()

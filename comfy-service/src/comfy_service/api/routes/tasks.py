@@ -2,24 +2,26 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
-from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from comfy_service.api.answers import COMFYUI_ANSWERS, FILE_NOT_FOUND, NOT_ON_THIS_NODE
 from comfy_service.deps import State
-from comfy_service.errors import OutputNotFound
 from comfy_shared.api.openapi import (
     BUSY,
     INVALID_REQUEST,
+    OUTPUT_EXPIRED,
     OUTPUT_FILE,
     OUTPUT_NOT_FOUND,
+    RANGE_NOT_SATISFIABLE,
     TASK_FINISHED,
     TASK_PATH_ANSWERS,
     error_responses,
 )
-from comfy_shared.api.schemas import TaskView
+from comfy_shared.api.schemas import OutputView, TaskView
 from comfy_shared.api.task_ids import TaskIdInPath
+from comfy_shared.outputs.serving import attachment, output_at, serve_stored
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -48,18 +50,37 @@ async def cancel_task(task_id: TaskIdInPath, state: State) -> TaskView:
 
 
 @router.get(
+    "/{task_id}/outputs",
+    response_model=list[OutputView],
+    responses=error_responses(*TASK_PATH_ANSWERS, *COMFYUI_ANSWERS),
+)
+async def list_outputs(task_id: TaskIdInPath, state: State) -> list[OutputView]:
+    """The task's outputs: kind, media type, size, the graph node that made each, file name."""
+    return TaskView.from_record(await state.store.get(task_id)).outputs
+
+
+@router.get(
     "/{task_id}/outputs/{index}",
     response_class=StreamingResponse,
     responses=error_responses(
-        *TASK_PATH_ANSWERS, INVALID_REQUEST, OUTPUT_NOT_FOUND, FILE_NOT_FOUND, *COMFYUI_ANSWERS
+        *TASK_PATH_ANSWERS,
+        INVALID_REQUEST,
+        OUTPUT_NOT_FOUND,
+        OUTPUT_EXPIRED,
+        RANGE_NOT_SATISFIABLE,
+        FILE_NOT_FOUND,
+        *COMFYUI_ANSWERS,
     )
-    | {200: OUTPUT_FILE},
+    | {200: OUTPUT_FILE, 206: OUTPUT_FILE},
 )
-async def download_output(task_id: TaskIdInPath, index: int, state: State) -> StreamingResponse:
-    record = await state.store.get(task_id)
-    if not 0 <= index < len(record.outputs):
-        raise OutputNotFound(task_id, index)
-    output = record.outputs[index]
+async def download_output(
+    task_id: TaskIdInPath, index: int, state: State, request: Request
+) -> Response:
+    """The file from the output store (``Range``, ``ETag``); an output made before the store
+    existed comes from ComfyUI."""
+    output = output_at(await state.store.get(task_id), index)
+    if output.sha256 is not None:
+        return await serve_stored(state.outputs, task_id, index, output, request.headers)
     # Enter the upstream download here, so a missing file is a clean 404 before streaming;
     # the background task closes it once the response is sent (or the client went away).
     upstream = AsyncExitStack()
@@ -69,6 +90,6 @@ async def download_output(task_id: TaskIdInPath, index: int, state: State) -> St
     return StreamingResponse(
         stream.iter_bytes(),
         media_type=stream.content_type,
-        headers={"Content-Disposition": f'attachment; filename="{output.filename}"'},
+        headers={"Content-Disposition": attachment(output.filename)},
         background=BackgroundTask(upstream.aclose),
     )

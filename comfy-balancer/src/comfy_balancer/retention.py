@@ -1,0 +1,55 @@
+"""Retention of stored outputs: a task's outputs go when their TTL is over, and the oldest
+finished tasks' outputs go first while the store holds more than ``--outputs-max-bytes``.
+
+Every balancer replica may sweep: releasing a task is atomic in Redis, so two sweeps never
+delete for the same task twice, and a sweep that dies mid-way leaves marks the next one
+finishes (``OutputCatalog.abandoned``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from loguru import logger
+
+from comfy_shared.clock import now_ms
+from comfy_shared.outputs.catalog import OutputCatalog
+from comfy_shared.outputs.store import OutputStore
+
+BATCH: Final = 100
+"""Tasks released per round, so one sweep never holds Redis or the store for long."""
+
+
+class OutputRetention:
+    def __init__(
+        self, *, catalog: OutputCatalog, store: OutputStore, max_bytes: int | None
+    ) -> None:
+        self._catalog = catalog
+        self._store = store
+        self._max_bytes = max_bytes
+
+    async def sweep_once(self) -> int:
+        """Release what is due; returns how many tasks' outputs went."""
+        released = 0
+        while due := await self._catalog.due(now_ms=now_ms(), limit=BATCH):
+            released += await self._release(due, "expired")
+        while self._max_bytes is not None and await self._catalog.total_bytes() > self._max_bytes:
+            oldest = await self._catalog.oldest(1)
+            if not oldest:
+                break
+            released += await self._release(oldest, "over the size cap")
+        for digest in await self._catalog.abandoned(now_ms=now_ms()):
+            await self._delete(digest)
+        return released
+
+    async def _release(self, task_ids: list[str], why: str) -> int:
+        for task_id in task_ids:
+            for digest in await self._catalog.release(task_id, now_ms=now_ms()):
+                await self._delete(digest)
+            await self._store.delete_manifest(task_id)
+            logger.info("outputs released", task_id=task_id, reason=why)
+        return len(task_ids)
+
+    async def _delete(self, digest: str) -> None:
+        await self._store.delete(digest)
+        await self._catalog.deleted(digest)

@@ -1,0 +1,140 @@
+"""Outputs outlive the node that made them: stored by content, served by the balancer with
+ranges and validators, listed, and gone (410) once their retention ends."""
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+from redis.asyncio import Redis
+
+from comfy_balancer.retention import OutputRetention
+from comfy_shared.clock import now_ms
+from comfy_shared.outputs.catalog import OutputCatalog
+from comfy_shared.outputs.file_store import FileStore
+from comfy_shared.redis_keys import RedisKeys
+from comfy_testkit import graphs
+from comfy_testkit.api import submit, wait_until_finished
+from comfy_testkit.cluster import Cluster
+from comfy_testkit.stack import outputs_dir_for
+from comfy_testkit.waiting import wait_for_condition
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def fresh(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_node_killed_after_its_task_succeeded_still_has_its_output_served(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(["a"])
+    task = await submit(cluster.api, graphs.solid_image(fresh("kept")))
+    done = await wait_until_finished(cluster.api, task["id"])
+    assert done["status"] == "succeeded", done
+    cluster.node("a").kill()  # its ComfyUI's output folder goes with it
+
+    listed = (await cluster.api.get(f"/api/v1/tasks/{task['id']}/outputs")).json()
+    whole = await cluster.api.get(listed[0]["url"])
+
+    assert whole.status_code == 200, whole.text
+    digest = hashlib.sha256(whole.content).hexdigest()
+    assert whole.content.startswith(PNG_SIGNATURE)
+    assert [(o["kind"], o["media_type"], o["size"], o["sha256"]) for o in listed] == [
+        ("image", "image/png", len(whole.content), digest)
+    ]
+    assert whole.headers["content-type"] == "image/png"
+    assert whole.headers["etag"] == f'"{digest}"'
+    assert f'filename="{listed[0]["filename"]}"' in whole.headers["content-disposition"]
+    assert done["outputs"] == listed
+
+
+async def test_ranges_and_validators_follow_http(make_cluster: Callable[..., Cluster]) -> None:
+    cluster = make_cluster(["a"])
+    task = await submit(cluster.api, graphs.solid_image(fresh("ranged")))
+    await wait_until_finished(cluster.api, task["id"])
+    url = f"/api/v1/tasks/{task['id']}/outputs/0"
+    whole = (await cluster.api.get(url)).content
+    etag = f'"{hashlib.sha256(whole).hexdigest()}"'
+
+    async def get(**headers: str) -> httpx.Response:
+        return await cluster.api.get(url, headers=headers)
+
+    head = await get(range="bytes=0-7")
+    tail = await get(range="bytes=-4")
+    unchanged = await get(**{"if-none-match": etag})
+    outside = await get(range=f"bytes={len(whole)}-")
+    stale_if_range = await get(range="bytes=0-7", **{"if-range": '"another"'})
+
+    assert (head.status_code, head.content) == (206, PNG_SIGNATURE)
+    assert head.headers["content-range"] == f"bytes 0-7/{len(whole)}"
+    assert (tail.status_code, tail.content) == (206, whole[-4:])
+    assert (unchanged.status_code, unchanged.content) == (304, b"")
+    assert (outside.status_code, outside.json()["code"]) == (416, "range_not_satisfiable")
+    assert outside.headers["content-range"] == f"bytes */{len(whole)}"
+    assert (stale_if_range.status_code, stale_if_range.content) == (200, whole)
+
+
+async def test_identical_outputs_are_stored_once_and_expire_with_their_ttl(
+    make_cluster: Callable[..., Cluster], process_log_dir: Path
+) -> None:
+    cluster = make_cluster(
+        ["a"],
+        service_args=["--outputs-ttl-s", "2"],
+        balancer_args=["--outputs-sweep-interval-s", "0.2"],
+    )
+    graph = graphs.solid_image(fresh("twice"))
+    first = await submit(cluster.api, graph)
+    first_done = await wait_until_finished(cluster.api, first["id"])
+    second = await submit(cluster.api, graph)  # the same bytes again
+    done = await wait_until_finished(cluster.api, second["id"])
+    assert done["outputs"][0]["sha256"] == first_done["outputs"][0]["sha256"]
+    blobs = outputs_dir_for(process_log_dir) / "blobs"
+    assert len([path for path in blobs.rglob("*") if path.is_file()]) == 1
+
+    async def expired() -> httpx.Response | None:
+        answer = await cluster.api.get(f"/api/v1/tasks/{second['id']}/outputs/0")
+        return answer if answer.status_code == 410 else None
+
+    gone = await wait_for_condition(expired, timeout_s=15, what="the output's TTL to end")
+    assert gone.json()["code"] == "output_expired"
+
+    async def deleted() -> bool:
+        return not [path for path in blobs.rglob("*") if path.is_file()]
+
+    await wait_for_condition(deleted, timeout_s=10, what="the blobs deleted")
+
+
+async def test_the_size_cap_releases_the_oldest_finished_tasks_first(
+    redis: Redis, tmp_path: Path
+) -> None:
+    store = FileStore(tmp_path / "outputs")
+    await store.open()
+    catalog = OutputCatalog(redis, RedisKeys("test"))
+    later = now_ms() + 3_600_000
+    held = {}
+    for age, task_id in enumerate(["newest", "middle", "oldest"]):
+        blob = await store.put(_one(task_id.encode() * 100))  # 600, 600 and 600 bytes
+        await catalog.hold(
+            task_id, [blob], finished_ms=later - age, expires_ms=later, now_ms=now_ms()
+        )
+        held[task_id] = blob.digest
+
+    released = await OutputRetention(catalog=catalog, store=store, max_bytes=1000).sweep_once()
+
+    assert released == 2
+    assert [await catalog.is_held(t) for t in ("newest", "middle", "oldest")] == [
+        True,
+        False,
+        False,
+    ]
+    assert await catalog.total_bytes() == 600
+    for task_id, digest in held.items():
+        present = (store.root / "blobs" / digest[:2] / digest).exists()
+        assert present == (task_id == "newest"), task_id
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data

@@ -1,0 +1,105 @@
+"""Copying a finished prompt's outputs from ComfyUI into the output store.
+
+A task succeeds only once every output is stored and held for it (``comfy_shared.outputs``):
+then the node that made them may vanish, and the balancer still serves them. Storing is
+idempotent: a second finish of the same task (a reconciliation after a restart) stores
+nothing new and holds nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta
+from typing import Final
+
+from comfy_shared.clock import now_ms
+from comfy_shared.comfyui import ComfyClient
+from comfy_shared.models import TaskOutput
+from comfy_shared.outputs.catalog import OutputCatalog
+from comfy_shared.outputs.store import BlobMissing, OutputStore, StoredBlob, StoreUnavailable
+
+BUSY_RETRIES: Final = 100
+BUSY_PAUSE_S: Final = 0.05
+"""How long a hold waits for blobs being deleted (a deletion takes milliseconds)."""
+
+
+class OutputKeeper:
+    def __init__(
+        self,
+        *,
+        store: OutputStore,
+        catalog: OutputCatalog,
+        comfy: ComfyClient,
+        ttl_s: int,
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._comfy = comfy
+        self._ttl_s = ttl_s
+
+    async def keep(
+        self, task_id: str, outputs: list[TaskOutput], finished_at: datetime
+    ) -> tuple[list[TaskOutput], bool]:
+        """The outputs with their digests, sizes and media types once stored and held, and
+        whether this call held them (False: an earlier finish of the task did). Raises
+        :class:`StoreUnavailable` or a ComfyUI error when an output cannot be copied."""
+        blobs = [await self._copy(output) for output in outputs]
+        held = await self._hold(task_id, outputs, blobs, finished_at)
+        stored = [
+            output.model_copy(update={"sha256": blob.digest, "size": blob.size})
+            for output, blob in zip(outputs, blobs, strict=True)
+        ]
+        if held:
+            await self._store.put_manifest(task_id, _manifest(task_id, stored))
+        return stored, held
+
+    async def release(self, task_id: str) -> None:
+        """Let go of outputs held for an attempt that turned out to be over; what no task
+        holds any more is deleted."""
+        for digest in await self._catalog.release(task_id, now_ms=now_ms()):
+            await self._store.delete(digest)
+            await self._catalog.deleted(digest)
+        await self._store.delete_manifest(task_id)
+
+    async def _copy(self, output: TaskOutput) -> StoredBlob:
+        async with self._comfy.stream_view(output.filename, output.subfolder, output.type) as view:
+            return await self._store.put(view.iter_bytes())
+
+    async def _hold(
+        self,
+        task_id: str,
+        outputs: list[TaskOutput],
+        blobs: list[StoredBlob],
+        finished_at: datetime,
+    ) -> bool:
+        finished_ms = int(finished_at.timestamp() * 1000)
+        expires_ms = int((finished_at + timedelta(seconds=self._ttl_s)).timestamp() * 1000)
+        for _ in range(BUSY_RETRIES):
+            hold = await self._catalog.hold(
+                task_id, blobs, finished_ms=finished_ms, expires_ms=expires_ms, now_ms=now_ms()
+            )
+            if hold.outcome != "busy":
+                break
+            await asyncio.sleep(BUSY_PAUSE_S)  # bytes we stored are being deleted
+        else:
+            raise StoreUnavailable(f"outputs of {task_id} stayed marked for deletion")
+        # Held now, so nothing deletes them any more; one may have gone just before.
+        for output, blob in zip(outputs, blobs, strict=True):
+            if not await self._exists(blob.digest):
+                await self._copy(output)
+        return hold.outcome == "held"
+
+    async def _exists(self, digest: str) -> bool:
+        try:
+            await self._store.size_of(digest)
+        except BlobMissing:
+            return False
+        return True
+
+
+def _manifest(task_id: str, outputs: list[TaskOutput]) -> bytes:
+    """What the task made, readable from the store alone (Redis forgets the task after its
+    retention)."""
+    listed = [output.model_dump(mode="json") for output in outputs]
+    return json.dumps({"task_id": task_id, "outputs": listed}, indent=1).encode()
