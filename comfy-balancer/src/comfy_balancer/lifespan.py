@@ -170,7 +170,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     )
     state.loops.start("event-streams", state.stream_hub.run)
     retention = OutputRetention(
-        catalog=state.catalog, store=outputs, max_bytes=settings.outputs_max_bytes
+        catalog=state.catalog, store=outputs, max_bytes=settings.outputs_max_bytes or None
     )
     state.loops.start_every(
         "output-retention", settings.outputs_sweep_interval_s, retention.sweep_once
