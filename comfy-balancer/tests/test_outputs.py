@@ -50,6 +50,11 @@ async def test_a_node_killed_after_its_task_succeeded_still_has_its_output_serve
     assert f'filename="{listed[0]["filename"]}"' in whole.headers["content-disposition"]
     assert done["outputs"] == listed
 
+    deleted = await cluster.api.delete(f"/api/v1/tasks/{task['id']}/outputs")
+    gone = await cluster.api.get(listed[0]["url"])
+    assert deleted.status_code == 204, deleted.text
+    assert (gone.status_code, gone.json()["code"]) == (410, "output_expired")
+
 
 async def test_ranges_and_validators_follow_http(make_cluster: Callable[..., Cluster]) -> None:
     cluster = make_cluster(["a"])
@@ -77,18 +82,14 @@ async def test_ranges_and_validators_follow_http(make_cluster: Callable[..., Clu
     assert (stale_if_range.status_code, stale_if_range.content) == (200, whole)
 
 
-async def test_identical_outputs_are_stored_once_and_expire_with_their_ttl(
+async def test_identical_outputs_are_stored_once_and_expire_with_their_task_s_ttl(
     make_cluster: Callable[..., Cluster], process_log_dir: Path
 ) -> None:
-    cluster = make_cluster(
-        ["a"],
-        service_args=["--outputs-ttl-s", "2"],
-        balancer_args=["--outputs-sweep-interval-s", "0.2"],
-    )
+    cluster = make_cluster(["a"], balancer_args=["--outputs-sweep-interval-s", "0.2"])
     graph = graphs.solid_image(fresh("twice"))
-    first = await submit(cluster.api, graph)
+    first = await submit(cluster.api, graph, output_ttl_s=2)  # the deployment's is a day
     first_done = await wait_until_finished(cluster.api, first["id"])
-    second = await submit(cluster.api, graph)  # the same bytes again
+    second = await submit(cluster.api, graph, output_ttl_s=2)  # the same bytes again
     done = await wait_until_finished(cluster.api, second["id"])
     assert done["outputs"][0]["sha256"] == first_done["outputs"][0]["sha256"]
     blobs = outputs_dir_for(process_log_dir) / "blobs"

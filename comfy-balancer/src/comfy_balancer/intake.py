@@ -140,6 +140,7 @@ class TaskIntake:
             id=task_id,
             priority=request.priority,
             band=band,
+            output_ttl_s=request.output_ttl_s,
             predicted_gpu_s=round(cost_s, 3),
             client=request.client,
             tenant=caller.tenant,

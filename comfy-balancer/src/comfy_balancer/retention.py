@@ -13,7 +13,7 @@ from typing import Final
 from loguru import logger
 
 from comfy_shared.clock import now_ms
-from comfy_shared.outputs.catalog import OutputCatalog
+from comfy_shared.outputs.catalog import OutputCatalog, delete_blob, release_outputs
 from comfy_shared.outputs.store import OutputStore
 
 BATCH: Final = 100
@@ -39,17 +39,11 @@ class OutputRetention:
                 break
             released += await self._release(oldest, "over the size cap")
         for digest in await self._catalog.abandoned(now_ms=now_ms()):
-            await self._delete(digest)
+            await delete_blob(self._catalog, self._store, digest)
         return released
 
     async def _release(self, task_ids: list[str], why: str) -> int:
         for task_id in task_ids:
-            for digest in await self._catalog.release(task_id, now_ms=now_ms()):
-                await self._delete(digest)
-            await self._store.delete_manifest(task_id)
+            await release_outputs(self._catalog, self._store, task_id)
             logger.info("outputs released", task_id=task_id, reason=why)
         return len(task_ids)
-
-    async def _delete(self, digest: str) -> None:
-        await self._store.delete(digest)
-        await self._catalog.deleted(digest)

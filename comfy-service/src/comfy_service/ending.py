@@ -84,7 +84,11 @@ class TaskEndings:
         if ended.error is not None or not ended.outputs:
             return ended, False
         try:
-            outputs, held = await self._keeper.keep(prompt.task_id, ended.outputs, ended.at)
+            task = await self._store.get(prompt.task_id)
+        except TaskNotFound:
+            return ended, False  # nothing to record it on
+        try:
+            outputs, held = await self._keeper.keep(task, ended.outputs, ended.at)
         except (StoreUnavailable, ComfyError) as exc:
             logger.error("outputs not stored", task_id=prompt.task_id, error=str(exc))
             message = f"the outputs could not be stored: {exc}"

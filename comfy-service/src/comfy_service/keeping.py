@@ -15,8 +15,8 @@ from typing import Final
 
 from comfy_shared.clock import now_ms
 from comfy_shared.comfyui import ComfyClient
-from comfy_shared.models import TaskOutput
-from comfy_shared.outputs.catalog import OutputCatalog
+from comfy_shared.models import TaskOutput, TaskRecord
+from comfy_shared.outputs.catalog import OutputCatalog, release_outputs
 from comfy_shared.outputs.store import BlobMissing, OutputStore, StoredBlob, StoreUnavailable
 
 BUSY_RETRIES: Final = 100
@@ -39,13 +39,15 @@ class OutputKeeper:
         self._ttl_s = ttl_s
 
     async def keep(
-        self, task_id: str, outputs: list[TaskOutput], finished_at: datetime
+        self, task: TaskRecord, outputs: list[TaskOutput], finished_at: datetime
     ) -> tuple[list[TaskOutput], bool]:
-        """The outputs with their digests, sizes and media types once stored and held, and
+        """The outputs with their digests and sizes once stored and held for ``task``, and
         whether this call held them (False: an earlier finish of the task did). Raises
         :class:`StoreUnavailable` or a ComfyUI error when an output cannot be copied."""
+        task_id = task.id
+        ttl_s = min(task.output_ttl_s or self._ttl_s, self._ttl_s)
         blobs = [await self._copy(output) for output in outputs]
-        held = await self._hold(task_id, outputs, blobs, finished_at)
+        held = await self._hold(task_id, outputs, blobs, finished_at, ttl_s)
         stored = [
             output.model_copy(update={"sha256": blob.digest, "size": blob.size})
             for output, blob in zip(outputs, blobs, strict=True)
@@ -55,12 +57,8 @@ class OutputKeeper:
         return stored, held
 
     async def release(self, task_id: str) -> None:
-        """Let go of outputs held for an attempt that turned out to be over; what no task
-        holds any more is deleted."""
-        for digest in await self._catalog.release(task_id, now_ms=now_ms()):
-            await self._store.delete(digest)
-            await self._catalog.deleted(digest)
-        await self._store.delete_manifest(task_id)
+        """Let go of outputs held for an attempt that turned out to be over."""
+        await release_outputs(self._catalog, self._store, task_id)
 
     async def _copy(self, output: TaskOutput) -> StoredBlob:
         async with self._comfy.stream_view(output.filename, output.subfolder, output.type) as view:
@@ -72,9 +70,10 @@ class OutputKeeper:
         outputs: list[TaskOutput],
         blobs: list[StoredBlob],
         finished_at: datetime,
+        ttl_s: int,
     ) -> bool:
         finished_ms = int(finished_at.timestamp() * 1000)
-        expires_ms = int((finished_at + timedelta(seconds=self._ttl_s)).timestamp() * 1000)
+        expires_ms = int((finished_at + timedelta(seconds=ttl_s)).timestamp() * 1000)
         for _ in range(BUSY_RETRIES):
             hold = await self._catalog.hold(
                 task_id, blobs, finished_ms=finished_ms, expires_ms=expires_ms, now_ms=now_ms()

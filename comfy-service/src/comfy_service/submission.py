@@ -127,6 +127,7 @@ class Submitter:
             submitted_at=utc_now(),
             node_id=self._node_id,
             priority=request.priority,
+            output_ttl_s=request.output_ttl_s,
             attempts=1,
             attempt_log=[attempt],
             client=request.client,

@@ -165,6 +165,9 @@ class TaskRecord(BaseModel):
     node_id: str | None = None
     priority: int = 0
     band: Band = Band.STANDARD
+    output_ttl_s: int | None = Field(
+        default=None, description="Seconds its outputs are kept (None: the deployment's)."
+    )
     predicted_gpu_s: float | None = Field(
         default=None, description="GPU-seconds the task is expected to take (what it is charged)."
     )

@@ -32,6 +32,8 @@ from comfy_shared.task_queue import MAX_ABS_PRIORITY
 from comfy_shared.task_state import TaskStatus
 
 API_PREFIX = "/api/v1"
+MAX_OUTPUT_TTL_S: Final = 366 * 24 * 3600
+"""A year and a day: the bound of a task's own ``output_ttl_s``."""
 
 # Keys that only a UI-format ("Save", not "Save (API)") workflow has at its top level.
 _UI_FORMAT_KEYS = frozenset({"nodes", "links", "last_node_id"})
@@ -115,8 +117,15 @@ class GenerateRequest(BaseModel):
         "the API key's. Bands are served in that order; tenants share a band fairly.",
     )
     client: dict[str, Any] = Field(default_factory=dict, description="Metadata echoed back.")
+    output_ttl_s: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_OUTPUT_TTL_S,
+        description="Seconds its outputs are kept once it finished; shorter than the "
+        "deployment's --outputs-ttl-s only (a longer one is cut to it). Default: that.",
+    )
 
-    _integers = field_validator("priority", mode="before")(json_integer)
+    _integers = field_validator("priority", "output_ttl_s", mode="before")(json_integer)
 
     @field_validator("prompt", mode="before")
     @classmethod

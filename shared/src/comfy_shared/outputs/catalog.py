@@ -20,8 +20,9 @@ from typing import Final, cast
 
 from redis.asyncio import Redis
 
+from comfy_shared.clock import now_ms
 from comfy_shared.lua import LuaScript
-from comfy_shared.outputs.store import StoredBlob
+from comfy_shared.outputs.store import OutputStore, StoredBlob
 from comfy_shared.redis_keys import RedisKeys
 
 STALE_DELETE_MS: Final = 60_000
@@ -185,3 +186,17 @@ class OutputCatalog:
 
     async def total_bytes(self) -> int:
         return int(await self._redis.get(self._keys.outputs_bytes()) or 0)
+
+
+async def release_outputs(catalog: OutputCatalog, store: OutputStore, task_id: str) -> None:
+    """Let go of a task's outputs: the blobs no other task holds are deleted, then its
+    manifest. Its downloads answer 410 from now on."""
+    for digest in await catalog.release(task_id, now_ms=now_ms()):
+        await delete_blob(catalog, store, digest)
+    await store.delete_manifest(task_id)
+
+
+async def delete_blob(catalog: OutputCatalog, store: OutputStore, digest: str) -> None:
+    """Delete a blob marked deleting, then lift the mark (holds of it may go on)."""
+    await store.delete(digest)
+    await catalog.deleted(digest)

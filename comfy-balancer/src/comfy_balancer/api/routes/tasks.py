@@ -29,6 +29,7 @@ from comfy_shared.api.openapi import (
 )
 from comfy_shared.api.schemas import OutputView, TaskView
 from comfy_shared.api.task_ids import TaskIdInPath
+from comfy_shared.outputs.catalog import release_outputs
 from comfy_shared.outputs.serving import OutputExpired, output_at, serve_stored
 from comfy_shared.task_state import TaskStatus
 
@@ -99,6 +100,20 @@ async def list_outputs(task_id: TaskIdInPath, state: State, caller: CallerOf) ->
     """The task's outputs: kind, media type, size, the graph node that made each, file name
     and download path."""
     return TaskView.from_record(await visible_task(state.store, caller, task_id)).outputs
+
+
+@router.delete(
+    "/{task_id}/outputs",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(*TASK_PATH_ANSWERS, REDIS_UNAVAILABLE),
+)
+async def delete_outputs(task_id: TaskIdInPath, state: State, caller: CallerOf) -> Response:
+    """Delete the task's stored outputs now, before their retention ends: their downloads
+    answer 410 from then on. Bytes another task made too stay, for that task."""
+    await visible_task(state.store, caller, task_id)
+    await release_outputs(state.catalog, state.outputs, task_id)
+    return Response(status_code=204)
 
 
 @router.get(
