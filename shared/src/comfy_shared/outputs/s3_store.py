@@ -18,7 +18,7 @@ import asyncio
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Literal, NoReturn
 
 import aiohttp
@@ -63,7 +63,7 @@ class S3Settings:
     """None: AWS itself; otherwise MinIO, R2 or any S3-compatible server."""
     region: str | None = None
     access_key_id: str | None = None
-    secret_access_key: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
     """None for both: botocore's usual chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
     ~/.aws, an instance role)."""
     addressing_style: AddressingStyle = "auto"
