@@ -79,6 +79,28 @@ async def test_bytes_already_in_the_bucket_are_not_uploaded_again(s3_store: S3St
     assert (len(heads), len(puts)) == (2, 1)
 
 
+async def test_uploads_carry_no_checksum_that_s3_compatible_servers_refuse(
+    s3_store: S3Store,
+) -> None:
+    sent: list[dict[str, str]] = []
+
+    def capture(request: Any, **_: Any) -> None:
+        sent.append({name.lower(): _text(value) for name, value in request.headers.items()})
+
+    s3_store.client.meta.events.register("before-send.s3.PutObject", capture)
+    await s3_store.put(chunks_of(b"an upload"))
+    await s3_store.put_manifest("t-1", b"{}")
+
+    assert len(sent) == 2
+    for headers in sent:
+        assert not [name for name in headers if "checksum" in name], headers
+        assert "aws-chunked" not in headers.get("content-encoding", "")
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 async def test_a_blob_larger_than_a_part_goes_up_in_parts_and_reads_back_whole(
     s3_settings: S3Settings, aio_session: AioSession, s3_store: S3Store
 ) -> None:

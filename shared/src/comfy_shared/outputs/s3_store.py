@@ -97,6 +97,11 @@ class S3Store:
             # Left unset, botocore may presign with the legacy SigV2, which newer AWS regions,
             # R2 and MinIO refuse.
             signature_version="s3v4",
+            # botocore's default adds a CRC32 to every upload (an aws-chunked trailer over
+            # HTTPS) that R2, MinIO and other S3-compatible servers refuse; blobs are already
+            # named by their SHA-256.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         self._client = await self._exits.enter_async_context(
             self._session.create_client(
