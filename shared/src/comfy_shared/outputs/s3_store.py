@@ -10,6 +10,10 @@ Errors are mapped at this boundary: a missing object is :class:`BlobMissing` (or
 anything else the bucket or the network answers (refused connection, timeout, wrong credential,
 no such bucket) is :class:`StoreUnavailable`. Retries and timeouts are botocore's, bounded by
 the settings, so a dead endpoint fails within seconds instead of hanging.
+
+The credentials need s3:GetObject, s3:PutObject and s3:DeleteObject on the prefix, and
+s3:ListBucket on the bucket: without it AWS answers a missing key with 403, not 404, and
+every new blob would look like an unavailable store.
 """
 
 from __future__ import annotations
