@@ -1,4 +1,5 @@
-"""What every output store does, run against each backend."""
+"""What every output store does, run against each backend (the ``store`` fixture of
+conftest.py)."""
 
 import hashlib
 import os
@@ -9,14 +10,6 @@ import pytest
 
 from comfy_shared.outputs.file_store import FileStore
 from comfy_shared.outputs.store import BlobMissing, ByteRange, OutputStore
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[OutputStore]:
-    files = FileStore(tmp_path / "outputs")
-    await files.open()
-    yield files
-    await files.aclose()
 
 
 async def chunks_of(data: bytes, size: int = 7000) -> AsyncIterator[bytes]:
@@ -71,6 +64,11 @@ async def test_manifests_are_written_and_removed(store: OutputStore) -> None:
     await store.delete_manifest("t-1")
     await store.delete_manifest("t-1")
     assert await store.read_manifest("t-1") is None
+
+
+async def test_a_range_that_starts_past_the_end_reads_nothing(store: OutputStore) -> None:
+    blob = await store.put(chunks_of(b"short"))
+    assert await read_all(store, blob.digest, ByteRange(5, 9)) == b""
 
 
 async def test_a_digest_that_is_not_sha256_is_refused(store: OutputStore) -> None:

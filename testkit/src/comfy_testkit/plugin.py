@@ -3,6 +3,8 @@
 - ``redis_server``: one real Redis server per test session, on a free port.
 - ``redis_url``: that server's URL, with the database flushed before each test.
 - ``redis``: an async client (decode_responses) for the test, closed afterwards.
+- ``s3_server``: one real S3-compatible server (moto's server mode, its own process) per test
+  session, on a free port; tests make their own buckets in it.
 - ``process_log_dir``: where child processes of a test write their output.
 - ``start_emulator`` / ``start_service`` / ``start_balancer``: factories that start real
   processes on free ports and stop them (and print their output if the test failed) at teardown.
@@ -28,6 +30,7 @@ from comfy_shared.redis_client import connect_redis
 from comfy_stack.embedded_redis import RedisServer, start_redis_server
 from comfy_testkit.cluster import Cluster, Node
 from comfy_testkit.emulator_control import EmulatorControl
+from comfy_testkit.s3 import S3Server, start_s3_server
 from comfy_testkit.stack import (
     AUTH_HEADERS,
     TEST_INTERNAL_TOKEN,
@@ -41,6 +44,13 @@ from comfy_testkit.stack import (
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = start_redis_server(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = start_s3_server(tmp_path_factory.mktemp("s3"))
     yield server
     server.stop()
 

@@ -13,6 +13,7 @@ Layout under the root (a directory, or a bucket and prefix):
 from __future__ import annotations
 
 import hashlib
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -95,6 +96,17 @@ def blob_key(digest: str) -> str:
 
 def manifest_key(task_id: str) -> str:
     return f"manifests/{task_id}.json"
+
+
+def attachment_disposition(filename: str) -> str:
+    """A ``Content-Disposition`` that downloads as ``filename``: an ASCII fallback with quotes
+    and backslashes replaced (they would end or escape the quoted string), plus the exact
+    name in RFC 5987 form when the fallback had to change it."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    disposition = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        disposition += f"; filename*=UTF-8''{urllib.parse.quote(filename, safe='')}"
+    return disposition
 
 
 class Digester:
