@@ -7,16 +7,19 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 
 from comfy_balancer.retention import OutputRetention
 from comfy_shared.clock import now_ms
 from comfy_shared.outputs.catalog import OutputCatalog
 from comfy_shared.outputs.file_store import FileStore
+from comfy_shared.outputs.s3_store import S3Settings, S3Store
 from comfy_shared.redis_keys import RedisKeys
 from comfy_testkit import graphs
 from comfy_testkit.api import submit, wait_until_finished
 from comfy_testkit.cluster import Cluster
+from comfy_testkit.s3 import S3Server
 from comfy_testkit.stack import outputs_dir_for
 from comfy_testkit.waiting import wait_for_condition
 
@@ -139,3 +142,50 @@ async def test_the_size_cap_releases_the_oldest_finished_tasks_first(
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+async def test_outputs_in_an_s3_bucket_outlive_the_node_and_redirect_to_a_presigned_url(
+    make_cluster: Callable[..., Cluster], s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = f"e2e-{uuid.uuid4().hex[:12]}"
+    admin = S3Store(_bucket_settings(s3_server, bucket))
+    await admin.open()
+    await admin.client.create_bucket(Bucket=bucket)
+    await admin.aclose()
+    store_args = [
+        *("--outputs-backend", "s3", "--outputs-s3-bucket", bucket),
+        *("--outputs-s3-endpoint-url", s3_server.url, "--outputs-s3-region", s3_server.region),
+        *("--outputs-s3-addressing-style", "path"),
+        *("--outputs-s3-access-key-id", s3_server.access_key_id),
+    ]
+    for app in ("SERVICE", "BALANCER"):  # a secret is never a command-line flag
+        monkeypatch.setenv(f"COMFY_{app}_OUTPUTS_S3_SECRET_ACCESS_KEY", s3_server.secret_access_key)
+    cluster = make_cluster(
+        ["a"], service_args=store_args, balancer_args=[*store_args, "--outputs-redirect"]
+    )
+    task = await submit(cluster.api, graphs.solid_image(fresh("bucket")))
+    done = await wait_until_finished(cluster.api, task["id"])
+    assert done["status"] == "succeeded", done
+    cluster.node("a").kill()
+
+    redirect = await cluster.api.get(done["outputs"][0]["url"])
+    assert redirect.status_code == 307, redirect.text
+    location = redirect.headers["location"]
+    assert location.startswith(f"{s3_server.url}/{bucket}/blobs/")
+    async with httpx.AsyncClient() as anyone:  # no API key: the URL itself is the grant
+        fetched = await anyone.get(location)
+    assert fetched.status_code == 200
+    assert fetched.content.startswith(PNG_SIGNATURE)
+    assert hashlib.sha256(fetched.content).hexdigest() == done["outputs"][0]["sha256"]
+    assert fetched.headers["content-type"] == "image/png"
+
+
+def _bucket_settings(server: S3Server, bucket: str) -> S3Settings:
+    return S3Settings(
+        bucket=bucket,
+        endpoint_url=server.url,
+        region=server.region,
+        access_key_id=server.access_key_id,
+        secret_access_key=server.secret_access_key,
+        addressing_style="path",
+    )

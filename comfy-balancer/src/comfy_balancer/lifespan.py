@@ -35,8 +35,8 @@ from comfy_balancer.usage import UsageBook
 from comfy_shared.api.schemas import QueueStanding
 from comfy_shared.loops import LoopHandle, Supervisor
 from comfy_shared.models import TaskRecord
+from comfy_shared.outputs import make_store
 from comfy_shared.outputs.catalog import OutputCatalog
-from comfy_shared.outputs.file_store import FileStore
 from comfy_shared.outputs.store import OutputStore
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
@@ -146,8 +146,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     task_logs = install_task_log_sink(
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
     )
-    outputs = FileStore(settings.outputs_dir)
-    await outputs.open()
+    outputs = await make_store(settings.output_store())
     state = BalancerState(
         settings=settings,
         redis=redis,

@@ -35,8 +35,8 @@ from comfy_shared.clock import utc_now
 from comfy_shared.comfyui import ComfyClient, ComfyEventListener, ListenerConfig
 from comfy_shared.loops import LoopHandle, Supervisor
 from comfy_shared.models import TaskRecord
+from comfy_shared.outputs import make_store
 from comfy_shared.outputs.catalog import OutputCatalog
-from comfy_shared.outputs.file_store import FileStore
 from comfy_shared.outputs.store import OutputStore
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
@@ -122,8 +122,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
     task_logs = install_task_log_sink(
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
     )
-    outputs = FileStore(settings.outputs_dir)
-    await outputs.open()
+    outputs = await make_store(settings.output_store())
     keeper = OutputKeeper(
         store=outputs,
         catalog=OutputCatalog(redis, keys),

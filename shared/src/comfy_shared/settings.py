@@ -14,7 +14,7 @@ import argparse
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, TypeVar, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -23,11 +23,13 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from comfy_shared.errors import SettingsError
+from comfy_shared.outputs import OutputStoreConfig
 from comfy_shared.redis_keys import DEFAULT_PREFIX
 from comfy_shared.workflows import DEFAULT_TEMPLATES_DIR
 
@@ -119,11 +121,31 @@ class ApiServerSettings(CommonSettings):
     retention_s: int = Field(
         default=24 * 3600, gt=0, description="Seconds a finished task is kept in Redis."
     )
+    outputs_backend: Literal["file", "s3"] = Field(
+        default="file",
+        description="The output store every service and balancer of a deployment shares: a "
+        "directory (--outputs-dir, a volume) or an S3-compatible bucket (--outputs-s3-*). "
+        "Each finished task's outputs are copied there from its ComfyUI, once per content.",
+    )
     outputs_dir: Path = Field(
-        default=Path("outputs"),
-        description="The output store: a directory every service and balancer of the "
-        "deployment shares (a volume). Each finished task's outputs are copied there from "
-        "its ComfyUI, stored once per content (sha256).",
+        default=Path("outputs"), description="Directory of the file output store."
+    )
+    outputs_s3_bucket: str | None = Field(default=None, description="Bucket of the s3 store.")
+    outputs_s3_prefix: str = Field(default="", description="Key prefix in the bucket.")
+    outputs_s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint of MinIO, R2 and the like; unset: AWS."
+    )
+    outputs_s3_region: str | None = Field(default=None, description="The bucket's region.")
+    outputs_s3_addressing_style: Literal["auto", "virtual", "path"] = Field(
+        default="auto", description="'path' for most self-hosted servers (MinIO)."
+    )
+    outputs_s3_access_key_id: str | None = Field(
+        default=None,
+        description="With the secret; unset: the standard AWS chain (AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role).",
+    )
+    outputs_s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="Pass it in the environment, never on a command line."
     )
     outputs_ttl_s: int = Field(
         default=24 * 3600,
@@ -172,6 +194,25 @@ class ApiServerSettings(CommonSettings):
         gt=0,
         description="Seconds between comment lines on an idle event stream (keeps proxies open).",
     )
+
+    @model_validator(mode="after")
+    def _a_complete_output_store(self) -> Self:
+        self.output_store()
+        return self
+
+    def output_store(self) -> OutputStoreConfig:
+        """The output store these settings name (checked when the settings load)."""
+        return OutputStoreConfig(
+            backend=self.outputs_backend,
+            dir=self.outputs_dir,
+            bucket=self.outputs_s3_bucket,
+            prefix=self.outputs_s3_prefix,
+            endpoint_url=self.outputs_s3_endpoint_url,
+            region=self.outputs_s3_region,
+            addressing_style=self.outputs_s3_addressing_style,
+            access_key_id=self.outputs_s3_access_key_id,
+            secret_access_key=self.outputs_s3_secret_access_key,
+        )
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Mapping
-from urllib.parse import quote
 
 from starlette.responses import Response, StreamingResponse
 
 from comfy_shared.errors import ComfyStackError
 from comfy_shared.models import TaskOutput, TaskRecord
-from comfy_shared.outputs.store import BlobMissing, ByteRange, OutputStore
+from comfy_shared.outputs.store import (
+    BlobMissing,
+    ByteRange,
+    OutputStore,
+    attachment_disposition,
+)
 
 _SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -64,7 +68,7 @@ async def serve_stored(
         "ETag": etag,
         "Accept-Ranges": "bytes",
         "Cache-Control": "private, max-age=31536000, immutable",  # the bytes never change
-        "Content-Disposition": attachment(output.filename),
+        "Content-Disposition": attachment_disposition(output.filename),
     }
     if _tags(request_headers.get("if-none-match", "")) & {etag, "*"}:
         return Response(status_code=304, headers=headers)
@@ -114,14 +118,6 @@ def byte_range(header: str | None, size: int) -> ByteRange | None:
     if start >= size or (last and int(last) < start):
         raise RangeNotSatisfiable(size)
     return ByteRange(start, end)
-
-
-def attachment(filename: str) -> str:
-    """A ``Content-Disposition`` every browser reads, whatever characters the name has."""
-    plain = "".join(
-        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename
-    )
-    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _tags(header: str) -> set[str]:

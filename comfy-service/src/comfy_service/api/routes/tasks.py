@@ -21,7 +21,8 @@ from comfy_shared.api.openapi import (
 )
 from comfy_shared.api.schemas import OutputView, TaskView
 from comfy_shared.api.task_ids import TaskIdInPath
-from comfy_shared.outputs.serving import attachment, output_at, serve_stored
+from comfy_shared.outputs.serving import output_at, serve_stored
+from comfy_shared.outputs.store import attachment_disposition
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -90,6 +91,6 @@ async def download_output(
     return StreamingResponse(
         stream.iter_bytes(),
         media_type=stream.content_type,
-        headers={"Content-Disposition": attachment(output.filename)},
+        headers={"Content-Disposition": attachment_disposition(output.filename)},
         background=BackgroundTask(upstream.aclose),
     )
