@@ -6,25 +6,17 @@ History is the source of truth for outputs: a prompt served from ComfyUI's cache
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-
 from comfy_shared.comfyui import HistoryEntry, OutputFile
 from comfy_shared.comfyui.events import ExecutionError
 from comfy_shared.lifecycle import AttemptRef, Ended
-from comfy_shared.models import ErrorType, OutputKind, TaskError, TaskOutput
-
-_KIND_BY_SUFFIX = {
-    **dict.fromkeys((".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"), OutputKind.IMAGE),
-    **dict.fromkeys((".gif", ".mp4", ".webm", ".mov", ".mkv", ".avi"), OutputKind.VIDEO),
-    **dict.fromkeys((".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a"), OutputKind.AUDIO),
-}
+from comfy_shared.models import ErrorType, TaskError, TaskOutput
+from comfy_shared.outputs.media import kind_of
 
 
 def task_output(file: OutputFile) -> TaskOutput:
-    suffix = PurePosixPath(file.filename).suffix.lower()
     return TaskOutput(
         node_id=file.node_id,
-        kind=_KIND_BY_SUFFIX.get(suffix, OutputKind.OTHER),
+        kind=kind_of(file.filename, animated=file.animated),
         filename=file.filename,
         subfolder=file.subfolder,
         type=file.type,

@@ -68,7 +68,8 @@ async def download_output(task_id: TaskIdInPath, index: int, state: State) -> St
     )
     return StreamingResponse(
         stream.iter_bytes(),
-        media_type=stream.content_type,
+        # Our own table, not ComfyUI's guess: its answer depends on its machine's mime.types.
+        media_type=output.media_type,
         headers={"Content-Disposition": f'attachment; filename="{output.filename}"'},
         background=BackgroundTask(upstream.aclose),
     )
