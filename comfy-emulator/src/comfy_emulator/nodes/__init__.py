@@ -14,12 +14,14 @@ from comfy_emulator.nodes.io import IO_NODES
 from comfy_emulator.nodes.mask import MASK_NODES
 from comfy_emulator.nodes.models import MODEL_NODES
 from comfy_emulator.nodes.storydiffusion import STORYDIFFUSION_NODES
+from comfy_emulator.nodes.video import VIDEO_NODES
 
 BUILTIN_NODES: tuple[type[Node], ...] = (
     *MODEL_NODES,
     *IO_NODES,
     *IMAGE_NODES,
     *MASK_NODES,
+    *VIDEO_NODES,
     *STORYDIFFUSION_NODES,  # custom-node stand-ins (ComfyUI_StoryDiffusion)
 )
 
