@@ -152,6 +152,10 @@ class OutputView(BaseModel):
     filename: str
     subfolder: str
     type: str
+    media_type: str = Field(
+        description="The download's Content-Type, e.g. image/png, image/webp (an animated "
+        "WebP has kind video), video/mp4, audio/flac; application/octet-stream if unknown."
+    )
     url: str = Field(description="Download path, relative to the API's base URL.")
 
 
