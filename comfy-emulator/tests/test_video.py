@@ -203,3 +203,42 @@ def test_object_info_declares_the_video_nodes_as_comfyui_does(env: NodeEnv) -> N
     assert webp["input"]["hidden"] == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
     assert (webp["output"], webp["output_node"], webp["display_name"]) == ([], True, None)
     assert webp["category"] == "image/animation"
+
+
+async def test_empty_audio_is_saved_as_a_flac_file(client: EmulatorClient) -> None:
+    graph = {
+        "1": {"class_type": "EmptyAudio",
+              "inputs": {"duration": 0.5, "sample_rate": 8000, "channels": 1}},
+        "2": {"class_type": "SaveAudio", "inputs": {"audio": ["1", 0],
+                                                    "filename_prefix": "audio/quiet"}},
+    }  # fmt: skip
+
+    outputs = (await run(client, graph))["outputs"]
+
+    entry = {"filename": "quiet_00001_.flac", "subfolder": "audio", "type": "output"}
+    assert outputs["2"] == {"audio": [entry]}
+    content_type, data = await download(client, entry)
+    assert content_type == "audio/flac"
+    packed = int.from_bytes(data[18:26], "big")  # STREAMINFO: rate, channels, total samples
+    assert (data[:4], packed >> 44, (packed >> 41 & 7) + 1, packed & (1 << 36) - 1) == (
+        b"fLaC",
+        8000,
+        1,
+        4000,
+    )
+    assert b"SaveAudio" in data  # the prompt, as a tag
+
+
+def test_object_info_declares_the_audio_nodes_as_comfyui_does(env: NodeEnv) -> None:
+    registry = build_registry()
+    save = json.loads(json.dumps(registry.object_info("SaveAudio", env)))
+    empty = json.loads(json.dumps(registry.object_info("EmptyAudio", env)))
+
+    assert save["input"]["required"] == {
+        "audio": ["AUDIO", {}],
+        "filename_prefix": ["STRING", {"default": "audio/ComfyUI", "multiline": False}],
+    }
+    assert (save["display_name"], save["output_node"], save["output"]) == (
+        "Save Audio (FLAC)", True, [])  # fmt: skip
+    assert empty["input_order"]["required"] == ["duration", "sample_rate", "channels"]
+    assert (empty["output"], empty["python_module"]) == (["AUDIO"], "comfy_extras.nodes_audio")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from comfy_emulator.nodes.audio import AUDIO_NODES
 from comfy_emulator.nodes.base import Node, NodeRegistry
 from comfy_emulator.nodes.image import IMAGE_NODES
 from comfy_emulator.nodes.io import IO_NODES
@@ -22,6 +23,7 @@ BUILTIN_NODES: tuple[type[Node], ...] = (
     *IMAGE_NODES,
     *MASK_NODES,
     *VIDEO_NODES,
+    *AUDIO_NODES,
     *STORYDIFFUSION_NODES,  # custom-node stand-ins (ComfyUI_StoryDiffusion)
 )
 
