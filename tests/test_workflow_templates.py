@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from comfy_shared.workflows import DEFAULT_TEMPLATES_DIR, TemplateLibrary
 from comfy_testkit.api import wait_for_status, wait_until_finished
@@ -31,6 +31,13 @@ PARAMS: dict[str, dict[str, Any]] = {
         "prompt": "as an oil painting",
         "steps": 4,
         "image": base64.b64encode(png()).decode(),
+    },
+    "img2video": {
+        "image": base64.b64encode(png()).decode(),
+        "frames": 3,
+        "width": 64,
+        "height": 64,
+        "steps": 2,
     },
 }
 
@@ -62,8 +69,40 @@ async def test_each_shipped_template_runs_through_the_balancer_and_a_service(
             assert task["status"] == "succeeded", task
             assert task["workflow"] == name
             assert task["outputs"]
-            image = await api.get(task["outputs"][0]["url"])
-            assert image.content.startswith(b"\x89PNG")
+            output = task["outputs"][0]
+            download = await api.get(output["url"])
+            assert download.headers["content-type"] == output["media_type"]
+            with Image.open(io.BytesIO(download.content)) as picture:
+                assert picture.get_format_mimetype() == output["media_type"]
+
+
+async def test_img2video_makes_a_clip_of_the_frames_asked_for(small_cluster: Cluster) -> None:
+    params = {**PARAMS["img2video"], "frames": 7, "fps": 10, "motion": 600}
+    node = small_cluster.nodes[0].service
+    node_api = httpx.AsyncClient(base_url=node.url, headers=node.auth_headers, timeout=15)
+    async with node_api:
+        for api in (small_cluster.api, node_api):
+            response = await api.post("/api/v1/generate", json={"workflow": "img2video",
+                                                                 "params": params})  # fmt: skip
+            assert response.status_code == 202, response.text
+            task = await wait_until_finished(api, response.json()["id"], timeout_s=30)
+            assert task["status"] == "succeeded", task
+            [output] = task["outputs"]
+            assert (output["kind"], output["media_type"]) == ("video", "image/webp")
+            assert re.fullmatch(r"img2video_\d{5}_\.webp", output["filename"])
+            download = await api.get(output["url"])
+            assert download.headers["content-type"] == "image/webp"
+            assert clip_frames(download.content) == [(64, 64, 100)] * 7  # 1000 ms / 10 fps
+
+
+def clip_frames(data: bytes) -> list[tuple[int, int, int]]:
+    """(width, height, duration in ms) of every frame of an animated image."""
+    frames = []
+    with Image.open(io.BytesIO(data)) as clip:
+        for frame in ImageSequence.Iterator(clip):
+            frame.load()  # WebP reads a frame's duration as it decodes it
+            frames.append((frame.width, frame.height, int(frame.info["duration"])))
+    return frames
 
 
 async def test_an_unset_seed_is_random_and_reported_by_the_balancer(small_cluster: Cluster) -> None:
@@ -86,6 +125,7 @@ async def test_an_unset_seed_is_random_and_reported_by_the_balancer(small_cluste
         ({"workflow": "demo", "params": {"width": "wide"}}, "invalid_params", "width"),
         ({"workflow": "demo", "params": {"width": 1}}, "invalid_params", "width"),
         ({"workflow": "img2img-sdxl", "params": {"prompt": "x"}}, "invalid_params", "image"),
+        ({"workflow": "img2video", "params": {"frames": 49}}, "invalid_params", "frames"),
     ],
 )
 async def test_bad_template_requests_are_422_naming_the_field(

@@ -63,3 +63,10 @@ def test_an_interrupt_nobody_here_asked_for_is_a_comfyui_failure() -> None:
 def test_output_kind_follows_the_file_type(filename: str, kind: str) -> None:
     output = task_output(OutputFile(node_id="9", kind="images", filename=filename))
     assert output.kind == kind
+
+
+def test_an_animated_image_is_a_video() -> None:
+    clip = OutputFile(node_id="9", kind="images", filename="clip.webp", animated=True)
+    still = OutputFile(node_id="9", kind="images", filename="still.webp")
+
+    assert (task_output(clip).kind, task_output(still).kind) == ("video", "image")

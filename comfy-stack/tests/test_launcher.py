@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 from PIL import Image
 
 from comfy_stack.credentials import KEY_ENV
@@ -18,6 +19,7 @@ from comfy_stack.processes import start_python_module
 from comfy_stack.waiting import wait_for_condition_sync
 
 
+@pytest.mark.timeout(150)  # a whole stack of processes starts and stops, on a loaded machine too
 def test_up_starts_redis_emulators_and_services_and_ctrl_c_stops_them_all(
     tmp_path: Path,
 ) -> None:

@@ -33,6 +33,7 @@ DEFAULT_CHECKPOINTS: tuple[str, ...] = (
     "juggernautXL_v8Rundiffusion.safetensors",
     "v1-5-pruned-emaonly-fp16.safetensors",
     "v1-5-pruned-emaonly.safetensors",
+    "svd_xt.safetensors",  # Stable Video Diffusion XT (the img2video template)
 )
 DEFAULT_LORAS: tuple[str, ...] = ("add-detail-xl.safetensors",)
 

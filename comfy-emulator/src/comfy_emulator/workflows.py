@@ -100,3 +100,64 @@ def text_to_image(
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": prefix, "images": ["8", 0]}},
     }
+
+
+def image_to_video(
+    image: str,
+    frames: int = 14,
+    fps: int = 6,
+    motion_bucket_id: int = 127,
+    seed: int = 1,
+    steps: int = 20,
+    width: int = 1024,
+    height: int = 576,
+    checkpoint: str = "svd_xt.safetensors",
+    prefix: str = "ComfyUI",
+) -> Workflow:
+    """ComfyUI's Stable Video Diffusion example: an input image -> an animated WEBP."""
+    return {
+        "1": {"class_type": "ImageOnlyCheckpointLoader", "inputs": {"ckpt_name": checkpoint}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": image}},
+        "3": {
+            "class_type": "SVD_img2vid_Conditioning",
+            "inputs": {
+                "clip_vision": ["1", 1],
+                "init_image": ["2", 0],
+                "vae": ["1", 2],
+                "width": width,
+                "height": height,
+                "video_frames": frames,
+                "motion_bucket_id": motion_bucket_id,
+                "fps": fps,
+                "augmentation_level": 0.0,
+            },
+        },
+        "4": {"class_type": "VideoLinearCFGGuidance", "inputs": {"model": ["1", 0], "min_cfg": 1}},
+        "5": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": seed,
+                "steps": steps,
+                "cfg": 2.5,
+                "sampler_name": "euler",
+                "scheduler": "karras",
+                "denoise": 1,
+                "model": ["4", 0],
+                "positive": ["3", 0],
+                "negative": ["3", 1],
+                "latent_image": ["3", 2],
+            },
+        },
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {
+            "class_type": "SaveAnimatedWEBP",
+            "inputs": {
+                "images": ["6", 0],
+                "filename_prefix": prefix,
+                "fps": fps,
+                "lossless": False,
+                "quality": 85,
+                "method": "default",
+            },
+        },
+    }

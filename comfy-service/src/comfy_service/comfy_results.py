@@ -10,17 +10,16 @@ from comfy_shared.comfyui import HistoryEntry, OutputFile
 from comfy_shared.comfyui.events import ExecutionError
 from comfy_shared.lifecycle import AttemptRef, Ended
 from comfy_shared.models import ErrorType, TaskError, TaskOutput
-from comfy_shared.outputs.media import kind_of, media_type_of
+from comfy_shared.outputs.media import kind_of
 
 
 def task_output(file: OutputFile) -> TaskOutput:
     return TaskOutput(
         node_id=file.node_id,
-        kind=kind_of(file.filename),
+        kind=kind_of(file.filename, animated=file.animated),
         filename=file.filename,
         subfolder=file.subfolder,
         type=file.type,
-        media_type=media_type_of(file.filename),
     )
 
 

@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Any, Literal
 from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from comfy_shared.clock import utc_now
 from comfy_shared.task_state import TaskStatus
@@ -87,7 +87,14 @@ class TaskOutput(BaseModel):
         "the node that made it).",
     )
     size: int | None = Field(default=None, description="Bytes, once stored.")
-    media_type: str | None = Field(default=None, description="e.g. image/png, video/mp4.")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def media_type(self) -> str:
+        """The download's Content-Type, from the file name (`comfy_shared.outputs.media`)."""
+        from comfy_shared.outputs.media import media_type_of  # media imports this module
+
+        return media_type_of(self.filename)
 
 
 class Attempt(BaseModel):

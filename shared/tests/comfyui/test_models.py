@@ -75,6 +75,7 @@ def test_output_files_of_every_kind() -> None:
         "11": {"audio": [{"filename": "a.flac", "subfolder": "audio", "type": "temp"}]},
         "12": {"text": ["hello"], "video": {"filename": "one.webm", "subfolder": None}},
         "13": {},
+        "14": {"images": [{"filename": "clip.webp", "type": "output"}], "animated": [True]},
     }
 
     assert output_files(outputs) == [
@@ -83,6 +84,7 @@ def test_output_files_of_every_kind() -> None:
         OutputFile(node_id="10", kind="gifs", filename="v.mp4"),
         OutputFile(node_id="11", kind="audio", filename="a.flac", subfolder="audio", type="temp"),
         OutputFile(node_id="12", kind="video", filename="one.webm"),
+        OutputFile(node_id="14", kind="images", filename="clip.webp", animated=True),
     ]
 
 

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from comfy_emulator.nodes.audio import AUDIO_NODES
 from comfy_emulator.nodes.base import Node, NodeRegistry
 from comfy_emulator.nodes.image import IMAGE_NODES
 from comfy_emulator.nodes.io import IO_NODES
 from comfy_emulator.nodes.mask import MASK_NODES
 from comfy_emulator.nodes.models import MODEL_NODES
 from comfy_emulator.nodes.storydiffusion import STORYDIFFUSION_NODES
+from comfy_emulator.nodes.video import VIDEO_NODES
 
 BUILTIN_NODES: tuple[type[Node], ...] = (
     *MODEL_NODES,
     *IO_NODES,
     *IMAGE_NODES,
     *MASK_NODES,
+    *VIDEO_NODES,
+    *AUDIO_NODES,
     *STORYDIFFUSION_NODES,  # custom-node stand-ins (ComfyUI_StoryDiffusion)
 )
 

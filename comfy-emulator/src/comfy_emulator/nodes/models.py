@@ -23,7 +23,13 @@ from comfy_emulator.nodes.base import (
     NodeEnv,
     NodeOutput,
 )
-from comfy_emulator.nodes.render import RenderSpec, blank_latent_image, preview_of, render
+from comfy_emulator.nodes.render import (
+    RenderSpec,
+    blank_latent_image,
+    preview_of,
+    render,
+    video_frame,
+)
 
 # comfy/samplers.py KSampler.SAMPLERS and SCHEDULERS (0.8.0), in order.
 SAMPLERS = [
@@ -109,6 +115,16 @@ class Conditioning:
 
 
 @dataclass(frozen=True)
+class Motion:
+    """What a video latent animates: the start frame and the motion settings."""
+
+    start: Image.Image
+    motion_bucket_id: int
+    fps: int
+    augmentation_level: float
+
+
+@dataclass(frozen=True)
 class Latent:
     """A LATENT value: pixel size (multiples of 8), and how it came to be."""
 
@@ -118,6 +134,7 @@ class Latent:
     spec: RenderSpec | None = None  # set once sampled
     parent: Latent | None = None  # what was sampled (img2img / hires source)
     pixels: tuple[Image.Image, ...] = ()  # set by VAEEncode
+    motion: Motion | None = None  # set by video conditioning (SVD_img2vid_Conditioning)
 
     def __str__(self) -> str:
         shape = f"[{self.batch_size}, 4, {self.height // 8}, {self.width // 8}]"
@@ -130,6 +147,11 @@ def decode(latent: Latent, index: int) -> Image.Image:
         if latent.pixels:
             return latent.pixels[index % len(latent.pixels)].copy()
         return blank_latent_image(latent.width, latent.height)
+    if latent.parent is not None and latent.parent.motion is not None:
+        motion = latent.parent.motion
+        return video_frame(
+            motion.start, motion.motion_bucket_id, latent.spec, index, latent.batch_size
+        )
     image = render(latent.spec, index)
     if latent.spec.denoise < 1.0 and latent.parent is not None:
         base = decode(latent.parent, index).resize(image.size)

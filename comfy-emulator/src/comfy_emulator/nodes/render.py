@@ -13,7 +13,7 @@ import json
 import textwrap
 from dataclasses import asdict, dataclass
 
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,24 @@ def _draw_caption(image: Image.Image, spec: RenderSpec, index: int) -> None:
     chars = max(8, image.width // max(1, int(size * 0.6)))
     lines = [*textwrap.wrap(spec.positive, chars)[:4], f"seed {spec.seed} #{index}"]
     draw.multiline_text((4, 4), "\n".join(lines), fill=(255, 255, 255), font=font)
+
+
+def video_frame(
+    start: Image.Image, motion_bucket_id: int, spec: RenderSpec, index: int, count: int
+) -> Image.Image:
+    """Frame `index` of `count` of an image-to-video run: the start frame pans sideways, by up
+    to a quarter of its width at the highest motion bucket (1023), under a veil of the picture
+    the spec renders (so seed and settings still show), with a bar along the bottom edge that
+    grows with each frame: no two frames are alike, as in a real clip (an encoder may merge
+    identical frames, and a clip must keep the number of frames asked for)."""
+    progress = index / max(count - 1, 1)
+    shift = round(start.width * 0.25 * motion_bucket_id / 1023 * progress)
+    moved = ImageChops.offset(start.convert("RGB"), shift, 0)
+    frame = Image.blend(moved, render(spec, 0), 0.25)
+    bar_height = max(1, frame.height // 32)
+    bar = (0, frame.height - bar_height, (index + 1) * frame.width // count - 1, frame.height)
+    ImageDraw.Draw(frame).rectangle(bar, fill=(255, 255, 255))
+    return frame
 
 
 def blank_latent_image(width: int, height: int) -> Image.Image:

@@ -34,6 +34,9 @@ _FORCED_DOWNLOAD = {
     "text/css",
 }
 PostData = Mapping[str, Any]  # request.post(): field name -> str, bytes or FileField
+
+# ComfyUI's server registers WebP itself, so /view names it whatever the machine's mime.types.
+mimetypes.add_type("image/webp", ".webp")
 Writer = Callable[[bytes, PostData, str], None]  # (uploaded bytes, form, target path)
 
 

@@ -163,7 +163,10 @@ class OutputView(BaseModel):
     type: str
     sha256: str | None = Field(description="Digest of the stored bytes (the download's ETag).")
     size: int | None = Field(description="Bytes.")
-    media_type: str | None
+    media_type: str = Field(
+        description="The download's Content-Type, e.g. image/png, image/webp (an animated "
+        "WebP has kind video), video/mp4, audio/flac; application/octet-stream if unknown."
+    )
     url: str = Field(description="Download path, relative to the API's base URL.")
 
 

@@ -22,7 +22,8 @@ class OutputFile(ComfyModel):
     """One file a node produced, addressable through ``GET /view``.
 
     ``kind`` is the key of the node's UI dict it came from ("images", "gifs", "video",
-    "audio", ...); ``type`` is the folder: "output", "temp" or "input".
+    "audio", ...); ``type`` is the folder: "output", "temp" or "input". ``animated`` is the
+    node's ``"animated": [true]`` flag (SaveAnimatedWEBP, SaveAnimatedPNG): the file is a clip.
     """
 
     node_id: str
@@ -30,6 +31,7 @@ class OutputFile(ComfyModel):
     filename: str
     subfolder: str = ""
     type: str = "output"
+    animated: bool = False
 
 
 class LogEntry(ComfyModel):
@@ -52,21 +54,31 @@ def output_files(outputs: Mapping[str, Mapping[str, Any] | None]) -> list[Output
     """
     files: list[OutputFile] = []
     for node_id, ui in outputs.items():
+        animated = _is_animated(ui or {})
         for kind, value in (ui or {}).items():
             entries = value if isinstance(value, list) else [value]
-            files.extend(_file(node_id, kind, entry) for entry in entries if _is_file(entry))
+            files.extend(
+                _file(node_id, kind, entry, animated) for entry in entries if _is_file(entry)
+            )
     return files
+
+
+def _is_animated(ui: Mapping[str, Any]) -> bool:
+    # ComfyUI sends a one-element tuple, so JSON carries [true] (PreviewImage says [false]).
+    flag = ui.get("animated")
+    return isinstance(flag, list) and any(value is True for value in flag)
 
 
 def _is_file(entry: Any) -> bool:
     return isinstance(entry, dict) and isinstance(entry.get("filename"), str)
 
 
-def _file(node_id: str, kind: str, entry: Mapping[str, Any]) -> OutputFile:
+def _file(node_id: str, kind: str, entry: Mapping[str, Any], animated: bool) -> OutputFile:
     return OutputFile(
         node_id=node_id,
         kind=kind,
         filename=entry["filename"],
         subfolder=str(entry.get("subfolder") or ""),
         type=str(entry.get("type") or "output"),
+        animated=animated,
     )

@@ -92,7 +92,7 @@ async def serve_stored(
     return StreamingResponse(
         _prepend(first, body),
         status_code=status,
-        media_type=output.media_type or "application/octet-stream",
+        media_type=output.media_type,
         headers=headers,
     )
 

@@ -144,7 +144,7 @@ async def download_output(
         url = await state.outputs.presigned_url(
             output.sha256,
             filename=output.filename,
-            media_type=output.media_type or "application/octet-stream",
+            media_type=output.media_type,
             expires_s=PRESIGNED_EXPIRES_S,
         )
         if url is not None:

@@ -90,7 +90,8 @@ async def download_output(
     )
     return StreamingResponse(
         stream.iter_bytes(),
-        media_type=stream.content_type,
+        # Our own table, not ComfyUI's guess: its answer depends on its machine's mime.types.
+        media_type=output.media_type,
         headers={"Content-Disposition": attachment_disposition(output.filename)},
         background=BackgroundTask(upstream.aclose),
     )
