@@ -3,11 +3,12 @@
 import base64
 import io
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from PIL import Image, ImageSequence
 
 from comfy_shared.workflows import DEFAULT_TEMPLATES_DIR, TemplateLibrary
@@ -184,3 +185,48 @@ async def test_workflows_are_listed_with_a_json_schema(small_cluster: Cluster) -
     assert one["parameters"]["properties"]["steps"]["type"] == "integer"
     missing = await small_cluster.api.get("/api/v1/workflows/nope")
     assert (missing.status_code, missing.json()["code"]) == (404, "workflow_not_found")
+
+
+@pytest.fixture
+async def image_server() -> AsyncIterator[tuple[str, list[str]]]:
+    """A web server on loopback serving ``/in.png``; the list records each path asked for."""
+    asked: list[str] = []
+
+    async def serve(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.Response(body=png("blue"), content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/in.png", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}", asked
+    await runner.cleanup()
+
+
+async def test_an_image_given_by_url_is_fetched_once_when_the_request_arrives(
+    make_cluster: Callable[..., Cluster], image_server: tuple[str, list[str]]
+) -> None:
+    server, asked = image_server
+    cluster = make_cluster(
+        ["a"], step_time_s=0.002, balancer_args=["--url-inputs-allow", "127.0.0.1"]
+    )
+
+    async def generate(image: str) -> httpx.Response:
+        params = {"prompt": "x", "steps": 2, "image": image}
+        return await cluster.api.post(
+            "/api/v1/generate", json={"workflow": "img2img-sdxl", "params": params}
+        )
+
+    accepted = await generate(f"{server}/in.png")
+    private = await generate("https://10.1.2.3/in.png")  # not allow-listed: never called
+
+    assert accepted.status_code == 202, accepted.text
+    done = await wait_until_finished(cluster.api, accepted.json()["id"])
+    assert done["status"] == "succeeded", done
+    assert asked == ["/in.png"]
+    assert (private.status_code, private.json()["code"]) == (422, "invalid_params")
+    assert "could not fetch the image" in private.json()["errors"]["image"]

@@ -29,8 +29,10 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from comfy_shared.errors import SettingsError
+from comfy_shared.net_guard import AllowList
 from comfy_shared.outputs import OutputStoreConfig
 from comfy_shared.redis_keys import DEFAULT_PREFIX
+from comfy_shared.url_inputs import UrlFetcher
 from comfy_shared.workflows import DEFAULT_TEMPLATES_DIR
 
 LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
@@ -121,6 +123,20 @@ class ApiServerSettings(CommonSettings):
     retention_s: int = Field(
         default=24 * 3600, gt=0, description="Seconds a finished task is kept in Redis."
     )
+    url_inputs: bool = Field(
+        default=True,
+        description="Accept an https:// URL for an image parameter: fetched when the request "
+        "arrives (public addresses only, no redirect, --max-image-bytes, "
+        "--url-inputs-timeout-s), then handled as the bytes themselves.",
+    )
+    url_inputs_allow: str = Field(
+        default="",
+        description="Hosts and CIDR ranges an image URL may lead to although they are not "
+        "public (loopback, private, link-local), comma-separated; http:// only for these.",
+    )
+    url_inputs_timeout_s: float = Field(
+        default=15.0, gt=0, description="Seconds an image URL has to deliver the whole file."
+    )
     outputs_backend: Literal["file", "s3"] = Field(
         default="file",
         description="The output store every service and balancer of a deployment shares: a "
@@ -199,6 +215,22 @@ class ApiServerSettings(CommonSettings):
     def _a_complete_output_store(self) -> Self:
         self.output_store()
         return self
+
+    @field_validator("url_inputs_allow")
+    @classmethod
+    def _an_allow_list(cls, value: str) -> str:
+        AllowList.parse(value)
+        return value
+
+    def url_fetcher(self) -> UrlFetcher | None:
+        """What fetches image URLs (None: turned off)."""
+        if not self.url_inputs:
+            return None
+        return UrlFetcher(
+            AllowList.parse(self.url_inputs_allow),
+            max_bytes=self.max_image_bytes,
+            timeout_s=self.url_inputs_timeout_s,
+        )
 
     def output_store(self) -> OutputStoreConfig:
         """The output store these settings name (checked when the settings load)."""

@@ -336,6 +336,7 @@ def _param_schema(spec: ParamSpec) -> dict[str, Any]:
     if spec.type is ParamType.IMAGE:
         schema["contentEncoding"] = "base64"
         schema["contentMediaType"] = "image/png, image/jpeg or image/webp"
+        schema["description"] = f"{spec.description} (base64, or an https:// URL to fetch)"
     if spec.min is not None:
         schema["minimum"] = spec.min
     if spec.max is not None:

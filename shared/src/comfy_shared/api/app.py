@@ -89,6 +89,7 @@ def build_app(
     )
     app.state.templates = templates
     app.state.request_limits = RequestLimits.of(settings)
+    app.state.url_fetcher = settings.url_fetcher()
     app.add_middleware(
         BodyLimitsMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -33,6 +33,7 @@ from comfy_shared.api.request_limits import RequestLimits, check_graph_size, che
 from comfy_shared.api.schemas import GenerateRequest
 from comfy_shared.api.strict_json import JsonPath, parse_strict_json
 from comfy_shared.errors import ComfyStackError
+from comfy_shared.url_inputs import fetch_url_images
 from comfy_shared.workflows import InvalidParams, Template, TemplateLibrary
 
 JSON: Final = "application/json"
@@ -90,6 +91,7 @@ async def read_generate_request(http: Request, *, accepted: tuple[str, ...]) -> 
     image_paths: set[JsonPath] = {("params", name) for name in _image_params(template)}
     check_string_sizes(document, limits.max_string_bytes, skip=image_paths)
     if template is not None:
+        await fetch_url_images(template, request.params, http.app.state.url_fetcher)
         template.check_images(request.params, limits.images)
     return request
 
