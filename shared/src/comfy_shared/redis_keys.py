@@ -62,6 +62,13 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
                                                      "tasks:<status>" of one API key (budgets)
 {p}:usage:tenants            zset    task store      none; tenant -> the last day (yyyymmdd) it
                                                      had a task end
+{p}:webhook:{id}             hash    task store,     7 days; a task's end to announce (see
+                                     balancer        webhook_outbox): record (TaskRecord JSON),
+                                                     enqueued_ms, attempts, lease, last_error...
+{p}:webhooks:outbox          zset    task store,     none, at most 100,000; task id -> when its
+                                     balancer        next delivery attempt is due (ms)
+{p}:webhooks:dead            zset    balancer        none, at most 1,000 (oldest trimmed); task id
+                                                     -> when its webhook was given up (ms)
 {p}:signal:{name}            pubsub  any             wake-ups only, never the only copy of a fact
 
 Task ids are 1-128 characters of ``[A-Za-z0-9_.-]``, the first a letter or digit
@@ -187,6 +194,19 @@ class RedisKeys:
 
     def usage_tenants(self) -> str:
         return f"{self.prefix}:usage:tenants"
+
+    def webhook(self, task_id: str) -> str:
+        return f"{self.webhook_prefix()}{task_id}"
+
+    def webhook_prefix(self) -> str:
+        """What :meth:`webhook` puts before a task id (Lua scripts build the key from it)."""
+        return f"{self.prefix}:webhook:"
+
+    def webhook_outbox(self) -> str:
+        return f"{self.prefix}:webhooks:outbox"
+
+    def webhook_dead(self) -> str:
+        return f"{self.prefix}:webhooks:dead"
 
     def signal(self, name: str) -> str:
         return f"{self.prefix}:signal:{name}"
