@@ -1,0 +1,104 @@
+"""Webhooks without processes: what an attempt's outcome leads to (a table), and signatures
+checked by a verifier written here from the published Standard Webhooks algorithm."""
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping
+
+import pytest
+
+from comfy_balancer.webhooks.schedule import (
+    Delivered,
+    GiveUp,
+    NextStep,
+    Outcome,
+    TryAgain,
+    next_step,
+)
+from comfy_balancer.webhooks.signing import (
+    check_signing_secret,
+    new_signing_secret,
+    signed_headers,
+)
+
+DELAYS_S = (5.0, 30.0, 120.0)
+NO_JITTER = 0.0
+STOP = "the receiver asked for no more deliveries"
+
+
+def verify_standard_webhook(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
+    """The receiver's check, as the Standard Webhooks specification describes it."""
+    key = base64.b64decode(secret.split("_", 1)[1])
+    signed = b".".join(
+        [headers["webhook-id"].encode(), headers["webhook-timestamp"].encode(), body]
+    )
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(
+        version == "v1" and hmac.compare_digest(value, expected)
+        for version, _, value in (s.partition(",") for s in headers["webhook-signature"].split())
+    )
+
+
+@pytest.mark.parametrize(
+    ("attempt", "outcome", "step"),
+    [
+        (1, Outcome(status=200), Delivered()),
+        (4, Outcome(status=204), Delivered()),
+        (1, Outcome(status=500), TryAgain(5.0, "answered 500")),
+        (2, Outcome(status=302), TryAgain(30.0, "answered 302")),  # a redirect is not followed
+        (3, Outcome(error="no answer within 10s"), TryAgain(120.0, "no answer within 10s")),
+        (4, Outcome(status=503), GiveUp("attempt 4 answered 503; no attempt left")),
+        (1, Outcome(status=410), GiveUp(f"answered 410 Gone: {STOP}")),
+        (2, Outcome(status=404), TryAgain(30.0, "answered 404")),
+    ],
+)  # fmt: skip
+def test_what_an_attempt_leads_to(attempt: int, outcome: Outcome, step: NextStep) -> None:
+    assert next_step(attempt, outcome, DELAYS_S, jitter=lambda: NO_JITTER) == step
+
+
+def test_waits_have_jitter_of_a_tenth_at_most() -> None:
+    waits = {next_step(1, Outcome(status=500), DELAYS_S) for _ in range(200)}
+    delays = [wait.delay_s for wait in waits if isinstance(wait, TryAgain)]
+    assert len(delays) == 200
+    assert all(4.5 <= delay <= 5.5 for delay in delays)
+    assert max(delays) - min(delays) > 0.5  # spread out, not all at one moment
+
+
+def test_a_signature_verifies_with_its_secret_only() -> None:
+    secret, body = new_signing_secret(), b'{"type":"task.succeeded"}'
+    headers = signed_headers(secret, "msg_t1_1", 1_700_000_000, body)
+
+    assert headers["webhook-id"] == "msg_t1_1"
+    assert headers["webhook-timestamp"] == "1700000000"
+    assert verify_standard_webhook(secret, headers, body)
+    assert not verify_standard_webhook(secret, headers, body + b" ")
+    assert not verify_standard_webhook(new_signing_secret(), headers, body)
+
+
+def test_a_known_signature() -> None:
+    """A vector computed by hand: key = 24 bytes 0x01..0x18."""
+    secret = "whsec_" + base64.b64encode(bytes(range(1, 25))).decode()
+    body = b'{"a":1}'
+    key = bytes(range(1, 25))
+    expected = hmac.new(key, b"msg_1.1700000000." + body, hashlib.sha256).digest()
+
+    headers = signed_headers(secret, "msg_1", 1_700_000_000, body)
+
+    assert headers["webhook-signature"] == "v1," + base64.b64encode(expected).decode()
+
+
+def test_a_new_secret_is_in_the_standard_form() -> None:
+    secret = new_signing_secret()
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"))) == 24
+    check_signing_secret(secret)
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["abc", "whsec_!!!", "whsec_" + base64.b64encode(b"short").decode(), "sk_" + "A" * 40],
+)
+def test_a_malformed_secret_is_refused(secret: str) -> None:
+    with pytest.raises(ValueError, match="webhook secret"):
+        check_signing_secret(secret)
