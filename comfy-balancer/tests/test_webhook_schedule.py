@@ -4,7 +4,10 @@ checked by a verifier written here from the published Standard Webhooks algorith
 import base64
 import hashlib
 import hmac
+import time
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +105,20 @@ def test_a_new_secret_is_in_the_standard_form() -> None:
 def test_a_malformed_secret_is_refused(secret: str) -> None:
     with pytest.raises(ValueError, match="webhook secret"):
         check_signing_secret(secret)
+
+
+def test_the_readmes_verification_snippet_verifies_a_signature() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    snippet = next(
+        block.removeprefix("python\n")
+        for block in readme.split("```")
+        if block.startswith("python\n") and "def verify(" in block
+    )
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)  # the README's own code, as a receiver would paste it
+    secret, body = new_signing_secret(), b'{"type":"task.failed"}'
+    headers = signed_headers(secret, "msg_t9_5", int(time.time()), body)
+
+    assert namespace["verify"](secret, headers, body)
+    assert not namespace["verify"](secret, headers, body[:-1])
+    assert not namespace["verify"](new_signing_secret(), headers, body)

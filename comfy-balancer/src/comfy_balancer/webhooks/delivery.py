@@ -9,14 +9,15 @@ attempt: built from the ended record stored with the message.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from datetime import datetime
+from typing import Final
 
 import httpx
 from loguru import logger
+from pydantic import BaseModel, Field
 
 from comfy_balancer.webhooks.outbox import Claimed, Outbox, event_type
 from comfy_balancer.webhooks.schedule import (
@@ -37,6 +38,7 @@ from comfy_shared.net_guard import AllowList, UrlRefused, parse_target, resolve_
 BATCH: Final = 16
 """Messages claimed and sent together by one replica."""
 USER_AGENT: Final = "comfy-stack-webhooks/1"
+_FIXED_HEADERS: Final = {"content-type": "application/json", "user-agent": USER_AGENT}
 
 SecretOf = Callable[[TaskRecord], Awaitable[str | None]]
 """The signing secret of a task's webhooks (its API key's, or the deployment's), if any."""
@@ -50,15 +52,22 @@ class Attempted:
     step: NextStep
 
 
-def webhook_body(record: TaskRecord, enqueued_ms: int) -> bytes:
-    """``{"type", "timestamp", "data"}``: the task as ``GET /api/v1/tasks/{id}`` shows it."""
-    ended = record.finished_at or record.updated_at
-    payload: dict[str, Any] = {
-        "type": event_type(record),
-        "timestamp": ended.isoformat(),
-        "data": TaskView.from_record(record).model_dump(mode="json"),
-    }
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+class WebhookEvent(BaseModel):
+    """What a webhook request's body holds."""
+
+    type: str = Field(description="task.succeeded, task.failed or task.cancelled.")
+    timestamp: datetime = Field(description="When the task ended.")
+    data: TaskView = Field(description="The task as GET /api/v1/tasks/{id} shows it.")
+
+
+def webhook_body(record: TaskRecord) -> bytes:
+    """The same bytes on every attempt: made from the ended record stored with the message."""
+    event = WebhookEvent(
+        type=event_type(record),
+        timestamp=record.finished_at or record.updated_at,
+        data=TaskView.from_record(record),
+    )
+    return event.model_dump_json().encode()
 
 
 class WebhookDelivery:
@@ -112,34 +121,40 @@ class WebhookDelivery:
         return Attempted(record.id, claimed.attempt, outcome, step)
 
     async def _send(self, claimed: Claimed, url: str, secret: str) -> Outcome:
-        body = webhook_body(claimed.record, claimed.enqueued_ms)
+        body = webhook_body(claimed.record)
         headers = signed_headers(secret, claimed.message_id, int(time.time()), body)
         try:
-            target = parse_target(url, self._allow)
-            address = await resolve_target(target, self._allow)
-            request = self._http.build_request(
-                "POST",
-                target.url_at(address),
-                content=body,
-                headers=headers
-                | {
-                    "host": target.host_header,
-                    "content-type": "application/json",
-                    "user-agent": USER_AGENT,
-                },
-                # TLS checks the certificate against the name, not the address dialled.
-                extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
-                timeout=self._timeout_s,
-            )
-            # Streamed and closed unread: only the status counts, whatever the body's size.
-            response = await self._http.send(request, stream=True, follow_redirects=False)
-            await response.aclose()
+            # One deadline for the whole attempt: httpx's timeouts are per phase and per
+            # read, so a receiver trickling its answer would otherwise outlast the lease.
+            async with asyncio.timeout(self._timeout_s):
+                return await self._post(url, headers, body)
         except UrlRefused as exc:
             return Outcome(error=f"refused: {exc}")
-        except httpx.TimeoutException:
+        except (TimeoutError, httpx.TimeoutException):
             return Outcome(error=f"no answer within {self._timeout_s:g}s")
         except httpx.HTTPError as exc:
             return Outcome(error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+    async def _post(self, url: str, headers: dict[str, str], body: bytes) -> Outcome:
+        target = parse_target(url, self._allow)
+        address = await resolve_target(target, self._allow)
+        request = self._http.build_request(
+            "POST",
+            target.url_at(address),
+            content=body,
+            headers=headers
+            | {
+                "host": target.host_header,
+                "content-type": "application/json",
+                "user-agent": USER_AGENT,
+            },
+            # TLS checks the certificate against the name, not the address dialled.
+            extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
+            timeout=self._timeout_s,
+        )
+        # Streamed and closed unread: only the status counts, whatever the body's size.
+        response = await self._http.send(request, stream=True, follow_redirects=False)
+        await response.aclose()
         return Outcome(status=response.status_code)
 
     async def _record(self, claimed: Claimed, step: NextStep) -> None:

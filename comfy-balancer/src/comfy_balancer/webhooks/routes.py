@@ -12,7 +12,12 @@ from fastapi import APIRouter, Query
 from comfy_balancer.api.answers import DEAD_LETTER_NOT_FOUND
 from comfy_balancer.deps import CallerOf, State
 from comfy_balancer.webhooks.outbox import DeadLetter
-from comfy_shared.api.openapi import INVALID_REQUEST, REDIS_UNAVAILABLE, error_responses
+from comfy_shared.api.openapi import (
+    INVALID_REQUEST,
+    INVALID_TASK_ID,
+    REDIS_UNAVAILABLE,
+    error_responses,
+)
 from comfy_shared.api.task_ids import TaskIdInPath
 from comfy_shared.clock import now_ms
 from comfy_shared.webhook_outbox import DEAD_MAX
@@ -39,7 +44,7 @@ async def list_dead_letters(
 @router.post(
     "/dead/{task_id}/retry",
     response_model=DeadLetter,
-    responses=error_responses(INVALID_REQUEST, DEAD_LETTER_NOT_FOUND, REDIS_UNAVAILABLE),
+    responses=error_responses(INVALID_TASK_ID, DEAD_LETTER_NOT_FOUND, REDIS_UNAVAILABLE),
 )
 async def retry_dead_letter(task_id: TaskIdInPath, state: State, caller: CallerOf) -> DeadLetter:
     """Put a dead letter back in the outbox: it is sent at once, with the same message id,
