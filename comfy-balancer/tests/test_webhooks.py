@@ -40,9 +40,10 @@ DELAYS_S = ["0.4", "0.8", "1.6"]
 """Waits between attempts in these tests (so 4 attempts); each +-10%."""
 
 
-def balancer_args(*delays_s: str) -> list[str]:
+def balancer_args(*delays_s: str, signed: bool = True) -> list[str]:
+    """``signed``: with a deployment-wide secret (for tasks with no key of their own)."""
     args = ["--webhook-allow", "127.0.0.1/32", "--webhook-poll-s", "0.05"]
-    args += ["--webhook-secret", DEPLOYMENT_SECRET]
+    args += ["--webhook-secret", DEPLOYMENT_SECRET] if signed else []
     for delay in delays_s or DELAYS_S:
         args += ["--webhook-retry-delays-s", delay]
     return args
@@ -127,8 +128,9 @@ async def store(redis: Redis) -> TaskStore:
 
 @pytest.fixture
 async def api(start_balancer: BalancerFactory) -> AsyncIterator[Cluster]:
-    """A balancer with no node (tasks wait in its queue), and the admin's client."""
-    balancer = start_balancer(extra_args=balancer_args())
+    """A balancer with no node (tasks wait in its queue) and no deployment-wide webhook
+    secret, and the admin's client."""
+    balancer = start_balancer(extra_args=balancer_args(signed=False))
     async with httpx.AsyncClient(base_url=balancer.url, timeout=15, headers=AUTH_HEADERS) as admin:
         yield Cluster(balancer, [], admin)
 
@@ -262,13 +264,14 @@ async def test_a_balancer_restarted_during_the_backoff_still_delivers(
 
 
 async def test_gone_stops_at_once_and_an_address_refused_at_delivery_is_never_called(
-    api: Cluster, receiver: Receiver, store: TaskStore, redis: Redis
+    keys: KeyClients, receiver: Receiver, store: TaskStore, redis: Redis
 ) -> None:
     """The second task's URL leads somewhere refused (written here around the submit check,
     as a DNS answer changed since could): every attempt is refused unsent, then it is dead."""
     receiver.answers = [410]
-    await end_task(store, "gone-1", receiver.url)
-    await end_task(store, "inside-1", "https://10.1.2.3/hook")
+    dan = await keys.make("dan")
+    await end_task(store, "gone-1", receiver.url, dan)
+    await end_task(store, "inside-1", "https://10.1.2.3/hook", dan)
 
     async def both_dead() -> bool:
         return await redis.zcard(KEYS.webhook_dead()) == 2
@@ -277,7 +280,9 @@ async def test_gone_stops_at_once_and_an_address_refused_at_delivery_is_never_ca
     deliveries = receiver.deliveries
     assert [(d.status, d.payload["data"]["id"]) for d in deliveries] == [(410, "gone-1")]
     assert deliveries[0].payload["type"] == "task.cancelled"
-    assert verify_standard_webhook(DEPLOYMENT_SECRET, deliveries[0].headers, deliveries[0].body)
+    assert verify_standard_webhook(
+        dan.key["webhook_secret"], deliveries[0].headers, deliveries[0].body
+    )
     assert "410 Gone" in str(await redis.hget(KEYS.webhook("gone-1"), "last_error"))
     inside = await redis.hgetall(KEYS.webhook("inside-1"))
     assert inside["attempts"] == "4"
@@ -296,17 +301,6 @@ REFUSED_AT_SUBMIT = [
 ]
 
 
-async def test_with_no_secret_to_sign_with_a_webhook_is_refused(
-    start_balancer: BalancerFactory, receiver: Receiver
-) -> None:
-    balancer = start_balancer(extra_args=["--webhook-allow", "127.0.0.1/32"])
-    body = {"prompt": graphs.txt2img("x"), "webhook_url": receiver.url}
-    async with httpx.AsyncClient(base_url=balancer.url, headers=AUTH_HEADERS) as admin:
-        answer = await admin.post("/api/v1/generate", json=body)
-    # The admin key has no key record, so no secret of its own: only --webhook-secret signs.
-    assert (answer.status_code, answer.json()["code"]) == (422, "webhook_unsigned")
-
-
 async def test_submit_checks_the_url_and_a_key_has_a_default_webhook_and_a_new_secret(
     api: Cluster, keys: KeyClients, receiver: Receiver
 ) -> None:
@@ -314,6 +308,10 @@ async def test_submit_checks_the_url_and_a_key_has_a_default_webhook_and_a_new_s
         body = {"prompt": graphs.txt2img("x"), "webhook_url": webhook_url}
         answer = await api.api.post("/api/v1/generate", json=body)
         assert (answer.status_code, answer.json()["code"]) == (422, code), webhook_url
+    unsigned = await api.api.post(
+        "/api/v1/generate", json={"prompt": graphs.txt2img("x"), "webhook_url": receiver.url}
+    )  # the admin key has no record, so no secret of its own, and the balancer has none
+    assert (unsigned.status_code, unsigned.json()["code"]) == (422, "webhook_unsigned")
 
     carol = await keys.make("carol", webhook_url=receiver.url)
     listed = (await api.api.get("/api/v1/keys")).json()

@@ -46,9 +46,9 @@ class WebhookGuard:
         effective = url or caller.webhook_url
         if effective is None:
             return
+        await self.check_url(effective)
         if not caller.signs_webhooks and self._deployment_secret is None:
             raise WebhookUnsigned()
-        await self.check_url(effective)
 
     async def secret_of(self, record: TaskRecord) -> str | None:
         """The secret that signs the task's webhooks: its key's own, else the deployment's."""
