@@ -133,9 +133,9 @@ class BalancerSettings(ApiServerSettings):
     webhook_retry_delays_s: list[Annotated[float, Field(ge=0)]] = Field(
         default_factory=lambda: [5.0, 30.0, 120.0, 300.0, 600.0, 900.0, 1800.0],
         min_length=1,
-        description="Waits between the delivery attempts of a webhook (each +-10% jitter); "
-        "after the last one fails, it is a dead letter. The default: 8 attempts over about "
-        "an hour.",
+        description="Waits between the delivery attempts of a webhook, one flag per wait "
+        "(each with up to a tenth of jitter); after the last attempt fails, it is a dead "
+        "letter. Default 5 30 120 300 600 900 1800: 8 attempts over about an hour.",
     )
     webhook_timeout_s: float = Field(
         default=10.0, gt=0, description="Timeout of one webhook delivery attempt."

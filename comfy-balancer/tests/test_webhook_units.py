@@ -1,5 +1,6 @@
-"""Webhooks without processes: what an attempt's outcome leads to (a table), and signatures
-checked by a verifier written here from the published Standard Webhooks algorithm."""
+"""Webhooks without processes: what an attempt's outcome leads to (a table), signatures
+checked by a verifier written here from the published Standard Webhooks algorithm (and by
+the README's own snippet), and the settings' help."""
 
 import base64
 import hashlib
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from comfy_balancer.settings import BalancerSettings
 from comfy_balancer.webhooks.schedule import (
     Delivered,
     GiveUp,
@@ -24,6 +26,7 @@ from comfy_balancer.webhooks.signing import (
     new_signing_secret,
     signed_headers,
 )
+from comfy_shared.settings import build_arg_parser
 
 DELAYS_S = (5.0, 30.0, 120.0)
 NO_JITTER = 0.0
@@ -122,3 +125,13 @@ def test_the_readmes_verification_snippet_verifies_a_signature() -> None:
     assert namespace["verify"](secret, headers, body)
     assert not namespace["verify"](secret, headers, body[:-1])
     assert not namespace["verify"](new_signing_secret(), headers, body)
+
+
+def test_the_help_shows_every_webhook_setting_with_its_variable() -> None:
+    parser = build_arg_parser(BalancerSettings, prog="comfy-balancer", description="")
+    text = " ".join(parser.format_help().split())  # argparse formats %: a stray one raises
+
+    for flag in ("secret", "allow", "retry-delays-s", "timeout-s", "poll-s"):
+        variable = f"COMFY_BALANCER_WEBHOOK_{flag.upper().replace('-', '_')}"
+        assert f"--webhook-{flag}" in text
+        assert variable in text
