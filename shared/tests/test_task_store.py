@@ -5,6 +5,7 @@ from typing import cast
 import pytest
 from redis.asyncio import Redis
 
+from comfy_shared import webhook_outbox
 from comfy_shared.errors import InvalidTransition, TaskNotFound
 from comfy_shared.lifecycle import Cancelled, Ended, Progressed, Refused, Started, TaskEvent
 from comfy_shared.models import ErrorType, InputFile, Progress, TaskError, TaskRecord
@@ -12,6 +13,7 @@ from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import IdempotencyBinding, TaskStore
 from comfy_shared.usage import USAGE_TTL_S
+from comfy_shared.webhook_outbox import MESSAGE_TTL_S
 from comfy_testkit.records import ATTEMPT, NODE, on_node, run, succeed
 
 KEYS = RedisKeys("test")
@@ -268,3 +270,54 @@ async def test_progress_writes_count_nothing(store: TaskStore, redis: Redis) -> 
     await store.apply("t1", Progressed(ATTEMPT, "3", 1, 20))
 
     assert await redis.keys(f"{KEYS.prefix}:usage:*") == []
+
+
+# --- webhooks: put in the outbox by the write that ends a task ----------------------------------
+
+HOOK = "https://hooks.example/done"
+
+
+async def test_a_replayed_or_concurrent_end_puts_one_webhook_in_the_outbox(
+    store: TaskStore, redis: Redis
+) -> None:
+    await store.create(on_node("t1", webhook_url=HOOK))
+    await run(store, "t1")
+    events: list[TaskEvent] = [Ended(ATTEMPT), Cancelled()] * 4
+
+    results = await asyncio.gather(
+        *(store.apply("t1", event) for event in events), return_exceptions=True
+    )
+    with pytest.raises(Refused):
+        await succeed(store, "t1")
+
+    winner = next(r for r in results if isinstance(r, TaskRecord))
+    assert await redis.zrange(KEYS.webhook_outbox(), 0, -1) == ["t1"]
+    message = cast(dict[str, str], await redis.hgetall(KEYS.webhook("t1")))
+    assert message["attempts"] == "0"
+    assert TaskRecord.model_validate_json(message["record"]) == winner
+    assert 0 < await redis.ttl(KEYS.webhook("t1")) <= MESSAGE_TTL_S
+
+
+async def test_a_task_without_a_webhook_puts_nothing_in_the_outbox(
+    store: TaskStore, redis: Redis
+) -> None:
+    await store.create(on_node("t1"))
+    await run(store, "t1")
+    await succeed(store, "t1")
+
+    assert await redis.exists(KEYS.webhook_outbox(), KEYS.webhook("t1")) == 0
+
+
+async def test_an_end_while_the_outbox_is_full_is_a_dead_letter_and_dead_letters_are_capped(
+    store: TaskStore, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhook_outbox, "OUTBOX_MAX", 1)
+    monkeypatch.setattr(webhook_outbox, "DEAD_MAX", 2)
+    for task_id in ("t1", "t2", "t3", "t4"):
+        await store.create(on_node(task_id, webhook_url=HOOK))
+        await store.apply(task_id, Cancelled())
+
+    assert await redis.zrange(KEYS.webhook_outbox(), 0, -1) == ["t1"]
+    assert await redis.zrange(KEYS.webhook_dead(), 0, -1) == ["t3", "t4"]
+    assert await redis.hget(KEYS.webhook("t4"), "last_error") == webhook_outbox.OUTBOX_FULL
+    assert await redis.exists(KEYS.webhook("t2")) == 0  # trimmed with its dead letter

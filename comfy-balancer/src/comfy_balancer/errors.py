@@ -10,7 +10,10 @@ ComfyStackError (comfy_shared.errors)
 ├── NoCapableNode          no live node offers what the graph needs -> 422, with details
 ├── UnknownWorkflow        no template of that name -> 422
 ├── OutputNotFound, OutputExpired, RangeNotSatisfiable  (shared) a download -> 404, 410, 416
-└── NodeUnavailable        the node holding a task's files or state cannot be reached -> 503
+├── NodeUnavailable        the node holding a task's files or state cannot be reached -> 503
+├── InvalidWebhookUrl      a webhook URL that may not be called (form, scheme, addresses) -> 422
+├── WebhookUnsigned        a webhook with no secret to sign it -> 422
+└── DeadLetterNotFound     no dead webhook for that task (or another tenant's) -> 404
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from comfy_balancer.auth.keys import KeyNotFound
 from comfy_balancer.auth.rate_limit import RateLimited
 from comfy_balancer.budgets import BudgetExhausted
 from comfy_balancer.usage import InvalidUsageRange, OtherTenant
+from comfy_balancer.webhooks.outbox import DeadLetterNotFound
+from comfy_balancer.webhooks.submit import InvalidWebhookUrl, WebhookUnsigned
 from comfy_shared.api.errors import (
     FORM_ERRORS,
     OUTPUT_ERRORS,
@@ -133,4 +138,7 @@ STATUS_FOR: ErrorTable = {
     NodeUnavailable: ErrorMapping(503, "node_unavailable", S),
     ConcurrentUpdate: ErrorMapping(503, "busy", S),
     RedisError: ErrorMapping(503, "redis_unavailable", S),
+    InvalidWebhookUrl: ErrorMapping(422, "invalid_webhook_url", V),
+    WebhookUnsigned: ErrorMapping(422, "webhook_unsigned", V),
+    DeadLetterNotFound: ErrorMapping(404, "dead_letter_not_found", V),
 }

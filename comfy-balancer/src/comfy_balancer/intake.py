@@ -149,6 +149,7 @@ class TaskIntake:
             workflow=request.workflow,
             params=work.params,
             input_files=[file.name for file in work.inputs],
+            webhook_url=request.webhook_url or caller.webhook_url,  # checked by the route
         )
         limits = caller.limits
         try:

@@ -1,7 +1,8 @@
 """Start-up and shutdown of a comfy-balancer process.
 
-Start: Redis (retried until it answers), the clients, then the dispatcher loop. Stop: the
-loop first (placements being sent are cancelled; the next cycle of any replica re-sends
+Start: Redis (retried until it answers), the clients, then the loops: the dispatcher and the
+webhook delivery (every replica delivers; the outbox's leases keep them apart). Stop: the
+loops first (placements being sent are cancelled; the next cycle of any replica re-sends
 them), then the clients. Nothing else lives in the process: every fact is in Redis.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import httpx
 from fastapi import FastAPI
 from loguru import logger
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from comfy_balancer.auth.callers import Authenticator
@@ -32,6 +34,9 @@ from comfy_balancer.service_client import ServiceClient
 from comfy_balancer.settings import BalancerSettings
 from comfy_balancer.sweep import SweepRules
 from comfy_balancer.usage import UsageBook
+from comfy_balancer.webhooks.delivery import WebhookDelivery
+from comfy_balancer.webhooks.outbox import Outbox
+from comfy_balancer.webhooks.submit import WebhookGuard
 from comfy_shared.api.schemas import QueueStanding
 from comfy_shared.loops import LoopHandle, Supervisor
 from comfy_shared.models import TaskRecord
@@ -68,6 +73,9 @@ class BalancerState:
     usage: UsageBook
     outputs: OutputStore
     catalog: OutputCatalog
+    webhooks: WebhookGuard
+    outbox: Outbox
+    webhook_http: httpx.AsyncClient
     loops: Supervisor = field(default_factory=Supervisor)
 
     async def queue_standing(self, task: TaskRecord) -> QueueStanding | None:
@@ -166,6 +174,15 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         usage=usage,
         outputs=outputs,
         catalog=OutputCatalog(redis, keys),
+        webhooks=WebhookGuard(
+            allow=settings.webhook_allow_list(),
+            deployment_secret=_secret(settings.webhook_secret),
+            keys=keystore,
+        ),
+        outbox=Outbox(redis, keys),
+        # Its own client: no proxy from the environment (it would resolve the name again),
+        # no redirects, nothing shared with the calls to nodes.
+        webhook_http=httpx.AsyncClient(follow_redirects=False, trust_env=False),
     )
     state.loops.start("event-streams", state.stream_hub.run)
     retention = OutputRetention(
@@ -174,6 +191,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     state.loops.start_every(
         "output-retention", settings.outputs_sweep_interval_s, retention.sweep_once
     )
+    _start_webhook_delivery(state)
     if settings.dispatch:
 
         async def dispatch(handle: LoopHandle) -> None:
@@ -185,11 +203,33 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     return state
 
 
+def _start_webhook_delivery(state: BalancerState) -> None:
+    settings = state.settings
+    delivery = WebhookDelivery(
+        outbox=state.outbox,
+        http=state.webhook_http,
+        secret_of=state.webhooks.secret_of,
+        allow=settings.webhook_allow_list(),
+        delays_s=settings.webhook_retry_delays_s,
+        timeout_s=settings.webhook_timeout_s,
+    )
+
+    async def deliver(handle: LoopHandle) -> None:
+        await delivery.run(handle, settings.webhook_poll_s)
+
+    state.loops.start("webhooks", deliver)
+
+
+def _secret(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
+
+
 async def _stop(state: BalancerState) -> None:
     await state.loops.stop()
     await state.dispatcher.stop()
     await state.http.aclose()
     await state.outputs.aclose()
+    await state.webhook_http.aclose()
     logger.info("comfy-balancer stopped")
     state.task_logs.close()
     await state.redis.aclose()

@@ -10,6 +10,7 @@ from comfy_balancer.deps import get_caller, get_state
 from comfy_balancer.errors import STATUS_FOR
 from comfy_balancer.lifespan import balancer_lifespan
 from comfy_balancer.settings import BalancerSettings
+from comfy_balancer.webhooks import routes as webhooks
 from comfy_shared.api.app import build_app, task_history_router
 from comfy_shared.workflows import TemplateLibrary
 
@@ -30,6 +31,7 @@ def create_app(settings: BalancerSettings) -> FastAPI:
             keys.router,
             groups.router,
             usage.router,
+            webhooks.router,
         ],
         authenticate=get_caller,
         credentials=API_KEYS,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from comfy_balancer.webhooks.signing import check_signing_secret
 from comfy_shared.models import RetryPolicy
+from comfy_shared.net_guard import AllowList
 from comfy_shared.settings import ApiServerSettings, InternalToken, internal_token_field
 
 StrategyName = Literal["earliest-finish", "least-loaded", "round-robin", "random"]
@@ -128,6 +130,49 @@ class BalancerSettings(ApiServerSettings):
         description="The first admin key (creates the others: POST /api/v1/keys). Generate it "
         "with e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`.",
     )
+
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Signing secret of the webhooks of tasks with no API key of their own "
+        "(authentication off, or the admin key), Standard Webhooks format: whsec_ + base64 "
+        "of 24 or more random bytes. Without it such tasks cannot have webhooks (422 "
+        "webhook_unsigned). Pass it in the environment.",
+    )
+    webhook_allow: str = Field(
+        default="",
+        description="Comma-separated hosts and CIDR ranges webhooks may reach although they "
+        "are not public (loopback, private, link-local...), and over plain http; e.g. "
+        "'10.0.0.0/8,hooks.lan'. Empty: public https URLs only.",
+    )
+    webhook_retry_delays_s: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 300.0, 600.0, 900.0, 1800.0],
+        min_length=1,
+        description="Waits between the delivery attempts of a webhook, one flag per wait "
+        "(each with up to a tenth of jitter); after the last attempt fails, it is a dead "
+        "letter. Default 5 30 120 300 600 900 1800: 8 attempts over about an hour.",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="Timeout of one webhook delivery attempt."
+    )
+    webhook_poll_s: float = Field(
+        default=0.5, gt=0, description="Seconds between looks at the webhook outbox."
+    )
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None:
+            check_signing_secret(secret.get_secret_value())
+        return secret
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _allow_list(cls, allow: str) -> str:
+        AllowList.parse(allow)
+        return allow
+
+    def webhook_allow_list(self) -> AllowList:
+        return AllowList.parse(self.webhook_allow)
 
     @model_validator(mode="after")
     def _a_way_in(self) -> BalancerSettings:

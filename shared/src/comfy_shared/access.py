@@ -117,6 +117,10 @@ class Caller:
     """The API key, when one was shown (None where no key is asked for)."""
     limits: KeyLimits = field(default_factory=KeyLimits)
     share: KeyShare = ANY_BAND
+    webhook_url: str | None = None
+    """The key's default webhook, for tasks submitted without one."""
+    signs_webhooks: bool = False
+    """The key has its own webhook signing secret (else the deployment's is used, if any)."""
 
     def may(self, scope: Scope) -> bool:
         return scope in self.scopes or Scope.ADMIN in self.scopes

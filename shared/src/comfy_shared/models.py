@@ -203,6 +203,10 @@ class TaskRecord(BaseModel):
     retry: RetryPolicy | None = Field(
         default=None, description="Present on tasks the balancer manages."
     )
+    webhook_url: str | None = Field(
+        default=None,
+        description="Where the balancer announces the task's end (checked at submit).",
+    )
 
 
 @dataclass(frozen=True, slots=True)

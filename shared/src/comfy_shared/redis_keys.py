@@ -74,6 +74,13 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 {p}:outputs:deleting         hash    output catalog  none; sha256 -> ms its deletion started: a
                                                      hold waits until the blob is gone, then
                                                      stores it again
+{p}:webhook:{id}             hash    task store,     7 days; a task's end to announce (see
+                                     balancer        webhook_outbox): record (TaskRecord JSON),
+                                                     enqueued_ms, attempts, lease, last_error...
+{p}:webhooks:outbox          zset    task store,     none, at most 100,000; task id -> when its
+                                     balancer        next delivery attempt is due (ms)
+{p}:webhooks:dead            zset    balancer        none, at most 1,000 (oldest trimmed); task id
+                                                     -> when its webhook was given up (ms)
 {p}:signal:{name}            pubsub  any             wake-ups only, never the only copy of a fact
 
 Task ids are 1-128 characters of ``[A-Za-z0-9_.-]``, the first a letter or digit
@@ -220,6 +227,19 @@ class RedisKeys:
 
     def outputs_deleting(self) -> str:
         return f"{self.prefix}:outputs:deleting"
+
+    def webhook(self, task_id: str) -> str:
+        return f"{self.webhook_prefix()}{task_id}"
+
+    def webhook_prefix(self) -> str:
+        """What :meth:`webhook` puts before a task id (Lua scripts build the key from it)."""
+        return f"{self.prefix}:webhook:"
+
+    def webhook_outbox(self) -> str:
+        return f"{self.prefix}:webhooks:outbox"
+
+    def webhook_dead(self) -> str:
+        return f"{self.prefix}:webhooks:dead"
 
     def signal(self, name: str) -> str:
         return f"{self.prefix}:signal:{name}"

@@ -24,7 +24,7 @@ from loguru import logger
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from comfy_shared import lifecycle, usage
+from comfy_shared import lifecycle, usage, webhook_outbox
 from comfy_shared.clock import now_ms, utc_now
 from comfy_shared.errors import ConcurrentUpdate, InvalidTransition, TaskNotFound
 from comfy_shared.lua import LuaScript
@@ -90,7 +90,12 @@ _RETURN_ID: Final = LuaScript((), (), "return id")
 _UPDATE_TASK: Final = _WRITE_TASK.then(_RETURN_ID)
 # The usage is counted by the very write that ends the task: only one write can (the
 # compare-and-set), so a task is counted once however often its end is reported.
-_COUNTED_END: Final = _WRITE_TASK.then(_RETAIN_ENDED_TASK).then(usage.COUNT_USAGE)
+# So is the webhook announcing the end (webhook_outbox): put in the outbox once.
+_COUNTED_END: Final = (
+    _WRITE_TASK.then(_RETAIN_ENDED_TASK)
+    .then(usage.COUNT_USAGE)
+    .then(webhook_outbox.ENQUEUE_AND_TRIM)
+)
 _END_TASK: Final = _COUNTED_END.then(_RETURN_ID)
 _END_KEYED_TASK: Final = _COUNTED_END.then(usage.COUNT_KEY_USAGE).then(_RETURN_ID)
 """The end of a task submitted with an API key: its key's usage is counted too."""
@@ -345,8 +350,9 @@ class TaskStore:
     ) -> Any:
         charge = usage.charge_of(record)
         usage_keys, usage_args = usage.count_usage_arguments(self._keys, charge)
-        keys = keys | self._task_keys(record.id) | usage_keys
-        args = args | usage_args
+        webhook_keys, webhook_args = webhook_outbox.enqueue_arguments(self._keys, record, now_ms())
+        keys = keys | self._task_keys(record.id) | usage_keys | webhook_keys
+        args = args | usage_args | webhook_args
         args |= {
             "task_id": record.id,
             "ttl_s": self._retention_s,

@@ -48,6 +48,22 @@ TENANT_NOT_ALLOWED = Answer(
 )
 TASK_ID_TAKEN = Answer(409, "task_id_taken", "another tenant's task has this `task_id`.")
 KEY_NOT_FOUND = Answer(404, "key_not_found", "no API key with this id.")
+INVALID_WEBHOOK_URL = Answer(
+    422,
+    "invalid_webhook_url",
+    "`webhook_url` is not an absolute https URL (http only for an allow-listed host), carries "
+    "a user name or password, or its host leads to a loopback, private, link-local or other "
+    "non-public address that `--webhook-allow` does not list.",
+)
+WEBHOOK_UNSIGNED = Answer(
+    422,
+    "webhook_unsigned",
+    "the task would have a webhook but there is no secret to sign it: the API key has none "
+    "and the balancer has no `--webhook-secret`.",
+)
+DEAD_LETTER_NOT_FOUND = Answer(
+    404, "dead_letter_not_found", "no dead webhook for this task (or not the key's tenant's)."
+)
 
 API_KEYS: OpenApiRewrite = require_credentials(
     [UNAUTHORIZED, FORBIDDEN],

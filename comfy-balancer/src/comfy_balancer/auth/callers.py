@@ -75,6 +75,8 @@ def _caller_of(key: ApiKey) -> Caller:
         key_id=key.id,
         limits=key.limits,
         share=key.share,
+        webhook_url=key.webhook_url,
+        signs_webhooks=key.signs_webhooks,
     )
 
 

@@ -28,6 +28,7 @@ from comfy_shared.models import (
     TaskError,
     TaskRecord,
 )
+from comfy_shared.net_guard import MAX_URL_CHARS
 from comfy_shared.task_queue import MAX_ABS_PRIORITY
 from comfy_shared.task_state import TaskStatus
 
@@ -123,6 +124,13 @@ class GenerateRequest(BaseModel):
         le=MAX_OUTPUT_TTL_S,
         description="Seconds its outputs are kept once it finished; shorter than the "
         "deployment's --outputs-ttl-s only (a longer one is cut to it). Default: that.",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=MAX_URL_CHARS,
+        description="Balancer: an https URL that receives task.succeeded, task.failed or "
+        "task.cancelled when the task ends, signed as Standard Webhooks (default: the API "
+        "key's webhook_url). Not a private or loopback address unless allow-listed.",
     )
 
     _integers = field_validator("priority", "output_ttl_s", mode="before")(json_integer)

@@ -7,12 +7,14 @@ from fastapi import APIRouter, Header, Response
 from comfy_balancer.api.answers import (
     BAND_NOT_ALLOWED,
     BUDGET_EXHAUSTED,
+    INVALID_WEBHOOK_URL,
     KEY_QUEUE_FULL,
     NO_CAPABLE_NODE,
     PRIORITY_NOT_ALLOWED,
     QUEUE_FULL,
     RATE_LIMITED,
     TASK_ID_TAKEN,
+    WEBHOOK_UNSIGNED,
 )
 from comfy_balancer.deps import CallerOf, State
 from comfy_shared.api.openapi import (
@@ -31,6 +33,8 @@ _ANSWERS = error_responses(
     *GENERATE_BODY_ANSWERS,
     *FORM_ANSWERS,
     NO_CAPABLE_NODE,
+    INVALID_WEBHOOK_URL,
+    WEBHOOK_UNSIGNED,
     PRIORITY_NOT_ALLOWED,
     BAND_NOT_ALLOWED,
     TASK_ID_TAKEN,
@@ -60,7 +64,9 @@ async def generate(
     """Queue a graph, or a workflow template with parameters, for the cluster; the answer
     carries the task's position in the queue. The body is JSON (``application/json``, UTF-8);
     images can come as base64 in ``params`` or, with ``multipart/form-data``, as file parts
-    named after their parameter."""
+    named after their parameter. A ``webhook_url`` (or the API key's) is told when the task
+    ends."""
+    await state.webhooks.check_submit(request.webhook_url, caller)
     intake = await state.intake.accept(request, idempotency_key, caller)
     if intake.quota is not None:
         response.headers.update(intake.quota.headers())
