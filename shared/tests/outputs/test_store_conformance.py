@@ -3,12 +3,13 @@ conftest.py)."""
 
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from comfy_shared.outputs.file_store import FileStore
+from comfy_shared.outputs.file_store import STALE_PARTIAL_S, FileStore
 from comfy_shared.outputs.store import BlobMissing, ByteRange, OutputStore
 
 
@@ -76,9 +77,17 @@ async def test_a_digest_that_is_not_sha256_is_refused(store: OutputStore) -> Non
         await store.size_of("../../etc/passwd")
 
 
-async def test_a_file_store_drops_what_a_crash_left_half_written(tmp_path: Path) -> None:
+async def test_a_file_store_drops_what_a_crash_left_half_written_and_nothing_else(
+    tmp_path: Path,
+) -> None:
     root = tmp_path / "outputs"
     await FileStore(root).open()
-    (root / "partial" / "leftover").write_bytes(b"half")
-    await FileStore(root).open()
-    assert list((root / "partial").iterdir()) == []
+    crashed, writing = root / "partial" / "crashed", root / "partial" / "writing"
+    crashed.write_bytes(b"half")
+    old = time.time() - STALE_PARTIAL_S - 1
+    os.utime(crashed, (old, old))
+    writing.write_bytes(b"another process is at it")
+
+    await FileStore(root).open()  # another process of the deployment starts
+
+    assert list((root / "partial").iterdir()) == [writing]

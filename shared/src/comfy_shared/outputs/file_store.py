@@ -2,14 +2,18 @@
 volume shared by the services and the balancer under docker-compose).
 
 A blob is written to a temporary file beside its final place, flushed to disk, then renamed:
-a reader never sees half a file, and a crash leaves at most a temporary file (removed at the
-next start). File I/O runs in threads so the event loop never waits for the disk.
+a reader never sees half a file, and a crash leaves at most a temporary file. Every process
+of a deployment writes into the same directory, so a process that starts removes only
+temporary files older than :data:`STALE_PARTIAL_S` (a crash's), never one another process
+is writing. File I/O runs in threads so the event loop never waits for the disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +30,7 @@ from comfy_shared.outputs.store import (
 )
 
 READ_CHUNK_BYTES = 1 << 20
+STALE_PARTIAL_S = 3600
 
 
 class FileStore:
@@ -44,8 +49,11 @@ class FileStore:
             self._partial.mkdir(exist_ok=True)
         except OSError as exc:
             raise StoreUnavailable(f"output directory {self.root}: {exc}") from exc
+        stale_before = time.time() - STALE_PARTIAL_S
         for leftover in self._partial.iterdir():
-            leftover.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # its writer finished meanwhile
+                if leftover.stat().st_mtime < stale_before:
+                    leftover.unlink()
 
     async def put(self, chunks: AsyncIterator[bytes]) -> StoredBlob:
         partial = self._partial / uuid.uuid4().hex
