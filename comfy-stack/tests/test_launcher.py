@@ -131,8 +131,12 @@ def _check_the_client_against(api: str, tmp_path: Path, key: str) -> None:
     assert f"task {task_id} was cancelled" in stderr
     assert "(service)" not in stderr  # a cancellation is not reported as an error
 
-    created = _client("keys", "create", "student", "--max-running", "1", "--url", api, key=key)
+    created = _client(
+        "keys", "create", "student", "--max-running", "1",
+        "--webhook-url", "https://8.8.8.8/hooks", "--url", api, key=key,
+    )  # fmt: skip
     key_id, secret = created.stdout.split()[0], created.stdout.splitlines()[1]
+    assert created.stdout.splitlines()[2].startswith("webhook signing secret: whsec_")
     listed = _client("keys", "list", "--url", api, key=key)
     assert key_id in listed.stdout
     assert "max_running=1" in listed.stdout

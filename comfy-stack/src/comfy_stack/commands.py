@@ -91,6 +91,9 @@ def _add_keys_commands(commands: Any) -> None:
     create.add_argument("--max-band", choices=BANDS, help="the highest band it may ask for")
     create.add_argument("--weight", type=float, help="its share of a band (default 1)")
     create.add_argument("--group", help="a group of tenants capped together (see groups)")
+    create.add_argument(
+        "--webhook-url", help="where its tasks' ends are announced unless a request names one"
+    )
     create.set_defaults(run=_create_key)
     actions.add_parser("list", help="every key, without secrets").set_defaults(run=_list_keys)
     revoke = actions.add_parser("revoke", help="revoke a key by its id")
@@ -250,9 +253,12 @@ def _create_key(client: StackClient, args: argparse.Namespace) -> int:
     }
     if share:
         body["share"] = share
+    if args.webhook_url:
+        body["webhook_url"] = args.webhook_url
     key = client.create_key(body)
     print(f"{key['id']}  tenant {key['tenant']}  scopes {','.join(key['scopes'])}")
-    print(key["key"])  # the secret: shown this once
+    print(key["key"])  # the secrets: shown this once
+    print(f"webhook signing secret: {key['webhook_secret']}")
     return 0
 
 

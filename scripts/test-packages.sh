@@ -1,0 +1,16 @@
+# Sourced by ./dev test: Debian packages some tests need, installed when missing (as root,
+# with apt-get); elsewhere the tests that need them are skipped, and this says so.
+#   flac: the emulator's FLAC files are checked against the reference decoder.
+missing=""
+command -v flac >/dev/null 2>&1 || missing="$missing flac"
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing$missing for the tests ..." >&2
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 \
+           && apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1; } \
+      || echo "could not install$missing: the tests that need it are skipped" >&2
+  else
+    echo "missing$missing (installing needs root and apt-get): those tests are skipped" >&2
+  fi
+fi
