@@ -257,9 +257,10 @@ async def test_a_balancer_restarted_during_the_backoff_still_delivers(
     first_balancer.kill()
     start_balancer("balancer-2", extra_args=balancer_args("3.0"))
 
-    await wait_delivered(receiver, "restart-1")
+    await wait_delivered(receiver, "restart-1", timeout_s=20)  # a loaded machine starts slowly
     first, second = receiver.of("restart-1")
-    assert second.at_s - first.at_s >= 3.0 * 0.9  # the schedule held across the restart
+    # The schedule held across the restart: 3 s less at most the 10 % jitter (and a rounding).
+    assert second.at_s - first.at_s >= 3.0 * 0.9 - 0.01
     assert second.headers["webhook-id"] == first.headers["webhook-id"]
 
 

@@ -23,8 +23,10 @@ import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 from urllib.parse import SplitResult, urlsplit
+
+import httpx
 
 from comfy_shared.errors import ComfyStackError
 
@@ -95,6 +97,26 @@ class Target:
         """The same URL with the host replaced by ``address`` (sent with ``host_header``)."""
         host = f"[{address}]" if address.version == 6 else str(address)
         return f"{self.scheme}://{host}:{self.port}{self.path_and_query}"
+
+
+def request_at(
+    http: httpx.AsyncClient,
+    method: str,
+    target: Target,
+    address: IPAddress,
+    *,
+    headers: dict[str, str],
+    **options: Any,
+) -> httpx.Request:
+    """A request for ``target`` that dials the checked ``address``: the Host header, and for
+    https the name TLS checks the certificate against, stay the URL's own."""
+    return http.build_request(
+        method,
+        target.url_at(address),
+        headers=headers | {"host": target.host_header},
+        extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
+        **options,
+    )
 
 
 def parse_target(url: str, allow: AllowList) -> Target:

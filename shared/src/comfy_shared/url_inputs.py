@@ -16,7 +16,13 @@ from typing import Any, Final
 import httpx
 
 from comfy_shared.errors import ComfyStackError
-from comfy_shared.net_guard import AllowList, UrlRefused, parse_target, resolve_target
+from comfy_shared.net_guard import (
+    AllowList,
+    UrlRefused,
+    parse_target,
+    request_at,
+    resolve_target,
+)
 from comfy_shared.workflows import InvalidParams, Template
 
 USER_AGENT: Final = "comfy-stack-inputs/1"
@@ -46,13 +52,7 @@ class UrlFetcher:
     async def _download(self, http: httpx.AsyncClient, url: str) -> bytes:
         target = parse_target(url, self._allow)
         address = await resolve_target(target, self._allow)
-        request = http.build_request(
-            "GET",
-            target.url_at(address),
-            headers={"host": target.host_header, "user-agent": USER_AGENT},
-            # TLS checks the certificate against the name, not the address dialled.
-            extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
-        )
+        request = request_at(http, "GET", target, address, headers={"user-agent": USER_AGENT})
         response = await http.send(request, stream=True, follow_redirects=False)
         try:
             if response.status_code != 200:

@@ -33,7 +33,13 @@ from comfy_shared.api.schemas import TaskView
 from comfy_shared.clock import now_ms
 from comfy_shared.loops import LoopHandle
 from comfy_shared.models import TaskRecord
-from comfy_shared.net_guard import AllowList, UrlRefused, parse_target, resolve_target
+from comfy_shared.net_guard import (
+    AllowList,
+    UrlRefused,
+    parse_target,
+    request_at,
+    resolve_target,
+)
 
 BATCH: Final = 16
 """Messages claimed and sent together by one replica."""
@@ -138,18 +144,13 @@ class WebhookDelivery:
     async def _post(self, url: str, headers: dict[str, str], body: bytes) -> Outcome:
         target = parse_target(url, self._allow)
         address = await resolve_target(target, self._allow)
-        request = self._http.build_request(
+        request = request_at(
+            self._http,
             "POST",
-            target.url_at(address),
+            target,
+            address,
+            headers=headers | {"content-type": "application/json", "user-agent": USER_AGENT},
             content=body,
-            headers=headers
-            | {
-                "host": target.host_header,
-                "content-type": "application/json",
-                "user-agent": USER_AGENT,
-            },
-            # TLS checks the certificate against the name, not the address dialled.
-            extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
             timeout=self._timeout_s,
         )
         # Streamed and closed unread: only the status counts, whatever the body's size.
