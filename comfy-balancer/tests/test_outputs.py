@@ -10,10 +10,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from comfy_balancer.retention import OutputRetention
 from comfy_shared.clock import now_ms
 from comfy_shared.outputs.catalog import OutputCatalog
 from comfy_shared.outputs.file_store import FileStore
+from comfy_shared.outputs.retention import OutputRetention
 from comfy_shared.outputs.s3_store import S3Settings, S3Store
 from comfy_shared.redis_keys import RedisKeys
 from comfy_testkit import graphs

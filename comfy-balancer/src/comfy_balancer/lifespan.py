@@ -27,7 +27,6 @@ from comfy_balancer.dispatcher import Dispatcher
 from comfy_balancer.eta import PaceReader
 from comfy_balancer.intake import TaskIntake
 from comfy_balancer.registry import NodeRegistry
-from comfy_balancer.retention import OutputRetention
 from comfy_balancer.scheduling import make_strategy
 from comfy_balancer.sending import Sender
 from comfy_balancer.service_client import ServiceClient
@@ -42,6 +41,7 @@ from comfy_shared.loops import LoopHandle, Supervisor
 from comfy_shared.models import TaskRecord
 from comfy_shared.outputs import make_store
 from comfy_shared.outputs.catalog import OutputCatalog
+from comfy_shared.outputs.retention import start_retention
 from comfy_shared.outputs.store import OutputStore
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
@@ -185,12 +185,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         webhook_http=httpx.AsyncClient(follow_redirects=False, trust_env=False),
     )
     state.loops.start("event-streams", state.stream_hub.run)
-    retention = OutputRetention(
-        catalog=state.catalog, store=outputs, max_bytes=settings.outputs_max_bytes or None
-    )
-    state.loops.start_every(
-        "output-retention", settings.outputs_sweep_interval_s, retention.sweep_once
-    )
+    start_retention(state.loops, settings, state.catalog, outputs)
     _start_webhook_delivery(state)
     if settings.dispatch:
 

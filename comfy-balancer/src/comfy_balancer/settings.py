@@ -89,15 +89,6 @@ class BalancerSettings(ApiServerSettings):
         description="A batch task that waited this long is placed before every band: batch "
         "work never starves.",
     )
-    outputs_max_bytes: int = Field(
-        default=0,
-        ge=0,
-        description="Most bytes the output store may hold; past it, the outputs of the oldest "
-        "finished tasks are deleted first (their downloads answer 410). 0: no cap.",
-    )
-    outputs_sweep_interval_s: float = Field(
-        default=30.0, gt=0, description="Seconds between two retention sweeps of the outputs."
-    )
     outputs_redirect: bool = Field(
         default=False,
         description="Answer an output download with a redirect to a presigned URL when the "

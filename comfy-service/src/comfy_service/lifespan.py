@@ -37,6 +37,7 @@ from comfy_shared.loops import LoopHandle, Supervisor
 from comfy_shared.models import TaskRecord
 from comfy_shared.outputs import make_store
 from comfy_shared.outputs.catalog import OutputCatalog
+from comfy_shared.outputs.retention import start_retention
 from comfy_shared.outputs.store import OutputStore
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
@@ -72,6 +73,7 @@ class ServiceState:
     submits: SubmitGate
     stream_hub: StreamHub
     outputs: OutputStore
+    catalog: OutputCatalog
     loops: Supervisor = field(default_factory=Supervisor)
 
     async def queue_standing(self, task: TaskRecord) -> QueueStanding | None:
@@ -123,9 +125,10 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
     )
     outputs = await make_store(settings.output_store())
+    catalog = OutputCatalog(redis, keys)
     keeper = OutputKeeper(
         store=outputs,
-        catalog=OutputCatalog(redis, keys),
+        catalog=catalog,
         comfy=comfy,
         ttl_s=min(settings.outputs_ttl_s, settings.retention_s),
     )
@@ -161,8 +164,10 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         submits=SubmitGate(settings.max_concurrent_submits),
         stream_hub=StreamHub(settings.redis_url, redis, max_streams=settings.max_streams),
         outputs=outputs,
+        catalog=catalog,
     )
     _start_loops(settings, state, prompts, reachability)
+    start_retention(state.loops, settings, state.catalog, outputs)
     return state
 
 

@@ -146,6 +146,15 @@ class ApiServerSettings(CommonSettings):
     outputs_dir: Path = Field(
         default=Path("outputs"), description="Directory of the file output store."
     )
+    outputs_max_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Most bytes the output store may hold; past it, the outputs of the oldest "
+        "finished tasks are deleted first (their downloads answer 410). 0: no cap.",
+    )
+    outputs_sweep_interval_s: float = Field(
+        default=30.0, gt=0, description="Seconds between two retention sweeps of the outputs."
+    )
     outputs_s3_bucket: str | None = Field(default=None, description="Bucket of the s3 store.")
     outputs_s3_prefix: str = Field(default="", description="Key prefix in the bucket.")
     outputs_s3_endpoint_url: str | None = Field(

@@ -21,7 +21,7 @@ from comfy_shared.api.openapi import (
 )
 from comfy_shared.api.schemas import OutputView, TaskView
 from comfy_shared.api.task_ids import TaskIdInPath
-from comfy_shared.outputs.serving import output_at, serve_stored
+from comfy_shared.outputs.serving import OutputExpired, output_at, serve_stored
 from comfy_shared.outputs.store import attachment_disposition
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -81,6 +81,8 @@ async def download_output(
     existed comes from ComfyUI."""
     output = output_at(await state.store.get(task_id), index)
     if output.sha256 is not None:
+        if not await state.catalog.is_held(task_id):
+            raise OutputExpired(task_id, index)
         return await serve_stored(state.outputs, task_id, index, output, request.headers)
     # Enter the upstream download here, so a missing file is a clean 404 before streaming;
     # the background task closes it once the response is sent (or the client went away).

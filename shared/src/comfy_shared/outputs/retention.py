@@ -1,20 +1,25 @@
 """Retention of stored outputs: a task's outputs go when their TTL is over, and the oldest
 finished tasks' outputs go first while the store holds more than ``--outputs-max-bytes``.
 
-Every balancer replica may sweep: releasing a task is atomic in Redis, so two sweeps never
-delete for the same task twice, and a sweep that dies mid-way leaves marks the next one
-finishes (``OutputCatalog.abandoned``).
+Every service and balancer sweeps (a service used on its own keeps its outputs in bounds
+too): releasing a task is atomic in Redis, so two sweeps never delete for the same task
+twice, and a sweep that dies mid-way leaves marks the next one finishes
+(``OutputCatalog.abandoned``).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from loguru import logger
 
 from comfy_shared.clock import now_ms
+from comfy_shared.loops import Supervisor
 from comfy_shared.outputs.catalog import OutputCatalog, delete_blob, release_outputs
 from comfy_shared.outputs.store import OutputStore
+
+if TYPE_CHECKING:
+    from comfy_shared.settings import ApiServerSettings
 
 BATCH: Final = 100
 """Tasks released per round, so one sweep never holds Redis or the store for long."""
@@ -47,3 +52,13 @@ class OutputRetention:
             await release_outputs(self._catalog, self._store, task_id)
             logger.info("outputs released", task_id=task_id, reason=why)
         return len(task_ids)
+
+
+def start_retention(
+    loops: Supervisor, settings: ApiServerSettings, catalog: OutputCatalog, store: OutputStore
+) -> None:
+    """The supervised sweep of ``settings`` (``--outputs-max-bytes``, 0: no cap)."""
+    retention = OutputRetention(
+        catalog=catalog, store=store, max_bytes=settings.outputs_max_bytes or None
+    )
+    loops.start_every("output-retention", settings.outputs_sweep_interval_s, retention.sweep_once)
