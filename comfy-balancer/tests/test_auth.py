@@ -145,7 +145,7 @@ async def test_a_tenant_sees_only_its_own_tasks(
     path = f"/api/v1/tasks/{task_id}"
     for method, suffix in (
         ("GET", ""), ("DELETE", ""), ("GET", "/events"), ("GET", "/logs"),
-        ("GET", "/outputs/0"),
+        ("GET", "/outputs"), ("GET", "/outputs/0"), ("DELETE", "/outputs"),
     ):  # fmt: skip
         response = await bob.request(method, path + suffix)
         assert (response.status_code, response.json()["code"]) == (404, "task_not_found"), suffix
