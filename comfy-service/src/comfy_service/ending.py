@@ -23,7 +23,7 @@ from comfy_service.prompts import FollowedPrompts, Prompt
 from comfy_shared.comfyui import ComfyClient, ComfyError, ComfyUnavailable, HistoryEntry
 from comfy_shared.comfyui.prompt_ids import prompt_id_for
 from comfy_shared.errors import InvalidTransition, TaskNotFound
-from comfy_shared.lifecycle import Cancelled, Ended, Refused
+from comfy_shared.lifecycle import Cancelled, Ended, Refused, current_attempt
 from comfy_shared.models import UPLOAD_SUBFOLDER, ErrorType, TaskError, TaskRecord
 from comfy_shared.outputs.store import StoreUnavailable
 from comfy_shared.task_queue import TaskQueue
@@ -87,6 +87,8 @@ class TaskEndings:
             task = await self._store.get(prompt.task_id)
         except TaskNotFound:
             return ended, False  # nothing to record it on
+        if current_attempt(task) != prompt.attempt:
+            return ended, False  # moved on: the end will be refused, and another node stores
         try:
             outputs, held = await self._keeper.keep(task, ended.outputs, ended.at)
         except (StoreUnavailable, ComfyError) as exc:
