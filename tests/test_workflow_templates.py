@@ -1,19 +1,25 @@
 """Workflow templates end to end: through a service and through the balancer, on emulators."""
 
 import base64
+import hashlib
 import io
 import re
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from aiohttp import web
 from PIL import Image, ImageSequence
+from redis.asyncio import Redis
 
+from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.workflows import DEFAULT_TEMPLATES_DIR, TemplateLibrary
 from comfy_testkit.api import wait_for_status, wait_until_finished
 from comfy_testkit.cluster import Cluster
+from comfy_testkit.stack import outputs_dir_for
+from comfy_testkit.waiting import wait_for_condition
 
 SHIPPED = TemplateLibrary.load(DEFAULT_TEMPLATES_DIR)
 
@@ -230,3 +236,44 @@ async def test_an_image_given_by_url_is_fetched_once_when_the_request_arrives(
     assert asked == ["/in.png"]
     assert (private.status_code, private.json()["code"]) == (422, "invalid_params")
     assert "could not fetch the image" in private.json()["errors"]["image"]
+
+
+async def test_an_image_sent_with_many_tasks_is_stored_once_and_let_go_when_they_end(
+    make_cluster: Callable[..., Cluster],
+    image_server: tuple[str, list[str]],
+    redis: Redis,
+    process_log_dir: Path,
+) -> None:
+    """Inputs live in the output store, content-addressed, while their tasks do: Redis keeps
+    a reference per task, not the bytes; the sweep deletes them once every task ended."""
+    server, _ = image_server
+    cluster = make_cluster(
+        ["a"],
+        step_time_s=0.002,
+        balancer_args=["--url-inputs-allow", "127.0.0.1", "--outputs-sweep-interval-s", "0.2"],
+    )
+    await cluster.node("a").control.hang_next(1)  # the first task holds the node
+    params = {"prompt": "x", "steps": 2, "image": f"{server}/in.png"}
+    accepted = [
+        await cluster.api.post("/api/v1/generate", json={"workflow": "img2img-sdxl", "params": p})
+        for p in (params, params, params | {"image": base64.b64encode(png("blue")).decode()})
+    ]
+    task_ids = [answer.json()["id"] for answer in accepted]
+    photo = hashlib.sha256(png("blue")).hexdigest()
+    blobs = outputs_dir_for(process_log_dir) / "blobs"
+
+    references = [await redis.hgetall(RedisKeys().task_inputs(t)) for t in task_ids[1:]]
+    stored_while_waiting = sorted(path.name for path in blobs.rglob("*") if path.is_file())
+    await cluster.node("a").control.release()
+    done = [await wait_until_finished(cluster.api, task_id) for task_id in task_ids]
+
+    assert [answer.status_code for answer in accepted] == [202, 202, 202]
+    assert [list(files.values()) for files in references] == [[f"sha256:{photo}"]] * 2
+    assert stored_while_waiting == [photo]
+    assert [task["status"] for task in done] == ["succeeded"] * 3
+    outputs = {output["sha256"] for task in done for output in task["outputs"]}
+
+    async def only_outputs_left() -> bool:
+        return {path.name for path in blobs.rglob("*") if path.is_file()} == outputs
+
+    await wait_for_condition(only_outputs_left, timeout_s=10, what="the input file deleted")

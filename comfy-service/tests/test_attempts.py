@@ -23,6 +23,7 @@ from comfy_shared.lifecycle import AttemptRef, Placed, TakenBack
 from comfy_shared.models import RetryPolicy, TaskRecord
 from comfy_shared.outputs.catalog import OutputCatalog
 from comfy_shared.outputs.file_store import FileStore
+from comfy_shared.outputs.inputs import InputStash
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_state import TaskStatus
@@ -78,9 +79,8 @@ async def node(redis: Redis, tmp_path: Path) -> AsyncIterator[Node]:
     async with ComfyClient(emulator.url) as comfy:
         outputs = FileStore(tmp_path / "outputs")
         await outputs.open()
-        keeper = OutputKeeper(
-            store=outputs, catalog=OutputCatalog(redis, KEYS), comfy=comfy, ttl_s=3600
-        )
+        catalog = OutputCatalog(redis, KEYS)
+        keeper = OutputKeeper(store=outputs, catalog=catalog, comfy=comfy, ttl_s=3600)
         endings = TaskEndings(
             store=store, queue=queue, comfy=comfy, prompts=prompts, node_id=NODE, keeper=keeper
         )
@@ -91,6 +91,7 @@ async def node(redis: Redis, tmp_path: Path) -> AsyncIterator[Node]:
             prompts=prompts,
             submitter=Submitter(
                 store=store,
+                stash=InputStash(store=outputs, catalog=catalog, hold_s=3600),
                 comfy=comfy,
                 prompts=prompts,
                 endings=endings,

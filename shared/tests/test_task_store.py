@@ -6,9 +6,11 @@ import pytest
 from redis.asyncio import Redis
 
 from comfy_shared import webhook_outbox
+from comfy_shared.clock import now_ms
 from comfy_shared.errors import InvalidTransition, TaskNotFound
 from comfy_shared.lifecycle import Cancelled, Ended, Progressed, Refused, Started, TaskEvent
-from comfy_shared.models import ErrorType, InputFile, Progress, TaskError, TaskRecord
+from comfy_shared.models import ErrorType, Progress, TaskError, TaskRecord
+from comfy_shared.outputs.catalog import inputs_holder
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import IdempotencyBinding, TaskStore
@@ -18,7 +20,8 @@ from comfy_testkit.records import ATTEMPT, NODE, on_node, run, succeed
 
 KEYS = RedisKeys("test")
 RETENTION_S = 600
-PNG = InputFile("t1-image.png", b"\x89PNG\r\n\x1a\nrest")
+PNG = {"t1-image.png": "sha256:" + "ab" * 32}
+"""An input file, as the task keeps it: a reference into the output store."""
 
 
 @pytest.fixture
@@ -38,12 +41,12 @@ def task_keys(task_id: str) -> list[str]:
 async def test_create_writes_record_graph_inputs_event_and_recent_index(
     store: TaskStore, redis: Redis
 ) -> None:
-    record, created = await store.create(on_node("t1"), {"1": {"class_type": "X"}}, [PNG])
+    record, created = await store.create(on_node("t1"), {"1": {"class_type": "X"}}, PNG)
 
     assert created
     assert await redis.hget(KEYS.task("t1"), "status") == "queued"
     assert await store.get_prompt("t1") == {"1": {"class_type": "X"}}
-    assert await store.get_inputs("t1") == [PNG]
+    assert await store.get_inputs("t1") == PNG
     assert await redis.xlen(KEYS.task_events("t1")) == 1
     assert await redis.zscore(KEYS.recent_tasks(), "t1") is not None
     assert await redis.ttl(KEYS.task("t1")) == -1  # active tasks never expire
@@ -61,7 +64,7 @@ async def test_create_with_a_taken_id_returns_the_existing_task(store: TaskStore
 async def test_the_end_sets_retention_on_every_task_key_and_drops_the_inputs(
     store: TaskStore, redis: Redis
 ) -> None:
-    await store.create(on_node("t1"), {"p": 1}, [PNG])
+    await store.create(on_node("t1"), {"p": 1}, PNG)
     await redis.rpush(KEYS.task_logs("t1"), "a line")
     await run(store, "t1")
     assert await redis.ttl(KEYS.task("t1")) == -1
@@ -71,6 +74,33 @@ async def test_the_end_sets_retention_on_every_task_key_and_drops_the_inputs(
     for key in task_keys("t1"):
         assert 0 < await redis.ttl(key) <= RETENTION_S, key
     assert await redis.exists(KEYS.task_inputs("t1")) == 0
+
+
+async def test_the_end_makes_the_hold_on_the_input_files_due(
+    store: TaskStore, redis: Redis
+) -> None:
+    holder = inputs_holder("t1")
+    far = now_ms() + 3_600_000
+    await redis.zadd(KEYS.outputs_expiry(), {holder: far})  # what InputStash.keep holds
+    await store.create(on_node("t1"), {"p": 1}, PNG)
+    await run(store, "t1")
+    assert await redis.zscore(KEYS.outputs_expiry(), holder) == far
+
+    await succeed(store, "t1")
+
+    due = await redis.zscore(KEYS.outputs_expiry(), holder)
+    assert due is not None
+    assert due <= now_ms()
+
+
+async def test_the_end_of_a_task_without_input_files_holds_nothing(
+    store: TaskStore, redis: Redis
+) -> None:
+    await store.create(on_node("t1"))
+    await run(store, "t1")
+    await succeed(store, "t1")
+
+    assert await redis.zcard(KEYS.outputs_expiry()) == 0
 
 
 async def test_an_event_that_does_not_apply_changes_nothing(store: TaskStore, redis: Redis) -> None:
@@ -167,11 +197,23 @@ async def test_read_events_blocks_until_the_next_event(store: TaskStore) -> None
 
 
 async def test_delete_forgets_every_key_of_the_task(store: TaskStore, redis: Redis) -> None:
-    await store.create(on_node("t1"), {"p": 1}, [PNG])
+    await store.create(on_node("t1"), {"p": 1}, PNG)
     await store.delete(on_node("t1"))
 
     assert await redis.exists(*task_keys("t1"), KEYS.task_inputs("t1")) == 0
     assert await redis.zscore(KEYS.recent_tasks(), "t1") is None
+
+
+async def test_delete_makes_the_hold_on_the_input_files_due(store: TaskStore, redis: Redis) -> None:
+    holder = inputs_holder("t1")
+    await redis.zadd(KEYS.outputs_expiry(), {holder: now_ms() + 3_600_000})
+    await store.create(on_node("t1"), {"p": 1}, PNG)
+
+    await store.delete(on_node("t1"))
+
+    due = await redis.zscore(KEYS.outputs_expiry(), holder)
+    assert due is not None
+    assert due <= now_ms()
 
 
 async def test_an_attempt_is_claimed_once(store: TaskStore) -> None:

@@ -10,6 +10,7 @@ ComfyStackError (comfy_shared.errors)
 ├── NoCapableNode          no live node offers what the graph needs -> 422, with details
 ├── UnknownWorkflow        no template of that name -> 422
 ├── OutputNotFound, OutputExpired, RangeNotSatisfiable  (shared) a download -> 404, 410, 416
+├── StoreUnavailable       (shared) the output store cannot be read or written -> 503
 ├── NodeUnavailable        the node holding a task's files or state cannot be reached -> 503
 ├── InvalidWebhookUrl      a webhook URL that may not be called (form, scheme, addresses) -> 422
 ├── WebhookUnsigned        a webhook with no secret to sign it -> 422

@@ -37,6 +37,7 @@ from comfy_shared.errors import InvalidTransition, TaskNotFound
 from comfy_shared.idempotency import IdempotencyKeys
 from comfy_shared.lifecycle import Cancelled, Refused
 from comfy_shared.models import Band, RetryPolicy, TaskRecord, new_task_id
+from comfy_shared.outputs.inputs import InputStash
 from comfy_shared.task_queue import (
     FIFO_FLOW,
     KeyAtCapacity,
@@ -70,6 +71,7 @@ class TaskIntake:
         self,
         *,
         store: TaskStore,
+        stash: InputStash,
         queue: TaskQueue,
         registry: NodeRegistry,
         nodes_client: ServiceClient,
@@ -84,6 +86,7 @@ class TaskIntake:
         """``fair``: tenants take turns in a band (else one flow per band: priority, then
         arrival)."""
         self._store = store
+        self._stash = stash
         self._idempotency = IdempotencyKeys(store)
         self._rate_limiter = rate_limiter
         self._budgets = budgets
@@ -152,11 +155,12 @@ class TaskIntake:
             webhook_url=request.webhook_url or caller.webhook_url,  # checked by the route
         )
         limits = caller.limits
+        inputs = await self._stash.keep(task_id, work.inputs)
         try:
             submitted = await self._queue.submit(
                 record,
                 work.graph,
-                inputs=work.inputs,
+                inputs=inputs,
                 max_pending=self._max_queue,
                 limits=KeyQuota(max_queued=limits.max_queued, max_running=limits.max_running),
                 share=Share(

@@ -41,6 +41,7 @@ from comfy_shared.loops import LoopHandle, Supervisor
 from comfy_shared.models import TaskRecord
 from comfy_shared.outputs import make_store
 from comfy_shared.outputs.catalog import OutputCatalog
+from comfy_shared.outputs.inputs import InputStash
 from comfy_shared.outputs.retention import start_retention
 from comfy_shared.outputs.store import OutputStore
 from comfy_shared.redis_client import connect_redis
@@ -119,8 +120,11 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     policy = settings.retry_policy()
     costs = CostModel(redis, keys)
     usage = UsageBook(redis, keys)
+    outputs = await make_store(settings.output_store())
+    catalog = OutputCatalog(redis, keys)
     intake = TaskIntake(
         store=store,
+        stash=InputStash(store=outputs, catalog=catalog, hold_s=settings.retention_s),
         queue=queue,
         registry=registry,
         nodes_client=nodes_client,
@@ -154,7 +158,6 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     task_logs = install_task_log_sink(
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
     )
-    outputs = await make_store(settings.output_store())
     state = BalancerState(
         settings=settings,
         redis=redis,
@@ -173,7 +176,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         stream_hub=StreamHub(settings.redis_url, redis, max_streams=settings.max_streams),
         usage=usage,
         outputs=outputs,
-        catalog=OutputCatalog(redis, keys),
+        catalog=catalog,
         webhooks=WebhookGuard(
             allow=settings.webhook_allow_list(),
             deployment_secret=_secret(settings.webhook_secret),

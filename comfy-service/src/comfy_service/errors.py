@@ -5,6 +5,7 @@ ComfyStackError (comfy_shared.errors)
 ├── TooManyStreams         (shared) --max-streams event streams are open -> 429 with Retry-After
 ├── UnknownWorkflow        the request names a workflow template this node does not have
 ├── OutputNotFound, OutputExpired, RangeNotSatisfiable  (shared) a download -> 404, 410, 416
+├── StoreUnavailable       (shared) the output store cannot be read or written -> 503
 ├── NotOnThisNode          the task exists but another node (or the balancer) owns it
 └── Overloaded             --max-concurrent-submits are in progress -> 503 with Retry-After
 ComfyError (comfy_shared.comfyui.errors)

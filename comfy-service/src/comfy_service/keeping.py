@@ -8,20 +8,18 @@ nothing new and holds nothing twice.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import datetime, timedelta
-from typing import Final
 
-from comfy_shared.clock import now_ms
 from comfy_shared.comfyui import ComfyClient
 from comfy_shared.models import TaskOutput, TaskRecord
-from comfy_shared.outputs.catalog import OutputCatalog, release_outputs
-from comfy_shared.outputs.store import BlobMissing, OutputStore, StoredBlob, StoreUnavailable
-
-BUSY_RETRIES: Final = 100
-BUSY_PAUSE_S: Final = 0.05
-"""How long a hold waits for blobs being deleted (a deletion takes milliseconds)."""
+from comfy_shared.outputs.catalog import (
+    OutputCatalog,
+    hold_when_free,
+    missing_blobs,
+    release_outputs,
+)
+from comfy_shared.outputs.store import OutputStore, StoredBlob
 
 
 class OutputKeeper:
@@ -72,29 +70,17 @@ class OutputKeeper:
         finished_at: datetime,
         ttl_s: int,
     ) -> bool:
-        finished_ms = int(finished_at.timestamp() * 1000)
-        expires_ms = int((finished_at + timedelta(seconds=ttl_s)).timestamp() * 1000)
-        for _ in range(BUSY_RETRIES):
-            hold = await self._catalog.hold(
-                task_id, blobs, finished_ms=finished_ms, expires_ms=expires_ms, now_ms=now_ms()
-            )
-            if hold.outcome != "busy":
-                break
-            await asyncio.sleep(BUSY_PAUSE_S)  # bytes we stored are being deleted
-        else:
-            raise StoreUnavailable(f"outputs of {task_id} stayed marked for deletion")
-        # Held now, so nothing deletes them any more; one may have gone just before.
-        for output, blob in zip(outputs, blobs, strict=True):
-            if not await self._exists(blob.digest):
-                await self._copy(output)
+        expires_at = finished_at + timedelta(seconds=ttl_s)
+        hold = await hold_when_free(
+            self._catalog,
+            task_id,
+            blobs,
+            finished_ms=int(finished_at.timestamp() * 1000),
+            expires_ms=int(expires_at.timestamp() * 1000),
+        )
+        for position in await missing_blobs(self._store, blobs):
+            await self._copy(outputs[position])
         return hold.outcome == "held"
-
-    async def _exists(self, digest: str) -> bool:
-        try:
-            await self._store.size_of(digest)
-        except BlobMissing:
-            return False
-        return True
 
 
 def _manifest(task_id: str, outputs: list[TaskOutput]) -> bytes:

@@ -37,6 +37,7 @@ from comfy_shared.loops import LoopHandle, Supervisor
 from comfy_shared.models import TaskRecord
 from comfy_shared.outputs import make_store
 from comfy_shared.outputs.catalog import OutputCatalog
+from comfy_shared.outputs.inputs import InputStash
 from comfy_shared.outputs.retention import start_retention
 from comfy_shared.outputs.store import OutputStore
 from comfy_shared.redis_client import connect_redis
@@ -147,6 +148,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         comfy=comfy,
         submitter=Submitter(
             store=store,
+            stash=InputStash(store=outputs, catalog=catalog, hold_s=settings.retention_s),
             comfy=comfy,
             prompts=prompts,
             endings=endings,

@@ -34,6 +34,7 @@ from comfy_shared.models import (
     TaskRecord,
     new_task_id,
 )
+from comfy_shared.outputs.inputs import InputStash
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
 from comfy_shared.workflows import Expansion, TemplateLibrary
@@ -51,6 +52,7 @@ class Submitter:
         self,
         *,
         store: TaskStore,
+        stash: InputStash,
         comfy: ComfyClient,
         prompts: FollowedPrompts,
         endings: TaskEndings,
@@ -59,6 +61,7 @@ class Submitter:
         client_id: str,
     ) -> None:
         self._store = store
+        self._stash = stash
         self._idempotency = IdempotencyKeys(store)
         self._comfy = comfy
         self._prompts = prompts
@@ -83,7 +86,8 @@ class Submitter:
             return await self._known_task(known, request)
         work = self._expand(request)
         record = self._new_record(task_id, request, work)
-        task, created = await self._store.create(record, work.graph, work.inputs)
+        inputs = await self._stash.keep(task_id, work.inputs)
+        task, created = await self._store.create(record, work.graph, inputs)
         if not created:  # the same id came in twice at once: the other request sends it
             return Submission(task, created=False)
         return await self._attempt(task, work.graph, work.inputs, created=True)
@@ -205,7 +209,9 @@ class Submitter:
             return refused.record
 
     async def _stored_inputs(self, task: TaskRecord) -> list[InputFile]:
-        return await self._store.get_inputs(task.id) if task.input_files else []
+        if not task.input_files:
+            return []
+        return await self._stash.load(await self._store.get_inputs(task.id))
 
     async def _upload(self, inputs: list[InputFile]) -> None:
         for file in inputs:

@@ -71,6 +71,9 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
                                                      releases the oldest first)
 {p}:outputs:task:{id}        list    output catalog  until released; the sha256 of each output of
                                                      the task, in order (absent: expired, 410)
+{p}:outputs:task:{id}:inputs list    output catalog  until the task ends; the sha256 of each of
+                                                     its input files (in expiry under "{id}:inputs",
+                                                     made due by the task's end; not in finished)
 {p}:outputs:deleting         hash    output catalog  none; sha256 -> ms its deletion started: a
                                                      hold waits until the blob is gone, then
                                                      stores it again

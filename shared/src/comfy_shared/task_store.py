@@ -15,7 +15,6 @@ and its API key's usage (:mod:`comfy_shared.usage`): once, as only one write can
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Mapping
 from typing import Any, Final, cast
@@ -28,7 +27,8 @@ from comfy_shared import lifecycle, usage, webhook_outbox
 from comfy_shared.clock import now_ms, utc_now
 from comfy_shared.errors import ConcurrentUpdate, InvalidTransition, TaskNotFound
 from comfy_shared.lua import LuaScript
-from comfy_shared.models import InputFile, TaskEvent, TaskEventKind, TaskRecord
+from comfy_shared.models import TaskEvent, TaskEventKind, TaskRecord
+from comfy_shared.outputs.catalog import inputs_holder
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_state import check_transition
 
@@ -74,12 +74,14 @@ local id = redis.call('XADD', KEY.events, 'MAXLEN', '~', ARG.events_maxlen, '*',
 """,
 )
 # A terminal write sets the retention on every task key, drops the input files (no attempt
-# will upload them again) and is announced on the channel: it frees a slot.
+# will upload them again: their hold in the output store is due now) and is announced on the
+# channel: it frees a slot.
 _RETAIN_ENDED_TASK: Final = LuaScript(
-    keys=("task", "prompt", "inputs", "events", "logs"),
-    args=("task_id", "ttl_s", "channel"),
+    keys=("task", "prompt", "inputs", "events", "logs", "output_expiry"),
+    args=("task_id", "ttl_s", "channel", "inputs_holder", "now_ms"),
     body="""
 redis.call('DEL', KEY.inputs)
+redis.call('ZADD', KEY.output_expiry, 'XX', ARG.now_ms, ARG.inputs_holder)
 for _, key in ipairs({KEY.task, KEY.prompt, KEY.events, KEY.logs}) do
   redis.call('EXPIRE', key, ARG.ttl_s)
 end
@@ -138,17 +140,18 @@ class TaskStore:
         self,
         record: TaskRecord,
         prompt: Mapping[str, Any] | None = None,
-        inputs: list[InputFile] | None = None,
+        inputs: Mapping[str, str] | None = None,
     ) -> tuple[TaskRecord, bool]:
-        """Store a new task; if the id is taken, return the existing task and ``False``."""
-        keys, args = self.create_arguments(record, prompt, inputs or [])
+        """Store a new task; if the id is taken, return the existing task and ``False``.
+        ``inputs``: each input file's name -> its reference (``InputStash.keep``)."""
+        keys, args = self.create_arguments(record, prompt, inputs or {})
         result = await self._create(keys=keys, args=args)
         if isinstance(result, str):
             return TaskRecord.model_validate_json(result), False
         return record, True
 
     def create_arguments(
-        self, record: TaskRecord, prompt: Mapping[str, Any] | None, inputs: list[InputFile]
+        self, record: TaskRecord, prompt: Mapping[str, Any] | None, inputs: Mapping[str, str]
     ) -> tuple[dict[str, str], dict[str, str | int]]:
         """Keys and arguments of :data:`CREATE_TASK` (also for scripts that extend it)."""
         event = TaskEvent(kind="state", task=record)
@@ -157,13 +160,12 @@ class TaskStore:
             "tenant_recent": self._keys.tenant_recent(record.tenant),
         }
         keys.pop("logs")
-        files = {file.name: base64.b64encode(file.data).decode() for file in inputs}
         args: dict[str, str | int] = {
             "task_id": record.id,
             "record": record.model_dump_json(),
             "status": record.status.value,
             "prompt": json.dumps(prompt) if prompt is not None else "",
-            "inputs": json.dumps(files) if files else "{}",
+            "inputs": json.dumps(inputs) if inputs else "{}",
             "event": event.model_dump_json(),
             "created_ms": int(record.created_at.timestamp() * 1000),
             "events_maxlen": self._events_maxlen,
@@ -177,6 +179,7 @@ class TaskStore:
             pipe.delete(*self._task_keys(record.id).values())
             pipe.zrem(self._keys.recent_tasks(), record.id)
             pipe.zrem(self._keys.tenant_recent(record.tenant), record.id)
+            pipe.zadd(self._keys.outputs_expiry(), {inputs_holder(record.id): now_ms()}, xx=True)
             await pipe.execute()
 
     # --- reading -------------------------------------------------------------------------------
@@ -220,9 +223,9 @@ class TaskStore:
             for task_id, raw in zip(task_ids, raws, strict=True)
         }
 
-    async def get_inputs(self, task_id: str) -> list[InputFile]:
-        files = cast(dict[str, str], await self._redis.hgetall(self._keys.task_inputs(task_id)))
-        return [InputFile(name, base64.b64decode(data)) for name, data in sorted(files.items())]
+    async def get_inputs(self, task_id: str) -> dict[str, str]:
+        """The task's input files: name -> reference (``InputStash.load`` reads them)."""
+        return cast(dict[str, str], await self._redis.hgetall(self._keys.task_inputs(task_id)))
 
     async def read_events(
         self, task_id: str, after: str = "0-0", *, block_ms: int | None = None, count: int = 100
@@ -352,11 +355,14 @@ class TaskStore:
         usage_keys, usage_args = usage.count_usage_arguments(self._keys, charge)
         webhook_keys, webhook_args = webhook_outbox.enqueue_arguments(self._keys, record, now_ms())
         keys = keys | self._task_keys(record.id) | usage_keys | webhook_keys
+        keys["output_expiry"] = self._keys.outputs_expiry()
         args = args | usage_args | webhook_args
         args |= {
             "task_id": record.id,
             "ttl_s": self._retention_s,
             "channel": self._keys.signal(TASK_ENDED),
+            "inputs_holder": inputs_holder(record.id),
+            "now_ms": now_ms(),
         }
         script = self._end if charge.key_id is None else self._end_keyed
         return await script(keys=keys, args=args)

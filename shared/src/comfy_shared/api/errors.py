@@ -40,6 +40,9 @@ from comfy_shared.outputs.serving import (
     RangeNotSatisfiable,
     content_range_header,
 )
+from comfy_shared.outputs.store import StoreUnavailable
+
+STORE_RETRY_AFTER_S = 5
 
 
 def _no_extras(_: Any) -> dict[str, Any]:
@@ -99,8 +102,15 @@ OUTPUT_ERRORS: ErrorTable = {
     RangeNotSatisfiable: ErrorMapping(
         416, "range_not_satisfiable", _V, headers=content_range_header
     ),
+    StoreUnavailable: ErrorMapping(
+        503,
+        "store_unavailable",
+        ErrorType.SERVICE,
+        headers=lambda _: {"Retry-After": str(STORE_RETRY_AFTER_S)},
+    ),
 }
-"""Refusals of an output download, for an app that serves stored outputs."""
+"""Answers about the output store, for an app that keeps files in it (outputs, and the
+input files of the tasks it accepts)."""
 
 HTTP_CODES = {
     # FastAPI's own body parser (the admin routes with a model body) refuses a body that is

@@ -216,6 +216,11 @@ OUTPUT_NOT_FOUND = Answer(404, "output_not_found", "the task has no output with 
 OUTPUT_EXPIRED = Answer(
     410, "output_expired", "the output's retention ended, or it was deleted; it is gone."
 )
+STORE_UNAVAILABLE = Answer(
+    503,
+    "store_unavailable",
+    "the output store (directory or bucket) cannot be read or written; see Retry-After.",
+)
 RANGE_NOT_SATISFIABLE = Answer(
     416,
     "range_not_satisfiable",

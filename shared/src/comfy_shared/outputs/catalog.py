@@ -14,6 +14,7 @@ finishes its work.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Final, cast
@@ -22,10 +23,13 @@ from redis.asyncio import Redis
 
 from comfy_shared.clock import now_ms
 from comfy_shared.lua import LuaScript
-from comfy_shared.outputs.store import OutputStore, StoredBlob
+from comfy_shared.outputs.store import BlobMissing, OutputStore, StoredBlob, StoreUnavailable
 from comfy_shared.redis_keys import RedisKeys
 
 STALE_DELETE_MS: Final = 60_000
+BUSY_RETRIES: Final = 100
+BUSY_PAUSE_S: Final = 0.05
+"""How long a hold waits for blobs being deleted (a deletion takes milliseconds)."""
 
 _KEYS = ("refs", "sizes", "total", "expiry", "finished", "held", "deleting")
 
@@ -49,7 +53,7 @@ for _, blob in ipairs(blobs) do
   redis.call('RPUSH', KEY.held, blob[1])
 end
 redis.call('ZADD', KEY.expiry, ARG.expires_ms, ARG.task_id)
-redis.call('ZADD', KEY.finished, ARG.finished_ms, ARG.task_id)
+if ARG.finished_ms ~= '' then redis.call('ZADD', KEY.finished, ARG.finished_ms, ARG.task_id) end
 return {'held'}
 """,
 )
@@ -133,17 +137,20 @@ class OutputCatalog:
         task_id: str,
         blobs: list[StoredBlob],
         *,
-        finished_ms: int,
+        finished_ms: int | None,
         expires_ms: int,
         now_ms: int,
     ) -> Hold:
+        """Hold ``blobs`` for ``task_id`` (a task, or another holder such as
+        :func:`inputs_holder`) until ``expires_ms``. Only a holder with ``finished_ms`` counts
+        for the size cap: the inputs of a task that has not ended are never evicted."""
         answer: list[str] = await self._hold(
             keys=self._names(task_id),
             args={
                 "task_id": task_id,
                 "blobs": json.dumps([[blob.digest, blob.size] for blob in blobs]),
                 "expires_ms": expires_ms,
-                "finished_ms": finished_ms,
+                "finished_ms": "" if finished_ms is None else finished_ms,
                 "fresh_after_ms": now_ms - STALE_DELETE_MS,
             },
         )
@@ -200,3 +207,40 @@ async def delete_blob(catalog: OutputCatalog, store: OutputStore, digest: str) -
     """Delete a blob marked deleting, then lift the mark (holds of it may go on)."""
     await store.delete(digest)
     await catalog.deleted(digest)
+
+
+def inputs_holder(task_id: str) -> str:
+    """The holder of a task's input files (a task id has no colon: no task is called so)."""
+    return f"{task_id}:inputs"
+
+
+async def hold_when_free(
+    catalog: OutputCatalog,
+    holder: str,
+    blobs: list[StoredBlob],
+    *,
+    finished_ms: int | None,
+    expires_ms: int,
+) -> Hold:
+    """Hold ``blobs``, waiting while some are being deleted. Once held nothing deletes them,
+    but one may have gone just before: the caller stores again those :func:`missing_blobs`
+    names. Raises :class:`StoreUnavailable` if a deletion never ends."""
+    for _ in range(BUSY_RETRIES):
+        hold = await catalog.hold(
+            holder, blobs, finished_ms=finished_ms, expires_ms=expires_ms, now_ms=now_ms()
+        )
+        if hold.outcome != "busy":
+            return hold
+        await asyncio.sleep(BUSY_PAUSE_S)
+    raise StoreUnavailable(f"the blobs of {holder} stayed marked for deletion")
+
+
+async def missing_blobs(store: OutputStore, blobs: list[StoredBlob]) -> list[int]:
+    """The positions of ``blobs`` the store does not have."""
+    missing = []
+    for position, blob in enumerate(blobs):
+        try:
+            await store.size_of(blob.digest)
+        except BlobMissing:
+            missing.append(position)
+    return missing

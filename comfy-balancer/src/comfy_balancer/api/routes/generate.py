@@ -22,6 +22,7 @@ from comfy_shared.api.openapi import (
     FORM_ANSWERS,
     GENERATE_BODY_ANSWERS,
     REDIS_UNAVAILABLE,
+    STORE_UNAVAILABLE,
     error_responses,
 )
 from comfy_shared.api.request_body import JsonOrFormGenerateRequest, generate_request_body
@@ -44,6 +45,7 @@ _ANSWERS = error_responses(
     BUDGET_EXHAUSTED,
     BUSY,
     REDIS_UNAVAILABLE,
+    STORE_UNAVAILABLE,
 ) | {200: {"model": TaskView, "description": "Idempotency-Key or task id already used: no rerun."}}
 
 

@@ -23,6 +23,7 @@ from comfy_shared.api.openapi import (
     PRESIGNED_REDIRECT,
     RANGE_NOT_SATISFIABLE,
     REDIS_UNAVAILABLE,
+    STORE_UNAVAILABLE,
     TASK_FINISHED,
     TASK_PATH_ANSWERS,
     error_responses,
@@ -106,7 +107,7 @@ async def list_outputs(task_id: TaskIdInPath, state: State, caller: CallerOf) ->
     "/{task_id}/outputs",
     status_code=204,
     response_class=Response,
-    responses=error_responses(*TASK_PATH_ANSWERS, REDIS_UNAVAILABLE),
+    responses=error_responses(*TASK_PATH_ANSWERS, STORE_UNAVAILABLE, REDIS_UNAVAILABLE),
 )
 async def delete_outputs(task_id: TaskIdInPath, state: State, caller: CallerOf) -> Response:
     """Delete the task's stored outputs now, before their retention ends: their downloads
@@ -125,6 +126,7 @@ async def delete_outputs(task_id: TaskIdInPath, state: State, caller: CallerOf) 
         OUTPUT_NOT_FOUND,
         OUTPUT_EXPIRED,
         RANGE_NOT_SATISFIABLE,
+        STORE_UNAVAILABLE,
         NODE_UNAVAILABLE,
     )
     | {200: OUTPUT_FILE, 206: OUTPUT_FILE, 307: PRESIGNED_REDIRECT},

@@ -10,6 +10,7 @@ from comfy_shared.api.openapi import (
     BUSY,
     GENERATE_BODY_ANSWERS,
     REDIS_UNAVAILABLE,
+    STORE_UNAVAILABLE,
     error_responses,
 )
 from comfy_shared.api.request_body import JsonGenerateRequest, generate_request_body
@@ -24,6 +25,7 @@ _ANSWERS = error_responses(
     OVERLOADED,
     BUSY,
     REDIS_UNAVAILABLE,
+    STORE_UNAVAILABLE,
 )
 
 

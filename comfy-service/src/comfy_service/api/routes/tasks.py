@@ -15,6 +15,7 @@ from comfy_shared.api.openapi import (
     OUTPUT_FILE,
     OUTPUT_NOT_FOUND,
     RANGE_NOT_SATISFIABLE,
+    STORE_UNAVAILABLE,
     TASK_FINISHED,
     TASK_PATH_ANSWERS,
     error_responses,
@@ -69,6 +70,7 @@ async def list_outputs(task_id: TaskIdInPath, state: State) -> list[OutputView]:
         OUTPUT_NOT_FOUND,
         OUTPUT_EXPIRED,
         RANGE_NOT_SATISFIABLE,
+        STORE_UNAVAILABLE,
         FILE_NOT_FOUND,
         *COMFYUI_ANSWERS,
     )
