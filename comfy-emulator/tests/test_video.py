@@ -20,7 +20,7 @@ from comfy_emulator.files import make_folders
 from comfy_emulator.nodes import build_registry
 from comfy_emulator.nodes.base import NodeEnv
 from comfy_emulator.testing import EmulatorClient
-from comfy_emulator.workflows import image_to_video
+from comfy_emulator.workflows import image_to_video, solid_mp4, solid_webm
 
 
 async def upload_start_frame(client: EmulatorClient, name: str = "start.png") -> str:
@@ -279,26 +279,11 @@ def decode(data: bytes) -> Decoded:
         )
 
 
-def solid_frames(count: int, color: int = 0x3366FF) -> dict[str, Any]:
-    inputs = {"width": 64, "height": 48, "batch_size": count, "color": color}
-    return {"1": {"class_type": "EmptyImage", "inputs": inputs}}
-
-
 def save_video(frames: int, fps: float, prefix: str, **choices: str) -> dict[str, Any]:
-    """EmptyImage -> CreateVideo -> SaveVideo ("3")."""
-    save = {"video": ["2", 0], "filename_prefix": prefix, "format": "auto", "codec": "auto"}
-    return {
-        **solid_frames(frames),
-        "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": fps}},
-        "3": {"class_type": "SaveVideo", "inputs": {**save, **choices}},
-    }
-
-
-def save_webm(frames: int, fps: float, prefix: str, codec: str = "vp9") -> dict[str, Any]:
-    """EmptyImage -> SaveWEBM ("2")."""
-    inputs = {"images": ["1", 0], "filename_prefix": prefix, "codec": codec, "fps": fps,
-              "crf": 32.0}  # fmt: skip
-    return {**solid_frames(frames), "2": {"class_type": "SaveWEBM", "inputs": inputs}}
+    """EmptyImage -> CreateVideo -> SaveVideo ("3"), "auto" unless `choices` say otherwise."""
+    graph = solid_mp4(prefix, frames=frames, fps=fps)
+    graph["3"]["inputs"].update({"format": "auto", "codec": "auto", **choices})
+    return graph
 
 
 def near(image: Image.Image, expected: tuple[int, int, int], tolerance: int = 12) -> bool:
@@ -361,7 +346,9 @@ async def test_the_svd_chain_saved_as_mp4_keeps_its_frames_in_order_and_muxes_th
 async def test_save_webm_writes_a_webm_with_every_frame_at_the_given_rate(
     client: EmulatorClient, codec: str, fps: float
 ) -> None:
-    outputs = (await run(client, save_webm(4, fps, f"webm/{codec}", codec)))["outputs"]
+    outputs = (await run(client, solid_webm(f"webm/{codec}", frames=4, fps=fps, codec=codec)))[
+        "outputs"
+    ]
 
     entry = {"filename": f"{codec}_00001_.webm", "subfolder": "webm", "type": "output"}
     assert outputs == {"2": {"images": [entry], "animated": [True]}}
@@ -387,7 +374,7 @@ async def test_disable_metadata_leaves_the_prompt_out_of_save_video_only(
     running = await start(metadata_enabled=False)
     async with EmulatorClient(running.url) as client:
         mp4 = (await run(client, save_video(2, 10.0, "quiet")))["outputs"]["3"]
-        webm = (await run(client, save_webm(2, 10.0, "loud")))["outputs"]["2"]
+        webm = (await run(client, solid_webm("loud", frames=2)))["outputs"]["2"]
         mp4_tags = decode((await download(client, mp4["images"][0]))[1]).metadata
         webm_tags = decode((await download(client, webm["images"][0]))[1]).metadata
 
@@ -400,7 +387,7 @@ async def test_disable_metadata_leaves_the_prompt_out_of_save_video_only(
     [
         (save_video(2, 10.0, "bad"), "3", "format", "webm", ["auto", "mp4"]),
         (save_video(2, 10.0, "bad"), "3", "codec", "vp9", ["auto", "h264"]),
-        (save_webm(2, 10.0, "bad"), "2", "codec", "h265", ["vp9", "av1"]),
+        (solid_webm("bad", frames=2), "2", "codec", "h265", ["vp9", "av1"]),
     ],
 )
 async def test_a_value_outside_a_combo_is_refused_like_comfyui(
