@@ -5,6 +5,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -57,6 +58,42 @@ async def test_a_node_killed_after_its_task_succeeded_still_has_its_output_serve
     gone = await cluster.api.get(listed[0]["url"])
     assert deleted.status_code == 204, deleted.text
     assert (gone.status_code, gone.json()["code"]) == (410, "output_expired")
+
+
+@pytest.mark.parametrize(
+    ("graph", "media_type"),
+    [(graphs.solid_mp4, "video/mp4"), (graphs.solid_webm, "video/webm")],
+    ids=["mp4", "webm"],
+)
+async def test_a_video_file_is_stored_listed_as_video_and_downloaded_as_the_node_wrote_it(
+    make_cluster: Callable[..., Cluster],
+    graph: Callable[..., dict[str, Any]],
+    media_type: str,
+) -> None:
+    cluster = make_cluster(["a"])
+    task = await submit(cluster.api, graph(fresh("clip"), frames=4))
+    done = await wait_until_finished(cluster.api, task["id"])
+    assert done["status"] == "succeeded", done
+
+    listed = (await cluster.api.get(f"/api/v1/tasks/{task['id']}/outputs")).json()
+    download = await cluster.api.get(listed[0]["url"])
+    [output] = listed
+    async with httpx.AsyncClient() as comfyui:  # the file as the node's ComfyUI wrote it
+        params = {key: output[key] for key in ("filename", "subfolder", "type")}
+        written = await comfyui.get(f"{cluster.node('a').emulator.url}/view", params=params)
+
+    suffix = media_type.removeprefix("video/")
+    assert written.status_code == 200
+    assert output["filename"].endswith(f"_00001_.{suffix}")
+    assert (output["kind"], output["media_type"], output["size"]) == (
+        "video",
+        media_type,
+        len(written.content),
+    )
+    assert output["sha256"] == hashlib.sha256(written.content).hexdigest()
+    assert (download.status_code, download.headers["content-type"]) == (200, media_type)
+    assert download.content == written.content
+    assert done["outputs"] == listed
 
 
 async def test_ranges_and_validators_follow_http(make_cluster: Callable[..., Cluster]) -> None:

@@ -25,6 +25,35 @@ def solid_image(
     }
 
 
+def solid_mp4(
+    prefix: str = "emu/video", frames: int = 3, fps: float = 8.0, color: int = 0x3366FF
+) -> Workflow:
+    """EmptyImage (`frames` 64x48 frames) -> CreateVideo -> SaveVideo ("3"): an H.264 MP4."""
+    save = {"video": ["2", 0], "filename_prefix": prefix, "format": "mp4", "codec": "h264"}
+    return {
+        **_solid_frames(frames, color),
+        "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": fps}},
+        "3": {"class_type": "SaveVideo", "inputs": save},
+    }
+
+
+def solid_webm(
+    prefix: str = "emu/video",
+    frames: int = 3,
+    fps: float = 8.0,
+    codec: str = "vp9",
+    color: int = 0x3366FF,
+) -> Workflow:
+    """EmptyImage (`frames` 64x48 frames) -> SaveWEBM ("2"): a VP9 (or AV1) WebM."""
+    save = {"images": ["1", 0], "filename_prefix": prefix, "codec": codec, "fps": fps, "crf": 32.0}
+    return {**_solid_frames(frames, color), "2": {"class_type": "SaveWEBM", "inputs": save}}
+
+
+def _solid_frames(count: int, color: int) -> Workflow:
+    inputs = {"width": 64, "height": 48, "batch_size": count, "color": color}
+    return {"1": {"class_type": "EmptyImage", "inputs": inputs}}
+
+
 def runtime_error(prefix: str = "emu/err") -> Workflow:
     """Passes validation, then fails at node "2" with IndexError (alpha of an RGB image)."""
     return {

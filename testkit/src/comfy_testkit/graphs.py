@@ -4,7 +4,14 @@ serve an identical graph from its cache)."""
 
 from __future__ import annotations
 
-from comfy_emulator.workflows import Workflow, runtime_error, solid_image, text_to_image
+from comfy_emulator.workflows import (
+    Workflow,
+    runtime_error,
+    solid_image,
+    solid_mp4,
+    solid_webm,
+    text_to_image,
+)
 
 __all__ = [
     "SDXL_CHECKPOINT",
@@ -12,6 +19,8 @@ __all__ = [
     "partly_invalid",
     "runtime_error",
     "solid_image",
+    "solid_mp4",
+    "solid_webm",
     "txt2img",
 ]
 

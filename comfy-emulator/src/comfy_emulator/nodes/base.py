@@ -146,6 +146,7 @@ class Node(ABC):
     return_names: ClassVar[tuple[str, ...] | None] = None
     output_tooltips: ClassVar[tuple[str | None, ...] | None] = None
     schema_v3: ClassVar[bool] = False
+    experimental: ClassVar[bool] = False  # V3 `is_experimental` (object_info "experimental")
     # Inputs checked by `validate_inputs` instead of the min/max/combo checks (ComfyUI:
     # the argument names of VALIDATE_INPUTS).
     custom_validated: ClassVar[tuple[str, ...]] = ()
@@ -276,6 +277,6 @@ def _info_v3(cls: type[Node], env: NodeEnv) -> dict[str, Any]:
         "category": cls.category,
         "output_node": cls.output_node,
         "deprecated": False,
-        "experimental": False,
+        "experimental": cls.experimental,
         "api_node": False,
     }

@@ -13,6 +13,14 @@ per frame, truncated as ComfyUI does) and report it as ComfyUI's `SavedImages` d
 `{"images": [file], "animated": [true]}`, the flag only when there is more than one frame.
 Metadata as ComfyUI writes it: WEBP gets the prompt in EXIF tag 0x0110 (Model) and each
 `extra_pnginfo` key in 0x010F (Make) downwards; APNG gets `comf` chunks after the image data.
+
+The video nodes follow `comfy_extras/nodes_video.py` (V3 nodes): CreateVideo bundles frames, a
+frame rate and an optional AUDIO into a VIDEO (`VideoClip`, ComfyUI's VideoFromComponents);
+SaveVideo writes it as a real MP4 (H.264, and the audio as AAC) and SaveWEBM writes frames as a
+real WebM (VP9 or AV1), both through PyAV (`comfy_emulator.video_encoder`, imported when they
+run). Both report `{"images": [file], "animated": [true]}` (ComfyUI's PreviewVideo), the flag
+even for one frame. SaveVideo's metadata (each `extra_pnginfo` key and `prompt`, JSON) obeys
+`--disable-metadata`; SaveWEBM writes its tags regardless, as ComfyUI's does.
 """
 
 from __future__ import annotations
@@ -20,12 +28,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, ClassVar
 
 from PIL import Image, ImageOps
 from PIL.PngImagePlugin import PngInfo
 
-from comfy_emulator.files import save_target
+from comfy_emulator.files import SaveTarget, save_target
+from comfy_emulator.nodes.audio import AudioClip
 from comfy_emulator.nodes.base import (
     MAX_RESOLUTION,
     ExecContext,
@@ -51,6 +61,8 @@ from comfy_emulator.nodes.models import (
 
 _VIDEO_MODEL = "comfy_extras.nodes_video_model"
 _NODES_IMAGES = "comfy_extras.nodes_images"
+_NODES_VIDEO = "comfy_extras.nodes_video"
+_VIDEO_TYPES = "comfy_api.latest._input_impl.video_types"
 _HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
 
 
@@ -176,11 +188,7 @@ class _AnimatedSave(Node):
         return NodeOutput((), ui)
 
     def _target(self, prefix: str, root: str, images: ImageBatch) -> tuple[str, dict[str, str]]:
-        width, height = images[0].size
-        target = save_target(prefix, root, width, height)
-        name = f"{target.filename}_{target.counter:05}_{self.suffix}"
-        result = {"filename": name, "subfolder": target.subfolder, "type": "output"}
-        return os.path.join(target.folder, name), result
+        return _output_file(save_target(prefix, root, *images[0].size), self.suffix)
 
     def write(self, path: str, images: ImageBatch, inputs: Inputs, ctx: ExecContext) -> None:
         raise NotImplementedError
@@ -217,6 +225,13 @@ class SaveAnimatedWEBP(_AnimatedSave):
             quality=inputs["quality"],
             method=self.methods[inputs["method"]],
         )
+
+
+def _output_file(target: SaveTarget, suffix: str) -> tuple[str, dict[str, str]]:
+    """The path to write and the entry ComfyUI reports for it: `<prefix>_<counter:05>_<suffix>`."""
+    name = f"{target.filename}_{target.counter:05}_{suffix}"
+    result = {"filename": name, "subfolder": target.subfolder, "type": "output"}
+    return os.path.join(target.folder, name), result
 
 
 def _webp_exif(image: Image.Image, ctx: ExecContext) -> Image.Exif:
@@ -270,10 +285,159 @@ def _apng_info(ctx: ExecContext) -> PngInfo:
     return info
 
 
+# ---- video files (V3 nodes of comfy_extras/nodes_video.py) --------------------------------
+
+_PREFIX_TIP = (
+    "The prefix for the file to save. This may include formatting information such as "
+    "%date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes."
+)
+_CRF_TIP = (
+    "Higher crf means lower quality with a smaller file size, lower crf means higher quality "
+    "higher filesize."
+)
+
+
+@dataclass(frozen=True, eq=False)
+class VideoClip:
+    """A VIDEO value built from its parts, as ComfyUI's VideoFromComponents."""
+
+    frames: ImageBatch
+    fps: Fraction
+    audio: AudioClip | None = None
+
+    def __str__(self) -> str:
+        return f"<{_VIDEO_TYPES}.VideoFromComponents object at {id(self):#x}>"
+
+
+class CreateVideo(Node):
+    class_type = "CreateVideo"
+    display_name = "Create Video"
+    category = "image/video"
+    description = "Create a video from images."
+    python_module = _NODES_VIDEO
+    schema_v3 = True
+    return_types = ("VIDEO",)
+
+    @classmethod
+    def input_types(cls, env: NodeEnv) -> InputTypes:
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The images to create a video from."}),
+                "fps": v3_float(30.0, min=1.0, max=120.0, step=1.0),
+            },
+            "optional": {"audio": ("AUDIO", {"tooltip": "The audio to add to the video."})},
+        }
+
+    async def execute(self, ctx: ExecContext, inputs: Inputs) -> NodeOutput:
+        clip = VideoClip(inputs["images"], Fraction(inputs["fps"]), inputs.get("audio"))
+        return NodeOutput((clip,))
+
+
+class _VideoSave(Node):
+    category = "image/video"
+    python_module = _NODES_VIDEO
+    schema_v3 = True
+    output_node = True
+
+    async def _output_target(
+        self, ctx: ExecContext, prefix: str, size: tuple[int, int], suffix: str
+    ) -> tuple[str, NodeOutput]:
+        """Where to write, and what to report once written (PreviewVideo: always animated)."""
+        target = await ctx.run_sync(save_target, prefix, ctx.env.folders.output, *size)
+        path, result = _output_file(target, suffix)
+        return path, NodeOutput((), {"images": [result], "animated": [True]})
+
+
+class SaveVideo(_VideoSave):
+    class_type = "SaveVideo"
+    display_name = "Save Video"
+    description = "Saves the input images to your ComfyUI output directory."
+
+    @classmethod
+    def input_types(cls, env: NodeEnv) -> InputTypes:
+        def choice(options: list[str], tooltip: str) -> tuple[str, dict[str, Any]]:
+            combo = v3_combo(options)
+            return (combo[0], {"tooltip": tooltip, "default": "auto", **combo[1]})
+
+        prefix = {"tooltip": _PREFIX_TIP, "default": "video/ComfyUI", "multiline": False}
+        return {
+            "required": {
+                "video": ("VIDEO", {"tooltip": "The video to save."}),
+                "filename_prefix": ("STRING", prefix),
+                "format": choice(["auto", "mp4"], "The format to save the video as."),
+                "codec": choice(["auto", "h264"], "The codec to use for the video."),
+            },
+            "hidden": dict(_HIDDEN),
+        }
+
+    async def execute(self, ctx: ExecContext, inputs: Inputs) -> NodeOutput:
+        clip: VideoClip = inputs["video"]
+        # "auto" and "mp4", "auto" and "h264" are the only choices: all of them are H.264 MP4.
+        metadata = _video_metadata(ctx) if ctx.metadata_enabled else {}
+        path, output = await self._output_target(
+            ctx, inputs["filename_prefix"], clip.frames[0].size, ".mp4"
+        )
+        await ctx.run_sync(_write_mp4, path, clip, metadata)
+        return output
+
+
+def _video_metadata(ctx: ExecContext) -> dict[str, str]:
+    entries = {**(ctx.extra_pnginfo or {}), "prompt": ctx.prompt}
+    return {key: json.dumps(value) for key, value in entries.items()}
+
+
+def _write_mp4(path: str, clip: VideoClip, metadata: dict[str, str]) -> None:
+    from comfy_emulator.video_encoder import write_mp4  # loads FFmpeg: only once needed
+
+    write_mp4(path, clip.frames, clip.fps, clip.audio, metadata)
+
+
+class SaveWEBM(_VideoSave):
+    class_type = "SaveWEBM"
+    experimental = True
+
+    @classmethod
+    def input_types(cls, env: NodeEnv) -> InputTypes:
+        crf = {"tooltip": _CRF_TIP, "default": 32.0, "min": 0, "max": 63.0, "step": 1}
+        return {
+            "required": {
+                "images": v3_link("IMAGE"),
+                "filename_prefix": _prefix_input(),
+                "codec": v3_combo(["vp9", "av1"]),
+                "fps": v3_float(24.0, min=0.01, max=1000.0, step=0.01),
+                "crf": ("FLOAT", crf),
+            },
+            "hidden": dict(_HIDDEN),
+        }
+
+    async def execute(self, ctx: ExecContext, inputs: Inputs) -> NodeOutput:
+        images: ImageBatch = inputs["images"]
+        path, output = await self._output_target(
+            ctx, inputs["filename_prefix"], images[0].size, ".webm"
+        )
+        await ctx.run_sync(_write_webm, path, images, inputs, _webm_metadata(ctx))
+        return output
+
+
+def _webm_metadata(ctx: ExecContext) -> dict[str, str]:
+    # ComfyUI's SaveWEBM ignores --disable-metadata: the prompt first, then each extra key.
+    entries = {"prompt": ctx.prompt, **(ctx.extra_pnginfo or {})}
+    return {key: json.dumps(value) for key, value in entries.items()}
+
+
+def _write_webm(path: str, images: ImageBatch, inputs: Inputs, metadata: dict[str, str]) -> None:
+    from comfy_emulator.video_encoder import write_webm  # loads FFmpeg: only once needed
+
+    write_webm(path, images, inputs["fps"], inputs["codec"], inputs["crf"], metadata)
+
+
 VIDEO_NODES: tuple[type[Node], ...] = (
     ImageOnlyCheckpointLoader,
     SVD_img2vid_Conditioning,
     VideoLinearCFGGuidance,
     SaveAnimatedWEBP,
     SaveAnimatedPNG,
+    SaveWEBM,
+    SaveVideo,
+    CreateVideo,
 )
