@@ -258,6 +258,23 @@ async def test_an_unknown_workflow_name_is_422(api: httpx.AsyncClient) -> None:
     assert "txt2img-sdxl" in response.json()["detail"]  # the known ones are listed
 
 
+async def test_a_webhook_url_is_refused_rather_than_silently_never_called(
+    api: httpx.AsyncClient,
+) -> None:
+    task_id = f"hook-{uuid.uuid4().hex[:8]}"
+    body = {
+        "task_id": task_id,
+        "prompt": graphs.solid_image("hook"),
+        "webhook_url": "https://example.com/hook",
+    }
+
+    response = await api.post("/api/v1/generate", json=body)
+
+    assert (response.status_code, response.json()["code"]) == (422, "webhooks_not_sent")
+    assert "comfy-balancer" in response.json()["detail"]
+    assert (await api.get(f"/api/v1/tasks/{task_id}")).status_code == 404  # nothing was made
+
+
 async def test_readiness_and_liveness(api: httpx.AsyncClient) -> None:
     assert (await api.get("/healthz")).json() == {"status": "ok"}
     ready = await api.get("/readyz")

@@ -7,6 +7,7 @@ ComfyStackError (comfy_shared.errors)
 ├── OutputNotFound, OutputExpired, RangeNotSatisfiable  (shared) a download -> 404, 410, 416
 ├── StoreUnavailable       (shared) the output store cannot be read or written -> 503
 ├── NotOnThisNode          the task exists but another node (or the balancer) owns it
+├── WebhooksNotSent        a request with a webhook_url (only the balancer sends webhooks) -> 422
 └── Overloaded             --max-concurrent-submits are in progress -> 503 with Retry-After
 ComfyError (comfy_shared.comfyui.errors)
 ├── PromptRejected         ComfyUI's validation refused the graph -> 422, node_errors passed on
@@ -55,6 +56,14 @@ class NotOnThisNode(ComfyStackError):
         self.owner = owner
 
 
+class WebhooksNotSent(ComfyStackError):
+    def __init__(self) -> None:
+        super().__init__(
+            "a service called directly sends no webhooks (comfy-balancer does); "
+            "leave webhook_url out and follow the task's events instead"
+        )
+
+
 class Overloaded(ComfyStackError):
     retry_after_s = 1
 
@@ -76,6 +85,7 @@ STATUS_FOR: ErrorTable = {
     **REQUEST_ERRORS,
     **OUTPUT_ERRORS,
     TaskNotFound: ErrorMapping(404, "task_not_found", V),
+    WebhooksNotSent: ErrorMapping(422, "webhooks_not_sent", V),
     ComfyNotFound: ErrorMapping(404, "file_not_found", S),
     InvalidTransition: ErrorMapping(409, "task_finished", V, transition_extras),
     NotOnThisNode: ErrorMapping(409, "not_on_this_node", V),

@@ -13,6 +13,12 @@ PROMPT_REJECTED = Answer(
 NOT_ON_THIS_NODE = Answer(
     409, "not_on_this_node", "the task is held by another node or the balancer's queue."
 )
+WEBHOOKS_NOT_SENT = Answer(
+    422,
+    "webhooks_not_sent",
+    "the request has a `webhook_url`: only comfy-balancer sends webhooks; follow the task's "
+    "events instead.",
+)
 FILE_NOT_FOUND = Answer(404, "file_not_found", "ComfyUI no longer has the output file.")
 OVERLOADED = Answer(
     503,

@@ -4,8 +4,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
 
-from comfy_service.api.answers import COMFYUI_ANSWERS, OVERLOADED, PROMPT_REJECTED
+from comfy_service.api.answers import (
+    COMFYUI_ANSWERS,
+    OVERLOADED,
+    PROMPT_REJECTED,
+    WEBHOOKS_NOT_SENT,
+)
 from comfy_service.deps import State
+from comfy_service.errors import WebhooksNotSent
 from comfy_shared.api.openapi import (
     BUSY,
     GENERATE_BODY_ANSWERS,
@@ -21,6 +27,7 @@ router = APIRouter(tags=["tasks"])
 _ANSWERS = error_responses(
     *GENERATE_BODY_ANSWERS,
     PROMPT_REJECTED,
+    WEBHOOKS_NOT_SENT,
     *COMFYUI_ANSWERS,
     OVERLOADED,
     BUSY,
@@ -46,6 +53,8 @@ async def generate(
     """Queue a graph, or a workflow template with parameters, on this node's ComfyUI. The body
     is JSON (``application/json``, UTF-8). The same ``Idempotency-Key`` (or task id) again
     returns the same task (200), never a second run."""
+    if request.webhook_url is not None:
+        raise WebhooksNotSent
     with state.submits.enter():
         submission = await state.submitter.submit(request, idempotency_key)
     if not submission.created:
