@@ -9,7 +9,7 @@ from comfy_shared import webhook_outbox
 from comfy_shared.clock import now_ms
 from comfy_shared.errors import InvalidTransition, TaskNotFound
 from comfy_shared.lifecycle import Cancelled, Ended, Progressed, Refused, Started, TaskEvent
-from comfy_shared.models import ErrorType, Progress, TaskError, TaskRecord
+from comfy_shared.models import ErrorType, Progress, PromptOrigin, TaskError, TaskRecord
 from comfy_shared.outputs.catalog import inputs_holder
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_state import TaskStatus
@@ -51,6 +51,26 @@ async def test_create_writes_record_graph_inputs_event_and_recent_index(
     assert await redis.zscore(KEYS.recent_tasks(), "t1") is not None
     assert await redis.ttl(KEYS.task("t1")) == -1  # active tasks never expire
     assert (await store.get("t1")).model_dump() == record.model_dump()
+
+
+async def test_a_gateway_prompt_s_origin_lives_beside_the_task_and_ends_with_it(
+    store: TaskStore, redis: Redis
+) -> None:
+    origin = PromptOrigin(client_id="tab-1", number=7, extra_data={"extra_pnginfo": {"w": 1}})
+    await store.create(on_node("t1"), {"p": 1}, origin=origin)
+    await store.create(on_node("t2"), {"p": 1})
+
+    assert await store.get_origin("t1") == origin
+    assert await store.get_origins(["t1", "t2"]) == {"t1": origin, "t2": None}
+    assert "tab-1" not in (await redis.hget(KEYS.task("t1"), "record") or "")
+    await run(store, "t1")
+    await succeed(store, "t1")
+    assert 0 < await redis.ttl(KEYS.task_origin("t1")) <= RETENTION_S
+
+
+async def test_prompt_numbers_increase(store: TaskStore) -> None:
+    first = await store.next_prompt_number()
+    assert await store.next_prompt_number() == first + 1
 
 
 async def test_create_with_a_taken_id_returns_the_existing_task(store: TaskStore) -> None:

@@ -36,7 +36,7 @@ from comfy_shared.capabilities import missing_capabilities
 from comfy_shared.errors import InvalidTransition, TaskNotFound
 from comfy_shared.idempotency import IdempotencyKeys
 from comfy_shared.lifecycle import Cancelled, Refused
-from comfy_shared.models import Band, RetryPolicy, TaskRecord, new_task_id
+from comfy_shared.models import Band, PromptOrigin, RetryPolicy, TaskRecord, new_task_id
 from comfy_shared.outputs.inputs import InputStash
 from comfy_shared.task_queue import (
     FIFO_FLOW,
@@ -100,8 +100,14 @@ class TaskIntake:
         self._costs = costs
 
     async def accept(
-        self, request: GenerateRequest, idempotency_key: str | None, caller: Caller
+        self,
+        request: GenerateRequest,
+        idempotency_key: str | None,
+        caller: Caller,
+        origin: PromptOrigin | None = None,
     ) -> Intake:
+        """Queue the request's task for ``caller`` (``origin``: it came through the ComfyUI
+        gateway, which keeps what the prompt brought beside the task)."""
         limits = caller.limits
         if limits.max_priority is not None and request.priority > limits.max_priority:
             raise PriorityNotAllowed(request.priority, limits.max_priority)
@@ -118,7 +124,7 @@ class TaskIntake:
         ) as earlier:
             if earlier is not None:
                 return Intake(self._visible(earlier, caller), created=False, quota=quota)
-            intake = await self._enqueue(task_id, request, caller, band)
+            intake = await self._enqueue(task_id, request, caller, band, origin)
         return Intake(intake.task, intake.created, intake.position, quota)
 
     async def cancel(self, task_id: str, caller: Caller) -> TaskRecord:
@@ -131,7 +137,12 @@ class TaskIntake:
         return await self._cancel_on_node(record)
 
     async def _enqueue(
-        self, task_id: str, request: GenerateRequest, caller: Caller, band: Band
+        self,
+        task_id: str,
+        request: GenerateRequest,
+        caller: Caller,
+        band: Band,
+        origin: PromptOrigin | None,
     ) -> Intake:
         # Only a caller-chosen id can be taken already; the submit script checks again.
         if request.task_id and (existing := await self._store.find(task_id)) is not None:
@@ -161,6 +172,7 @@ class TaskIntake:
                 record,
                 work.graph,
                 inputs=inputs,
+                origin=origin,
                 max_pending=self._max_queue,
                 limits=KeyQuota(max_queued=limits.max_queued, max_running=limits.max_running),
                 share=Share(

@@ -209,6 +209,20 @@ class TaskRecord(BaseModel):
     )
 
 
+class PromptOrigin(BaseModel):
+    """What a prompt sent through the ComfyUI gateway brought besides its graph: kept beside
+    the task (``{p}:task:{id}:origin``), not in its record, since ``extra_data`` carries the
+    whole UI workflow and the record is copied into every event."""
+
+    client_id: str | None = Field(
+        default=None, description="The submitting WebSocket client: its events go there."
+    )
+    number: int = Field(description="ComfyUI's queue number, as /prompt answered it.")
+    extra_data: dict[str, Any] = Field(
+        default_factory=dict, description="As sent: extra_pnginfo (the UI workflow) and the like."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class InputFile:
     """A file a task brings (an image parameter): kept with the task until it ends, uploaded by

@@ -11,6 +11,9 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
                                                      name -> base64 bytes, uploaded by the node
 {p}:task:{id}:events         stream  task store      as the task; capped with MAXLEN ~
 {p}:task:{id}:logs           list    log capture     as the task; capped with LTRIM
+{p}:task:{id}:origin         string  task store      as the task; a prompt sent through the ComfyUI
+                                                     gateway: its client_id, number, extra_data
+                                                     (PromptOrigin JSON; absent for /api/v1 tasks)
 {p}:task:{id}:submit:{n}     string  task store      retention; node id that sent attempt n to
                                                      ComfyUI (SET NX: an attempt runs once)
 {p}:tasks:recent             zset    task store      none; task id scored by created ms,
@@ -47,6 +50,7 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
                                                      order (-priority * 1e12 + arrival sequence)
 {p}:queue:groups             hash    balancer API    none; group -> most tasks it runs at once
 {p}:queue:seq                string  task queue      none; arrival counter
+{p}:gateway:numbers          string  gateway         none; the last ComfyUI prompt `number` given
 {p}:costs:shapes             hash    balancer sweep  none, at most 10,000 fields; graph shape ->
                                                      "<GPU-seconds>|<runs>" learned from runs
 {p}:node:{node}:dispatched   zset    task queue      none; task ids the balancer placed on the
@@ -122,6 +126,12 @@ class RedisKeys:
 
     def task_logs(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}:logs"
+
+    def task_origin(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}:origin"
+
+    def prompt_numbers(self) -> str:
+        return f"{self.prefix}:gateway:numbers"
 
     def task_submission(self, task_id: str, attempt: int) -> str:
         return f"{self.prefix}:task:{task_id}:submit:{attempt}"

@@ -39,7 +39,7 @@ from redis.asyncio import Redis
 
 from comfy_shared.clock import now_ms
 from comfy_shared.lua import LuaScript
-from comfy_shared.models import Band, TaskRecord
+from comfy_shared.models import Band, PromptOrigin, TaskRecord
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_store import CREATE_TASK, TaskStore
 
@@ -413,6 +413,7 @@ class TaskQueue:
         prompt: Mapping[str, Any],
         *,
         inputs: Mapping[str, str] | None = None,
+        origin: PromptOrigin | None = None,
         max_pending: int = 0,
         limits: KeyQuota | None = None,
         share: Share | None = None,
@@ -423,7 +424,7 @@ class TaskQueue:
         waiting."""
         if abs(record.priority) > MAX_ABS_PRIORITY:
             raise ValueError(f"priority must be within +-{MAX_ABS_PRIORITY}")
-        keys, args = self._store.create_arguments(record, prompt, inputs or {})
+        keys, args = self._store.create_arguments(record, prompt, inputs or {}, origin)
         quota = limits or KeyQuota()
         share = share or Share()
         if share.cost_s <= 0 or share.weight <= 0:

@@ -27,19 +27,20 @@ from comfy_shared import lifecycle, usage, webhook_outbox
 from comfy_shared.clock import now_ms, utc_now
 from comfy_shared.errors import ConcurrentUpdate, InvalidTransition, TaskNotFound
 from comfy_shared.lua import LuaScript
-from comfy_shared.models import TaskEvent, TaskEventKind, TaskRecord
+from comfy_shared.models import PromptOrigin, TaskEvent, TaskEventKind, TaskRecord
 from comfy_shared.outputs.catalog import inputs_holder
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_state import check_transition
 
 CREATE_TASK: Final = LuaScript(
-    keys=("task", "prompt", "inputs", "events", "recent", "tenant_recent"),
+    keys=("task", "prompt", "inputs", "origin", "events", "recent", "tenant_recent"),
     args=(
         "task_id",
         "record",
         "status",
         "prompt",
         "inputs",
+        "origin",
         "event",
         "created_ms",
         "events_maxlen",
@@ -49,6 +50,7 @@ CREATE_TASK: Final = LuaScript(
 if redis.call('EXISTS', KEY.task) == 1 then return redis.call('HGET', KEY.task, 'record') end
 redis.call('HSET', KEY.task, 'status', ARG.status, 'version', 1, 'record', ARG.record)
 if ARG.prompt ~= '' then redis.call('SET', KEY.prompt, ARG.prompt) end
+if ARG.origin ~= '' then redis.call('SET', KEY.origin, ARG.origin) end
 local inputs = cjson.decode(ARG.inputs)
 for name, data in pairs(inputs) do redis.call('HSET', KEY.inputs, name, data) end
 redis.call('XADD', KEY.events, 'MAXLEN', '~', ARG.events_maxlen, '*', 'event', ARG.event)
@@ -77,12 +79,12 @@ local id = redis.call('XADD', KEY.events, 'MAXLEN', '~', ARG.events_maxlen, '*',
 # will upload them again: their hold in the output store is due now) and is announced on the
 # channel: it frees a slot.
 _RETAIN_ENDED_TASK: Final = LuaScript(
-    keys=("task", "prompt", "inputs", "events", "logs", "output_expiry"),
+    keys=("task", "prompt", "inputs", "origin", "events", "logs", "output_expiry"),
     args=("task_id", "ttl_s", "channel", "inputs_holder", "now_ms"),
     body="""
 redis.call('DEL', KEY.inputs)
 redis.call('ZADD', KEY.output_expiry, 'XX', ARG.now_ms, ARG.inputs_holder)
-for _, key in ipairs({KEY.task, KEY.prompt, KEY.events, KEY.logs}) do
+for _, key in ipairs({KEY.task, KEY.prompt, KEY.origin, KEY.events, KEY.logs}) do
   redis.call('EXPIRE', key, ARG.ttl_s)
 end
 redis.call('PUBLISH', ARG.channel, ARG.task_id)
@@ -141,17 +143,23 @@ class TaskStore:
         record: TaskRecord,
         prompt: Mapping[str, Any] | None = None,
         inputs: Mapping[str, str] | None = None,
+        origin: PromptOrigin | None = None,
     ) -> tuple[TaskRecord, bool]:
         """Store a new task; if the id is taken, return the existing task and ``False``.
-        ``inputs``: each input file's name -> its reference (``InputStash.keep``)."""
-        keys, args = self.create_arguments(record, prompt, inputs or {})
+        ``inputs``: each input file's name -> its reference (``InputStash.keep``).
+        ``origin``: what a prompt sent through the ComfyUI gateway brought."""
+        keys, args = self.create_arguments(record, prompt, inputs or {}, origin)
         result = await self._create(keys=keys, args=args)
         if isinstance(result, str):
             return TaskRecord.model_validate_json(result), False
         return record, True
 
     def create_arguments(
-        self, record: TaskRecord, prompt: Mapping[str, Any] | None, inputs: Mapping[str, str]
+        self,
+        record: TaskRecord,
+        prompt: Mapping[str, Any] | None,
+        inputs: Mapping[str, str],
+        origin: PromptOrigin | None = None,
     ) -> tuple[dict[str, str], dict[str, str | int]]:
         """Keys and arguments of :data:`CREATE_TASK` (also for scripts that extend it)."""
         event = TaskEvent(kind="state", task=record)
@@ -166,6 +174,7 @@ class TaskStore:
             "status": record.status.value,
             "prompt": json.dumps(prompt) if prompt is not None else "",
             "inputs": json.dumps(inputs) if inputs else "{}",
+            "origin": origin.model_dump_json() if origin is not None else "",
             "event": event.model_dump_json(),
             "created_ms": int(record.created_at.timestamp() * 1000),
             "events_maxlen": self._events_maxlen,
@@ -222,6 +231,23 @@ class TaskStore:
             task_id: json.loads(raw) if raw is not None else None
             for task_id, raw in zip(task_ids, raws, strict=True)
         }
+
+    async def get_origin(self, task_id: str) -> PromptOrigin | None:
+        """What the task brought through the ComfyUI gateway (None: not sent that way)."""
+        raw = await self._redis.get(self._keys.task_origin(task_id))
+        return PromptOrigin.model_validate_json(raw) if raw is not None else None
+
+    async def get_origins(self, task_ids: list[str]) -> dict[str, PromptOrigin | None]:
+        """Several in one round trip."""
+        raws = await self._redis.mget([self._keys.task_origin(task_id) for task_id in task_ids])
+        return {
+            task_id: PromptOrigin.model_validate_json(raw) if raw is not None else None
+            for task_id, raw in zip(task_ids, raws, strict=True)
+        }
+
+    async def next_prompt_number(self) -> int:
+        """ComfyUI's ``number`` for a new gateway prompt: increasing over the deployment."""
+        return int(await self._redis.incr(self._keys.prompt_numbers()))
 
     async def get_inputs(self, task_id: str) -> dict[str, str]:
         """The task's input files: name -> reference (``InputStash.load`` reads them)."""
@@ -304,6 +330,7 @@ class TaskStore:
             "task": self._keys.task(task_id),
             "prompt": self._keys.task_prompt(task_id),
             "inputs": self._keys.task_inputs(task_id),
+            "origin": self._keys.task_origin(task_id),
             "events": self._keys.task_events(task_id),
             "logs": self._keys.task_logs(task_id),
         }
