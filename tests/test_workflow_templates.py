@@ -164,6 +164,7 @@ async def test_a_multipart_image_reaches_the_node_privately_and_is_blanked_after
     assert response.status_code == 202, response.text
     running = await wait_for_status(small_cluster.api, response.json()["id"], {"running"})
     node = small_cluster.node(running["node_id"])
+    await node.control.wait_hung()
     prompt_id = running["attempt_log"][-1]["prompt_id"] or running["id"]
     async with httpx.AsyncClient(base_url=node.emulator.url) as comfy:
         queued = (await comfy.get("/queue")).json()["queue_running"][0]
@@ -259,6 +260,7 @@ async def test_an_image_sent_with_many_tasks_is_stored_once_and_let_go_when_they
         for p in (params, params, params | {"image": base64.b64encode(png("blue")).decode()})
     ]
     task_ids = [answer.json()["id"] for answer in accepted]
+    await cluster.node("a").control.wait_hung()
     photo = hashlib.sha256(png("blue")).hexdigest()
     blobs = outputs_dir_for(process_log_dir) / "blobs"
 

@@ -44,6 +44,7 @@ from comfy_shared.task_queue import (
     KeyQuota,
     QueueAtCapacity,
     Share,
+    Submitted,
     TaskQueue,
 )
 from comfy_shared.task_state import TaskStatus
@@ -165,12 +166,36 @@ class TaskIntake:
             input_files=[file.name for file in work.inputs],
             webhook_url=request.webhook_url or caller.webhook_url,  # checked by the route
         )
-        limits = caller.limits
-        inputs = await self._stash.keep(task_id, work.inputs)
+        kept = await self._stash.keep(task_id, work.inputs)
         try:
-            submitted = await self._queue.submit(
+            submitted = await self._submit(
+                record, work.graph, kept.references, origin, caller, cost_s
+            )
+        except Exception:
+            await self._stash.let_go(kept)
+            raise
+        if not submitted.created:
+            await self._stash.let_go(kept)
+            return Intake(self._visible(submitted.task, caller, taken=True), created=False)
+        logger.info(
+            "task queued", task_id=task_id, band=band, priority=request.priority, cost_s=cost_s
+        )
+        return Intake(submitted.task, submitted.created, submitted.position)
+
+    async def _submit(
+        self,
+        record: TaskRecord,
+        graph: dict[str, Any],
+        inputs: dict[str, str],
+        origin: PromptOrigin | None,
+        caller: Caller,
+        cost_s: float,
+    ) -> Submitted:
+        limits = caller.limits
+        try:
+            return await self._queue.submit(
                 record,
-                work.graph,
+                graph,
                 inputs=inputs,
                 origin=origin,
                 max_pending=self._max_queue,
@@ -186,12 +211,6 @@ class TaskIntake:
             raise QueueFull(self._max_queue, RETRY_AFTER_S) from None
         except KeyAtCapacity:
             raise KeyQueueFull(limits.max_queued or 0, RETRY_AFTER_S) from None
-        if not submitted.created:
-            return Intake(self._visible(submitted.task, caller, taken=True), created=False)
-        logger.info(
-            "task queued", task_id=task_id, band=band, priority=request.priority, cost_s=cost_s
-        )
-        return Intake(submitted.task, submitted.created, submitted.position)
 
     def _expand(self, request: GenerateRequest) -> Expansion:
         return self._templates.expand_request(

@@ -86,9 +86,14 @@ class Submitter:
             return await self._known_task(known, request)
         work = self._expand(request)
         record = self._new_record(task_id, request, work)
-        inputs = await self._stash.keep(task_id, work.inputs)
-        task, created = await self._store.create(record, work.graph, inputs)
+        kept = await self._stash.keep(task_id, work.inputs)
+        try:
+            task, created = await self._store.create(record, work.graph, kept.references)
+        except Exception:
+            await self._stash.let_go(kept)
+            raise
         if not created:  # the same id came in twice at once: the other request sends it
+            await self._stash.let_go(kept)
             return Submission(task, created=False)
         return await self._attempt(task, work.graph, work.inputs, created=True)
 

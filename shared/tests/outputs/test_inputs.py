@@ -53,9 +53,9 @@ def stored_blobs(files: FileStore) -> list[str]:
 async def create_and_keep(
     stash: InputStash, tasks: TaskStore, task_id: str, inputs: list[InputFile]
 ) -> dict[str, str]:
-    references = await stash.keep(task_id, inputs)
-    await tasks.create(on_node(task_id), {"p": 1}, references)
-    return references
+    kept = await stash.keep(task_id, inputs)
+    await tasks.create(on_node(task_id), {"p": 1}, kept.references)
+    return kept.references
 
 
 async def test_the_same_file_brought_by_many_tasks_is_stored_once(
@@ -106,16 +106,31 @@ async def test_a_file_kept_inline_by_an_older_task_still_loads(stash: InputStash
 async def test_a_file_gone_from_the_store_makes_it_unavailable_naming_the_file(
     stash: InputStash, files: FileStore
 ) -> None:
-    references = await stash.keep("t1", [InputFile("a.png", PHOTO)])
+    kept = await stash.keep("t1", [InputFile("a.png", PHOTO)])
     await files.delete(hashlib.sha256(PHOTO).hexdigest())
 
     with pytest.raises(StoreUnavailable, match=r"a\.png"):
-        await stash.load(references)
+        await stash.load(kept.references)
 
 
 async def test_a_task_without_input_files_stores_and_holds_nothing(
     stash: InputStash, files: FileStore, catalog: OutputCatalog
 ) -> None:
-    assert await stash.keep("t1", []) == {}
+    assert (await stash.keep("t1", [])).references == {}
     assert stored_blobs(files) == []
     assert not await catalog.is_held("t1:inputs")
+
+
+async def test_inputs_of_a_task_never_created_go_at_once_but_not_those_of_its_namesake(
+    stash: InputStash, tasks: TaskStore, files: FileStore
+) -> None:
+    refused = await stash.keep("t1", [InputFile("a.png", MASK)])
+    await stash.let_go(refused)  # e.g. the queue was full
+    assert stored_blobs(files) == []
+
+    await create_and_keep(stash, tasks, "t2", [InputFile("b.png", PHOTO)])
+    twin = await stash.keep("t2", [InputFile("b.png", PHOTO)])  # the id is taken
+    await stash.let_go(twin)
+
+    assert not twin.held_now
+    assert await stash.load(await tasks.get_inputs("t2")) == [InputFile("b.png", PHOTO)]

@@ -6,6 +6,8 @@ from typing import Any
 
 import httpx
 
+from comfy_testkit.waiting import wait_for_condition
+
 
 class EmulatorControl:
     def __init__(self, url: str) -> None:
@@ -21,8 +23,17 @@ class EmulatorControl:
         await self._post("/hang-next", {"count": count})
 
     async def release(self) -> None:
-        """Let hung prompts run on."""
+        """Let hung prompts run on (only those hung already: see :meth:`wait_hung`)."""
         await self._post("/release", {})
+
+    async def wait_hung(self, count: int = 1, timeout_s: float = 15) -> None:
+        """Wait until ``count`` prompts are hung: a release sent before a prompt reaches its
+        hang would find nothing to release, and the prompt would then hang for good."""
+
+        async def hung() -> bool:
+            return int((await self.stats())["faults"]["hung_now"]) >= count
+
+        await wait_for_condition(hung, timeout_s=timeout_s, what=f"{count} prompts hung")
 
     async def drop_websockets(self, mode: str = "abort") -> None:
         await self._post("/drop-websockets", {"mode": mode})

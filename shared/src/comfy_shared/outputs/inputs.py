@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Final
 
 from comfy_shared.clock import now_ms
@@ -26,10 +27,20 @@ from comfy_shared.outputs.catalog import (
     hold_when_free,
     inputs_holder,
     missing_blobs,
+    release_outputs,
 )
 from comfy_shared.outputs.store import BlobMissing, OutputStore, StoredBlob, StoreUnavailable
 
 REFERENCE_PREFIX: Final = "sha256:"
+
+
+@dataclass(frozen=True, slots=True)
+class KeptInputs:
+    task_id: str
+    references: dict[str, str]
+    """Each file's name -> its reference, what the task's inputs hash keeps."""
+    held_now: bool
+    """The hold was made by this call (not one already there for the same task id)."""
 
 
 class InputStash:
@@ -38,13 +49,12 @@ class InputStash:
         self._catalog = catalog
         self._hold_s = hold_s
 
-    async def keep(self, task_id: str, files: list[InputFile]) -> dict[str, str]:
-        """Store ``files`` and hold them for the task; returns each file's name -> reference.
-        Raises :class:`StoreUnavailable`."""
+    async def keep(self, task_id: str, files: list[InputFile]) -> KeptInputs:
+        """Store ``files`` and hold them for the task. Raises :class:`StoreUnavailable`."""
         if not files:
-            return {}
+            return KeptInputs(task_id, {}, held_now=False)
         blobs = [await self._store.put(_chunks(file.data)) for file in files]
-        await hold_when_free(
+        hold = await hold_when_free(
             self._catalog,
             inputs_holder(task_id),
             blobs,
@@ -53,7 +63,15 @@ class InputStash:
         )
         for position in await missing_blobs(self._store, blobs):
             await self._store.put(_chunks(files[position].data))
-        return {file.name: _reference(blob) for file, blob in zip(files, blobs, strict=True)}
+        references = {file.name: _reference(blob) for file, blob in zip(files, blobs, strict=True)}
+        return KeptInputs(task_id, references, held_now=hold.outcome == "held")
+
+    async def let_go(self, kept: KeptInputs) -> None:
+        """The task was not created after all (refused, or its id was taken): release what
+        :meth:`keep` held for it at once, unless the hold was there before (the task that
+        has this id holds it)."""
+        if kept.held_now:
+            await release_outputs(self._catalog, self._store, inputs_holder(kept.task_id))
 
     async def load(self, references: Mapping[str, str]) -> list[InputFile]:
         """The files a task's inputs hash names, by name. Raises :class:`StoreUnavailable`
