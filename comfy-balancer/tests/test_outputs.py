@@ -96,6 +96,55 @@ async def test_a_video_file_is_stored_listed_as_video_and_downloaded_as_the_node
     assert done["outputs"] == listed
 
 
+TEXT = "a lighthouse at dusk, ünïcode ✓\nsecond line"
+PLAIN_TEXT = "text/plain; charset=utf-8"
+
+
+async def test_a_text_a_node_reported_is_stored_listed_in_order_and_outlives_the_node(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(["a"])
+    task = await submit(cluster.api, graphs.solid_image_with_text(fresh("texted"), TEXT))
+    done = await wait_until_finished(cluster.api, task["id"])
+    assert done["status"] == "succeeded", done
+    cluster.node("a").kill()  # a text was never a file there: the store alone serves it
+
+    listed = (await cluster.api.get(f"/api/v1/tasks/{task['id']}/outputs")).json()
+    text = await cluster.api.get(listed[0]["url"])
+    image = await cluster.api.get(listed[1]["url"])
+
+    encoded = TEXT.encode()
+    assert [(o["node_id"], o["kind"], o["type"], o["media_type"]) for o in listed] == [
+        ("5", "text", "text", PLAIN_TEXT),  # PreviewAny ran first: history lists it first
+        ("3", "image", "output", "image/png"),
+    ]
+    assert (listed[0]["filename"], listed[0]["size"]) == ("5-text-0.txt", len(encoded))
+    assert listed[0]["sha256"] == hashlib.sha256(encoded).hexdigest()
+    assert (text.status_code, text.headers["content-type"]) == (200, PLAIN_TEXT)
+    assert text.content == encoded
+    assert text.headers["etag"] == f'"{listed[0]["sha256"]}"'
+    assert 'filename="5-text-0.txt"' in text.headers["content-disposition"]
+    assert (image.status_code, image.content[:8]) == (200, PNG_SIGNATURE)
+    assert done["outputs"] == listed
+
+
+async def test_the_text_of_a_failed_task_is_served_from_its_record_not_from_its_node(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(["a"])
+    task = await submit(cluster.api, graphs.text_then_runtime_error(fresh("failed"), TEXT))
+    done = await wait_until_finished(cluster.api, task["id"])
+    assert (done["status"], done["error"]["type"]) == ("failed", "comfyui"), done
+    cluster.node("a").kill()
+
+    [output] = done["outputs"]
+    text = await cluster.api.get(output["url"])
+
+    assert (output["kind"], output["filename"], output["sha256"]) == ("text", "6-text-0.txt", None)
+    assert (text.status_code, text.headers["content-type"]) == (200, PLAIN_TEXT)
+    assert text.content == TEXT.encode()
+
+
 async def test_ranges_and_validators_follow_http(make_cluster: Callable[..., Cluster]) -> None:
     cluster = make_cluster(["a"])
     task = await submit(cluster.api, graphs.solid_image(fresh("ranged")))

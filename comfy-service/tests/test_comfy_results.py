@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from comfy_service.comfy_results import ended_from_history, task_output
-from comfy_shared.comfyui import HistoryEntry, OutputFile
+from comfy_shared.comfyui import HistoryEntry, OutputFile, OutputText
 from comfy_shared.lifecycle import AttemptRef
 from comfy_shared.models import ErrorType, OutputKind
 from comfy_testkit.captures import load_capture
@@ -58,7 +58,7 @@ def test_an_interrupt_nobody_here_asked_for_is_a_comfyui_failure() -> None:
 @pytest.mark.parametrize(
     ("filename", "kind"),
     [("a.PNG", "image"), ("b.webp", "image"), ("c.gif", "video"), ("d.mp4", "video"),
-     ("e.flac", "audio"), ("f.safetensors", "other")],
+     ("e.flac", "audio"), ("f.txt", "text"), ("f.safetensors", "other")],
 )  # fmt: skip
 def test_output_kind_follows_the_file_type(filename: str, kind: str) -> None:
     output = task_output(OutputFile(node_id="9", kind="images", filename=filename))
@@ -70,3 +70,18 @@ def test_an_animated_image_is_a_video() -> None:
     still = OutputFile(node_id="9", kind="images", filename="still.webp")
 
     assert (task_output(clip).kind, task_output(still).kind) == ("video", "image")
+
+
+def test_texts_a_node_reported_are_outputs_in_the_order_of_history() -> None:
+    raw = history_entry("10-get-history-ok").model_dump()
+    image = raw["outputs"]["3"]
+    raw["outputs"] = {"5": {"text": ["hello", "wörld"]}, "3": image}
+
+    ended = ended_from_history(ATTEMPT, HistoryEntry.model_validate(raw))
+
+    assert [(o.node_id, o.kind, o.filename, o.type, o.text) for o in ended.outputs] == [
+        ("5", OutputKind.TEXT, "5-text-0.txt", "text", "hello"),
+        ("5", OutputKind.TEXT, "5-text-1.txt", "text", "wörld"),
+        ("3", OutputKind.IMAGE, "fixture_minimal_00001_.png", "output", None),
+    ]
+    assert task_output(OutputText(node_id="9", position=2, text="x")).filename == "9-text-2.txt"

@@ -235,7 +235,9 @@ class PromptRun:
         known = {**declared.get("required", {}), **declared.get("optional", {})}
         inputs: Inputs = {}
         for name, value in self.prompt[node_id]["inputs"].items():
-            if isinstance(value, list):
+            # Only a link is resolved: a list that is not one is a value (a `__value__` list
+            # once validation unwrapped it), passed on as ComfyUI's get_input_data does.
+            if is_link(value):
                 inputs[name] = self._linked_value(value)
             elif name in known:
                 inputs[name] = value

@@ -25,6 +25,20 @@ def solid_image(
     }
 
 
+def solid_image_with_text(
+    prefix: str = "emu/solid", text: str = "a solid colour", color: int = 0x3366FF
+) -> Workflow:
+    """`solid_image` ("3" saves a PNG) plus PrimitiveString ("4") -> PreviewAny ("5"), which
+    reports `text` as its UI output `{"text": [text]}`. ComfyUI runs the text branch first
+    (a node feeding an output node goes before one two steps away), so history lists "5"
+    before "3"."""
+    return {
+        **solid_image(prefix, color=color),
+        "4": {"class_type": "PrimitiveString", "inputs": {"value": text}},
+        "5": {"class_type": "PreviewAny", "inputs": {"source": ["4", 0]}},
+    }
+
+
 def solid_mp4(
     prefix: str = "emu/video", frames: int = 3, fps: float = 8.0, color: int = 0x3366FF
 ) -> Workflow:

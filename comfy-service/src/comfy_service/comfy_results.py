@@ -1,31 +1,35 @@
 """What ComfyUI reports, in the task's terms: a finished prompt's outputs and error.
 
 History is the source of truth for outputs: a prompt served from ComfyUI's cache sends no fresh
-``executed`` messages, but its history entry lists every file.
+``executed`` messages, but its history entry lists every file, and every text a node reported
+(``comfy_shared.outputs.texts``), in the order ComfyUI lists them.
 """
 
 from __future__ import annotations
 
-from comfy_shared.comfyui import HistoryEntry, OutputFile
+from comfy_shared.comfyui import HistoryEntry, OutputFile, OutputText
 from comfy_shared.comfyui.events import ExecutionError
 from comfy_shared.lifecycle import AttemptRef, Ended
 from comfy_shared.models import ErrorType, TaskError, TaskOutput
 from comfy_shared.outputs.media import kind_of
+from comfy_shared.outputs.texts import text_output
 
 
-def task_output(file: OutputFile) -> TaskOutput:
+def task_output(entry: OutputFile | OutputText) -> TaskOutput:
+    if isinstance(entry, OutputText):
+        return text_output(entry.node_id, entry.position, entry.text)
     return TaskOutput(
-        node_id=file.node_id,
-        kind=kind_of(file.filename, animated=file.animated),
-        filename=file.filename,
-        subfolder=file.subfolder,
-        type=file.type,
+        node_id=entry.node_id,
+        kind=kind_of(entry.filename, animated=entry.animated),
+        filename=entry.filename,
+        subfolder=entry.subfolder,
+        type=entry.type,
     )
 
 
 def ended_from_history(attempt: AttemptRef, entry: HistoryEntry) -> Ended:
     """The end of an attempt whose prompt ComfyUI has finished."""
-    outputs = [task_output(file) for file in entry.files()]
+    outputs = [task_output(produced) for produced in entry.entries()]
     return Ended(attempt, outputs=outputs, error=None if entry.succeeded else _failure(entry))
 
 

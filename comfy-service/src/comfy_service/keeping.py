@@ -1,7 +1,9 @@
 """Copying a finished prompt's outputs from ComfyUI into the output store.
 
 A task succeeds only once every output is stored and held for it (``comfy_shared.outputs``):
-then the node that made them may vanish, and the balancer still serves them. Storing is
+then the node that made them may vanish, and the balancer still serves them. A file is
+streamed from ComfyUI's ``/view``; a text a node reported is stored from the text the output
+carries (``comfy_shared.outputs.texts``), which the stored output then drops. Storing is
 idempotent: a second finish of the same task (a reconciliation after a restart) stores
 nothing new and holds nothing twice.
 """
@@ -9,6 +11,7 @@ nothing new and holds nothing twice.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 from comfy_shared.comfyui import ComfyClient
@@ -20,6 +23,7 @@ from comfy_shared.outputs.catalog import (
     release_outputs,
 )
 from comfy_shared.outputs.store import OutputStore, StoredBlob
+from comfy_shared.outputs.texts import is_text, text_bytes
 
 
 class OutputKeeper:
@@ -47,7 +51,7 @@ class OutputKeeper:
         blobs = [await self._copy(output) for output in outputs]
         held = await self._hold(task_id, outputs, blobs, finished_at, ttl_s)
         stored = [
-            output.model_copy(update={"sha256": blob.digest, "size": blob.size})
+            output.model_copy(update={"sha256": blob.digest, "size": blob.size, "text": None})
             for output, blob in zip(outputs, blobs, strict=True)
         ]
         if held:
@@ -59,6 +63,8 @@ class OutputKeeper:
         await release_outputs(self._catalog, self._store, task_id)
 
     async def _copy(self, output: TaskOutput) -> StoredBlob:
+        if is_text(output):
+            return await self._store.put(_one_chunk(text_bytes(output)))
         async with self._comfy.stream_view(output.filename, output.subfolder, output.type) as view:
             return await self._store.put(view.iter_bytes())
 
@@ -81,6 +87,10 @@ class OutputKeeper:
         for position in await missing_blobs(self._store, blobs):
             await self._copy(outputs[position])
         return hold.outcome == "held"
+
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _manifest(task_id: str, outputs: list[TaskOutput]) -> bytes:

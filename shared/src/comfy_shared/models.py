@@ -70,11 +70,17 @@ class OutputKind(StrEnum):
     IMAGE = "image"
     VIDEO = "video"
     AUDIO = "audio"
+    TEXT = "text"
+    """A string a node reported (PreviewAny's ``{"text": [...]}``), or a ``.txt`` file."""
     OTHER = "other"
 
 
 class TaskOutput(BaseModel):
-    """One file ComfyUI produced; (filename, subfolder, type) is what ComfyUI's /view takes."""
+    """One file ComfyUI produced; (filename, subfolder, type) is what ComfyUI's /view takes.
+
+    Or one text a node reported (``comfy_shared.outputs.texts``): type "text", a made-up
+    file name, and the text itself in ``text`` until it is stored, never fetched from /view.
+    """
 
     node_id: str
     kind: OutputKind
@@ -87,6 +93,12 @@ class TaskOutput(BaseModel):
         "the node that made it).",
     )
     size: int | None = Field(default=None, description="Bytes, once stored.")
+    text: str | None = Field(
+        default=None,
+        exclude_if=lambda text: text is None,  # a file's record carries no empty key
+        description="A text output's text while it is not stored (then it is served from "
+        "here); None once stored and for files.",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property

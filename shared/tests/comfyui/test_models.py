@@ -10,6 +10,7 @@ from comfy_shared.comfyui import (
     HistoryEntry,
     NodeInfo,
     OutputFile,
+    OutputText,
     QueueItem,
     QueueState,
     Unknown,
@@ -86,6 +87,27 @@ def test_output_files_of_every_kind() -> None:
         OutputFile(node_id="12", kind="video", filename="one.webm"),
         OutputFile(node_id="14", kind="images", filename="clip.webp", animated=True),
     ]
+
+
+def test_output_entries_are_files_and_texts_in_the_order_comfyui_reported_them() -> None:
+    outputs: dict[str, Any] = {
+        "5": {"text": ["first", "second"]},  # PreviewAny; ShowText-like nodes send several
+        "3": {"images": [{"filename": "a.png", "type": "output"}], "animated": [False]},
+        "7": {"text": "bare", "string": ["not a text key"]},  # a bare string counts too
+        "8": {"text": [{"filename": "notes.txt", "type": "output"}, 42, None, "after"]},
+    }
+
+    entries = HistoryEntry.model_validate({"prompt": _item(1, "p"), "outputs": outputs}).entries()
+
+    assert entries == [
+        OutputText(node_id="5", position=0, text="first"),
+        OutputText(node_id="5", position=1, text="second"),
+        OutputFile(node_id="3", kind="images", filename="a.png"),
+        OutputText(node_id="7", position=0, text="bare"),
+        OutputFile(node_id="8", kind="text", filename="notes.txt"),
+        OutputText(node_id="8", position=3, text="after"),
+    ]
+    assert output_files(outputs) == [e for e in entries if isinstance(e, OutputFile)]
 
 
 def test_history_entry_keeps_every_ui_key_and_tolerates_missing_status() -> None:

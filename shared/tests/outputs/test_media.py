@@ -6,6 +6,7 @@ from comfy_shared.models import OutputKind, TaskOutput
 from comfy_shared.outputs.media import kind_of, media_type_of
 
 IMAGE, VIDEO, AUDIO, OTHER = OutputKind.IMAGE, OutputKind.VIDEO, OutputKind.AUDIO, OutputKind.OTHER
+TEXT = OutputKind.TEXT
 
 
 @pytest.mark.parametrize(
@@ -24,7 +25,7 @@ IMAGE, VIDEO, AUDIO, OTHER = OutputKind.IMAGE, OutputKind.VIDEO, OutputKind.AUDI
         ("a.flac", AUDIO, "audio/flac"),
         ("a.ogg", AUDIO, "audio/ogg"),
         ("a.opus", AUDIO, "audio/opus"),
-        ("a.txt", OTHER, "text/plain; charset=utf-8"),
+        ("a.txt", TEXT, "text/plain; charset=utf-8"),  # as a text a node reports
         ("a.json", OTHER, "application/json"),
     ],
 )

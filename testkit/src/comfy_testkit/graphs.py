@@ -8,6 +8,7 @@ from comfy_emulator.workflows import (
     Workflow,
     runtime_error,
     solid_image,
+    solid_image_with_text,
     solid_mp4,
     solid_webm,
     text_to_image,
@@ -19,8 +20,10 @@ __all__ = [
     "partly_invalid",
     "runtime_error",
     "solid_image",
+    "solid_image_with_text",
     "solid_mp4",
     "solid_webm",
+    "text_then_runtime_error",
     "txt2img",
 ]
 
@@ -58,4 +61,13 @@ def partly_invalid(prefix: str) -> Workflow:
         "class_type": "SaveImage",
         "inputs": {"images": ["4", 0], "filename_prefix": f"{prefix}-b"},
     }
+    return graph
+
+
+def text_then_runtime_error(prefix: str, text: str) -> Workflow:
+    """PrimitiveString ("5") -> PreviewAny ("6") reports ``text``, then node "2" fails
+    (``runtime_error``): a failed task whose one output is that text, never stored."""
+    graph = runtime_error(prefix)
+    graph["5"] = {"class_type": "PrimitiveString", "inputs": {"value": text}}
+    graph["6"] = {"class_type": "PreviewAny", "inputs": {"source": ["5", 0]}}
     return graph

@@ -15,6 +15,7 @@ from comfy_emulator.nodes.io import IO_NODES
 from comfy_emulator.nodes.mask import MASK_NODES
 from comfy_emulator.nodes.models import MODEL_NODES
 from comfy_emulator.nodes.storydiffusion import STORYDIFFUSION_NODES
+from comfy_emulator.nodes.text import TEXT_NODES
 from comfy_emulator.nodes.video import VIDEO_NODES
 
 BUILTIN_NODES: tuple[type[Node], ...] = (
@@ -24,6 +25,7 @@ BUILTIN_NODES: tuple[type[Node], ...] = (
     *MASK_NODES,
     *VIDEO_NODES,
     *AUDIO_NODES,
+    *TEXT_NODES,
     *STORYDIFFUSION_NODES,  # custom-node stand-ins (ComfyUI_StoryDiffusion)
 )
 

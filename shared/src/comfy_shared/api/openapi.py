@@ -318,7 +318,8 @@ TASK_PATH_ANSWERS = (INVALID_TASK_ID, TASK_NOT_FOUND, REDIS_UNAVAILABLE)
 """What every ``/tasks/{task_id}`` route can answer."""
 
 OUTPUT_FILE = {
-    "description": "The file, as ComfyUI serves it (an image, a video...).",
+    "description": "The file, as ComfyUI serves it (an image, a video...), or the UTF-8 "
+    "text a node reported (text/plain).",
     "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
 }
 """The 200 of ``/tasks/{task_id}/outputs/{index}``."""

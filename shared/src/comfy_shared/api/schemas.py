@@ -168,12 +168,16 @@ class OutputView(BaseModel):
     kind: OutputKind
     filename: str
     subfolder: str
-    type: str
+    type: str = Field(
+        description='ComfyUI\'s folder of the file ("output", "temp"), or "text" for a text '
+        "a node reported (its file name is made up: <node>-text-<n>.txt)."
+    )
     sha256: str | None = Field(description="Digest of the stored bytes (the download's ETag).")
     size: int | None = Field(description="Bytes.")
     media_type: str = Field(
         description="The download's Content-Type, e.g. image/png, image/webp (an animated "
-        "WebP has kind video), video/mp4, audio/flac; application/octet-stream if unknown."
+        "WebP has kind video), video/mp4, audio/flac, text/plain; charset=utf-8 (a text a "
+        "node reported, kind text); application/octet-stream if unknown."
     )
     url: str = Field(description="Download path, relative to the API's base URL.")
 

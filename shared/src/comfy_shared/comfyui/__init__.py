@@ -2,7 +2,14 @@
 payloads and the exception tree (drawn in :mod:`comfy_shared.comfyui.errors`)."""
 
 from comfy_shared.comfyui.client import DEFAULT_TIMEOUT, ComfyClient, ViewStream
-from comfy_shared.comfyui.common import LogEntry, OutputFile, TerminalSize, output_files
+from comfy_shared.comfyui.common import (
+    LogEntry,
+    OutputFile,
+    OutputText,
+    TerminalSize,
+    output_entries,
+    output_files,
+)
 from comfy_shared.comfyui.errors import (
     ComfyError,
     ComfyNotFound,
@@ -98,6 +105,7 @@ __all__ = [
     "NodeInputs",
     "NodeProgress",
     "OutputFile",
+    "OutputText",
     "PreviewImage",
     "PreviewImageWithMetadata",
     "Progress",
@@ -121,6 +129,7 @@ __all__ = [
     "combo_options",
     "is_canonical_uuid",
     "model_files",
+    "output_entries",
     "output_files",
     "parse_binary_frame",
     "parse_frame",

@@ -34,6 +34,20 @@ class OutputFile(ComfyModel):
     animated: bool = False
 
 
+class OutputText(ComfyModel):
+    """One string a node reported in its UI dict's ``text`` list (core PreviewAny, the
+    ShowText nodes of custom packs): not a file, nothing to fetch from ``/view``.
+    ``position`` is its index in that list."""
+
+    node_id: str
+    position: int
+    text: str
+
+
+TEXT_KEY = "text"
+"""The UI-dict key under which nodes report text (a list of strings)."""
+
+
 class LogEntry(ComfyModel):
     """One chunk written to ComfyUI's stdout/stderr: local ISO-8601 time and text."""
 
@@ -52,15 +66,25 @@ def output_files(outputs: Mapping[str, Mapping[str, Any] | None]) -> list[Output
     Any key whose value is a file entry (a dict with a string ``filename``) or a list of them
     counts, so video and audio nodes from custom packs are covered without knowing their keys.
     """
-    files: list[OutputFile] = []
+    return [entry for entry in output_entries(outputs) if isinstance(entry, OutputFile)]
+
+
+def output_entries(
+    outputs: Mapping[str, Mapping[str, Any] | None],
+) -> list[OutputFile | OutputText]:
+    """Every file (as :func:`output_files` finds them) and every string of a ``text`` list,
+    in the order ComfyUI reported them: node by node, key by key, entry by entry."""
+    found: list[OutputFile | OutputText] = []
     for node_id, ui in outputs.items():
         animated = _is_animated(ui or {})
-        for kind, value in (ui or {}).items():
+        for key, value in (ui or {}).items():
             entries = value if isinstance(value, list) else [value]
-            files.extend(
-                _file(node_id, kind, entry, animated) for entry in entries if _is_file(entry)
-            )
-    return files
+            for position, entry in enumerate(entries):
+                if _is_file(entry):
+                    found.append(_file(node_id, key, entry, animated))
+                elif key == TEXT_KEY and isinstance(entry, str):
+                    found.append(OutputText(node_id=node_id, position=position, text=entry))
+    return found
 
 
 def _is_animated(ui: Mapping[str, Any]) -> bool:

@@ -12,7 +12,15 @@ from typing import Any
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
-from comfy_shared.comfyui.common import ComfyModel, LogEntry, OutputFile, TerminalSize, output_files
+from comfy_shared.comfyui.common import (
+    ComfyModel,
+    LogEntry,
+    OutputFile,
+    OutputText,
+    TerminalSize,
+    output_entries,
+    output_files,
+)
 from comfy_shared.comfyui.errors import ComfyProtocolError
 from comfy_shared.comfyui.events import (
     Event,
@@ -146,7 +154,8 @@ class HistoryEntry(ComfyModel):
     """A finished prompt (succeeded, failed or interrupted).
 
     ``outputs`` maps node id → that node's whole UI dict, every key kept; use :meth:`files`
-    for the downloadable files. ``status`` is None only if the server recorded none.
+    for the downloadable files, :meth:`entries` for the files and the texts nodes reported.
+    ``status`` is None only if the server recorded none.
     """
 
     prompt: QueueItem
@@ -164,6 +173,9 @@ class HistoryEntry(ComfyModel):
 
     def files(self) -> list[OutputFile]:
         return output_files(self.outputs)
+
+    def entries(self) -> list[OutputFile | OutputText]:
+        return output_entries(self.outputs)
 
 
 class UploadResult(ComfyModel):

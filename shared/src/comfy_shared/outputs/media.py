@@ -1,4 +1,6 @@
-"""What an output file is, from its name: its kind (image, video, audio, other) and media type.
+"""What an output file is, from its name: its kind (image, video, audio, text, other) and
+media type. A text a node reports (``comfy_shared.outputs.texts``) gets a ``.txt`` name, so it
+is served exactly as a ``.txt`` file a node writes.
 
 One explicit table instead of ``mimetypes``: the standard library's answers depend on the
 machine (``/etc/mime.types``; a slim container knows neither ``.webp`` nor ``.flac``), and a
@@ -48,7 +50,7 @@ MEDIA_BY_SUFFIX: dict[str, Media] = {
     **_of(OutputKind.AUDIO, "audio/ogg", ".ogg"),
     **_of(OutputKind.AUDIO, "audio/opus", ".opus"),
     **_of(OutputKind.AUDIO, "audio/mp4", ".m4a"),
-    **_of(OutputKind.OTHER, "text/plain; charset=utf-8", ".txt"),
+    **_of(OutputKind.TEXT, "text/plain; charset=utf-8", ".txt"),
     **_of(OutputKind.OTHER, "application/json", ".json"),
 }
 _UNKNOWN = Media(OutputKind.OTHER, UNKNOWN_MEDIA_TYPE)

@@ -1,5 +1,6 @@
 """Answering a download of a stored output: ``ETag`` (its sha256), conditional requests, one
-byte range, its media type and file name. Both APIs serve outputs this way."""
+byte range, its media type and file name. Both APIs serve outputs this way, and a text output
+that was never stored (a failed task's) from the text its record keeps."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from comfy_shared.outputs.store import (
     OutputStore,
     attachment_disposition,
 )
+from comfy_shared.outputs.texts import text_bytes
 
 _SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -94,6 +96,18 @@ async def serve_stored(
         status_code=status,
         media_type=output.media_type,
         headers=headers,
+    )
+
+
+def serve_unstored_text(task_id: str, index: int, output: TaskOutput) -> Response:
+    """A text output not in the store, from the text its record carries; raises
+    :class:`OutputExpired` when it carries none (it is never fetched from ComfyUI)."""
+    if output.text is None:
+        raise OutputExpired(task_id, index)
+    return Response(
+        text_bytes(output),
+        media_type=output.media_type,
+        headers={"Content-Disposition": attachment_disposition(output.filename)},
     )
 
 

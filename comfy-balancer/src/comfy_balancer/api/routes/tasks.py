@@ -31,7 +31,13 @@ from comfy_shared.api.openapi import (
 from comfy_shared.api.schemas import OutputView, TaskView
 from comfy_shared.api.task_ids import TaskIdInPath
 from comfy_shared.outputs.catalog import release_outputs
-from comfy_shared.outputs.serving import OutputExpired, output_at, serve_stored
+from comfy_shared.outputs.serving import (
+    OutputExpired,
+    output_at,
+    serve_stored,
+    serve_unstored_text,
+)
+from comfy_shared.outputs.texts import is_text
 from comfy_shared.task_state import TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -135,9 +141,12 @@ async def download_output(
     task_id: TaskIdInPath, index: int, state: State, caller: CallerOf, request: Request
 ) -> Response:
     """The file from the output store (``Range``, ``ETag``): the node that made it need not
-    be alive. With ``--outputs-redirect`` and a store that presigns (S3), a redirect to it."""
+    be alive. With ``--outputs-redirect`` and a store that presigns (S3), a redirect to it.
+    A text that was not stored (a failed task's) comes from the task's record."""
     record = await visible_task(state.store, caller, task_id)
     output = output_at(record, index)
+    if output.sha256 is None and is_text(output):
+        return serve_unstored_text(task_id, index, output)  # in the record: no node needed
     if output.sha256 is None:
         return await _from_node(state, task_id, index, record.node_id)
     if not await state.catalog.is_held(task_id):

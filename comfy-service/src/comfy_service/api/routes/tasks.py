@@ -22,8 +22,14 @@ from comfy_shared.api.openapi import (
 )
 from comfy_shared.api.schemas import OutputView, TaskView
 from comfy_shared.api.task_ids import TaskIdInPath
-from comfy_shared.outputs.serving import OutputExpired, output_at, serve_stored
+from comfy_shared.outputs.serving import (
+    OutputExpired,
+    output_at,
+    serve_stored,
+    serve_unstored_text,
+)
 from comfy_shared.outputs.store import attachment_disposition
+from comfy_shared.outputs.texts import is_text
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -79,13 +85,16 @@ async def list_outputs(task_id: TaskIdInPath, state: State) -> list[OutputView]:
 async def download_output(
     task_id: TaskIdInPath, index: int, state: State, request: Request
 ) -> Response:
-    """The file from the output store (``Range``, ``ETag``); an output made before the store
-    existed comes from ComfyUI."""
+    """The file from the output store (``Range``, ``ETag``); an output that was not stored
+    (a failed task's, or made before the store existed) comes from ComfyUI, or, for a text,
+    from the task's record."""
     output = output_at(await state.store.get(task_id), index)
     if output.sha256 is not None:
         if not await state.catalog.is_held(task_id):
             raise OutputExpired(task_id, index)
         return await serve_stored(state.outputs, task_id, index, output, request.headers)
+    if is_text(output):
+        return serve_unstored_text(task_id, index, output)  # ComfyUI has no file of it
     # Enter the upstream download here, so a missing file is a clean 404 before streaming;
     # the background task closes it once the response is sent (or the client went away).
     upstream = AsyncExitStack()
