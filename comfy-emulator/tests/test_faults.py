@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from comfy_emulator import RunningEmulator
+from comfy_emulator.executor import PromptRun
 from comfy_emulator.faults import OOM_TIPS, OOM_TYPE
 from comfy_emulator.testing import EmulatorClient, wait_until
 from comfy_emulator.workflows import solid_image, text_to_image
@@ -189,3 +190,30 @@ async def test_faults_configured_at_start(start: Any) -> None:
         assert (await last_message(client, prompt_id))[1]["exception_type"] == OOM_TYPE
         status, _ = await client.post_json("/emulator/fail-next", {"count": -1})
         assert status == 400
+
+
+async def test_a_prompt_that_breaks_the_executor_fails_alone_and_the_worker_runs_on(
+    client: EmulatorClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug of the emulator's (here: the run raising once) fails that prompt only."""
+    real_run = PromptRun.run
+    broken_once: list[str] = []
+
+    async def run_or_break(self: PromptRun) -> Any:
+        if not broken_once:
+            broken_once.append(self.prompt_id)
+            raise RuntimeError("a bug in the emulator")
+        return await real_run(self)
+
+    monkeypatch.setattr(PromptRun, "run", run_or_break)
+    async with client.websocket("c") as ws:
+        broken = (await client.post_prompt(solid_image(prefix="b"), client_id="c"))["prompt_id"]
+        await ws.wait_for(
+            lambda m: m["type"] == "executing" and m["data"] == {"node": None, "prompt_id": broken}
+        )
+    after = (await client.post_prompt(solid_image(prefix="after")))["prompt_id"]
+
+    entry = await client.wait_for_history(broken)
+    assert broken_once == [broken]
+    assert (entry["status"]["status_str"], entry["status"]["completed"]) == ("error", False)
+    assert (await last_message(client, after))[0] == "execution_success"

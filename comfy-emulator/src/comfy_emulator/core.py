@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import sys
 import time
+import traceback
 import uuid
 from typing import Any, Protocol
 
@@ -31,7 +32,7 @@ from comfy_emulator.hub import SocketHub
 from comfy_emulator.logbuffer import LogBuffer, stdout_echo
 from comfy_emulator.nodes import build_registry
 from comfy_emulator.nodes.base import NodeEnv
-from comfy_emulator.prompt_queue import PromptQueue, QueueEntry
+from comfy_emulator.prompt_queue import ExecutionStatus, PromptQueue, QueueEntry
 from comfy_emulator.state import ComfyState, LogSubscriptions, Services, Timing
 from comfy_emulator.validation import validate_prompt
 from comfy_emulator.versions import is_canonical_uuid
@@ -305,6 +306,9 @@ class Emulator:
             state.worker_busy = True
             try:
                 await self._run_one(state, task_id, entry)
+            except Exception as exc:
+                # A bug of ours must not stop the worker: every later prompt would wait forever.
+                self._fail_run(state, task_id, entry, exc)
             finally:
                 state.worker_busy = False
             self._apply_free_flags(state)
@@ -321,6 +325,15 @@ class Emulator:
             data = {"node": None, "prompt_id": entry.prompt_id}
             state.hub.emit("executing", data, run.client_id)
         services.logs.log(f"Prompt executed in {time.perf_counter() - started:.2f} seconds")
+
+    def _fail_run(self, state: ComfyState, task_id: int, entry: QueueEntry, exc: Exception) -> None:
+        self.services.logs.log("".join(traceback.format_exception(exc)).rstrip("\n"))
+        if task_id in state.queue.running:
+            state.queue.task_done(task_id, {}, ExecutionStatus("error", False, []))
+        client_id = entry.extra_data.get("client_id")
+        if isinstance(client_id, str):
+            data = {"node": None, "prompt_id": entry.prompt_id}
+            state.hub.emit("executing", data, client_id)
 
 
 def device_name(config: EmulatorConfig) -> str:

@@ -152,13 +152,16 @@ class PromptRun:
         cls = self.services.registry.get(class_type)
         assert cls is not None, "validated prompts only hold known classes"
         self.progress.start(node_id)
-        inputs = self._resolve_inputs(node_id, cls)
         if self.client_id is not None:
             self.state.last_node_id = node_id
         self.emit_client(
             "executing", {"node": node_id, "display_node": node_id, "prompt_id": self.prompt_id}
         )
+        inputs: Inputs | None = None
         try:
+            # Inside the try, as ComfyUI gathers a node's inputs: a value it cannot resolve
+            # fails this prompt with execution_error, never the worker.
+            inputs = self._resolve_inputs(node_id, cls)
             self.state.interrupt.check()  # nodes.before_node_execution
             if first:
                 await self._apply_faults()
