@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from loguru import logger
@@ -30,10 +31,10 @@ from comfy_shared.lua import LuaScript
 from comfy_shared.models import PromptOrigin, TaskEvent, TaskEventKind, TaskRecord
 from comfy_shared.outputs.catalog import inputs_holder
 from comfy_shared.redis_keys import RedisKeys
-from comfy_shared.task_state import check_transition
+from comfy_shared.task_state import TaskStatus, check_transition
 
 CREATE_TASK: Final = LuaScript(
-    keys=("task", "prompt", "inputs", "origin", "events", "recent", "tenant_recent"),
+    keys=("task", "prompt", "inputs", "origin", "events", "recent", "tenant_recent", "tenant_open"),
     args=(
         "task_id",
         "record",
@@ -58,6 +59,7 @@ for _, index in ipairs({KEY.recent, KEY.tenant_recent}) do
   redis.call('ZADD', index, ARG.created_ms, ARG.task_id)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', ARG.recent_cutoff_ms)
 end
+redis.call('ZADD', KEY.tenant_open, ARG.created_ms, ARG.task_id)
 """,
 )
 """Store a new task, or return the stored record if the id is taken (the caller needs it
@@ -79,10 +81,11 @@ local id = redis.call('XADD', KEY.events, 'MAXLEN', '~', ARG.events_maxlen, '*',
 # will upload them again: their hold in the output store is due now) and is announced on the
 # channel: it frees a slot.
 _RETAIN_ENDED_TASK: Final = LuaScript(
-    keys=("task", "prompt", "inputs", "origin", "events", "logs", "output_expiry"),
+    keys=("task", "prompt", "inputs", "origin", "events", "logs", "output_expiry", "tenant_open"),
     args=("task_id", "ttl_s", "channel", "inputs_holder", "now_ms"),
     body="""
 redis.call('DEL', KEY.inputs)
+redis.call('ZREM', KEY.tenant_open, ARG.task_id)
 redis.call('ZADD', KEY.output_expiry, 'XX', ARG.now_ms, ARG.inputs_holder)
 for _, key in ipairs({KEY.task, KEY.prompt, KEY.origin, KEY.events, KEY.logs}) do
   redis.call('EXPIRE', key, ARG.ttl_s)
@@ -108,6 +111,16 @@ IDEMPOTENCY_TTL_S: Final = 24 * 3600
 MAX_UPDATE_ATTEMPTS: Final = 20
 TASK_ENDED: Final = "task-ended"
 """Signal sent (payload: task id) when a task reaches a terminal state."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A task with what it was submitted with: its graph and, through the ComfyUI gateway,
+    its origin."""
+
+    record: TaskRecord
+    prompt: dict[str, Any] | None
+    origin: PromptOrigin | None
 
 
 class IdempotencyBinding(BaseModel):
@@ -166,6 +179,7 @@ class TaskStore:
         keys = self._task_keys(record.id) | {
             "recent": self._keys.recent_tasks(),
             "tenant_recent": self._keys.tenant_recent(record.tenant),
+            "tenant_open": self._keys.tenant_open(record.tenant),
         }
         keys.pop("logs")
         args: dict[str, str | int] = {
@@ -188,6 +202,7 @@ class TaskStore:
             pipe.delete(*self._task_keys(record.id).values())
             pipe.zrem(self._keys.recent_tasks(), record.id)
             pipe.zrem(self._keys.tenant_recent(record.tenant), record.id)
+            pipe.zrem(self._keys.tenant_open(record.tenant), record.id)
             pipe.zadd(self._keys.outputs_expiry(), {inputs_holder(record.id): now_ms()}, xx=True)
             await pipe.execute()
 
@@ -220,6 +235,48 @@ class TaskStore:
         index = self._keys.tenant_recent(tenant) if tenant else self._keys.recent_tasks()
         ids = await self._redis.zrevrange(index, offset, offset + count - 1)
         return [str(task_id) for task_id in ids]
+
+    async def open_ids(self, tenant: str) -> list[str]:
+        """The tenant's unfinished tasks (queued, placed or running), oldest first."""
+        ids = await self._redis.zrange(self._keys.tenant_open(tenant), 0, -1)
+        return [str(task_id) for task_id in ids]
+
+    async def count_open(self, tenant: str) -> int:
+        return int(await self._redis.zcard(self._keys.tenant_open(tenant)))
+
+    async def statuses(self, task_ids: list[str]) -> dict[str, TaskStatus | None]:
+        """Each task's status (None: no such task), in one round trip: far less to read than
+        the records when only some of many tasks are wanted."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hget(self._keys.task(task_id), "status")
+            replies = await pipe.execute()
+        return {
+            task_id: TaskStatus(raw) if raw is not None else None
+            for task_id, raw in zip(task_ids, replies, strict=True)
+        }
+
+    async def find_submissions(self, task_ids: list[str]) -> dict[str, Submission | None]:
+        """Each task with its graph and origin (None: no such task), in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hget(self._keys.task(task_id), "record")
+                pipe.get(self._keys.task_prompt(task_id))
+                pipe.get(self._keys.task_origin(task_id))
+            replies = await pipe.execute()
+        found: dict[str, Submission | None] = {}
+        for position, task_id in enumerate(task_ids):
+            record, prompt, origin = replies[3 * position : 3 * position + 3]
+            found[task_id] = (
+                None
+                if record is None
+                else Submission(
+                    TaskRecord.model_validate_json(record),
+                    json.loads(prompt) if prompt is not None else None,
+                    PromptOrigin.model_validate_json(origin) if origin is not None else None,
+                )
+            )
+        return found
 
     async def get_prompt(self, task_id: str) -> dict[str, Any] | None:
         return (await self.get_prompts([task_id]))[task_id]
@@ -383,6 +440,7 @@ class TaskStore:
         webhook_keys, webhook_args = webhook_outbox.enqueue_arguments(self._keys, record, now_ms())
         keys = keys | self._task_keys(record.id) | usage_keys | webhook_keys
         keys["output_expiry"] = self._keys.outputs_expiry()
+        keys["tenant_open"] = self._keys.tenant_open(record.tenant)
         args = args | usage_args | webhook_args
         args |= {
             "task_id": record.id,
