@@ -151,11 +151,12 @@ async def _transformed(response: Response, preview: str | None, channel: str | N
     if not media_type.startswith("image/") or size > MAX_REENCODE_BYTES:
         return response
     data = b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[attr-defined]
-    encoded, encoded_type = await asyncio.to_thread(_reencode, data, preview, channel or "rgba")
+    encoded, encoded_type = await asyncio.to_thread(_reencode, data, preview, channel or "")
     return Response(encoded, media_type=encoded_type)
 
 
 def _reencode(data: bytes, preview: str | None, channel: str) -> tuple[bytes, str]:
+    """``channel``: as asked ("" when not: a preview keeps the alpha then)."""
     with Image.open(io.BytesIO(data)) as image:
         picture = image.convert("RGBA")
     if channel == "rgb":
