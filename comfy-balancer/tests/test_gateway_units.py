@@ -12,7 +12,12 @@ import pytest
 from comfy_balancer import errors as balancer_errors
 from comfy_balancer.gateway import errors as gateway_errors
 from comfy_balancer.gateway.errors import REFUSALS, PromptRefused, refusal_response
-from comfy_balancer.gateway.history import history_entry, output_nodes, shown_graph
+from comfy_balancer.gateway.history import (
+    RenderedHistory,
+    history_entry,
+    output_nodes,
+    shown_graph,
+)
 from comfy_balancer.gateway.jobs import BadJobQuery, JobQuery, job
 from comfy_balancer.gateway.naming import (
     NodeLocation,
@@ -264,3 +269,16 @@ def test_every_facade_refusal_the_gateway_can_meet_is_in_the_one_table() -> None
         assert 400 <= refusal.status < 600
         assert refusal.type
         assert refusal.type == refusal.type.lower()
+
+
+def test_rendered_history_keeps_the_most_recently_used_entries() -> None:
+    rendered = RenderedHistory(max_entries=2)
+    rendered.put(("a", 1), b"A")
+    rendered.put(("b", 1), b"B")
+    assert rendered.get(("a", 1)) == b"A"  # now the most recent
+    rendered.put(("c", 1), b"C")
+
+    assert (rendered.get(("a", 1)), rendered.get(("b", 1)), rendered.get(("c", 1))) == (
+        b"A", None, b"C",
+    )  # fmt: skip
+    assert rendered.get(("a", 2)) is None  # the same id made again is another entry

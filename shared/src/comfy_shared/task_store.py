@@ -107,10 +107,45 @@ _END_TASK: Final = _COUNTED_END.then(_RETURN_ID)
 _END_KEYED_TASK: Final = _COUNTED_END.then(usage.COUNT_KEY_USAGE).then(_RETURN_ID)
 """The end of a task submitted with an API key: its key's usage is counted too."""
 
+_FIELD_OF_EACH: Final = """
+local found = {}
+for i, key in ipairs(KEYS) do found[i] = redis.call('HGET', key, ARGV[1]) end
+return found
+"""
+"""One field of each of many task hashes in one reply (false where there is no task): for a
+thousand tasks about six times faster than as many commands in a pipeline, whose replies the
+client parses one by one. Plain Redis script: its keys are a list of any length, which
+``LuaScript`` (named keys) does not describe."""
+
+_RECENT_STATUSES: Final = """
+local listed = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
+local found = {}
+for i = 1, #listed, 2 do
+  local status = redis.call('HGET', ARGV[1] .. listed[i], 'status') or ''
+  found[#found + 1] = {listed[i], tonumber(listed[i + 1]), status}
+end
+if #found == 0 then return '[]' end
+return cjson.encode(found)
+"""
+"""A tenant's newest task ids with their created ms and status, in one reply: one JSON
+string, which the client decodes at C speed (a reply of thousands of elements costs the
+client milliseconds per thousand to parse). The task keys are built from their prefix: the
+index names the tasks."""
+
 IDEMPOTENCY_TTL_S: Final = 24 * 3600
 MAX_UPDATE_ATTEMPTS: Final = 20
 TASK_ENDED: Final = "task-ended"
 """Signal sent (payload: task id) when a task reaches a terminal state."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A task as a tenant's index lists it."""
+
+    task_id: str
+    created_ms: int
+    status: TaskStatus | None
+    """None: the task is gone (forgotten, or expired since the index was trimmed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +183,8 @@ class TaskStore:
         self._update = _UPDATE_TASK.register(redis)
         self._end = _END_TASK.register(redis)
         self._end_keyed = _END_KEYED_TASK.register(redis)
+        self._field_of_each = redis.register_script(_FIELD_OF_EACH)
+        self._recent_statuses = redis.register_script(_RECENT_STATUSES)
 
     # --- creating ------------------------------------------------------------------------------
 
@@ -236,6 +273,17 @@ class TaskStore:
         ids = await self._redis.zrevrange(index, offset, offset + count - 1)
         return [str(task_id) for task_id in ids]
 
+    async def recent_statuses(self, tenant: str, count: int) -> list[Listed]:
+        """The tenant's ``count`` newest tasks with their status, newest first, in one round
+        trip (what a listing needs to choose the tasks it then reads)."""
+        listed = await self._recent_statuses(
+            keys=[self._keys.tenant_recent(tenant)], args=[self._keys.task(""), count]
+        )
+        return [
+            Listed(task_id, int(created_ms), TaskStatus(status) if status else None)
+            for task_id, created_ms, status in json.loads(listed)
+        ]
+
     async def open_ids(self, tenant: str) -> list[str]:
         """The tenant's unfinished tasks (queued, placed or running), oldest first."""
         ids = await self._redis.zrange(self._keys.tenant_open(tenant), 0, -1)
@@ -247,34 +295,35 @@ class TaskStore:
     async def statuses(self, task_ids: list[str]) -> dict[str, TaskStatus | None]:
         """Each task's status (None: no such task), in one round trip: far less to read than
         the records when only some of many tasks are wanted."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                pipe.hget(self._keys.task(task_id), "status")
-            replies = await pipe.execute()
+        keys = [self._keys.task(task_id) for task_id in task_ids]
+        replies = await self._field_of_each(keys=keys, args=["status"]) if keys else []
         return {
-            task_id: TaskStatus(raw) if raw is not None else None
+            task_id: TaskStatus(raw) if raw else None
             for task_id, raw in zip(task_ids, replies, strict=True)
         }
 
     async def find_submissions(self, task_ids: list[str]) -> dict[str, Submission | None]:
         """Each task with its graph and origin (None: no such task), in one round trip."""
+        if not task_ids:
+            return {}
         async with self._redis.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                pipe.hget(self._keys.task(task_id), "record")
-                pipe.get(self._keys.task_prompt(task_id))
-                pipe.get(self._keys.task_origin(task_id))
-            replies = await pipe.execute()
+            keys = [self._keys.task(task_id) for task_id in task_ids]
+            await self._field_of_each(keys=keys, args=["record"], client=pipe)
+            pipe.mget([self._keys.task_prompt(task_id) for task_id in task_ids])
+            pipe.mget([self._keys.task_origin(task_id) for task_id in task_ids])
+            records, prompts, origins = await pipe.execute()
         found: dict[str, Submission | None] = {}
-        for position, task_id in enumerate(task_ids):
-            record, prompt, origin = replies[3 * position : 3 * position + 3]
+        for task_id, record, prompt, origin in zip(
+            task_ids, records, prompts, origins, strict=True
+        ):
             found[task_id] = (
-                None
-                if record is None
-                else Submission(
+                Submission(
                     TaskRecord.model_validate_json(record),
                     json.loads(prompt) if prompt is not None else None,
                     PromptOrigin.model_validate_json(origin) if origin is not None else None,
                 )
+                if record
+                else None
             )
         return found
 

@@ -15,14 +15,16 @@ every balancer replica answers the same, whichever ran the task and whether its 
   traceback) or ``execution_interrupted`` (a cancel, before or while it ran).
 - ``GET /history`` is ComfyUI's: entries oldest first (here: by submission), ``max_items``
   alone takes the newest N, ``offset`` skips the oldest. It reads the tenant's retention
-  index (``RedisKeys.tenant_recent``, at most :data:`MAX_HISTORY_ITEMS` newest tasks), and
-  answers in two round trips (every task with its graph and origin), or three for a window
-  (statuses first, then the window's tasks).
+  index (``RedisKeys.tenant_recent``, at most :data:`MAX_HISTORY_ITEMS` newest tasks) with
+  each task's status in one round trip, then the window's tasks in one more, except those
+  already rendered (:class:`RenderedHistory`): a liveness probe that polls the whole history
+  costs one round trip and no rendering once every entry was rendered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any, Final
 
@@ -34,6 +36,8 @@ from comfy_shared.task_store import Submission, TaskStore
 JsonObject = dict[str, Any]
 MAX_HISTORY_ITEMS: Final = 10_000
 """ComfyUI keeps at most this many history entries; so does one answer here."""
+MAX_CACHED_ENTRIES: Final = 20_000
+"""Rendered history entries a replica keeps (about 1 KB each)."""
 STAGED_ORIGINALS: Final = "comfyui_staged"
 """Key of a task's ``client`` metadata: each staged upload's name -> what the caller wrote
 (so the graph is shown as it was sent, and sending it again works)."""
@@ -185,28 +189,61 @@ def is_history(record: TaskRecord | None, tenant: str) -> bool:
     return record is not None and record.tenant == tenant and record.status.is_terminal
 
 
+class RenderedHistory:
+    """History entries already rendered, as JSON, by (task id, created ms): an ended task's
+    entry never changes (nothing writes a record after its end), so a replica renders each
+    once. Bounded: the least recently used go first. A forgotten task leaves its tenant's
+    index, and an id used again has another created time, so neither is shown from here."""
+
+    def __init__(self, max_entries: int = MAX_CACHED_ENTRIES) -> None:
+        self._entries: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._max_entries = max_entries
+
+    def get(self, key: tuple[str, int]) -> bytes | None:
+        fragment = self._entries.get(key)
+        if fragment is not None:
+            self._entries.move_to_end(key)
+        return fragment
+
+    def put(self, key: tuple[str, int], fragment: bytes) -> None:
+        self._entries[key] = fragment
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+
 async def history_of(
-    store: TaskStore, tenant: str, *, max_items: int | None, offset: int | None
-) -> JsonObject:
-    """``GET /history``: the tenant's ended tasks, ComfyUI's order and window."""
-    ids = list(reversed(await store.recent_ids(0, MAX_HISTORY_ITEMS, tenant)))
-    if max_items is None and not offset:
-        found = await store.find_submissions(ids)
-        return _entries(found.values(), tenant)
-    statuses = await store.statuses(ids)
-    ended = [task_id for task_id in ids if (s := statuses[task_id]) and s.is_terminal]
+    store: TaskStore,
+    rendered: RenderedHistory,
+    tenant: str,
+    *,
+    max_items: int | None,
+    offset: int | None,
+) -> bytes:
+    """``GET /history``, as JSON: the tenant's ended tasks in ComfyUI's order and window.
+    One round trip lists the tenant's tasks with their status; a second reads those of the
+    window not rendered yet (none, once they all were)."""
+    listed = await store.recent_statuses(tenant, MAX_HISTORY_ITEMS)
+    ended = [item for item in reversed(listed) if item.status and item.status.is_terminal]
     start = max(0, len(ended) - max_items) if offset is None and max_items else offset or 0
     window = ended[start : None if max_items is None else start + max_items]
-    found = await store.find_submissions(window)
-    return _entries(found.values(), tenant)
-
-
-def _entries(found: Iterable[Submission | None], tenant: str) -> JsonObject:
-    return {
-        submission.record.id: history_entry(submission)
-        for submission in found
-        if submission is not None and is_history(submission.record, tenant)
-    }
+    fragments = {item.task_id: rendered.get((item.task_id, item.created_ms)) for item in window}
+    missing = [task_id for task_id, fragment in fragments.items() if fragment is None]
+    for submission in (await store.find_submissions(missing)).values():
+        if submission is not None and is_history(submission.record, tenant):
+            fragment = json.dumps(history_entry(submission)).encode()
+            created = ms(submission.record.created_at) or 0
+            rendered.put((submission.record.id, created), fragment)
+            fragments[submission.record.id] = fragment
+    return (
+        b"{"
+        + b",".join(
+            json.dumps(task_id).encode() + b": " + fragment
+            for task_id, fragment in fragments.items()
+            if fragment is not None
+        )
+        + b"}"
+    )
 
 
 async def one_history(store: TaskStore, tenant: str, prompt_id: str) -> JsonObject:

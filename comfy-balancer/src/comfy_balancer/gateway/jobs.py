@@ -17,8 +17,8 @@ has the type the frontend's ``jobTypes.ts`` asks for).
   ``execution_duration``, ``sort_order``, ``limit``, ``offset``; a bad value: 400
   ``{"error"}``) and always answers a numeric ``pagination.limit`` (the frontend requires
   one; ComfyUI sends null without a ``limit``): at most :data:`MAX_LIMIT` jobs a page.
-  It reads statuses of the user's retained tasks in one round trip and then only the page's
-  tasks (all matching ones when filtering by workflow or sorting by duration).
+  It lists the user's retained tasks with their status in one round trip, then reads only
+  the page's tasks (all matching ones when filtering by workflow or sorting by duration).
 """
 
 from __future__ import annotations
@@ -117,12 +117,11 @@ def _offset(param: str | None) -> int:
 
 
 async def list_jobs(store: TaskStore, tenant: str, query: JobQuery) -> JsonObject:
-    ids = await store.recent_ids(0, MAX_HISTORY_ITEMS, tenant)  # newest first
-    statuses = await store.statuses(ids)
+    listed = await store.recent_statuses(tenant, MAX_HISTORY_ITEMS)  # newest first
     matching = [
-        task_id
-        for task_id in ids
-        if (status := statuses[task_id]) is not None and JOB_STATUS_OF[status] in query.statuses
+        item.task_id
+        for item in listed
+        if item.status is not None and JOB_STATUS_OF[item.status] in query.statuses
     ]
     if query.workflow_id is not None or query.by_duration:
         jobs = await _jobs_of(store, tenant, matching)

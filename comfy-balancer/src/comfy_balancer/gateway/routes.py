@@ -18,7 +18,7 @@ from comfy_balancer.deps import State
 from comfy_balancer.gateway import files, prompts
 from comfy_balancer.gateway import queue as user_queue
 from comfy_balancer.gateway.errors import GatewayRoute, InvalidQuery
-from comfy_balancer.gateway.history import history_of, one_history
+from comfy_balancer.gateway.history import RenderedHistory, history_of, one_history
 from comfy_balancer.gateway.identity import UserOf
 from comfy_balancer.gateway.jobs import BadJobQuery, JobQuery, find_job, list_jobs
 from comfy_balancer.gateway.uploads import Uploads
@@ -47,6 +47,17 @@ async def get_uploads(request: Request, state: State) -> Uploads:
 
 
 UploadsOf = Annotated[Uploads, Depends(get_uploads)]
+
+
+async def get_rendered_history(request: Request) -> RenderedHistory:
+    """The replica's rendered history entries (one per app)."""
+    rendered: RenderedHistory | None = getattr(request.app.state, "gateway_history", None)
+    if rendered is None:
+        rendered = request.app.state.gateway_history = RenderedHistory()
+    return rendered
+
+
+RenderedOf = Annotated[RenderedHistory, Depends(get_rendered_history)]
 
 
 def _empty() -> Response:
@@ -101,14 +112,17 @@ def _int_param(request: Request, name: str) -> int | None:
         raise InvalidQuery(f"{name} must be an integer") from None
 
 
-async def get_history(request: Request, state: State, user: UserOf) -> Response:
+async def get_history(
+    request: Request, state: State, user: UserOf, rendered: RenderedOf
+) -> Response:
     history = await history_of(
         state.store,
+        rendered,
         user.tenant,
         max_items=_int_param(request, "max_items"),
         offset=_int_param(request, "offset"),
     )
-    return JSONResponse(history)
+    return Response(history, media_type="application/json")
 
 
 async def get_history_entry(prompt_id: str, state: State, user: UserOf) -> Response:
