@@ -11,7 +11,10 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from redis.asyncio import Redis
 
+from comfy_balancer.gateway.live import LiveOutputs
+from comfy_shared.redis_keys import RedisKeys
 from comfy_testkit import graphs
 from comfy_testkit.cluster import Cluster
 from comfy_testkit.waiting import wait_for_condition
@@ -175,3 +178,50 @@ async def test_an_output_is_served_after_its_node_died(cluster: Cluster) -> None
     assert (await api.get("/view", params={"filename": "x.png", "type": "disk"})).status_code == 400
     escaping = await api.get("/view", params={"filename": "x.png", "subfolder": "../.."})
     assert escaping.status_code == 403
+
+
+async def test_a_file_a_running_prompt_announced_comes_from_its_node_and_no_other_does(
+    cluster: Cluster, redis: Redis
+) -> None:
+    api = cluster.api
+    await cluster.nodes_ready(1)
+    earlier = (await api.post("/prompt", json={"prompt": graphs.solid_image(fresh("old"))})).json()
+    [old] = (await history_of(api, earlier["prompt_id"]))["outputs"]["3"]["images"]
+    quick = fresh("quick")
+    graph = graphs.txt2img(fresh("slow"), steps=3000) | _renumbered(graphs.solid_image(quick))
+    running = (await api.post("/prompt", json={"prompt": graph})).json()["prompt_id"]
+    announced = {"filename": f"{quick}_00001_.png", "subfolder": running, "type": "output"}
+    assert (await view(api, announced)).status_code == 404  # not announced (yet)
+
+    # What the WebSocket relay does when it passes the node's executed event on.
+    live = LiveOutputs(redis, RedisKeys(), retention_s=600)
+    written = {"filename": f"{quick}_00001_.png", "subfolder": "", "type": "output"}
+    await live.announce(running, "103", {"images": [written]})
+
+    async def served() -> httpx.Response | None:
+        response = await view(api, announced)
+        return response if response.status_code == 200 else None
+
+    fetched = await wait_for_condition(served, timeout_s=20, what="the announced file")
+    assert fetched.content.startswith(b"\x89PNG")
+    assert fetched.headers["content-type"] == "image/png"
+    assert (await api.get(f"/api/jobs/{running}")).json()["status"] == "in_progress"
+    # Another prompt's file on the same node, under the running prompt's name: never served.
+    guessed = {"filename": old["filename"], "subfolder": running, "type": "output"}
+    assert (await view(api, guessed)).status_code == 404
+    await api.post("/interrupt")
+
+
+def _renumbered(graph: dict[str, Any]) -> dict[str, Any]:
+    """Node ids "1".."3" -> "101".."103" (links too), to sit beside another graph."""
+    new = {node_id: f"10{node_id}" for node_id in graph}
+    return {
+        new[node_id]: node
+        | {
+            "inputs": {
+                name: [new[value[0]], value[1]] if isinstance(value, list) else value
+                for name, value in node["inputs"].items()
+            }
+        }
+        for node_id, node in graph.items()
+    }

@@ -59,6 +59,10 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
                                                      "size", "expires_ms"} JSON: files sent to
                                                      /upload/image (bytes in the output store,
                                                      held there until expires_ms)
+{p}:gateway:live:{id}        set     gateway (relay) the task retention; ["<type>", "<subfolder>",
+                                                     "<filename>"] JSON of each file a running
+                                                     prompt's executed events announced (/view
+                                                     fetches those from its node until stored)
 {p}:costs:shapes             hash    balancer sweep  none, at most 10,000 fields; graph shape ->
                                                      "<GPU-seconds>|<runs>" learned from runs
 {p}:node:{node}:dispatched   zset    task queue      none; task ids the balancer placed on the
@@ -212,6 +216,9 @@ class RedisKeys:
 
     def gateway_uploads(self, tenant: str) -> str:
         return f"{self.prefix}:gateway:uploads:{tenant}"
+
+    def gateway_live(self, task_id: str) -> str:
+        return f"{self.prefix}:gateway:live:{task_id}"
 
     def api_keys(self) -> str:
         return f"{self.prefix}:apikeys"

@@ -3,7 +3,8 @@
 ``/view?filename&subfolder&type``: an output is found by the prompt its subfolder names
 (``naming``), which must be the caller's, and among that prompt's recorded outputs by name,
 node subfolder and type: served from the output store (``ETag``, ranges), whether or not its
-node still lives; an output recorded but never stored comes from the node holding it. A
+node still lives; an output recorded but never stored comes from the node holding it, and
+so does one the running prompt announced but has not stored yet (``live``). A
 ``type=input`` file (and any file no prompt's subfolder names) is one of the caller's
 uploads. ComfyUI's answers otherwise: 400 for an empty name, one with ``..`` or starting with
 ``/``, or an unknown type; 403 for a subfolder that climbs out; 404 for anything not found,
@@ -23,19 +24,22 @@ import io
 import json
 import warnings
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+from starlette.background import BackgroundTask
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from comfy_balancer.api.routes.tasks import _from_node
+from comfy_balancer.errors import NodeUnavailable
 from comfy_balancer.gateway.errors import UploadRefused
 from comfy_balancer.gateway.identity import GatewayUser
+from comfy_balancer.gateway.live import LiveOutputs
 from comfy_balancer.gateway.naming import find_output, node_location
 from comfy_balancer.gateway.uploads import (
     FOLDERS,
@@ -45,11 +49,12 @@ from comfy_balancer.gateway.uploads import (
     Uploads,
 )
 from comfy_balancer.lifespan import BalancerState
+from comfy_balancer.service_client import NodeUnreachable
 from comfy_shared.api.request_limits import RequestLimits
 from comfy_shared.models import OutputKind, TaskOutput, TaskRecord
-from comfy_shared.outputs.media import kind_of
+from comfy_shared.outputs.media import kind_of, media_type_of
 from comfy_shared.outputs.serving import OutputExpired, serve_stored
-from comfy_shared.outputs.store import OutputStore
+from comfy_shared.outputs.store import OutputStore, attachment_disposition
 from comfy_shared.workflows import IMAGE_SIGNATURES, read_image_size
 
 MAX_FORM_PARTS: Final = 16
@@ -100,6 +105,10 @@ async def _find(
             index = find_output(record.outputs, name.name, location.subfolder, name.folder)
             if index is not None:
                 return await _output(state, record, index, headers)
+            if not record.status.is_terminal and await live_outputs(state).announced(
+                record.id, name.folder, location.subfolder, name.name
+            ):
+                return await _announced(state, record, name, location.subfolder)
     upload = await uploads.find(user.tenant, name)
     if upload is None:
         return None
@@ -128,6 +137,36 @@ async def _stored(
         return await serve_stored(store, record_id, index, output, headers)
     except OutputExpired:
         return None
+
+
+def live_outputs(state: BalancerState) -> LiveOutputs:
+    return LiveOutputs(state.redis, state.keys, retention_s=state.settings.retention_s)
+
+
+async def _announced(
+    state: BalancerState, record: TaskRecord, name: UploadName, node_subfolder: str
+) -> Response | None:
+    """A file the running prompt announced, from its node (None: the node has no such file
+    or no longer runs the task)."""
+    node = await state.registry.find(record.node_id or "")
+    if node is None or node.url is None:
+        raise NodeUnavailable(record.node_id, "it holds the file and publishes no health")
+    upstream = AsyncExitStack()
+    try:
+        answer = await upstream.enter_async_context(
+            state.nodes_client.file(node.url, record.id, name.folder, name.name, node_subfolder)
+        )
+    except NodeUnreachable as exc:
+        raise NodeUnavailable(record.node_id, str(exc)) from exc
+    if answer.status_code != 200:
+        await upstream.aclose()
+        return None
+    return StreamingResponse(
+        answer.aiter_bytes(),
+        media_type=media_type_of(name.name),
+        headers={"Content-Disposition": attachment_disposition(name.name)},
+        background=BackgroundTask(upstream.aclose),
+    )
 
 
 def _as_output(name: UploadName, upload: Upload) -> TaskOutput:
