@@ -28,8 +28,12 @@ Design:
 
 Modules: ``routes`` (the router, each route at ``/x`` and ``/api/x``), ``identity``,
 ``errors``, ``naming``, ``prompts``, ``queue``, ``history``, ``jobs``, ``files``,
-``uploads``. The WebSocket relay, the frontend and its user routes join the same app (and
-the same identity chain) beside these.
+``uploads``, ``live``. The WebSocket relay, the frontend and its user routes join the same app
+(and the same identity chain) beside these. What the relay takes from here:
+``identity.user_of`` (the user of its upgrade request), ``queue.queue_remaining`` (every
+``status`` frame), ``naming.present_node_output`` (the ``output`` of an ``executed`` frame)
+with ``live.LiveOutputs.announce`` (so ``/view`` serves those files until they are stored),
+and the history entry being complete (``history.one_history``) before the prompt's last frame.
 """
 
 from __future__ import annotations
