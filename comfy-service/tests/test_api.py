@@ -282,6 +282,27 @@ async def test_readiness_and_liveness(api: httpx.AsyncClient) -> None:
     assert ready.json()["checks"] == {"redis": "ok", "comfyui": "ok"}
 
 
+async def test_a_file_of_a_task_running_here_is_served_by_comfyui_s_name(
+    api: httpx.AsyncClient,
+) -> None:
+    done = await submit(api, graphs.solid_image(f"e-{fresh()}"))
+    [output] = (await wait_until_finished(api, done["id"]))["outputs"]
+    running = await submit(api, graphs.txt2img(f"r-{fresh()}", steps=3000))
+    await wait_for_status(api, running["id"], {"running"})
+    files = f"/api/v1/tasks/{running['id']}/files/output"
+
+    served = await api.get(files, params={"filename": output["filename"]})
+    stored = await api.get(output["url"])
+    missing = await api.get(files, params={"filename": "never-written.png"})
+    ended = await api.get(f"/api/v1/tasks/{done['id']}/files/output", params={"filename": "x"})
+
+    assert (served.status_code, served.content) == (200, stored.content)
+    assert served.headers["content-type"] == "image/png"
+    assert (missing.status_code, missing.json()["code"]) == (404, "file_not_found")
+    assert (ended.status_code, ended.json()["code"]) == (409, "not_on_this_node")
+    await api.delete(f"/api/v1/tasks/{running['id']}")
+
+
 async def test_openapi_documents_the_public_routes(api: httpx.AsyncClient) -> None:
     paths = (await api.get("/openapi.json")).json()["paths"]
     assert {

@@ -24,7 +24,7 @@ WRONG_CREDENTIALS = [
     pytest.param({"Authorization": f"Basic {TEST_INTERNAL_TOKEN}"}, id="other-scheme"),
     pytest.param({"Authorization": "Bearer"}, id="empty-bearer"),
 ]
-PLACEHOLDERS = {"task_id": "some-task", "index": "0", "name": "demo"}
+PLACEHOLDERS = {"task_id": "some-task", "index": "0", "name": "demo", "folder": "output"}
 
 
 def fresh() -> str:

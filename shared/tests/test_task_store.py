@@ -68,6 +68,59 @@ async def test_a_gateway_prompt_s_origin_lives_beside_the_task_and_ends_with_it(
     assert 0 < await redis.ttl(KEYS.task_origin("t1")) <= RETENTION_S
 
 
+async def test_a_tenant_s_open_index_holds_its_unfinished_tasks_only(
+    store: TaskStore, redis: Redis
+) -> None:
+    for task_id in ("t1", "t2", "t3"):
+        await store.create(on_node(task_id, tenant="acme"), {"p": 1})
+    await store.create(on_node("other"), {"p": 1})
+    await run(store, "t2")
+    await succeed(store, "t2")
+    await store.apply("t3", Cancelled())
+
+    assert await store.open_ids("acme") == ["t1"]
+    assert await store.count_open("acme") == 1
+    await store.delete(await store.get("t1"))
+    assert await redis.exists(KEYS.tenant_open("acme")) == 0
+
+
+async def test_statuses_and_submissions_are_read_for_many_tasks_at_once(
+    store: TaskStore,
+) -> None:
+    origin = PromptOrigin(client_id="tab-1", number=3)
+    await store.create(on_node("t1"), {"p": 1}, origin=origin)
+    await store.create(on_node("t2"), {"p": 2})
+
+    assert await store.statuses(["t1", "gone"]) == {"t1": TaskStatus.QUEUED, "gone": None}
+    assert await store.statuses([]) == {}
+    assert await store.find_submissions([]) == {}
+    found = await store.find_submissions(["t1", "t2", "gone"])
+    first, second = found["t1"], found["t2"]
+    assert first is not None
+    assert second is not None
+    assert (first.record.id, first.prompt, first.origin) == ("t1", {"p": 1}, origin)
+    assert (second.prompt, second.origin, found["gone"]) == ({"p": 2}, None, None)
+
+
+async def test_a_tenant_s_newest_tasks_are_listed_with_their_status_in_one_reply(
+    store: TaskStore, redis: Redis
+) -> None:
+    for task_id in ("t1", "t2", "t3"):
+        await store.create(on_node(task_id, tenant="acme"), {"p": 1})
+    await run(store, "t2")
+    await succeed(store, "t2")
+    await redis.delete(KEYS.task("t3"))  # gone, though still listed
+
+    listed = await store.recent_statuses("acme", 10)
+
+    assert [(item.task_id, item.status) for item in listed] == [
+        ("t3", None), ("t2", TaskStatus.SUCCEEDED), ("t1", TaskStatus.QUEUED),
+    ]  # fmt: skip
+    created = (await store.get("t1")).created_at
+    assert listed[2].created_ms == int(created.timestamp() * 1000)
+    assert [item.task_id for item in await store.recent_statuses("acme", 1)] == ["t3"]
+
+
 async def test_prompt_numbers_increase(store: TaskStore) -> None:
     first = await store.next_prompt_number()
     assert await store.next_prompt_number() == first + 1

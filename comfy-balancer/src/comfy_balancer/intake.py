@@ -11,6 +11,7 @@ cancels only its tenant's tasks (an admin: all); another tenant's task is "not f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,15 @@ from comfy_shared.capabilities import missing_capabilities
 from comfy_shared.errors import InvalidTransition, TaskNotFound
 from comfy_shared.idempotency import IdempotencyKeys
 from comfy_shared.lifecycle import Cancelled, Refused
-from comfy_shared.models import Band, PromptOrigin, RetryPolicy, TaskRecord, new_task_id
+from comfy_shared.models import (
+    UPLOAD_SUBFOLDER,
+    Band,
+    InputFile,
+    PromptOrigin,
+    RetryPolicy,
+    TaskRecord,
+    new_task_id,
+)
 from comfy_shared.outputs.inputs import InputStash
 from comfy_shared.task_queue import (
     FIFO_FLOW,
@@ -55,6 +64,18 @@ RETRY_AFTER_S = 5
 CAPABILITIES_MAX_AGE_S = 1.0
 """How old a read of the nodes may be for the capability check (nodes change rarely; the
 dispatcher reads them many times a second anyway)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StagedInput:
+    """A graph input naming a file the caller sent beforehand (the ComfyUI gateway's
+    uploads): the file goes with the task as a template's image does, and the input is
+    pointed at where each node stages it (checked before: the caller's graph may not name
+    the staging folder itself)."""
+
+    node_id: str
+    input_name: str
+    file: InputFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +127,11 @@ class TaskIntake:
         idempotency_key: str | None,
         caller: Caller,
         origin: PromptOrigin | None = None,
+        staged: Sequence[StagedInput] = (),
     ) -> Intake:
         """Queue the request's task for ``caller`` (``origin``: it came through the ComfyUI
-        gateway, which keeps what the prompt brought beside the task)."""
+        gateway, which keeps what the prompt brought beside the task; ``staged``: the files
+        its graph names that the gateway keeps for the caller)."""
         limits = caller.limits
         if limits.max_priority is not None and request.priority > limits.max_priority:
             raise PriorityNotAllowed(request.priority, limits.max_priority)
@@ -125,7 +148,7 @@ class TaskIntake:
         ) as earlier:
             if earlier is not None:
                 return Intake(self._visible(earlier, caller), created=False, quota=quota)
-            intake = await self._enqueue(task_id, request, caller, band, origin)
+            intake = await self._enqueue(task_id, request, caller, band, origin, staged)
         return Intake(intake.task, intake.created, intake.position, quota)
 
     async def cancel(self, task_id: str, caller: Caller) -> TaskRecord:
@@ -144,11 +167,12 @@ class TaskIntake:
         caller: Caller,
         band: Band,
         origin: PromptOrigin | None,
+        staged: Sequence[StagedInput],
     ) -> Intake:
         # Only a caller-chosen id can be taken already; the submit script checks again.
         if request.task_id and (existing := await self._store.find(task_id)) is not None:
             return Intake(self._visible(existing, caller, taken=True), created=False)
-        work = self._expand(request)
+        work = _with_staged(self._expand(request), staged)
         live = await self._check_capable(work.graph)
         cost_s = await self._costs.predict(work.graph, [node.speed for node in live if node.speed])
         record = TaskRecord(
@@ -262,3 +286,12 @@ class TaskIntake:
         if current.status is not TaskStatus.CANCELLED:
             raise InvalidTransition(record.id, current.status, TaskStatus.CANCELLED)
         return current
+
+
+def _with_staged(work: Expansion, staged: Sequence[StagedInput]) -> Expansion:
+    graph = dict(work.graph)
+    for item in staged:
+        node = graph[item.node_id]
+        staged_name = f"{UPLOAD_SUBFOLDER}/{item.file.name}"
+        graph[item.node_id] = {**node, "inputs": {**node["inputs"], item.input_name: staged_name}}
+    return Expansion(graph, work.params, [*work.inputs, *(item.file for item in staged)])

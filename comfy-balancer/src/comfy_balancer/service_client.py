@@ -58,6 +58,19 @@ class ServiceClient:
         except httpx.TransportError as exc:
             raise NodeUnreachable(node_url, exc) from exc
 
+    @asynccontextmanager
+    async def file(
+        self, node_url: str, task_id: str, folder: str, filename: str, subfolder: str
+    ) -> AsyncIterator[httpx.Response]:
+        """A file the node's ComfyUI made for a task running there, by ComfyUI's name."""
+        url = f"{node_url}{API_PREFIX}/tasks/{task_id}/files/{folder}"
+        params = {"filename": filename, "subfolder": subfolder}
+        try:
+            async with self._http.stream("GET", url, params=params, headers=self._auth) as answer:
+                yield answer
+        except httpx.TransportError as exc:
+            raise NodeUnreachable(node_url, exc) from exc
+
     async def _send(
         self, method: str, url: str, *, headers: dict[str, str] | None = None, **kwargs: Any
     ) -> NodeAnswer:

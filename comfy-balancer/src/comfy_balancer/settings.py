@@ -105,6 +105,12 @@ class BalancerSettings(ApiServerSettings):
         description="Place queued tasks on nodes from this process. --no-dispatch makes a "
         "replica that only serves the API; at least one replica on the same Redis must place.",
     )
+    comfyui_gateway: bool = Field(
+        default=True,
+        description="Also answer ComfyUI's own protocol at the root (/prompt, /queue, /history, "
+        "/api/jobs, /view, /upload/image...), per API key's tenant, so ComfyUI clients run "
+        "unchanged against the fleet. --no-comfyui-gateway serves /api/v1 only.",
+    )
     nodes: list[str] = Field(
         default_factory=list,
         description="Optional static list of node ids to use; empty = every node that "

@@ -20,6 +20,9 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
                                                      trimmed to the retention window
 {p}:tenant:{tenant}:recent   zset    task store      none; the tenant's task ids by created ms,
                                                      trimmed to the retention window
+{p}:tenant:{tenant}:open     zset    task store      none; the tenant's unfinished task ids by
+                                                     created ms (added with the task, removed by
+                                                     the write that ends it)
 {p}:idempotency:{tenant}:{key}  string  task store   24 h; {"task_id", "fingerprint"} JSON
 {p}:apikeys                  hash    key store       none; key id -> ApiKey JSON (no secret)
 {p}:apikeys:secrets          hash    key store       none; sha256 of a secret -> key id
@@ -51,6 +54,15 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 {p}:queue:groups             hash    balancer API    none; group -> most tasks it runs at once
 {p}:queue:seq                string  task queue      none; arrival counter
 {p}:gateway:numbers          string  gateway         none; the last ComfyUI prompt `number` given
+{p}:gateway:uploads:{tenant} hash    gateway         the retention after the tenant's last upload;
+                                                     "<type>/<subfolder>/<name>" -> {"sha256",
+                                                     "size", "expires_ms"} JSON: files sent to
+                                                     /upload/image (bytes in the output store,
+                                                     held there until expires_ms)
+{p}:gateway:live:{id}        set     gateway (relay) the task retention; ["<type>", "<subfolder>",
+                                                     "<filename>"] JSON of each file a running
+                                                     prompt's executed events announced (/view
+                                                     fetches those from its node until stored)
 {p}:costs:shapes             hash    balancer sweep  none, at most 10,000 fields; graph shape ->
                                                      "<GPU-seconds>|<runs>" learned from runs
 {p}:node:{node}:dispatched   zset    task queue      none; task ids the balancer placed on the
@@ -198,6 +210,15 @@ class RedisKeys:
 
     def tenant_recent(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{tenant}:recent"
+
+    def tenant_open(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:open"
+
+    def gateway_uploads(self, tenant: str) -> str:
+        return f"{self.prefix}:gateway:uploads:{tenant}"
+
+    def gateway_live(self, task_id: str) -> str:
+        return f"{self.prefix}:gateway:live:{task_id}"
 
     def api_keys(self) -> str:
         return f"{self.prefix}:apikeys"

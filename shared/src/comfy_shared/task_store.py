@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from loguru import logger
@@ -30,10 +31,10 @@ from comfy_shared.lua import LuaScript
 from comfy_shared.models import PromptOrigin, TaskEvent, TaskEventKind, TaskRecord
 from comfy_shared.outputs.catalog import inputs_holder
 from comfy_shared.redis_keys import RedisKeys
-from comfy_shared.task_state import check_transition
+from comfy_shared.task_state import TaskStatus, check_transition
 
 CREATE_TASK: Final = LuaScript(
-    keys=("task", "prompt", "inputs", "origin", "events", "recent", "tenant_recent"),
+    keys=("task", "prompt", "inputs", "origin", "events", "recent", "tenant_recent", "tenant_open"),
     args=(
         "task_id",
         "record",
@@ -58,6 +59,7 @@ for _, index in ipairs({KEY.recent, KEY.tenant_recent}) do
   redis.call('ZADD', index, ARG.created_ms, ARG.task_id)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', ARG.recent_cutoff_ms)
 end
+redis.call('ZADD', KEY.tenant_open, ARG.created_ms, ARG.task_id)
 """,
 )
 """Store a new task, or return the stored record if the id is taken (the caller needs it
@@ -79,10 +81,11 @@ local id = redis.call('XADD', KEY.events, 'MAXLEN', '~', ARG.events_maxlen, '*',
 # will upload them again: their hold in the output store is due now) and is announced on the
 # channel: it frees a slot.
 _RETAIN_ENDED_TASK: Final = LuaScript(
-    keys=("task", "prompt", "inputs", "origin", "events", "logs", "output_expiry"),
+    keys=("task", "prompt", "inputs", "origin", "events", "logs", "output_expiry", "tenant_open"),
     args=("task_id", "ttl_s", "channel", "inputs_holder", "now_ms"),
     body="""
 redis.call('DEL', KEY.inputs)
+redis.call('ZREM', KEY.tenant_open, ARG.task_id)
 redis.call('ZADD', KEY.output_expiry, 'XX', ARG.now_ms, ARG.inputs_holder)
 for _, key in ipairs({KEY.task, KEY.prompt, KEY.origin, KEY.events, KEY.logs}) do
   redis.call('EXPIRE', key, ARG.ttl_s)
@@ -104,10 +107,55 @@ _END_TASK: Final = _COUNTED_END.then(_RETURN_ID)
 _END_KEYED_TASK: Final = _COUNTED_END.then(usage.COUNT_KEY_USAGE).then(_RETURN_ID)
 """The end of a task submitted with an API key: its key's usage is counted too."""
 
+_FIELD_OF_EACH: Final = """
+local found = {}
+for i, key in ipairs(KEYS) do found[i] = redis.call('HGET', key, ARGV[1]) end
+return found
+"""
+"""One field of each of many task hashes in one reply (false where there is no task): for a
+thousand tasks about six times faster than as many commands in a pipeline, whose replies the
+client parses one by one. Plain Redis script: its keys are a list of any length, which
+``LuaScript`` (named keys) does not describe."""
+
+_RECENT_STATUSES: Final = """
+local listed = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
+local found = {}
+for i = 1, #listed, 2 do
+  local status = redis.call('HGET', ARGV[1] .. listed[i], 'status') or ''
+  found[#found + 1] = {listed[i], tonumber(listed[i + 1]), status}
+end
+if #found == 0 then return '[]' end
+return cjson.encode(found)
+"""
+"""A tenant's newest task ids with their created ms and status, in one reply: one JSON
+string, which the client decodes at C speed (a reply of thousands of elements costs the
+client milliseconds per thousand to parse). The task keys are built from their prefix: the
+index names the tasks."""
+
 IDEMPOTENCY_TTL_S: Final = 24 * 3600
 MAX_UPDATE_ATTEMPTS: Final = 20
 TASK_ENDED: Final = "task-ended"
 """Signal sent (payload: task id) when a task reaches a terminal state."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A task as a tenant's index lists it."""
+
+    task_id: str
+    created_ms: int
+    status: TaskStatus | None
+    """None: the task is gone (forgotten, or expired since the index was trimmed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A task with what it was submitted with: its graph and, through the ComfyUI gateway,
+    its origin."""
+
+    record: TaskRecord
+    prompt: dict[str, Any] | None
+    origin: PromptOrigin | None
 
 
 class IdempotencyBinding(BaseModel):
@@ -135,6 +183,8 @@ class TaskStore:
         self._update = _UPDATE_TASK.register(redis)
         self._end = _END_TASK.register(redis)
         self._end_keyed = _END_KEYED_TASK.register(redis)
+        self._field_of_each = redis.register_script(_FIELD_OF_EACH)
+        self._recent_statuses = redis.register_script(_RECENT_STATUSES)
 
     # --- creating ------------------------------------------------------------------------------
 
@@ -166,6 +216,7 @@ class TaskStore:
         keys = self._task_keys(record.id) | {
             "recent": self._keys.recent_tasks(),
             "tenant_recent": self._keys.tenant_recent(record.tenant),
+            "tenant_open": self._keys.tenant_open(record.tenant),
         }
         keys.pop("logs")
         args: dict[str, str | int] = {
@@ -188,6 +239,7 @@ class TaskStore:
             pipe.delete(*self._task_keys(record.id).values())
             pipe.zrem(self._keys.recent_tasks(), record.id)
             pipe.zrem(self._keys.tenant_recent(record.tenant), record.id)
+            pipe.zrem(self._keys.tenant_open(record.tenant), record.id)
             pipe.zadd(self._keys.outputs_expiry(), {inputs_holder(record.id): now_ms()}, xx=True)
             await pipe.execute()
 
@@ -220,6 +272,60 @@ class TaskStore:
         index = self._keys.tenant_recent(tenant) if tenant else self._keys.recent_tasks()
         ids = await self._redis.zrevrange(index, offset, offset + count - 1)
         return [str(task_id) for task_id in ids]
+
+    async def recent_statuses(self, tenant: str, count: int) -> list[Listed]:
+        """The tenant's ``count`` newest tasks with their status, newest first, in one round
+        trip (what a listing needs to choose the tasks it then reads)."""
+        listed = await self._recent_statuses(
+            keys=[self._keys.tenant_recent(tenant)], args=[self._keys.task(""), count]
+        )
+        return [
+            Listed(task_id, int(created_ms), TaskStatus(status) if status else None)
+            for task_id, created_ms, status in json.loads(listed)
+        ]
+
+    async def open_ids(self, tenant: str) -> list[str]:
+        """The tenant's unfinished tasks (queued, placed or running), oldest first."""
+        ids = await self._redis.zrange(self._keys.tenant_open(tenant), 0, -1)
+        return [str(task_id) for task_id in ids]
+
+    async def count_open(self, tenant: str) -> int:
+        return int(await self._redis.zcard(self._keys.tenant_open(tenant)))
+
+    async def statuses(self, task_ids: list[str]) -> dict[str, TaskStatus | None]:
+        """Each task's status (None: no such task), in one round trip: far less to read than
+        the records when only some of many tasks are wanted."""
+        keys = [self._keys.task(task_id) for task_id in task_ids]
+        replies = await self._field_of_each(keys=keys, args=["status"]) if keys else []
+        return {
+            task_id: TaskStatus(raw) if raw else None
+            for task_id, raw in zip(task_ids, replies, strict=True)
+        }
+
+    async def find_submissions(self, task_ids: list[str]) -> dict[str, Submission | None]:
+        """Each task with its graph and origin (None: no such task), in one round trip."""
+        if not task_ids:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            keys = [self._keys.task(task_id) for task_id in task_ids]
+            await self._field_of_each(keys=keys, args=["record"], client=pipe)
+            pipe.mget([self._keys.task_prompt(task_id) for task_id in task_ids])
+            pipe.mget([self._keys.task_origin(task_id) for task_id in task_ids])
+            records, prompts, origins = await pipe.execute()
+        found: dict[str, Submission | None] = {}
+        for task_id, record, prompt, origin in zip(
+            task_ids, records, prompts, origins, strict=True
+        ):
+            found[task_id] = (
+                Submission(
+                    TaskRecord.model_validate_json(record),
+                    json.loads(prompt) if prompt is not None else None,
+                    PromptOrigin.model_validate_json(origin) if origin is not None else None,
+                )
+                if record
+                else None
+            )
+        return found
 
     async def get_prompt(self, task_id: str) -> dict[str, Any] | None:
         return (await self.get_prompts([task_id]))[task_id]
@@ -383,6 +489,7 @@ class TaskStore:
         webhook_keys, webhook_args = webhook_outbox.enqueue_arguments(self._keys, record, now_ms())
         keys = keys | self._task_keys(record.id) | usage_keys | webhook_keys
         keys["output_expiry"] = self._keys.outputs_expiry()
+        keys["tenant_open"] = self._keys.tenant_open(record.tenant)
         args = args | usage_args | webhook_args
         args |= {
             "task_id": record.id,

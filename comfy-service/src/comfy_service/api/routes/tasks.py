@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from comfy_service.api.answers import COMFYUI_ANSWERS, FILE_NOT_FOUND, NOT_ON_THIS_NODE
 from comfy_service.deps import State
+from comfy_service.errors import NotOnThisNode
 from comfy_shared.api.openapi import (
     BUSY,
     INVALID_REQUEST,
@@ -22,6 +24,7 @@ from comfy_shared.api.openapi import (
 )
 from comfy_shared.api.schemas import OutputView, TaskView
 from comfy_shared.api.task_ids import TaskIdInPath
+from comfy_shared.outputs.media import media_type_of
 from comfy_shared.outputs.serving import (
     OutputExpired,
     output_at,
@@ -106,5 +109,39 @@ async def download_output(
         # Our own table, not ComfyUI's guess: its answer depends on its machine's mime.types.
         media_type=output.media_type,
         headers={"Content-Disposition": attachment_disposition(output.filename)},
+        background=BackgroundTask(upstream.aclose),
+    )
+
+
+@router.get(
+    "/{task_id}/files/{folder}",
+    response_class=StreamingResponse,
+    responses=error_responses(
+        *TASK_PATH_ANSWERS, INVALID_REQUEST, NOT_ON_THIS_NODE, FILE_NOT_FOUND, *COMFYUI_ANSWERS
+    )
+    | {200: OUTPUT_FILE},
+)
+async def download_file(
+    task_id: TaskIdInPath,
+    folder: Literal["output", "temp"],
+    filename: Annotated[str, Query(min_length=1, max_length=255, pattern=r"^[^/\\]+$")],
+    state: State,
+    subfolder: Annotated[str, Query(max_length=1024)] = "",
+) -> Response:
+    """A file ComfyUI made for a task that runs here, by ComfyUI's own name, before the
+    task's end stores it: the balancer serves a ComfyUI client's ``/view`` of a file its
+    ``executed`` event announced this way (and only such files: this route cannot tell one
+    task's files from another's). 409 once the task is not this node's, or has ended."""
+    record = await state.store.get(task_id)
+    if record.node_id != state.settings.node_id or record.status.is_terminal:
+        raise NotOnThisNode(task_id, record.node_id)
+    upstream = AsyncExitStack()
+    stream = await upstream.enter_async_context(
+        state.comfy.stream_view(filename, subfolder, folder)
+    )
+    return StreamingResponse(
+        stream.iter_bytes(),
+        media_type=media_type_of(filename),
+        headers={"Content-Disposition": attachment_disposition(filename)},
         background=BackgroundTask(upstream.aclose),
     )
