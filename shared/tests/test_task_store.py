@@ -35,6 +35,7 @@ def task_keys(task_id: str) -> list[str]:
         KEYS.task_prompt(task_id),
         KEYS.task_events(task_id),
         KEYS.task_logs(task_id),
+        KEYS.task_frames(task_id),
     ]
 
 
@@ -86,6 +87,7 @@ async def test_the_end_sets_retention_on_every_task_key_and_drops_the_inputs(
 ) -> None:
     await store.create(on_node("t1"), {"p": 1}, PNG)
     await redis.rpush(KEYS.task_logs("t1"), "a line")
+    await store.append_frames({"t1": [{"a": "1", "k": "m", "d": "{}"}]})
     await run(store, "t1")
     assert await redis.ttl(KEYS.task("t1")) == -1
 
@@ -218,10 +220,52 @@ async def test_read_events_blocks_until_the_next_event(store: TaskStore) -> None
 
 async def test_delete_forgets_every_key_of_the_task(store: TaskStore, redis: Redis) -> None:
     await store.create(on_node("t1"), {"p": 1}, PNG)
+    await store.append_frames({"t1": [{"a": "1", "k": "m", "d": "{}"}]})
     await store.delete(on_node("t1"))
 
     assert await redis.exists(*task_keys("t1"), KEYS.task_inputs("t1")) == 0
     assert await redis.zscore(KEYS.recent_tasks(), "t1") is None
+    assert await store.unfinished_ids("default") == []
+
+
+async def frame_fields(redis: Redis, task_id: str) -> list[dict[str, str]]:
+    entries = cast(
+        "list[tuple[str, dict[str, str]]]", await redis.xrange(KEYS.task_frames(task_id))
+    )
+    return [fields for _, fields in entries]
+
+
+async def test_a_tenant_s_unfinished_tasks_are_those_created_and_not_ended(
+    store: TaskStore,
+) -> None:
+    for task_id, tenant in [("t1", "acme"), ("t2", "acme"), ("t3", "other")]:
+        await store.create(on_node(task_id, tenant=tenant))
+    assert await store.unfinished_ids("acme") == ["t1", "t2"]
+    assert await store.count_unfinished("acme") == 2
+
+    await run(store, "t1")
+    assert await store.count_unfinished("acme") == 2  # running is not ended
+    await succeed(store, "t1")
+    await store.apply("t2", Cancelled())
+
+    assert await store.unfinished_ids("acme") == []
+    assert await store.count_unfinished("other") == 1
+
+
+async def test_frames_are_appended_in_order_capped_and_kept_after_their_last_append(
+    store: TaskStore, redis: Redis
+) -> None:
+    await store.append_frames(
+        {"t1": [{"a": "1", "n": str(n)} for n in range(300)], "t2": [{"a": "2", "n": "0"}]},
+        maxlen=100,
+    )
+
+    kept = await frame_fields(redis, "t1")
+    assert 100 <= len(kept) < 300  # MAXLEN ~ trims whole nodes of the stream
+    assert [fields["n"] for fields in kept] == [str(n) for n in range(300)][-len(kept) :]
+    assert await frame_fields(redis, "t2") == [{"a": "2", "n": "0"}]
+    for task_id in ("t1", "t2"):
+        assert 0 < await redis.ttl(KEYS.task_frames(task_id)) <= RETENTION_S
 
 
 async def test_delete_makes_the_hold_on_the_input_files_due(store: TaskStore, redis: Redis) -> None:
