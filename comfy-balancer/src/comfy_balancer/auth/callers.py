@@ -15,6 +15,7 @@ import time
 from typing import Final
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from comfy_balancer.auth.keys import ADMIN_KEY_ID, ApiKey, KeyStore, secret_hash
 from comfy_shared.access import TRUSTED, Caller, Scope
@@ -80,8 +81,8 @@ def _caller_of(key: ApiKey) -> Caller:
     )
 
 
-def presented_secret(request: Request) -> str | None:
-    """The key a request shows, in any of the accepted places."""
+def presented_secret(request: HTTPConnection) -> str | None:
+    """The key a request (or a WebSocket upgrade) shows, in any of the accepted places."""
     authorization = request.headers.get("authorization", "")
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
