@@ -70,15 +70,11 @@ class Received:
     at: float
     """``time.time()`` when it arrived."""
     frame: str | bytes
+    message: dict[str, Any] | None = field(init=False)
+    """A text frame, parsed."""
 
-    @property
-    def message(self) -> dict[str, Any] | None:
-        """A text frame, parsed."""
-        if isinstance(self.frame, bytes):
-            return None
-        parsed = json.loads(self.frame)
-        assert isinstance(parsed, dict)
-        return parsed
+    def __post_init__(self) -> None:
+        self.message = json.loads(self.frame) if isinstance(self.frame, str) else None
 
     @property
     def binary_type(self) -> int | None:
@@ -93,6 +89,8 @@ class ComfyWsClient:
 
     ws: ClientConnection
     received: list[Received] = field(default_factory=list)
+    closed_prompts: set[str] = field(default_factory=set)
+    """Prompts whose ``executing {node: null}`` came."""
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _reader: asyncio.Task[None] | None = None
@@ -124,8 +122,13 @@ class ComfyWsClient:
     async def _read(self) -> None:
         try:
             async for frame in self.ws:
+                received = Received(time.time(), frame)
                 async with self._changed:
-                    self.received.append(Received(time.time(), frame))
+                    self.received.append(received)
+                    if (message := received.message) is not None and message == closes(
+                        message.get("data", {}).get("prompt_id")
+                    ):
+                        self.closed_prompts.add(message["data"]["prompt_id"])
                     self._changed.notify_all()
         except ConnectionClosed:
             pass
@@ -169,14 +172,14 @@ class ComfyWsClient:
     async def wait_prompt_closed(self, prompt_id: str, *, timeout_s: float = WAIT_S) -> None:
         """Until ``executing {node: null, prompt_id}`` arrived."""
         await self.wait_for(
-            lambda c: closes(prompt_id) in c.messages(), timeout_s=timeout_s, what=prompt_id
+            lambda c: prompt_id in c.closed_prompts, timeout_s=timeout_s, what=prompt_id
         )
 
     def types(self) -> list[str]:
         return [str(m["type"]) for m in self.messages()]
 
 
-def closes(prompt_id: str) -> dict[str, Any]:
+def closes(prompt_id: str | None) -> dict[str, Any]:
     return {"type": "executing", "data": {"node": None, "prompt_id": prompt_id}}
 
 

@@ -52,7 +52,8 @@ async def comfy_websocket(websocket: WebSocket) -> None:
     if caller is None:
         return
     await websocket.accept()
-    socket = ClientSocket(caller.tenant, websocket.query_params.get("clientId") or uuid4().hex)
+    sid = websocket.query_params.get("clientId") or uuid4().hex
+    socket = ClientSocket(caller.tenant, sid, queue_frames=state.settings.ws_queue_frames)
     try:
         await state.gateway.attach(socket)
     except RedisError as exc:

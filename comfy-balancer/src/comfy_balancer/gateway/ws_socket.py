@@ -6,7 +6,7 @@ is bounded:
 
 - previews (lossy by nature: each replaces the last) are dropped for a client whose queue is
   half full;
-- a client whose queue is full (``QUEUE_FRAMES`` frames) is **closed** (code 1013, "try again
+- a client whose queue is full (``--ws-queue-frames``, 1024) is **closed** (code 1013, "try again
   later") rather than fed with gaps: ComfyUI clients wait for one particular frame (their
   prompt's ``executing {node: null}``), and silently losing it would hang them, while a closed
   socket makes them reconnect and read ``/history``, as after any network trouble.
@@ -22,7 +22,8 @@ from typing import Final
 from starlette.websockets import WebSocket
 
 QUEUE_FRAMES: Final = 1024
-"""Frames waiting for one client at most (a prompt's whole sequence is a few hundred)."""
+"""Frames waiting for one client at most, by default (``--ws-queue-frames``); a prompt's
+whole sequence is a few hundred."""
 TOO_SLOW: Final = 1013
 """Close code for a client that could not keep up (RFC 6455: try again later)."""
 CLOSE_TIMEOUT_S: Final = 1.0
