@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from comfy_balancer.gateway import relay_messages as messages
+from comfy_balancer.gateway.relay import ORIGIN_HEAD_BYTES, client_id_in
 from comfy_balancer.gateway.ws_socket import ClientSocket
-from comfy_shared.models import ErrorType, TaskError, TaskRecord
+from comfy_shared.models import ErrorType, PromptOrigin, TaskError, TaskRecord
 from comfy_shared.task_state import TaskStatus
 
 ENDED_AT = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -99,3 +100,17 @@ def test_an_error_comfyui_described_keeps_its_description() -> None:
     data = json.loads(messages.ending(failed, node=None, node_type=None, executed=[]))["data"]
 
     assert {key: data[key] for key in details} == details
+
+
+@pytest.mark.parametrize(
+    ("client_id", "read"),
+    [("tab-1", True), ('a "quoted" \\ id', True), (None, True), ("x" * 600, False)],
+)
+def test_a_prompt_s_client_is_read_from_the_head_of_its_origin(
+    client_id: str | None, read: bool
+) -> None:
+    workflow = {"extra_pnginfo": {"workflow": {"nodes": ["..."] * 10_000}}}
+    stored = PromptOrigin(client_id=client_id, number=7, extra_data=workflow).model_dump_json()
+
+    assert client_id_in(stored[:ORIGIN_HEAD_BYTES]) == (read, client_id if read else None)
+    assert client_id_in("") == (True, None)  # no origin: not a gateway prompt

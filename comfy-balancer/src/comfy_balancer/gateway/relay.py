@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterable
 from functools import partial
 from typing import Final
@@ -50,6 +51,20 @@ from comfy_shared.task_store import TASK_ENDED, TaskStore
 
 RESCAN_S: Final = 2.0
 """How often each user's unfinished tasks are read again (the safety net under the signals)."""
+ORIGIN_HEAD_BYTES: Final = 512
+_CLIENT_ID_FIELD: Final = '{"client_id":'
+
+
+def client_id_in(head: str) -> tuple[bool, str | None]:
+    """Whether the head of a stored ``PromptOrigin`` holds its client id (its first field,
+    as pydantic writes fields in order), and the client id (None: none, or no origin)."""
+    if not head.startswith(_CLIENT_ID_FIELD):
+        return True, None
+    try:
+        value, _ = json.JSONDecoder().raw_decode(head, len(_CLIENT_ID_FIELD))
+    except ValueError:
+        return False, None  # cut short: longer than the head
+    return True, value if isinstance(value, str) else None
 
 
 class Room:
@@ -104,6 +119,8 @@ class GatewayRelay:
         frame_grace_s: float = FRAME_GRACE_S,
     ) -> None:
         self._store = store
+        self._redis = redis
+        self._keys = keys
         self._signals = Signals(redis, keys)
         self._tools = RelayTools(store, redis, hub, keys, rewrite_output, frame_grace_s)
         self._rescan_s = rescan_s
@@ -276,10 +293,20 @@ class GatewayRelay:
         room.tell_everyone(messages.status(remaining))
 
     async def _clients_of(self, task_ids: list[str]) -> dict[str, str | None]:
-        if not task_ids:
-            return {}
-        origins = await self._store.get_origins(task_ids)
-        return {
-            task_id: origin.client_id if origin is not None else None
-            for task_id, origin in origins.items()
-        }
+        """Each task's client id (None: not a gateway prompt). Only the head of each origin
+        is read: its ``extra_data`` carries the UI workflow, often hundreds of kB, and a
+        user's queue may hold thousands of prompts."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.getrange(self._keys.task_origin(task_id), 0, ORIGIN_HEAD_BYTES - 1)
+            heads = await pipe.execute()
+        owners: dict[str, str | None] = {}
+        unread = []
+        for task_id, head in zip(task_ids, heads, strict=True):
+            read, owners[task_id] = client_id_in(head)
+            if not read:
+                unread.append(task_id)
+        if unread:  # a client id longer than the head: read those origins whole
+            origins = await self._store.get_origins(unread)
+            owners |= {t: origin.client_id if origin else None for t, origin in origins.items()}
+        return owners
