@@ -13,13 +13,13 @@ from comfy_shared.models import ErrorType, Progress, PromptOrigin, TaskError, Ta
 from comfy_shared.outputs.catalog import inputs_holder
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_state import TaskStatus
-from comfy_shared.task_store import IdempotencyBinding, TaskStore
+from comfy_shared.task_store import FRAMES_KEPT_S, IdempotencyBinding, TaskStore
 from comfy_shared.usage import USAGE_TTL_S
 from comfy_shared.webhook_outbox import MESSAGE_TTL_S
 from comfy_testkit.records import ATTEMPT, NODE, on_node, run, succeed
 
 KEYS = RedisKeys("test")
-RETENTION_S = 600
+RETENTION_S = 900
 PNG = {"t1-image.png": "sha256:" + "ab" * 32}
 """An input file, as the task keeps it: a reference into the output store."""
 
@@ -95,6 +95,7 @@ async def test_the_end_sets_retention_on_every_task_key_and_drops_the_inputs(
 
     for key in task_keys("t1"):
         assert 0 < await redis.ttl(key) <= RETENTION_S, key
+    assert 0 < await redis.ttl(KEYS.task_frames("t1")) <= FRAMES_KEPT_S < RETENTION_S
     assert await redis.exists(KEYS.task_inputs("t1")) == 0
 
 

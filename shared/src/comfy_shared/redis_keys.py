@@ -14,10 +14,10 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 {p}:task:{id}:origin         string  task store      as the task; a prompt sent through the ComfyUI
                                                      gateway: its client_id, number, extra_data
                                                      (PromptOrigin JSON; absent for /api/v1 tasks)
-{p}:task:{id}:frames         stream  task store      as the task, and retention after each append;
-                                     (appended by    capped with MAXLEN ~; a gateway prompt's
-                                     comfy-service)  ComfyUI messages and previews, its node's
-                                                     prompt id replaced by the task id
+{p}:task:{id}:frames         stream  task store      retention after each append, 5 min once the
+                                     (appended by    task ended; capped with MAXLEN ~; a gateway
+                                     comfy-service)  prompt's ComfyUI messages and previews, its
+                                                     node's prompt id replaced by the task id
                                                      (comfy_shared.frames)
 {p}:task:{id}:submit:{n}     string  task store      retention; node id that sent attempt n to
                                                      ComfyUI (SET NX: an attempt runs once)

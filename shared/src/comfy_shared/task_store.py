@@ -94,14 +94,15 @@ _RETAIN_ENDED_TASK: Final = LuaScript(
         "output_expiry",
         "unfinished",
     ),
-    args=("task_id", "ttl_s", "channel", "inputs_holder", "now_ms"),
+    args=("task_id", "ttl_s", "frames_ttl_s", "channel", "inputs_holder", "now_ms"),
     body="""
 redis.call('DEL', KEY.inputs)
 redis.call('ZADD', KEY.output_expiry, 'XX', ARG.now_ms, ARG.inputs_holder)
 redis.call('ZREM', KEY.unfinished, ARG.task_id)
-for _, key in ipairs({KEY.task, KEY.prompt, KEY.origin, KEY.events, KEY.logs, KEY.frames}) do
+for _, key in ipairs({KEY.task, KEY.prompt, KEY.origin, KEY.events, KEY.logs}) do
   redis.call('EXPIRE', key, ARG.ttl_s)
 end
+redis.call('EXPIRE', KEY.frames, math.min(tonumber(ARG.ttl_s), tonumber(ARG.frames_ttl_s)))
 redis.call('PUBLISH', ARG.channel, ARG.task_id)
 """,
 )
@@ -124,6 +125,9 @@ MAX_UPDATE_ATTEMPTS: Final = 20
 FRAMES_MAXLEN: Final = 2000
 """ComfyUI frames kept per task (the relay reads them as they come; a reader this far behind
 has lost touch anyway)."""
+FRAMES_KEPT_S: Final = 300
+"""How long a task's frames stay once it ended: the relay closes a prompt within seconds of
+its end, and previews would take room for the whole retention."""
 TASK_ENDED: Final = "task-ended"
 """Signal sent (payload: task id) when a task reaches a terminal state."""
 
@@ -438,6 +442,7 @@ class TaskStore:
         args |= {
             "task_id": record.id,
             "ttl_s": self._retention_s,
+            "frames_ttl_s": FRAMES_KEPT_S,
             "channel": self._keys.signal(TASK_ENDED),
             "inputs_holder": inputs_holder(record.id),
             "now_ms": now_ms(),
