@@ -13,13 +13,13 @@ from comfy_shared.models import ErrorType, Progress, PromptOrigin, TaskError, Ta
 from comfy_shared.outputs.catalog import inputs_holder
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_state import TaskStatus
-from comfy_shared.task_store import IdempotencyBinding, TaskStore
+from comfy_shared.task_store import FRAMES_KEPT_S, IdempotencyBinding, TaskStore
 from comfy_shared.usage import USAGE_TTL_S
 from comfy_shared.webhook_outbox import MESSAGE_TTL_S
 from comfy_testkit.records import ATTEMPT, NODE, on_node, run, succeed
 
 KEYS = RedisKeys("test")
-RETENTION_S = 600
+RETENTION_S = 900
 PNG = {"t1-image.png": "sha256:" + "ab" * 32}
 """An input file, as the task keeps it: a reference into the output store."""
 
@@ -35,6 +35,7 @@ def task_keys(task_id: str) -> list[str]:
         KEYS.task_prompt(task_id),
         KEYS.task_events(task_id),
         KEYS.task_logs(task_id),
+        KEYS.task_frames(task_id),
     ]
 
 
@@ -78,10 +79,10 @@ async def test_a_tenant_s_open_index_holds_its_unfinished_tasks_only(
     await succeed(store, "t2")
     await store.apply("t3", Cancelled())
 
-    assert await store.open_ids("acme") == ["t1"]
-    assert await store.count_open("acme") == 1
+    assert await store.unfinished_ids("acme") == ["t1"]
+    assert await store.count_unfinished("acme") == 1
     await store.delete(await store.get("t1"))
-    assert await redis.exists(KEYS.tenant_open("acme")) == 0
+    assert await redis.exists(KEYS.tenant_unfinished("acme")) == 0
 
 
 async def test_statuses_and_submissions_are_read_for_many_tasks_at_once(
@@ -139,6 +140,7 @@ async def test_the_end_sets_retention_on_every_task_key_and_drops_the_inputs(
 ) -> None:
     await store.create(on_node("t1"), {"p": 1}, PNG)
     await redis.rpush(KEYS.task_logs("t1"), "a line")
+    await store.append_frames({"t1": [{"a": "1", "k": "m", "d": "{}"}]})
     await run(store, "t1")
     assert await redis.ttl(KEYS.task("t1")) == -1
 
@@ -146,6 +148,7 @@ async def test_the_end_sets_retention_on_every_task_key_and_drops_the_inputs(
 
     for key in task_keys("t1"):
         assert 0 < await redis.ttl(key) <= RETENTION_S, key
+    assert 0 < await redis.ttl(KEYS.task_frames("t1")) <= FRAMES_KEPT_S < RETENTION_S
     assert await redis.exists(KEYS.task_inputs("t1")) == 0
 
 
@@ -271,10 +274,52 @@ async def test_read_events_blocks_until_the_next_event(store: TaskStore) -> None
 
 async def test_delete_forgets_every_key_of_the_task(store: TaskStore, redis: Redis) -> None:
     await store.create(on_node("t1"), {"p": 1}, PNG)
+    await store.append_frames({"t1": [{"a": "1", "k": "m", "d": "{}"}]})
     await store.delete(on_node("t1"))
 
     assert await redis.exists(*task_keys("t1"), KEYS.task_inputs("t1")) == 0
     assert await redis.zscore(KEYS.recent_tasks(), "t1") is None
+    assert await store.unfinished_ids("default") == []
+
+
+async def frame_fields(redis: Redis, task_id: str) -> list[dict[str, str]]:
+    entries = cast(
+        "list[tuple[str, dict[str, str]]]", await redis.xrange(KEYS.task_frames(task_id))
+    )
+    return [fields for _, fields in entries]
+
+
+async def test_a_tenant_s_unfinished_tasks_are_those_created_and_not_ended(
+    store: TaskStore,
+) -> None:
+    for task_id, tenant in [("t1", "acme"), ("t2", "acme"), ("t3", "other")]:
+        await store.create(on_node(task_id, tenant=tenant))
+    assert await store.unfinished_ids("acme") == ["t1", "t2"]
+    assert await store.count_unfinished("acme") == 2
+
+    await run(store, "t1")
+    assert await store.count_unfinished("acme") == 2  # running is not ended
+    await succeed(store, "t1")
+    await store.apply("t2", Cancelled())
+
+    assert await store.unfinished_ids("acme") == []
+    assert await store.count_unfinished("other") == 1
+
+
+async def test_frames_are_appended_in_order_capped_and_kept_after_their_last_append(
+    store: TaskStore, redis: Redis
+) -> None:
+    await store.append_frames(
+        {"t1": [{"a": "1", "n": str(n)} for n in range(300)], "t2": [{"a": "2", "n": "0"}]},
+        maxlen=100,
+    )
+
+    kept = await frame_fields(redis, "t1")
+    assert 100 <= len(kept) < 300  # MAXLEN ~ trims whole nodes of the stream
+    assert [fields["n"] for fields in kept] == [str(n) for n in range(300)][-len(kept) :]
+    assert await frame_fields(redis, "t2") == [{"a": "2", "n": "0"}]
+    for task_id in ("t1", "t2"):
+        assert 0 < await redis.ttl(KEYS.task_frames(task_id)) <= RETENTION_S
 
 
 async def test_delete_makes_the_hold_on_the_input_files_due(store: TaskStore, redis: Redis) -> None:

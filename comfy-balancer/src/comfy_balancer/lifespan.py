@@ -1,7 +1,8 @@
 """Start-up and shutdown of a comfy-balancer process.
 
-Start: Redis (retried until it answers), the clients, then the loops: the dispatcher and the
-webhook delivery (every replica delivers; the outbox's leases keep them apart). Stop: the
+Start: Redis (retried until it answers), the clients, then the loops: the dispatcher, the
+webhook delivery (every replica delivers; the outbox's leases keep them apart) and the
+ComfyUI gateway's WebSocket relay. Stop: the
 loops first (placements being sent are cancelled; the next cycle of any replica re-sends
 them), then the clients. Nothing else lives in the process: every fact is in Redis.
 """
@@ -25,6 +26,7 @@ from comfy_balancer.budgets import Budgets
 from comfy_balancer.costs import CostModel
 from comfy_balancer.dispatcher import Dispatcher
 from comfy_balancer.eta import PaceReader
+from comfy_balancer.gateway.relay import GatewayRelay
 from comfy_balancer.intake import TaskIntake
 from comfy_balancer.registry import NodeRegistry
 from comfy_balancer.scheduling import make_strategy
@@ -77,6 +79,7 @@ class BalancerState:
     webhooks: WebhookGuard
     outbox: Outbox
     webhook_http: httpx.AsyncClient
+    gateway: GatewayRelay
     loops: Supervisor = field(default_factory=Supervisor)
 
     async def queue_standing(self, task: TaskRecord) -> QueueStanding | None:
@@ -158,6 +161,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     task_logs = install_task_log_sink(
         settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
     )
+    stream_hub = StreamHub(settings.redis_url, redis, max_streams=settings.max_streams)
     state = BalancerState(
         settings=settings,
         redis=redis,
@@ -173,7 +177,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         http=http,
         keys=keys,
         task_logs=task_logs,
-        stream_hub=StreamHub(settings.redis_url, redis, max_streams=settings.max_streams),
+        stream_hub=stream_hub,
         usage=usage,
         outputs=outputs,
         catalog=catalog,
@@ -186,8 +190,10 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         # Its own client: no proxy from the environment (it would resolve the name again),
         # no redirects, nothing shared with the calls to nodes.
         webhook_http=httpx.AsyncClient(follow_redirects=False, trust_env=False),
+        gateway=GatewayRelay(store=store, redis=redis, keys=keys, hub=stream_hub),
     )
     state.loops.start("event-streams", state.stream_hub.run)
+    state.loops.start("gateway-relay", state.gateway.run)
     start_retention(state.loops, settings, state.catalog, outputs)
     _start_webhook_delivery(state)
     if settings.dispatch:
@@ -224,6 +230,7 @@ def _secret(secret: SecretStr | None) -> str | None:
 
 async def _stop(state: BalancerState) -> None:
     await state.loops.stop()
+    await state.gateway.stop()
     await state.dispatcher.stop()
     await state.http.aclose()
     await state.outputs.aclose()

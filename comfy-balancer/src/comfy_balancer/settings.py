@@ -154,6 +154,14 @@ class BalancerSettings(ApiServerSettings):
     webhook_poll_s: float = Field(
         default=0.5, gt=0, description="Seconds between looks at the webhook outbox."
     )
+    ws_queue_frames: int = Field(
+        default=1024,
+        ge=16,
+        le=1_000_000,
+        description="Frames waiting for one client of the ComfyUI WebSocket (/ws): a client "
+        "further behind is closed (code 1013) rather than sent a stream with gaps; previews "
+        "are dropped for a client half this far behind.",
+    )
 
     @field_validator("webhook_secret")
     @classmethod

@@ -1,7 +1,8 @@
 """Start-up and shutdown of a comfy-service process.
 
 Start: Redis (retried until it answers), the ComfyUI client, then the loops: the WebSocket
-listener that tracks tasks, the health publisher, the watchdog and the safety-net reconcile.
+listener that tracks tasks, the writer of gateway prompts' frames, the health publisher, the
+watchdog and the safety-net reconcile.
 Stop: loops first, then withdraw the health key (routing stops at once), then close clients.
 """
 
@@ -17,6 +18,7 @@ from loguru import logger
 from redis.asyncio import Redis
 
 from comfy_service.ending import TaskEndings
+from comfy_service.frames import FrameRecorder
 from comfy_service.health import HealthPublisher, last_measured_speed
 from comfy_service.host_metrics import GpuReader
 from comfy_service.keeping import OutputKeeper
@@ -209,6 +211,8 @@ def _start_loops(
             reachability=reachability, limits=limits,
         )  # fmt: skip
 
+    # Frames of gateway prompts go to Redis beside the tracker, never in its way.
+    frames = FrameRecorder(store=store, prompts=prompts, redis=state.redis, keys=state.keys)
     tracker = EventTracker(
         store=store,
         prompts=prompts,
@@ -225,13 +229,17 @@ def _start_loops(
             max_backoff_s=WS_RECONNECT_MAX_S,
             silence_timeout_s=settings.ws_silence_timeout_s,
             ping_interval_s=min(10.0, settings.ws_silence_timeout_s / 3),
+            # Previews then come as type 4, naming their prompt (routed to its client).
+            supports_preview_metadata=True,
         ),
+        on_frame=frames.offer,
     )
 
     async def follow_events(handle: LoopHandle) -> None:
         await listener.run(tracker.handle, on_handled=handle.working, on_failed=handle.failing)
 
     state.loops.start("comfyui-events", follow_events)
+    state.loops.start("comfyui-frames", frames.run)
     state.loops.start("event-streams", state.stream_hub.run)
     state.loops.start_every("health", settings.health_interval_s, state.health.publish_once)
     state.loops.start_every("watchdog", WATCHDOG_INTERVAL_S, watchdog)

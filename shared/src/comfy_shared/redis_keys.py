@@ -14,15 +14,20 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 {p}:task:{id}:origin         string  task store      as the task; a prompt sent through the ComfyUI
                                                      gateway: its client_id, number, extra_data
                                                      (PromptOrigin JSON; absent for /api/v1 tasks)
+{p}:task:{id}:frames         stream  task store      retention after each append, 5 min once the
+                                     (appended by    task ended; capped with MAXLEN ~; a gateway
+                                     comfy-service)  prompt's ComfyUI messages and previews, its
+                                                     node's prompt id replaced by the task id
+                                                     (comfy_shared.frames)
 {p}:task:{id}:submit:{n}     string  task store      retention; node id that sent attempt n to
                                                      ComfyUI (SET NX: an attempt runs once)
 {p}:tasks:recent             zset    task store      none; task id scored by created ms,
                                                      trimmed to the retention window
 {p}:tenant:{tenant}:recent   zset    task store      none; the tenant's task ids by created ms,
                                                      trimmed to the retention window
-{p}:tenant:{tenant}:open     zset    task store      none; the tenant's unfinished task ids by
-                                                     created ms (added with the task, removed by
-                                                     the write that ends it)
+{p}:tenant:{tenant}:unfinished  zset  task store     none; the tenant's tasks not ended yet, by
+                                                     created ms (added at creation, removed by the
+                                                     write that ends the task): queue_remaining
 {p}:idempotency:{tenant}:{key}  string  task store   24 h; {"task_id", "fingerprint"} JSON
 {p}:apikeys                  hash    key store       none; key id -> ApiKey JSON (no secret)
 {p}:apikeys:secrets          hash    key store       none; sha256 of a secret -> key id
@@ -142,6 +147,9 @@ class RedisKeys:
     def task_origin(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}:origin"
 
+    def task_frames(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}:frames"
+
     def prompt_numbers(self) -> str:
         return f"{self.prefix}:gateway:numbers"
 
@@ -211,8 +219,8 @@ class RedisKeys:
     def tenant_recent(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{tenant}:recent"
 
-    def tenant_open(self, tenant: str) -> str:
-        return f"{self.prefix}:tenant:{tenant}:open"
+    def tenant_unfinished(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:unfinished"
 
     def gateway_uploads(self, tenant: str) -> str:
         return f"{self.prefix}:gateway:uploads:{tenant}"

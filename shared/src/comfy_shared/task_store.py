@@ -8,9 +8,11 @@ or two balancer replicas) never silently overwrite each other: the loser re-read
 again. Every status change is checked against the state machine before it is written.
 
 The store also owns the keys that belong to a task beside its record: the graph, the input
-files a node uploads to its ComfyUI, the claim of each attempt's submission, and the
-idempotency keys that name a task. The write that ends a task also counts it in its tenant's
-and its API key's usage (:mod:`comfy_shared.usage`): once, as only one write can end it.
+files a node uploads to its ComfyUI, the claim of each attempt's submission, the ComfyUI
+frames of a gateway prompt (:mod:`comfy_shared.frames`), the index of each tenant's unfinished
+tasks, and the idempotency keys that name a task. The write that ends a task also counts it
+in its tenant's and its API key's usage (:mod:`comfy_shared.usage`): once, as only one write
+can end it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Final, cast
 from loguru import logger
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from comfy_shared import lifecycle, usage, webhook_outbox
 from comfy_shared.clock import now_ms, utc_now
@@ -34,7 +37,7 @@ from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_state import TaskStatus, check_transition
 
 CREATE_TASK: Final = LuaScript(
-    keys=("task", "prompt", "inputs", "origin", "events", "recent", "tenant_recent", "tenant_open"),
+    keys=("task", "prompt", "inputs", "origin", "events", "recent", "tenant_recent", "unfinished"),
     args=(
         "task_id",
         "record",
@@ -59,7 +62,7 @@ for _, index in ipairs({KEY.recent, KEY.tenant_recent}) do
   redis.call('ZADD', index, ARG.created_ms, ARG.task_id)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', ARG.recent_cutoff_ms)
 end
-redis.call('ZADD', KEY.tenant_open, ARG.created_ms, ARG.task_id)
+redis.call('ZADD', KEY.unfinished, ARG.created_ms, ARG.task_id)
 """,
 )
 """Store a new task, or return the stored record if the id is taken (the caller needs it
@@ -79,17 +82,28 @@ local id = redis.call('XADD', KEY.events, 'MAXLEN', '~', ARG.events_maxlen, '*',
 )
 # A terminal write sets the retention on every task key, drops the input files (no attempt
 # will upload them again: their hold in the output store is due now) and is announced on the
-# channel: it frees a slot.
+# channel: it frees a slot. The task leaves its tenant's unfinished tasks in the same write.
 _RETAIN_ENDED_TASK: Final = LuaScript(
-    keys=("task", "prompt", "inputs", "origin", "events", "logs", "output_expiry", "tenant_open"),
-    args=("task_id", "ttl_s", "channel", "inputs_holder", "now_ms"),
+    keys=(
+        "task",
+        "prompt",
+        "inputs",
+        "origin",
+        "events",
+        "logs",
+        "frames",
+        "output_expiry",
+        "unfinished",
+    ),
+    args=("task_id", "ttl_s", "frames_ttl_s", "channel", "inputs_holder", "now_ms"),
     body="""
 redis.call('DEL', KEY.inputs)
-redis.call('ZREM', KEY.tenant_open, ARG.task_id)
 redis.call('ZADD', KEY.output_expiry, 'XX', ARG.now_ms, ARG.inputs_holder)
+redis.call('ZREM', KEY.unfinished, ARG.task_id)
 for _, key in ipairs({KEY.task, KEY.prompt, KEY.origin, KEY.events, KEY.logs}) do
   redis.call('EXPIRE', key, ARG.ttl_s)
 end
+redis.call('EXPIRE', KEY.frames, math.min(tonumber(ARG.ttl_s), tonumber(ARG.frames_ttl_s)))
 redis.call('PUBLISH', ARG.channel, ARG.task_id)
 """,
 )
@@ -134,6 +148,12 @@ index names the tasks."""
 
 IDEMPOTENCY_TTL_S: Final = 24 * 3600
 MAX_UPDATE_ATTEMPTS: Final = 20
+FRAMES_MAXLEN: Final = 2000
+"""ComfyUI frames kept per task (the relay reads them as they come; a reader this far behind
+has lost touch anyway)."""
+FRAMES_KEPT_S: Final = 300
+"""How long a task's frames stay once it ended: the relay closes a prompt within seconds of
+its end, and previews would take room for the whole retention."""
 TASK_ENDED: Final = "task-ended"
 """Signal sent (payload: task id) when a task reaches a terminal state."""
 
@@ -216,9 +236,10 @@ class TaskStore:
         keys = self._task_keys(record.id) | {
             "recent": self._keys.recent_tasks(),
             "tenant_recent": self._keys.tenant_recent(record.tenant),
-            "tenant_open": self._keys.tenant_open(record.tenant),
+            "unfinished": self._keys.tenant_unfinished(record.tenant),
         }
         keys.pop("logs")
+        keys.pop("frames")
         args: dict[str, str | int] = {
             "task_id": record.id,
             "record": record.model_dump_json(),
@@ -239,7 +260,7 @@ class TaskStore:
             pipe.delete(*self._task_keys(record.id).values())
             pipe.zrem(self._keys.recent_tasks(), record.id)
             pipe.zrem(self._keys.tenant_recent(record.tenant), record.id)
-            pipe.zrem(self._keys.tenant_open(record.tenant), record.id)
+            pipe.zrem(self._keys.tenant_unfinished(record.tenant), record.id)
             pipe.zadd(self._keys.outputs_expiry(), {inputs_holder(record.id): now_ms()}, xx=True)
             await pipe.execute()
 
@@ -283,14 +304,6 @@ class TaskStore:
             Listed(task_id, int(created_ms), TaskStatus(status) if status else None)
             for task_id, created_ms, status in json.loads(listed)
         ]
-
-    async def open_ids(self, tenant: str) -> list[str]:
-        """The tenant's unfinished tasks (queued, placed or running), oldest first."""
-        ids = await self._redis.zrange(self._keys.tenant_open(tenant), 0, -1)
-        return [str(task_id) for task_id in ids]
-
-    async def count_open(self, tenant: str) -> int:
-        return int(await self._redis.zcard(self._keys.tenant_open(tenant)))
 
     async def statuses(self, task_ids: list[str]) -> dict[str, TaskStatus | None]:
         """Each task's status (None: no such task), in one round trip: far less to read than
@@ -351,6 +364,18 @@ class TaskStore:
             for task_id, raw in zip(task_ids, raws, strict=True)
         }
 
+    async def unfinished_ids(self, tenant: str) -> list[str]:
+        """The tenant's tasks that have not ended (queued or on a node), oldest first."""
+        return [
+            str(task_id)
+            for task_id in await self._redis.zrange(self._keys.tenant_unfinished(tenant), 0, -1)
+        ]
+
+    async def count_unfinished(self, tenant: str) -> int:
+        """How many of the tenant's tasks have not ended, fleet-wide (ComfyUI's
+        ``queue_remaining`` for that tenant)."""
+        return int(await self._redis.zcard(self._keys.tenant_unfinished(tenant)))
+
     async def next_prompt_number(self) -> int:
         """ComfyUI's ``number`` for a new gateway prompt: increasing over the deployment."""
         return int(await self._redis.incr(self._keys.prompt_numbers()))
@@ -403,6 +428,22 @@ class TaskStore:
 
     # --- the keys a task's handling needs besides its record -----------------------------------
 
+    async def append_frames(
+        self, frames: Mapping[str, list[dict[str, str]]], *, maxlen: int = FRAMES_MAXLEN
+    ) -> None:
+        """Append ComfyUI frames (``comfy_shared.frames`` entries) to each task's frames
+        stream, in order, in one round trip. Each stream is capped at about ``maxlen`` entries
+        and kept ``retention_s`` after its last append: a frame that arrives after the task
+        ended (a superseded node finishing late) cannot leave a stream that never expires."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for task_id, entries in frames.items():
+                key = self._keys.task_frames(task_id)
+                for fields in entries:
+                    entry: dict[FieldT, EncodableT] = {k: v for k, v in fields.items()}
+                    pipe.xadd(key, entry, maxlen=maxlen, approximate=True)
+                pipe.expire(key, self._retention_s)
+            await pipe.execute()
+
     async def claim_submission(self, task_id: str, attempt: int, node_id: str) -> bool:
         """Claim the right to send attempt ``attempt`` to ComfyUI: true for the first caller
         only, so an attempt reaches ComfyUI at most once whoever asks how often."""
@@ -439,6 +480,7 @@ class TaskStore:
             "origin": self._keys.task_origin(task_id),
             "events": self._keys.task_events(task_id),
             "logs": self._keys.task_logs(task_id),
+            "frames": self._keys.task_frames(task_id),
         }
 
     async def _read_versioned(self, task_id: str) -> tuple[str, TaskRecord]:
@@ -489,11 +531,12 @@ class TaskStore:
         webhook_keys, webhook_args = webhook_outbox.enqueue_arguments(self._keys, record, now_ms())
         keys = keys | self._task_keys(record.id) | usage_keys | webhook_keys
         keys["output_expiry"] = self._keys.outputs_expiry()
-        keys["tenant_open"] = self._keys.tenant_open(record.tenant)
+        keys["unfinished"] = self._keys.tenant_unfinished(record.tenant)
         args = args | usage_args | webhook_args
         args |= {
             "task_id": record.id,
             "ttl_s": self._retention_s,
+            "frames_ttl_s": FRAMES_KEPT_S,
             "channel": self._keys.signal(TASK_ENDED),
             "inputs_holder": inputs_holder(record.id),
             "now_ms": now_ms(),

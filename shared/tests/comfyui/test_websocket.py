@@ -316,6 +316,45 @@ async def test_announces_preview_metadata_support(start_server: StartServer) -> 
     assert (preview.prompt_id, preview.node_id, preview.image) == ("p", "3", b"\xff\xd8jpeg")
 
 
+async def test_the_frame_hook_sees_each_frame_as_sent_before_its_event_and_cannot_break_it(
+    start_server: StartServer,
+) -> None:
+    frames: list[str | bytes] = [
+        json.dumps({"type": "execution_start", "data": {"prompt_id": "p", "timestamp": 1}}),
+        text_frame("4", "width: 40"),
+        "not json",  # unparsable: no event, and the hook does not see it either
+        json.dumps({"type": "custom.node.event", "data": {"x": 1}}),
+    ]
+
+    async def send_all(ws: ServerConnection, number: int) -> None:
+        for frame in frames:
+            await ws.send(frame)
+        await ws.wait_closed()
+
+    fake = await start_server(send_all)
+    shown: list[tuple[str | bytes, str]] = []
+    handed_on_after: list[int] = []
+
+    def hook(frame: str | bytes, event: object) -> None:
+        shown.append((frame, type(event).__name__))
+        if isinstance(event, ProgressText):
+            raise RuntimeError("hook bug")
+
+    listener = ComfyEventListener(fake.base_url, CLIENT_ID, FAST, on_frame=hook)
+    async with listener as events:
+        async for event in events:
+            handed_on_after.append(len(shown))
+            if isinstance(event, Unknown):
+                break
+
+    assert shown == [
+        (frames[0], "ExecutionStart"),
+        (frames[1], "ProgressText"),
+        (frames[3], "Unknown"),
+    ]
+    assert handed_on_after == [0, 1, 2, 3]  # Connected, then each event after its frame
+
+
 # --- stopping ----------------------------------------------------------------------------------
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from comfy_balancer.gateway import ws
 from comfy_balancer.gateway.identity import install_identity
 from comfy_balancer.gateway.routes import gateway_router
 
@@ -48,3 +49,4 @@ def install_gateway(app: FastAPI) -> None:
     """Serve the gateway's routes from ``app`` (``--comfyui-gateway``)."""
     install_identity(app)
     app.include_router(gateway_router())
+    app.include_router(ws.router)  # /ws and /api/ws (authenticated on the upgrade)

@@ -2,7 +2,7 @@
 
 - ``queue_remaining`` (``GET /prompt``, and every ``status`` frame of the WebSocket relay)
   is the user's unfinished tasks, waiting or running anywhere in the fleet: one read of the
-  tenant's open index (``RedisKeys.tenant_open``).
+  tenant's unfinished index (``RedisKeys.tenant_unfinished``).
 - ``GET /queue``: those tasks as queue items, ``queue_running`` the ones placed on a node
   (dispatched or running), ``queue_pending`` the ones waiting; submission order.
 - ``POST /queue``: ``delete`` cancels the named waiting prompts and ``clear`` every waiting
@@ -36,11 +36,11 @@ PLACED: Final = frozenset({TaskStatus.DISPATCHED, TaskStatus.RUNNING})
 
 async def queue_remaining(store: TaskStore, tenant: str) -> int:
     """The tenant's unfinished tasks (waiting, placed or running), fleet-wide."""
-    return await store.count_open(tenant)
+    return await store.count_unfinished(tenant)
 
 
 async def queue_of(store: TaskStore, tenant: str) -> JsonObject:
-    found = await store.find_submissions(await store.open_ids(tenant))
+    found = await store.find_submissions(await store.unfinished_ids(tenant))
     running, pending = [], []
     for submission in found.values():
         if submission is None or submission.record.tenant != tenant:
@@ -92,7 +92,7 @@ async def delete_waiting(state: BalancerState, user: GatewayUser, task_ids: list
 
 
 async def clear_waiting(state: BalancerState, user: GatewayUser) -> None:
-    statuses = await state.store.statuses(await state.store.open_ids(user.tenant))
+    statuses = await state.store.statuses(await state.store.unfinished_ids(user.tenant))
     for task_id, status in statuses.items():
         if status is TaskStatus.QUEUED:
             await cancel_waiting(state, task_id)
@@ -102,7 +102,7 @@ async def interrupt(state: BalancerState, user: GatewayUser, prompt_id: Any) -> 
     """Cancel the user's placed prompt ``prompt_id``, or every placed one of the user's when
     it is None; a waiting, ended, unknown or foreign prompt is left alone (as in ComfyUI)."""
     if prompt_id is None:
-        statuses = await state.store.statuses(await state.store.open_ids(user.tenant))
+        statuses = await state.store.statuses(await state.store.unfinished_ids(user.tenant))
         targets = [task_id for task_id, status in statuses.items() if status in PLACED]
     else:
         record = await own_record(state.store, user.tenant, prompt_id)

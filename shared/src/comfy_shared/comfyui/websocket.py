@@ -43,6 +43,9 @@ from comfy_shared.comfyui.events import (
 _CONNECT_ERRORS = (OSError, TimeoutError, WebSocketException)
 
 EventHandler = Callable[[ListenerEvent], Awaitable[None]]
+FrameHook = Callable[[str | bytes, Event], None]
+"""Sees every frame as received (text or bytes) with its parsed event, before the event is
+handed on; it must not block (the receive loop waits for it)."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,9 @@ class ComfyEventListener:
         config: ListenerConfig | None = None,
         *,
         rng: random.Random | None = None,
+        on_frame: FrameHook | None = None,
     ) -> None:
+        """``on_frame``: see :data:`FrameHook` (e.g. to keep the frames themselves)."""
         if not client_id:
             # Without it ComfyUI invents a sid, and per-prompt events would go nowhere.
             raise ValueError("client_id must not be empty")
@@ -131,6 +136,7 @@ class ComfyEventListener:
         self._rng = rng or random.Random()
         self._log = logger.bind(comfy_ws=self.url)
         self._active: AsyncGenerator[ListenerEvent, None] | None = None
+        self._on_frame = on_frame
 
     async def __aenter__(self) -> AsyncGenerator[ListenerEvent, None]:
         if self._active is not None:
@@ -222,8 +228,10 @@ class ComfyEventListener:
             yield Connected(client_id=self.client_id, connection_number=number)
             await self._say_hello(ws)
             while True:
-                event = self._parse(await self._receive(ws, liveness))
+                frame = await self._receive(ws, liveness)
+                event = self._parse(frame)
                 if event is not None:
+                    self._show(frame, event)
                     yield event
         except ConnectionClosed as exc:
             reason = f"connection closed: {exc}"
@@ -263,6 +271,15 @@ class ComfyEventListener:
         except ComfyProtocolError as exc:
             self._log.warning("unparsable comfyui frame skipped", error=str(exc))
             return None
+
+    def _show(self, frame: str | bytes, event: Event) -> None:
+        if self._on_frame is None:
+            return
+        try:
+            self._on_frame(frame, event)
+        except Exception:
+            # The hook's trouble must not cost the connection (nor the events).
+            self._log.opt(exception=True).error("comfyui frame hook failed")
 
     def _start_keepalive(
         self, ws: ClientConnection, liveness: _Liveness
