@@ -189,9 +189,18 @@ async def _transformed(response: Response, preview: str | None, channel: str | N
     size = int(response.headers.get("content-length", MAX_REENCODE_BYTES + 1))
     if not media_type.startswith("image/") or size > MAX_REENCODE_BYTES:
         return response
-    data = b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[attr-defined]
+    data = await _body_of(response)
     encoded, encoded_type = await asyncio.to_thread(_reencode, data, preview, channel or "")
     return Response(encoded, media_type=encoded_type)
+
+
+async def _body_of(response: Response) -> bytes:
+    """The whole body of a streamed answer, its upstream closed after (its background)."""
+    try:
+        return b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[attr-defined]
+    finally:
+        if response.background is not None:
+            await response.background()
 
 
 def _reencode(data: bytes, preview: str | None, channel: str) -> tuple[bytes, str]:
@@ -308,7 +317,7 @@ async def _original(
     found = await _find(state, uploads, user, name, {})
     if found is None or found.status_code != 200:
         return None
-    return b"".join([chunk async for chunk in found.body_iterator])  # type: ignore[attr-defined]
+    return await _body_of(found)
 
 
 def _masked(original: bytes, mask: bytes) -> bytes:
