@@ -13,7 +13,8 @@ the frames of its own prompts.
 
 Delay: for each message a node's service wrote to a prompt's frames stream as it received it
 (field ``r``, its wall clock on receipt), the time until each socket of the prompt's client
-got it (same clock, one machine). Memory: the balancer's resident set before and after the
+got it (same clock, one machine); "in balancer" is the part from the frame's entry in Redis
+(its id is Redis' clock) to the client. Memory: the balancer's resident set before and after the
 sockets opened (idle), per socket. Prints a table and a ``summary:`` line.
 
     ./dev bench ws_fanout [--sockets 500] [--prompts 50] [--nodes 10] [--rounds 2]
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ from redis.asyncio import Redis
 
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.stream_hub import stream_order
 from comfy_testkit.gateway_ws import submit_prompt
 from comfy_testkit.graphs import txt2img
 from comfy_testkit.stack import AUTH_HEADERS
@@ -55,6 +58,8 @@ class Round:
     prompts: int = 0
     seconds: float = 0.0
     delays_ms: list[float] = field(default_factory=list)
+    relay_ms: list[float] = field(default_factory=list)
+    """The balancer's part of each delay: from the frame's entry in Redis to the client."""
     frames_to_clients: int = 0
     statuses: int = 0
     closed_early: int = 0
@@ -162,7 +167,8 @@ async def _round(
     owners: dict[str, str] = {}
     for index in range(args.prompts):
         client_id = client_ids[index * len(client_ids) // args.prompts]
-        graph = txt2img(f"ws-{uuid.uuid4().hex[:8]}", steps=args.steps)
+        # A seed of its own, or the node's ComfyUI would serve the sampler from its cache.
+        graph = txt2img(f"ws-{uuid.uuid4().hex[:8]}", steps=args.steps, seed=secrets.randbits(48))
         prompt = await submit_prompt(redis, graph, tenant=tenant_of[client_id], client_id=client_id)
         owners[prompt] = client_id
     await _all_ended(cluster, list(owners))
@@ -208,11 +214,12 @@ async def _measure(
         entries = cast(
             "list[tuple[str, dict[str, str]]]", await redis.xrange(KEYS.task_frames(prompt))
         )
-        for _, fields in entries:
+        for entry_id, fields in entries:
             if fields.get("k") != "m" or json.loads(fields["d"])["type"] in HELD:
                 continue
             for at in arrivals.pop(fields["d"], []):
                 result.delays_ms.append(at * 1000 - float(fields["r"]))
+                result.relay_ms.append(at * 1000 - stream_order(entry_id)[0])
 
 
 def _print(
@@ -239,6 +246,8 @@ def _print(
         "delay p50 ms",
         "p99 ms",
         "max ms",
+        "in balancer p50 ms",
+        "p99 ms",
         "balancer CPU s",
         "RSS MB",
     )
@@ -252,6 +261,8 @@ def _print(
             f"{percentile(r.delays_ms, 50):.1f}",
             f"{percentile(r.delays_ms, 99):.1f}",
             f"{percentile(r.delays_ms, 100):.1f}",
+            f"{percentile(r.relay_ms, 50):.1f}",
+            f"{percentile(r.relay_ms, 99):.1f}",
             f"{r.balancer_cpu_s:.1f}",
             f"{r.balancer_rss_mb:.0f}",
         )

@@ -298,7 +298,8 @@ async def test_previews_and_texts_reach_their_client_in_the_form_it_asked_for(
 
     with_metadata = [parse_binary_frame(f) for f in frontend.binary() if f[:4] != TEXT_TYPE]
     plain = [parse_binary_frame(f) for f in script.binary() if f[:4] != TEXT_TYPE]
-    assert len(with_metadata) == len(plain) == 4  # one per step
+    # One per step, but a preview still waiting for the node's writer gives way to the next.
+    assert 1 <= len(with_metadata) == len(plain) <= 4
     for tagged, untagged in zip(with_metadata, plain, strict=True):
         assert isinstance(tagged, PreviewImageWithMetadata)
         assert isinstance(untagged, PreviewImage)

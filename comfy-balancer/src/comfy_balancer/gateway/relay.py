@@ -127,14 +127,6 @@ class GatewayRelay:
         self._rooms: dict[str, Room] = {}
         self._running: dict[TaskRelay, asyncio.Task[None]] = {}
 
-    @property
-    def open_sockets(self) -> int:
-        return sum(len(room.sockets) for room in self._rooms.values())
-
-    @property
-    def followed_prompts(self) -> int:
-        return len(self._running)
-
     # --- sockets ---------------------------------------------------------------------------
 
     async def attach(self, socket: ClientSocket) -> None:
