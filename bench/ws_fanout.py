@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import secrets
 import time
 import uuid
@@ -35,7 +36,15 @@ from typing import cast
 
 import httpx
 import psutil
-from _common import API, TERMINAL, LocalCluster, local_cluster, percentile, print_grid
+from _common import (
+    API,
+    TERMINAL,
+    LocalCluster,
+    cpu_seconds,
+    local_cluster,
+    percentile,
+    print_grid,
+)
 from _ws_holder import Collected, Opened, Socket, hold_sockets
 from redis.asyncio import Redis
 
@@ -64,6 +73,10 @@ class Round:
     statuses: int = 0
     closed_early: int = 0
     balancer_cpu_s: float = 0.0
+    stack_cpu_s: float = 0.0
+    """CPU seconds of every process of the bench (Redis, nodes, balancer, clients)."""
+    load: float = 0.0
+    """The machine's load average over the last minute, at the round's end."""
     balancer_rss_mb: float = 0.0
 
 
@@ -109,7 +122,7 @@ async def _run(args: argparse.Namespace) -> None:
             opened = cast(Opened, await asyncio.to_thread(ours.recv))
             rss_idle = await _settled_rss(balancer)
             rounds = [
-                await _round(cluster, redis, ours, sockets, balancer, args)
+                await _round(cluster, redis, ours, holder.pid or 0, sockets, balancer, args)
                 for _ in range(args.rounds)
             ]
         finally:
@@ -154,6 +167,7 @@ async def _round(
     cluster: LocalCluster,
     redis: Redis,
     holder: Connection,
+    holder_pid: int,
     sockets: list[Socket],
     balancer: psutil.Process,
     args: argparse.Namespace,
@@ -162,7 +176,9 @@ async def _round(
     await asyncio.to_thread(holder.recv)  # forget what came before the round
     tenant_of = {socket.client_id: socket.tenant for socket in sockets}
     client_ids = sorted(tenant_of)
+    pids = cluster.pids() | {"clients": holder_pid}
     cpu_before = sum(balancer.cpu_times()[:2])
+    stack_before = sum(cpu_seconds(pids).values())
     started = time.monotonic()
     owners: dict[str, str] = {}
     for index in range(args.prompts):
@@ -177,6 +193,8 @@ async def _round(
         prompts=len(owners),
         seconds=seconds,
         balancer_cpu_s=sum(balancer.cpu_times()[:2]) - cpu_before,
+        stack_cpu_s=sum(cpu_seconds(pids).values()) - stack_before,
+        load=os.getloadavg()[0],
         balancer_rss_mb=balancer.memory_info().rss / 2**20,
     )
     await asyncio.sleep(1.0)  # the last frames on their way to the clients
@@ -249,6 +267,8 @@ def _print(
         "in balancer p50 ms",
         "p99 ms",
         "balancer CPU s",
+        "all CPU s",
+        "load",
         "RSS MB",
     )
     rows = [
@@ -264,6 +284,8 @@ def _print(
             f"{percentile(r.relay_ms, 50):.1f}",
             f"{percentile(r.relay_ms, 99):.1f}",
             f"{r.balancer_cpu_s:.1f}",
+            f"{r.stack_cpu_s:.1f}",
+            f"{r.load:.1f}",
             f"{r.balancer_rss_mb:.0f}",
         )
         for number, r in enumerate(rounds, 1)
