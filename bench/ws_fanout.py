@@ -9,7 +9,9 @@ prompts at once (a txt2img graph of ``--steps`` sampler steps of ``--step-time``
 emulator reporting ``progress`` and ``progress_state`` per step), one per client id taken in
 turn, and waits until all have ended; ``--nodes`` of them run at a time, the others wait in
 the queue. Every client is connected meanwhile; each gets ``status`` frames of its user and
-the frames of its own prompts.
+the frames of its own prompts. With ``--nodes 0`` this process plays the nodes instead
+(``bench/_standin_frames.py``: the frames a node's service writes for that graph, every
+prompt at once), so the gateway is measured with no node process competing for the CPU.
 
 Delay: for each message a node's service wrote to a prompt's frames stream as it received it
 (field ``r``, its wall clock on receipt), the time until each socket of the prompt's client
@@ -45,12 +47,14 @@ from _common import (
     percentile,
     print_grid,
 )
+from _standin_frames import run_prompt
 from _ws_holder import Collected, Opened, Socket, hold_sockets
 from redis.asyncio import Redis
 
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.stream_hub import stream_order
+from comfy_shared.task_store import TaskStore
 from comfy_testkit.gateway_ws import submit_prompt
 from comfy_testkit.graphs import txt2img
 from comfy_testkit.stack import AUTH_HEADERS
@@ -75,6 +79,8 @@ class Round:
     balancer_cpu_s: float = 0.0
     stack_cpu_s: float = 0.0
     """CPU seconds of every process of the bench (Redis, nodes, balancer, clients)."""
+    clients_cpu_s: float = 0.0
+    redis_cpu_s: float = 0.0
     load: float = 0.0
     """The machine's load average over the last minute, at the round's end."""
     balancer_rss_mb: float = 0.0
@@ -178,7 +184,7 @@ async def _round(
     client_ids = sorted(tenant_of)
     pids = cluster.pids() | {"clients": holder_pid}
     cpu_before = sum(balancer.cpu_times()[:2])
-    stack_before = sum(cpu_seconds(pids).values())
+    before = cpu_seconds(pids)
     started = time.monotonic()
     owners: dict[str, str] = {}
     for index in range(args.prompts):
@@ -187,13 +193,20 @@ async def _round(
         graph = txt2img(f"ws-{uuid.uuid4().hex[:8]}", steps=args.steps, seed=secrets.randbits(48))
         prompt = await submit_prompt(redis, graph, tenant=tenant_of[client_id], client_id=client_id)
         owners[prompt] = client_id
+    if not cluster.nodes:  # this process plays the nodes: every prompt runs at once
+        store = TaskStore(redis, KEYS)
+        steps, step_time_s = args.steps, args.step_time
+        await asyncio.gather(*(run_prompt(store, p, steps, step_time_s) for p in owners))
     await _all_ended(cluster, list(owners))
     seconds = time.monotonic() - started
+    after = cpu_seconds(pids)
     result = Round(
         prompts=len(owners),
         seconds=seconds,
         balancer_cpu_s=sum(balancer.cpu_times()[:2]) - cpu_before,
-        stack_cpu_s=sum(cpu_seconds(pids).values()) - stack_before,
+        stack_cpu_s=sum(after.values()) - sum(before.values()),
+        clients_cpu_s=after["clients"] - before["clients"],
+        redis_cpu_s=after["redis"] - before["redis"],
         load=os.getloadavg()[0],
         balancer_rss_mb=balancer.memory_info().rss / 2**20,
     )
@@ -267,6 +280,8 @@ def _print(
         "in balancer p50 ms",
         "p99 ms",
         "balancer CPU s",
+        "clients CPU s",
+        "Redis CPU s",
         "all CPU s",
         "load",
         "RSS MB",
@@ -284,6 +299,8 @@ def _print(
             f"{percentile(r.relay_ms, 50):.1f}",
             f"{percentile(r.relay_ms, 99):.1f}",
             f"{r.balancer_cpu_s:.1f}",
+            f"{r.clients_cpu_s:.1f}",
+            f"{r.redis_cpu_s:.1f}",
             f"{r.stack_cpu_s:.1f}",
             f"{r.load:.1f}",
             f"{r.balancer_rss_mb:.0f}",
