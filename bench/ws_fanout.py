@@ -9,11 +9,14 @@ prompts at once (a txt2img graph of ``--steps`` sampler steps of ``--step-time``
 emulator reporting ``progress`` and ``progress_state`` per step), one per client id taken in
 turn, and waits until all have ended; ``--nodes`` of them run at a time, the others wait in
 the queue. Every client is connected meanwhile; each gets ``status`` frames of its user and
-the frames of its own prompts.
+the frames of its own prompts. With ``--nodes 0`` this process plays the nodes instead
+(``bench/_standin_frames.py``: the frames a node's service writes for that graph, every
+prompt at once), so the gateway is measured with no node process competing for the CPU.
 
 Delay: for each message a node's service wrote to a prompt's frames stream as it received it
 (field ``r``, its wall clock on receipt), the time until each socket of the prompt's client
-got it (same clock, one machine). Memory: the balancer's resident set before and after the
+got it (same clock, one machine); "in balancer" is the part from the frame's entry in Redis
+(its id is Redis' clock) to the client. Memory: the balancer's resident set before and after the
 sockets opened (idle), per socket. Prints a table and a ``summary:`` line.
 
     ./dev bench ws_fanout [--sockets 500] [--prompts 50] [--nodes 10] [--rounds 2]
@@ -25,6 +28,8 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,12 +38,23 @@ from typing import cast
 
 import httpx
 import psutil
-from _common import API, TERMINAL, LocalCluster, local_cluster, percentile, print_grid
+from _common import (
+    API,
+    TERMINAL,
+    LocalCluster,
+    cpu_seconds,
+    local_cluster,
+    percentile,
+    print_grid,
+)
+from _standin_frames import run_prompt
 from _ws_holder import Collected, Opened, Socket, hold_sockets
 from redis.asyncio import Redis
 
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.stream_hub import stream_order
+from comfy_shared.task_store import TaskStore
 from comfy_testkit.gateway_ws import submit_prompt
 from comfy_testkit.graphs import txt2img
 from comfy_testkit.stack import AUTH_HEADERS
@@ -55,10 +71,18 @@ class Round:
     prompts: int = 0
     seconds: float = 0.0
     delays_ms: list[float] = field(default_factory=list)
+    relay_ms: list[float] = field(default_factory=list)
+    """The balancer's part of each delay: from the frame's entry in Redis to the client."""
     frames_to_clients: int = 0
     statuses: int = 0
     closed_early: int = 0
     balancer_cpu_s: float = 0.0
+    stack_cpu_s: float = 0.0
+    """CPU seconds of every process of the bench (Redis, nodes, balancer, clients)."""
+    clients_cpu_s: float = 0.0
+    redis_cpu_s: float = 0.0
+    load: float = 0.0
+    """The machine's load average over the last minute, at the round's end."""
     balancer_rss_mb: float = 0.0
 
 
@@ -104,7 +128,7 @@ async def _run(args: argparse.Namespace) -> None:
             opened = cast(Opened, await asyncio.to_thread(ours.recv))
             rss_idle = await _settled_rss(balancer)
             rounds = [
-                await _round(cluster, redis, ours, sockets, balancer, args)
+                await _round(cluster, redis, ours, holder.pid or 0, sockets, balancer, args)
                 for _ in range(args.rounds)
             ]
         finally:
@@ -149,6 +173,7 @@ async def _round(
     cluster: LocalCluster,
     redis: Redis,
     holder: Connection,
+    holder_pid: int,
     sockets: list[Socket],
     balancer: psutil.Process,
     args: argparse.Namespace,
@@ -157,20 +182,32 @@ async def _round(
     await asyncio.to_thread(holder.recv)  # forget what came before the round
     tenant_of = {socket.client_id: socket.tenant for socket in sockets}
     client_ids = sorted(tenant_of)
+    pids = cluster.pids() | {"clients": holder_pid}
     cpu_before = sum(balancer.cpu_times()[:2])
+    before = cpu_seconds(pids)
     started = time.monotonic()
     owners: dict[str, str] = {}
     for index in range(args.prompts):
         client_id = client_ids[index * len(client_ids) // args.prompts]
-        graph = txt2img(f"ws-{uuid.uuid4().hex[:8]}", steps=args.steps)
+        # A seed of its own, or the node's ComfyUI would serve the sampler from its cache.
+        graph = txt2img(f"ws-{uuid.uuid4().hex[:8]}", steps=args.steps, seed=secrets.randbits(48))
         prompt = await submit_prompt(redis, graph, tenant=tenant_of[client_id], client_id=client_id)
         owners[prompt] = client_id
+    if not cluster.nodes:  # this process plays the nodes: every prompt runs at once
+        store = TaskStore(redis, KEYS)
+        steps, step_time_s = args.steps, args.step_time
+        await asyncio.gather(*(run_prompt(store, p, steps, step_time_s) for p in owners))
     await _all_ended(cluster, list(owners))
     seconds = time.monotonic() - started
+    after = cpu_seconds(pids)
     result = Round(
         prompts=len(owners),
         seconds=seconds,
         balancer_cpu_s=sum(balancer.cpu_times()[:2]) - cpu_before,
+        stack_cpu_s=sum(after.values()) - sum(before.values()),
+        clients_cpu_s=after["clients"] - before["clients"],
+        redis_cpu_s=after["redis"] - before["redis"],
+        load=os.getloadavg()[0],
         balancer_rss_mb=balancer.memory_info().rss / 2**20,
     )
     await asyncio.sleep(1.0)  # the last frames on their way to the clients
@@ -208,11 +245,12 @@ async def _measure(
         entries = cast(
             "list[tuple[str, dict[str, str]]]", await redis.xrange(KEYS.task_frames(prompt))
         )
-        for _, fields in entries:
+        for entry_id, fields in entries:
             if fields.get("k") != "m" or json.loads(fields["d"])["type"] in HELD:
                 continue
             for at in arrivals.pop(fields["d"], []):
                 result.delays_ms.append(at * 1000 - float(fields["r"]))
+                result.relay_ms.append(at * 1000 - stream_order(entry_id)[0])
 
 
 def _print(
@@ -239,7 +277,13 @@ def _print(
         "delay p50 ms",
         "p99 ms",
         "max ms",
+        "in balancer p50 ms",
+        "p99 ms",
         "balancer CPU s",
+        "clients CPU s",
+        "Redis CPU s",
+        "all CPU s",
+        "load",
         "RSS MB",
     )
     rows = [
@@ -252,7 +296,13 @@ def _print(
             f"{percentile(r.delays_ms, 50):.1f}",
             f"{percentile(r.delays_ms, 99):.1f}",
             f"{percentile(r.delays_ms, 100):.1f}",
+            f"{percentile(r.relay_ms, 50):.1f}",
+            f"{percentile(r.relay_ms, 99):.1f}",
             f"{r.balancer_cpu_s:.1f}",
+            f"{r.clients_cpu_s:.1f}",
+            f"{r.redis_cpu_s:.1f}",
+            f"{r.stack_cpu_s:.1f}",
+            f"{r.load:.1f}",
             f"{r.balancer_rss_mb:.0f}",
         )
         for number, r in enumerate(rounds, 1)

@@ -121,6 +121,15 @@ def msg(kind: str, **data: Any) -> dict[str, Any]:
     return {"type": kind, "data": {**data, "prompt_id": "p1"}}
 
 
+async def _told_empty_again(collected: Collected) -> bool:
+    """The greeting said 0; the sibling's notices (1, then 0, or just 0 if the second took the
+    place of the first before it was sent) came after it."""
+    statuses = [m for m in collected.messages() if m["type"] == "status"]
+    return (
+        len(statuses) >= 2 and statuses[-1]["data"]["status"]["exec_info"]["queue_remaining"] == 0
+    )
+
+
 async def until(collected: Collected, count: int, what: str) -> None:
     async def enough() -> bool:
         return len(collected.messages()) >= count
@@ -241,14 +250,14 @@ async def test_a_client_gets_nothing_of_a_prompt_of_another_client_or_user(
             )
             await store.apply(task_id, Ended(attempt))
         await until(collected, 7, "their prompt")  # greeting, enqueued, started, its end
-        await until(tab, 3, "our queue")
+        await wait_for_condition(lambda: _told_empty_again(tab), timeout_s=5, what="our queue")
     finally:
         relay.detach(other)
         writer.cancel()
 
     assert set(tab.types()) == {"status"}  # neither the other user's nor the sibling's frames
     remaining = [m["data"]["status"]["exec_info"]["queue_remaining"] for m in tab.messages()]
-    assert remaining == [0, 1, 0]  # the user's own queue only: the sibling came and went
+    assert max(remaining) <= 1  # the user's own queue only: the sibling came and went
     assert collected.types() == [
         "status", "status", "status", "execution_start", "execution_success", "status", "executing",
     ]  # fmt: skip

@@ -152,12 +152,14 @@ async def test_prompts_go_to_their_own_client_and_user_only(
         alices = await submit_prompt(
             redis, graphs.solid_image(fresh()), tenant="alice", client_id="tab-1"
         )
-        bobs_own = await submit_prompt(
-            redis, graphs.solid_image(fresh()), tenant="bob", client_id="tab-1"
+        bobs_own = await submit_prompt(  # still queued or running when alice's has ended
+            redis, graphs.txt2img(fresh(), steps=150), tenant="bob", client_id="tab-1"
         )
-        for client, prompt in [(tab_1, alices), (tab_1_again, alices), (bobs, bobs_own)]:
-            await client.wait_prompt_closed(prompt)
-        await tab_2.wait_for(lambda c: c.types().count("status") >= 4, what="alice's statuses")
+        for client in (tab_1, tab_1_again):
+            await client.wait_prompt_closed(alices)
+        await tab_2.wait_for(lambda c: _queue_of(c)[-1] == 0 and len(_queue_of(c)) > 1)
+        bobs_then = await get_task(one_node.api, bobs_own)
+        await bobs.wait_prompt_closed(bobs_own)
 
     for client, own, other in [
         (tab_1, alices, bobs_own),
@@ -169,13 +171,9 @@ async def test_prompts_go_to_their_own_client_and_user_only(
         assert client.messages()[-1] == closes(own)
     assert set(tab_2.types()) == {"status", "feature_flags"}  # alice's queue, no prompt of hers
     assert tab_1.messages() == tab_1_again.messages()
-    remaining = [
-        m["data"]["status"]["exec_info"]["queue_remaining"]
-        for m in tab_2.messages()
-        if m["type"] == "status"
-    ]
-    assert max(remaining) == 1  # bob's prompt never counts in alice's queue
-    assert remaining[-1] == 0
+    # Alice's queue is empty although bob's prompt waits: his never count in hers.
+    assert bobs_then["status"] in ("queued", "dispatched", "running")
+    assert max(_queue_of(tab_2)) <= 1
 
 
 async def test_a_client_reconnecting_mid_prompt_gets_the_rest_of_it(
@@ -298,7 +296,8 @@ async def test_previews_and_texts_reach_their_client_in_the_form_it_asked_for(
 
     with_metadata = [parse_binary_frame(f) for f in frontend.binary() if f[:4] != TEXT_TYPE]
     plain = [parse_binary_frame(f) for f in script.binary() if f[:4] != TEXT_TYPE]
-    assert len(with_metadata) == len(plain) == 4  # one per step
+    # One per step, but a preview still waiting for the node's writer gives way to the next.
+    assert 1 <= len(with_metadata) == len(plain) <= 4
     for tagged, untagged in zip(with_metadata, plain, strict=True):
         assert isinstance(tagged, PreviewImageWithMetadata)
         assert isinstance(untagged, PreviewImage)
@@ -330,6 +329,15 @@ async def test_a_client_too_slow_to_read_is_closed_and_slows_nobody(
     assert sorted(delays_ms)[int(len(delays_ms) * 0.99)] < 250
     assert "client too slow" in cluster.balancer.process.output()
     stuck.transport.abort()
+
+
+def _queue_of(client: ComfyWsClient) -> list[int]:
+    """``queue_remaining`` of each status the client got."""
+    return [
+        m["data"]["status"]["exec_info"]["queue_remaining"]
+        for m in client.messages()
+        if m["type"] == "status"
+    ]
 
 
 def _steps(client: ComfyWsClient, prompt_id: str) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import pytest
 
@@ -12,6 +14,21 @@ from comfy_balancer.gateway.relay import ORIGIN_HEAD_BYTES, client_id_in
 from comfy_balancer.gateway.ws_socket import ClientSocket
 from comfy_shared.models import ErrorType, PromptOrigin, TaskError, TaskRecord
 from comfy_shared.task_state import TaskStatus
+from comfy_testkit.waiting import wait_for_condition
+
+
+class Collected:
+    """Stands in for the WebSocket a ClientSocket writes to."""
+
+    def __init__(self) -> None:
+        self.frames: list[str | bytes] = []
+
+    async def send_text(self, text: str) -> None:
+        self.frames.append(text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.frames.append(data)
+
 
 ENDED_AT = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -43,6 +60,32 @@ def test_a_client_gets_previews_in_the_form_it_announced() -> None:
         socket.send_preview(b"type 4", None)  # a media type type 1 cannot name
 
     assert (modern.queued, legacy.queued) == (2, 1)
+
+
+async def test_a_queue_notice_waiting_to_be_sent_gives_way_to_the_next_but_never_jumps_ahead() -> (
+    None
+):
+    socket = ClientSocket("acme", "tab")
+    sent = Collected()
+    socket.send_status("greeting")
+    for count in range(50):  # fifty prompts start at once: one notice, the newest
+        socket.send_queue_notice(f"queue {count}")
+    socket.send("execution_success")
+    socket.send_status("queue 0")  # in the client's own prompt's end
+    socket.send_queue_notice("queue 1")  # later news: after it, not in the old notice's place
+    socket.send("executing null")
+
+    writer = asyncio.create_task(socket.write_to(cast(Any, sent)))
+    await wait_for_condition(lambda: _sent(sent, 6), timeout_s=5, what="everything")
+    writer.cancel()
+
+    assert sent.frames == [
+        "greeting", "queue 49", "execution_success", "queue 0", "queue 1", "executing null",
+    ]  # fmt: skip
+
+
+async def _sent(collected: Collected, count: int) -> bool:
+    return len(collected.frames) >= count
 
 
 def record(status: TaskStatus, error: TaskError | None = None) -> TaskRecord:

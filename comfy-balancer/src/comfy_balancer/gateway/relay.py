@@ -84,9 +84,6 @@ class Room:
     def of_client(self, client_id: str) -> Iterable[ClientSocket]:
         return self.clients.get(client_id, ())
 
-    def everyone(self) -> Iterable[ClientSocket]:
-        return self.sockets
-
     def add(self, socket: ClientSocket) -> None:
         self.sockets.add(socket)
         self.clients.setdefault(socket.client_id, set()).add(socket)
@@ -101,9 +98,15 @@ class Room:
         self.clients.pop(socket.client_id, None)
         return True
 
-    def tell_everyone(self, frame: str) -> None:
+    def tell_queue(self, status: str, *, in_order_for: str | None = None) -> None:
+        """A ``status`` to every socket of the user: in its place among the frames for the
+        sockets of client ``in_order_for`` (it belongs to that client's prompt's sequence), a
+        notice that a newer one may replace for the others."""
         for socket in self.sockets:
-            socket.send(frame)
+            if socket.client_id == in_order_for:
+                socket.send_status(status)
+            else:
+                socket.send_queue_notice(status)
 
 
 class GatewayRelay:
@@ -127,14 +130,6 @@ class GatewayRelay:
         self._rooms: dict[str, Room] = {}
         self._running: dict[TaskRelay, asyncio.Task[None]] = {}
 
-    @property
-    def open_sockets(self) -> int:
-        return sum(len(room.sockets) for room in self._rooms.values())
-
-    @property
-    def followed_prompts(self) -> int:
-        return len(self._running)
-
     # --- sockets ---------------------------------------------------------------------------
 
     async def attach(self, socket: ClientSocket) -> None:
@@ -154,7 +149,7 @@ class GatewayRelay:
         finally:
             room.joining -= 1
             self._close_if_empty(room)
-        socket.send(messages.status(remaining, sid=socket.client_id))
+        socket.send_status(messages.status(remaining, sid=socket.client_id))
         for relay in room.relays.values():
             node = relay.running_node if relay.client_id == socket.client_id else None
             if node is not None:
@@ -290,7 +285,7 @@ class GatewayRelay:
 
     async def _tell_queue(self, room: Room) -> None:
         remaining = await self._store.count_unfinished(room.tenant)
-        room.tell_everyone(messages.status(remaining))
+        room.tell_queue(messages.status(remaining))
 
     async def _clients_of(self, task_ids: list[str]) -> dict[str, str | None]:
         """Each task's client id (None: not a gateway prompt). Only the head of each origin

@@ -78,7 +78,7 @@ class Audience(Protocol):
 
     def of_client(self, client_id: str) -> Iterable[ClientSocket]: ...
 
-    def everyone(self) -> Iterable[ClientSocket]: ...
+    def tell_queue(self, status: str, *, in_order_for: str | None = None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,9 +329,7 @@ class TaskRelay:
             # A lost notice, not a lost fact: the next status (or GET /prompt) tells it.
             logger.warning("gateway status not sent", task_id=self.task_id, error=str(exc))
             return
-        frame = messages.status(remaining)
-        for socket in self._audience.everyone():
-            socket.send(frame)
+        self._audience.tell_queue(messages.status(remaining), in_order_for=self.client_id)
 
 
 def _node_reports(record: TaskRecord) -> bool:

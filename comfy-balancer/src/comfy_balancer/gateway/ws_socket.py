@@ -4,6 +4,9 @@ Frames for a client are queued without waiting (the relay never waits on a socke
 writer per socket sends them in order. A slow client never slows the others; what it costs
 is bounded:
 
+- a ``status`` that only tells the user's queue (not part of a prompt's end) replaces the one
+  still waiting to be sent, if any: when fifty prompts start at once, a client is told the
+  queue once, with the newest count, not fifty times;
 - previews (lossy by nature: each replaces the last) are dropped for a client whose queue is
   half full;
 - a client whose queue is full (``--ws-queue-frames``, 1024) is **closed** (code 1013, "try again
@@ -31,6 +34,15 @@ CLOSE_TIMEOUT_S: Final = 1.0
 Frame = str | bytes
 
 
+class _QueueNotice:
+    """A ``status`` waiting in the queue that a newer one may still replace."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
 class ClientSocket:
     """A socket's identity (``tenant``: the caller's; ``client_id``: its sid) and outbox."""
 
@@ -42,9 +54,10 @@ class ClientSocket:
         self.previews_dropped = 0
         self.kicked = asyncio.Event()
         """Set when the client fell ``queue_frames`` behind: it is closed, not fed any more."""
-        self._queue: deque[Frame] = deque()
+        self._queue: deque[Frame | _QueueNotice] = deque()
         self._queue_frames = queue_frames
         self._ready = asyncio.Event()
+        self._notice: _QueueNotice | None = None  # the one in the queue, not sent yet
 
     @property
     def queued(self) -> int:
@@ -52,14 +65,36 @@ class ClientSocket:
 
     def send(self, frame: Frame) -> None:
         """Queue a frame; never waits."""
-        if self.kicked.is_set():
+        self._enqueue(frame)
+
+    def send_status(self, status: str) -> None:
+        """Queue a ``status`` in its place among the other frames (say, between a prompt's end
+        and its ``executing {node: null}``). A later notice comes after it, never before:
+        the client's last word on the queue is always the newest."""
+        self._notice = None
+        self._enqueue(status)
+
+    def send_queue_notice(self, status: str) -> None:
+        """Queue a ``status`` about the user's queue, or put it in the place of the one that
+        waits to be sent."""
+        if self._notice is not None:
+            self._notice.text = status
             return
+        notice = _QueueNotice(status)
+        if self._enqueue(notice):
+            self._notice = notice
+
+    def _enqueue(self, item: Frame | _QueueNotice) -> bool:
+        if self.kicked.is_set():
+            return False
         if len(self._queue) >= self._queue_frames:
             self._queue.clear()
+            self._notice = None
             self.kicked.set()
-            return
-        self._queue.append(frame)
+            return False
+        self._queue.append(item)
         self._ready.set()
+        return True
 
     def send_preview(self, with_metadata: bytes, plain: bytes | None) -> None:
         """Queue a preview in the form the client asked for (type 4 or type 1), unless its
@@ -77,11 +112,14 @@ class ClientSocket:
         while True:
             await self._ready.wait()
             while self._queue:
-                frame = self._queue.popleft()
-                if isinstance(frame, str):
-                    await websocket.send_text(frame)
+                item = self._queue.popleft()
+                if isinstance(item, _QueueNotice):
+                    self._notice = None
+                    item = item.text
+                if isinstance(item, str):
+                    await websocket.send_text(item)
                 else:
-                    await websocket.send_bytes(frame)
+                    await websocket.send_bytes(item)
             self._ready.clear()
 
 
