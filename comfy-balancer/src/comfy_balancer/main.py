@@ -8,6 +8,7 @@ from comfy_balancer.api.answers import API_KEYS
 from comfy_balancer.api.routes import cluster, generate, groups, health, keys, tasks, usage
 from comfy_balancer.deps import get_caller, get_state
 from comfy_balancer.errors import STATUS_FOR
+from comfy_balancer.gateway.ui import install_ui
 from comfy_balancer.lifespan import balancer_lifespan
 from comfy_balancer.settings import BalancerSettings
 from comfy_balancer.webhooks import routes as webhooks
@@ -18,7 +19,7 @@ from comfy_shared.workflows import TemplateLibrary
 def create_app(settings: BalancerSettings) -> FastAPI:
     """Raises TemplateError, naming the file and field, if a workflow template is broken."""
     templates = TemplateLibrary.load(settings.templates_dir)
-    return build_app(
+    app = build_app(
         distribution="comfy-balancer",
         description="One text-to-image API in front of many comfy-service nodes.",
         lifespan=balancer_lifespan(settings, templates),
@@ -39,3 +40,5 @@ def create_app(settings: BalancerSettings) -> FastAPI:
         settings=settings,
         health=health.router,
     )
+    install_ui(app, settings)
+    return app
