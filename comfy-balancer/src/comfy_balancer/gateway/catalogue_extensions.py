@@ -23,6 +23,7 @@ from urllib.parse import quote
 from loguru import logger
 
 from comfy_balancer.gateway.catalogue_fleet import reference_node
+from comfy_balancer.gateway.ui_static import UNKNOWN_MEDIA_TYPE, media_type_of
 from comfy_balancer.registry import NodeRegistry
 from comfy_balancer.service_client import NodeUnreachable, ServiceClient
 
@@ -119,4 +120,8 @@ async def _fetch_file(client: ServiceClient, node_url: str, path: str) -> Extens
         return ExtensionFile(404, b"", "text/plain")
     if answer.status != 200 or len(answer.content) > MAX_FILE_BYTES:
         return ExtensionFile(502, b"the reference node did not serve the file", "text/plain")
-    return ExtensionFile(200, answer.content, answer.media_type)
+    known = media_type_of(path)
+    # By the name where it is known: a ComfyUI on a host whose media type table maps .js to
+    # text/plain breaks every module script (browsers refuse them).
+    media_type = known if known != UNKNOWN_MEDIA_TYPE else answer.media_type
+    return ExtensionFile(200, answer.content, media_type)

@@ -72,8 +72,11 @@ def frontend_dir() -> Path:
     return Path(str(files("comfyui_frontend_package") / "static"))
 
 
+UNKNOWN_MEDIA_TYPE: Final = "application/octet-stream"
+
+
 def media_type_of(path: str) -> str:
-    return MEDIA_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
+    return MEDIA_TYPES.get(Path(path).suffix.lower(), UNKNOWN_MEDIA_TYPE)
 
 
 def cache_control_of(path: str, *, hashed_names: bool) -> str:
