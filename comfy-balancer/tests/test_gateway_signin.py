@@ -10,8 +10,12 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 from redis.asyncio import Redis
+from starlette.requests import HTTPConnection
 
-from comfy_balancer.gateway.signin_sessions import SESSION_COOKIE
+from comfy_balancer.auth.callers import Authenticator, Forbidden, Unauthorized
+from comfy_balancer.auth.keys import KeyStore, NewKey, secret_hash
+from comfy_balancer.gateway.signin_sessions import SESSION_COOKIE, SessionStore, session_caller
+from comfy_shared.access import TRUSTED, Caller, KeyLimits, Scope
 from comfy_shared.redis_keys import RedisKeys
 from comfy_testkit.api_keys import KeyClients
 from comfy_testkit.browser_session import signed_in_client
@@ -21,6 +25,47 @@ from comfy_testkit.waiting import wait_for_condition
 
 KEYS = RedisKeys()
 SESSION_S = 3600
+
+
+# --- the session, resolved as a key would be (what the WebSocket and HTTP routes call) ------
+
+
+def connection(cookie: str | None) -> HTTPConnection:
+    headers = [(b"cookie", f"{SESSION_COOKIE}={cookie}".encode())] if cookie else []
+    return HTTPConnection({"type": "http", "method": "GET", "path": "/ws", "headers": headers})
+
+
+async def test_a_session_resolves_to_the_caller_its_key_does(redis: Redis) -> None:
+    store = KeyStore(redis, KEYS)
+    auth = Authenticator(enabled=True, admin_secret=ADMIN_KEY, store=store)
+    sessions = SessionStore(redis, KEYS, lifetime_s=60)
+    made = await store.create(NewKey(name="ann", tenant="class-a", limits=KeyLimits(max_running=1)))
+    by_key = await auth.caller(made.key, needs=Scope.READ)
+    session_id = await sessions.open(secret_hash(made.key), by_key)
+    admin_session = await sessions.open(
+        secret_hash(ADMIN_KEY), await auth.caller(ADMIN_KEY, needs=Scope.ADMIN)
+    )
+
+    async def resolved(cookie: str | None, needs: Scope = Scope.SUBMIT) -> Caller | None:
+        return await session_caller(connection(cookie), sessions=sessions, auth=auth, needs=needs)
+
+    assert await resolved(session_id) == by_key
+    assert await resolved(admin_session, Scope.ADMIN) == await auth.caller(
+        ADMIN_KEY, needs=Scope.ADMIN
+    )
+    assert await resolved(None) is None
+    assert await resolved("made-up") is None
+    with pytest.raises(Forbidden):
+        await resolved(session_id, Scope.ADMIN)
+    await sessions.close(session_id)
+    assert await resolved(session_id) is None
+    other = await sessions.open(secret_hash(made.key), by_key)
+    await store.revoke(made.id)
+    uncached = Authenticator(enabled=True, admin_secret=ADMIN_KEY, store=store)
+    with pytest.raises(Unauthorized):  # the session outlives its key by nothing
+        await session_caller(connection(other), sessions=sessions, auth=uncached, needs=Scope.READ)
+    open_auth = Authenticator(enabled=False, admin_secret=None, store=store)
+    assert await open_auth.caller_for_digest("anything", needs=Scope.ADMIN) == TRUSTED
 
 
 @pytest.fixture

@@ -151,9 +151,9 @@ class BalancerSettings(ApiServerSettings):
 
     ui: bool = Field(
         default=True,
-        description="Serve ComfyUI's web frontend at / (the pinned comfyui-frontend-package), "
-        "with a sign-in page for API keys and each tenant's settings and workflows kept in "
-        "Redis. --no-ui turns it off.",
+        description="Serve ComfyUI's web frontend at / (the pinned comfyui-frontend-package) "
+        "and a sign-in page that trades an API key for a session cookie. --no-ui turns both "
+        "off; the ComfyUI routes (each tenant's settings and workflows included) stay.",
     )
     ui_cookie_secure: Literal["auto", "always"] = Field(
         default="auto",
