@@ -1,8 +1,13 @@
 # Sourced by ./dev test: Debian packages some tests need, installed when missing (as root,
 # with apt-get); elsewhere the tests that need them are skipped, and this says so.
 #   flac: the emulator's FLAC files are checked against the reference decoder.
+#   chromium, chromium-driver: the browser tests run ComfyUI's frontend in a headless
+#     Chromium (comfy-balancer/tests/test_gateway_browser.py), driven through chromedriver.
 missing=""
 command -v flac >/dev/null 2>&1 || missing="$missing flac"
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+  || missing="$missing chromium"
+command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium-driver"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing$missing for the tests ..." >&2

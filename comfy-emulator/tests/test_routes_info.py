@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from comfy_emulator import RunningEmulator
@@ -58,6 +59,29 @@ async def test_models_and_small_routes(client: EmulatorClient) -> None:
         "max_upload_size": 104857600,
         "extension": {"manager": {"supports_v4": True}},
     }
+
+
+async def test_custom_nodes_web_directories_are_listed_and_served(
+    start: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "pack-b" / "lib").mkdir(parents=True)
+    (tmp_path / "pack-b" / "main.js").write_text("console.log('b')")
+    (tmp_path / "pack-b" / "lib" / "util.js").write_text("export const x = 1")
+    (tmp_path / "pack-b" / "style.css").write_text("p {}")
+    (tmp_path / "a pack").mkdir()
+    (tmp_path / "a pack" / "a.js").write_text("console.log('a')")
+    running: RunningEmulator = await start(web_extensions=tmp_path)
+    async with EmulatorClient(running.url) as client:
+        assert await client.get_json("/extensions") == [
+            "/extensions/a%20pack/a.js",
+            "/extensions/pack-b/lib/util.js",
+            "/extensions/pack-b/main.js",
+        ]
+        async with client.session.get(client.base_url + "/extensions/pack-b/lib/util.js") as got:
+            assert (got.status, await got.text()) == (200, "export const x = 1")
+        # Static files exist only without /api, as in ComfyUI.
+        async with client.session.get(client.base_url + "/api/extensions/pack-b/main.js") as got:
+            assert got.status == 404
 
 
 async def test_configured_models_replace_the_defaults(start: Any) -> None:

@@ -9,6 +9,7 @@ from comfy_balancer.api.routes import cluster, generate, groups, health, keys, t
 from comfy_balancer.deps import get_caller, get_state
 from comfy_balancer.errors import STATUS_FOR
 from comfy_balancer.gateway import install_gateway
+from comfy_balancer.gateway.ui import install_ui
 from comfy_balancer.lifespan import balancer_lifespan
 from comfy_balancer.settings import BalancerSettings
 from comfy_balancer.webhooks import routes as webhooks
@@ -42,4 +43,5 @@ def create_app(settings: BalancerSettings) -> FastAPI:
     )
     if settings.comfyui_gateway:
         install_gateway(app)
+    install_ui(app, settings)
     return app

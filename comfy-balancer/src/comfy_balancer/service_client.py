@@ -30,6 +30,13 @@ class NodeAnswer:
     body: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class NodeFile:
+    status: int
+    content: bytes
+    media_type: str
+
+
 class ServiceClient:
     def __init__(self, http: httpx.AsyncClient, *, internal_token: str | None = None) -> None:
         self._http = http
@@ -70,6 +77,17 @@ class ServiceClient:
                 yield answer
         except httpx.TransportError as exc:
             raise NodeUnreachable(node_url, exc) from exc
+
+    async def comfyui_file(self, node_url: str, path: str) -> NodeFile:
+        """A file the node's ComfyUI serves, through its service (``path`` under
+        ``/comfyui/``, already quoted), e.g. ``extensions/pack/x.js``."""
+        url = f"{node_url}{API_PREFIX}/comfyui/{path}"
+        try:
+            response = await self._http.get(url, headers=self._auth)
+        except httpx.TransportError as exc:
+            raise NodeUnreachable(node_url, exc) from exc
+        media_type = response.headers.get("content-type", "application/octet-stream")
+        return NodeFile(response.status_code, response.content, media_type)
 
     async def _send(
         self, method: str, url: str, *, headers: dict[str, str] | None = None, **kwargs: Any

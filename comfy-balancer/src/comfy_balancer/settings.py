@@ -163,6 +163,45 @@ class BalancerSettings(ApiServerSettings):
         "are dropped for a client half this far behind.",
     )
 
+    ui: bool = Field(
+        default=True,
+        description="Serve ComfyUI's web frontend at / (the pinned comfyui-frontend-package) "
+        "and a sign-in page that trades an API key for a session cookie. --no-ui turns both "
+        "off; the ComfyUI routes (each tenant's settings and workflows included) stay.",
+    )
+    ui_cookie_secure: Literal["auto", "always"] = Field(
+        default="auto",
+        description="The Secure flag of the sign-in cookie: auto sets it on requests that came "
+        "over https (as uvicorn sees them: a TLS proxy on another host must be trusted for its "
+        "X-Forwarded-Proto, else use always); plain http (development) gets a cookie without it.",
+    )
+    ui_session_s: int = Field(
+        default=12 * 3600,
+        ge=60,
+        le=90 * 24 * 3600,
+        description="How long a browser sign-in lasts, in seconds (signing out ends it sooner; "
+        "revoking the key ends it within two seconds).",
+    )
+    ui_reference_node: str | None = Field(
+        default=None,
+        description="The node whose ComfyUI serves the frontend extensions (custom nodes' "
+        "JavaScript, /extensions/...); unset: the first live node in id order. Every node "
+        "should run the same custom nodes.",
+    )
+    ui_userdata_max_file_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest userdata file (a saved workflow, a template) a tenant may store.",
+    )
+    ui_userdata_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of userdata files one tenant may keep in Redis, all together.",
+    )
+    ui_userdata_max_files: int = Field(
+        default=1000, ge=1, description="Userdata files one tenant may keep."
+    )
+
     @field_validator("webhook_secret")
     @classmethod
     def _standard_webhooks_secret(cls, secret: SecretStr | None) -> SecretStr | None:

@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the ComfyUI to behave like: 0.8.0 (default, as recorded) or 0.26.0 (prompt_id must"
         " be a canonical UUID, cancel by job id, /api/jobs with 'cancelled')",
     )
+    parser.add_argument(
+        "--web-extensions",
+        type=Path,
+        metavar="DIR",
+        help="custom nodes' web directories, one subfolder per pack: listed by /extensions, "
+        "served under /extensions/<pack>/",
+    )
     return parser
 
 
@@ -120,6 +127,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         origin_check=not args.no_origin_check,
         log_to_stdout=not args.quiet,
         comfyui_version=args.comfyui_version,
+        web_extensions=args.web_extensions,
         **optional,
     )
 

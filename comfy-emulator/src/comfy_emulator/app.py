@@ -44,7 +44,7 @@ def create_app(config: EmulatorConfig) -> web.Application:
     app[EMULATOR] = emulator
     if temp_root is not None:
         app[_TEMP_ROOT] = temp_root
-    _add_routes(app, comfy_routes(config))
+    _add_routes(app, comfy_routes(config), config)
     app.on_startup.append(_start)
     # Sockets must close on shutdown: aiohttp waits for open handlers before cleanup.
     app.on_shutdown.append(_stop)
@@ -72,13 +72,16 @@ def comfy_routes(config: EmulatorConfig) -> list[Route]:
     return [*COMFY_ROUTES, *jobs.ROUTES] if config.traits.jobs_api else COMFY_ROUTES
 
 
-def _add_routes(app: web.Application, routes: list[Route]) -> None:
+def _add_routes(app: web.Application, routes: list[Route], config: EmulatorConfig) -> None:
     for method, path, handler in routes:
         for prefix in ("/api", ""):
             _add(app, method, prefix + path, handler)
     for method, path, handler in control.ROUTES:
         _add(app, method, path, handler)
     app.router.add_get("/", info.index)
+    if config.web_extensions is not None:
+        for pack in info.web_extension_packs(config.web_extensions):
+            app.router.add_static(f"/extensions/{pack.name}", pack)
     app.add_subapp("/internal", internal_app())
 
 

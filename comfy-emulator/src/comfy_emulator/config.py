@@ -100,6 +100,9 @@ class EmulatorConfig:
     log_to_stdout: bool = False  # echo the log ring buffer to stdout (the CLI turns it on)
     extra_nodes: tuple[type[Node], ...] = ()  # more node classes (e.g. custom node stand-ins)
     comfyui_version: ComfyUIVersion = DEFAULT_COMFYUI_VERSION  # which ComfyUI to behave like
+    # Custom nodes' web directories, one subfolder per pack (their WEB_DIRECTORY): /extensions
+    # lists their .js files and /extensions/<pack>/... serves them. None: no custom node has one.
+    web_extensions: Path | None = None
 
     def __post_init__(self) -> None:
         traits_of(self.comfyui_version)  # an unknown version fails here, not at the first request

@@ -59,10 +59,24 @@ class HealthPublisher:
             logger.warning("could not read comfyui capabilities", error=str(exc))
             return False
         self._capabilities = Capabilities(
-            node_classes=sorted(object_info), models=model_files(object_info)
+            node_classes=sorted(object_info),
+            models=model_files(object_info),
+            model_folders=await self._model_folders(),
         )
         logger.info("comfyui capabilities read", node_classes=len(object_info))
         return True
+
+    async def _model_folders(self) -> dict[str, list[str]]:
+        """Each model folder's files (what the ComfyUI gateway lists as ``/models``); a
+        failure leaves them out and is logged, graphs are placed by ``models`` anyway."""
+        try:
+            return {
+                folder: await self._comfy.models_in(folder)
+                for folder in await self._comfy.model_folders()
+            }
+        except ComfyError as exc:
+            logger.warning("could not read comfyui model folders", error=str(exc))
+            return {}
 
     async def publish_once(self) -> NodeHealth:
         health = await self.build()
@@ -122,7 +136,15 @@ class HealthPublisher:
             device=device.name if device else None,
             vram_total_bytes=device.vram_total if device else None,
             vram_free_bytes=device.vram_free if device else None,
+            required_frontend_version=_text(
+                (stats.system.model_extra or {}).get("required_frontend_version")
+            ),
+            pytorch_version=stats.system.pytorch_version,
         )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 async def last_measured_speed(redis: Redis, keys: RedisKeys, node_id: str) -> NodeSpeed | None:

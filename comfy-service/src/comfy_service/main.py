@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from loguru import logger
 
 from comfy_service.api.answers import INTERNAL_TOKEN
-from comfy_service.api.routes import generate, health, tasks
+from comfy_service.api.routes import comfyui_files, generate, health, tasks
 from comfy_service.deps import get_state
 from comfy_service.errors import STATUS_FOR
 from comfy_service.lifespan import service_lifespan
@@ -25,7 +25,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         description="One ComfyUI server behind a dependable text-to-image API.",
         lifespan=service_lifespan(settings, templates),
         status_for=STATUS_FOR,
-        routers=[generate.router, tasks.router, task_history_router(get_state, trusted_caller)],
+        routers=[
+            generate.router,
+            tasks.router,
+            task_history_router(get_state, trusted_caller),
+            comfyui_files.router,
+        ],
         templates=templates,
         settings=settings,
         health=health.router,

@@ -284,14 +284,22 @@ class ComfyStatus(BaseModel):
     device: str | None = None
     vram_total_bytes: int | None = None
     vram_free_bytes: int | None = None
+    required_frontend_version: str | None = None
+    pytorch_version: str | None = None
 
 
 class Capabilities(BaseModel):
     """What graphs the node's ComfyUI can run: its node classes, and the model files each
-    loader offers (class -> loader input -> files, e.g. CheckpointLoaderSimple -> ckpt_name)."""
+    loader offers (class -> loader input -> files, e.g. CheckpointLoaderSimple -> ckpt_name),
+    and by folder."""
 
     node_classes: list[str] = Field(default_factory=list)
     models: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+    model_folders: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Model folder (checkpoints, loras, embeddings...) -> its files, as "
+        "ComfyUI's /models lists them.",
+    )
 
     @cached_property
     def node_class_set(self) -> frozenset[str]:

@@ -105,6 +105,15 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
                                      balancer        next delivery attempt is due (ms)
 {p}:webhooks:dead            zset    balancer        none, at most 1,000 (oldest trimmed); task id
                                                      -> when its webhook was given up (ms)
+{p}:ui:session:{sha256}      string  gateway sign-in --ui-session-s; one browser sign-in: its key's
+                                                     secret SHA-256, key id, tenant (the cookie
+                                                     holds the random session id, Redis only its
+                                                     SHA-256)
+{p}:ui:user:{tenant}:settings  hash   gateway        none; ComfyUI setting id -> JSON value
+{p}:ui:user:{tenant}:files     hash   gateway        none; userdata path -> {"size", "modified",
+                                                     "created", "encoding"} (ms; text or base64)
+{p}:ui:user:{tenant}:contents  hash   gateway        none; userdata path -> the file's content
+{p}:ui:user:{tenant}:bytes     string gateway        none; the sizes of the tenant's files, summed
 {p}:signal:{name}            pubsub  any             wake-ups only, never the only copy of a fact
 
 Task ids are 1-128 characters of ``[A-Za-z0-9_.-]``, the first a letter or digit
@@ -282,6 +291,21 @@ class RedisKeys:
 
     def webhook_dead(self) -> str:
         return f"{self.prefix}:webhooks:dead"
+
+    def ui_session(self, session_sha256: str) -> str:
+        return f"{self.prefix}:ui:session:{session_sha256}"
+
+    def ui_settings(self, tenant: str) -> str:
+        return f"{self.prefix}:ui:user:{tenant}:settings"
+
+    def ui_files(self, tenant: str) -> str:
+        return f"{self.prefix}:ui:user:{tenant}:files"
+
+    def ui_contents(self, tenant: str) -> str:
+        return f"{self.prefix}:ui:user:{tenant}:contents"
+
+    def ui_bytes(self, tenant: str) -> str:
+        return f"{self.prefix}:ui:user:{tenant}:bytes"
 
     def signal(self, name: str) -> str:
         return f"{self.prefix}:signal:{name}"

@@ -37,7 +37,7 @@ class Forbidden(ComfyStackError):
 class Authenticator:
     def __init__(self, *, enabled: bool, admin_secret: str | None, store: KeyStore) -> None:
         self.enabled = enabled
-        self._admin_secret = admin_secret
+        self._admin_digest = secret_hash(admin_secret) if admin_secret is not None else None
         self._store = store
         self._cache: dict[str, tuple[float, Caller | None]] = {}
 
@@ -47,17 +47,24 @@ class Authenticator:
             return TRUSTED
         if not secret:
             raise Unauthorized("an API key is required (Authorization: Bearer <key>)")
-        caller = await self._resolve(secret)
-        if caller is None:
-            raise Unauthorized("unknown or revoked API key")
-        if not caller.may(needs):
-            raise Forbidden(needs)
-        return caller
+        return _allowed(await self._resolve(secret), needs)
+
+    async def caller_for_digest(self, digest: str, *, needs: Scope) -> Caller:
+        """The caller of the key whose secret has this SHA-256 (what a browser session keeps
+        instead of the secret), exactly as :meth:`caller` would answer for the secret: a key
+        revoked (or an admin key changed) since stops working the same way."""
+        if not self.enabled:
+            return TRUSTED
+        return _allowed(await self._resolve_digest(digest), needs)
 
     async def _resolve(self, secret: str) -> Caller | None:
-        if self._admin_secret is not None and hmac.compare_digest(secret, self._admin_secret):
-            return Caller(tenant=ADMIN_TENANT, scopes=frozenset(Scope), key_id=ADMIN_KEY_ID)
-        digest, now = secret_hash(secret), time.monotonic()
+        return await self._resolve_digest(secret_hash(secret))
+
+    async def _resolve_digest(self, digest: str) -> Caller | None:
+        # Constant time: how much of a guess matched must not show in the answer's timing.
+        if self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest):
+            return _ADMIN
+        now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and now - cached[0] < CACHE_S:
             return cached[1]
@@ -67,6 +74,17 @@ class Authenticator:
             self._cache.clear()  # bounded: a flood of made-up secrets cannot grow it
         self._cache[digest] = (now, caller)
         return caller
+
+
+_ADMIN: Final = Caller(tenant=ADMIN_TENANT, scopes=frozenset(Scope), key_id=ADMIN_KEY_ID)
+
+
+def _allowed(caller: Caller | None, needs: Scope) -> Caller:
+    if caller is None:
+        raise Unauthorized("unknown or revoked API key")
+    if not caller.may(needs):
+        raise Forbidden(needs)
+    return caller
 
 
 def _caller_of(key: ApiKey) -> Caller:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -120,7 +122,21 @@ async def models_in_folder(request: web.Request) -> web.Response:
 
 
 async def extensions(request: web.Request) -> web.Response:
-    return web.json_response([])
+    root = emulator_of(request).config.web_extensions
+    return web.json_response(extension_urls(root) if root else [])
+
+
+def extension_urls(root: Path) -> list[str]:
+    """As ComfyUI lists a custom node's WEB_DIRECTORY: every .js file below it, by URL."""
+    return sorted(
+        f"/extensions/{quote(pack.name)}/{script.relative_to(pack).as_posix()}"
+        for pack in web_extension_packs(root)
+        for script in pack.rglob("*.js")
+    )
+
+
+def web_extension_packs(root: Path) -> list[Path]:
+    return sorted(path for path in root.iterdir() if path.is_dir())
 
 
 async def view_metadata(request: web.Request) -> web.Response:

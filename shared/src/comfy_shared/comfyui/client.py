@@ -322,6 +322,26 @@ class ComfyClient:
         body = _object(_json(await self._send("GET", path)), "object_info")
         return _parse(NodeInfo, body[class_type]) if class_type in body else None
 
+    async def model_folders(self) -> list[str]:
+        """GET /models: the model folder keys (checkpoints, loras, ...)."""
+        return _strings(_json(await self._send("GET", "/models")), "models")
+
+    async def models_in(self, folder: str) -> list[str]:
+        """The files of one model folder; raises :class:`ComfyNotFound` for an unknown one."""
+        path = f"/models/{quote(folder, safe='')}"
+        return _strings(_json(await self._send("GET", path)), "models")
+
+    async def extensions(self) -> list[str]:
+        """GET /extensions: URL paths of the frontend scripts of the custom nodes."""
+        return _strings(_json(await self._send("GET", "/extensions")), "extensions")
+
+    async def extension_file(self, path: str) -> tuple[bytes, str]:
+        """A file under ``/extensions/`` (``path`` relative to it, '/'-separated, each part
+        sent quoted) with its media type; raises :class:`ComfyNotFound` if there is none."""
+        quoted = "/".join(quote(part, safe="") for part in path.split("/"))
+        response = await self._send("GET", f"/extensions/{quoted}")
+        return response.content, response.headers.get("content-type", "application/octet-stream")
+
     async def get_logs(self) -> str:
         """The log buffer as one string of "<time> - <text>" chunks."""
         body = _json(await self._send("GET", "/internal/logs"))
@@ -410,6 +430,12 @@ def _json(response: httpx.Response) -> Any:
 def _object(body: Any, what: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ComfyProtocolError(f"{what} is not an object: {type(body).__name__}")
+    return body
+
+
+def _strings(body: Any, what: str) -> list[str]:
+    if not isinstance(body, list) or not all(isinstance(item, str) for item in body):
+        raise ComfyProtocolError(f"{what} is not a list of strings")
     return body
 
 

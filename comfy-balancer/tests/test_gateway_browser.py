@@ -1,0 +1,263 @@
+"""ComfyUI's own frontend in a real headless Chromium against a cluster with authentication on:
+signing in, booting without errors from the gateway's routes, each user's settings and
+workflows kept across a balancer restart and seen from a second browser of the same user
+only. Skipped where Debian's chromium and chromium-driver are missing (``./dev test``
+installs them as root)."""
+
+import importlib.util
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from selenium.webdriver import Chrome as WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from comfy_testkit.api_keys import KeyClient, KeyClients
+from comfy_testkit.browser import MISSING, NetworkAnswer, PageRecord, chromium, chromium_binaries
+from comfy_testkit.cluster import Cluster
+from comfy_testkit.stack import RunningComponent
+
+pytestmark = [
+    pytest.mark.skipif(chromium_binaries() is None, reason=MISSING),
+    pytest.mark.timeout(180),
+]
+
+BOOT_S = 60
+BOOTED = """
+return Boolean(window.app && window.app.vueAppReady && document.querySelector('canvas')
+    && window.app.extensionManager && window.app.extensionManager.setting)
+"""
+OTHER_ENGINEERS_ROUTES = (
+    "/api/prompt", "/api/queue", "/api/history", "/api/jobs", "/api/object_info", "/api/view",
+    "/api/upload", "/api/interrupt", "/api/free", "/api/view_metadata", "/ws",
+)  # fmt: skip
+"""Routes of the gateway this file does not test (prompts, jobs, files, the WebSocket): until
+they are served, the frontend's calls to them fail, and its console says so."""
+THEIR_CONSOLE_LINES = ("[Jobs API]", "Failed to fetch queue", "WebSocket connection to")
+SETTING = ("Comfy.Sidebar.Location", "right")
+WORKFLOW = "lesson-1"
+LESSON = {
+    "last_node_id": 0, "last_link_id": 0, "nodes": [], "links": [], "groups": [], "config": {},
+    "extra": {"lesson": 1, "teacher": "Ms. Ada"}, "version": 0.4,
+}  # fmt: skip
+
+
+def ours(answer: NetworkAnswer, origin: str) -> bool:
+    return answer.url.startswith(origin) and not answer.path.startswith(OTHER_ENGINEERS_ROUTES)
+
+
+def core_would_404(answer: NetworkAnswer) -> bool:
+    """A user file the frontend probes for and ComfyUI answers 404 too when there is none
+    (``user.css``, ``comfy.templates.json``)."""
+    return answer.method == "GET" and answer.path.startswith("/api/userdata/")
+
+
+def their_line(line: str) -> bool:
+    return any(route in line for route in OTHER_ENGINEERS_ROUTES) or any(
+        marker in line for marker in THEIR_CONSOLE_LINES
+    )
+
+
+@pytest.fixture
+async def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
+    made = make_cluster(["a", "b"])
+    await made.nodes_ready(2)
+    return made
+
+
+@pytest.fixture
+async def keys(cluster: Cluster) -> AsyncIterator[KeyClients]:
+    async with KeyClients(cluster) as made:
+        yield made
+
+
+@pytest.fixture
+def browsers(tmp_path: Path) -> Iterator[Callable[[str], WebDriver]]:
+    """``browsers("alice-laptop")``: a Chromium with its own profile (its own cookies)."""
+    opened: list[Any] = []
+
+    def open_browser(name: str) -> WebDriver:
+        context = chromium(tmp_path / f"profile-{name}")
+        opened.append(context)
+        return context.__enter__()
+
+    yield open_browser
+    for context in reversed(opened):
+        context.__exit__(None, None, None)
+
+
+def sign_in(driver: WebDriver, url: str, key: str) -> None:
+    """As a user does: open the UI, get sent to the sign-in page, paste the key."""
+    driver.get(f"{url}/")
+    WebDriverWait(driver, 20).until(lambda d: urlsplit(d.current_url).path == "/signin")
+    driver.find_element(By.ID, "key").send_keys(key)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_booted(driver)
+
+
+def wait_booted(driver: WebDriver) -> None:
+    WebDriverWait(driver, BOOT_S).until(lambda d: d.execute_script(BOOTED))
+    assert urlsplit(driver.current_url).path == "/"
+
+
+def setting(driver: WebDriver, setting_id: str) -> Any:
+    return driver.execute_script(
+        "return window.app.extensionManager.setting.get(arguments[0])", setting_id
+    )
+
+
+def workflow_paths(driver: WebDriver) -> list[str]:
+    paths: list[str] = driver.execute_script(
+        """
+        const store = window.app.extensionManager.workflow;
+        await store.syncWorkflows();
+        return store.workflows.filter(w => w.isPersisted).map(w => w.path);
+        """
+    )
+    return paths
+
+
+async def test_the_frontend_boots_without_errors_from_the_gateways_routes(
+    cluster: Cluster, keys: KeyClients, browsers: Callable[[str], WebDriver]
+) -> None:
+    alice = await keys.make("alice")
+    driver = browsers("alice")
+
+    sign_in(driver, cluster.balancer.url, alice.key["key"])
+    record = PageRecord().take(driver)
+
+    (cookie,) = driver.get_cookies()
+    assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == (
+        "comfy_session",
+        True,
+        "Strict",
+    )
+    assert cookie["secure"] is False  # plain http here; https gets Secure
+    assert cookie["value"] != alice.key["key"]
+    origin = cluster.balancer.url
+    answered = [answer for answer in record.answers if ours(answer, origin)]
+    assert {"/api/system_stats", "/api/settings", "/api/users", "/api/extensions"} <= {
+        answer.path for answer in answered
+    }
+    failures = [
+        answer
+        for answer in answered
+        if answer.status >= 500 or (answer.status >= 400 and not core_would_404(answer))
+    ]
+    assert failures == []
+    console = [
+        line
+        for line in record.errors()
+        if origin in line and not their_line(line) and "/api/userdata/" not in line
+    ]
+    assert console == []
+    assert [url for url, _ in record.failed if url.startswith(origin)] == []
+    follow_a_link_from_another_site(driver, origin)
+
+
+def follow_a_link_from_another_site(driver: WebDriver, origin: str) -> None:
+    """The cookie is SameSite=Strict: a course page's link arrives without it, and the
+    sign-in page fetches it with one reload of its own, then goes on to the UI."""
+    driver.get(f'data:text/html,<a id="go" href="{origin}/">ComfyUI</a>')
+    driver.find_element(By.ID, "go").click()
+
+    wait_booted(driver)
+
+
+async def test_settings_and_workflows_follow_the_user_across_restarts_and_browsers(
+    cluster: Cluster,
+    keys: KeyClients,
+    browsers: Callable[[str], WebDriver],
+    start_balancer: Callable[..., RunningComponent],
+) -> None:
+    alice = await keys.make("alice")
+    alice_tablet = await keys.make("alice-tablet", tenant="alice")
+    bob = await keys.make("bob")
+    laptop = browsers("alice-laptop")
+    sign_in(laptop, cluster.balancer.url, alice.key["key"])
+
+    laptop.execute_script(
+        "return window.app.extensionManager.setting.set(arguments[0], arguments[1])", *SETTING
+    )
+    laptop.execute_script(
+        """
+        const store = window.app.extensionManager.workflow;
+        const workflow = store.createTemporary(arguments[0], arguments[1]);
+        await store.openWorkflow(workflow);
+        await store.saveWorkflow(workflow);
+        """,
+        f"{WORKFLOW}.json",
+        LESSON,
+    )
+    await check_saved_on_the_server(alice)
+
+    balancer = restart_balancer(cluster, start_balancer)
+    laptop.refresh()  # the session cookie outlives the process: it lives in Redis
+    wait_booted(laptop)
+    assert setting(laptop, SETTING[0]) == SETTING[1]
+    assert f"workflows/{WORKFLOW}.json" in workflow_paths(laptop)
+
+    tablet = browsers("alice-tablet")
+    sign_in(tablet, balancer.url, alice_tablet.key["key"])
+    assert setting(tablet, SETTING[0]) == SETTING[1]
+    assert f"workflows/{WORKFLOW}.json" in workflow_paths(tablet)
+
+    bobs = browsers("bob")
+    sign_in(bobs, balancer.url, bob.key["key"])
+    assert setting(bobs, SETTING[0]) != SETTING[1]
+    assert f"workflows/{WORKFLOW}.json" not in workflow_paths(bobs)
+
+
+async def check_saved_on_the_server(alice: KeyClient) -> None:
+    settings = (await alice.get("/api/settings")).json()
+    saved = await alice.get(f"/api/userdata/workflows%2F{WORKFLOW}.json")
+
+    assert settings[SETTING[0]] == SETTING[1]
+    assert saved.status_code == 200
+    assert saved.json()["extra"] == LESSON["extra"]
+
+
+def restart_balancer(
+    cluster: Cluster, start_balancer: Callable[..., RunningComponent]
+) -> RunningComponent:
+    """Stop the balancer and start a new process on the same port (a browser's cookie is
+    for the host, so the page goes on as if nothing happened)."""
+    port = urlsplit(cluster.balancer.url).port
+    cluster.balancer.stop()
+    return start_balancer("balancer-restarted", port=port)
+
+
+WS_MISSING = importlib.util.find_spec("comfy_balancer.gateway.ws") is None
+
+
+@pytest.mark.skipif(
+    WS_MISSING,
+    reason="needs the gateway's /prompt and /ws (comfy_balancer.gateway.ws), built apart",
+)
+async def test_the_default_graph_runs_and_its_image_shows(
+    cluster: Cluster, keys: KeyClients, browsers: Callable[[str], WebDriver]
+) -> None:
+    alice = await keys.make("alice")
+    driver = browsers("alice")
+    sign_in(driver, cluster.balancer.url, alice.key["key"])
+
+    driver.execute_script("return window.app.queuePrompt(0, 1)")
+
+    def image_shown(d: WebDriver) -> bool:
+        return bool(
+            d.execute_script(
+                """
+                return [...document.querySelectorAll('img')].some(
+                    img => img.src.includes('/api/view?') && img.complete && img.naturalWidth > 0)
+                """
+            )
+        )
+
+    WebDriverWait(driver, 60).until(image_shown)
+    record = PageRecord().take(driver)
+    views = [a for a in record.answers if a.path == "/api/view"]
+    assert views
+    assert all(answer.status == 200 for answer in views)
