@@ -14,7 +14,12 @@ from typing import Any
 
 import pytest
 
-from comfy_shared.comfyui.validation import Dialect, types_compatible, validate_prompt
+from comfy_shared.comfyui.validation import (
+    Dialect,
+    dialect_for,
+    types_compatible,
+    validate_prompt,
+)
 from comfy_testkit.captures import load_capture
 
 JsonDict = dict[str, Any]
@@ -481,3 +486,22 @@ def test_a_thousand_node_chain_is_validated_without_recursion() -> None:
     prompt["0"]["inputs"]["width"] = 0
     result = check(prompt)
     assert (result.ok, list(result.node_errors)) == (False, ["0"])
+
+
+@pytest.mark.parametrize(
+    ("versions", "dialect"),
+    [
+        ([], Dialect.V0_8),
+        (["0.8.0"], Dialect.V0_8),
+        (["0.12.3"], Dialect.V0_8),
+        (["0.13.0", "0.26.0"], Dialect.CURRENT),
+        (["v0.38.1", None], Dialect.CURRENT),  # a node whose ComfyUI is down says nothing
+        (["0.26.0", "0.8.0"], Dialect.V0_8),  # a mixed fleet: the older wording
+        (["0.26.0", "nightly"], Dialect.V0_8),
+        ([None], Dialect.V0_8),
+    ],
+)
+def test_a_fleet_speaks_the_oldest_wording_of_its_nodes(
+    versions: list[str | None], dialect: Dialect
+) -> None:
+    assert dialect_for(versions) is dialect

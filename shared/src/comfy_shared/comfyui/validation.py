@@ -46,7 +46,8 @@ fine. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -79,6 +80,29 @@ class Dialect(StrEnum):
     CURRENT = "current"
     """``missing_node_type`` naming the node's title (ComfyUI PR #12194, 2026); combo values
     as ``repr()``."""
+
+
+MISSING_NODE_TYPE_SINCE = (0, 13, 0)
+"""The first release taken to word a missing class as ``missing_node_type`` (PR #12194 was
+merged in early February 2026, after 0.12.x shipped; no older release has it)."""
+
+
+def dialect_for(versions: Iterable[str | None]) -> Dialect:
+    """The wording a fleet of ComfyUIs of these versions answers with: the current one only
+    if every node whose version is known has it (None: not known, e.g. ComfyUI is down; a
+    version that does not parse counts as old)."""
+    parsed = [_version(v) for v in versions if v is not None]
+    if parsed and all(v is not None and v >= MISSING_NODE_TYPE_SINCE for v in parsed):
+        return Dialect.CURRENT
+    return Dialect.V0_8
+
+
+def _version(text: str | None) -> tuple[int, int, int] | None:
+    match = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text or "")
+    if match is None:
+        return None
+    major, minor, patch = match.groups()
+    return int(major), int(minor), int(patch or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,38 +272,40 @@ class _GraphCheck:
             return False, reasons
 
     def _walk(self, root: str) -> Verdict:
-        stack = [self._open(root)]
-        while stack:
-            frame = stack[-1]
+        # The stack of frames, keyed by node id: in order (the path from the output), and a
+        # constant-time check for a cycle.
+        visiting = {root: self._open(root)}
+        while visiting:
+            frame = _top(visiting)
             try:
                 upstream = frame.advance()
             except Exception as exc:
-                stack.pop()
-                if not stack:
+                visiting.popitem()
+                if not visiting:
                     raise
-                self._blame(stack[-1], frame.node_id, exc)
+                self._blame(_top(visiting), frame.node_id, exc)
                 continue
             if upstream is None:
-                stack.pop()
+                visiting.popitem()
                 verdict = self._close(frame)
-                if stack:
-                    stack[-1].upstream_checked(verdict[0])
+                if visiting:
+                    _top(visiting).upstream_checked(verdict[0])
             else:
-                self._descend(stack, upstream)
+                self._descend(visiting, upstream)
         return self.validated[root]
 
-    def _descend(self, stack: list[_NodeCheck], upstream: str) -> None:
-        frame = stack[-1]
+    def _descend(self, visiting: dict[str, _NodeCheck], upstream: str) -> None:
+        frame = _top(visiting)
         if upstream in self.validated:
             frame.upstream_checked(self.validated[upstream][0])
             return
-        visiting = [f.node_id for f in stack]
         if upstream in visiting:
-            self._mark_cycle([*visiting[visiting.index(upstream) :], upstream])
+            path = list(visiting)
+            self._mark_cycle([*path[path.index(upstream) :], upstream])
             frame.upstream_checked(False)
             return
         try:
-            stack.append(self._open(upstream))
+            visiting[upstream] = self._open(upstream)
         except Exception as exc:
             self._blame(frame, upstream, exc)
 
@@ -333,12 +359,21 @@ class _GraphCheck:
         return self._returns[class_type]
 
 
+def _top(visiting: dict[str, _NodeCheck]) -> _NodeCheck:
+    return next(reversed(visiting.values()))
+
+
 @dataclass(frozen=True, slots=True)
 class _Declared:
+    """One declared input, with what its checks need worked out once per class."""
+
     name: str
     required: bool
     input_type: Any
     extra: JsonDict
+    convert: Callable[[Any], Any] | None
+    dynamic: bool
+    checked_by_the_node: bool
 
     @property
     def config(self) -> list[Any]:
@@ -356,11 +391,20 @@ def _declared_inputs(info: Mapping[str, Any]) -> list[_Declared]:
 
 
 def _declare(name: str, required: bool, spec: Any) -> _Declared:
+    input_type, extra = spec, {}
     if isinstance(spec, list | tuple):
         input_type = spec[0] if spec else None
         extra = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-        return _Declared(name, required, input_type, extra)
-    return _Declared(name, required, spec, {})
+    named = isinstance(input_type, str)
+    return _Declared(
+        name,
+        required,
+        input_type,
+        extra,
+        convert=_COERCE.get(input_type) if named else None,
+        dynamic=named and input_type in DYNAMIC_TYPES,
+        checked_by_the_node=_checked_by_the_node(extra),
+    )
 
 
 class _NodeCheck:
@@ -403,7 +447,7 @@ class _NodeCheck:
         return _inner_error(spec, exc, link)
 
     def _check(self, spec: _Declared) -> str | None:
-        if isinstance(spec.input_type, str) and spec.input_type in DYNAMIC_TYPES:
+        if spec.dynamic:
             return None  # expanded from the graph's own inputs at run time: the node checks
         if spec.name not in self.inputs:
             if spec.required:
@@ -436,14 +480,13 @@ class _NodeCheck:
     def _check_widget(self, spec: _Declared, value: Any) -> None:
         if isinstance(value, dict) and "__value__" in value:
             value = value["__value__"]  # a literal list, which would otherwise read as a link
-        convert = _COERCE.get(spec.input_type) if isinstance(spec.input_type, str) else None
-        if convert is not None:
+        if spec.convert is not None:
             try:
-                value = convert(value)
+                value = spec.convert(value)
             except Exception as exc:
                 self.errors.append(_conversion_error(spec, value, exc))
                 return
-        if _checked_by_the_node(spec.extra):
+        if spec.checked_by_the_node:
             return
         error = _range_error(spec, value) or _combo_error(spec, value, self.owner.dialect)
         if error is not None:
