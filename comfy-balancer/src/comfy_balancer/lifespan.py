@@ -25,6 +25,7 @@ from comfy_balancer.budgets import Budgets
 from comfy_balancer.costs import CostModel
 from comfy_balancer.dispatcher import Dispatcher
 from comfy_balancer.eta import PaceReader
+from comfy_balancer.fleet_catalog import FleetCatalog
 from comfy_balancer.intake import TaskIntake
 from comfy_balancer.registry import NodeRegistry
 from comfy_balancer.scheduling import make_strategy
@@ -61,6 +62,7 @@ class BalancerState:
     store: TaskStore
     queue: TaskQueue
     registry: NodeRegistry
+    fleet_catalog: FleetCatalog
     intake: TaskIntake
     auth: Authenticator
     keystore: KeyStore
@@ -122,11 +124,13 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     usage = UsageBook(redis, keys)
     outputs = await make_store(settings.output_store())
     catalog = OutputCatalog(redis, keys)
+    fleet_catalog = FleetCatalog(redis, keys, registry, merge=settings.object_info_merge)
     intake = TaskIntake(
         store=store,
         stash=InputStash(store=outputs, catalog=catalog, hold_s=settings.retention_s),
         queue=queue,
         registry=registry,
+        fleet_catalog=fleet_catalog,
         nodes_client=nodes_client,
         policy=policy,
         templates=templates,
@@ -164,6 +168,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         store=store,
         queue=queue,
         registry=registry,
+        fleet_catalog=fleet_catalog,
         intake=intake,
         auth=auth,
         keystore=keystore,
