@@ -21,7 +21,7 @@ import pytest
 from comfy_emulator import EmulatorConfig, start_emulator
 from comfy_emulator.config import default_models
 from comfy_emulator.workflows import blur_chain, solid_image, text_to_image
-from comfy_shared.comfyui.validation import validate_prompt
+from comfy_shared.comfyui.validation import Dialect, validate_prompt
 
 JsonDict = dict[str, Any]
 ONLY_HERE = "only-on-this-node.safetensors"
@@ -206,3 +206,33 @@ async def test_a_missing_upload_is_left_to_the_node_that_checks_the_file(
     assert validate_prompt(copy.deepcopy(graph), object_info).ok
     refused = (await emulator.post("/prompt", json={"prompt": graph})).json()
     assert refused["node_errors"]["2"]["errors"][0]["type"] == "custom_validation_failed"
+
+
+@pytest.fixture
+async def emulator_0_26() -> AsyncIterator[httpx.AsyncClient]:
+    config = EmulatorConfig(port=0, step_time=0.001, comfyui_version="0.26.0")
+    running = await start_emulator(config)
+    async with httpx.AsyncClient(base_url=running.url, timeout=10) as client:
+        yield client
+    await running.stop()
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        {"inputs": {}},
+        {"inputs": {}, "_meta": {"title": "Mine"}},
+        {"class_type": "Upscaler", "inputs": {}},
+        {"class_type": "Upscaler", "inputs": {}, "_meta": {"title": "Make it big"}},
+    ],
+)
+async def test_a_missing_class_is_worded_as_the_2026_comfyui_does(
+    emulator_0_26: httpx.AsyncClient, node: JsonDict
+) -> None:
+    graph = _solid() | {"9": node}
+    object_info = (await emulator_0_26.get("/object_info")).json()
+    ours = validate_prompt(copy.deepcopy(graph), object_info, dialect=Dialect.CURRENT)
+    answer = await emulator_0_26.post("/prompt", json={"prompt": graph})
+    assert (answer.status_code, ours.ok) == (400, False)
+    assert ours.body == answer.json()
+    assert answer.json()["error"]["type"] == "missing_node_type"
