@@ -41,8 +41,8 @@ def test_is_canonical_uuid(value: Any, canonical: bool) -> None:
 
 def test_only_0_26_0_has_the_2026_traits() -> None:
     old, new = traits_of("0.8.0"), traits_of("0.26.0")
-    assert (old.canonical_prompt_ids, old.jobs_api) == (False, False)
-    assert (new.canonical_prompt_ids, new.jobs_api) == (True, True)
+    assert (old.canonical_prompt_ids, old.jobs_api, old.missing_node_type) == (False,) * 3
+    assert (new.canonical_prompt_ids, new.jobs_api, new.missing_node_type) == (True,) * 3
     assert COMFYUI_VERSIONS == ("0.8.0", "0.26.0")
 
 

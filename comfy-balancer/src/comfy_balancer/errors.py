@@ -15,6 +15,8 @@ ComfyStackError (comfy_shared.errors)
 ├── InvalidWebhookUrl      a webhook URL that may not be called (form, scheme, addresses) -> 422
 ├── WebhookUnsigned        a webhook with no secret to sign it -> 422
 └── DeadLetterNotFound     no dead webhook for that task (or another tenant's) -> 404
+PromptRejected (comfy_shared.comfyui)  the fleet's ComfyUIs would refuse the graph (the fleet
+                           catalog's validation) -> 422 with ComfyUI's error and node_errors
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from comfy_balancer.webhooks.submit import InvalidWebhookUrl, WebhookUnsigned
 from comfy_shared.api.errors import (
     FORM_ERRORS,
     OUTPUT_ERRORS,
+    PROMPT_REJECTED,
     REQUEST_ERRORS,
     ErrorMapping,
     ErrorTable,
@@ -40,6 +43,7 @@ from comfy_shared.api.errors import (
     transition_extras,
 )
 from comfy_shared.api.sse import InvalidEventId
+from comfy_shared.comfyui import PromptRejected
 from comfy_shared.errors import (
     ComfyStackError,
     ConcurrentUpdate,
@@ -120,6 +124,7 @@ STATUS_FOR: ErrorTable = {
     UnknownWorkflow: ErrorMapping(422, "unknown_workflow", V),
     InvalidParams: ErrorMapping(422, "invalid_params", V, _params_extras),
     StagedInputReference: ErrorMapping(422, "staged_input", V),
+    PromptRejected: PROMPT_REJECTED,
     NoCapableNode: ErrorMapping(422, "no_capable_node", V, _no_capable_node_extras),
     QueueFull: ErrorMapping(429, "queue_full", S, headers=retry_after_header),
     KeyQueueFull: ErrorMapping(429, "key_queue_full", V, headers=retry_after_header),

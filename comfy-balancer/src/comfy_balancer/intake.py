@@ -5,8 +5,10 @@ after these checks: the key's highest priority (403), GPU-second budgets and sub
 minute (429); an
 ``Idempotency-Key`` (or a caller-chosen task id) already used by the tenant returns the
 existing task; a full queue, or as many tasks of the key waiting as it may have, answers 429;
-a graph no live node could ever run answers 422 with what each node lacks. A caller sees and
-cancels only its tenant's tasks (an admin: all); another tenant's task is "not found".
+a graph the live nodes' ComfyUIs would refuse answers 422 with ComfyUI's own errors
+(``FleetCatalog.check``), one no live node could run whole 422 with what each node lacks.
+A caller sees and cancels only its tenant's tasks (an admin: all); another tenant's task is
+"not found".
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from comfy_balancer.errors import (
     QueueFull,
     TaskIdTaken,
 )
+from comfy_balancer.fleet_catalog import FleetCatalog
 from comfy_balancer.registry import NodeRegistry, NodeState, NodeView
 from comfy_balancer.service_client import NodeUnreachable, ServiceClient
 from comfy_shared.access import Caller
@@ -96,6 +99,7 @@ class TaskIntake:
         stash: InputStash,
         queue: TaskQueue,
         registry: NodeRegistry,
+        fleet_catalog: FleetCatalog,
         nodes_client: ServiceClient,
         policy: RetryPolicy,
         templates: TemplateLibrary,
@@ -114,6 +118,7 @@ class TaskIntake:
         self._budgets = budgets
         self._queue = queue
         self._registry = registry
+        self._fleet_catalog = fleet_catalog
         self._nodes = nodes_client
         self._policy = policy
         self._templates = templates
@@ -173,6 +178,7 @@ class TaskIntake:
         if request.task_id and (existing := await self._store.find(task_id)) is not None:
             return Intake(self._visible(existing, caller, taken=True), created=False)
         work = _with_staged(self._expand(request), staged)
+        await self._fleet_catalog.check(work.graph)
         live = await self._check_capable(work.graph)
         cost_s = await self._costs.predict(work.graph, [node.speed for node in live if node.speed])
         record = TaskRecord(

@@ -26,6 +26,7 @@ from comfy_balancer.budgets import Budgets
 from comfy_balancer.costs import CostModel
 from comfy_balancer.dispatcher import Dispatcher
 from comfy_balancer.eta import PaceReader
+from comfy_balancer.fleet_catalog import FleetCatalog
 from comfy_balancer.gateway.relay import GatewayRelay
 from comfy_balancer.intake import TaskIntake
 from comfy_balancer.registry import NodeRegistry
@@ -63,6 +64,7 @@ class BalancerState:
     store: TaskStore
     queue: TaskQueue
     registry: NodeRegistry
+    fleet_catalog: FleetCatalog
     intake: TaskIntake
     auth: Authenticator
     keystore: KeyStore
@@ -125,11 +127,13 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     usage = UsageBook(redis, keys)
     outputs = await make_store(settings.output_store())
     catalog = OutputCatalog(redis, keys)
+    fleet_catalog = FleetCatalog(redis, keys, registry, merge=settings.object_info_merge)
     intake = TaskIntake(
         store=store,
         stash=InputStash(store=outputs, catalog=catalog, hold_s=settings.retention_s),
         queue=queue,
         registry=registry,
+        fleet_catalog=fleet_catalog,
         nodes_client=nodes_client,
         policy=policy,
         templates=templates,
@@ -168,6 +172,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         store=store,
         queue=queue,
         registry=registry,
+        fleet_catalog=fleet_catalog,
         intake=intake,
         auth=auth,
         keystore=keystore,

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from comfy_balancer.object_info_merge import MergeMode
 from comfy_balancer.webhooks.signing import check_signing_secret
 from comfy_shared.models import RetryPolicy
 from comfy_shared.net_guard import AllowList
@@ -110,6 +111,13 @@ class BalancerSettings(ApiServerSettings):
         description="Also answer ComfyUI's own protocol at the root (/prompt, /queue, /history, "
         "/api/jobs, /view, /upload/image...), per API key's tenant, so ComfyUI clients run "
         "unchanged against the fleet. --no-comfyui-gateway serves /api/v1 only.",
+    )
+    object_info_merge: MergeMode = Field(
+        default="union",
+        description="How the nodes' object_info make the fleet's, which a graph is validated "
+        "against at submit (422 prompt_rejected, as ComfyUI words it): union (every class "
+        "and combo option, model files included, that some live node offers; a graph must "
+        "still run whole on one node) or intersection (what every live node offers).",
     )
     nodes: list[str] = Field(
         default_factory=list,

@@ -240,7 +240,12 @@ class Emulator:
             raise TypeError("prompt must be an object of nodes")
         s = self.services
         result = validate_prompt(
-            s.registry, s.env, prompt, body.get("partial_execution_targets"), s.logs.log
+            s.registry,
+            s.env,
+            prompt,
+            body.get("partial_execution_targets"),
+            s.logs.log,
+            missing_node_type=self.config.traits.missing_node_type,
         )
         extra_data = body.get("extra_data", {})
         if "client_id" in body:

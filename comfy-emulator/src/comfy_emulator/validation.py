@@ -2,7 +2,8 @@
 
 The order of checks, the error objects and where errors are attributed all follow ComfyUI:
 
-- every node needs a known `class_type` (else `invalid_prompt`, empty `node_errors`);
+- every node needs a known `class_type` (else `invalid_prompt`, or `missing_node_type` naming
+  the node's `_meta.title` in ComfyUI since 2026-02, with empty `node_errors`);
 - at least one output node must be targeted (else `prompt_no_outputs`);
 - each output is validated recursively through its links. A node lists only its *own* errors;
   nodes that fail only because something upstream failed get no entry. An exception while
@@ -62,26 +63,57 @@ def validate_prompt(
     prompt: JsonDict,
     partial_targets: Any = None,
     log: Callable[[str], None] = lambda _: None,
+    *,
+    missing_node_type: bool = False,
 ) -> ValidationResult:
-    """Validate an API-format prompt; coerced widget values are written back into it."""
-    outputs, early_error = _find_outputs(registry, prompt, partial_targets)
+    """Validate an API-format prompt; coerced widget values are written back into it.
+    ``missing_node_type``: word a missing or unknown class as ComfyUI does since 2026-02."""
+    missing = _missing_node_type if missing_node_type else _invalid_prompt
+    outputs, early_error = _find_outputs(registry, prompt, partial_targets, missing)
     if early_error is not None:
         return ValidationResult(False, early_error)
     return _PromptValidator(registry, env, prompt, log).run(outputs)
 
 
+MissingClass = Callable[[str, Any], JsonDict]
+"""(node id, node) -> the error for a node without a class_type or with an unknown one."""
+
+
+def _invalid_prompt(node_id: str, node: Any) -> JsonDict:
+    if not isinstance(node, dict) or "class_type" not in node:
+        message = "Cannot execute because a node is missing the class_type property."
+    else:
+        message = f"Cannot execute because node {node['class_type']} does not exist."
+    return _error("invalid_prompt", message, f"Node ID '#{node_id}'")
+
+
+def _missing_node_type(node_id: str, node: Any) -> JsonDict:
+    meta = node.get("_meta") if isinstance(node, dict) else None
+    title = meta.get("title") if isinstance(meta, dict) else None
+    if not isinstance(node, dict) or "class_type" not in node:
+        class_type = None
+        message = (
+            f"Node '{title or f'ID #{node_id}'}' has no class_type. The workflow may be "
+            "corrupted or a custom node is missing."
+        )
+    else:
+        class_type = node["class_type"]
+        title = class_type if title is None else title
+        message = f"Node '{title}' not found. The custom node may not be installed."
+    extra = {"node_id": node_id, "class_type": class_type, "node_title": title}
+    return _error("missing_node_type", message, f"Node ID '#{node_id}'", extra)
+
+
 def _find_outputs(
-    registry: NodeRegistry, prompt: JsonDict, partial_targets: Any
+    registry: NodeRegistry, prompt: JsonDict, partial_targets: Any, missing: MissingClass
 ) -> tuple[list[str], JsonDict | None]:
     outputs = []
     for node_id, node in prompt.items():
         if not isinstance(node, dict) or "class_type" not in node:
-            message = "Cannot execute because a node is missing the class_type property."
-            return [], _error("invalid_prompt", message, f"Node ID '#{node_id}'")
+            return [], missing(node_id, node)
         cls = registry.get(node["class_type"])
         if cls is None:
-            message = f"Cannot execute because node {node['class_type']} does not exist."
-            return [], _error("invalid_prompt", message, f"Node ID '#{node_id}'")
+            return [], missing(node_id, node)
         if cls.output_node and (partial_targets is None or node_id in partial_targets):
             outputs.append(node_id)
     if not outputs:

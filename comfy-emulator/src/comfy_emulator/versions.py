@@ -6,7 +6,10 @@ recorded captures come from. `"0.26.0"` adds the later core changes a wrapper ha
 
 - §9.1 a client-supplied `prompt_id` must be a canonical UUID (400 `invalid_prompt_id`);
 - §9.2 cancel by job id: `POST /api/jobs/{job_id}/cancel` and `POST /api/jobs/cancel`;
-- §9.3 the `/api/jobs` list and detail, where an interrupted prompt is `cancelled`.
+- §9.3 the `/api/jobs` list and detail, where an interrupted prompt is `cancelled`;
+- a graph with a node that has no `class_type`, or one ComfyUI does not have, is refused as
+  `missing_node_type` naming the node's title (ComfyUI PR #12194, 2026-02), not as
+  `invalid_prompt`.
 
 Everything else (events, history, other routes) is the same in both.
 """
@@ -28,11 +31,12 @@ class VersionTraits:
 
     canonical_prompt_ids: bool  # §9.1: POST /prompt rejects a prompt_id that is not one
     jobs_api: bool  # §9.2 and §9.3: the /api/jobs routes (list, detail, cancel)
+    missing_node_type: bool  # a missing or unknown class_type is `missing_node_type`
 
 
 _TRAITS: dict[ComfyUIVersion, VersionTraits] = {
-    "0.8.0": VersionTraits(canonical_prompt_ids=False, jobs_api=False),
-    "0.26.0": VersionTraits(canonical_prompt_ids=True, jobs_api=True),
+    "0.8.0": VersionTraits(canonical_prompt_ids=False, jobs_api=False, missing_node_type=False),
+    "0.26.0": VersionTraits(canonical_prompt_ids=True, jobs_api=True, missing_node_type=True),
 }
 
 

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from comfy_shared.api.errors import (
     OUTPUT_ERRORS,
+    PROMPT_REJECTED,
     REQUEST_ERRORS,
     ErrorMapping,
     ErrorTable,
@@ -75,10 +76,6 @@ def _params_extras(exc: InvalidParams) -> dict[str, Any]:
     return {"errors": exc.errors}
 
 
-def _prompt_rejected_extras(exc: PromptRejected) -> dict[str, Any]:
-    return {"error": exc.error, "node_errors": exc.node_errors}
-
-
 V, S = ErrorType.VALIDATION, ErrorType.SERVICE
 
 STATUS_FOR: ErrorTable = {
@@ -93,7 +90,7 @@ STATUS_FOR: ErrorTable = {
     UnknownWorkflow: ErrorMapping(422, "unknown_workflow", V),
     InvalidParams: ErrorMapping(422, "invalid_params", V, _params_extras),
     StagedInputReference: ErrorMapping(422, "staged_input", V),
-    PromptRejected: ErrorMapping(422, "prompt_rejected", V, _prompt_rejected_extras),
+    PromptRejected: PROMPT_REJECTED,
     TooManyStreams: ErrorMapping(429, "too_many_streams", S, headers=retry_after_header),
     ComfyUnavailable: ErrorMapping(503, "comfyui_unavailable", S),
     ComfyProtocolError: ErrorMapping(503, "comfyui_protocol_error", S),

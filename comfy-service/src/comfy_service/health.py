@@ -1,13 +1,20 @@
 """The node's health document in Redis: written every few seconds with a TTL of about three
 intervals, so an expired key means the node is gone; deleted on graceful shutdown so routing
-stops at once."""
+stops at once.
+
+Beside it, the node's whole object_info (``comfy_shared.node_object_info``): written in the
+same transaction as the first health document that names its hash, then only when ComfyUI's
+answer changed; each health write refreshes its expiry (and writes it again if it was lost).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from loguru import logger
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from comfy_service.host_metrics import GpuReader, read_host_metrics
 from comfy_service.prompts import FollowedPrompts
@@ -15,8 +22,10 @@ from comfy_service.reachability import Reachability
 from comfy_service.speed import SpeedMeter
 from comfy_shared.clock import now_ms
 from comfy_shared.comfyui import ComfyClient, ComfyError
+from comfy_shared.comfyui.client import parse_object_info
 from comfy_shared.comfyui.models import model_files
 from comfy_shared.models import Capabilities, ComfyStatus, NodeHealth, NodeSpeed
+from comfy_shared.node_object_info import PackedObjectInfo, stage_keep, stage_write
 from comfy_shared.redis_keys import RedisKeys
 
 
@@ -50,20 +59,32 @@ class HealthPublisher:
         self._started_at = started_at
         self._ttl_s = ttl_s
         self._capabilities: Capabilities | None = None
+        self._object_info: PackedObjectInfo | None = None
+        self._stored_sha256: str | None = None
+        """The object_info known to be in Redis (None: write it with the next health)."""
 
     async def refresh_capabilities(self) -> bool:
         """Re-read what ComfyUI offers (at start, and after it restarted); False if it failed."""
         try:
-            object_info = await self._comfy.object_info()
+            body = await self._comfy.object_info_json()
         except ComfyError as exc:
             logger.warning("could not read comfyui capabilities", error=str(exc))
             return False
+        packed = await asyncio.to_thread(PackedObjectInfo.pack, body)  # MBs with many packs
+        object_info = parse_object_info(body)
         self._capabilities = Capabilities(
             node_classes=sorted(object_info),
             models=model_files(object_info),
             model_folders=await self._model_folders(),
+            object_info_sha256=packed.sha256,
         )
-        logger.info("comfyui capabilities read", node_classes=len(object_info))
+        self._object_info = packed
+        logger.info(
+            "comfyui capabilities read",
+            node_classes=len(object_info),
+            object_info_sha256=packed.sha256[:12],
+            object_info_bytes=packed.json_bytes,
+        )
         return True
 
     async def _model_folders(self) -> dict[str, list[str]]:
@@ -80,6 +101,7 @@ class HealthPublisher:
 
     async def publish_once(self) -> NodeHealth:
         health = await self.build()
+        packed = self._object_info
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(
                 self._keys.node_health(self._node_id), health.model_dump_json(), ex=self._ttl_s
@@ -89,11 +111,33 @@ class HealthPublisher:
                 # Apart from the health document, and without expiry: a restart that takes
                 # longer than the health TTL still starts from the speed measured before.
                 pipe.set(self._keys.node_speed(self._node_id), health.speed.model_dump_json())
-            await pipe.execute()
+            if packed is not None:
+                self._stage_object_info(pipe, packed)
+            replies = await pipe.execute()
+        if packed is not None:
+            await self._object_info_written(packed, kept=bool(replies[-1]))
         return health
 
+    def _stage_object_info(self, pipe: Pipeline, packed: PackedObjectInfo) -> None:
+        if packed.sha256 == self._stored_sha256:
+            stage_keep(pipe, self._keys, self._node_id, self._ttl_s)
+        else:
+            stage_write(pipe, self._keys, self._node_id, packed, self._ttl_s)
+
+    async def _object_info_written(self, packed: PackedObjectInfo, *, kept: bool) -> None:
+        """``kept``: the document is in Redis (written, or its expiry refreshed). If it was
+        gone, it is written now rather than a health interval later."""
+        if not kept:
+            logger.info("object_info missing from redis; writing it again")
+            async with self._redis.pipeline(transaction=True) as pipe:
+                stage_write(pipe, self._keys, self._node_id, packed, self._ttl_s)
+                await pipe.execute()
+        self._stored_sha256 = packed.sha256
+
     async def withdraw(self) -> None:
-        await self._redis.delete(self._keys.node_health(self._node_id))
+        await self._redis.delete(
+            self._keys.node_health(self._node_id), self._keys.node_object_info(self._node_id)
+        )
         self._gpus.close()
         logger.info("health withdrawn")
 

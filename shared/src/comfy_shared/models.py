@@ -300,6 +300,12 @@ class Capabilities(BaseModel):
         description="Model folder (checkpoints, loras, embeddings...) -> its files, as "
         "ComfyUI's /models lists them.",
     )
+    object_info_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 of the node's whole object_info, stored beside the health "
+        "document (RedisKeys.node_object_info): readers re-read it only when this changes. "
+        "None until ComfyUI answered.",
+    )
 
     @cached_property
     def node_class_set(self) -> frozenset[str]:

@@ -38,6 +38,12 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 {p}:node:{node}:health       string  comfy-service   ~3 health intervals: expiry = node dead
 {p}:node:{node}:speed        string  comfy-service   none; the node's measured speed, kept
                                                      across restarts however long they take
+{p}:node:{node}:object_info  hash    comfy-service   ~3 health intervals, refreshed with the health
+                                                     document, rewritten only when it changed: the
+                                                     node's whole GET /object_info
+                                                     (node_object_info.py): sha256 (as in the
+                                                     health document's capabilities), encoding
+                                                     (zlib+base64), json_bytes, data
 {p}:node:{node}:prompts      hash    comfy-service   none; the prompts the node sent to its
                                                      ComfyUI and still follows: prompt id ->
                                                      {"task_id", "attempt"} JSON
@@ -173,6 +179,9 @@ class RedisKeys:
 
     def node_speed(self, node_id: str) -> str:
         return f"{self.prefix}:node:{node_id}:speed"
+
+    def node_object_info(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{node_id}:object_info"
 
     def node_prompts(self, node_id: str) -> str:
         return f"{self.prefix}:node:{node_id}:prompts"

@@ -11,6 +11,13 @@ NO_CAPABLE_NODE = Answer(
     "no live node offers every node class and model file the graph names; `missing` says "
     "what each checked node lacks.",
 )
+PROMPT_REJECTED = Answer(
+    422,
+    "prompt_rejected",
+    "the live nodes' ComfyUIs would refuse the graph (checked against their object_info, "
+    "merged as `--object-info-merge` says); `error` and `node_errors` are ComfyUI's own, as a "
+    "node's ComfyUI words them. Nothing was queued.",
+)
 QUEUE_FULL = Answer(429, "queue_full", "the queue holds `--max-queue` tasks; see Retry-After.")
 NODE_UNAVAILABLE = Answer(
     503, "node_unavailable", "the node that holds the task (or its files) cannot be reached."

@@ -32,6 +32,7 @@ from comfy_shared.api.strict_json import (
 )
 from comfy_shared.api.task_ids import InvalidTaskId
 from comfy_shared.api.workflows import WorkflowNotFound
+from comfy_shared.comfyui.errors import PromptRejected
 from comfy_shared.errors import InvalidTransition
 from comfy_shared.models import ErrorType
 from comfy_shared.outputs.serving import (
@@ -75,7 +76,15 @@ def _json_path_extras(exc: InvalidJsonValue) -> dict[str, Any]:
     return {"path": exc.path}
 
 
+def _prompt_rejected_extras(exc: PromptRejected) -> dict[str, Any]:
+    return {"error": exc.error, "node_errors": exc.node_errors}
+
+
 _V = ErrorType.VALIDATION
+
+PROMPT_REJECTED = ErrorMapping(422, "prompt_rejected", _V, _prompt_rejected_extras)
+"""A graph ComfyUI refuses, with its ``error`` and ``node_errors`` as ComfyUI words them: a
+service passes on its ComfyUI's refusal, the balancer answers alike for its fleet's."""
 
 REQUEST_ERRORS: ErrorTable = {
     MalformedJson: ErrorMapping(400, "malformed_json", _V),

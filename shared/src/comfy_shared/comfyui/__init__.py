@@ -1,5 +1,6 @@
 """Everything that speaks ComfyUI's protocol: HTTP client, WebSocket listener, typed
-payloads and the exception tree (drawn in :mod:`comfy_shared.comfyui.errors`)."""
+payloads, the exception tree (drawn in :mod:`comfy_shared.comfyui.errors`) and ComfyUI's
+validation of a graph against an object_info (:mod:`comfy_shared.comfyui.validation`)."""
 
 from comfy_shared.comfyui.client import DEFAULT_TIMEOUT, ComfyClient, ViewStream
 from comfy_shared.comfyui.common import (

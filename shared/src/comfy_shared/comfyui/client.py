@@ -303,19 +303,14 @@ class ComfyClient:
         return _object(_json(await self._send("GET", "/features")), "features")
 
     async def object_info(self) -> dict[str, NodeInfo]:
-        """Every node class; can be several MB with many custom nodes installed.
+        """Every node class; can be several MB with many custom nodes installed (see
+        :func:`parse_object_info`)."""
+        return parse_object_info(await self.object_info_json())
 
-        A class whose description does not parse is left out (and logged) rather than
-        failing the whole catalogue: one odd custom node must not hide all the others.
-        """
-        body = _object(_json(await self._send("GET", "/object_info")), "object_info")
-        catalogue: dict[str, NodeInfo] = {}
-        for name, info in body.items():
-            try:
-                catalogue[name] = NodeInfo.model_validate(info)
-            except ValidationError as exc:
-                logger.warning("comfyui node class skipped", class_type=name, error=str(exc))
-        return catalogue
+    async def object_info_json(self) -> dict[str, Any]:
+        """GET /object_info exactly as ComfyUI sent it: class -> description, every key kept
+        (what a ComfyUI-compatible server hands out again, and what validation reads)."""
+        return _object(_json(await self._send("GET", "/object_info")), "object_info")
 
     async def object_info_for(self, class_type: str) -> NodeInfo | None:
         path = f"/object_info/{quote(class_type, safe='')}"
@@ -417,6 +412,19 @@ def _prompt_rejection(response: httpx.Response) -> None:
         raise ComfyProtocolError(f"POST /prompt 400 without an error object: {response.text[:500]}")
     node_errors = body.get("node_errors")
     raise PromptRejected(body["error"], node_errors if isinstance(node_errors, dict) else {})
+
+
+def parse_object_info(body: dict[str, Any]) -> dict[str, NodeInfo]:
+    """The classes of a GET /object_info body as models. A class whose description does not
+    parse is left out (and logged) rather than failing the whole catalogue: one odd custom
+    node must not hide all the others."""
+    catalogue: dict[str, NodeInfo] = {}
+    for name, info in body.items():
+        try:
+            catalogue[name] = NodeInfo.model_validate(info)
+        except ValidationError as exc:
+            logger.warning("comfyui node class skipped", class_type=name, error=str(exc))
+    return catalogue
 
 
 def _json(response: httpx.Response) -> Any:

@@ -11,6 +11,7 @@ from comfy_balancer.api.answers import (
     KEY_QUEUE_FULL,
     NO_CAPABLE_NODE,
     PRIORITY_NOT_ALLOWED,
+    PROMPT_REJECTED,
     QUEUE_FULL,
     RATE_LIMITED,
     TASK_ID_TAKEN,
@@ -33,6 +34,7 @@ router = APIRouter(tags=["tasks"])
 _ANSWERS = error_responses(
     *GENERATE_BODY_ANSWERS,
     *FORM_ANSWERS,
+    PROMPT_REJECTED,
     NO_CAPABLE_NODE,
     INVALID_WEBHOOK_URL,
     WEBHOOK_UNSIGNED,
