@@ -16,6 +16,7 @@ from comfy_testkit.api import wait_until_finished
 from comfy_testkit.api_keys import KeyClients
 from comfy_testkit.cluster import Cluster
 from comfy_testkit.stack import ADMIN_KEY
+from comfy_testkit.waiting import wait_for_condition
 
 
 def fresh(prefix: str) -> str:
@@ -94,6 +95,23 @@ async def test_comfyui_s_refusals_come_with_its_bodies(cluster: Cluster) -> None
     assert (not_json.status_code, envelope_of(not_json)["type"]) == (400, "malformed_json")
 
 
+async def test_a_graph_the_fleet_refuses_gets_comfyui_s_400_with_node_errors_at_once(
+    cluster: Cluster,
+) -> None:
+    await cluster.nodes_ready(1)
+    graph = graphs.solid_image(fresh("bad"))
+    graph["1"]["inputs"]["width"] = 10**6  # above EmptyImage's max
+
+    refused = await cluster.api.post("/prompt", json={"prompt": graph, "client_id": "c"})
+    pending = (await cluster.api.get("/queue")).json()
+
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["type"] == "prompt_outputs_failed_validation"
+    errors = refused.json()["node_errors"]["1"]["errors"]
+    assert [error["type"] for error in errors] == ["value_bigger_than_max"]
+    assert pending == {"queue_running": [], "queue_pending": []}
+
+
 async def test_a_prompt_id_is_used_once(cluster: Cluster) -> None:
     prompt_id = str(uuid.uuid4())
     body = {"prompt": graphs.solid_image(fresh("once")), "prompt_id": prompt_id}
@@ -163,3 +181,21 @@ async def test_the_gateway_can_be_turned_off(make_cluster: Callable[..., Cluster
     cluster = make_cluster([], balancer_args=["--no-comfyui-gateway"])
     assert (await cluster.api.post("/prompt", json={"prompt": {}})).status_code == 404
     assert (await cluster.api.get("/api/v1/tasks")).status_code == 200
+
+
+async def test_object_info_is_the_fleet_s_and_an_unknown_class_is_empty(cluster: Cluster) -> None:
+    await cluster.nodes_ready(1)
+    async with httpx.AsyncClient(base_url=cluster.node("a").emulator.url) as comfy:
+        node_s = (await comfy.get("/object_info")).json()
+
+    async def published() -> bool:
+        return bool((await cluster.api.get("/api/object_info")).json())
+
+    await wait_for_condition(published, timeout_s=15, what="the fleet's object_info")
+    fleet = (await cluster.api.get("/object_info")).json()
+    one = (await cluster.api.get("/api/object_info/SaveImage")).json()
+    unknown = await cluster.api.get("/object_info/NoSuchNode")
+
+    assert set(fleet) == set(node_s)
+    assert one == {"SaveImage": node_s["SaveImage"]}
+    assert (unknown.status_code, unknown.json()) == (200, {})

@@ -27,6 +27,7 @@ from comfy_balancer.costs import CostModel
 from comfy_balancer.dispatcher import Dispatcher
 from comfy_balancer.eta import PaceReader
 from comfy_balancer.fleet_catalog import FleetCatalog
+from comfy_balancer.gateway.live import LiveOutputs
 from comfy_balancer.gateway.relay import GatewayRelay
 from comfy_balancer.intake import TaskIntake
 from comfy_balancer.registry import NodeRegistry
@@ -195,7 +196,13 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         # Its own client: no proxy from the environment (it would resolve the name again),
         # no redirects, nothing shared with the calls to nodes.
         webhook_http=httpx.AsyncClient(follow_redirects=False, trust_env=False),
-        gateway=GatewayRelay(store=store, redis=redis, keys=keys, hub=stream_hub),
+        gateway=GatewayRelay(
+            store=store,
+            redis=redis,
+            keys=keys,
+            hub=stream_hub,
+            live=LiveOutputs(redis, keys, retention_s=settings.retention_s),
+        ),
     )
     state.loops.start("event-streams", state.stream_hub.run)
     state.loops.start("gateway-relay", state.gateway.run)

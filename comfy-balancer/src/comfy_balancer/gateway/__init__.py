@@ -40,13 +40,15 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from comfy_balancer.gateway import ws
-from comfy_balancer.gateway.identity import install_identity
-from comfy_balancer.gateway.routes import gateway_router
-
 
 def install_gateway(app: FastAPI) -> None:
     """Serve the gateway's routes from ``app`` (``--comfyui-gateway``)."""
+    # Imported here: they reach the app state (lifespan), which imports this package's
+    # relay; importing them with the package would make that import circular.
+    from comfy_balancer.gateway import ws
+    from comfy_balancer.gateway.identity import install_identity
+    from comfy_balancer.gateway.routes import gateway_router
+
     install_identity(app)
     app.include_router(gateway_router())
     app.include_router(ws.router)  # /ws and /api/ws (authenticated on the upgrade)

@@ -41,6 +41,7 @@ from comfy_balancer.gateway.identity import CrossSiteRequest
 from comfy_balancer.gateway.uploads import InvalidUploadName
 from comfy_shared.api.request_limits import GraphTooLarge, StringTooLong
 from comfy_shared.api.strict_json import InvalidNumber, InvalidString, MalformedJson, NestedTooDeep
+from comfy_shared.comfyui import PromptRejected
 from comfy_shared.errors import ComfyStackError, ConcurrentUpdate
 from comfy_shared.outputs.store import StoreUnavailable
 from comfy_shared.workflows import StagedInputReference
@@ -182,6 +183,8 @@ def refusal_response(exc: Exception) -> JSONResponse | None:
     if isinstance(exc, PromptRefused):
         body = envelope(exc.type, exc.message, exc.details, node_errors=exc.node_errors)
         return JSONResponse(body, status_code=400)
+    if isinstance(exc, PromptRejected):  # validated against the fleet: ComfyUI's own body
+        return JSONResponse({"error": exc.error, "node_errors": exc.node_errors}, 400)
     refusal = next((REFUSALS[cls] for cls in type(exc).__mro__ if cls in REFUSALS), None)
     if refusal is None:
         return None

@@ -30,17 +30,14 @@ from loguru import logger
 from redis.asyncio import Redis
 
 from comfy_balancer.gateway import relay_messages as messages
+from comfy_balancer.gateway.live import LiveOutputs
+from comfy_balancer.gateway.naming import present_node_output as public_output
 from comfy_balancer.gateway.relay_task import (
     FRAME_GRACE_S,
     OutputRewrite,
     RelayTools,
     TaskRelay,
 )
-
-# MERGE: the one place where `executed` outputs get the gateway's public names. Once
-# gateway/naming.py is in main, this import becomes
-#     from comfy_balancer.gateway.naming import public_output
-from comfy_balancer.gateway.relay_task import as_the_node_named_it as public_output
 from comfy_balancer.gateway.ws_socket import ClientSocket
 from comfy_shared.loops import LoopHandle
 from comfy_shared.redis_keys import RedisKeys
@@ -118,14 +115,17 @@ class GatewayRelay:
         keys: RedisKeys,
         hub: StreamHub,
         rewrite_output: OutputRewrite = public_output,
+        live: LiveOutputs | None = None,
         rescan_s: float = RESCAN_S,
         frame_grace_s: float = FRAME_GRACE_S,
     ) -> None:
+        """``live``: where the files an ``executed`` frame names are announced, so ``/view``
+        serves them from their node until they are stored."""
         self._store = store
         self._redis = redis
         self._keys = keys
         self._signals = Signals(redis, keys)
-        self._tools = RelayTools(store, redis, hub, keys, rewrite_output, frame_grace_s)
+        self._tools = RelayTools(store, redis, hub, keys, rewrite_output, frame_grace_s, live)
         self._rescan_s = rescan_s
         self._rooms: dict[str, Room] = {}
         self._running: dict[TaskRelay, asyncio.Task[None]] = {}

@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from comfy_balancer.gateway import relay_messages as messages
+from comfy_balancer.gateway.live import LiveOutputs
 from comfy_balancer.gateway.ws_socket import ClientSocket
 from comfy_shared.frames import (
     MessageFrame,
@@ -65,12 +66,6 @@ OutputRewrite = Callable[[str, dict[str, Any]], dict[str, Any]]
 """(task id, ``executed`` output dict) -> the output as the gateway's clients address it."""
 
 
-def as_the_node_named_it(task_id: str, ui_output: dict[str, Any]) -> dict[str, Any]:
-    """The output unchanged: what the relay uses until the gateway's file naming
-    (``gateway.naming.public_output``) is there (see the MERGE note in ``relay``)."""
-    return ui_output
-
-
 class Audience(Protocol):
     """The sockets of one user (tenant) in this process."""
 
@@ -89,6 +84,7 @@ class RelayTools:
     keys: RedisKeys
     rewrite_output: OutputRewrite
     frame_grace_s: float = FRAME_GRACE_S
+    live: LiveOutputs | None = None
 
 
 @dataclass(slots=True)
@@ -263,6 +259,8 @@ class TaskRelay:
         elif kind == "progress_state":
             attempt.finished = _finished_nodes(data)
         elif kind == "executed" and isinstance(data.get("output"), dict):
+            if self._tools.live is not None:  # under the node's own names, for /view
+                await self._tools.live.announce(self.task_id, str(data.get("node")), data["output"])
             data["output"] = self._tools.rewrite_output(self.task_id, data["output"])
             text = messages.message(kind, data)
         self._to_client(text)

@@ -204,7 +204,20 @@ async def post_upload_mask(
     return await files.upload(request, state, user, uploads, mask=True)
 
 
+async def get_object_info(state: State, user: UserOf) -> Response:
+    """The fleet's merged object_info (``--object-info-merge``), rebuilt only on change."""
+    return JSONResponse(await state.fleet_catalog.merged())
+
+
+async def get_object_info_class(node_class: str, state: State, user: UserOf) -> Response:
+    """One class of it; an unknown class is ``{}`` with 200, as ComfyUI answers."""
+    info = await state.fleet_catalog.node_class(node_class)
+    return JSONResponse({node_class: info} if info is not None else {})
+
+
 ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
+    ("GET", "/object_info", get_object_info),
+    ("GET", "/object_info/{node_class}", get_object_info_class),
     ("POST", "/prompt", post_prompt),
     ("GET", "/prompt", get_prompt),
     ("GET", "/queue", get_queue),
