@@ -48,7 +48,8 @@ def install_gateway(app: FastAPI) -> None:
     from comfy_balancer.gateway import ws
     from comfy_balancer.gateway.identity import install_identity
     from comfy_balancer.gateway.routes import gateway_router
+    from comfy_balancer.gateway.signin_sessions import session_user
 
-    install_identity(app)
+    install_identity(app).prepend(session_user)
     app.include_router(gateway_router())
     app.include_router(ws.router)  # /ws and /api/ws (authenticated on the upgrade)

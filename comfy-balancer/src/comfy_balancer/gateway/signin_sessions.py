@@ -29,6 +29,7 @@ from starlette.requests import HTTPConnection
 
 from comfy_balancer.auth.callers import Authenticator, Unauthorized, needed_scope, presented_secret
 from comfy_balancer.deps import State
+from comfy_balancer.gateway.identity import GatewayUser
 from comfy_balancer.lifespan import BalancerState
 from comfy_shared.access import Caller, Scope
 from comfy_shared.clock import now_ms
@@ -160,3 +161,12 @@ async def browser_caller(request: Request, state: State) -> Caller:
 
 
 BrowserCaller = Annotated[Caller, Depends(browser_caller)]
+
+
+async def session_user(
+    conn: HTTPConnection, state: BalancerState, needs: Scope
+) -> GatewayUser | None:
+    """The gateway's resolver of a browser session (tried before keys): its changes must
+    come from the same site, as the cookie travels on its own."""
+    caller = await session_caller(conn, sessions=sessions_of(state), auth=state.auth, needs=needs)
+    return GatewayUser(caller, ambient=True) if caller is not None else None

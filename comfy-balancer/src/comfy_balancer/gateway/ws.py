@@ -32,9 +32,11 @@ from loguru import logger
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect
 
-from comfy_balancer.auth.callers import Forbidden, Unauthorized, presented_secret
+from comfy_balancer.auth.callers import Forbidden, Unauthorized
 from comfy_balancer.errors import STATUS_FOR
 from comfy_balancer.gateway import relay_messages as messages
+from comfy_balancer.gateway.identity import user_of
+from comfy_balancer.gateway.signin_sessions import SESSION_COOKIE, is_same_origin
 from comfy_balancer.gateway.ws_features import server_feature_flags
 from comfy_balancer.gateway.ws_socket import ClientSocket, close_too_slow
 from comfy_balancer.lifespan import BalancerState
@@ -69,9 +71,12 @@ async def comfy_websocket(websocket: WebSocket) -> None:
 
 async def _caller(websocket: WebSocket, state: BalancerState) -> Caller | None:
     """The socket's caller, or None once the upgrade is refused (401/403, as over HTTP)."""
-    secret = presented_secret(websocket) or websocket.query_params.get("token")
     try:
-        return await state.auth.caller(secret, needs=Scope.READ)
+        user = await user_of(websocket, Scope.READ)
+        by_cookie = SESSION_COOKIE in websocket.cookies
+        if user.ambient and by_cookie and not is_same_origin(websocket):
+            raise Forbidden(Scope.READ)  # a session cookie sent by another site's page
+        return user.caller
     except (Unauthorized, Forbidden) as exc:
         mapping = STATUS_FOR[type(exc)]
         headers = mapping.headers(exc) if mapping.headers else None
