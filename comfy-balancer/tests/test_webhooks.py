@@ -244,16 +244,19 @@ async def test_after_the_last_attempt_a_dead_letter_its_tenant_sees_and_can_retr
 
 
 async def test_a_balancer_restarted_during_the_backoff_still_delivers(
-    start_balancer: BalancerFactory, receiver: Receiver, store: TaskStore
+    start_balancer: BalancerFactory, receiver: Receiver, store: TaskStore, redis: Redis
 ) -> None:
     first_balancer = start_balancer(extra_args=balancer_args("3.0"))
     receiver.answers = [500, 200]
     await end_task(store, "restart-1", receiver.url)
 
-    async def first_attempt() -> bool:
-        return len(receiver.of("restart-1")) == 1
+    async def first_attempt_recorded() -> bool:
+        # The receiver sees the attempt before the balancer records its outcome; killed in
+        # between, the attempt would wait out its lease instead of the backoff tested here.
+        recorded = await redis.hexists(KEYS.webhook("restart-1"), "last_attempt_ms")
+        return bool(recorded) and len(receiver.of("restart-1")) == 1
 
-    await wait_for_condition(first_attempt, timeout_s=10, what="the first attempt")
+    await wait_for_condition(first_attempt_recorded, timeout_s=10, what="the first attempt")
     first_balancer.kill()
     start_balancer("balancer-2", extra_args=balancer_args("3.0"))
 
