@@ -88,6 +88,16 @@ async def test_a_partly_valid_graph_is_accepted_and_runs_its_valid_branch(
     done = await wait_until_finished(cluster.api, task["id"])
     assert (done["status"], set(done["warnings"])) == ("succeeded", {"4"})
 
+    graph = graphs.partly_invalid(f"p-{fresh()}")  # the gateway answers as ComfyUI does
+    on_gateway = await cluster.api.post("/prompt", json={"prompt": graph})
+    async with httpx.AsyncClient(base_url=cluster.nodes[0].emulator.url) as comfyui:
+        on_comfyui = await comfyui.post("/prompt", json={"prompt": graph})
+    assert on_gateway.status_code == on_comfyui.status_code == 200
+    assert on_gateway.json()["node_errors"] == on_comfyui.json()["node_errors"]
+    assert list(on_gateway.json()["node_errors"]) == ["4"]
+    done = await wait_until_finished(cluster.api, on_gateway.json()["prompt_id"])
+    assert done["status"] == "succeeded"
+
 
 async def test_a_model_file_only_one_node_has_runs_there_and_one_nobody_has_is_refused(
     make_cluster: Callable[..., Cluster],

@@ -13,8 +13,9 @@ A caller sees and cancels only its tenant's tasks (an admin: all); another tenan
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
@@ -89,6 +90,8 @@ class Intake:
     """Tasks ahead of a task queued by this request (None for an existing task)."""
     quota: Quota | None = None
     """What is left of the key's submits per minute, when it has such a limit."""
+    node_errors: dict[str, Any] = field(default_factory=dict)
+    """ComfyUI's ``node_errors`` of branches of the graph that will not run (the rest does)."""
 
 
 class TaskIntake:
@@ -154,7 +157,7 @@ class TaskIntake:
             if earlier is not None:
                 return Intake(self._visible(earlier, caller), created=False, quota=quota)
             intake = await self._enqueue(task_id, request, caller, band, origin, staged)
-        return Intake(intake.task, intake.created, intake.position, quota)
+        return dataclasses.replace(intake, quota=quota)
 
     async def cancel(self, task_id: str, caller: Caller) -> TaskRecord:
         """Removed from the queue while it waits; otherwise cancelled by the node it is on."""
@@ -178,7 +181,7 @@ class TaskIntake:
         if request.task_id and (existing := await self._store.find(task_id)) is not None:
             return Intake(self._visible(existing, caller, taken=True), created=False)
         work = _with_staged(self._expand(request), staged)
-        await self._fleet_catalog.check(work.graph)
+        checked = await self._fleet_catalog.check(work.graph)
         live = await self._check_capable(work.graph)
         cost_s = await self._costs.predict(work.graph, [node.speed for node in live if node.speed])
         record = TaskRecord(
@@ -210,7 +213,10 @@ class TaskIntake:
         logger.info(
             "task queued", task_id=task_id, band=band, priority=request.priority, cost_s=cost_s
         )
-        return Intake(submitted.task, submitted.created, submitted.position)
+        node_errors = checked.node_errors if checked is not None else {}
+        return Intake(
+            submitted.task, submitted.created, submitted.position, node_errors=node_errors
+        )
 
     async def _submit(
         self,

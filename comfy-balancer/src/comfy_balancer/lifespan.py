@@ -198,6 +198,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         webhook_http=httpx.AsyncClient(follow_redirects=False, trust_env=False),
         gateway=GatewayRelay(
             store=store,
+            queue=queue,
             redis=redis,
             keys=keys,
             hub=stream_hub,

@@ -60,10 +60,13 @@ def queue(redis: Redis, store: TaskStore) -> TaskQueue:
 
 
 @pytest.fixture
-async def relay(redis_url: str, redis: Redis, store: TaskStore) -> AsyncIterator[GatewayRelay]:
+async def relay(
+    redis_url: str, redis: Redis, store: TaskStore, queue: TaskQueue
+) -> AsyncIterator[GatewayRelay]:
     hub = StreamHub(redis_url, redis, max_streams=100, block_s=0.5)
     relay = GatewayRelay(
         store=store,
+        queue=queue,
         redis=redis,
         keys=KEYS,
         hub=hub,

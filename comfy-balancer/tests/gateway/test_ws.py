@@ -2,7 +2,7 @@
 emulated ComfyUIs, real WebSocket clients over loopback.
 
 Gateway prompts are created with ``comfy_testkit.gateway_ws.submit_prompt`` (a task with its
-``PromptOrigin``, as ``POST /prompt`` creates it) until that route is there to call.
+``PromptOrigin``, as ``POST /prompt`` creates it), which sets the tenant and client id directly.
 """
 
 from __future__ import annotations
@@ -120,11 +120,9 @@ async def test_a_socket_that_comes_after_its_prompt_ended_hears_the_truth_and_no
     }
     await late.wait_for(lambda c: "feature_flags" in c.types(), what="the flags' answer")
     assert late.types() == ["status", "feature_flags"]  # nothing of `done`, nor of `waiting`
-    assert late.messages()[1]["data"] == {
-        "supports_preview_metadata": True,
-        "max_upload_size": 50 * 2**20,
-        "assets": False,
-    }
+    flags = late.messages()[1]["data"]  # the same dict as GET /api/features
+    assert flags == (await one_node.api.get("/api/features")).json()
+    assert (flags["supports_preview_metadata"], flags["max_upload_size"]) == (True, 50 * 2**20)
 
 
 async def test_prompts_go_to_their_own_client_and_user_only(
@@ -304,11 +302,61 @@ async def test_previews_and_texts_reach_their_client_in_the_form_it_asked_for(
         assert isinstance(untagged, PreviewImage)
         assert (tagged.prompt_id, tagged.node_id, tagged.mime_type) == (sampled, "3", "image/jpeg")
         assert (untagged.image_format, untagged.image) == (1, tagged.image)
-    texts = [f for f in frontend.binary() if f[:4] == TEXT_TYPE]
-    assert texts == [f for f in script.binary() if f[:4] == TEXT_TYPE]
-    assert [parse_binary_frame(f) for f in texts] == [
-        ProgressText(node_id="2", text="width: 24, height: 16\n batch size: 1")
+    texts = _node_texts(frontend)
+    assert texts == _node_texts(script)
+    assert texts == [ProgressText(node_id="2", text="width: 24, height: 16\n batch size: 1")]
+
+
+async def test_a_waiting_prompt_shows_how_many_tasks_start_before_it(
+    make_cluster: Callable[..., Cluster], redis: Redis, clients: list[ComfyWsClient]
+) -> None:
+    cluster = make_cluster(["a"], step_time_s=0.02)
+    tab = await open_client(clients, cluster.balancer.url, client_id="tab")
+    script = await open_client(clients, cluster.balancer.url, client_id="tab", flags=None)
+    await cluster.nodes_ready(1)
+    running = await submit_prompt(
+        redis, graphs.txt2img(fresh(), steps=3000), tenant="admin", client_id="script"
+    )
+    await wait_for_status(cluster.api, running, {"running"})
+    before = [
+        await submit_prompt(
+            redis, graphs.txt2img(fresh(), steps=3000), tenant="admin", client_id="script"
+        )
+        for _ in range(2)
     ]
+    mine = await submit_prompt(redis, graphs.solid_image(fresh()), tenant="admin", client_id="tab")
+
+    await tab.wait_for(lambda c: len(_places(c)) >= 1, what="the place of the prompt")
+    assert _places(tab) == [ProgressText(node_id="3", text="In the queue: 2 ahead of you")]
+    await cluster.api.delete(f"/api/v1/tasks/{before[0]}")
+    await tab.wait_for(lambda c: len(_places(c)) >= 2, what="the new place")
+    assert _places(tab)[1].text == "In the queue: 1 ahead of you"
+    for task_id in (running, before[1]):
+        await cluster.api.delete(f"/api/v1/tasks/{task_id}")
+    await tab.wait_prompt_closed(mine)
+
+    assert {place.text for place in _places(tab)} <= {
+        "In the queue: 2 ahead of you",
+        "In the queue: 1 ahead of you",
+        "In the queue: next to start",
+    }
+    assert (await get_task(cluster.api, mine))["status"] == "succeeded"
+    await script.wait_prompt_closed(mine)
+    assert _places(script) == []  # no feature flags: a script, maybe taking texts for images
+
+
+def _node_texts(client: ComfyWsClient) -> list[ProgressText]:
+    """The texts a client got that its prompts' nodes wrote (its places in the queue aside)."""
+    return [t for t in _texts(client) if not t.text.startswith("In the queue: ")]
+
+
+def _places(client: ComfyWsClient) -> list[ProgressText]:
+    return [t for t in _texts(client) if t.text.startswith("In the queue: ")]
+
+
+def _texts(client: ComfyWsClient) -> list[ProgressText]:
+    frames = [parse_binary_frame(f) for f in client.binary() if f[:4] == TEXT_TYPE]
+    return [f for f in frames if isinstance(f, ProgressText)]
 
 
 async def test_a_client_too_slow_to_read_is_closed_and_slows_nobody(

@@ -14,7 +14,8 @@ Design:
   ``/api/v1/generate`` (durable queue, fair sharing, late binding, failover, budgets, rate
   limits); the ``prompt_id`` is the task id, and what the prompt brought besides its graph
   (``client_id``, ``number``, ``extra_data``) is kept beside it (``PromptOrigin``).
-  ``prompts.check_graph`` is where graph validation against the fleet plugs in.
+  The intake validates its graph against the fleet's nodes, as ComfyUI would (400 with
+  ``node_errors``).
 - **Everything read from Redis and the output store.** Queue and history (``queue``,
   ``history``, ``jobs``) are rendered from task records in ComfyUI's shapes; outputs are
   served from the output store by their recorded location (``naming``: every file shown to

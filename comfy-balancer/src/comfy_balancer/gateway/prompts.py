@@ -8,10 +8,10 @@ unlabelled; the body limits and the strict parser of ``/api/v1`` apply), a missi
 
 - ``partial_execution_targets`` keeps the named nodes and what they depend on (ComfyUI runs
   only those); none of them in the graph: 400 ``prompt_no_outputs``.
-- :func:`check_graph` is where the graph is validated against the fleet's nodes (ComfyUI's
-  400 with ``node_errors``, or a 200 whose ``node_errors`` name the branches that will not
-  run).
 - Inputs that name the user's uploads are staged (``uploads``).
+- The intake validates the graph against the fleet's nodes, as for ``/api/v1/generate``
+  (``FleetCatalog.check``): ComfyUI's 400 with ``node_errors`` (``errors.PromptRejected``),
+  or a 200 whose ``node_errors`` name the branches that will not run.
 - The task id IS the ``prompt_id`` (the client's, or a new ``str(uuid4())``); an id in use,
   by this user or another, is refused (409 ``task_id_taken``), never answered with the
   earlier prompt.
@@ -31,7 +31,6 @@ The answer is ComfyUI's ``{"prompt_id", "number", "node_errors"}``; refusals of 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from uuid import uuid4
@@ -134,20 +133,6 @@ def _targeted(graph: JsonObject, targets: Any) -> JsonObject:
     return {node_id: node for node_id, node in graph.items() if node_id in kept}
 
 
-async def check_graph(
-    state: BalancerState, graph: Mapping[str, Any], uploaded: frozenset[tuple[str, str]]
-) -> JsonObject:
-    """THE place where a gateway prompt's graph is validated against the fleet's nodes
-    (their ``object_info``), before anything is stored. Raise ``errors.PromptRefused`` (400
-    with ComfyUI's ``node_errors``) when no output can run; return the ``node_errors`` of
-    branches that will not run (ComfyUI answers those with 200 and runs the rest).
-    ``uploaded``: the (node, input) pairs naming the user's uploads, valid wherever the
-    prompt runs (they are staged to its node). Until the fleet's catalogue is consulted
-    here, a graph no node can run is refused by the intake (422 ``no_capable_node``) and
-    other mistakes by ComfyUI on the node (the task fails, history says why)."""
-    return {}
-
-
 def origin_of(prompt: PromptRequest, number: int, request: Request) -> PromptOrigin:
     extra = dict(prompt.extra_data)
     if "comfy_usage_source" not in extra and (source := request.headers.get(USAGE_SOURCE_HEADER)):
@@ -173,9 +158,6 @@ async def submit_prompt(
     check_string_sizes(document, limits.max_string_bytes)
     prompt = read_prompt(document)
     staged, originals = await uploads.staged_inputs(user.tenant, prompt.graph)
-    node_errors = await check_graph(
-        state, prompt.graph, frozenset((s.node_id, s.input_name) for s in staged)
-    )
     try:
         task = GenerateRequest(
             prompt=prompt.graph,
@@ -190,4 +172,4 @@ async def submit_prompt(
     )
     if not intake.created:
         raise TaskIdTaken(prompt.prompt_id)
-    return {"prompt_id": prompt.prompt_id, "number": number, "node_errors": node_errors}
+    return {"prompt_id": prompt.prompt_id, "number": number, "node_errors": intake.node_errors}

@@ -13,6 +13,9 @@
   entry in a set and a queue (``ws_socket``). Only prompts whose client has a socket here
   are followed; a client's prompts stop being followed when its last socket leaves, and are
   taken up again, from where they are, when one comes back.
+- **Places in the queue.** A waiting prompt's client is told how many tasks start before it,
+  fleet-wide (``TaskQueue.position``), as a progress text on the prompt's output nodes ("In
+  the queue: 3 ahead of you"): when it arrives, then at every rescan when the figure changed.
 - **Finding new prompts.** The ``task-queued`` and ``task-ended`` signals say at once that a
   user's queue changed; every ``RESCAN_S`` each user's unfinished tasks are read again, so a
   lost signal costs latency, never a prompt.
@@ -43,7 +46,7 @@ from comfy_shared.loops import LoopHandle
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import Signals
 from comfy_shared.stream_hub import StreamHub
-from comfy_shared.task_queue import TASK_QUEUED
+from comfy_shared.task_queue import TASK_QUEUED, TaskQueue
 from comfy_shared.task_store import TASK_ENDED, TaskStore
 
 RESCAN_S: Final = 2.0
@@ -111,6 +114,7 @@ class GatewayRelay:
         self,
         *,
         store: TaskStore,
+        queue: TaskQueue,
         redis: Redis,
         keys: RedisKeys,
         hub: StreamHub,
@@ -122,6 +126,7 @@ class GatewayRelay:
         """``live``: where the files an ``executed`` frame names are announced, so ``/view``
         serves them from their node until they are stored."""
         self._store = store
+        self._queue = queue
         self._redis = redis
         self._keys = keys
         self._signals = Signals(redis, keys)
@@ -189,6 +194,7 @@ class GatewayRelay:
             room.known.pop(task_id, None)  # gone already
             return
         room.relays[task_id] = relay
+        await self._tell_place(relay)
         task = asyncio.create_task(relay.run(), name=f"gateway-relay:{task_id}")
         self._running[relay] = task
         task.add_done_callback(partial(self._relay_done, room, relay))
@@ -234,6 +240,7 @@ class GatewayRelay:
                     await self.on_signal(*news)
                 if loop.time() >= next_scan:
                     await self.rescan()
+                    await self.tell_places()
                     next_scan = loop.time() + self._rescan_s
                 handle.working()
 
@@ -273,6 +280,18 @@ class GatewayRelay:
                     await self._arrived(room, await self._clients_of(new))
                 elif gone:
                     await self._tell_queue(room)
+
+    async def tell_places(self) -> None:
+        """Tell each waiting prompt followed here its place, if it changed."""
+        for room in list(self._rooms.values()):
+            for relay in list(room.relays.values()):
+                await self._tell_place(relay)
+
+    async def _tell_place(self, relay: TaskRelay) -> None:
+        if relay.waiting:
+            ahead = await self._queue.position(relay.task_id)
+            if ahead is not None:
+                await relay.tell_place(ahead)
 
     async def _arrived(self, room: Room, owners: dict[str, str | None]) -> None:
         """New tasks of the user: the queue grew; prompts of a client here are followed

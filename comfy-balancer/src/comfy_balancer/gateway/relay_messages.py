@@ -49,6 +49,11 @@ def status(queue_remaining: int, sid: str | None = None) -> str:
     return message("status", data)
 
 
+def place_in_queue(ahead: int) -> str:
+    """The text a waiting prompt's output nodes show: how many tasks start before it."""
+    return "In the queue: next to start" if ahead == 0 else f"In the queue: {ahead} ahead of you"
+
+
 def executing(task_id: str, node: str | None) -> str:
     """``executing``: a node about to run; ``node`` None closes the prompt."""
     if node is None:

@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from comfy_balancer.gateway import relay_messages as messages
+from comfy_balancer.gateway.history import output_nodes
 from comfy_balancer.gateway.live import LiveOutputs
 from comfy_balancer.gateway.ws_socket import ClientSocket
 from comfy_shared.frames import (
@@ -113,6 +114,8 @@ class TaskRelay:
         self._attempt = _Attempt(0)
         self._frames: asyncio.Task[None] | None = None
         self._quiet = False
+        self._told_ahead: int | None = None
+        self._place_nodes: list[str] | None = None
         self.ended = False
 
     @property
@@ -123,6 +126,27 @@ class TaskRelay:
         if record is None or record.status is not TaskStatus.RUNNING or self._attempt.over:
             return None
         return self._attempt.node
+
+    @property
+    def waiting(self) -> bool:
+        """Queued, not started: its client is told its place in the queue."""
+        record = self._record
+        return record is not None and record.status is TaskStatus.QUEUED and not self.ended
+
+    async def tell_place(self, ahead: int) -> None:
+        """Show how many tasks start before this prompt, as a progress text on its output
+        nodes (the frontend writes it inside the node until the prompt starts), when it
+        changed since last told, to the client's sockets that take it."""
+        listeners = [s for s in self._audience.of_client(self.client_id) if s.wants_places]
+        if ahead == self._told_ahead or not listeners or self._quiet:
+            return
+        self._told_ahead = ahead
+        if self._place_nodes is None:
+            self._place_nodes = output_nodes(await self._tools.store.get_prompt(self.task_id) or {})
+        text = messages.place_in_queue(ahead)
+        for socket in listeners:
+            for node in self._place_nodes:
+                socket.send(text_frame(node, text))
 
     # --- starting --------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ Handshake, as ComfyUI's (``comfyui-gateway.md`` §2.1):
    ``uuid4().hex``; ``queue_remaining`` is the user's unfinished tasks, fleet-wide.
 3. If the client owns a running prompt, ``executing`` with its current node follows.
 4. The client's first text frame, if it is ``feature_flags``, is answered with the
-   gateway's own flags (``ws_features``); it says whether the client reads type-4 previews.
+   gateway's own flags (``features``); it says whether the client reads type-4 previews,
+   and that it is told its waiting prompts' places (``relay``).
    Every other client frame is ignored.
 
 Sockets are kept per connection: a client reconnecting with the same id gets everything,
@@ -35,9 +36,9 @@ from starlette.websockets import WebSocketDisconnect
 from comfy_balancer.auth.callers import Forbidden, Unauthorized
 from comfy_balancer.errors import STATUS_FOR
 from comfy_balancer.gateway import relay_messages as messages
+from comfy_balancer.gateway.features import server_feature_flags
 from comfy_balancer.gateway.identity import user_of
 from comfy_balancer.gateway.signin_sessions import SESSION_COOKIE, is_same_origin
-from comfy_balancer.gateway.ws_features import server_feature_flags
 from comfy_balancer.gateway.ws_socket import ClientSocket, close_too_slow
 from comfy_balancer.lifespan import BalancerState
 from comfy_shared.access import Caller, Scope
@@ -88,7 +89,7 @@ async def _caller(websocket: WebSocket, state: BalancerState) -> Caller | None:
 async def _serve(websocket: WebSocket, socket: ClientSocket, state: BalancerState) -> None:
     """Write what is queued for the client and read what it says, until either side ends
     (or the client falls too far behind, and is closed)."""
-    flags = server_feature_flags(state.settings.max_body_bytes)
+    flags = server_feature_flags(max_upload_bytes=state.settings.max_body_bytes)
     tasks = {
         asyncio.create_task(socket.write_to(websocket), name="gateway-ws-writer"),
         asyncio.create_task(_read_client(websocket, socket, flags), name="gateway-ws-reader"),
@@ -123,6 +124,7 @@ async def _read_client(websocket: WebSocket, socket: ClientSocket, flags: dict[s
         client_flags = _client_flags(text)
         if client_flags is not None:
             socket.wants_metadata = client_flags.get("supports_preview_metadata") is True
+            socket.wants_places = True
             socket.send(messages.message("feature_flags", flags))
 
 

@@ -51,6 +51,9 @@ class ClientSocket:
         self.client_id = client_id
         self.wants_metadata = False
         """Announced ``supports_preview_metadata``: previews come as type 4, else type 1."""
+        self.wants_places = False
+        """Announced feature flags, as the frontend does: it is told its waiting prompts'
+        places as texts. Scripts send none, and some take every binary frame for an image."""
         self.previews_dropped = 0
         self.kicked = asyncio.Event()
         """Set when the client fell ``queue_frames`` behind: it is closed, not fed any more."""
