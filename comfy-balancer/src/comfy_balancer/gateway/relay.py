@@ -126,11 +126,12 @@ class GatewayRelay:
         """``live``: where the files an ``executed`` frame names are announced, so ``/view``
         serves them from their node until they are stored."""
         self._store = store
-        self._queue = queue
         self._redis = redis
         self._keys = keys
         self._signals = Signals(redis, keys)
-        self._tools = RelayTools(store, redis, hub, keys, rewrite_output, frame_grace_s, live)
+        self._tools = RelayTools(
+            store, queue, redis, hub, keys, rewrite_output, frame_grace_s, live
+        )
         self._rescan_s = rescan_s
         self._rooms: dict[str, Room] = {}
         self._running: dict[TaskRelay, asyncio.Task[None]] = {}
@@ -194,7 +195,6 @@ class GatewayRelay:
             room.known.pop(task_id, None)  # gone already
             return
         room.relays[task_id] = relay
-        await self._tell_place(relay)
         task = asyncio.create_task(relay.run(), name=f"gateway-relay:{task_id}")
         self._running[relay] = task
         task.add_done_callback(partial(self._relay_done, room, relay))
@@ -285,13 +285,7 @@ class GatewayRelay:
         """Tell each waiting prompt followed here its place, if it changed."""
         for room in list(self._rooms.values()):
             for relay in list(room.relays.values()):
-                await self._tell_place(relay)
-
-    async def _tell_place(self, relay: TaskRelay) -> None:
-        if relay.waiting:
-            ahead = await self._queue.position(relay.task_id)
-            if ahead is not None:
-                await relay.tell_place(ahead)
+                await relay.tell_place()
 
     async def _arrived(self, room: Room, owners: dict[str, str | None]) -> None:
         """New tasks of the user: the queue grew; prompts of a client here are followed

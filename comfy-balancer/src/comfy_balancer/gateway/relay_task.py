@@ -51,6 +51,7 @@ from comfy_shared.frames import (
 from comfy_shared.models import ErrorType, TaskEvent, TaskRecord
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.stream_hub import Entry, StreamHub
+from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
 
@@ -80,6 +81,7 @@ class Audience(Protocol):
 @dataclass(frozen=True, slots=True)
 class RelayTools:
     store: TaskStore
+    queue: TaskQueue
     redis: Redis
     hub: StreamHub
     keys: RedisKeys
@@ -127,18 +129,18 @@ class TaskRelay:
             return None
         return self._attempt.node
 
-    @property
-    def waiting(self) -> bool:
-        """Queued, not started: its client is told its place in the queue."""
+    async def tell_place(self) -> None:
+        """While the prompt waits, show how many tasks start before it, as a progress text
+        on its output nodes (the frontend writes it inside the node until the prompt
+        starts), to the client's sockets that take it, when it changed since last told."""
         record = self._record
-        return record is not None and record.status is TaskStatus.QUEUED and not self.ended
-
-    async def tell_place(self, ahead: int) -> None:
-        """Show how many tasks start before this prompt, as a progress text on its output
-        nodes (the frontend writes it inside the node until the prompt starts), when it
-        changed since last told, to the client's sockets that take it."""
+        if record is None or record.status is not TaskStatus.QUEUED or self.ended:
+            return
         listeners = [s for s in self._audience.of_client(self.client_id) if s.wants_places]
-        if ahead == self._told_ahead or not listeners or self._quiet:
+        if not listeners or self._quiet:
+            return
+        ahead = await self._tools.queue.position(self.task_id)
+        if ahead is None or ahead == self._told_ahead:
             return
         self._told_ahead = ahead
         if self._place_nodes is None:
@@ -187,6 +189,7 @@ class TaskRelay:
         )
         try:
             await self._on_record(self._record)
+            await self.tell_place()
             while not self.ended:
                 entries = await events.next_entries(IDLE_CHECK_S)
                 if not entries and await self._tools.store.find(self.task_id) is None:
