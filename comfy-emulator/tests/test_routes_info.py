@@ -49,7 +49,7 @@ async def test_object_info_lists_every_node(client: EmulatorClient) -> None:
 async def test_models_and_small_routes(client: EmulatorClient) -> None:
     assert await client.get_json("/models") == list(MODEL_FOLDERS)
     assert await client.get_json("/models/checkpoints") == sorted(DEFAULT_CHECKPOINTS)
-    assert await client.get_json("/models/vae") == []
+    assert await client.get_json("/models/vae") == ["ae.safetensors"]
     async with client.session.get(client.base_url + "/models/nope") as response:
         assert (response.status, await response.read()) == (404, b"")
     assert await client.get_json("/embeddings") == []

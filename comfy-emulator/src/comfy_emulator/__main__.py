@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from comfy_emulator.config import DEFAULT_CHECKPOINTS, DEFAULT_LORAS, EmulatorConfig
+from comfy_emulator.config import (
+    DEFAULT_CHECKPOINTS,
+    DEFAULT_LORAS,
+    EmulatorConfig,
+    default_models,
+)
 from comfy_emulator.runner import start_emulator
 from comfy_emulator.versions import COMFYUI_VERSIONS, DEFAULT_COMFYUI_VERSION
 
@@ -100,7 +105,7 @@ def _node_times(values: Sequence[str]) -> dict[str, float]:
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
-    models = {
+    models = default_models() | {
         "checkpoints": tuple(args.model) or DEFAULT_CHECKPOINTS,
         "loras": tuple(args.lora) or DEFAULT_LORAS,
     }

@@ -36,6 +36,11 @@ DEFAULT_CHECKPOINTS: tuple[str, ...] = (
     "svd_xt.safetensors",  # Stable Video Diffusion XT (the img2video template)
 )
 DEFAULT_LORAS: tuple[str, ...] = ("add-detail-xl.safetensors",)
+# The split files of Z-Image Turbo, the model of the graph ComfyUI's web frontend loads by default
+# (UNETLoader, CLIPLoader with type "lumina2", VAELoader).
+DEFAULT_DIFFUSION_MODELS: tuple[str, ...] = ("z_image_turbo_bf16.safetensors",)
+DEFAULT_TEXT_ENCODERS: tuple[str, ...] = ("qwen_3_4b.safetensors",)
+DEFAULT_VAES: tuple[str, ...] = ("ae.safetensors",)
 
 # The folder keys ComfyUI 0.8.0 reports from GET /models, in its order.
 MODEL_FOLDERS: tuple[str, ...] = (
@@ -63,9 +68,29 @@ MODEL_FOLDERS: tuple[str, ...] = (
 )
 
 
+# ComfyUI's older folder names: a node asking for "clip" or "unet" gets the files of
+# "text_encoders" or "diffusion_models", whose folders also scan models/clip and models/unet.
+# Only the new names are keys of GET /models (so /models/clip is a 404, as in ComfyUI).
+LEGACY_FOLDERS: Mapping[str, str] = {"clip": "text_encoders", "unet": "diffusion_models"}
+
+
 def default_models() -> dict[str, tuple[str, ...]]:
     """The installed-model catalogue used when none is given."""
-    return {"checkpoints": DEFAULT_CHECKPOINTS, "loras": DEFAULT_LORAS}
+    return {
+        "checkpoints": DEFAULT_CHECKPOINTS,
+        "loras": DEFAULT_LORAS,
+        "diffusion_models": DEFAULT_DIFFUSION_MODELS,
+        "text_encoders": DEFAULT_TEXT_ENCODERS,
+        "vae": DEFAULT_VAES,
+    }
+
+
+def installed_files(models: Mapping[str, tuple[str, ...]], folder: str) -> list[str]:
+    """ComfyUI's `get_filename_list(folder)`: the files of the folder, legacy name resolved,
+    including those `models` lists under a legacy name, sorted and without duplicates."""
+    canonical = LEGACY_FOLDERS.get(folder, folder)
+    aliases = [old for old, new in LEGACY_FOLDERS.items() if new == canonical]
+    return sorted({name for key in (canonical, *aliases) for name in models.get(key, ())})
 
 
 @dataclass(frozen=True)
@@ -114,4 +139,4 @@ class EmulatorConfig:
 
     def model_names(self, folder: str) -> list[str]:
         """Installed files of one model folder, sorted like ComfyUI's filename lists."""
-        return sorted(self.models.get(folder, ()))
+        return installed_files(self.models, folder)

@@ -145,6 +145,66 @@ def text_to_image(
     }
 
 
+FRONTEND_DEFAULT_POSITIVE = (
+    "anime RPG game style, cute anime girl with gigantic fennec ears and a big fluffy fox tail "
+    "with long wavy blonde hair and large blue eyes blonde colored eyelashes wearing a pink "
+    "sweater a large oversized gold trimmed black winter coat and a long blue maxi skirt and a "
+    "red scarf, she is sitting beside a campfire in the wilderness at night playing guitar with "
+    "a milky way galaxy sky"
+)
+FRONTEND_DEFAULT_NEGATIVE = (
+    "low quality, bad anatomy, extra digits, missing digits, extra limbs, missing limbs"
+)
+
+
+def frontend_default(
+    positive: str = FRONTEND_DEFAULT_POSITIVE,
+    negative: str = FRONTEND_DEFAULT_NEGATIVE,
+    seed: int = 42,
+    steps: int = 8,
+    width: int = 1024,
+    height: int = 1024,
+    prefix: str = "ComfyUI",
+) -> Workflow:
+    """The graph ComfyUI's web frontend (1.58) loads by default, as it queues it: Z-Image Turbo
+    from split files (UNETLoader, CLIPLoader type "lumina2", VAELoader), ModelSamplingAuraFlow,
+    EmptySD3LatentImage, KSampler (res_multistep, 8 steps, cfg 1), VAEDecode, SaveImage ("9")."""
+    clip = {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"}
+    save = {"filename_prefix": prefix, "images": ["65", 0]}
+    return {
+        "9": {"class_type": "SaveImage", "inputs": save},
+        "62": {"class_type": "CLIPLoader", "inputs": clip},
+        "63": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+        "65": {"class_type": "VAEDecode", "inputs": {"samples": ["70", 0], "vae": ["63", 0]}},
+        "66": {
+            "class_type": "UNETLoader",
+            "inputs": {"unet_name": "z_image_turbo_bf16.safetensors", "weight_dtype": "default"},
+        },
+        "67": {"class_type": "CLIPTextEncode", "inputs": {"text": positive, "clip": ["62", 0]}},
+        "68": {
+            "class_type": "EmptySD3LatentImage",
+            "inputs": {"width": width, "height": height, "batch_size": 1},
+        },
+        "69": {"class_type": "ModelSamplingAuraFlow", "inputs": {"shift": 3, "model": ["66", 0]}},
+        "70": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": seed,
+                "steps": steps,
+                "cfg": 1,
+                "sampler_name": "res_multistep",
+                "scheduler": "simple",
+                "denoise": 1,
+                "model": ["69", 0],
+                "positive": ["67", 0],
+                "negative": ["71", 0],
+                "latent_image": ["68", 0],
+            },
+        },
+        "71": {"class_type": "CLIPTextEncode", "inputs": {"text": negative, "clip": ["62", 0]}},
+    }
+
+
 def image_to_video(
     image: str,
     frames: int = 14,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from comfy_emulator.workflows import (
     Workflow,
+    frontend_default,
     runtime_error,
     solid_image,
     solid_image_with_text,
@@ -16,6 +17,7 @@ from comfy_emulator.workflows import (
 
 __all__ = [
     "SDXL_CHECKPOINT",
+    "frontend_default",
     "invalid_width",
     "partly_invalid",
     "runtime_error",

@@ -14,12 +14,14 @@ from comfy_emulator.nodes.image import IMAGE_NODES
 from comfy_emulator.nodes.io import IO_NODES
 from comfy_emulator.nodes.mask import MASK_NODES
 from comfy_emulator.nodes.models import MODEL_NODES
+from comfy_emulator.nodes.split_models import SPLIT_MODEL_NODES
 from comfy_emulator.nodes.storydiffusion import STORYDIFFUSION_NODES
 from comfy_emulator.nodes.text import TEXT_NODES
 from comfy_emulator.nodes.video import VIDEO_NODES
 
 BUILTIN_NODES: tuple[type[Node], ...] = (
     *MODEL_NODES,
+    *SPLIT_MODEL_NODES,
     *IO_NODES,
     *IMAGE_NODES,
     *MASK_NODES,

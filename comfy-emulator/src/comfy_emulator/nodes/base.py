@@ -36,6 +36,7 @@ from typing import Any, ClassVar, TypeVar
 
 from PIL import Image
 
+from comfy_emulator.config import installed_files
 from comfy_emulator.files import Folders
 
 InputTypes = dict[str, dict[str, Any]]
@@ -81,7 +82,7 @@ class NodeEnv:
     models: Mapping[str, tuple[str, ...]]
 
     def model_names(self, folder: str) -> list[str]:
-        return sorted(self.models.get(folder, ()))
+        return installed_files(self.models, folder)
 
 
 @dataclass

@@ -135,9 +135,10 @@ class Latent:
     parent: Latent | None = None  # what was sampled (img2img / hires source)
     pixels: tuple[Image.Image, ...] = ()  # set by VAEEncode
     motion: Motion | None = None  # set by video conditioning (SVD_img2vid_Conditioning)
+    channels: int = 4  # of the latent tensor: 4 for SD1.x/SDXL, 16 for SD3-style models
 
     def __str__(self) -> str:
-        shape = f"[{self.batch_size}, 4, {self.height // 8}, {self.width // 8}]"
+        shape = f"[{self.batch_size}, {self.channels}, {self.height // 8}, {self.width // 8}]"
         return f"{{'samples': tensor(shape={shape})}}"
 
 
