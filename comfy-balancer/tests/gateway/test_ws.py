@@ -373,11 +373,15 @@ async def test_a_client_too_slow_to_read_is_closed_and_slows_nobody(
     prompt = await submit_prompt(
         redis, graphs.txt2img(fresh(), steps=4000), tenant="admin", client_id="tab"
     )
+    # A relay that waited on the stuck socket would stall once its TCP window is full (a few
+    # thousand frames in): the prompt would never close for the fast client.
     await fast.wait_prompt_closed(prompt, timeout_s=60)
 
     delays_ms = await _delays_ms(redis, prompt, fast)
     assert len(delays_ms) >= 1900  # all the stream keeps (its last ~2000 frames) came
-    assert sorted(delays_ms)[int(len(delays_ms) * 0.99)] < 250
+    # About 4,000 messages a second through one balancer to a client in this process: p99
+    # is under 250 ms on a quiet machine; the bound leaves room for one busy with other tests.
+    assert sorted(delays_ms)[int(len(delays_ms) * 0.99)] < 1000
     assert "client too slow" in cluster.balancer.process.output()
     stuck.transport.abort()
 
