@@ -53,3 +53,16 @@ class Subscription:
                 name = str(message["channel"]).removeprefix(self._channel_prefix)
                 return name, str(message["data"])
         return None
+
+    async def arrived(self, limit: int) -> list[tuple[str, str]]:
+        """Signals already received, up to ``limit``, without waiting for more (a burst is
+        then handled as one)."""
+        got: list[tuple[str, str]] = []
+        while len(got) < limit:
+            message = await self._pubsub.get_message(timeout=0.0)
+            if message is None:
+                break
+            if message["type"] == "message":
+                name = str(message["channel"]).removeprefix(self._channel_prefix)
+                got.append((name, str(message["data"])))
+        return got

@@ -50,6 +50,9 @@ from comfy_shared.task_queue import TASK_QUEUED, TaskQueue
 from comfy_shared.task_store import TASK_ENDED, TaskStore
 
 RESCAN_S: Final = 2.0
+SIGNAL_BATCH: Final = 200
+"""Signals handled together at most: a classroom pressing Run at once is one burst, read in
+a few round trips, not a few per prompt."""
 """How often each user's unfinished tasks are read again (the safety net under the signals)."""
 ORIGIN_HEAD_BYTES: Final = 512
 _CLIENT_ID_FIELD: Final = '{"client_id":'
@@ -237,29 +240,40 @@ class GatewayRelay:
             while True:
                 news = await signals.next(max(0.0, next_scan - loop.time()))
                 if news is not None:
-                    await self.on_signal(*news)
+                    await self.on_signals([news, *await signals.arrived(SIGNAL_BATCH - 1)])
                 if loop.time() >= next_scan:
                     await self.rescan()
                     await self.tell_places()
                     next_scan = loop.time() + self._rescan_s
                 handle.working()
 
-    async def on_signal(self, name: str, task_id: str) -> None:
-        if name == TASK_QUEUED:
-            await self._queued(task_id)
-        elif name == TASK_ENDED:
-            await self._ended(task_id)
+    async def on_signals(self, signals: list[tuple[str, str]]) -> None:
+        """Signals in the order they came: the queued tasks of a burst are read together."""
+        queued = [task_id for name, task_id in signals if name == TASK_QUEUED]
+        if queued:
+            await self._queued(queued)
+        for name, task_id in signals:
+            if name == TASK_ENDED:
+                await self._ended(task_id)
 
-    async def _queued(self, task_id: str) -> None:
-        if not self._rooms or any(task_id in room.known for room in self._rooms.values()):
-            return  # nobody here to tell, or a task back in the queue (not news to the user)
-        record = await self._store.find(task_id)
-        room = self._rooms.get(record.tenant) if record is not None else None
-        if room is None:
+    async def _queued(self, task_ids: list[str]) -> None:
+        known = {task_id for room in self._rooms.values() for task_id in room.known}
+        # Nobody here to tell, or tasks back in the queue (not news to the user).
+        news = [task_id for task_id in dict.fromkeys(task_ids) if task_id not in known]
+        if not self._rooms or not news:
             return
-        async with room.lock:
-            if task_id not in room.known:
-                await self._arrived(room, await self._clients_of([task_id]))
+        by_tenant: dict[str, list[str]] = {}
+        for task_id, record in (await self._store.find_many(news)).items():
+            if record is not None and record.tenant in self._rooms:
+                by_tenant.setdefault(record.tenant, []).append(task_id)
+        for tenant, arrived in by_tenant.items():
+            room = self._rooms.get(tenant)
+            if room is None:
+                continue
+            async with room.lock:
+                new = [task_id for task_id in arrived if task_id not in room.known]
+                if new:
+                    await self._arrived(room, await self._clients_of(new))
 
     async def _ended(self, task_id: str) -> None:
         for room in list(self._rooms.values()):
@@ -292,9 +306,13 @@ class GatewayRelay:
         from their first frame."""
         room.known.update(owners)
         await self._tell_queue(room)  # first: the prompts' own frames come after it
-        for task_id, client_id in owners.items():
-            if client_id is not None and client_id in room.clients:
-                await self._relay(room, task_id, client_id, from_now=False)
+        await asyncio.gather(
+            *(
+                self._relay(room, task_id, client_id, from_now=False)
+                for task_id, client_id in owners.items()
+                if client_id is not None and client_id in room.clients
+            )
+        )
 
     async def _tell_queue(self, room: Room) -> None:
         remaining = await self._store.count_unfinished(room.tenant)
