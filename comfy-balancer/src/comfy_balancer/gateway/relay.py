@@ -50,10 +50,10 @@ from comfy_shared.task_queue import TASK_QUEUED, TaskQueue
 from comfy_shared.task_store import TASK_ENDED, TaskStore
 
 RESCAN_S: Final = 2.0
+"""How often each user's unfinished tasks are read again (the safety net under the signals)."""
 SIGNAL_BATCH: Final = 200
 """Signals handled together at most: a classroom pressing Run at once is one burst, read in
 a few round trips, not a few per prompt."""
-"""How often each user's unfinished tasks are read again (the safety net under the signals)."""
 ORIGIN_HEAD_BYTES: Final = 512
 _CLIENT_ID_FIELD: Final = '{"client_id":'
 
