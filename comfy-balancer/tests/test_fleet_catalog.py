@@ -82,6 +82,9 @@ async def test_a_node_s_document_is_read_once_and_again_only_when_its_hash_chang
     for _ in range(5):
         assert await catalog.merged() == first
     assert catalog.reads == 1
+    body = await catalog.merged_body()  # encoded once, sent as is to every caller
+    assert await catalog.merged_body() is body
+    assert json.loads(body) == first
 
     await publish(redis, "b", first)  # the same install on a second node: nothing to read
     await catalog.merged()

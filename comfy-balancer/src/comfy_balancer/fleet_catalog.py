@@ -21,6 +21,7 @@ a moment) is left out of the merge and tried again at most every ``max_age_s``.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,9 @@ class FleetView:
     nodes: tuple[str, ...]
     object_info: dict[str, Any]
     dialect: Dialect
+    body: bytes = b"{}"
+    """``object_info`` as ``GET /object_info`` sends it, encoded once per view (a large
+    install's is megabytes: encoding it at every request would cost tens of ms each)."""
     basis: tuple[tuple[str, str], ...] = ()
     """The (node, hash) pairs the live nodes named when this view was made."""
     complete: bool = True
@@ -91,6 +95,10 @@ class FleetCatalog:
         """The fleet's ``GET /object_info`` body (``{}`` while no live node published one).
         Shared with every caller: do not change it."""
         return (await self.view()).object_info
+
+    async def merged_body(self) -> bytes:
+        """:meth:`merged`, encoded as JSON once for every request until the fleet changes."""
+        return (await self.view()).body
 
     async def node_class(self, name: str) -> dict[str, Any] | None:
         """One class of :meth:`merged` (``GET /object_info/{class}``), or None."""
@@ -167,10 +175,15 @@ class FleetCatalog:
             nodes=tuple(m.node_id for m in present),
             object_info=merged,
             dialect=dialect_for(m.comfyui_version for m in present),
+            body=await asyncio.to_thread(_encode, merged),
             basis=_basis(members),
             complete=len(present) == len(members),
             made_at=time.monotonic(),
         )
+
+
+def _encode(object_info: dict[str, Any]) -> bytes:
+    return json.dumps(object_info, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _members(nodes: Sequence[NodeView]) -> list[_Member]:

@@ -205,8 +205,10 @@ async def post_upload_mask(
 
 
 async def get_object_info(state: State, user: UserOf) -> Response:
-    """The fleet's merged object_info (``--object-info-merge``), rebuilt only on change."""
-    return JSONResponse(await state.fleet_catalog.merged())
+    """The fleet's merged object_info (``--object-info-merge``), merged and encoded only
+    when it changes."""
+    body = await state.fleet_catalog.merged_body()
+    return Response(body, media_type="application/json")
 
 
 async def get_object_info_class(node_class: str, state: State, user: UserOf) -> Response:
