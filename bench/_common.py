@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,6 +71,31 @@ def percentile(samples: Sequence[float], pct: float) -> float:
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def timed(get: Callable[[], httpx.Response]) -> tuple[float, int]:
+    """One request: (milliseconds, body bytes); a refusal stops the bench."""
+    started = time.perf_counter()
+    response = get()
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    response.raise_for_status()
+    return elapsed_ms, len(response.content)
+
+
+def alternating_reads(
+    targets: Mapping[str, Callable[[], httpx.Response]], requests: int
+) -> tuple[list[Latencies], dict[str, int]]:
+    """``requests`` reads of each target, taking turns so that all see the same machine:
+    their latencies (in the targets' order) and each one's body size."""
+    samples: dict[str, list[float]] = {name: [] for name in targets}
+    sizes: dict[str, int] = {}
+    wall = time.monotonic()
+    for _ in range(requests):
+        for name, get in targets.items():
+            elapsed_ms, sizes[name] = timed(get)
+            samples[name].append(elapsed_ms)
+    wall_s = time.monotonic() - wall
+    return [Latencies(name, values, wall_s) for name, values in samples.items()], sizes
 
 
 def print_grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from _common import Latencies, local_cluster, print_table
+from _common import alternating_reads, local_cluster, print_table
 
 from comfy_testkit.graphs import solid_image
 from comfy_testkit.stack import AUTH_HEADERS
@@ -44,14 +44,6 @@ def wait_until_done(client: httpx.Client, timeout_s: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("the prompts did not finish in time")
         time.sleep(0.5)
-
-
-def timed(get: Callable[[], httpx.Response]) -> tuple[float, int]:
-    started = time.perf_counter()
-    response = get()
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    response.raise_for_status()
-    return elapsed_ms, len(response.content)
 
 
 def main() -> None:
@@ -80,16 +72,7 @@ def main() -> None:
                 "/api/jobs", params={"limit": 200}
             ),
         }
-        samples: dict[str, list[float]] = {name: [] for name in targets}
-        sizes: dict[str, int] = {}
-        wall = time.monotonic()
-        for _ in range(args.requests):
-            for name, get in targets.items():
-                elapsed_ms, size = timed(get)
-                samples[name].append(elapsed_ms)
-                sizes[name] = size
-        wall_s = time.monotonic() - wall
-        rows = [Latencies(name, values, wall_s) for name, values in samples.items()]
+        rows, sizes = alternating_reads(targets, args.requests)
         print_table(rows, rows[0])
         for name, size in sizes.items():
             print(f"{name}: {size / 1024:.0f} KiB")

@@ -20,19 +20,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from _common import Latencies, local_cluster, print_table
+from _common import Latencies, alternating_reads, local_cluster, print_table, timed
 
 from comfy_testkit.stack import AUTH_HEADERS
 
 READY_TIMEOUT_S = 60.0
-
-
-def timed(get: Callable[[], httpx.Response]) -> tuple[float, int]:
-    started = time.perf_counter()
-    response = get()
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    response.raise_for_status()
-    return elapsed_ms, len(response.content)
 
 
 def wait_for_the_fleet(gateway: httpx.Client, comfyui: httpx.Client) -> None:
@@ -78,15 +70,7 @@ def main() -> None:
             "ComfyUI GET /object_info/KSampler": lambda: comfyui.get("/object_info/KSampler"),
             "gateway GET /object_info/KSampler": lambda: gateway.get("/object_info/KSampler"),
         }
-        samples: dict[str, list[float]] = {name: [] for name in targets}
-        sizes: dict[str, int] = {}
-        wall = time.monotonic()
-        for _ in range(args.requests):
-            for name, get in targets.items():
-                elapsed_ms, sizes[name] = timed(get)
-                samples[name].append(elapsed_ms)
-        wall_s = time.monotonic() - wall
-        rows = [Latencies(name, values, wall_s) for name, values in samples.items()]
+        rows, sizes = alternating_reads(targets, args.requests)
         print_table([*rows, crowd(gateway, args.concurrency)], rows[0])
         for name, size in sizes.items():
             print(f"{name}: {size / 1024:.1f} KiB")
