@@ -7,7 +7,6 @@ expects; the only thing a user changes is where the key goes."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import json
 import urllib.parse
@@ -24,7 +23,7 @@ from PIL import Image
 
 from comfy_testkit import graphs
 from comfy_testkit.cluster import Cluster
-from comfy_testkit.stack import ADMIN_KEY
+from comfy_testkit.stack import ADMIN_KEY, basic_auth
 
 BASIC_USER = "student"
 
@@ -34,7 +33,7 @@ def websocket_example(base_url: str, graph: dict[str, Any]) -> tuple[list[str], 
     as ``?token=`` for the socket. Returns the message types seen for the prompt and the
     images of its history."""
     host = base_url.removeprefix("http://")
-    headers = {"Authorization": "Basic " + _basic(BASIC_USER, ADMIN_KEY)}
+    headers = basic_auth(user=BASIC_USER)
     client_id = str(uuid.uuid4())
 
     def call(path: str, data: bytes | None = None) -> bytes:
@@ -156,10 +155,6 @@ def _load_invert_save(uploaded: dict[str, str]) -> dict[str, Any]:
             "_meta": {"title": "Save Image"},
         },
     }
-
-
-def _basic(user: str, password: str) -> str:
-    return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def _fresh() -> str:

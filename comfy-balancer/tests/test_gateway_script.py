@@ -2,7 +2,6 @@
 the same results as against a ComfyUI of its own (an emulator)."""
 
 import asyncio
-import base64
 import hashlib
 import json
 import time
@@ -17,9 +16,9 @@ import pytest
 
 from comfy_testkit import graphs
 from comfy_testkit.cluster import Cluster
-from comfy_testkit.stack import ADMIN_KEY, RunningComponent
+from comfy_testkit.stack import RunningComponent, basic_auth
 
-BASIC = {"Authorization": "Basic " + base64.b64encode(f"me:{ADMIN_KEY}".encode()).decode()}
+BASIC = basic_auth()
 """HTTP Basic with the key as the password: what a ComfyUI script behind auth sends (a ComfyUI
 of its own ignores it)."""
 

@@ -7,6 +7,7 @@ client that calls a service directly sends :attr:`RunningComponent.auth_headers`
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,13 @@ from comfy_stack.processes import ManagedProcess, start_python_module, wait_unti
 ADMIN_KEY = "testkit-admin-key-0123456789abcdef"
 """The admin key of every balancer the test kit starts (authentication is on, as deployed)."""
 AUTH_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def basic_auth(key: str = ADMIN_KEY, user: str = "me") -> dict[str, str]:
+    """HTTP Basic with the key as the password: what ComfyUI scripts and libraries send."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()}
+
+
 FAST_STEP_TIME_S = 0.01
 """Emulated sampler step time in tests: fast, yet long enough to see progress events."""
 
