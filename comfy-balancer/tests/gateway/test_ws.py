@@ -315,6 +315,11 @@ async def test_a_waiting_prompt_shows_how_many_tasks_start_before_it(
     cluster = make_cluster(["a"], step_time_s=0.02)
     tab = await open_client(clients, cluster.balancer.url, client_id="tab")
     script = await open_client(clients, cluster.balancer.url, client_id="tab", flags=None)
+    async with KeyClients(cluster) as keys:  # another user, whose frontend took the same id
+        mallory = (await keys.make("mallory")).key["key"]
+    others = await open_client(
+        clients, cluster.balancer.url, client_id="tab", headers=bearer(mallory)
+    )
     await cluster.nodes_ready(1)
     running = await submit_prompt(
         redis, graphs.txt2img(fresh(), steps=3000), tenant="admin", client_id="script"
@@ -345,6 +350,8 @@ async def test_a_waiting_prompt_shows_how_many_tasks_start_before_it(
     assert (await get_task(cluster.api, mine))["status"] == "succeeded"
     await script.wait_prompt_closed(mine)
     assert _places(script) == []  # no feature flags: a script, maybe taking texts for images
+    assert _places(others) == []  # another user: not a word of it
+    assert others.of_prompt(mine) == []
 
 
 def _node_texts(client: ComfyWsClient) -> list[ProgressText]:
