@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from comfy_shared.models import NodeSpeed
-from comfy_shared.workload import expected_run_s, graph_shape, sampler_steps
+from comfy_shared.workload import expected_run_s, graph_models, graph_shape, sampler_steps
 from comfy_testkit import graphs
 
 
@@ -50,3 +50,23 @@ def test_a_graph_s_shape_ignores_its_texts_seeds_and_input_files() -> None:
     assert graph_shape(graph("a dog", 2, 20, "sdxl.safetensors", "b.png")) == base
     assert graph_shape(graph("a cat", 1, 30, "sdxl.safetensors", "a.png")) != base
     assert graph_shape(graph("a cat", 1, 20, "sd15.safetensors", "a.png")) != base
+
+
+LOADERS = {
+    "CheckpointLoaderSimple": {"ckpt_name": ["sdxl.safetensors", "sd15.safetensors"]},
+    "LoraLoader": {"lora_name": ["detail.safetensors"]},
+}
+
+
+def test_graph_models_are_the_literal_values_of_the_loader_inputs_object_info_names() -> None:
+    graph = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}},
+        "2": {"class_type": "LoraLoader", "inputs": {"lora_name": "detail.safetensors"}},
+        "3": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}},
+        # sampler_name ends in _name but no object_info lists it as a loader input
+        "4": {"class_type": "KSampler", "inputs": {"sampler_name": "euler", "steps": 20}},
+        "5": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ["9", 0]}},
+        "6": "not a node",
+    }
+    assert graph_models(graph, LOADERS) == ("detail.safetensors", "sdxl.safetensors")
+    assert graph_models(graph, {}) == ()

@@ -322,6 +322,30 @@ class NodeSpeed(BaseModel):
     tasks_measured: int = Field(ge=0)
 
 
+class NodeProfile(BaseModel):
+    """What a node's service knows of the models on its GPU and of what work costs there,
+    learned from the tasks it ran (kept across restarts beside the health document). Model
+    files are named as the graph names them (``ckpt_name``, ``unet_name``...); a workflow
+    shape is ``workload.graph_shape``."""
+
+    resident: list[str] = Field(
+        default_factory=list,
+        description="Model files believed loaded on the GPU, least recently used first.",
+    )
+    load_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="Learned seconds this node takes to load each model file (a switch).",
+    )
+    shape_run_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="Learned run time of each workflow shape here, its models resident.",
+    )
+    shape_vram_bytes: dict[str, int] = Field(
+        default_factory=dict,
+        description="The most VRAM each shape's model weights took when loaded here.",
+    )
+
+
 class NodeHealth(BaseModel):
     """The document a comfy-service publishes under ``RedisKeys.node_health``; it expires
     unless refreshed, so a missing document means the node is gone."""
@@ -339,6 +363,7 @@ class NodeHealth(BaseModel):
     gpus: list[GpuInfo] = Field(default_factory=list)
     capabilities: Capabilities = Field(default_factory=Capabilities)
     speed: NodeSpeed | None = Field(default=None, description="None until a task has run.")
+    profile: NodeProfile = Field(default_factory=NodeProfile)
     ttl_s: float = Field(
         default=6.0,
         description="Seconds the document lives unless refreshed: the node is "

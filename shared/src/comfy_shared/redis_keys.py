@@ -180,6 +180,9 @@ class RedisKeys:
     def node_speed(self, node_id: str) -> str:
         return f"{self.prefix}:node:{node_id}:speed"
 
+    def node_profile(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{node_id}:profile"
+
     def node_object_info(self, node_id: str) -> str:
         return f"{self.prefix}:node:{node_id}:object_info"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from comfy_shared.models import NodeSpeed
@@ -62,3 +62,24 @@ def _costs(name: str, value: Any) -> bool:
     if isinstance(value, str):
         return name.endswith(_MODEL_INPUT_SUFFIX)
     return True
+
+
+def graph_models(
+    prompt: Mapping[str, Any], loaders: Mapping[str, Mapping[str, Sequence[str]]]
+) -> tuple[str, ...]:
+    """The model files a graph loads, sorted: the literal values of its loader inputs.
+    ``loaders`` is ``Capabilities.models`` (class -> loader input -> files), so what counts as
+    a loader input is what ComfyUI's object_info says, not a guess from input names."""
+    found: set[str] = set()
+    for node in prompt.values():
+        if not isinstance(node, Mapping):
+            continue
+        inputs = node.get("inputs")
+        class_type = node.get("class_type")
+        if not isinstance(inputs, Mapping) or not isinstance(class_type, str):
+            continue
+        for input_name in loaders.get(class_type, {}):
+            value = inputs.get(input_name)
+            if isinstance(value, str):
+                found.add(value)
+    return tuple(sorted(found))
