@@ -9,6 +9,7 @@ import pytest
 
 from comfy_balancer.registry import NodeState, NodeView
 from comfy_balancer.scheduling import (
+    Demand,
     EarliestFinish,
     LeastLoaded,
     Random,
@@ -158,14 +159,14 @@ def slow(**kwargs: Any) -> NodeView:
     ],
 )
 def test_earliest_finish_table(steps: int, nodes: list[NodeView], expected: str) -> None:
-    chosen = pick_node(nodes, anyone, EarliestFinish(), steps=steps)
+    chosen = pick_node(nodes, anyone, EarliestFinish(), demand=Demand(steps=steps))
     assert chosen is not None
     assert chosen.node_id == expected
 
 
 def test_earliest_finish_waits_only_for_live_nodes() -> None:
     nodes = [node("fast", step_s=FAST, alive=False), node("slow", step_s=SLOW, in_flight=2)]
-    chosen = pick_node(nodes, anyone, EarliestFinish(), steps=20)
+    chosen = pick_node(nodes, anyone, EarliestFinish(), demand=Demand(steps=20))
     assert chosen is not None
     assert chosen.node_id == "slow"
     assert not chosen.free_slots  # the task waits for the slow node's slot
@@ -175,7 +176,7 @@ def test_earliest_finish_waits_only_for_live_nodes() -> None:
 def test_other_strategies_never_choose_a_full_node() -> None:
     nodes = [node("fast", step_s=FAST, in_flight=2), node("slow", step_s=SLOW)]
     for strategy in (LeastLoaded(), RoundRobin(), Random(random.Random(1))):
-        chosen = pick_node(nodes, anyone, strategy, steps=20)
+        chosen = pick_node(nodes, anyone, strategy, demand=Demand(steps=20))
         assert chosen is not None
         assert chosen.node_id == "slow"
 
@@ -213,9 +214,9 @@ def test_a_busy_node_takes_a_prefetch_only_within_the_lead(
 
 def test_earliest_finish_waits_for_a_held_slot_that_beats_a_slower_free_node() -> None:
     held = fast(in_flight=1, backlog_s=3, prefetch_lead_s=0.5)
-    chosen = pick_node([held, slow()], anyone, EarliestFinish(), steps=20)
+    chosen = pick_node([held, slow()], anyone, EarliestFinish(), demand=Demand(steps=20))
     assert chosen is not None
     assert (chosen.node_id, chosen.free_slots) == ("fast", 0)  # the task stays queued
-    chosen = pick_node([held, slow()], anyone, LeastLoaded(), steps=20)
+    chosen = pick_node([held, slow()], anyone, LeastLoaded(), demand=Demand(steps=20))
     assert chosen is not None
     assert chosen.node_id == "slow"

@@ -23,10 +23,21 @@ from loguru import logger
 
 from comfy_balancer.costs import CostModel
 from comfy_balancer.registry import NodeRegistry, NodeView
-from comfy_balancer.scheduling import UNMEASURED, Strategy, pick_node, with_assumed_speeds
+from comfy_balancer.scheduling import (
+    Demand,
+    Strategy,
+    describe,
+    expected_s,
+    fleet_loaders,
+    load_models,
+    most_wanted,
+    pick_node,
+    with_assumed_speeds,
+    with_task,
+)
 from comfy_balancer.sending import Sender
 from comfy_balancer.sweep import Sweeper, SweepReport, SweepRules
-from comfy_balancer.work import WorkCache
+from comfy_balancer.work import Work, WorkCache
 from comfy_shared.capabilities import missing_capabilities
 from comfy_shared.clock import now_ms, utc_now
 from comfy_shared.errors import TaskNotFound
@@ -36,7 +47,6 @@ from comfy_shared.models import RetryPolicy
 from comfy_shared.signals import NODE_CHANGED, Signals
 from comfy_shared.task_queue import TASK_QUEUED, TaskQueue
 from comfy_shared.task_store import TASK_ENDED, TaskStore
-from comfy_shared.workload import expected_run_s
 
 MIN_CYCLE_INTERVAL_S: Final = 0.005
 """Cycles woken by signals start at least this far apart (an idle dispatcher reacts at once)."""
@@ -115,34 +125,31 @@ class Dispatcher:
             return 0
         head = await self._queue.head(self._lookahead)
         await self._work.learn(head, queued=True)
+        demands = self._demands(head, list(views.values()))
+        wanted = most_wanted([demand for _, demand in demands.values()])
         placed = 0
-        for task_id in head:
+        for task_id, (work, demand) in demands.items():
             if not _any_free(views):
                 break
-            work = self._work.get(task_id)
-            if work is None:
-                continue  # deleted meanwhile
+            demand = replace(demand, most_wanted=bool(demand.models) and demand.models == wanted)
             node = pick_node(
                 list(views.values()),
                 _can_run(work.graph),
                 self._strategy,
-                steps=work.steps,
+                demand=demand,
                 avoid=self._work.tried(task_id),
             )
             if node is None:
                 continue  # no node can run it now: later tasks may still fit elsewhere
-            run_s = expected_run_s(node.speed or UNMEASURED, work.steps)
             if not node.free_slots:
-                views[node.node_id] = replace(node, backlog_s=node.backlog_s + run_s)
+                views[node.node_id] = with_task(node, demand, placed=False)
                 continue
             claimed = await self._queue.claim(task_id, node.node_id, node.slots)
             # -2: its API key runs as many tasks as it may; it waits, the ones behind go on.
             if claimed == -1:  # another replica filled it
                 views[node.node_id] = replace(node, in_flight=node.slots)
             elif claimed == 1:
-                views[node.node_id] = replace(
-                    node, in_flight=node.in_flight + 1, backlog_s=node.backlog_s + run_s
-                )
+                views[node.node_id] = with_task(node, demand, placed=True)
                 placed += 1
                 self._work.placed(task_id)
                 await self._place(task_id, work.graph, node)
@@ -174,32 +181,51 @@ class Dispatcher:
         )
         self._sender.start(record, graph, node)
 
+    def _demands(
+        self, task_ids: list[str], nodes: list[NodeView]
+    ) -> dict[str, tuple[Work, Demand]]:
+        """What each task needs and what the fleet learned of it (tasks deleted meanwhile
+        are left out)."""
+        loaders = fleet_loaders(nodes)
+        now = utc_now()
+        demands = {}
+        for task_id in task_ids:
+            work = self._work.get(task_id)
+            if work is None:
+                continue
+            queued_at = self._work.queued_at(task_id)
+            waited_s = (now - queued_at).total_seconds() if queued_at else 0.0
+            demands[task_id] = (work, describe(work, nodes, waited_s=waited_s, loaders=loaders))
+        return demands
+
     async def _with_backlog(self, nodes: list[NodeView], report: SweepReport) -> list[NodeView]:
         """The nodes as the sweep left them: tasks in flight, the expected seconds until that
-        work is done (a running task counts what is left of its expected time), and the
-        prefetch lead that holds a busy node's next slot until its work nearly ends."""
+        work is done (each task's model switch and run time, a running one counting what is
+        left), the models resident by then, and the prefetch lead that holds a busy node's
+        next slot until its work nearly ends."""
         placed = report.still_placed
         await self._work.learn([record.id for records in placed.values() for record in records])
+        demands = self._demands([r.id for records in placed.values() for r in records], nodes)
         now = utc_now()
         views = []
         for node in with_assumed_speeds(nodes):
-            records = placed.get(node.node_id, [])
-            speed = node.speed or UNMEASURED
-            backlog_s = 0.0
-            for record in records:
-                work = self._work.get(record.id)
-                run_s = expected_run_s(speed, work.steps if work else 0)
-                if record.started_at is not None:
-                    run_s -= (now - record.started_at).total_seconds()
-                backlog_s += max(0.0, run_s)
-            views.append(
-                replace(
-                    node,
-                    in_flight=len(records),
-                    backlog_s=backlog_s,
-                    prefetch_lead_s=self._prefetch_lead_s,
-                )
+            view = replace(node, backlog_s=0.0, prefetch_lead_s=self._prefetch_lead_s)
+            # Running first, then in the order they were queued: ComfyUI's own order.
+            records = sorted(
+                placed.get(node.node_id, []),
+                key=lambda r: (r.started_at is None, r.started_at or r.created_at),
             )
+            for record in records:
+                demand = demands[record.id][1] if record.id in demands else Demand()
+                cost_s = expected_s(view, demand)
+                if record.started_at is not None:
+                    cost_s -= (now - record.started_at).total_seconds()
+                view = replace(
+                    view,
+                    backlog_s=view.backlog_s + max(0.0, cost_s),
+                    upcoming=load_models(view.upcoming, demand.models, view.model_room),
+                )
+            views.append(replace(view, in_flight=len(records)))
         return views
 
 

@@ -153,7 +153,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         registry=registry,
         sender=Sender(store=store, queue=queue, registry=registry, nodes_client=nodes_client),
         signals=Signals(redis, keys),
-        strategy=make_strategy(settings.strategy),
+        strategy=make_strategy(settings.strategy, affinity_window_s=settings.affinity_window_s),
         policy=policy,
         lookahead=settings.lookahead,
         rules=SweepRules(

@@ -40,6 +40,16 @@ class NodeView:
     prefetch_lead_s: float = math.inf
     """A busy node's next slot takes a task only once its placed work is expected to end
     within this many seconds (the dispatcher sets ``--prefetch-lead-s``)."""
+    upcoming: tuple[str, ...] = ()
+    """The models resident once the work placed on it has run, least recently used first
+    (the dispatcher follows the node's queue from what its service says is resident)."""
+
+    @property
+    def model_room(self) -> int:
+        """How many models the node keeps loaded: as many as it holds now (at least one).
+        Only VRAM bounds it, and the weights' sizes are the service's to learn, so the count
+        it was seen to hold is the estimate."""
+        return max(1, len(self.health.profile.resident) if self.health else 0)
 
     @property
     def state(self) -> NodeState:
@@ -131,6 +141,7 @@ class NodeRegistry:
                     slots=self._slots,
                     recent_failures=int(failures),
                     speed=health.speed if health else None,
+                    upcoming=tuple(health.profile.resident) if health else (),
                 )
             )
         return views

@@ -1,55 +1,238 @@
 """Which node gets a task: pure policy, no I/O and no clock, tested as a table.
 
 Only live nodes (alive, ComfyUI reachable) that are capable (every node class and model file
-of the graph) are candidates. ``earliest-finish`` may choose a node whose slots are all taken:
-the task then stays queued until that node frees one, because any node free now would finish
-it later. The other strategies choose among nodes with a free slot.
+of the graph) and big enough (the most VRAM the graph's shape took, once known) are
+candidates. ``earliest-finish`` may choose a node whose slots are all taken: the task then
+stays queued until that node frees one, because any node free now would finish it later. The
+other strategies choose among nodes with a free slot.
+
+What a task costs on a node (``expected_s``): a model switch, if the models it loads will not
+be resident when it starts (following the node's own queue: ``NodeView.upcoming``), plus its
+run time there. Both are learned by each node's service (``NodeProfile``); what one node has
+not learned is taken from the others (a run time scaled by their step times, a load time as
+their mean); sampler steps at the node's speed are the last resort.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import replace
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from statistics import fmean
+from typing import Final, Protocol
 
 from comfy_balancer.registry import NodeView
 from comfy_balancer.settings import StrategyName
+from comfy_balancer.work import Work
 from comfy_shared.models import NodeSpeed
-from comfy_shared.workload import expected_run_s
+from comfy_shared.workload import expected_run_s, graph_models
 
 UNMEASURED = NodeSpeed(seconds_per_step=1.0, overhead_s=0.0, tasks_measured=0)
 """Assumed for every node while none has measured its speed: all alike, so earliest-finish
 balances the nodes by sampler steps."""
 
+DEFAULT_AFFINITY_WINDOW_S: Final = 20.0
+PRESSURE_DELAY_S: Final = 1.5
+"""``model-pressure``: how long a task waits for a node holding its model before another
+node loads it (SwarmUI's figure)."""
+PRESSURE_PER_TASK_S: Final = 10.0
+"""``model-pressure``: one more waiting task weighs as much as 10 s of waiting (SwarmUI's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """What is known of a task before it runs, and what the fleet learned of its kind."""
+
+    steps: int = 0
+    shape: str = ""
+    models: tuple[str, ...] = ()
+    vram_bytes: int | None = None
+    """The most VRAM the shape's weights took on any node (None: never measured)."""
+    step_units: float | None = None
+    """The shape's learned run time on the nodes that ran it, in their seconds per step: a
+    node that has not run it takes ``step_units * its seconds_per_step``."""
+    load_s: Mapping[str, float] = field(default_factory=dict)
+    """The fleet's mean learned load time of each of ``models``."""
+    typical_load_s: float = 0.0
+    """The fleet's mean learned load time of any model: for a model no node has loaded."""
+    waited_s: float = 0.0
+    most_wanted: bool = False
+    """``model-pressure``: its models are the waiting queue's most wanted (count and age)."""
+
+
+def describe(
+    work: Work,
+    nodes: Sequence[NodeView],
+    *,
+    waited_s: float = 0.0,
+    loaders: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+) -> Demand:
+    """The task's demand, with what ``nodes`` learned of its shape and models. ``loaders``:
+    ``fleet_loaders(nodes)``, passed when it serves many tasks."""
+    shape = work.shape
+    models = graph_models(work.graph, loaders if loaders is not None else fleet_loaders(nodes))
+    profiles = [(node, node.health.profile) for node in nodes if node.health is not None]
+    units = [
+        profile.shape_run_s[shape] / node.speed.seconds_per_step
+        for node, profile in profiles
+        if shape in profile.shape_run_s and node.speed and node.speed.seconds_per_step > 0
+    ]
+    vram = [p.shape_vram_bytes[shape] for _, p in profiles if shape in p.shape_vram_bytes]
+    all_loads = [seconds for _, profile in profiles for seconds in profile.load_s.values()]
+    return Demand(
+        steps=work.steps,
+        shape=shape,
+        models=models,
+        vram_bytes=max(vram) if vram else None,
+        step_units=fmean(units) if units else None,
+        load_s={
+            model: fmean(seconds)
+            for model in models
+            if (seconds := [p.load_s[model] for _, p in profiles if model in p.load_s])
+        },
+        typical_load_s=fmean(all_loads) if all_loads else 0.0,
+        waited_s=waited_s,
+    )
+
+
+def fleet_loaders(nodes: Sequence[NodeView]) -> dict[str, dict[str, list[str]]]:
+    """Every loader input (class -> input) any node's ComfyUI declares."""
+    loaders: dict[str, dict[str, list[str]]] = {}
+    for node in nodes:
+        for class_type, inputs in node.capabilities.models.items():
+            known = loaders.setdefault(class_type, {})
+            for input_name in inputs:
+                known.setdefault(input_name, [])
+    return loaders
+
+
+def run_s(node: NodeView, demand: Demand) -> float:
+    """The task's run time on ``node`` with its models resident."""
+    learned = node.health.profile.shape_run_s.get(demand.shape) if node.health else None
+    if learned is not None:
+        return learned
+    speed = node.speed or UNMEASURED
+    if demand.step_units is not None and speed.seconds_per_step > 0:
+        return demand.step_units * speed.seconds_per_step
+    return expected_run_s(speed, demand.steps)
+
+
+def switch_s(node: NodeView, demand: Demand, *, warm_counts: bool = True) -> float:
+    """Seconds ``node`` spends loading the task's models that will not be resident when it
+    starts (all of them when ``warm_counts`` is false)."""
+    learned = node.health.profile.load_s if node.health else {}
+    return sum(
+        learned.get(model, demand.load_s.get(model, demand.typical_load_s))
+        for model in demand.models
+        if not (warm_counts and model in node.upcoming)
+    )
+
+
+def expected_s(node: NodeView, demand: Demand) -> float:
+    return switch_s(node, demand) + run_s(node, demand)
+
+
+def is_warm(node: NodeView, demand: Demand) -> bool:
+    return all(model in node.upcoming for model in demand.models)
+
+
+def with_task(node: NodeView, demand: Demand, *, placed: bool) -> NodeView:
+    """``node`` once the task is placed on it (``placed``) or waits for it: more work ahead,
+    and its models the most recently used."""
+    return replace(
+        node,
+        in_flight=node.in_flight + 1 if placed else node.in_flight,
+        backlog_s=node.backlog_s + expected_s(node, demand),
+        upcoming=load_models(node.upcoming, demand.models, node.model_room),
+    )
+
+
+def load_models(resident: tuple[str, ...], models: Sequence[str], room: int) -> tuple[str, ...]:
+    """The resident models (least recently used first) after a run that used ``models``:
+    they move to the end, and the oldest go beyond ``room``."""
+    kept = tuple(model for model in resident if model not in models) + tuple(models)
+    return kept[-room:] if room > 0 else ()
+
+
+def fits(node: NodeView, demand: Demand) -> bool:
+    total = node.health.comfyui.vram_total_bytes if node.health else None
+    return demand.vram_bytes is None or total is None or demand.vram_bytes <= total
+
 
 class Strategy(Protocol):
     name: str
 
-    def choose(self, steps: int, candidates: Sequence[NodeView]) -> NodeView | None:
+    def choose(self, demand: Demand, candidates: Sequence[NodeView]) -> NodeView | None:
         """``candidates``: live, capable nodes, some maybe without a free slot."""
         ...
 
 
 class EarliestFinish:
     """The node where the task would finish first: the node's placed work still to run
-    (``backlog_s``) plus the task's expected run time at that node's speed. On a tie a node
-    with a free slot wins, then the least loaded.
+    (``backlog_s``), a model switch if its models will not be resident by then, and the
+    task's run time there. A switch is counted twice: once as this task's delay, once as the
+    GPU time it takes from the work behind it (and the models it evicts), so several tasks for
+    a cold model cost one load: the first one's node has the model for the next ones
+    (``with_task``), which wait for it unless its queue outweighs a second load. On a tie a
+    node with a free slot wins, then a warm one, then the least loaded.
 
     On a mixed fleet this keeps long jobs off slow nodes once the fast ones are nearly free,
-    which is what decides the makespan when the queue runs dry."""
+    which is what decides the makespan when the queue runs dry. Waiting for a warm node is
+    bounded: a node that starts the task later than ``affinity_window_s`` from now gets no
+    credit for its models.
 
-    name = "earliest-finish"
+    ``model_aware=False`` ignores models (the strategy as it was before models were known)."""
 
-    def choose(self, steps: int, candidates: Sequence[NodeView]) -> NodeView | None:
-        def finish(node: NodeView) -> float:
-            return node.backlog_s + expected_run_s(node.speed or UNMEASURED, steps)
+    def __init__(
+        self, *, model_aware: bool = True, affinity_window_s: float = DEFAULT_AFFINITY_WINDOW_S
+    ) -> None:
+        self.name = "earliest-finish" if model_aware else "earliest-finish-by-speed"
+        self._model_aware = model_aware
+        self._window_s = affinity_window_s
+
+    def choose(self, demand: Demand, candidates: Sequence[NodeView]) -> NodeView | None:
+        def score(node: NodeView) -> float:
+            if not self._model_aware:
+                return node.backlog_s + run_s(node, demand)
+            waits = not node.free_slots and node.backlog_s > self._window_s
+            switch = switch_s(node, demand, warm_counts=not waits)
+            return node.backlog_s + 2 * switch + run_s(node, demand)
 
         if not candidates:
             return None
         return min(
-            candidates, key=lambda node: (finish(node), not node.free_slots, _load_key(node))
+            candidates,
+            key=lambda node: (
+                score(node),
+                not node.free_slots,
+                not is_warm(node, demand),
+                _load_key(node),
+            ),
         )
+
+
+class ModelPressure:
+    """SwarmUI's rule: an idle node that has the task's models; otherwise the queue's most
+    wanted models (waiting tasks x 10 s + the oldest's wait) are loaded on a free node, once
+    the task has waited ``PRESSURE_DELAY_S`` for a node that has them, or at once when none
+    has. A task that loads no model goes to the least loaded free node."""
+
+    name = "model-pressure"
+
+    def choose(self, demand: Demand, candidates: Sequence[NodeView]) -> NodeView | None:
+        free = _with_free_slot(candidates)
+        if not free:
+            return None
+        if not demand.models:
+            return min(free, key=_load_key)
+        warm = [node for node in free if node.in_flight == 0 and is_warm(node, demand)]
+        if warm:
+            return min(warm, key=_load_key)
+        held = any(is_warm(node, demand) for node in candidates)
+        if demand.most_wanted and (demand.waited_s >= PRESSURE_DELAY_S or not held):
+            cold = [node for node in free if not is_warm(node, demand)] or free
+            return min(cold, key=_load_key)
+        return None
 
 
 class LeastLoaded:
@@ -58,7 +241,7 @@ class LeastLoaded:
 
     name = "least-loaded"
 
-    def choose(self, steps: int, candidates: Sequence[NodeView]) -> NodeView | None:
+    def choose(self, demand: Demand, candidates: Sequence[NodeView]) -> NodeView | None:
         free = _with_free_slot(candidates)
         return min(free, key=_load_key) if free else None
 
@@ -72,7 +255,7 @@ class RoundRobin:
     def __init__(self) -> None:
         self._turn = 0
 
-    def choose(self, steps: int, candidates: Sequence[NodeView]) -> NodeView | None:
+    def choose(self, demand: Demand, candidates: Sequence[NodeView]) -> NodeView | None:
         ordered = sorted(_with_free_slot(candidates), key=lambda node: node.node_id)
         if not ordered:
             return None
@@ -87,14 +270,18 @@ class Random:
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
 
-    def choose(self, steps: int, candidates: Sequence[NodeView]) -> NodeView | None:
+    def choose(self, demand: Demand, candidates: Sequence[NodeView]) -> NodeView | None:
         free = _with_free_slot(candidates)
         return self._rng.choice(free) if free else None
 
 
-def make_strategy(name: StrategyName) -> Strategy:
+def make_strategy(
+    name: StrategyName, *, affinity_window_s: float = DEFAULT_AFFINITY_WINDOW_S
+) -> Strategy:
     strategies: dict[str, Callable[[], Strategy]] = {
-        "earliest-finish": EarliestFinish,
+        "earliest-finish": lambda: EarliestFinish(affinity_window_s=affinity_window_s),
+        "earliest-finish-by-speed": lambda: EarliestFinish(model_aware=False),
+        "model-pressure": ModelPressure,
         "least-loaded": LeastLoaded,
         "round-robin": RoundRobin,
         "random": Random,
@@ -107,16 +294,30 @@ def pick_node(
     can_run: Callable[[NodeView], bool],
     strategy: Strategy,
     *,
-    steps: int = 0,
+    demand: Demand = Demand(),
     avoid: frozenset[str] = frozenset(),
 ) -> NodeView | None:
-    """The node for a task of ``steps`` sampler steps; it may have no free slot (see the
-    module's docstring). ``avoid``: nodes an earlier attempt ended on; chosen only when no
-    other node will do."""
-    candidates = [node for node in nodes if node.is_live and can_run(node)]
+    """The node for a task; it may have no free slot (see the module's docstring).
+    ``avoid``: nodes an earlier attempt ended on; chosen only when no other node will do."""
+    candidates = [node for node in nodes if node.is_live and fits(node, demand) and can_run(node)]
     preferred = [node for node in candidates if node.node_id not in avoid]
-    chosen = strategy.choose(steps, preferred) if preferred else None
-    return chosen or strategy.choose(steps, candidates)
+    chosen = strategy.choose(demand, preferred) if preferred else None
+    return chosen or strategy.choose(demand, candidates)
+
+
+def most_wanted(demands: Sequence[Demand]) -> tuple[str, ...] | None:
+    """The models with the most pressure among waiting tasks that load some: waiting tasks
+    x ``PRESSURE_PER_TASK_S`` + the longest wait."""
+    pressure: dict[tuple[str, ...], tuple[int, float]] = {}
+    for demand in demands:
+        if demand.models:
+            count, oldest = pressure.get(demand.models, (0, 0.0))
+            pressure[demand.models] = (count + 1, max(oldest, demand.waited_s))
+    if not pressure:
+        return None
+    return max(
+        pressure, key=lambda models: pressure[models][0] * PRESSURE_PER_TASK_S + pressure[models][1]
+    )
 
 
 def with_assumed_speeds(nodes: Sequence[NodeView]) -> list[NodeView]:

@@ -13,7 +13,14 @@ from comfy_shared.models import RetryPolicy
 from comfy_shared.net_guard import AllowList
 from comfy_shared.settings import ApiServerSettings, InternalToken, internal_token_field
 
-StrategyName = Literal["earliest-finish", "least-loaded", "round-robin", "random"]
+StrategyName = Literal[
+    "earliest-finish",
+    "earliest-finish-by-speed",
+    "model-pressure",
+    "least-loaded",
+    "round-robin",
+    "random",
+]
 
 
 ENV_PREFIX = "COMFY_BALANCER_"
@@ -37,8 +44,18 @@ class BalancerSettings(ApiServerSettings):
     )
     strategy: StrategyName = Field(
         default="earliest-finish",
-        description="How to choose a node: earliest-finish (where the task would end first, "
-        "from each node's measured speed and queued work), least-loaded, round-robin, random.",
+        description="How to choose a node: earliest-finish (where the task would end first: "
+        "the node's queued work, a model switch if its models will not be loaded, its learned "
+        "run time there), earliest-finish-by-speed (the same without models), model-pressure "
+        "(SwarmUI's rule: an idle node with the model, else load the most wanted model after "
+        "1.5 s), least-loaded, round-robin, random.",
+    )
+    affinity_window_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="earliest-finish: the longest a task waits for a node that has its model "
+        "loaded when that is sooner than loading it elsewhere; a node that would start it "
+        "later gets no credit for its models.",
     )
     slots_per_node: int = Field(
         default=2,
