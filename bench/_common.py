@@ -394,6 +394,30 @@ def wait_until_finished(
     return records
 
 
+def task_of_prompt(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Prompt id -> task id, for every attempt of every task (a task sent straight to a
+    service has no attempt log: its prompt id is its task id)."""
+    tasks_of = {str(record["id"]): str(record["id"]) for record in records}
+    for record in records:
+        for attempt in record.get("attempt_log") or []:
+            if attempt.get("prompt_id"):
+                tasks_of[str(attempt["prompt_id"])] = str(record["id"])
+    return tasks_of
+
+
+def execution_counts(
+    http: httpx.Client, cluster: LocalCluster, tasks_of: dict[str, str]
+) -> dict[str, int]:
+    """Times each task started executing, summed over its prompts on every ComfyUI."""
+    counts: dict[str, int] = {}
+    for node in cluster.nodes:
+        stats = http.get(f"{node.emulator.url}/emulator/stats").json()
+        for prompt_id, times in stats["executions"].items():
+            task_id = tasks_of.get(prompt_id, prompt_id)
+            counts[task_id] = counts.get(task_id, 0) + int(times)
+    return counts
+
+
 def epoch(iso: str | None) -> float:
     """An API timestamp as seconds since the epoch (NaN for none)."""
     return datetime.fromisoformat(iso).timestamp() if iso else float("nan")

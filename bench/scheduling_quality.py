@@ -51,9 +51,11 @@ from _common import (
     LocalCluster,
     Node,
     epoch,
+    execution_counts,
     local_cluster,
     percentile,
     print_grid,
+    task_of_prompt,
     wait_until_finished,
     warm_up,
 )
@@ -231,14 +233,14 @@ def _run(
         makespan_s = max(task.finished_s for task in tasks)
         by_id = {job.task_id: job for job in jobs}
         # Each attempt has its own prompt id in ComfyUI: the node's history speaks of those.
-        tasks_of = _task_of_prompt(records)
+        tasks_of = task_of_prompt(records)
         by_prompt = {prompt_id: by_id[task_id] for prompt_id, task_id in tasks_of.items()}
         measured = _measured_step_ms(http, cluster)
         nodes = [
             _node_result(http, node, speed, by_prompt, step_time_s, started, measured)
             for node, speed in zip(cluster.nodes, speeds, strict=True)
         ]
-        counts = _execution_counts(http, cluster, tasks_of)
+        counts = execution_counts(http, cluster, tasks_of)
     return RunResult(
         mode=mode,
         makespan_s=makespan_s,
@@ -320,30 +322,6 @@ def _measured_step_ms(http: httpx.Client, cluster: LocalCluster) -> dict[str, fl
         for node in nodes
         if node["health"] and node["health"]["speed"]
     }
-
-
-def _task_of_prompt(records: list[dict[str, Any]]) -> dict[str, str]:
-    """Prompt id -> task id, for every attempt of every task (a task sent straight to a
-    service has no attempt log: its prompt id is its task id)."""
-    tasks_of = {str(record["id"]): str(record["id"]) for record in records}
-    for record in records:
-        for attempt in record.get("attempt_log") or []:
-            if attempt.get("prompt_id"):
-                tasks_of[str(attempt["prompt_id"])] = str(record["id"])
-    return tasks_of
-
-
-def _execution_counts(
-    http: httpx.Client, cluster: LocalCluster, tasks_of: dict[str, str]
-) -> dict[str, int]:
-    """Times each task started executing, summed over its prompts on every ComfyUI."""
-    counts: dict[str, int] = {}
-    for node in cluster.nodes:
-        stats = http.get(f"{node.emulator.url}/emulator/stats").json()
-        for prompt_id, times in stats["executions"].items():
-            task_id = tasks_of.get(prompt_id, prompt_id)
-            counts[task_id] = counts.get(task_id, 0) + int(times)
-    return counts
 
 
 def _label(mode: str) -> str:
