@@ -13,9 +13,9 @@ from comfy_balancer.registry import NodeView
 from comfy_balancer.scheduling import (
     Demand,
     EarliestFinish,
+    FleetKnowledge,
     LeastLoaded,
     ModelPressure,
-    describe,
     expected_s,
     load_models,
     most_wanted,
@@ -212,7 +212,7 @@ def test_describe_takes_what_the_fleet_learned() -> None:
     work = Work.of(graph)
     a = node("a", load_s={SDXL: 6.0, SD15: 1.0}, shape_run_s={work.shape: 4.0}, step_s=0.1)
     b = node("b", load_s={SDXL: 10.0}, shape_vram={work.shape: 7 * GiB})
-    demand = describe(work, [a, b], waited_s=3.0)
+    demand = FleetKnowledge([a, b]).describe(work, waited_s=3.0)
     assert demand.models == (SDXL,)
     assert demand.steps == 20
     assert demand.load_s == {SDXL: 8.0}

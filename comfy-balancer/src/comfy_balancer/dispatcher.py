@@ -25,10 +25,9 @@ from comfy_balancer.costs import CostModel
 from comfy_balancer.registry import NodeRegistry, NodeView
 from comfy_balancer.scheduling import (
     Demand,
+    FleetKnowledge,
     Strategy,
-    describe,
     expected_s,
-    fleet_loaders,
     load_models,
     most_wanted,
     pick_node,
@@ -186,7 +185,7 @@ class Dispatcher:
     ) -> dict[str, tuple[Work, Demand]]:
         """What each task needs and what the fleet learned of it (tasks deleted meanwhile
         are left out)."""
-        loaders = fleet_loaders(nodes)
+        fleet = FleetKnowledge(nodes)
         now = utc_now()
         demands = {}
         for task_id in task_ids:
@@ -195,7 +194,7 @@ class Dispatcher:
                 continue
             queued_at = self._work.queued_at(task_id)
             waited_s = (now - queued_at).total_seconds() if queued_at else 0.0
-            demands[task_id] = (work, describe(work, nodes, waited_s=waited_s, loaders=loaders))
+            demands[task_id] = (work, fleet.describe(work, waited_s=waited_s))
         return demands
 
     async def _with_backlog(self, nodes: list[NodeView], report: SweepReport) -> list[NodeView]:

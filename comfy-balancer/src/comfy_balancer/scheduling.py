@@ -60,39 +60,54 @@ class Demand:
     """``model-pressure``: its models are the waiting queue's most wanted (count and age)."""
 
 
-def describe(
-    work: Work,
-    nodes: Sequence[NodeView],
-    *,
-    waited_s: float = 0.0,
-    loaders: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
-) -> Demand:
-    """The task's demand, with what ``nodes`` learned of its shape and models. ``loaders``:
-    ``fleet_loaders(nodes)``, passed when it serves many tasks."""
-    shape = work.shape
-    models = graph_models(work.graph, loaders if loaders is not None else fleet_loaders(nodes))
-    profiles = [(node, node.health.profile) for node in nodes if node.health is not None]
-    units = [
-        profile.shape_run_s[shape] / node.speed.seconds_per_step
-        for node, profile in profiles
-        if shape in profile.shape_run_s and node.speed and node.speed.seconds_per_step > 0
-    ]
-    vram = [p.shape_vram_bytes[shape] for _, p in profiles if shape in p.shape_vram_bytes]
-    all_loads = [seconds for _, profile in profiles for seconds in profile.load_s.values()]
-    return Demand(
-        steps=work.steps,
-        shape=shape,
-        models=models,
-        vram_bytes=max(vram) if vram else None,
-        step_units=fmean(units) if units else None,
-        load_s={
-            model: fmean(seconds)
-            for model in models
-            if (seconds := [p.load_s[model] for _, p in profiles if model in p.load_s])
-        },
-        typical_load_s=fmean(all_loads) if all_loads else 0.0,
-        waited_s=waited_s,
-    )
+class FleetKnowledge:
+    """What the fleet's nodes learned, read once per dispatch cycle to describe its tasks
+    (a template's many tasks share their shape and models: each is looked up once)."""
+
+    def __init__(self, nodes: Sequence[NodeView]) -> None:
+        self._learned = [
+            (node.speed, node.health.profile) for node in nodes if node.health is not None
+        ]
+        self._loaders = fleet_loaders(nodes)
+        loads = [seconds for _, profile in self._learned for seconds in profile.load_s.values()]
+        self._typical_load_s = fmean(loads) if loads else 0.0
+        self._shapes: dict[str, tuple[float | None, int | None]] = {}
+        self._loads: dict[str, float | None] = {}
+
+    def describe(self, work: Work, *, waited_s: float = 0.0) -> Demand:
+        step_units, vram_bytes = self._shape(work.shape)
+        models = graph_models(work.graph, self._loaders)
+        return Demand(
+            steps=work.steps,
+            shape=work.shape,
+            models=models,
+            vram_bytes=vram_bytes,
+            step_units=step_units,
+            load_s={
+                model: seconds for model in models if (seconds := self._load_s(model)) is not None
+            },
+            typical_load_s=self._typical_load_s,
+            waited_s=waited_s,
+        )
+
+    def _shape(self, shape: str) -> tuple[float | None, int | None]:
+        if shape not in self._shapes:
+            units = [
+                profile.shape_run_s[shape] / speed.seconds_per_step
+                for speed, profile in self._learned
+                if shape in profile.shape_run_s and speed and speed.seconds_per_step > 0
+            ]
+            vram = [
+                p.shape_vram_bytes[shape] for _, p in self._learned if shape in p.shape_vram_bytes
+            ]
+            self._shapes[shape] = (fmean(units) if units else None, max(vram, default=None))
+        return self._shapes[shape]
+
+    def _load_s(self, model: str) -> float | None:
+        if model not in self._loads:
+            seconds = [p.load_s[model] for _, p in self._learned if model in p.load_s]
+            self._loads[model] = fmean(seconds) if seconds else None
+        return self._loads[model]
 
 
 def fleet_loaders(nodes: Sequence[NodeView]) -> dict[str, dict[str, list[str]]]:
