@@ -134,11 +134,14 @@ def _model_costs(
         file, sep, cost = value.partition("=")
         seconds, _, mb = cost.partition(":")
         spec = defaults.spec(file)
-        if not sep or spec is None:
+        try:
+            if not sep or spec is None:
+                raise ValueError(file)
+            costs[file] = ModelCost(float(seconds), int(mb) if mb else spec.cost.vram_mb)
+        except ValueError:
             raise SystemExit(
                 f"--model-cost expects FILE=SECONDS[:MB] of an installed file, got {value!r}"
-            )
-        costs[file] = ModelCost(float(seconds), int(mb) if mb else spec.cost.vram_mb)
+            ) from None
     return costs
 
 
