@@ -28,6 +28,7 @@ async def start(tmp_path: Path) -> AsyncIterator[StartEmulator]:
                 "port": 0,
                 "data_dir": tmp_path / f"emu{count}",
                 "step_time": 0.002,
+                "load_scale": 0.01,  # an SDXL switch costs 80 ms, as in the rest of the suite
             }
             settings.update(overrides)
             running = await start_emulator(EmulatorConfig(**settings))

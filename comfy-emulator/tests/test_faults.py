@@ -163,10 +163,16 @@ async def test_speed_scales_sampler_time(start: Any) -> None:
 
 async def test_timing_can_be_changed_at_run_time(client: EmulatorClient) -> None:
     status, body = await client.post_json(
-        "/emulator/timing", {"step_time": 0.01, "node_time": {"ImageBlur": 0.5}}
+        "/emulator/timing",
+        {"step_time": 0.01, "node_time": {"ImageBlur": 0.5}, "load_scale": 0.5},
     )
     assert status == 200
-    assert body == {"speed": 1.0, "step_time": 0.01, "node_time": {"ImageBlur": 0.5}}
+    assert body == {
+        "speed": 1.0,
+        "step_time": 0.01,
+        "node_time": {"ImageBlur": 0.5},
+        "load_scale": 0.5,
+    }
     status, body = await client.post_json("/emulator/timing", {"node_time": {"ImageBlur": -1}})
     assert status == 400
     assert "error" in body

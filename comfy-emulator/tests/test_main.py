@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from comfy_emulator.__main__ import build_parser, config_from_args
-from comfy_emulator.config import DEFAULT_CHECKPOINTS
+from comfy_emulator.config import DEFAULT_CHECKPOINTS, ModelCost
 from comfy_emulator.testing import EmulatorClient
 
 
@@ -46,6 +46,34 @@ def test_defaults() -> None:
     assert config.models["checkpoints"] == DEFAULT_CHECKPOINTS
     assert config.log_to_stdout
     assert config.comfyui_version == "0.8.0"
+    assert (config.load_scale, config.model_costs, config.vram_total_mb) == (1.0, {}, 24564)
+
+
+def test_model_costs_and_load_scale() -> None:
+    sdxl, sd15 = "juggernautXL_v8Rundiffusion.safetensors", "v1-5-pruned-emaonly.safetensors"
+    args = build_parser().parse_args(
+        [
+            "--model-cost", f"{sdxl}=12.5:7000", "--model-cost", f"{sd15}=3",
+            "--load-scale", "0.3", "--vram-total-mb", "12288",
+        ]
+    )  # fmt: skip
+    config = config_from_args(args)
+    # Without MB the file keeps its family's VRAM size (SD1.5: 2,000 MB).
+    assert config.model_costs == {sdxl: ModelCost(12.5, 7000), sd15: ModelCost(3.0, 2000)}
+    assert (config.load_scale, config.vram_total_mb) == (0.3, 12288)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "no-such-file.safetensors=2",
+        "v1-5-pruned-emaonly.safetensors",
+        "v1-5-pruned-emaonly.safetensors=x",
+    ],
+)
+def test_a_bad_model_cost_is_refused(value: str) -> None:
+    with pytest.raises(SystemExit, match="--model-cost expects FILE=SECONDS"):
+        config_from_args(build_parser().parse_args(["--model-cost", value]))
 
 
 def test_an_unknown_comfyui_version_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,6 +74,9 @@ class FakeContext(ExecContext):
 
     def run_sync(self, func: Callable[..., T], *args: Any) -> Awaitable[T]:
         return asyncio.to_thread(func, *args)
+
+    async def load_model(self, file: str, disk_lines: Sequence[str] = ()) -> None:
+        return None
 
 
 @pytest.fixture

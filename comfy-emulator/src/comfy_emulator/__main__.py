@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,10 @@ from comfy_emulator.config import (
     DEFAULT_CHECKPOINTS,
     DEFAULT_LORAS,
     EmulatorConfig,
+    ModelCost,
     default_models,
 )
+from comfy_emulator.model_memory import ModelCatalogue
 from comfy_emulator.runner import start_emulator
 from comfy_emulator.versions import COMFYUI_VERSIONS, DEFAULT_COMFYUI_VERSION
 
@@ -47,6 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="CLASS=SECONDS",
         help="extra simulated seconds for a node class (repeatable)",
+    )
+    parser.add_argument(
+        "--load-scale",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="multiplies every model load time (default 1.0: real switch costs, e.g. 8 s for "
+        "SDXL; 0.01 for fast tests)",
+    )
+    parser.add_argument(
+        "--model-cost",
+        action="append",
+        default=[],
+        metavar="FILE=SECONDS[:MB]",
+        help="load time (at speed and load scale 1.0) and VRAM of an installed model file "
+        "(repeatable; default: by file family, see comfy_emulator.model_memory)",
+    )
+    parser.add_argument(
+        "--vram-total-mb", type=int, default=24564, help="VRAM of the emulated GPU in MB"
     )
     parser.add_argument(
         "--model",
@@ -104,6 +125,26 @@ def _node_times(values: Sequence[str]) -> dict[str, float]:
     return times
 
 
+def _model_costs(
+    values: Sequence[str], models: Mapping[str, tuple[str, ...]]
+) -> dict[str, ModelCost]:
+    defaults = ModelCatalogue(models, {})
+    costs = {}
+    for value in values:
+        file, sep, cost = value.partition("=")
+        seconds, _, mb = cost.partition(":")
+        spec = defaults.spec(file)
+        try:
+            if not sep or spec is None:
+                raise ValueError(file)
+            costs[file] = ModelCost(float(seconds), int(mb) if mb else spec.cost.vram_mb)
+        except ValueError:
+            raise SystemExit(
+                f"--model-cost expects FILE=SECONDS[:MB] of an installed file, got {value!r}"
+            ) from None
+    return costs
+
+
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     models = default_models() | {
         "checkpoints": tuple(args.model) or DEFAULT_CHECKPOINTS,
@@ -123,6 +164,9 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         step_time=args.step_time,
         speed=args.speed,
         node_time=_node_times(args.node_time),
+        vram_total_mb=args.vram_total_mb,
+        model_costs=_model_costs(args.model_cost, models),
+        load_scale=args.load_scale,
         device=args.device,
         preview_method=args.preview_method,
         fail_next=args.fail_next,

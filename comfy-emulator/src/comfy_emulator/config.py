@@ -8,8 +8,11 @@
 
 Timing model: a KSampler step takes `step_time / speed` seconds (paced against a deadline, so
 the host's own delays between steps do not add up); any other node takes
-`node_time.get(class_type, 0) / speed` seconds on top of its real (Pillow) work. `speed` can be
-changed at run time through the control API (see `comfy_emulator.routes.control`).
+`node_time.get(class_type, 0) / speed` seconds on top of its real (Pillow) work. Loading a
+model file that is not resident in the emulated VRAM takes `load_s * load_scale / speed`
+seconds, `load_s` from `model_costs` or the file's family default (see
+`comfy_emulator.model_memory`). `speed` and `load_scale` can be changed at run time through the
+control API (see `comfy_emulator.routes.control`).
 """
 
 from __future__ import annotations
@@ -74,6 +77,15 @@ MODEL_FOLDERS: tuple[str, ...] = (
 LEGACY_FOLDERS: Mapping[str, str] = {"clip": "text_encoders", "unet": "diffusion_models"}
 
 
+@dataclass(frozen=True)
+class ModelCost:
+    """What switching to a model file costs: seconds to load it (at speed 1.0 and load scale
+    1.0) and the VRAM it then occupies."""
+
+    load_s: float
+    vram_mb: int
+
+
 def default_models() -> dict[str, tuple[str, ...]]:
     """The installed-model catalogue used when none is given."""
     return {
@@ -115,6 +127,9 @@ class EmulatorConfig:
     device: Literal["cuda", "cpu"] = "cuda"
     gpu_name: str = "NVIDIA GeForce RTX 4090"
     vram_total_mb: int = 24564
+    # file name -> load cost; files not named here cost their family's default
+    model_costs: Mapping[str, ModelCost] = field(default_factory=dict)
+    load_scale: float = 1.0  # multiplies every model load time (0.01 in the test suite)
     preview_method: Literal["none", "auto", "latent2rgb", "taesd"] = "none"
     cache_enabled: bool = True  # False behaves like --cache-none
     metadata_enabled: bool = True  # False behaves like --disable-metadata

@@ -8,9 +8,13 @@ The worker takes one prompt at a time off the heap, clears the interrupt flag in
 (so an interrupt can never leak into the next prompt), runs it (`executor.PromptRun`), writes the
 history entry and only then sends the final `status` and `executing{node: null}`.
 
+`POST /free` sets flags applied after the running prompt (at once when idle): `unload_models`
+empties the resident models, `free_memory` does that and drops every cached output.
+
 Fault injection that concerns the whole process lives here: `restart()` drops the queue, the
-running prompt, history, sockets, cache and counters; `go_down()` additionally stops accepting
-connections for a while (through the `Listener` installed by `runner.start_emulator`).
+running prompt, history, sockets, cache, resident models and the prompt counter; `go_down()`
+additionally stops accepting connections for a while (through the `Listener` installed by
+`runner.start_emulator`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from comfy_emulator.faults import Faults, Stats
 from comfy_emulator.files import Folders
 from comfy_emulator.hub import SocketHub
 from comfy_emulator.logbuffer import LogBuffer, stdout_echo
+from comfy_emulator.model_memory import ModelCatalogue, ResidentModels, model_budget_mb
 from comfy_emulator.nodes import build_registry
 from comfy_emulator.nodes.base import NodeEnv
 from comfy_emulator.prompt_queue import ExecutionStatus, PromptQueue, QueueEntry
@@ -70,6 +75,7 @@ class Emulator:
             faults=Faults(config.fail_next, config.hang_next),
             stats=Stats(),
             timing=Timing.from_config(config),
+            catalogue=ModelCatalogue(config.models, config.model_costs),
         )
         self.state = self._new_state()
         self.listener: Listener | None = None
@@ -95,9 +101,12 @@ class Emulator:
             hub.emit("status", {"status": {"exec_info": {"queue_remaining": queue.remaining()}}})
 
         queue = PromptQueue(on_queue_change, self.config.history_max)
-        cache = OutputCache(self.config.cache_enabled)
         return ComfyState(
-            queue=queue, hub=hub, cache=cache, log_subscriptions=LogSubscriptions(hub)
+            queue=queue,
+            hub=hub,
+            cache=OutputCache(self.config.cache_enabled),
+            models=ResidentModels(model_budget_mb(self.config.vram_total_mb)),
+            log_subscriptions=LogSubscriptions(hub),
         )
 
     async def start(self) -> None:
@@ -299,6 +308,8 @@ class Emulator:
 
     def _apply_free_flags(self, state: ComfyState) -> None:
         flags, state.free_flags = state.free_flags, {}
+        if flags.get("unload_models") or flags.get("free_memory"):
+            state.models.clear()  # free_memory implies unload_models
         if flags.get("free_memory"):
             state.cache.clear()  # free_memory resets the executor, dropping all cached outputs
 

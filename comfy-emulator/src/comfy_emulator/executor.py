@@ -15,6 +15,12 @@ the worker after the history entry exists (see `core.py`).
 
 Interrupts are honoured only where ComfyUI checks its flag: when a node starts and at every
 progress step. A node without progress always runs to its end.
+
+Model loads (see `model_memory`): a loader node calls `ctx.load_model(file)` and pays the
+file's load time when it is not resident. Before any node runs, the model files its input
+handles hold (`ModelUser`) are made resident too, as ComfyUI's `load_models_gpu` does when the
+sampler, text encoder or VAE runs: a loader whose output came from the cache never hides that
+its model was evicted meanwhile.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import json
 import struct
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -36,7 +42,8 @@ from comfy_emulator.cache import CacheEntry, SignatureBuilder, is_link
 from comfy_emulator.faults import OOM_TIPS, PromptFaults, is_oom, make_exception
 from comfy_emulator.graph import DependencyCycleError, ExecutionList
 from comfy_emulator.hub import PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA
-from comfy_emulator.nodes.base import ExecContext, Inputs, Node, NodeEnv, NodeOutput
+from comfy_emulator.model_memory import loaded_line, requested_line
+from comfy_emulator.nodes.base import ExecContext, Inputs, ModelUser, Node, NodeEnv, NodeOutput
 from comfy_emulator.progress import ProgressRegistry
 from comfy_emulator.prompt_queue import ExecutionStatus, QueueEntry
 from comfy_emulator.state import ComfyState, InterruptProcessing, Services
@@ -179,9 +186,36 @@ class PromptRun:
         self.services.stats.node_runs[class_type] += 1
         extra_time = self.services.timing.node_time.get(class_type, 0.0)
         context = _NodeContext(self, node_id)
+        await self._load_input_models(inputs)
         if extra_time > 0:
             await context.sleep(extra_time)
         return await cls().execute(context, inputs)
+
+    async def _load_input_models(self, inputs: Inputs) -> None:
+        for value in inputs.values():
+            if isinstance(value, ModelUser):
+                for file in value.model_files():
+                    await self.load_model(file)
+
+    async def load_model(self, file: str, disk_lines: Sequence[str] = ()) -> None:
+        """Make `file` resident, paying its load time (and logging the load) if it is not."""
+        spec = self.services.catalogue.spec(file)
+        models = self.state.models
+        if spec is None or models.touch(file):
+            return
+        load = models.admit(spec)
+        logs = self.services.logs
+        requested = requested_line(load)
+        for line in [*disk_lines, *([requested] if requested else [])]:
+            logs.log(line)
+        seconds = self.services.timing.load_seconds(spec.cost.load_s)
+        stats = self.services.stats
+        stats.model_loads[file] += 1
+        stats.load_seconds += seconds
+        await asyncio.sleep(seconds)
+        loaded = loaded_line(load)
+        if loaded:
+            logs.log(loaded)
 
     async def _apply_faults(self) -> None:
         if self.faults.hang:
@@ -412,6 +446,9 @@ class _NodeContext(ExecContext):
 
     def run_sync(self, func: Callable[..., T], *args: Any) -> Awaitable[T]:
         return asyncio.to_thread(func, *args)
+
+    async def load_model(self, file: str, disk_lines: Sequence[str] = ()) -> None:
+        await self._run.load_model(file, disk_lines)
 
 
 def paced_deadline(previous: float, now: float, duration: float) -> float:

@@ -120,6 +120,8 @@ class Stats:
         self.node_runs: Counter[str] = Counter()  # class_type -> uncached node executions
         self.outcomes: Counter[str] = Counter()  # success / error / interrupted
         self.restarts = 0
+        self.model_loads: Counter[str] = Counter()  # model file -> loads paid
+        self.load_seconds = 0.0  # total seconds paid for model loads
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -128,6 +130,8 @@ class Stats:
             "node_runs": dict(self.node_runs),
             "outcomes": dict(self.outcomes),
             "restarts": self.restarts,
+            "model_loads": dict(self.model_loads),
+            "load_seconds": self.load_seconds,
         }
 
     def reset(self) -> None:
@@ -135,3 +139,5 @@ class Stats:
         self.node_runs.clear()
         self.outcomes.clear()
         self.restarts = 0
+        self.model_loads.clear()
+        self.load_seconds = 0.0

@@ -1,10 +1,10 @@
 """Process state of the emulated ComfyUI, split by lifetime.
 
 `Services` lives as long as the emulator (configuration, node catalogue, folders, log buffer,
-fault switches, statistics). `ComfyState` is what a ComfyUI process holds in memory and loses
-when it restarts: the queue and history, the output cache, the open sockets, the prompt
-counter, the interrupt flag and log subscriptions. An emulated restart replaces the whole
-`ComfyState`.
+fault switches, statistics, model costs). `ComfyState` is what a ComfyUI process holds in memory
+and loses when it restarts: the queue and history, the output cache, the models resident in
+VRAM, the open sockets, the prompt counter, the interrupt flag and log subscriptions. An
+emulated restart replaces the whole `ComfyState`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from comfy_emulator.faults import Faults, Stats
 from comfy_emulator.files import Folders
 from comfy_emulator.hub import SocketHub
 from comfy_emulator.logbuffer import LogBuffer
+from comfy_emulator.model_memory import ModelCatalogue, ResidentModels
 from comfy_emulator.nodes.base import NodeEnv, NodeRegistry
 from comfy_emulator.prompt_queue import PromptQueue
 
@@ -59,13 +60,23 @@ class Timing:
     speed: float  # multiplies speed: 2.0 halves every simulated duration
     step_time: float  # seconds per KSampler step at speed 1.0
     node_time: dict[str, float]  # class_type -> extra seconds per execution at speed 1.0
+    load_scale: float  # multiplies every model load time
 
     @classmethod
     def from_config(cls, config: EmulatorConfig) -> Timing:
-        return cls(config.speed, config.step_time, dict(config.node_time))
+        return cls(config.speed, config.step_time, dict(config.node_time), config.load_scale)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"speed": self.speed, "step_time": self.step_time, "node_time": dict(self.node_time)}
+        return {
+            "speed": self.speed,
+            "step_time": self.step_time,
+            "node_time": dict(self.node_time),
+            "load_scale": self.load_scale,
+        }
+
+    def load_seconds(self, load_s: float) -> float:
+        """The time a model load of `load_s` (at scale and speed 1.0) takes now."""
+        return load_s * self.load_scale / self.speed
 
 
 @dataclass
@@ -77,6 +88,7 @@ class Services:
     faults: Faults
     stats: Stats
     timing: Timing
+    catalogue: ModelCatalogue
 
     @property
     def folders(self) -> Folders:
@@ -118,6 +130,7 @@ class ComfyState:
     queue: PromptQueue
     hub: SocketHub
     cache: OutputCache
+    models: ResidentModels
     log_subscriptions: LogSubscriptions
     interrupt: InterruptFlag = field(default_factory=InterruptFlag)
     number: int = 0  # PromptServer.number: bumped for every POST /prompt without "number"

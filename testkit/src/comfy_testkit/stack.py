@@ -29,6 +29,9 @@ def basic_auth(key: str = ADMIN_KEY, user: str = "me") -> dict[str, str]:
 
 FAST_STEP_TIME_S = 0.01
 """Emulated sampler step time in tests: fast, yet long enough to see progress events."""
+FAST_LOAD_SCALE = 0.01
+"""Emulated model load times in tests, as a share of the real ones: an SDXL switch (8 s) takes
+80 ms, so switches stay visible without slowing the suite. `--load-scale` in `extra_args` wins."""
 
 SERVICE_PREFIX = "COMFY_SERVICE_"
 BALANCER_PREFIX = "COMFY_BALANCER_"
@@ -69,6 +72,7 @@ def start_emulator_process(
         "--port", str(port),
         "--data-dir", str(data_dir),
         "--step-time", str(step_time_s),
+        *([] if "--load-scale" in extra_args else ["--load-scale", str(FAST_LOAD_SCALE)]),
         *extra_args,
     ]  # fmt: skip
     process = start_python_module(name, "comfy_emulator", args, log_dir=log_dir)

@@ -30,9 +30,9 @@ Data flowing between nodes: IMAGE is an `ImageBatch` (a list of RGB Pillow image
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from PIL import Image
 
@@ -132,6 +132,19 @@ class ExecContext(ABC):
     @abstractmethod
     def run_sync(self, func: Callable[..., T], *args: Any) -> Awaitable[T]:
         """Run CPU-bound work in a thread so the server stays responsive."""
+
+    @abstractmethod
+    async def load_model(self, file: str, disk_lines: Sequence[str] = ()) -> None:
+        """A loader's model file into VRAM: free when resident, else its load time is paid
+        and `disk_lines` are logged before ComfyUI's load lines (see `model_memory`)."""
+
+
+@runtime_checkable
+class ModelUser(Protocol):
+    """A value that holds models (a MODEL, CLIP, VAE handle): a node given one as input
+    needs those files in VRAM before it runs, even when the loader's output was cached."""
+
+    def model_files(self) -> tuple[str, ...]: ...
 
 
 class Node(ABC):

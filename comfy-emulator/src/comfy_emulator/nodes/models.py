@@ -1,10 +1,11 @@
 """Model stand-ins for a text-to-image (and img2img) graph.
 
 The object_info of each class matches ComfyUI 0.8.0's, so a workflow exported from the real UI
-validates and runs unchanged. The "models" are small handles naming the checkpoint and LoRAs;
-KSampler takes `step_time / speed` seconds per step, reports real `progress` for each step and
-honours interrupts between steps; VAEDecode renders a deterministic picture from the sampled
-latent's `RenderSpec` (see `render.py`).
+validates and runs unchanged. The "models" are small handles naming the checkpoint and LoRAs
+(the loaders pay a model's load time when it is not resident in the emulated VRAM, see
+`model_memory`); KSampler takes `step_time / speed` seconds per step, reports real `progress`
+for each step and honours interrupts between steps; VAEDecode renders a deterministic picture
+from the sampled latent's `RenderSpec` (see `render.py`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
+from comfy_emulator.model_memory import checkpoint_disk_lines, family_of
 from comfy_emulator.nodes.base import (
     MAX_RESOLUTION,
     ExecContext,
@@ -96,16 +98,25 @@ class ModelHandle:
     checkpoint: str
     loras: tuple[tuple[str, float], ...] = ()
 
+    def model_files(self) -> tuple[str, ...]:
+        return (self.checkpoint, *(name for name, _ in self.loras))
+
 
 @dataclass(frozen=True)
 class ClipHandle:
     checkpoint: str
     loras: tuple[tuple[str, float], ...] = ()
 
+    def model_files(self) -> tuple[str, ...]:
+        return (self.checkpoint, *(name for name, _ in self.loras))
+
 
 @dataclass(frozen=True)
 class VaeHandle:
     checkpoint: str
+
+    def model_files(self) -> tuple[str, ...]:
+        return (self.checkpoint,)
 
 
 @dataclass(frozen=True)
@@ -181,9 +192,8 @@ class CheckpointLoaderSimple(Node):
 
     async def execute(self, ctx: ExecContext, inputs: Inputs) -> NodeOutput:
         name = inputs["ckpt_name"]
-        ctx.log("model weight dtype torch.float16, manual cast: None")
-        ctx.log("model_type EPS")
-        ctx.log("Using pytorch attention in VAE")
+        disk_lines = checkpoint_disk_lines(family_of("checkpoints", name))
+        await ctx.load_model(name, [*disk_lines, "Using pytorch attention in VAE"])
         return NodeOutput((ModelHandle(name), ClipHandle(name), VaeHandle(name)))
 
 
@@ -227,7 +237,8 @@ class LoraLoader(Node):
             inputs["strength_clip"],
         )
         if s_model == 0 and s_clip == 0:
-            return NodeOutput((model, clip))
+            return NodeOutput((model, clip))  # ComfyUI does not even read the file then
+        await ctx.load_model(name)
         model = replace(model, loras=(*model.loras, (name, float(s_model))))
         clip = replace(clip, loras=(*clip.loras, (name, float(s_clip))))
         return NodeOutput((model, clip))

@@ -8,12 +8,16 @@ EmptySD3LatentImage a V3 node.
 
 The loaders hand out the same handles as CheckpointLoaderSimple (named after the file), so the
 diffusion model's file name reaches the sampler's `RenderSpec` and the picture depends on it.
-ModelSamplingAuraFlow passes its model through: a shift changes only the noise schedule, which
+The loaders pay a file's load time when it is not resident in the emulated VRAM and log what
+ComfyUI logs when it reads one from disk (see `model_memory`); "pixel_space" and the tiny
+autoencoders are no installed files and cost nothing. ModelSamplingAuraFlow passes its model
+through: a shift changes only the noise schedule, which
 the stand-in sampler does not have.
 """
 
 from __future__ import annotations
 
+from comfy_emulator.model_memory import family_of
 from comfy_emulator.nodes.base import (
     MAX_RESOLUTION,
     ExecContext,
@@ -96,11 +100,16 @@ class UNETLoader(Node):
         }
 
     async def execute(self, ctx: ExecContext, inputs: Inputs) -> NodeOutput:
+        name = inputs["unet_name"]
         dtype = WEIGHT_DTYPES[inputs["weight_dtype"]]
         cast = "None" if inputs["weight_dtype"] == "default" else "torch.bfloat16"
-        ctx.log(f"model weight dtype {dtype}, manual cast: {cast}")
-        ctx.log("model_type FLOW")
-        return NodeOutput((ModelHandle(inputs["unet_name"]),))
+        model_type = family_of("diffusion_models", name).model_type
+        disk_lines = [
+            f"model weight dtype {dtype}, manual cast: {cast}",
+            f"model_type {model_type}",
+        ]
+        await ctx.load_model(name, disk_lines)
+        return NodeOutput((ModelHandle(name),))
 
 
 class CLIPLoader(Node):
@@ -122,10 +131,11 @@ class CLIPLoader(Node):
 
     async def execute(self, ctx: ExecContext, inputs: Inputs) -> NodeOutput:
         device = "cpu" if inputs.get("device") == "cpu" else "cuda:0"
-        ctx.log(
+        disk_line = (
             f"CLIP/text encoder model load device: {device}, offload device: cpu, "
             "current: cpu, dtype: torch.float16"
         )
+        await ctx.load_model(inputs["clip_name"], [disk_line])
         return NodeOutput((ClipHandle(inputs["clip_name"]),))
 
 
@@ -140,7 +150,7 @@ class VAELoader(Node):
         return {"required": {"vae_name": (vae_choices(env),)}}
 
     async def execute(self, ctx: ExecContext, inputs: Inputs) -> NodeOutput:
-        ctx.log("Using pytorch attention in VAE")
+        await ctx.load_model(inputs["vae_name"], ["Using pytorch attention in VAE"])
         return NodeOutput((VaeHandle(inputs["vae_name"]),))
 
 

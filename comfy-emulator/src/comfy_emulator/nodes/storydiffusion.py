@@ -225,6 +225,9 @@ class StoryDiffusionApply(Node):
                 f"infer_mode {mode!r} needs model repositories this emulator does not have; "
                 f"emulated modes: {', '.join(EMULATED_MODES)}"
             )
+        for adapter in (inputs["photomake_ckpt"], inputs["ipadapter_ckpt"]):
+            if adapter != "none":
+                await ctx.load_model(str(adapter))
         switch = StorySwitch(
             mode,
             str(inputs["photomake_ckpt"]),

@@ -35,6 +35,7 @@ from PIL import Image, ImageOps
 from PIL.PngImagePlugin import PngInfo
 
 from comfy_emulator.files import SaveTarget, save_target
+from comfy_emulator.model_memory import checkpoint_disk_lines, family_of
 from comfy_emulator.nodes.audio import AudioClip
 from comfy_emulator.nodes.base import (
     MAX_RESOLUTION,
@@ -70,6 +71,9 @@ _HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
 class ClipVisionHandle:
     checkpoint: str
 
+    def model_files(self) -> tuple[str, ...]:
+        return (self.checkpoint,)
+
 
 class ImageOnlyCheckpointLoader(Node):
     class_type = "ImageOnlyCheckpointLoader"
@@ -84,7 +88,7 @@ class ImageOnlyCheckpointLoader(Node):
 
     async def execute(self, ctx: ExecContext, inputs: Inputs) -> NodeOutput:
         name = inputs["ckpt_name"]
-        ctx.log("model_type V_PREDICTION_EDM")
+        await ctx.load_model(name, checkpoint_disk_lines(family_of("checkpoints", name)))
         return NodeOutput((ModelHandle(name), ClipVisionHandle(name), VaeHandle(name)))
 
 

@@ -4,9 +4,12 @@ All bodies are optional JSON objects; every answer is JSON; bad arguments give 4
 `{"error": "..."}`.
 
 - GET  /emulator/stats: executions per prompt_id, node runs per class, outcomes, restarts,
-  armed faults, timing and queue sizes.
-- POST /emulator/stats/reset: zero the counters.
-- GET/POST /emulator/timing `{"speed", "step_time", "node_time": {class: seconds}}`.
+  `model_loads` (model file -> loads paid), `load_seconds` (seconds paid for them), `resident`
+  (model files in the emulated VRAM, least recently used first), armed faults, timing and
+  queue sizes.
+- POST /emulator/stats/reset: zero the counters (the resident models stay).
+- GET/POST /emulator/timing `{"speed", "step_time", "node_time": {class: seconds},
+  "load_scale"}`.
 - POST /emulator/speed `{"speed": 2.0}`: 2.0 = twice as fast.
 - POST /emulator/fail-next `{"count": 1, "exception_type", "message"}`: the next N prompts fail
   in their first node (default: CUDA out of memory, `torch.OutOfMemoryError`).
@@ -15,7 +18,8 @@ All bodies are optional JSON objects; every answer is JSON; bad arguments give 4
 - POST /emulator/release: let hung prompts continue.
 - POST /emulator/reset-faults: disarm fail/hang and release hung prompts.
 - POST /emulator/drop-websockets `{"mode": "close" | "abort"}`: close (1001) or cut every socket.
-- POST /emulator/restart: lose queue, running prompt, history, sockets, cache and counters.
+- POST /emulator/restart: lose queue, running prompt, history, sockets, cache and resident
+  models (the counters of /emulator/stats stay).
 - POST /emulator/down `{"seconds": 2.0, "keep_state": false}`: refuse connections for a while;
   without keep_state it is also a restart (a crash and reboot).
 """
@@ -81,6 +85,7 @@ async def stats(request: web.Request) -> web.Response:
             "faults": services.faults.snapshot(),
             "timing": services.timing.snapshot(),
             "queue": {"running": len(queue.running), "pending": len(queue.pending)},
+            "resident": emulator.state.models.files(),
         }
     )
 
@@ -101,10 +106,11 @@ async def set_timing(request: web.Request) -> web.Response:
     if speed <= 0:
         raise BadArgument("speed must be > 0")
     step_time = _number(body, "step_time", timing.step_time)
+    load_scale = _number(body, "load_scale", timing.load_scale)
     node_time = body.get("node_time", {})
     if not isinstance(node_time, dict):
         raise BadArgument("node_time must be an object of class_type -> seconds")
-    timing.speed, timing.step_time = speed, step_time
+    timing.speed, timing.step_time, timing.load_scale = speed, step_time, load_scale
     timing.node_time.update({str(k): _number(node_time, k, 0.0) for k in node_time})
     return web.json_response(timing.snapshot())
 

@@ -1,7 +1,9 @@
 """Read-only catalogue routes: /system_stats, /object_info, /features, /models, ...
 
 /system_stats reports exactly one device: a CUDA GPU by default (name, type "cuda", index 0 and
-the configured VRAM), or the CPU with system RAM as "VRAM" when `device="cpu"`, as ComfyUI does
+the configured VRAM, less what the resident models occupy: `vram_free` = total - 512 MB in use
+when idle - resident models, never below 0, and torch's reserved pool `torch_vram_total` grows by
+the resident models), or the CPU with system RAM as "VRAM" when `device="cpu"`, as ComfyUI does
 with `--cpu`. `comfyui_version` is the configured version (0.8.0 unless set).
 """
 
@@ -17,6 +19,7 @@ from aiohttp import web
 
 from comfy_emulator.config import MODEL_FOLDERS, EmulatorConfig
 from comfy_emulator.core import device_name, pytorch_version
+from comfy_emulator.model_memory import VRAM_IN_USE_MB
 from comfy_emulator.routes import Route, emulator_of
 
 _MB = 1024 * 1024
@@ -39,7 +42,9 @@ def _ram() -> tuple[int, int]:
         return 32 * 1024 * _MB, 24 * 1024 * _MB
 
 
-def _device(config: EmulatorConfig, ram_total: int, ram_free: int) -> dict[str, Any]:
+def _device(
+    config: EmulatorConfig, ram_total: int, ram_free: int, resident_mb: int
+) -> dict[str, Any]:
     if config.device == "cpu":
         return {
             "name": "cpu",
@@ -56,8 +61,8 @@ def _device(config: EmulatorConfig, ram_total: int, ram_free: int) -> dict[str, 
         "type": "cuda",
         "index": 0,
         "vram_total": total,
-        "vram_free": total - 512 * _MB,
-        "torch_vram_total": 256 * _MB,
+        "vram_free": max(0, total - (VRAM_IN_USE_MB + resident_mb) * _MB),
+        "torch_vram_total": (256 + resident_mb) * _MB,
         "torch_vram_free": 128 * _MB,
     }
 
@@ -84,7 +89,8 @@ async def system_stats(request: web.Request) -> web.Response:
         "embedded_python": False,
         "argv": _argv(config, emulator.bound_port or config.port),
     }
-    return web.json_response({"system": system, "devices": [_device(config, ram_total, ram_free)]})
+    device = _device(config, ram_total, ram_free, emulator.state.models.used_mb())
+    return web.json_response({"system": system, "devices": [device]})
 
 
 async def object_info(request: web.Request) -> web.Response:
