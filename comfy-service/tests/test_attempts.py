@@ -72,7 +72,7 @@ class Node:
 
 @pytest.fixture
 async def node(redis: Redis, tmp_path: Path) -> AsyncIterator[Node]:
-    emulator = await start_emulator(EmulatorConfig(port=0, step_time=0.01))
+    emulator = await start_emulator(EmulatorConfig(port=0, step_time=0.01, load_scale=0.01))
     store = TaskStore(redis, KEYS)
     queue = TaskQueue(redis, KEYS, store)
     prompts = FollowedPrompts(redis, KEYS, NODE)

@@ -35,7 +35,7 @@ from comfy_testkit.waiting import wait_for_condition
 
 @pytest.fixture
 async def emulator_url() -> AsyncIterator[str]:
-    running = await start_emulator(EmulatorConfig(port=0, step_time=0.005))
+    running = await start_emulator(EmulatorConfig(port=0, step_time=0.005, load_scale=0.01))
     yield running.url
     await running.stop()
 

@@ -30,7 +30,9 @@ ONLY_HERE = "only-on-this-node.safetensors"
 @pytest.fixture
 async def emulator() -> AsyncIterator[httpx.AsyncClient]:
     models = default_models() | {"checkpoints": (*default_models()["checkpoints"], ONLY_HERE)}
-    running = await start_emulator(EmulatorConfig(port=0, step_time=0.001, models=models))
+    running = await start_emulator(
+        EmulatorConfig(port=0, step_time=0.001, models=models, load_scale=0.01)
+    )
     async with httpx.AsyncClient(base_url=running.url, timeout=10) as client:
         yield client
     await running.stop()
@@ -210,7 +212,7 @@ async def test_a_missing_upload_is_left_to_the_node_that_checks_the_file(
 
 @pytest.fixture
 async def emulator_0_26() -> AsyncIterator[httpx.AsyncClient]:
-    config = EmulatorConfig(port=0, step_time=0.001, comfyui_version="0.26.0")
+    config = EmulatorConfig(port=0, step_time=0.001, comfyui_version="0.26.0", load_scale=0.01)
     running = await start_emulator(config)
     async with httpx.AsyncClient(base_url=running.url, timeout=10) as client:
         yield client
