@@ -355,15 +355,17 @@ def wait_for_ready_nodes(balancer_url: str, count: int, timeout_s: float = 20.0)
 
 
 def warm_up(http: httpx.Client, cluster: LocalCluster, step_time_s: float) -> None:
-    """One task per node, straight to its service, then wait until every node published a
-    measured speed: as in a fleet that has been running (see comfy_service.speed), so the
-    balancer's placement and cost predictions start from measurements."""
+    """Two tasks per node, straight to its service (the first loads the checkpoint, the
+    second is hot), then wait until every node published a measured speed: as in a fleet that
+    has been running (see comfy_service.speed), so the balancer's placement and cost
+    predictions start from measurements."""
     for node in cluster.nodes:
-        graph = txt2img(f"warm-up-{node.node_id}", steps=10, seed=10_000)
-        body = {"task_id": f"warm-up-{node.node_id}", "prompt": graph}
-        url = f"{node.service.url}{API}/generate"
-        http.post(url, json=body, headers=node.service.auth_headers).raise_for_status()
-    deadline = time.monotonic() + 30 + 10 * 10 * step_time_s
+        for seed in (10_000, 10_001):
+            graph = txt2img(f"warm-up-{node.node_id}-{seed}", steps=10, seed=seed)
+            body = {"task_id": f"warm-up-{node.node_id}-{seed}", "prompt": graph}
+            url = f"{node.service.url}{API}/generate"
+            http.post(url, json=body, headers=node.service.auth_headers).raise_for_status()
+    deadline = time.monotonic() + 30 + 2 * 10 * 10 * step_time_s
     balancer = cluster.balancer
     while time.monotonic() < deadline:
         nodes = http.get(f"{balancer.url}{API}/nodes", headers=balancer.auth_headers).json()

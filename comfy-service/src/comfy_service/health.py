@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from comfy_service.host_metrics import GpuReader, read_host_metrics
+from comfy_service.profile import LearnedProfile, Loaders, ModelProfiler
 from comfy_service.prompts import FollowedPrompts
 from comfy_service.reachability import Reachability
 from comfy_service.speed import SpeedMeter
@@ -39,6 +40,7 @@ class HealthPublisher:
         prompts: FollowedPrompts,
         reachability: Reachability,
         speed: SpeedMeter,
+        profile: ModelProfiler,
         gpus: GpuReader,
         node_id: str,
         url: str,
@@ -52,6 +54,9 @@ class HealthPublisher:
         self._prompts = prompts
         self._reachability = reachability
         self._speed = speed
+        self._profile = profile
+        self._stored_profile_version: int | None = None
+        """The version of the learned profile known to be in Redis."""
         self._gpus = gpus
         self._node_id = node_id
         self._url = url
@@ -62,6 +67,10 @@ class HealthPublisher:
         self._object_info: PackedObjectInfo | None = None
         self._stored_sha256: str | None = None
         """The object_info known to be in Redis (None: write it with the next health)."""
+
+    def loaders(self) -> Loaders | None:
+        """The model loaders ComfyUI offers (None until it answered once)."""
+        return self._capabilities.models if self._capabilities is not None else None
 
     async def refresh_capabilities(self) -> bool:
         """Re-read what ComfyUI offers (at start, and after it restarted); False if it failed."""
@@ -102,6 +111,7 @@ class HealthPublisher:
     async def publish_once(self) -> NodeHealth:
         health = await self.build()
         packed = self._object_info
+        profile_version = self._profile.version
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(
                 self._keys.node_health(self._node_id), health.model_dump_json(), ex=self._ttl_s
@@ -111,9 +121,13 @@ class HealthPublisher:
                 # Apart from the health document, and without expiry: a restart that takes
                 # longer than the health TTL still starts from the speed measured before.
                 pipe.set(self._keys.node_speed(self._node_id), health.speed.model_dump_json())
+            if profile_version != self._stored_profile_version:  # the same, kept when learned
+                learned = self._profile.learned().model_dump_json()
+                pipe.set(self._keys.node_profile(self._node_id), learned)
             if packed is not None:
                 self._stage_object_info(pipe, packed)
             replies = await pipe.execute()
+        self._stored_profile_version = profile_version
         if packed is not None:
             await self._object_info_written(packed, kept=bool(replies[-1]))
         return health
@@ -145,6 +159,8 @@ class HealthPublisher:
         comfy = await self._comfy_status()
         if comfy.reachable and self._capabilities is None:
             await self.refresh_capabilities()
+        if comfy.reachable:
+            self._profile.observe_vram(comfy.vram_total_bytes, comfy.vram_free_bytes)
         host = read_host_metrics()
         return NodeHealth(
             node_id=self._node_id,
@@ -159,6 +175,7 @@ class HealthPublisher:
             gpus=self._gpus.read(),
             capabilities=self._capabilities or Capabilities(),
             speed=self._speed.current(),
+            profile=self._profile.current(),
             ttl_s=self._ttl_s,
         )
 
@@ -199,5 +216,18 @@ async def last_measured_speed(redis: Redis, keys: RedisKeys, node_id: str) -> No
         return None
     try:
         return NodeSpeed.model_validate_json(raw)
+    except ValueError:
+        return None  # written by an incompatible version
+
+
+async def last_learned_profile(
+    redis: Redis, keys: RedisKeys, node_id: str
+) -> LearnedProfile | None:
+    """What a previous run of this node learned of its models and shapes."""
+    raw = await redis.get(keys.node_profile(node_id))
+    if raw is None:
+        return None
+    try:
+        return LearnedProfile.model_validate_json(raw)
     except ValueError:
         return None  # written by an incompatible version

@@ -19,9 +19,10 @@ from redis.asyncio import Redis
 
 from comfy_service.ending import TaskEndings
 from comfy_service.frames import FrameRecorder
-from comfy_service.health import HealthPublisher, last_measured_speed
+from comfy_service.health import HealthPublisher, last_learned_profile, last_measured_speed
 from comfy_service.host_metrics import GpuReader
 from comfy_service.keeping import OutputKeeper
+from comfy_service.profile import ModelProfiler
 from comfy_service.prompts import FollowedPrompts
 from comfy_service.queue_view import QueueView
 from comfy_service.reachability import Reachability
@@ -73,6 +74,7 @@ class ServiceState:
     keys: RedisKeys
     task_logs: TaskLogSink
     speed: SpeedMeter
+    profile: ModelProfiler
     submits: SubmitGate
     stream_hub: StreamHub
     outputs: OutputStore
@@ -110,6 +112,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
     prompts = FollowedPrompts(redis, keys, settings.node_id)
     reachability = Reachability()
     speed = SpeedMeter(await last_measured_speed(redis, keys, settings.node_id))
+    profile = ModelProfiler(speed, await last_learned_profile(redis, keys, settings.node_id))
     health = HealthPublisher(
         redis=redis,
         keys=keys,
@@ -117,6 +120,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         prompts=prompts,
         reachability=reachability,
         speed=speed,
+        profile=profile,
         gpus=GpuReader(),
         node_id=settings.node_id,
         url=settings.base_url,
@@ -165,6 +169,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         keys=keys,
         task_logs=task_logs,
         speed=speed,
+        profile=profile,
         submits=SubmitGate(settings.max_concurrent_submits),
         stream_hub=StreamHub(settings.redis_url, redis, max_streams=settings.max_streams),
         outputs=outputs,
@@ -221,6 +226,8 @@ def _start_loops(
         on_connected=after_connect,
         on_missed=reconciler.missed_events,
         speed=state.speed,
+        profile=state.profile,
+        loaders=state.health.loaders,
     )
     listener = ComfyEventListener(
         settings.comfyui_url,

@@ -1,10 +1,17 @@
 """Learns how fast this node's ComfyUI works, from the events of the tasks it runs.
 
 The step time is the interval between two progress events of the same node (a sampler reports
-one per step); the overhead is the rest of a task's run time: loading, encoding, decoding,
-saving. Both are moving averages, so a node that slows down (thermal limits, another model
-loaded) is seen within a few tasks. The balancer uses them to place each task where it would
-finish first (``comfy_shared.workload``).
+one per step); the overhead is the rest of a task's run time: encoding, decoding, saving. Both
+are moving averages, so a node that slows down (thermal limits) is seen within a few tasks.
+The balancer uses them to place each task where it would finish first
+(``comfy_shared.workload``).
+
+The overhead is learned only from a hot run: one that succeeded, reported sampler steps and
+loaded no model. A cold run's extra time is the cost of switching models, which the node's
+profile learns per model file (``comfy_service.profile``); a graph without steps (an upscale,
+a model-free image edit) says nothing about a step-based cost, its time is learned per
+workflow shape there too. Counting either as overhead would make the balancer shun a node that
+merely ran one slow graph.
 """
 
 from __future__ import annotations
@@ -54,11 +61,14 @@ class SpeedMeter:
         run.node, run.value, run.at = node, value, now
         run.steps_by_node[node] = max(value, run.steps_by_node.get(node, 0))
 
-    def ended(self, task_id: str) -> None:
+    def ended(self, task_id: str, *, hot: bool) -> None:
+        """The run is over; ``hot``: it succeeded and loaded no model."""
         run = self._runs.pop(task_id, None)
         if run is None:
             return  # started before this process did: its start time is unknown
         steps = sum(run.steps_by_node.values())
+        if not hot or steps == 0:
+            return
         overhead = max(0.0, self._clock() - run.started - steps * (self._step_s or 0.0))
         self._overhead_s = _blend(self._overhead_s, overhead, OVERHEAD_WEIGHT)
         self._tasks += 1
@@ -66,6 +76,11 @@ class SpeedMeter:
     def forget_runs(self) -> None:
         """ComfyUI reconnected: the runs in progress may have ended unseen."""
         self._runs.clear()
+
+    def expected_s(self, steps: int) -> float:
+        """A hot run of ``steps`` sampler steps here, from what is known so far (an unknown
+        part counts as 0: before any hot run there is no overhead to add)."""
+        return (self._overhead_s or 0.0) + steps * (self._step_s or 0.0)
 
     def current(self) -> NodeSpeed | None:
         if self._overhead_s is None:

@@ -10,6 +10,9 @@ for a reconciliation, which reads the outcome from ComfyUI once Redis answers ag
 ComfyUI's own log lines arrive on the same socket (after subscribing on every connection) and
 are logged again with ``source=comfyui`` and the ``task_id`` of the prompt running when they
 were written, so they join that task's timeline.
+
+Runs, cached nodes and log lines also feed the node's speed (``speed``) and model profile
+(``profile``): which models are resident, what a switch and each workflow shape cost here.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from loguru import logger
 
 from comfy_service.ending import TaskEndings
+from comfy_service.profile import Loaders, ModelProfiler
 from comfy_service.prompts import FollowedPrompts, Prompt
 from comfy_service.speed import SpeedMeter
 from comfy_shared.comfyui import (
@@ -28,7 +32,9 @@ from comfy_shared.comfyui import (
     ComfyError,
     Connected,
     Executing,
+    ExecutionCached,
     ExecutionStart,
+    ExecutionSuccess,
     ListenerEvent,
     Logs,
     Progress,
@@ -76,6 +82,8 @@ class EventTracker:
         on_connected: Callable[[], Awaitable[object]],
         on_missed: Callable[[], object],
         speed: SpeedMeter,
+        profile: ModelProfiler,
+        loaders: Callable[[], Loaders | None],
     ) -> None:
         self._store = store
         self._prompts = prompts
@@ -84,6 +92,8 @@ class EventTracker:
         self._on_connected = on_connected
         self._on_missed = on_missed
         self._speed = speed
+        self._profile = profile
+        self._loaders = loaders
         self._running: str | None = None  # task id of the prompt running now
         self._finished: tuple[str, float] | None = None  # last task that ended, and when
         self._progress_written: dict[str, float] = {}
@@ -102,6 +112,7 @@ class EventTracker:
         if isinstance(event, Connected):
             logger.info("comfyui websocket connected; reconciling tasks")
             self._speed.forget_runs()
+            self._profile.reconnected()
             await self._subscribe_to_comfy_logs(event.client_id)
             await self._on_connected()
             return
@@ -128,12 +139,18 @@ class EventTracker:
         if isinstance(event, ExecutionStart):
             self._running = task_id
             self._speed.started(prompt.prompt_id)
+            await self._profile_start(prompt)
             await self._store.apply(task_id, Started(attempt))
             logger.info("task running")
+        elif isinstance(event, ExecutionCached):
+            self._profile.cached(prompt.prompt_id, event.nodes)
+        elif isinstance(event, ExecutionSuccess):
+            self._profile.succeeded(prompt.prompt_id)
         elif isinstance(event, Executing) and event.done:
             self._running = None
             self._finished = (task_id, time.monotonic())
-            self._speed.ended(prompt.prompt_id)
+            finished = self._profile.ended(prompt.prompt_id)
+            self._speed.ended(prompt.prompt_id, hot=finished is not None and finished.hot)
             self._progress_written.pop(prompt.prompt_id, None)
             await self._endings.finish(prompt)
         elif isinstance(event, Executing):
@@ -144,6 +161,12 @@ class EventTracker:
             if value < maximum and self._wrote_progress_lately(prompt.prompt_id):
                 return
             await self._store.apply(task_id, Progressed(attempt, node, value, maximum))
+
+    async def _profile_start(self, prompt: Prompt) -> None:
+        """The models a run needs come from its graph, kept with the task."""
+        graph = await self._store.get_prompt(prompt.task_id)
+        loaders = self._loaders() if graph is not None else None
+        self._profile.started(prompt.prompt_id, graph or {}, loaders)
 
     def _wrote_progress_lately(self, task_id: str) -> bool:
         now = time.monotonic()
@@ -164,6 +187,7 @@ class EventTracker:
         comfy_log = logger.bind(source="comfyui")
         for entry in event.entries:
             for line in entry.m.splitlines():
+                self._profile.log_line(line)
                 # Progress bars are redrawn per step; the task's progress already says that.
                 if line.strip() and not _PROGRESS_BAR.match(line):
                     task_id = self._task_writing(line)

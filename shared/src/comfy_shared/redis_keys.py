@@ -38,6 +38,10 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 {p}:node:{node}:health       string  comfy-service   ~3 health intervals: expiry = node dead
 {p}:node:{node}:speed        string  comfy-service   none; the node's measured speed, kept
                                                      across restarts however long they take
+{p}:node:{node}:profile      string  comfy-service   none; what the node learned of its models and
+                                                     workflow shapes (NodeProfile JSON with
+                                                     ``resident`` empty, plus ``model_bytes``),
+                                                     written when it changed, read at start
 {p}:node:{node}:object_info  hash    comfy-service   ~3 health intervals, refreshed with the health
                                                      document, rewritten only when it changed: the
                                                      node's whole GET /object_info
