@@ -220,7 +220,7 @@ class EarliestFinish:
             key=lambda node: (
                 score(node),
                 not node.free_slots,
-                not is_warm(node, demand),
+                self._model_aware and not is_warm(node, demand),
                 _load_key(node),
             ),
         )
