@@ -42,11 +42,13 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from _common import (
     API,
     LocalCluster,
+    Node,
     epoch,
     execution_counts,
     local_cluster,
@@ -87,14 +89,31 @@ class Job:
 
 
 @dataclass(frozen=True)
+class NodeResult:
+    node_id: str
+    speed: float
+    jobs: dict[str, int]  # model name -> jobs run
+    loads: int
+    switch_s: float
+    idle_from_s: float  # its last task's end, since the first submit
+
+
+@dataclass(frozen=True)
 class RunResult:
     mode: str
     makespan_s: float
     waits: list[float]
-    switch_s: float
-    loads: int
+    nodes: list[NodeResult]
     lost: int
     duplicated: int
+
+    @property
+    def switch_s(self) -> float:
+        return sum(node.switch_s for node in self.nodes)
+
+    @property
+    def loads(self) -> int:
+        return sum(node.loads for node in self.nodes)
 
 
 def main() -> None:
@@ -123,6 +142,8 @@ def main() -> None:
         f"{sum(SPEEDS):g} = {bound_s:.2f} s\n"
     )
     _print_runs(results, bound_s)
+    print()
+    _print_nodes(results)
     print(_summary(results, bound_s))
 
 
@@ -174,15 +195,40 @@ def _run(mode: str, models: list[Model], step_time_s: float, load_scale: float) 
         waits = [epoch(r["started_at"]) - epoch(r["created_at"]) for r in records]
         tasks_of = task_of_prompt(records)
         counts = execution_counts(http, cluster, tasks_of)
-        switch_s, loads = _loads(http, cluster)
+        model_of = {job.task_id: job.model.name for job in jobs}
+        nodes = [
+            _node_result(http, node, speed, records, model_of, started)
+            for node, speed in zip(cluster.nodes, SPEEDS, strict=True)
+        ]
     return RunResult(
         mode=mode,
         makespan_s=makespan_s,
         waits=waits,
-        switch_s=switch_s,
-        loads=loads,
+        nodes=nodes,
         lost=sum(r["status"] != "succeeded" or counts.get(str(r["id"]), 0) == 0 for r in records),
         duplicated=sum(counts.get(job.task_id, 0) > 1 for job in jobs),
+    )
+
+
+def _node_result(
+    http: httpx.Client,
+    node: Node,
+    speed: float,
+    records: list[dict[str, Any]],
+    model_of: dict[str, str],
+    started: float,
+) -> NodeResult:
+    """What one node ran and what it spent loading models since the warm-up."""
+    mine = [r for r in records if r.get("node_id") == node.node_id]
+    stats = http.get(f"{node.emulator.url}/emulator/stats").json()
+    jobs = {m.name: sum(model_of[str(r["id"])] == m.name for r in mine) for m in MODELS}
+    return NodeResult(
+        node_id=node.node_id,
+        speed=speed,
+        jobs=jobs,
+        loads=sum(int(count) for count in stats["model_loads"].values()),
+        switch_s=float(stats["load_seconds"]),
+        idle_from_s=max((epoch(r["finished_at"]) - started for r in mine), default=0.0),
     )
 
 
@@ -241,16 +287,6 @@ def _submit_all(http: httpx.Client, jobs: list[Job], readers: dict[str, RunningC
         list(pool.map(submit, range(len(jobs))))
 
 
-def _loads(http: httpx.Client, cluster: LocalCluster) -> tuple[float, int]:
-    """Seconds the ComfyUIs spent loading models, and how many loads, since the reset."""
-    seconds, loads = 0.0, 0
-    for node in cluster.nodes:
-        stats = http.get(f"{node.emulator.url}/emulator/stats").json()
-        seconds += float(stats["load_seconds"])
-        loads += sum(int(count) for count in stats["model_loads"].values())
-    return seconds, loads
-
-
 def _label(mode: str) -> str:
     return "early binding (round-robin)" if mode == "early" else f"late binding, {mode}"
 
@@ -271,6 +307,23 @@ def _print_runs(results: list[RunResult], bound_s: float) -> None:
         for r in results
     ]
     print_grid((*header, "lost/dup"), rows)
+
+
+def _print_nodes(results: list[RunResult]) -> None:
+    header = ("mode: node", "speed", *(f"{m.name} jobs" for m in MODELS), "loads", "switch s")
+    rows = [
+        (
+            f"{r.mode}: {node.node_id}",
+            f"{node.speed:g}x",
+            *(str(node.jobs[m.name]) for m in MODELS),
+            str(node.loads),
+            f"{node.switch_s:.1f}",
+            f"{node.idle_from_s:.2f}",
+        )
+        for r in results
+        for node in r.nodes
+    ]
+    print_grid((*header, "idle from s"), rows)
 
 
 def _summary(results: list[RunResult], bound_s: float) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from comfy_balancer.registry import NodeView
+from comfy_balancer.registry import ModelRoom, NodeView
 from comfy_balancer.scheduling import (
     Demand,
     EarliestFinish,
@@ -30,6 +30,7 @@ from comfy_testkit import graphs
 
 GiB = 1024**3
 SDXL, SD15, FLUX = "sdxl.safetensors", "sd15.safetensors", "flux.safetensors"
+SIZES = {SD15: 2 * GiB, SDXL: 7 * GiB, FLUX: 17 * GiB}
 LOADERS = {"CheckpointLoaderSimple": {"ckpt_name": [SDXL, SD15, FLUX]}}
 
 
@@ -40,6 +41,7 @@ def node(
     load_s: dict[str, float] | None = None,
     shape_run_s: dict[str, float] | None = None,
     shape_vram: dict[str, int] | None = None,
+    model_bytes: dict[str, int] | None = None,
     vram_total: int | None = 24 * GiB,
     step_s: float = 0.1,
     in_flight: int = 0,
@@ -52,6 +54,7 @@ def node(
         load_s=load_s or {},
         shape_run_s=shape_run_s or {},
         shape_vram_bytes=shape_vram or {},
+        model_bytes=model_bytes or {},
     )
     health = NodeHealth(
         node_id=node_id,
@@ -148,16 +151,34 @@ def test_residency_follows_the_nodes_own_queue() -> None:
 @pytest.mark.parametrize(
     ("resident", "models", "room", "expected"),
     [
-        ((), (SDXL,), 1, (SDXL,)),
-        ((SD15, SDXL), (SD15,), 2, (SDXL, SD15)),  # used again: most recent
-        ((SD15, SDXL), (FLUX,), 2, (SDXL, FLUX)),  # the least recently used goes
-        ((SD15,), ("lora.safetensors", SDXL), 3, (SD15, "lora.safetensors", SDXL)),
+        ((), (SDXL,), ModelRoom(count=1), (SDXL,)),
+        ((SD15, SDXL), (SD15,), ModelRoom(count=2), (SDXL, SD15)),  # used again: most recent
+        ((SD15, SDXL), (FLUX,), ModelRoom(count=2), (SDXL, FLUX)),  # the least recent goes
+        ((SD15,), ("lora", SDXL), ModelRoom(count=3), (SD15, "lora", SDXL)),
+        # Sizes known: VRAM decides. SD1.5 and SDXL fit beside each other; Flux fits with
+        # SD1.5 only.
+        ((SD15,), (SDXL,), ModelRoom(count=1, budget_bytes=22 * GiB, sizes=SIZES), (SD15, SDXL)),
+        ((SD15, SDXL), (FLUX,), ModelRoom(count=2, budget_bytes=22 * GiB, sizes=SIZES), (FLUX,)),
+        (
+            (SDXL, SD15),
+            (FLUX,),
+            ModelRoom(count=2, budget_bytes=22 * GiB, sizes=SIZES),
+            (SD15, FLUX),
+        ),
+        # One size unknown: the count decides.
+        ((SD15,), ("other",), ModelRoom(count=1, budget_bytes=22 * GiB, sizes=SIZES), ("other",)),
     ],
 )
-def test_load_models_is_least_recently_used(
-    resident: tuple[str, ...], models: tuple[str, ...], room: int, expected: tuple[str, ...]
+def test_load_models_is_least_recently_used_within_the_room(
+    resident: tuple[str, ...], models: tuple[str, ...], room: ModelRoom, expected: tuple[str, ...]
 ) -> None:
     assert load_models(resident, models, room) == expected
+
+
+def test_a_node_s_room_is_its_vram_once_the_sizes_are_known() -> None:
+    view = node("a", resident=(SD15,), vram_total=24 * GiB, model_bytes=SIZES)
+    assert view.model_room == ModelRoom(count=1, budget_bytes=24 * GiB - 1536 * 2**20, sizes=SIZES)
+    assert node("b", vram_total=None).model_room.budget_bytes is None
 
 
 def test_a_burst_for_a_cold_model_causes_one_load() -> None:

@@ -11,7 +11,6 @@ from comfy_service.profile import (
     MAX_SHAPES,
     MB,
     FinishedRun,
-    LearnedProfile,
     ModelProfiler,
     loaded_mb,
 )
@@ -66,7 +65,7 @@ def loaded_line(mb: float, *, partially: bool = False) -> str:
 class Node:
     """A profiler, its speed meter and their clock."""
 
-    def __init__(self, initial: LearnedProfile | None = None, speed: NodeSpeed | None = SPEED):
+    def __init__(self, initial: NodeProfile | None = None, speed: NodeSpeed | None = SPEED):
         self.clock = Clock()
         self.speed = SpeedMeter(speed, clock=self.clock)
         self.profiler = ModelProfiler(self.speed, initial, clock=self.clock)
@@ -125,6 +124,7 @@ def test_a_cold_run_makes_its_checkpoint_resident_and_teaches_its_switch_cost() 
         "load_s": {SDXL: pytest.approx(10.0)},
         "shape_run_s": {},
         "shape_vram_bytes": {},
+        "model_bytes": {},
     }
 
 
@@ -222,7 +222,9 @@ def test_a_failed_run_moves_its_models_but_teaches_no_time() -> None:
     finished = node.run(txt2img(), 3.0, lines=[loaded_line(1000.0)], succeeded=False)
     assert finished == FinishedRun(succeeded=False, loaded=frozenset({SDXL}))
     assert node.profile == NodeProfile(
-        resident=[SDXL], shape_vram_bytes={graph_shape(txt2img()): 1000 * MB}
+        resident=[SDXL],
+        shape_vram_bytes={graph_shape(txt2img()): 1000 * MB},
+        model_bytes={SDXL: 1000 * MB},  # loaded alone: its size
     )
 
 
@@ -328,7 +330,7 @@ def test_what_is_learned_survives_a_restart_and_the_residency_does_not() -> None
     node.run(txt2img(SDXL), 5.0)
     stored = node.profiler.learned().model_dump_json()
 
-    restarted = Node(LearnedProfile.model_validate_json(stored))
+    restarted = Node(NodeProfile.model_validate_json(stored))
     assert NodeProfile.model_validate_json(stored).resident == []  # a plain reader's view
     assert restarted.profile == node.profile.model_copy(update={"resident": []})
     assert restarted.profiler.learned() == node.profiler.learned()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import cast
 
@@ -23,6 +24,27 @@ class NodeState(StrEnum):
     BUSY = "busy"
     COMFYUI_DOWN = "comfyui-down"
     DEAD = "dead"
+
+
+VRAM_HEADROOM_BYTES = 1536 * 1024 * 1024
+"""VRAM ComfyUI keeps free of weights: what inference needs (about 1 GB) and its reserve."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoom:
+    count: int
+    """Models kept when their sizes are not all known."""
+    budget_bytes: int | None = None
+    sizes: Mapping[str, int] = field(default_factory=dict)
+
+    def keep(self, models: tuple[str, ...]) -> tuple[str, ...]:
+        """Of ``models`` (least recently used first), those that stay loaded."""
+        if self.budget_bytes is not None and all(model in self.sizes for model in models):
+            kept = list(models)
+            while len(kept) > 1 and sum(self.sizes[m] for m in kept) > self.budget_bytes:
+                kept.pop(0)
+            return tuple(kept)
+        return models[-self.count :]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +67,19 @@ class NodeView:
     (the dispatcher follows the node's queue from what its service says is resident)."""
 
     @property
-    def model_room(self) -> int:
-        """How many models the node keeps loaded: as many as it holds now (at least one).
-        Only VRAM bounds it, and the weights' sizes are the service's to learn, so the count
-        it was seen to hold is the estimate."""
-        return max(1, len(self.health.profile.resident) if self.health else 0)
+    def model_room(self) -> ModelRoom:
+        """What bounds the models the node keeps loaded: its VRAM less ComfyUI's headroom,
+        once the service has seen each model's size; else as many models as it holds now
+        (at least one)."""
+        health = self.health
+        if health is None:
+            return ModelRoom(count=1)
+        total = health.comfyui.vram_total_bytes
+        return ModelRoom(
+            count=max(1, len(health.profile.resident)),
+            budget_bytes=total - VRAM_HEADROOM_BYTES if total else None,
+            sizes=health.profile.model_bytes,
+        )
 
     @property
     def state(self) -> NodeState:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from statistics import fmean
 from typing import Final, Protocol
 
-from comfy_balancer.registry import NodeView
+from comfy_balancer.registry import ModelRoom, NodeView
 from comfy_balancer.settings import StrategyName
 from comfy_balancer.work import Work
 from comfy_shared.models import NodeSpeed
@@ -162,11 +162,12 @@ def with_task(node: NodeView, demand: Demand, *, placed: bool) -> NodeView:
     )
 
 
-def load_models(resident: tuple[str, ...], models: Sequence[str], room: int) -> tuple[str, ...]:
+def load_models(
+    resident: tuple[str, ...], models: Sequence[str], room: ModelRoom
+) -> tuple[str, ...]:
     """The resident models (least recently used first) after a run that used ``models``:
-    they move to the end, and the oldest go beyond ``room``."""
-    kept = tuple(model for model in resident if model not in models) + tuple(models)
-    return kept[-room:] if room > 0 else ()
+    they move to the end, and the oldest go beyond the room."""
+    return room.keep(tuple(model for model in resident if model not in models) + tuple(models))
 
 
 def fits(node: NodeView, demand: Demand) -> bool:

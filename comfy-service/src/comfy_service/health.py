@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from comfy_service.host_metrics import GpuReader, read_host_metrics
-from comfy_service.profile import LearnedProfile, Loaders, ModelProfiler
+from comfy_service.profile import Loaders, ModelProfiler
 from comfy_service.prompts import FollowedPrompts
 from comfy_service.reachability import Reachability
 from comfy_service.speed import SpeedMeter
@@ -25,7 +25,7 @@ from comfy_shared.clock import now_ms
 from comfy_shared.comfyui import ComfyClient, ComfyError
 from comfy_shared.comfyui.client import parse_object_info
 from comfy_shared.comfyui.models import model_files
-from comfy_shared.models import Capabilities, ComfyStatus, NodeHealth, NodeSpeed
+from comfy_shared.models import Capabilities, ComfyStatus, NodeHealth, NodeProfile, NodeSpeed
 from comfy_shared.node_object_info import PackedObjectInfo, stage_keep, stage_write
 from comfy_shared.redis_keys import RedisKeys
 
@@ -220,14 +220,12 @@ async def last_measured_speed(redis: Redis, keys: RedisKeys, node_id: str) -> No
         return None  # written by an incompatible version
 
 
-async def last_learned_profile(
-    redis: Redis, keys: RedisKeys, node_id: str
-) -> LearnedProfile | None:
+async def last_learned_profile(redis: Redis, keys: RedisKeys, node_id: str) -> NodeProfile | None:
     """What a previous run of this node learned of its models and shapes."""
     raw = await redis.get(keys.node_profile(node_id))
     if raw is None:
         return None
     try:
-        return LearnedProfile.model_validate_json(raw)
+        return NodeProfile.model_validate_json(raw)
     except ValueError:
         return None  # written by an incompatible version

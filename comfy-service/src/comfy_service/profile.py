@@ -27,7 +27,7 @@ nothing.
 
 Bounds: the least recently run shapes and least recently used model files beyond
 ``MAX_SHAPES`` and ``MAX_MODEL_FILES`` are forgotten. What is learned (not the residency) is
-kept in Redis (``RedisKeys.node_profile``, :class:`LearnedProfile`) and restored at start.
+kept in Redis (``RedisKeys.node_profile``, :class:`NodeProfile`) and restored at start.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from loguru import logger
-from pydantic import Field
 
 from comfy_service.speed import SpeedMeter
 from comfy_shared.models import NodeProfile
@@ -77,15 +76,6 @@ def loaded_mb(line: str) -> float | None:
         return float(match["mb"] or match["new_mb"])
     except ValueError:
         return None
-
-
-class LearnedProfile(NodeProfile):
-    """What is kept under ``RedisKeys.node_profile``: a NodeProfile (``resident`` empty: it is
-    not known after a restart) and the model files' sizes, needed to infer evictions."""
-
-    model_bytes: dict[str, int] = Field(
-        default_factory=dict, description="VRAM each model file took when loaded alone."
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +142,7 @@ class ModelProfiler:
     def __init__(
         self,
         speed: SpeedMeter,
-        initial: LearnedProfile | None = None,
+        initial: NodeProfile | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._speed = speed
@@ -312,17 +302,11 @@ class ModelProfiler:
     # --- reading and keeping -------------------------------------------------------------------
 
     def current(self) -> NodeProfile:
-        learned = self.learned()
-        return NodeProfile(
-            resident=list(self._resident),
-            load_s=learned.load_s,
-            shape_run_s=learned.shape_run_s,
-            shape_vram_bytes=learned.shape_vram_bytes,
-        )
+        return self.learned().model_copy(update={"resident": list(self._resident)})
 
-    def learned(self) -> LearnedProfile:
+    def learned(self) -> NodeProfile:
         """What is kept across restarts (tables least recently used first)."""
-        return LearnedProfile(
+        return NodeProfile(
             load_s={n: f.load_s.value for n, f in self._files.items() if f.load_s is not None},
             model_bytes={
                 n: f.size_bytes for n, f in self._files.items() if f.size_bytes is not None
@@ -333,7 +317,7 @@ class ModelProfiler:
             },
         )
 
-    def _restore(self, initial: LearnedProfile) -> None:
+    def _restore(self, initial: NodeProfile) -> None:
         # Recency survives only per table; the merge below is close enough for the bounds.
         for shape, run_s in initial.shape_run_s.items():
             self._shape(shape).run_s = _restored(run_s)

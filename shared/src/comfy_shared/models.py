@@ -344,6 +344,10 @@ class NodeProfile(BaseModel):
         default_factory=dict,
         description="The most VRAM each shape's model weights took when loaded here.",
     )
+    model_bytes: dict[str, int] = Field(
+        default_factory=dict,
+        description="VRAM each model file's weights took when it was loaded alone here.",
+    )
 
 
 class NodeHealth(BaseModel):
