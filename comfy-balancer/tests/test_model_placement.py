@@ -23,6 +23,7 @@ from comfy_balancer.scheduling import (
     run_s,
     switch_s,
     with_task,
+    with_warm_waiting,
 )
 from comfy_balancer.work import Work
 from comfy_shared.models import Capabilities, ComfyStatus, NodeHealth, NodeProfile, NodeSpeed
@@ -284,3 +285,16 @@ def test_most_wanted_weighs_count_and_age(
 )
 def test_model_pressure_table(nodes: list[NodeView], demand: Demand, expected: str | None) -> None:
     assert chosen_id(nodes, demand, ModelPressure()) == expected
+
+
+def test_a_node_keeps_to_its_models_while_they_have_work_and_helps_once_they_have_none() -> None:
+    sd15 = wants(SD15, load_s={SD15: 2.0})  # 2 s runs
+    queued = [wants(SDXL), wants(SDXL), sd15]
+    busy_sd15 = node("busy", resident=(SD15,), in_flight=2, backlog_s=6)
+    with_work = with_warm_waiting(node("sdxl", resident=(SDXL,)), queued)
+    assert with_work.warm_waiting == 2
+    # Its SDXL tasks would pay for the switch (4 x 2 s): the SD1.5 task waits for its node.
+    assert chosen_id([with_work, busy_sd15], sd15) == "busy"
+    idle = with_warm_waiting(node("sdxl", resident=(SDXL,)), [sd15])
+    assert idle.warm_waiting == 0
+    assert chosen_id([idle, busy_sd15], sd15) == "sdxl"

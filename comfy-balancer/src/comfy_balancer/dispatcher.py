@@ -33,6 +33,7 @@ from comfy_balancer.scheduling import (
     pick_node,
     with_assumed_speeds,
     with_task,
+    with_warm_waiting,
 )
 from comfy_balancer.sending import Sender
 from comfy_balancer.sweep import Sweeper, SweepReport, SweepRules
@@ -125,7 +126,9 @@ class Dispatcher:
         head = await self._queue.head(self._lookahead)
         await self._work.learn(head, queued=True)
         demands = self._demands(head, list(views.values()))
-        wanted = most_wanted([demand for _, demand in demands.values()])
+        queued = [demand for _, demand in demands.values()]
+        wanted = most_wanted(queued)
+        views = {node_id: with_warm_waiting(node, queued) for node_id, node in views.items()}
         placed = 0
         for task_id, (work, demand) in demands.items():
             if not _any_free(views):
@@ -141,14 +144,18 @@ class Dispatcher:
             if node is None:
                 continue  # no node can run it now: later tasks may still fit elsewhere
             if not node.free_slots:
-                views[node.node_id] = with_task(node, demand, placed=False)
+                views[node.node_id] = with_warm_waiting(
+                    with_task(node, demand, placed=False), queued
+                )
                 continue
             claimed = await self._queue.claim(task_id, node.node_id, node.slots)
             # -2: its API key runs as many tasks as it may; it waits, the ones behind go on.
             if claimed == -1:  # another replica filled it
                 views[node.node_id] = replace(node, in_flight=node.slots)
             elif claimed == 1:
-                views[node.node_id] = with_task(node, demand, placed=True)
+                views[node.node_id] = with_warm_waiting(
+                    with_task(node, demand, placed=True), queued
+                )
                 placed += 1
                 self._work.placed(task_id)
                 await self._place(task_id, work.graph, node)

@@ -63,6 +63,8 @@ class NodeView:
     """A busy node's next slot takes a task only once its placed work is expected to end
     within this many seconds (the dispatcher sets ``--prefetch-lead-s``)."""
     upcoming: tuple[str, ...] = ()
+    warm_waiting: int = 0
+    """Queued tasks the node could run without a switch (the dispatcher counts them)."""
     """The models resident once the work placed on it has run, least recently used first
     (the dispatcher follows the node's queue from what its service says is resident)."""
 

@@ -32,6 +32,12 @@ UNMEASURED = NodeSpeed(seconds_per_step=1.0, overhead_s=0.0, tasks_measured=0)
 balances the nodes by sampler steps."""
 
 DEFAULT_AFFINITY_WINDOW_S: Final = 20.0
+SWITCH_WEIGHT: Final = 2.0
+"""What a switch weighs against finish times: this task's delay, and the GPU time it takes
+(and the models it evicts) from work that comes later."""
+SWITCH_WEIGHT_WITH_WARM_WORK: Final = 4.0
+"""What it weighs on a node that has queued tasks it could run without one: its GPU time is
+taken from them now."""
 PRESSURE_DELAY_S: Final = 1.5
 """``model-pressure``: how long a task waits for a node holding its model before another
 node loads it (SwarmUI's figure)."""
@@ -170,6 +176,14 @@ def load_models(
     return room.keep(tuple(model for model in resident if model not in models) + tuple(models))
 
 
+def with_warm_waiting(node: NodeView, queued: Sequence[Demand]) -> NodeView:
+    """``node`` with the number of ``queued`` tasks it could run without a switch."""
+    loaded = set(node.upcoming)
+    return replace(
+        node, warm_waiting=sum(bool(d.models) and set(d.models) <= loaded for d in queued)
+    )
+
+
 def fits(node: NodeView, demand: Demand) -> bool:
     total = node.health.comfyui.vram_total_bytes if node.health else None
     return demand.vram_bytes is None or total is None or demand.vram_bytes <= total
@@ -186,11 +200,13 @@ class Strategy(Protocol):
 class EarliestFinish:
     """The node where the task would finish first: the node's placed work still to run
     (``backlog_s``), a model switch if its models will not be resident by then, and the
-    task's run time there. A switch is counted twice: once as this task's delay, once as the
-    GPU time it takes from the work behind it (and the models it evicts), so several tasks for
-    a cold model cost one load: the first one's node has the model for the next ones
-    (``with_task``), which wait for it unless its queue outweighs a second load. On a tie a
-    node with a free slot wins, then a warm one, then the least loaded.
+    task's run time there. A switch weighs more than its seconds (``SWITCH_WEIGHT``): besides
+    this task's delay it takes GPU time, and evicts models, from the work behind it; four
+    times on a node that has queued tasks it could run without it. So several tasks for a
+    cold model cost one load: the first one's node has the model for the next ones
+    (``with_task``), which wait for it unless its queue outweighs a second load; and a node
+    keeps to its models while they have work, but helps with another once they have none. On
+    a tie a node with a free slot wins, then a warm one, then the least loaded.
 
     On a mixed fleet this keeps long jobs off slow nodes once the fast ones are nearly free,
     which is what decides the makespan when the queue runs dry. Waiting for a warm node is
@@ -212,7 +228,8 @@ class EarliestFinish:
                 return node.backlog_s + run_s(node, demand)
             waits = not node.free_slots and node.backlog_s > self._window_s
             switch = switch_s(node, demand, warm_counts=not waits)
-            return node.backlog_s + 2 * switch + run_s(node, demand)
+            weight = SWITCH_WEIGHT_WITH_WARM_WORK if node.warm_waiting else SWITCH_WEIGHT
+            return node.backlog_s + weight * switch + run_s(node, demand)
 
         if not candidates:
             return None
