@@ -144,18 +144,14 @@ class Dispatcher:
             if node is None:
                 continue  # no node can run it now: later tasks may still fit elsewhere
             if not node.free_slots:
-                views[node.node_id] = with_warm_waiting(
-                    with_task(node, demand, placed=False), queued
-                )
+                views[node.node_id] = with_task(node, demand, placed=False)
                 continue
             claimed = await self._queue.claim(task_id, node.node_id, node.slots)
             # -2: its API key runs as many tasks as it may; it waits, the ones behind go on.
             if claimed == -1:  # another replica filled it
                 views[node.node_id] = replace(node, in_flight=node.slots)
             elif claimed == 1:
-                views[node.node_id] = with_warm_waiting(
-                    with_task(node, demand, placed=True), queued
-                )
+                views[node.node_id] = with_task(node, demand, placed=True)
                 placed += 1
                 self._work.placed(task_id)
                 await self._place(task_id, work.graph, node)
