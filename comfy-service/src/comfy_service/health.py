@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from typing import TypeVar
 
 from loguru import logger
+from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
@@ -208,24 +210,25 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+Kept = TypeVar("Kept", bound=BaseModel)
+
+
 async def last_measured_speed(redis: Redis, keys: RedisKeys, node_id: str) -> NodeSpeed | None:
     """The speed a previous run of this node measured: a restarted service keeps placing well
     from its first task."""
-    raw = await redis.get(keys.node_speed(node_id))
-    if raw is None:
-        return None
-    try:
-        return NodeSpeed.model_validate_json(raw)
-    except ValueError:
-        return None  # written by an incompatible version
+    return await _last_kept(redis, keys.node_speed(node_id), NodeSpeed)
 
 
 async def last_learned_profile(redis: Redis, keys: RedisKeys, node_id: str) -> NodeProfile | None:
     """What a previous run of this node learned of its models and shapes."""
-    raw = await redis.get(keys.node_profile(node_id))
+    return await _last_kept(redis, keys.node_profile(node_id), NodeProfile)
+
+
+async def _last_kept(redis: Redis, key: str, kind: type[Kept]) -> Kept | None:
+    raw = await redis.get(key)
     if raw is None:
         return None
     try:
-        return NodeProfile.model_validate_json(raw)
+        return kind.model_validate_json(raw)
     except ValueError:
         return None  # written by an incompatible version

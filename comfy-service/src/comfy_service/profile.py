@@ -12,9 +12,10 @@ known sizes of the believed-resident models, the least recently used are dropped
 VRAM in use means none is resident. A reconnection to ComfyUI (it may have restarted) forgets
 them all, and so does a restart of this service.
 
-Sizes: ComfyUI logs each load of weights onto the GPU (``loaded completely <usable MB>
-<loaded MB> <full load>`` or ``loaded partially <usable MB> <loaded MB> <patches>``,
-comfy/model_patcher.py). The MBs loaded during a run are what its new weights took: a shape's
+Sizes: ComfyUI logs each load of weights onto the GPU (comfy/model_patcher.py; since late
+2025 ``loaded completely; <usable> MB usable, <loaded> MB loaded, full load: True`` or
+``loaded partially; ...``, before ``loaded completely <usable MB> <loaded MB> <full load>``;
+both are read). The MBs loaded during a run are what its new weights took: a shape's
 VRAM is the most any run of it took; a run that loaded one file gives that file's size.
 
 Times, learned from successful runs only, as moving averages (the mean of the first few
