@@ -159,6 +159,28 @@ async def test_a_tenant_sees_only_its_own_tasks(
     assert (taken.status_code, taken.json()["code"]) == (409, "task_id_taken")
 
 
+async def test_another_tenant_s_workflow_shapes_do_not_show_in_the_nodes(
+    cluster: Cluster, as_key: Callable[..., Any]
+) -> None:
+    alice = await as_key(fresh("alice"))
+    bob = await as_key(fresh("bob"))
+    created = await alice.post("/api/v1/generate", json={"prompt": graphs.solid_image(fresh("s"))})
+    await wait_until_finished(alice, created.json()["id"])
+
+    async def profile(client: httpx.AsyncClient) -> dict[str, Any]:
+        nodes = (await client.get("/api/v1/nodes")).json()
+        found: dict[str, Any] = nodes[0]["health"]["profile"]
+        return found
+
+    async def learned() -> bool:
+        return bool((await profile(cluster.api))["shape_run_s"])  # the admin sees it
+
+    await wait_for_condition(learned, what="the node's run time of alice's workflow")
+    for tenant in (alice, bob):
+        seen = await profile(tenant)
+        assert (seen["shape_run_s"], seen["shape_vram_bytes"]) == ({}, {})
+
+
 async def test_idempotency_keys_belong_to_a_tenant_and_to_one_request(
     as_key: Callable[..., Any],
 ) -> None:

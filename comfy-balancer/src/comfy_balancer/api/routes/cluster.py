@@ -5,7 +5,7 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from comfy_balancer.deps import State
+from comfy_balancer.deps import CallerOf, State
 from comfy_balancer.registry import NodeState
 from comfy_shared.api.openapi import REDIS_UNAVAILABLE, error_responses
 from comfy_shared.clock import now_ms, utc_now
@@ -36,9 +36,11 @@ class QueueOut(BaseModel):
 
 
 @router.get("/nodes", response_model=list[NodeOut], responses=_REDIS)
-async def list_nodes(state: State) -> list[NodeOut]:
+async def list_nodes(state: State, caller: CallerOf) -> list[NodeOut]:
     """Every node that ever published health: its health document (null once dead), slots,
-    tasks in flight and state (ready, busy, comfyui-down, dead)."""
+    tasks in flight and state (ready, busy, comfyui-down, dead). The run times and VRAM each
+    node learned per workflow shape (``health.profile``) are every tenant's work: only an
+    admin key sees them; other keys get them empty."""
     return [
         NodeOut(
             node_id=node.node_id,
@@ -48,10 +50,17 @@ async def list_nodes(state: State) -> list[NodeOut]:
             in_flight=node.in_flight,
             recent_failures=node.recent_failures,
             last_seen=datetime.fromtimestamp(node.last_seen_ms / 1000, tz=utc_now().tzinfo),
-            health=node.health,
+            health=node.health if caller.sees_every_tenant else _without_shapes(node.health),
         )
         for node in await state.registry.read()
     ]
+
+
+def _without_shapes(health: NodeHealth | None) -> NodeHealth | None:
+    if health is None:
+        return None
+    profile = health.profile.model_copy(update={"shape_run_s": {}, "shape_vram_bytes": {}})
+    return health.model_copy(update={"profile": profile})
 
 
 @router.get("/queue", response_model=QueueOut, responses=_REDIS)
