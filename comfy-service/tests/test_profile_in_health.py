@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from comfy_shared.models import NodeHealth
+from comfy_shared.models import NodeHealth, NodeProfile
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.workload import graph_shape
 from comfy_testkit import graphs
@@ -100,3 +100,22 @@ async def test_after_a_restart_a_loader_comfyui_still_caches_is_no_switch(
     assert health.profile.resident == [graphs.SDXL_CHECKPOINT]
     assert health.profile.load_s == learned.profile.load_s
     assert graph_shape(graphs.txt2img("x")) in health.profile.shape_run_s
+
+
+async def test_the_learned_profile_is_kept_again_when_redis_lost_it(
+    start_emulator: EmulatorFactory, start_service: ServiceFactory, redis: Redis
+) -> None:
+    """A Redis that came back empty (no persistence) has no learned profile: the service
+    writes it again, so a later restart of the service still starts from it."""
+    emulator = start_emulator("kept-emulator", step_time_s=0.02)
+    service = start_service(emulator.url, node_id="kept")
+    await run(service, graphs.solid_image("learn"))
+
+    async def kept() -> bool:
+        raw = await redis.get(KEYS.node_profile("kept"))
+        shapes = NodeProfile.model_validate_json(raw).shape_run_s if raw else {}
+        return graph_shape(graphs.solid_image("x")) in shapes
+
+    await wait_for_condition(kept, what="the learned profile in redis")
+    await redis.delete(KEYS.node_profile("kept"))
+    await wait_for_condition(kept, what="the learned profile written again")

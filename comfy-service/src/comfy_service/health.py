@@ -123,13 +123,18 @@ class HealthPublisher:
                 # Apart from the health document, and without expiry: a restart that takes
                 # longer than the health TTL still starts from the speed measured before.
                 pipe.set(self._keys.node_speed(self._node_id), health.speed.model_dump_json())
+            profile_key = self._keys.node_profile(self._node_id)
+            profile_checked_at = None
             if profile_version != self._stored_profile_version:  # the same, kept when learned
-                learned = self._profile.learned().model_dump_json()
-                pipe.set(self._keys.node_profile(self._node_id), learned)
+                pipe.set(profile_key, self._profile.learned().model_dump_json())
+            else:  # still there? (a Redis that came back empty lost it)
+                profile_checked_at = len(pipe.command_stack)
+                pipe.exists(profile_key)
             if packed is not None:
                 self._stage_object_info(pipe, packed)
             replies = await pipe.execute()
-        self._stored_profile_version = profile_version
+        gone = profile_checked_at is not None and not replies[profile_checked_at]
+        self._stored_profile_version = None if gone else profile_version
         if packed is not None:
             await self._object_info_written(packed, kept=bool(replies[-1]))
         return health
