@@ -30,10 +30,9 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -64,18 +63,10 @@ PLACED_WITHIN_S = 5.0
 SETTLE_TIMEOUT_S = 60.0
 
 
-@pytest.fixture(autouse=True)
-def chaos_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
-    """Autouse: set up before every process of the test, so stopped after all of them."""
-    server = RestartableRedis(tmp_path / "redis")
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def redis_url(chaos_redis: RestartableRedis) -> str:
-    """Every process of the test uses this module's Redis (overrides the testkit's)."""
-    return chaos_redis.url
+def redis_url(restartable_redis: RestartableRedis) -> str:
+    """Every process of the test uses the Redis the test kills (overrides the testkit's)."""
+    return restartable_redis.url
 
 
 @dataclass
@@ -250,7 +241,7 @@ async def ended_in_comfyui(in_flight: dict[str, tuple[Node, str]]) -> list[str]:
 async def test_redis_restarted_mid_load(
     sig: signal.Signals,
     outage_s: float,
-    chaos_redis: RestartableRedis,
+    restartable_redis: RestartableRedis,
     make_cluster: Callable[..., Cluster],
 ) -> None:
     """Down for ``outage_s``: tasks end in ComfyUI meanwhile, unseen by Redis; the longer
@@ -260,7 +251,7 @@ async def test_redis_restarted_mid_load(
     ids = await start_load(cluster, tag)
 
     in_flight = await prompts_in_flight(cluster, ids)
-    chaos_redis.crash(sig)
+    restartable_redis.crash(sig)
     down_at = time.monotonic()
 
     async def dispatcher_named() -> bool:
@@ -270,7 +261,7 @@ async def test_redis_restarted_mid_load(
     await wait_for_condition(dispatcher_named, timeout_s=10, what="/readyz 503 naming it")
     await asyncio.sleep(max(0.0, outage_s - (time.monotonic() - down_at)))
     unrecorded = await ended_in_comfyui(in_flight)
-    chaos_redis.start_again()
+    restartable_redis.start_again()
     recovered_at, recovered_mono = time.time(), time.monotonic()
 
     # Tasks ComfyUI finished while Redis was down are recorded at once, not at the next
@@ -289,7 +280,7 @@ async def test_redis_restarted_mid_load(
 
     await wait_for_condition(ready_again, timeout_s=10, what="/readyz 200 again")
     ready_s = time.monotonic() - recovered_mono
-    outcome = await settle_and_audit(cluster, chaos_redis.url, tag, [*ids, probe], placed_s)
+    outcome = await settle_and_audit(cluster, restartable_redis.url, tag, [*ids, probe], placed_s)
     outcome.notes = (
         f"; {len(unrecorded)} tasks ComfyUI finished during the outage recorded "
         f"{recorded_s:.2f} s after it; /readyz 200 again after {ready_s:.2f} s"
@@ -353,7 +344,7 @@ def port_of(url: str) -> int:
 
 
 async def test_comfyui_killed_behind_its_live_service(
-    chaos_redis: RestartableRedis,
+    restartable_redis: RestartableRedis,
     make_cluster: Callable[..., Cluster],
     start_emulator: EmulatorFactory,
 ) -> None:
@@ -382,7 +373,7 @@ async def test_comfyui_killed_behind_its_live_service(
     assert done["status"] == "succeeded", done
     direct_s = time.monotonic() - recovered_mono
     outcome = await settle_and_audit(
-        cluster, chaos_redis.url, tag, [*ids, probe], placed_s, earlier=ran_there
+        cluster, restartable_redis.url, tag, [*ids, probe], placed_s, earlier=ran_there
     )
     outcome.notes = (
         f"; the {len(held)} tasks it held ran elsewhere {moved_s:.2f} s after the kill; "
@@ -392,7 +383,7 @@ async def test_comfyui_killed_behind_its_live_service(
 
 
 async def test_a_service_killed_while_its_comfyui_runs_on_completes_nothing_that_moved(
-    chaos_redis: RestartableRedis,
+    restartable_redis: RestartableRedis,
     make_cluster: Callable[..., Cluster],
     start_service: ServiceFactory,
 ) -> None:
@@ -445,7 +436,7 @@ async def test_a_service_killed_while_its_comfyui_runs_on_completes_nothing_that
     assert not hung_entry.succeeded, hung_entry
     assert await victim.control.executions(queued) == 0
     probe, placed_s = await placed_after(cluster, recovered_at, tag)
-    outcome = await settle_and_audit(cluster, chaos_redis.url, tag, [*ids, probe], placed_s)
+    outcome = await settle_and_audit(cluster, restartable_redis.url, tag, [*ids, probe], placed_s)
     outcome.notes = (
         f"; the {len(held)} tasks it held moved {moved_s:.2f} s after the kill; its ComfyUI "
         f"finished 1 of them meanwhile (not recorded), the hung and the queued one were "

@@ -2,8 +2,6 @@
 
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,16 +18,9 @@ RECORDED_WITHIN_S = 3.0
 """Well below the safety-net reconciliation's default interval (15 s)."""
 
 
-@pytest.fixture(autouse=True)
-def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
-    """Autouse: set up before the processes of the test, so stopped after them."""
-    server = RestartableRedis(tmp_path / "redis")
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def redis_url(restartable_redis: RestartableRedis) -> str:
+    """Every process of the test uses the Redis the test kills (overrides the testkit's)."""
     return restartable_redis.url
 
 

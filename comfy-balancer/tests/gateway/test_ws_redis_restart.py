@@ -5,8 +5,7 @@ the same port and data, real balancer, service and emulated ComfyUI)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -27,17 +26,9 @@ from comfy_testkit.waiting import wait_for_condition
 TEXT_TYPE = b"\x00\x00\x00\x03"
 
 
-@pytest.fixture(autouse=True)
-def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
-    """Autouse: set up before every process of the test, so stopped after all of them."""
-    server = RestartableRedis(tmp_path / "redis")
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def redis_url(restartable_redis: RestartableRedis) -> str:
-    """Every process of the test uses this Redis (overrides the testkit's)."""
+    """Every process of the test uses the Redis the test kills (overrides the testkit's)."""
     return restartable_redis.url
 
 

@@ -3,6 +3,8 @@
 - ``redis_server``: one real Redis server per test session, on a free port.
 - ``redis_url``: that server's URL, with the database flushed before each test.
 - ``redis``: an async client (decode_responses) for the test, closed afterwards.
+- ``restartable_redis``: a Redis of the test's own that it may kill and start again; a module
+  using it overrides ``redis_url`` with its URL.
 - ``s3_server``: one real S3-compatible server (moto's server mode, its own process) per test
   session, on a free port; tests make their own buckets in it.
 - ``process_log_dir``: where child processes of a test write their output.
@@ -30,6 +32,7 @@ from comfy_shared.redis_client import connect_redis
 from comfy_stack.embedded_redis import RedisServer, start_redis_server
 from comfy_testkit.cluster import Cluster, Node
 from comfy_testkit.emulator_control import EmulatorControl
+from comfy_testkit.restartable_redis import RestartableRedis
 from comfy_testkit.s3 import S3Server, start_s3_server
 from comfy_testkit.stack import (
     AUTH_HEADERS,
@@ -60,6 +63,16 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis_sync.Redis.from_url(redis_server.url) as client:
         client.flushall()
     return redis_server.url
+
+
+@pytest.fixture
+def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
+    """A Redis of the test's own, which it may kill and start again. A module that uses it
+    overrides ``redis_url`` with its URL, so every process of the test talks to it, and those
+    processes, started after it, are stopped before it."""
+    server = RestartableRedis(tmp_path / "redis")
+    yield server
+    server.stop()
 
 
 @pytest.fixture
