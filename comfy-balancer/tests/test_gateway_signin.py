@@ -14,7 +14,7 @@ from starlette.requests import HTTPConnection
 
 from comfy_balancer.auth.callers import Authenticator, Forbidden, Unauthorized
 from comfy_balancer.auth.keys import KeyStore, NewKey, secret_hash
-from comfy_balancer.gateway.signin_sessions import SESSION_COOKIE, SessionStore, session_caller
+from comfy_balancer.auth.sessions import SESSION_COOKIE, SessionStore, session_caller
 from comfy_shared.access import TRUSTED, Caller, KeyLimits, Scope
 from comfy_shared.redis_keys import RedisKeys
 from comfy_testkit.api_keys import KeyClients
@@ -210,6 +210,39 @@ async def test_a_change_carried_by_the_cookie_alone_must_come_from_this_origin(
     assert from_the_page.status_code == 200
     assert (await alice.get("/api/settings")).json() == {"Comfy.X": 2}
     assert (await alice.get("/api/userdata?dir=x&recurse=true")).json() == []
+
+
+async def test_the_cookie_stands_for_the_key_on_the_api_too(
+    cluster: Cluster, keys: KeyClients
+) -> None:
+    """What the console does: /api/v1 with the session alone, its changes from this origin
+    only, and no more than its key may."""
+    alice = await keys.make("alice")
+    generate = {"workflow": "demo", "params": {"width": 64}}
+    async with signed_in_client(cluster.balancer.url, alice.key["key"]) as cookie:
+        cookie.headers.pop("Origin")
+        refused = [
+            await cookie.post("/api/v1/generate", json=generate, headers=headers)
+            for headers in NOT_THIS_ORIGIN
+        ]
+        made = await cookie.post(
+            "/api/v1/generate", json=generate, headers={"Sec-Fetch-Site": "same-origin"}
+        )
+        listed = await cookie.get("/api/v1/tasks")
+        not_admin = await cookie.get("/api/v1/keys")
+    async with signed_in_client(cluster.balancer.url, ADMIN_KEY) as admin:
+        every_key = await admin.get("/api/v1/keys")
+    async with httpx.AsyncClient(base_url=cluster.balancer.url) as nobody:
+        anonymous = await nobody.get("/api/v1/tasks")
+
+    assert [(r.status_code, r.json()["code"]) for r in refused] == [
+        (403, "cross_site_request")
+    ] * len(NOT_THIS_ORIGIN)
+    assert made.status_code == 202, made.text
+    assert [task["id"] for task in listed.json()["tasks"]] == [made.json()["id"]]
+    assert (not_admin.status_code, not_admin.json()["code"]) == (403, "forbidden")
+    assert alice.key["id"] in [key["id"] for key in every_key.json()]
+    assert anonymous.status_code == 401
 
 
 async def test_signing_in_itself_must_come_from_this_origin(

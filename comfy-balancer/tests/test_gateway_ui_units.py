@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
+from comfy_balancer.auth.sessions import is_same_origin
 from comfy_balancer.gateway import catalogue_fleet as fleet
 from comfy_balancer.gateway.features import server_feature_flags
-from comfy_balancer.gateway.signin_sessions import is_same_origin
 from comfy_balancer.gateway.ui_static import (
     IMMUTABLE,
     REVALIDATE,

@@ -3,6 +3,7 @@ answers both apps give are in ``comfy_shared.api.openapi``)."""
 
 from __future__ import annotations
 
+from comfy_balancer.auth.sessions import SESSION_COOKIE
 from comfy_shared.api.openapi import UNAUTHORIZED, Answer, OpenApiRewrite, require_credentials
 
 NO_CAPABLE_NODE = Answer(
@@ -81,6 +82,14 @@ API_KEYS: OpenApiRewrite = require_credentials(
             "description": "An API key (`csk_...`), or the admin key.",
         },
         "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        "browserSession": {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": SESSION_COOKIE,
+            "description": "A browser's session, set by signing in at `/signin` with a key: "
+            "it stands for that key. A change it carries must come from a page of this "
+            "server (else 403 `cross_site_request`).",
+        },
     },
 )
 """Every ``/api/v1`` route takes an API key (when authentication is on, the default)."""

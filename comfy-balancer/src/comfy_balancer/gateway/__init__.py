@@ -49,7 +49,7 @@ def install_gateway(app: FastAPI) -> None:
     from comfy_balancer.gateway import ws
     from comfy_balancer.gateway.identity import install_identity
     from comfy_balancer.gateway.routes import gateway_router
-    from comfy_balancer.gateway.signin_sessions import session_user
+    from comfy_balancer.gateway.signin import session_user
 
     install_identity(app).prepend(session_user)
     app.include_router(gateway_router())

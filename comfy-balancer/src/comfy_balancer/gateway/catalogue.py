@@ -23,11 +23,10 @@ from typing import Any, Final
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from comfy_balancer.deps import State
+from comfy_balancer.deps import CallerOf, State
 from comfy_balancer.gateway import catalogue_fleet as fleet
 from comfy_balancer.gateway.catalogue_extensions import ExtensionCatalogue
 from comfy_balancer.gateway.features import server_feature_flags
-from comfy_balancer.gateway.signin_sessions import BrowserCaller
 from comfy_balancer.registry import NodeView
 
 _REGISTRY_AGE_S: Final = 1.0
@@ -47,7 +46,7 @@ async def _nodes(state: State) -> list[NodeView]:
 
 
 @router.get("/system_stats")
-async def system_stats(_: BrowserCaller, state: State) -> dict[str, Any]:
+async def system_stats(_: CallerOf, state: State) -> dict[str, Any]:
     return fleet.system_stats(
         await _nodes(state),
         frontend_version=version("comfyui-frontend-package"),
@@ -56,35 +55,35 @@ async def system_stats(_: BrowserCaller, state: State) -> dict[str, Any]:
 
 
 @router.get("/features")
-async def features(_: BrowserCaller, state: State) -> dict[str, Any]:
+async def features(_: CallerOf, state: State) -> dict[str, Any]:
     return server_feature_flags(max_upload_bytes=state.settings.max_body_bytes)
 
 
 @router.get("/embeddings")
-async def embeddings(_: BrowserCaller, state: State) -> list[str]:
+async def embeddings(_: CallerOf, state: State) -> list[str]:
     return fleet.embeddings(await _nodes(state))
 
 
 @router.get("/models")
-async def model_folders(_: BrowserCaller, state: State) -> list[str]:
+async def model_folders(_: CallerOf, state: State) -> list[str]:
     return fleet.model_folders(await _nodes(state))
 
 
 @router.get("/models/{folder}")
-async def models_in_folder(folder: str, _: BrowserCaller, state: State) -> Response:
+async def models_in_folder(folder: str, _: CallerOf, state: State) -> Response:
     names = fleet.models_in(await _nodes(state), folder)
     return JSONResponse(names) if names is not None else Response(status_code=404)
 
 
 @router.get("/experiment/models")
-async def experiment_model_folders(_: BrowserCaller, state: State) -> list[dict[str, Any]]:
+async def experiment_model_folders(_: CallerOf, state: State) -> list[dict[str, Any]]:
     # "folders" are the server's own paths in core: nothing a browser needs from a fleet.
     folders = fleet.model_folders(await _nodes(state))
     return [{"name": name, "folders": []} for name in folders if name not in MODEL_FOLDERS_HIDDEN]
 
 
 @router.get("/experiment/models/{folder}")
-async def experiment_models_in_folder(folder: str, _: BrowserCaller, state: State) -> Response:
+async def experiment_models_in_folder(folder: str, _: CallerOf, state: State) -> Response:
     names = fleet.models_in(await _nodes(state), folder)
     if names is None:
         return Response(status_code=404)
@@ -92,27 +91,27 @@ async def experiment_models_in_folder(folder: str, _: BrowserCaller, state: Stat
 
 
 @router.get("/extensions")
-async def extensions(request: Request, _: BrowserCaller, state: State) -> list[str]:
+async def extensions(request: Request, _: CallerOf, state: State) -> list[str]:
     return await extension_catalogue(request).listing(state.registry, state.nodes_client)
 
 
 @router.get("/i18n")
-async def i18n(_: BrowserCaller) -> dict[str, Any]:
+async def i18n(_: CallerOf) -> dict[str, Any]:
     return {}
 
 
 @router.get("/workflow_templates")
-async def workflow_templates(_: BrowserCaller) -> dict[str, Any]:
+async def workflow_templates(_: CallerOf) -> dict[str, Any]:
     return {}
 
 
 @router.get("/global_subgraphs")
-async def global_subgraphs(_: BrowserCaller) -> dict[str, Any]:
+async def global_subgraphs(_: CallerOf) -> dict[str, Any]:
     return {}
 
 
 @router.get("/global_subgraphs/{subgraph_id}")
-async def global_subgraph(subgraph_id: str, _: BrowserCaller) -> Response:
+async def global_subgraph(subgraph_id: str, _: CallerOf) -> Response:
     return Response(status_code=404)
 
 
@@ -127,27 +126,27 @@ async def templates_file(name: str) -> Response:
 
 
 @unprefixed.get("/internal/logs")
-async def internal_logs(_: BrowserCaller) -> str:
+async def internal_logs(_: CallerOf) -> str:
     return ""
 
 
 @unprefixed.get("/internal/logs/raw")
-async def internal_raw_logs(_: BrowserCaller) -> dict[str, Any]:
+async def internal_raw_logs(_: CallerOf) -> dict[str, Any]:
     return {"entries": [], "size": {"cols": 80, "rows": 24}}
 
 
 @unprefixed.patch("/internal/logs/subscribe")
-async def internal_logs_subscribe(_: BrowserCaller) -> Response:
+async def internal_logs_subscribe(_: CallerOf) -> Response:
     return Response(status_code=200)
 
 
 @unprefixed.get("/internal/folder_paths")
-async def internal_folder_paths(_: BrowserCaller) -> dict[str, Any]:
+async def internal_folder_paths(_: CallerOf) -> dict[str, Any]:
     return {}
 
 
 @unprefixed.get("/internal/files/{directory_type}")
-async def internal_files(directory_type: str, _: BrowserCaller) -> Response:
+async def internal_files(directory_type: str, _: CallerOf) -> Response:
     if directory_type not in INTERNAL_FILE_TYPES:
         return JSONResponse({"error": "Invalid directory type"}, status_code=400)
     return JSONResponse([])

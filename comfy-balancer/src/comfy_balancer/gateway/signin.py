@@ -2,7 +2,7 @@
 
 - ``GET /signin``: the form (or straight on to ``/`` when already signed in).
 - ``POST /signin`` (form field ``key``): checks the key as every request would, opens a
-  session (see :mod:`.signin_sessions`) and answers 303 to ``/`` with the cookie:
+  session (see :mod:`comfy_balancer.auth.sessions`) and answers 303 to ``/`` with the cookie:
   ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other site's request carries
   it), ``Secure`` over https (``--ui-cookie-secure``), ``Path=/``, for ``--ui-session-s``.
 - ``GET /signout``: who is signed in, with a button; ``POST /signout`` ends the session.
@@ -25,16 +25,20 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.requests import HTTPConnection
 
 from comfy_balancer.auth.callers import Forbidden, Unauthorized
 from comfy_balancer.auth.keys import secret_hash
-from comfy_balancer.deps import State
-from comfy_balancer.gateway.signin_sessions import (
+from comfy_balancer.auth.sessions import (
     SESSION_COOKIE,
     BrowserSession,
     require_same_origin,
+    session_caller,
     sessions_of,
 )
+from comfy_balancer.deps import State
+from comfy_balancer.gateway.identity import GatewayUser
+from comfy_balancer.lifespan import BalancerState
 from comfy_shared.access import Scope
 
 MAX_FORM_BYTES: Final = 8192
@@ -181,3 +185,12 @@ def _to(path: str) -> RedirectResponse:
 def _template() -> Template:
     page = files("comfy_balancer.gateway") / "signin_pages" / "page.html"
     return Template(page.read_text(encoding="utf-8"))
+
+
+async def session_user(
+    conn: HTTPConnection, state: BalancerState, needs: Scope
+) -> GatewayUser | None:
+    """The gateway's resolver of a browser session (tried before keys): its changes must
+    come from the same site, as the cookie travels on its own."""
+    caller = await session_caller(conn, sessions=sessions_of(state), auth=state.auth, needs=needs)
+    return GatewayUser(caller, ambient=True) if caller is not None else None

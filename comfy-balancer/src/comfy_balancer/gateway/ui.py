@@ -20,14 +20,10 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
 from comfy_balancer.auth.callers import Forbidden, Unauthorized
-from comfy_balancer.deps import State
+from comfy_balancer.auth.sessions import CrossSiteRequest
+from comfy_balancer.deps import CallerOf, State, get_caller
 from comfy_balancer.gateway import catalogue, signin, userdata
 from comfy_balancer.gateway.catalogue_extensions import ExtensionCatalogue
-from comfy_balancer.gateway.signin_sessions import (
-    BrowserCaller,
-    CrossSiteRequest,
-    browser_caller,
-)
 from comfy_balancer.gateway.ui_static import FrontendFiles, GzipCache, frontend_dir
 from comfy_balancer.gateway.userdata_store import UserdataError
 from comfy_balancer.settings import BalancerSettings
@@ -109,7 +105,7 @@ def _file_router(root: FrontendFiles, name: str) -> APIRouter:
 
 async def _may_open(request: Request, state: State) -> bool:
     try:
-        await browser_caller(request, state)
+        await get_caller(request, state)
     except (Unauthorized, Forbidden):
         return False
     return True
@@ -119,7 +115,7 @@ _extension_files = APIRouter(include_in_schema=False)
 
 
 @_extension_files.get(f"/{EXTENSIONS}/{{path:path}}")
-async def extension_file(path: str, request: Request, _: BrowserCaller, state: State) -> Response:
+async def extension_file(path: str, request: Request, _: CallerOf, state: State) -> Response:
     """A custom node's frontend file, from the reference node (cached)."""
     if "\\" in path or any(part in ("", ".", "..") for part in path.split("/")):
         return Response(status_code=404)

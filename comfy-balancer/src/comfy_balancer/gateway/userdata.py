@@ -30,8 +30,7 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from comfy_balancer.deps import State
-from comfy_balancer.gateway.signin_sessions import BrowserCaller
+from comfy_balancer.deps import CallerOf, State
 from comfy_balancer.gateway.userdata_store import (
     InvalidSettings,
     InvalidUserPath,
@@ -65,12 +64,12 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/users")
-async def users(_: BrowserCaller) -> dict[str, Any]:
+async def users(_: CallerOf) -> dict[str, Any]:
     return {"storage": "server", "migrated": True}
 
 
 @router.post("/users")
-async def new_user(_: BrowserCaller) -> JSONResponse:
+async def new_user(_: CallerOf) -> JSONResponse:
     return JSONResponse(
         {"error": "users are API keys on this server: ask an administrator for one"},
         status_code=400,
@@ -78,12 +77,12 @@ async def new_user(_: BrowserCaller) -> JSONResponse:
 
 
 @router.get("/settings")
-async def all_settings(caller: BrowserCaller, state: State) -> dict[str, Any]:
+async def all_settings(caller: CallerOf, state: State) -> dict[str, Any]:
     return await _settings(state, caller).all()
 
 
 @router.post("/settings")
-async def store_settings(request: Request, caller: BrowserCaller, state: State) -> Response:
+async def store_settings(request: Request, caller: CallerOf, state: State) -> Response:
     values = parse_strict_json(await request.body())
     if not isinstance(values, dict):
         raise InvalidSettings("the settings are a JSON object: setting id -> value")
@@ -92,13 +91,13 @@ async def store_settings(request: Request, caller: BrowserCaller, state: State) 
 
 
 @router.get("/settings/{rest:path}")
-async def one_setting(request: Request, caller: BrowserCaller, state: State) -> JSONResponse:
+async def one_setting(request: Request, caller: CallerOf, state: State) -> JSONResponse:
     setting_id = _single_segment(request, "/settings/")
     return JSONResponse(await _settings(state, caller).get(setting_id))
 
 
 @router.post("/settings/{rest:path}")
-async def store_setting(request: Request, caller: BrowserCaller, state: State) -> Response:
+async def store_setting(request: Request, caller: CallerOf, state: State) -> Response:
     setting_id = _single_segment(request, "/settings/")
     value = parse_strict_json(await request.body())
     await _settings(state, caller).merge({setting_id: value})
@@ -106,7 +105,7 @@ async def store_setting(request: Request, caller: BrowserCaller, state: State) -
 
 
 @router.get("/userdata")
-async def list_userdata(request: Request, caller: BrowserCaller, state: State) -> Response:
+async def list_userdata(request: Request, caller: CallerOf, state: State) -> Response:
     query = request.query_params
     if not query.get("dir"):
         return PlainTextResponse("Directory not provided", status_code=400)
@@ -122,14 +121,14 @@ async def list_userdata(request: Request, caller: BrowserCaller, state: State) -
 
 
 @router.get("/userdata/{rest:path}")
-async def read_userdata(request: Request, caller: BrowserCaller, state: State) -> Response:
+async def read_userdata(request: Request, caller: CallerOf, state: State) -> Response:
     path = user_path(_single_segment(request, "/userdata/"))
     file, content = await _files(state, caller).read(path)
     return _file_response(file, content)
 
 
 @router.post("/userdata/{rest:path}")
-async def write_userdata(request: Request, caller: BrowserCaller, state: State) -> Response:
+async def write_userdata(request: Request, caller: CallerOf, state: State) -> Response:
     segments = _segments(request, "/userdata/")
     query = request.query_params
     overwrite = query.get("overwrite", "true") != "false"
@@ -144,7 +143,7 @@ async def write_userdata(request: Request, caller: BrowserCaller, state: State) 
 
 
 @router.delete("/userdata/{rest:path}")
-async def delete_userdata(request: Request, caller: BrowserCaller, state: State) -> Response:
+async def delete_userdata(request: Request, caller: CallerOf, state: State) -> Response:
     path = user_path(_single_segment(request, "/userdata/"))
     await _files(state, caller).delete(path)
     return Response(status_code=204)

@@ -34,11 +34,11 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect
 
 from comfy_balancer.auth.callers import Forbidden, Unauthorized
+from comfy_balancer.auth.sessions import SESSION_COOKIE, is_same_origin
 from comfy_balancer.errors import STATUS_FOR
 from comfy_balancer.gateway import relay_messages as messages
 from comfy_balancer.gateway.features import server_feature_flags
 from comfy_balancer.gateway.identity import user_of
-from comfy_balancer.gateway.signin_sessions import SESSION_COOKIE, is_same_origin
 from comfy_balancer.gateway.ws_socket import ClientSocket, close_too_slow
 from comfy_balancer.lifespan import BalancerState
 from comfy_shared.access import Caller, Scope

@@ -1,12 +1,14 @@
 """Browser sessions: who a browser is, once its user signed in with an API key.
 
-ComfyUI's frontend sends no credential of its own, so a browser signs in once (``/signin``)
-and then carries a cookie. The cookie holds a random session id (256 bits), never the key;
-Redis keeps the session under the id's SHA-256 (a copy of Redis does not hand out live
-sessions) with the key's secret SHA-256, its id and tenant, for ``--ui-session-s``. Every
-request resolves the session through the same :class:`Authenticator` as a key in a header, so
-a session stands for exactly the caller its key does, and a key revoked since (or an admin
-key changed) ends its sessions on every replica within the authenticator's cache time.
+ComfyUI's frontend and the console send no credential of their own, so a browser signs in
+once (``/signin``) and then carries a cookie, which every route that takes an API key accepts
+instead (``comfy_balancer.deps.get_caller``). The cookie holds a random session id (256
+bits), never the key; Redis keeps the session under the id's SHA-256 (a copy of Redis does
+not hand out live sessions) with the key's secret SHA-256, its id and tenant, for
+``--ui-session-s``. Every request resolves the session through the same
+:class:`Authenticator` as a key in a header, so a session stands for exactly the caller its
+key does, and a key revoked since (or an admin key changed) ends its sessions on every
+replica within the authenticator's cache time.
 
 A cookie is sent by the browser whatever page asks, so a request that changes something and
 is authenticated by the cookie alone must come from a page of this origin
@@ -19,22 +21,21 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
-from fastapi import Depends, Request
 from pydantic import BaseModel
 from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
-from comfy_balancer.auth.callers import Authenticator, Unauthorized, needed_scope, presented_secret
-from comfy_balancer.deps import State
-from comfy_balancer.gateway.identity import GatewayUser
-from comfy_balancer.lifespan import BalancerState
+from comfy_balancer.auth.callers import Authenticator
 from comfy_shared.access import Caller, Scope
 from comfy_shared.clock import now_ms
 from comfy_shared.errors import ComfyStackError
 from comfy_shared.redis_keys import RedisKeys
+
+if TYPE_CHECKING:  # the app state holds the auth objects: importing it here would be circular
+    from comfy_balancer.lifespan import BalancerState
 
 SESSION_COOKIE: Final = "comfy_session"
 _SESSION_ID: Final = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -140,33 +141,3 @@ def _host_and_port(url: str) -> tuple[str, int] | None:
     if not parts.hostname or port is None:
         return None
     return parts.hostname.lower(), port
-
-
-async def browser_caller(request: Request, state: State) -> Caller:
-    """The caller on the gateway's routes: an API key in the request (as on ``/api/v1``),
-    else the browser's session cookie, and then a request that changes something must come
-    from a page of this origin. 401 with neither; everyone when authentication is off."""
-    needs = needed_scope(request)
-    secret = presented_secret(request)
-    if secret is not None or not state.auth.enabled:
-        return await state.auth.caller(secret, needs=needs)
-    caller = await session_caller(
-        request, sessions=sessions_of(state), auth=state.auth, needs=needs
-    )
-    if caller is None:
-        raise Unauthorized("sign in at /signin, or send an API key")
-    if needs is not Scope.READ:
-        require_same_origin(request)
-    return caller
-
-
-BrowserCaller = Annotated[Caller, Depends(browser_caller)]
-
-
-async def session_user(
-    conn: HTTPConnection, state: BalancerState, needs: Scope
-) -> GatewayUser | None:
-    """The gateway's resolver of a browser session (tried before keys): its changes must
-    come from the same site, as the cookie travels on its own."""
-    caller = await session_caller(conn, sessions=sessions_of(state), auth=state.auth, needs=needs)
-    return GatewayUser(caller, ambient=True) if caller is not None else None
