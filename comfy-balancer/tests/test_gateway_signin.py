@@ -331,7 +331,7 @@ async def test_a_link_from_another_site_reloads_the_page_once_to_find_the_cookie
     first = await browser.get("/signin", headers=cross_site)
     checked = await browser.get("/signin?checked=1", headers=cross_site)
 
-    assert '<meta http-equiv="refresh" content="0; url=/signin?checked=1">' in first.text
+    assert '<meta http-equiv="refresh" content="0; url=/signin?checked=1&amp;next=/">' in first.text
     assert "Sign in to ComfyUI" not in first.text
     assert "Sign in to ComfyUI" in checked.text
 

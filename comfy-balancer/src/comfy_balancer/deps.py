@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from comfy_balancer.auth.callers import Forbidden, needed_scope, presented_secret
+from comfy_balancer.auth.callers import Forbidden, Unauthorized, needed_scope, presented_secret
 from comfy_balancer.auth.sessions import require_same_origin, session_caller, sessions_of
 from comfy_balancer.lifespan import BalancerState
 from comfy_shared.access import Caller, Scope
@@ -43,6 +43,16 @@ async def get_caller(request: Request, state: State) -> Caller:
 
 
 CallerOf = Annotated[Caller, Depends(get_caller)]
+
+
+async def may_read(request: Request, state: BalancerState) -> bool:
+    """Whether the request's key or session may read: pages use it to send a browser that
+    is not signed in to the sign-in page rather than answer 401."""
+    try:
+        await get_caller(request, state)
+    except (Unauthorized, Forbidden):
+        return False
+    return True
 
 
 async def require_admin(caller: CallerOf) -> Caller:

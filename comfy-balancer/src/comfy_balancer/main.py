@@ -5,7 +5,17 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from comfy_balancer.api.answers import API_KEYS
-from comfy_balancer.api.routes import cluster, generate, groups, health, keys, tasks, usage
+from comfy_balancer.api.routes import (
+    cluster,
+    generate,
+    groups,
+    health,
+    keys,
+    tasks,
+    usage,
+    whoami,
+)
+from comfy_balancer.console import install_console
 from comfy_balancer.deps import get_caller, get_state
 from comfy_balancer.errors import STATUS_FOR
 from comfy_balancer.gateway import install_gateway
@@ -33,6 +43,7 @@ def create_app(settings: BalancerSettings) -> FastAPI:
             keys.router,
             groups.router,
             usage.router,
+            whoami.router,
             webhooks.router,
         ],
         authenticate=get_caller,
@@ -44,4 +55,6 @@ def create_app(settings: BalancerSettings) -> FastAPI:
     if settings.comfyui_gateway:
         install_gateway(app)
     install_ui(app, settings)
+    if settings.console:
+        install_console(app)
     return app

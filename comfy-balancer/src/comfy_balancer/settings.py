@@ -194,6 +194,12 @@ class BalancerSettings(ApiServerSettings):
         "and a sign-in page that trades an API key for a session cookie. --no-ui turns both "
         "off; the ComfyUI routes (each tenant's settings and workflows included) stay.",
     )
+    console: bool = Field(
+        default=True,
+        description="Serve the web console at /console: generate from a template, follow "
+        "tasks, nodes, the queue and usage, and (admin) API keys, with the sign-in page. "
+        "--no-console turns it off.",
+    )
     ui_cookie_secure: Literal["auto", "always"] = Field(
         default="auto",
         description="The Secure flag of the sign-in cookie: auto sets it on requests that came "

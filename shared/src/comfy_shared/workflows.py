@@ -345,6 +345,7 @@ def _param_schema(spec: ParamSpec) -> dict[str, Any]:
         schema["default"] = spec.default
     if spec.random:
         schema["description"] += " (random when unset)"
+        schema["x-random"] = True  # forms offer a dice for it
     return schema
 
 

@@ -1,8 +1,10 @@
 """The sign-in page: a browser user pastes an API key once and gets a session cookie.
 
 - ``GET /signin``: the form (or straight on to ``/`` when already signed in).
-- ``POST /signin`` (form field ``key``): checks the key as every request would, opens a
-  session (see :mod:`comfy_balancer.auth.sessions`) and answers 303 to ``/`` with the cookie:
+  ``?next=/console`` leads to the console instead (the only other page it leads to).
+- ``POST /signin`` (form fields ``key`` and ``next``): checks the key as every request would,
+  opens a session (see :mod:`comfy_balancer.auth.sessions`) and answers 303 to ``/`` (or
+  ``next``) with the cookie:
   ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other site's request carries
   it), ``Secure`` over https (``--ui-cookie-secure``), ``Path=/``, for ``--ui-session-s``.
 - ``GET /signout``: who is signed in, with a button; ``POST /signout`` ends the session.
@@ -53,34 +55,45 @@ PAGE_HEADERS: Final = {
 router = APIRouter(include_in_schema=False)
 
 
+LANDINGS: Final = ("/", "/console")
+"""Where signing in may lead (``next``): a fixed list, so a link cannot send a user who just
+signed in to another site."""
+
+
 @router.get("/signin")
 async def signin_page(request: Request, state: State) -> Response:
+    landing = _landing(request.query_params.get("next"), state)
     if not state.auth.enabled:
-        return _auth_off_page()
+        return _auth_off_page(landing)
     if await _session_of(request, state) is not None:
-        return _to("/")
+        return _to(landing)
     if (
         request.headers.get("sec-fetch-site") == "cross-site"
         and "checked" not in request.query_params
     ):
-        return _page("Signing in", "<p>One moment...</p>", head=_REFRESH_ONCE)
-    return _form_page()
+        head = _REFRESH_ONCE.substitute(next=landing)
+        return _page("Signing in", "<p>One moment...</p>", head=head)
+    return _form_page(landing)
 
 
 @router.post("/signin")
 async def sign_in(request: Request, state: State) -> Response:
+    body = await request.body()
+    landing = _landing(_form_field(body, "next"), state)
     if not state.auth.enabled:
-        return _to("/")
+        return _to(landing)
     require_same_origin(request)
-    key = _form_field(await request.body(), "key").strip()
+    key = _form_field(body, "key").strip()
     try:
         caller = await state.auth.caller(key or None, needs=Scope.READ)
     except Unauthorized:
-        return _form_page("That key is unknown or revoked.", status=401)
+        return _form_page(landing, "That key is unknown or revoked.", status=401)
     except Forbidden:
-        return _form_page("That key may not read: ask for a key with the read scope.", status=403)
+        return _form_page(
+            landing, "That key may not read: ask for a key with the read scope.", status=403
+        )
     session_id = await sessions_of(state).open(secret_hash(key), caller)
-    response = _to("/")
+    response = _to(landing)
     response.set_cookie(
         SESSION_COOKIE,
         session_id,
@@ -136,6 +149,14 @@ async def _session_of(request: Request, state: State) -> BrowserSession | None:
     return session
 
 
+def _landing(asked: str | None, state: State) -> str:
+    """``next`` when it is one of the pages signing in leads to, else this server's main
+    page: ComfyUI's, or the console where ComfyUI's frontend is off."""
+    if asked in LANDINGS:
+        return asked
+    return "/" if state.settings.ui else "/console"
+
+
 def _form_field(body: bytes, name: str) -> str:
     if len(body) > MAX_FORM_BYTES:
         return ""
@@ -143,15 +164,19 @@ def _form_field(body: bytes, name: str) -> str:
     return values.get(name, [""])[0]
 
 
-_REFRESH_ONCE: Final = '<meta http-equiv="refresh" content="0; url=/signin?checked=1">'
+_REFRESH_ONCE: Final = Template(
+    '<meta http-equiv="refresh" content="0; url=/signin?checked=1&amp;next=$next">'
+)
+_PAGE_NAMES: Final = {"/": "ComfyUI", "/console": "the console"}
 
 
-def _form_page(error: str | None = None, *, status: int = 200) -> HTMLResponse:
+def _form_page(landing: str, error: str | None = None, *, status: int = 200) -> HTMLResponse:
     shown = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
     body = (
-        "<h1>Sign in to ComfyUI</h1>"
+        f"<h1>Sign in to {_PAGE_NAMES[landing]}</h1>"
         f"{shown}"
         '<form method="post" action="/signin">'
+        f'<input type="hidden" name="next" value="{html.escape(landing)}">'
         '<label for="key">API key</label>'
         '<input id="key" name="key" type="password" autocomplete="current-password" '
         'required autofocus spellcheck="false">'
@@ -163,17 +188,17 @@ def _form_page(error: str | None = None, *, status: int = 200) -> HTMLResponse:
     return _page("Sign in", body, status=status)
 
 
-def _auth_off_page() -> HTMLResponse:
+def _auth_off_page(landing: str) -> HTMLResponse:
     body = (
         "<h1>No sign-in needed</h1>"
         "<p>Authentication is off on this server: everyone uses it as one user.</p>"
-        '<a class="button" href="/">Open ComfyUI</a>'
+        f'<a class="button" href="{landing}">Open {_PAGE_NAMES[landing]}</a>'
     )
     return _page("Sign in", body)
 
 
 def _page(title: str, body: str, *, status: int = 200, head: str = "") -> HTMLResponse:
-    text = _template().substitute(title=html.escape(f"{title} - ComfyUI"), body=body, head=head)
+    text = _template().substitute(title=html.escape(title), body=body, head=head)
     return HTMLResponse(text, status_code=status, headers=PAGE_HEADERS)
 
 

@@ -19,9 +19,8 @@ from typing import Final
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
-from comfy_balancer.auth.callers import Forbidden, Unauthorized
 from comfy_balancer.auth.sessions import CrossSiteRequest
-from comfy_balancer.deps import CallerOf, State, get_caller
+from comfy_balancer.deps import CallerOf, State, may_read
 from comfy_balancer.gateway import catalogue, signin, userdata
 from comfy_balancer.gateway.catalogue_extensions import ExtensionCatalogue
 from comfy_balancer.gateway.ui_static import FrontendFiles, GzipCache, frontend_dir
@@ -47,8 +46,9 @@ def install_ui(app: FastAPI, settings: BalancerSettings) -> None:
         app.include_router(router)
         app.include_router(router, prefix=COMFYUI_API_PREFIX)
     app.include_router(catalogue.unprefixed)
-    if settings.ui:
+    if settings.ui or settings.console:
         app.include_router(signin.router)
+    if settings.ui:
         install_frontend(app, frontend_dir())
 
 
@@ -76,7 +76,7 @@ def _index_router(root: FrontendFiles) -> APIRouter:
     @router.api_route("/", methods=["GET", "HEAD"])
     @router.api_route(f"/{INDEX}", methods=["GET", "HEAD"])
     async def index(request: Request, state: State) -> Response:
-        if not await _may_open(request, state):
+        if not await may_read(request, state):
             return RedirectResponse(
                 "/signin", status_code=303, headers={"Cache-Control": "no-store"}
             )
@@ -101,14 +101,6 @@ def _file_router(root: FrontendFiles, name: str) -> APIRouter:
         return await root.get_response(name, request.scope)
 
     return router
-
-
-async def _may_open(request: Request, state: State) -> bool:
-    try:
-        await get_caller(request, state)
-    except (Unauthorized, Forbidden):
-        return False
-    return True
 
 
 _extension_files = APIRouter(include_in_schema=False)
