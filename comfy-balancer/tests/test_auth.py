@@ -16,7 +16,7 @@ from comfy_testkit.cluster import Cluster
 from comfy_testkit.stack import ADMIN_KEY
 from comfy_testkit.waiting import wait_for_condition
 
-OPEN_PATHS = {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+OPEN_PATHS = {"/healthz", "/readyz", "/docs", "/redoc", "/openapi.json"}
 SAMPLE_PATH_VALUES = {
     "task_id": "t-1",
     "index": "0",

@@ -6,7 +6,7 @@ from redis.asyncio import Redis
 from comfy_shared.models import Band, TaskRecord
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import Signals
-from comfy_shared.task_queue import TASK_QUEUED, QueueAtCapacity, Share, TaskQueue
+from comfy_shared.task_queue import FIFO_FLOW, TASK_QUEUED, QueueAtCapacity, Share, TaskQueue
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TASK_ENDED, TaskStore
 from comfy_testkit.records import on_node, run, succeed
@@ -139,6 +139,26 @@ async def test_stats_count_by_band_and_know_the_oldest(queue: TaskQueue) -> None
     assert stats.pending == 2
     assert stats.by_band == {Band.INTERACTIVE: 1, Band.BATCH: 1}
     assert (stats.aged, stats.oldest_queued_ms is not None) == (0, True)
+
+
+async def test_waiting_tasks_are_counted_per_tenant_in_fair_and_fifo_flows(
+    queue: TaskQueue,
+) -> None:
+    placed = [  # (id, tenant, band, flow): "*" is the one flow of a band under fifo
+        ("a1", "ann", Band.STANDARD, "ann"), ("a2", "ann", Band.BATCH, "ann"),
+        ("a3", "ann", Band.STANDARD, "ann"), ("b1", "bo", Band.STANDARD, "bo"),
+        ("f1", "ann", Band.INTERACTIVE, FIFO_FLOW), ("f2", "cy", Band.INTERACTIVE, FIFO_FLOW),
+        ("gone", "dee", Band.STANDARD, "dee"),
+    ]  # fmt: skip
+    for task_id, tenant, band, flow in placed:
+        record = TaskRecord(id=task_id, tenant=tenant, band=band)
+        await queue.submit(record, PROMPT, share=Share(flow=flow))
+    assert await queue.claim("a3", "n1", 5) == 1  # running: no longer waiting
+    assert await queue.remove("gone")
+
+    assert await queue.waiting_by_tenant() == {"ann": 3, "bo": 1, "cy": 1}
+    assert await queue.waiting_by_tenant("ann") == {"ann": 3}
+    assert await queue.waiting_by_tenant("dee") == {}
 
 
 async def test_priority_out_of_range_is_refused(queue: TaskQueue) -> None:

@@ -54,6 +54,8 @@ TASK_QUEUED: Final = "task-queued"
 """Signal sent when a task enters (or re-enters) the pending queue."""
 FIFO_FLOW: Final = "*"
 """The one flow of a band under the ``fifo`` policy."""
+FIFO_COUNT_SCAN: Final = 1000
+"""Tasks of a ``fifo`` flow (every tenant's) read at most to count them per tenant."""
 
 # Where a queued or placed task came from and whose it is: its score (so it goes back to its
 # old place), enqueue time, API key and group (whose queued and running tasks are counted, so
@@ -538,6 +540,40 @@ class TaskQueue:
             args={"task_id": task_id, "aged_before_ms": self._aged_before_ms()},
         )
         return None if result is None else int(result)
+
+    async def waiting_by_tenant(self, tenant: str | None = None) -> dict[str, int]:
+        """Waiting tasks per tenant (only ``tenant``'s, or every tenant's), tenants with none
+        left out. A ``fair`` flow is one tenant's tasks in one band: counted exactly, a
+        ZCARD each. A ``fifo`` flow holds every tenant's tasks: only its first
+        ``FIFO_COUNT_SCAN`` are counted, from their records. Two or three round trips."""
+        flows = await self._flows(tenant)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for band_rank, name in flows:
+                key = self._keys.queue_flow(band_rank, name)
+                if name == FIFO_FLOW:
+                    pipe.zrange(key, 0, FIFO_COUNT_SCAN - 1)
+                else:
+                    pipe.zcard(key)
+            replies = await pipe.execute()
+        counts: dict[str, int] = {}
+        mixed: list[str] = []
+        for (_, name), reply in zip(flows, replies, strict=True):
+            if name == FIFO_FLOW:
+                mixed.extend(reply)
+            elif reply:
+                counts[name] = counts.get(name, 0) + int(reply)
+        for record in (await self._store.find_many(mixed)).values() if mixed else ():
+            if record is not None and tenant in (None, record.tenant):
+                counts[record.tenant] = counts.get(record.tenant, 0) + 1
+        return counts
+
+    async def _flows(self, tenant: str | None) -> list[tuple[int, str]]:
+        """(band rank, flow name) of ``tenant``'s flows and the ``fifo`` ones, or of every
+        flow that ever had a task (one per tenant and band: the flows hash never shrinks)."""
+        if tenant is not None:
+            return [(band.rank, name) for band in Band for name in (tenant, FIFO_FLOW)]
+        fields = cast(list[str], await self._redis.hkeys(self._keys.queue_flows()))
+        return [(int(rank), name) for rank, _, name in (f.partition(":") for f in fields)]
 
     async def length(self) -> int:
         return await self._redis.zcard(self._keys.pending_queue())

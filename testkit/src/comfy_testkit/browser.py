@@ -46,7 +46,8 @@ class NetworkAnswer:
 
 @dataclass
 class PageRecord:
-    """What one browser saw: answers in order, failed loads, console lines."""
+    """What one browser saw: answers in order, failed loads (url, error; ``blocked:<reason>``
+    for one the browser refused to send, e.g. ``blocked:csp``), console lines."""
 
     answers: list[NetworkAnswer] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -72,7 +73,8 @@ class PageRecord:
             self.answers.append(NetworkAnswer(verb, response["url"], int(response["status"])))
         elif method == "Network.loadingFailed" and not params.get("canceled"):
             url = self._methods.get(request_id, ("", "?"))[1]
-            self.failed.append((url, str(params.get("errorText"))))
+            blocked = params.get("blockedReason")  # e.g. "csp": never sent
+            self.failed.append((url, f"blocked:{blocked}" if blocked else str(params["errorText"])))
 
     def errors(self) -> list[str]:
         """Console lines of level SEVERE (errors, failed loads)."""

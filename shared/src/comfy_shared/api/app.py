@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from comfy_shared.access import Caller, visible_task
 from comfy_shared.api.body_limit import BodyLimitsMiddleware
+from comfy_shared.api.docs_pages import install_docs_pages
 from comfy_shared.api.errors import ErrorTable, install_error_handlers
 from comfy_shared.api.openapi import (
     INVALID_EVENT_ID,
@@ -80,13 +81,17 @@ def build_app(
 ) -> FastAPI:
     """The app: ``routers`` under ``/api/v1``, each route behind ``authenticate`` (which may
     refuse with 401/403), as ``credentials`` documents (``require_credentials``); ``health``
-    and the OpenAPI pages stay open."""
+    and the API description (``/openapi.json``, ``/docs``, ``/redoc`` and their files, served
+    by the app itself) stay open."""
     app = FastAPI(
         title=distribution,
         version=version(distribution),
         description=description,
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs_pages, without a CDN
+        redoc_url=None,
     )
+    install_docs_pages(app)
     app.state.templates = templates
     app.state.request_limits = RequestLimits.of(settings)
     app.state.url_fetcher = settings.url_fetcher()
