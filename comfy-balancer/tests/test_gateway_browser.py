@@ -7,8 +7,7 @@ chromium-driver are missing (``./dev test`` installs them as root)."""
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +19,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from comfy_testkit import graphs
 from comfy_testkit.api import submit
 from comfy_testkit.api_keys import KeyClient, KeyClients
-from comfy_testkit.browser import MISSING, NetworkAnswer, PageRecord, chromium, chromium_binaries
+from comfy_testkit.browser import MISSING, NetworkAnswer, PageRecord, chromium_binaries
 from comfy_testkit.cluster import Cluster
 from comfy_testkit.stack import RunningComponent
 from comfy_testkit.waiting import wait_for_condition
@@ -60,21 +59,6 @@ async def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
 async def keys(cluster: Cluster) -> AsyncIterator[KeyClients]:
     async with KeyClients(cluster) as made:
         yield made
-
-
-@pytest.fixture
-def browsers(tmp_path: Path) -> Iterator[Callable[[str], WebDriver]]:
-    """``browsers("alice-laptop")``: a Chromium with its own profile (its own cookies)."""
-    opened: list[Any] = []
-
-    def open_browser(name: str) -> WebDriver:
-        context = chromium(tmp_path / f"profile-{name}")
-        opened.append(context)
-        return context.__enter__()
-
-    yield open_browser
-    for context in reversed(opened):
-        context.__exit__(None, None, None)
 
 
 def sign_in(driver: WebDriver, url: str, key: str) -> None:

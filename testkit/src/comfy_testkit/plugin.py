@@ -27,9 +27,11 @@ import httpx
 import pytest
 import redis as redis_sync
 from redis.asyncio import Redis
+from selenium.webdriver import Chrome as WebDriver
 
 from comfy_shared.redis_client import connect_redis
 from comfy_stack.embedded_redis import RedisServer, start_redis_server
+from comfy_testkit.browser import chromium
 from comfy_testkit.cluster import Cluster, Node
 from comfy_testkit.emulator_control import EmulatorControl
 from comfy_testkit.restartable_redis import RestartableRedis
@@ -195,6 +197,22 @@ async def make_cluster(
 @pytest.fixture
 async def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     return make_cluster()
+
+
+@pytest.fixture
+def browsers(tmp_path: Path) -> Iterator[Callable[[str], WebDriver]]:
+    """``browsers("alice-laptop")``: a headless Chromium with its own profile (its own
+    cookies), quit at the end of the test."""
+    opened: list[Any] = []
+
+    def open_browser(name: str) -> WebDriver:
+        context = chromium(tmp_path / f"profile-{name}")
+        opened.append(context)
+        return context.__enter__()
+
+    yield open_browser
+    for context in reversed(opened):
+        context.__exit__(None, None, None)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

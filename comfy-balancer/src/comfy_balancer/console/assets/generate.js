@@ -235,6 +235,8 @@ class TaskPanel {
       this.progress.max = progress?.max || 1;
       this.progress.value = progress?.value || 0;
     }
+    if (task.status === this.shownStatus) return; // the Cancel button keeps its focus
+    this.shownStatus = task.status;
     if (TERMINAL.includes(task.status)) this.finished(task);
     else if (may("submit")) {
       fill(this.actions, h("button", {

@@ -3,6 +3,8 @@ import { api } from "./api.js";
 import { showError } from "./app.js";
 import { field, fill, h, table, when } from "./dom.js";
 
+// The API's name rule, as the browser checks it (the v flag wants "-" escaped in a class).
+const NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}";
 const SCOPES = [
   ["submit", "submit and cancel tasks"],
   ["read", "read tasks, nodes and the queue"],
@@ -30,9 +32,9 @@ export async function render(view, { me }) {
 }
 
 function createForm(created, refresh) {
-  const name = h("input", { type: "text", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+  const name = h("input", { type: "text", required: true, pattern: NAME_PATTERN,
     autocomplete: "off", spellcheck: "false" });
-  const tenant = h("input", { type: "text", pattern: "[A-Za-z0-9][A-Za-z0-9._-]{0,63}", autocomplete: "off",
+  const tenant = h("input", { type: "text", pattern: NAME_PATTERN, autocomplete: "off",
     spellcheck: "false", placeholder: "the name" });
   const scopes = SCOPES.map(([scope, what]) => {
     const box = h("input", { type: "checkbox", id: `scope-${scope}`, value: scope, checked: scope !== "admin" });

@@ -21,12 +21,22 @@ export async function render(view, { arg: taskId }) {
       h("section", { "aria-labelledby": "log-h" }, h("h2", { id: "log-h" }, "Log"),
         h("p", { class: "muted" }, "Lines of the balancer, the service and ComfyUI about this task."), log)));
 
+  let shownStatus = null;
+  let shownOutputs = -1;
   const show = (current, standing) => {
     task = current;
     fill(summary, summaryOf(task, standing));
-    fill(problem, task.error ? errorOf(task.error) : null);
-    fill(outputs, gallery(task));
-    fill(actions, actionsOf(task, view, (changed) => show(changed)));
+    if (task.outputs.length !== shownOutputs) {
+      shownOutputs = task.outputs.length;
+      fill(outputs, gallery(task));
+    }
+    // Redrawn only when the status changes: a button redrawn at every step would lose the
+    // keyboard focus.
+    if (task.status !== shownStatus) {
+      shownStatus = task.status;
+      fill(problem, task.error ? errorOf(task.error) : null);
+      fill(actions, actionsOf(task, view, (changed) => show(changed)));
+    }
   };
   show(task, task.queue_position !== null ? { queue_position: task.queue_position, eta: task.eta } : null);
 
