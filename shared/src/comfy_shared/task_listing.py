@@ -23,7 +23,7 @@ from comfy_shared.lua import LuaScript
 from comfy_shared.models import TaskRecord
 from comfy_shared.task_state import TaskStatus
 
-DEFAULT_BUDGET: Final = 10_000
+DEFAULT_BUDGET: Final = 5_000
 """Candidates one call examines at most: a few milliseconds of Redis time (see
 BENCHMARKS.md), so a listing never holds Redis up for long, whatever the filter."""
 
@@ -104,23 +104,30 @@ local function text(value)  -- a field of a decoded record: JSON null is cjson.n
   return ''
 end
 
-local function filter_fields(key)
-  local fields = redis.call('HMGET', key, 'status', 'node', 'workflow')
-  if fields[1] and not fields[3] and (ARG.node ~= '' or ARG.workflow ~= '') then
-    -- written before the store kept these fields: read them from the record
-    local record = cjson.decode(redis.call('HGET', key, 'record'))
-    fields[2], fields[3] = text(record.node_id), text(record.workflow)
-  end
-  return fields
+local RECORD_FIELD = {node = 'node_id', workflow = 'workflow'}
+local function from_record(key, field)  -- a task stored before the store kept the field
+  local record = redis.call('HGET', key, 'record')
+  if not record then return nil end
+  return text(cjson.decode(record)[RECORD_FIELD[field]])
 end
 
-local wanted = {}
+-- Only the fields a filter names are read: each read costs, over thousands of candidates.
+local wanted, fields, tests = {}, {}, {}
+local function check(field, test) fields[#fields + 1], tests[#tests + 1] = field, test end
 for status in string.gmatch(ARG.statuses, '[^,]+') do wanted[status] = true end
-local function matches(fields)
-  if not fields[1] then return false end  -- expired or forgotten, still indexed
-  if ARG.statuses ~= '' and not wanted[fields[1]] then return false end
-  if ARG.node ~= '' and fields[2] ~= ARG.node then return false end
-  return ARG.workflow == '' or fields[3] == ARG.workflow
+if ARG.statuses ~= '' then check('status', function(value) return wanted[value] end) end
+if ARG.node ~= '' then check('node', function(value) return value == ARG.node end) end
+if ARG.workflow ~= '' then check('workflow', function(value) return value == ARG.workflow end) end
+
+local function matches(key)
+  if #fields == 0 then return true end
+  local values = redis.call('HMGET', key, unpack(fields))
+  for i, test in ipairs(tests) do
+    local value = values[i]
+    if not value and fields[i] ~= 'status' then value = from_record(key, fields[i]) end
+    if not value or not test(value) then return false end  -- not value: the task is gone
+  end
+  return true
 end
 
 local first = tonumber(ARG.skip)
@@ -133,21 +140,27 @@ if ARG.since_ms ~= '' then last = redis.call('ZCOUNT', KEY.index, ARG.since_ms, 
 local stop = math.min(last, first + tonumber(ARG.budget) - 1)
 if stop < first then return {'', '', 0} end
 
-local listed = redis.call('ZREVRANGE', KEY.index, first, stop, 'WITHSCORES')
-local found, limit, examined = {}, tonumber(ARG.limit), 0
-for i = 1, #listed, 2 do
-  examined = examined + 1
-  local key = ARG.task_prefix .. listed[i]
-  if matches(filter_fields(key)) then
-    found[#found + 1] = redis.call('HGET', key, 'record')
-    if #found == limit then break end
+-- In chunks: a page of a common filter needs a few candidates, not the whole budget.
+local found, limit, examined, at = {}, tonumber(ARG.limit), 0, first
+local last_id, last_score = '', ''
+while at <= stop and #found < limit do
+  local chunk = math.min(stop, at + math.max(limit, 100) * 2 - 1)
+  local listed = redis.call('ZREVRANGE', KEY.index, at, chunk, 'WITHSCORES')
+  for i = 1, #listed, 2 do
+    examined = examined + 1
+    last_id, last_score = listed[i], listed[i + 1]
+    local key = ARG.task_prefix .. last_id
+    -- no record: expired or forgotten, still indexed
+    local record = matches(key) and redis.call('HGET', key, 'record')
+    if record then
+      found[#found + 1] = record
+      if #found == limit then break end
+    end
   end
+  at = chunk + 1
 end
 local reply = {'', '', examined}
-if first + examined - 1 < last then
-  local at = 2 * examined - 1
-  reply[1], reply[2] = listed[at + 1], listed[at]
-end
+if first + examined - 1 < last then reply[1], reply[2] = last_score, last_id end
 for _, record in ipairs(found) do reply[#reply + 1] = record end
 return reply
 """,

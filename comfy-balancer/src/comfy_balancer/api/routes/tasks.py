@@ -132,7 +132,7 @@ async def list_tasks(
     that match every filter given, newest first; pass ``next_cursor`` back as ``cursor``,
     with the same filters, for the next page.
 
-    Each request examines at most 10,000 tasks (so a rare filter never holds Redis up): when
+    Each request examines at most 5,000 tasks (so a rare filter never holds Redis up): when
     they run out before ``limit`` tasks matched, the page holds those that did and a
     ``next_cursor`` to go on from. The cursor is the last task examined (its creation time
     and id), so tasks created while a client pages sort before it: no page repeats or skips
