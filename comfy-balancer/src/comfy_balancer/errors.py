@@ -6,7 +6,7 @@ ComfyStackError (comfy_shared.errors)
 ├── QueueFull              the pending queue is at its limit -> 429 with Retry-After
 ├── BudgetExhausted        the key used its GPU-seconds of the day or month -> 429, Retry-After
 ├── InvalidUsageRange      a usage report's days are no days, reversed or too many -> 422
-├── OtherTenant            a key asked for another tenant's usage -> 403
+├── OtherTenant            a key asked for another tenant's usage or tasks -> 403
 ├── NoCapableNode          no live node offers what the graph needs -> 422, with details
 ├── UnknownWorkflow        no template of that name -> 422
 ├── OutputNotFound, OutputExpired, RangeNotSatisfiable  (shared) a download -> 404, 410, 416

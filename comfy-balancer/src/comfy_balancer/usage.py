@@ -32,7 +32,7 @@ class InvalidUsageRange(ComfyStackError):
 
 class OtherTenant(ComfyStackError):
     def __init__(self) -> None:
-        super().__init__("an API key sees only its own tenant's usage")
+        super().__init__("an API key sees only its own tenant's usage and tasks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +70,8 @@ def _parse_day(name: str, text: str) -> date:
 
 
 def tenants_to_report(caller: Caller, tenant: str | None) -> str | None:
-    """The one tenant the report is about, or None for every tenant (admins only)."""
+    """The one tenant a report (or a task list) is about, or None for every tenant (admins
+    only); a key that is not an admin key may name its own tenant only."""
     if caller.sees_every_tenant:
         return tenant
     if tenant is not None and tenant != caller.tenant:

@@ -4,7 +4,10 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 ---------------------------  ------  --------------  ---------------------------------------------
 {p}:task:{id}                hash    task store      none while active; retention once terminal.
                                                      Fields: status, version (bumped by every
-                                                     write), record (TaskRecord JSON).
+                                                     write), record (TaskRecord JSON); node
+                                                     and workflow (the record's node_id and
+                                                     workflow, '' for none: what a listing
+                                                     filters on; absent on older tasks)
 {p}:task:{id}:prompt         string  task store      as the task; the graph the node runs (a
                                                      template is expanded once, at intake)
 {p}:task:{id}:inputs         hash    task store      until the task ends (deleted then); file

@@ -39,6 +39,8 @@ LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRI
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
+NODE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+"""A node's (a process's) name: a Redis key part and a filter of the task list."""
 INTERNAL_TOKEN_ENV = "COMFY_INTERNAL_TOKEN"
 """One variable for the service and the balancer alike (each also reads its prefixed name)."""
 MIN_INTERNAL_TOKEN_CHARS = 16
@@ -83,7 +85,7 @@ class CommonSettings(BaseSettings):
     )
     node_id: str = Field(
         default_factory=socket.gethostname,
-        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        pattern=NODE_ID_PATTERN,
         description="Name of this process in logs and in Redis (default: the host name).",
     )
     log_level: LogLevel = Field(default="INFO", description="Lowest level that is logged.")

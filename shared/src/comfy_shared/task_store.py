@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
-from comfy_shared import lifecycle, usage, webhook_outbox
+from comfy_shared import lifecycle, task_listing, usage, webhook_outbox
 from comfy_shared.clock import now_ms, utc_now
 from comfy_shared.errors import ConcurrentUpdate, InvalidTransition, TaskNotFound
 from comfy_shared.lua import LuaScript
@@ -42,6 +42,8 @@ CREATE_TASK: Final = LuaScript(
         "task_id",
         "record",
         "status",
+        "node",
+        "workflow",
         "prompt",
         "inputs",
         "origin",
@@ -52,7 +54,8 @@ CREATE_TASK: Final = LuaScript(
     ),
     body="""
 if redis.call('EXISTS', KEY.task) == 1 then return redis.call('HGET', KEY.task, 'record') end
-redis.call('HSET', KEY.task, 'status', ARG.status, 'version', 1, 'record', ARG.record)
+redis.call('HSET', KEY.task, 'status', ARG.status, 'version', 1, 'record', ARG.record,
+           'node', ARG.node, 'workflow', ARG.workflow)
 if ARG.prompt ~= '' then redis.call('SET', KEY.prompt, ARG.prompt) end
 if ARG.origin ~= '' then redis.call('SET', KEY.origin, ARG.origin) end
 local inputs = cjson.decode(ARG.inputs)
@@ -70,13 +73,13 @@ anyway: one round trip less). The queue's submit script runs it before queueing.
 
 _WRITE_TASK: Final = LuaScript(
     keys=("task", "events"),
-    args=("version", "status", "record", "event", "events_maxlen"),
+    args=("version", "status", "node", "record", "event", "events_maxlen"),
     body="""
 local version = redis.call('HGET', KEY.task, 'version')
 if not version then return 'missing' end
 if version ~= ARG.version then return 'stale' end
 redis.call('HSET', KEY.task, 'status', ARG.status, 'version', tonumber(version) + 1,
-           'record', ARG.record)
+           'node', ARG.node, 'record', ARG.record)
 local id = redis.call('XADD', KEY.events, 'MAXLEN', '~', ARG.events_maxlen, '*', 'event', ARG.event)
 """,
 )
@@ -205,6 +208,7 @@ class TaskStore:
         self._end_keyed = _END_KEYED_TASK.register(redis)
         self._field_of_each = redis.register_script(_FIELD_OF_EACH)
         self._recent_statuses = redis.register_script(_RECENT_STATUSES)
+        self._list = task_listing.LIST_TASKS.register(redis)
 
     # --- creating ------------------------------------------------------------------------------
 
@@ -244,6 +248,8 @@ class TaskStore:
             "task_id": record.id,
             "record": record.model_dump_json(),
             "status": record.status.value,
+            "node": record.node_id or "",
+            "workflow": record.workflow or "",
             "prompt": json.dumps(prompt) if prompt is not None else "",
             "inputs": json.dumps(inputs) if inputs else "{}",
             "origin": origin.model_dump_json() if origin is not None else "",
@@ -304,6 +310,23 @@ class TaskStore:
             Listed(task_id, int(created_ms), TaskStatus(status) if status else None)
             for task_id, created_ms, status in json.loads(listed)
         ]
+
+    async def list_recent(
+        self,
+        tenant: str | None,
+        filters: task_listing.TaskFilter,
+        *,
+        limit: int,
+        after: task_listing.ListPosition | int | None = None,
+        budget: int = task_listing.DEFAULT_BUDGET,
+    ) -> task_listing.TaskListing:
+        """Up to ``limit`` recent tasks (of one tenant, or of all) that match ``filters``,
+        newest first, from behind ``after``, examining at most ``budget`` tasks: fewer than
+        ``limit`` with a ``next`` position means the budget ran out, not the tasks. One round
+        trip (see :mod:`comfy_shared.task_listing`)."""
+        index = self._keys.tenant_recent(tenant) if tenant else self._keys.recent_tasks()
+        args = task_listing.list_arguments(self._keys.task(""), filters, after, limit, budget)
+        return task_listing.listing_of(await self._list(keys={"index": index}, args=args))
 
     async def statuses(self, task_ids: list[str]) -> dict[str, TaskStatus | None]:
         """Each task's status (None: no such task), in one round trip: far less to read than
@@ -511,6 +534,7 @@ class TaskStore:
         args: dict[str, str | int] = {
             "version": version,
             "status": record.status.value,
+            "node": record.node_id or "",
             "record": record.model_dump_json(),
             "event": event.model_dump_json(),
             "events_maxlen": self._events_maxlen,

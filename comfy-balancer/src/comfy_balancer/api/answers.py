@@ -52,7 +52,9 @@ INVALID_RANGE = Answer(
     "longer than 400 days.",
 )
 TENANT_NOT_ALLOWED = Answer(
-    403, "tenant_not_allowed", "the API key sees only its own tenant's usage (not an admin key)."
+    403,
+    "tenant_not_allowed",
+    "the API key sees only its own tenant's usage and tasks (not an admin key).",
 )
 TASK_ID_TAKEN = Answer(409, "task_id_taken", "another tenant's task has this `task_id`.")
 KEY_NOT_FOUND = Answer(404, "key_not_found", "no API key with this id.")

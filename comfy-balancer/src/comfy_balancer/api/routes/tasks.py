@@ -1,19 +1,23 @@
 from __future__ import annotations
 
+import math
+import re
 from contextlib import AsyncExitStack
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.background import BackgroundTask
 
-from comfy_balancer.api.answers import NODE_UNAVAILABLE
+from comfy_balancer.api.answers import NODE_UNAVAILABLE, TENANT_NOT_ALLOWED
 from comfy_balancer.deps import CallerOf, State
 from comfy_balancer.errors import NodeUnavailable
 from comfy_balancer.lifespan import BalancerState
 from comfy_balancer.service_client import NodeUnreachable
-from comfy_shared.access import visible_task
+from comfy_balancer.usage import tenants_to_report
+from comfy_shared.access import NAME_PATTERN, visible_task
 from comfy_shared.api.openapi import (
     BUSY,
     INVALID_REQUEST,
@@ -30,6 +34,7 @@ from comfy_shared.api.openapi import (
 )
 from comfy_shared.api.schemas import OutputView, TaskView
 from comfy_shared.api.task_ids import TaskIdInPath
+from comfy_shared.models import TASK_ID_PATTERN
 from comfy_shared.outputs.catalog import release_outputs
 from comfy_shared.outputs.serving import (
     OutputExpired,
@@ -38,6 +43,8 @@ from comfy_shared.outputs.serving import (
     serve_unstored_text,
 )
 from comfy_shared.outputs.texts import is_text
+from comfy_shared.settings import NODE_ID_PATTERN
+from comfy_shared.task_listing import ListPosition, TaskFilter
 from comfy_shared.task_state import TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -47,37 +54,121 @@ PRESIGNED_EXPIRES_S = 300
 
 class TaskPage(BaseModel):
     tasks: list[TaskView]
-    next_cursor: str | None
+    next_cursor: str | None = Field(
+        description="Pass it back as `cursor` (with the same filters) for the next page; "
+        "null: there is none. A page may hold fewer tasks than `limit` (even none) and "
+        "still have a next one: each request examines a bounded number of tasks."
+    )
+
+
+_ID = TASK_ID_PATTERN.removeprefix("^").removesuffix("$")
+CURSOR_PATTERN: Final = rf"^([0-9]{{1,18}}|[0-9]{{1,15}}:{_ID})$"
+"""``<created ms>:<task id>``: the last task a page examined. The plain offsets (at most 18
+digits, any offset Redis can take) of earlier versions are still taken."""
+
+Statuses = Annotated[
+    list[TaskStatus] | None,
+    Query(max_length=len(TaskStatus), description="Any of these (repeat the parameter)."),
+]
+Tenant = Annotated[
+    str | None,
+    Query(
+        pattern=NAME_PATTERN,
+        description="One tenant's tasks (default: yours; an admin: every tenant's). A key that "
+        "is not an admin key may name only its own tenant.",
+    ),
+]
+Workflow = Annotated[
+    str | None,
+    Query(
+        min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="Made from this workflow template.",
+    ),
+]  # fmt: skip
+Node = Annotated[
+    str | None, Query(pattern=NODE_ID_PATTERN, description="Placed last on this node.")
+]
+_DATE_FIRST = re.compile(r"[0-9]{4}-")
+
+
+def _iso_8601(value: object) -> object:
+    """Pydantic reads a number as seconds since the epoch: the filters take dates only."""
+    if isinstance(value, str) and not _DATE_FIRST.match(value):
+        raise ValueError("not an ISO 8601 date and time")
+    return value
+
+
+Moment = Annotated[datetime, BeforeValidator(_iso_8601)]
+Since = Annotated[
+    Moment | None,
+    Query(description="Created at or after this time (ISO 8601; no offset: UTC)."),
+]
+Until = Annotated[
+    Moment | None, Query(description="Created before this time (ISO 8601; no offset: UTC).")
+]
+Cursor = Annotated[
+    str | None, Query(pattern=CURSOR_PATTERN, description="The `next_cursor` of the page before.")
+]
 
 
 @router.get(
-    "", response_model=TaskPage, responses=error_responses(INVALID_REQUEST, REDIS_UNAVAILABLE)
+    "",
+    response_model=TaskPage,
+    responses=error_responses(INVALID_REQUEST, TENANT_NOT_ALLOWED, REDIS_UNAVAILABLE),
 )
 async def list_tasks(
     state: State,
     caller: CallerOf,
-    status: TaskStatus | None = None,
+    status: Statuses = None,
+    tenant: Tenant = None,
+    workflow: Workflow = None,
+    node: Node = None,
+    since: Since = None,
+    until: Until = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    # At most 18 digits: any offset Redis can take (a signed 64-bit integer) and no more.
-    cursor: Annotated[str, Query(pattern=r"^[0-9]{1,18}$")] = "0",
+    cursor: Cursor = None,
 ) -> TaskPage:
-    """Recent tasks of the caller's tenant (an admin: of every tenant), newest first; pass
-    ``next_cursor`` back as ``cursor`` for the next page."""
-    tenant = None if caller.sees_every_tenant else caller.tenant
-    offset, found = int(cursor), list[TaskView]()
-    while len(found) < limit:
-        ids = await state.store.recent_ids(offset, limit, tenant)
-        if not ids:
-            return TaskPage(tasks=found, next_cursor=None)
-        records = await state.store.find_many(ids)
-        for task_id in ids:
-            offset += 1
-            record = records[task_id]
-            if record is not None and status in (None, record.status):
-                found.append(TaskView.from_record(record))
-                if len(found) == limit:
-                    break
-    return TaskPage(tasks=found, next_cursor=str(offset))
+    """Recent tasks of the caller's tenant (an admin: of every tenant, or of the one named)
+    that match every filter given, newest first; pass ``next_cursor`` back as ``cursor``,
+    with the same filters, for the next page.
+
+    Each request examines at most 5,000 tasks (so a rare filter never holds Redis up): when
+    they run out before ``limit`` tasks matched, the page holds those that did and a
+    ``next_cursor`` to go on from. The cursor is the last task examined (its creation time
+    and id), so tasks created while a client pages sort before it: no page repeats or skips
+    a task. ``since`` and ``until`` skip to their window at no cost."""
+    filters = TaskFilter(
+        statuses=frozenset(status or ()),
+        node_id=node,
+        workflow=workflow,
+        since_ms=_epoch_ms(since),
+        until_ms=_epoch_ms(until),
+    )
+    listing = await state.store.list_recent(
+        tenants_to_report(caller, tenant), filters, limit=limit, after=_position(cursor)
+    )
+    return TaskPage(
+        tasks=[TaskView.from_record(record) for record in listing.records],
+        next_cursor=_cursor(listing.next),
+    )
+
+
+def _epoch_ms(moment: datetime | None) -> int | None:
+    if moment is None:
+        return None
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return math.floor(aware.timestamp() * 1000)
+
+
+def _position(cursor: str | None) -> ListPosition | int | None:
+    if cursor is None or ":" not in cursor:
+        return int(cursor) if cursor else None
+    created_ms, task_id = cursor.split(":", 1)
+    return ListPosition(int(created_ms), task_id)
+
+
+def _cursor(position: ListPosition | None) -> str | None:
+    return f"{position.created_ms}:{position.task_id}" if position else None
 
 
 @router.get("/{task_id}", response_model=TaskView, responses=error_responses(*TASK_PATH_ANSWERS))
