@@ -167,6 +167,26 @@ async def test_a_long_task_is_cancelled_from_its_page(
     no_errors(driver, url)
 
 
+async def test_a_failed_task_shows_the_graph_node_comfyui_blamed(
+    cluster: Cluster, keys: KeyClients, browsers: Callable[[str], WebDriver]
+) -> None:
+    alice = await keys.make("alice")
+    task = await submit(alice, graphs.runtime_error(f"err-{uuid.uuid4().hex[:8]}"))
+    failed = await wait_for_status(alice, task["id"], {"failed"})
+    driver = browsers("alice")
+    url = cluster.balancer.url
+    sign_in(driver, url, alice.key["key"])
+
+    blamed = open_page(driver, url, f"tasks/{task['id']}", "main .alert .node-error")
+    shown = driver.find_element(By.CSS_SELECTOR, "main .alert").text
+
+    assert blamed.get_attribute("data-node") == failed["error"]["details"]["node_id"] == "2"
+    assert "ImageToMask" in blamed.text
+    assert failed["error"]["message"] in shown
+    assert shown.startswith(f"{failed['error']['type']} error")
+    no_errors(driver, url)
+
+
 async def test_the_nodes_page_shows_both_nodes_live(
     cluster: Cluster, keys: KeyClients, browsers: Callable[[str], WebDriver]
 ) -> None:
@@ -257,6 +277,12 @@ async def test_each_tenant_sees_only_its_own_work_on_labelled_pages(
     ]
     screenshot(driver, "tasks")
     unlabelled = {"tasks": driver.execute_script(UNLABELLED)}
+    driver.find_element(By.ID, "f-status").send_keys("failed")
+    driver.find_element(By.CSS_SELECTOR, "form[role=search] button[type=submit]").click()
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: "No task matches" in d.find_element(By.ID, "main").text
+    )
+    filtered = urlsplit(driver.current_url).fragment
     open_page(driver, url, f"tasks/{theirs['id']}", "main .alert")
     refused = driver.find_element(By.CSS_SELECTOR, "main .alert").text
     for page, ready in (("generate", "#param-width"), ("nodes", "article[data-node]"),
@@ -266,6 +292,7 @@ async def test_each_tenant_sees_only_its_own_work_on_labelled_pages(
     screenshot(driver, "queue")
 
     assert listed == [mine["id"]]
+    assert filtered == "/tasks?status=failed"  # the filter is in the address: a link keeps it
     assert refused.startswith("task_not_found")
     assert unlabelled == {page: [] for page in unlabelled}
 

@@ -85,6 +85,7 @@ def _print_summary(stack: RunningStack) -> None:
         f"  api       {stack.balancer_url}   (docs: {stack.balancer_url}/docs, "
         f"nodes: {stack.balancer_url}/api/v1/nodes)",
         f"  web UI    {stack.balancer_url}/   (ComfyUI; sign in with an API key)",
+        f"  console   {stack.balancer_url}/console   (generate, tasks, nodes, queue, keys)",
         f"  admin key {stack.admin_key}   (kept in {ADMIN_KEY_FILE} of the data folder; "
         "comfy-stack commands here use it)",
         f"  redis     {stack.redis_url}",

@@ -123,12 +123,13 @@ function addEvent(timeline, event) {
     fill(last.querySelector("span"), progressText(task));
     return;
   }
+  if (event.kind === "state" && last?.dataset.status === task.status) return; // a detail changed
   let text;
   if (event.kind === "progress") text = progressText(task);
   else if (event.kind === "output") text = `output: ${task.outputs.length} file(s)`;
   else text = [badge(task.status), task.node_id && task.status !== "queued" ? ` on ${task.node_id}` : "",
     task.error ? ` - ${task.error.message}` : ""];
-  timeline.append(h("li", { "data-kind": event.kind },
+  timeline.append(h("li", { "data-kind": event.kind, "data-status": event.kind === "state" ? task.status : null },
     h("time", { datetime: event.at }, clock(event.at)), h("span", {}, text)));
 }
 
