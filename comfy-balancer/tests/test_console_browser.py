@@ -86,6 +86,7 @@ def screenshot(driver: WebDriver, name: str) -> None:
     folder = os.environ.get("COMFY_CONSOLE_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
+        driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(str(Path(folder) / f"{name}.png"))
 
 
@@ -139,6 +140,44 @@ async def test_sign_in_generate_with_demo_and_see_the_image(
     task = await get_task(alice, task_id)
     assert (task["status"], task["tenant"], task["params"]["width"]) == ("succeeded", "alice", 96)
     assert "succeeded" in driver.find_element(By.ID, "live-task").text
+    no_errors(driver, url)
+
+
+PREVIEW_SEEN = """
+window.previewsSeen = [];
+document.addEventListener('load', event => {
+  if (event.target.classList && event.target.classList.contains('preview')) {
+    window.previewsSeen.push([event.target.naturalWidth, event.target.alt]);
+  }
+}, true);
+"""
+
+
+async def test_generating_shows_the_samplers_previews_while_it_runs(
+    make_cluster: Callable[..., Cluster], browsers: Callable[[str], WebDriver]
+) -> None:
+    cluster = make_cluster(["a"], step_time_s=0.03)  # 150 steps: 4.5 s to see them
+    await cluster.nodes_ready(1)
+    driver = browsers("admin")
+    url = cluster.balancer.url
+    sign_in(driver, url, ADMIN_KEY)
+
+    open_page(driver, url, "generate?workflow=txt2img-sdxl", "#param-steps")
+    driver.find_element(By.ID, "param-prompt").send_keys("a lighthouse at dusk")
+    driver.find_element(By.ID, "param-steps").send_keys("150")
+    driver.find_element(By.ID, "param-width").send_keys("512")
+    driver.find_element(By.ID, "param-height").send_keys("512")
+    driver.execute_script(PREVIEW_SEEN)
+    driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    wait_for(driver, "#live-task .live-preview:not([hidden]) img")
+    screenshot(driver, "generate-preview")
+    wait_for(driver, "#live-task .gallery img")
+    seen = driver.execute_script("return window.previewsSeen")
+
+    assert seen, "no preview was shown while the task ran"
+    assert all(width > 0 for width, _ in seen)
+    assert all(re.fullmatch(r"Preview at step \d+", alt) for _, alt in seen)
+    assert driver.find_element(By.CSS_SELECTOR, "#live-task .live-preview").get_attribute("hidden")
     no_errors(driver, url)
 
 

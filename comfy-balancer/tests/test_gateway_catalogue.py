@@ -209,12 +209,19 @@ async def check_the_signed_in_page_is_the_frontends_index(api: httpx.AsyncClient
 async def test_without_the_ui_the_comfyui_routes_stay(
     start_balancer: Callable[..., RunningComponent],
 ) -> None:
-    headless = start_balancer("balancer-no-ui", extra_args=["--no-ui"])
+    headless = start_balancer("balancer-no-ui", extra_args=["--no-ui", "--no-console"])
+    console_only = start_balancer("balancer-console", extra_args=["--no-ui"])
 
     async with httpx.AsyncClient(base_url=headless.url, headers=headless.auth_headers) as api:
         gone = [await api.get(path) for path in ("/", "/signin", f"/assets/{index_script()}")]
         stats = await api.get("/api/system_stats")
         settings = await api.get("/api/settings")
+    async with httpx.AsyncClient(base_url=console_only.url) as browser:
+        signin = await browser.get("/signin")
+        root = await browser.get("/")
 
     assert [answer.status_code for answer in gone] == [404, 404, 404]
+    # The console keeps the sign-in page, which then leads to the console.
+    assert (signin.status_code, root.status_code) == (200, 404)
+    assert 'name="next" value="/console"' in signin.text
     assert (stats.status_code, settings.status_code) == (200, 200)

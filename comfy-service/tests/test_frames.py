@@ -64,10 +64,16 @@ async def writing(recorder: FrameRecorder) -> AsyncIterator[None]:
 
 
 async def follow(
-    store: TaskStore, prompts: FollowedPrompts, task_id: str, prompt_id: str, *, gateway: bool
+    store: TaskStore,
+    prompts: FollowedPrompts,
+    task_id: str,
+    prompt_id: str,
+    *,
+    gateway: bool,
+    previews: bool = False,
 ) -> None:
     origin = PromptOrigin(client_id="tab-1", number=1) if gateway else None
-    await store.create(TaskRecord(id=task_id), {"1": {}}, origin=origin)
+    await store.create(TaskRecord(id=task_id, previews=previews), {"1": {}}, origin=origin)
     await prompts.add(prompts.prompt(prompt_id, task_id, attempt=2))
 
 
@@ -129,17 +135,25 @@ async def test_a_gateway_prompt_s_frames_are_kept_in_order_as_the_task_s(
 
 
 @pytest.mark.usefixtures("writing")
-async def test_only_followed_prompts_of_gateway_tasks_are_kept(
+async def test_only_followed_prompts_of_gateway_tasks_or_tasks_wanting_previews_are_kept(
     recorder: FrameRecorder, store: TaskStore, prompts: FollowedPrompts, redis: Redis
 ) -> None:
     await follow(store, prompts, "api-task", "p-api", gateway=False)
+    await follow(store, prompts, "watched", "p-previews", gateway=False, previews=True)
     await follow(store, prompts, TASK_ID, "p-gw", gateway=True)
-    for prompt_id in ("p-api", "p-unknown", "p-gw"):
+    for prompt_id in ("p-api", "p-unknown", "p-previews", "p-gw"):
         offer(recorder, _start(prompt_id))
+    offer(recorder, preview("p-previews", "3"))
 
     kept = await stored(redis, TASK_ID, 1)
+    watched = await stored(redis, "watched", 2)
+    latest = await store.latest_preview("watched", attempt=2)
 
     assert len(kept) == 1
+    assert isinstance(watched[1], PreviewFrame)
+    assert latest is not None
+    assert (latest.image, latest.metadata["prompt_id"]) == (JPEG, "watched")
+    assert await store.latest_preview("watched", attempt=1) is None  # an earlier attempt's
     assert await redis.exists(KEYS.task_frames("api-task"), KEYS.task_frames("p-unknown")) == 0
 
 

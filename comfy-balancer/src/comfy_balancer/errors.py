@@ -12,6 +12,7 @@ ComfyStackError (comfy_shared.errors)
 ├── OutputNotFound, OutputExpired, RangeNotSatisfiable  (shared) a download -> 404, 410, 416
 ├── StoreUnavailable       (shared) the output store cannot be read or written -> 503
 ├── NodeUnavailable        the node holding a task's files or state cannot be reached -> 503
+├── NoPreview              a task that did not ask for previews, or ended -> 404
 ├── InvalidWebhookUrl      a webhook URL that may not be called (form, scheme, addresses) -> 422
 ├── WebhookUnsigned        a webhook with no secret to sign it -> 422
 └── DeadLetterNotFound     no dead webhook for that task (or another tenant's) -> 404
@@ -96,6 +97,13 @@ class NodeUnavailable(ComfyStackError):
         super().__init__(f"node {node_id!r} is unavailable: {what}")
 
 
+class NoPreview(ComfyStackError):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            f"task {task_id!r} has no preview image: it did not ask for previews, or it ended"
+        )
+
+
 def _no_capable_node_extras(exc: NoCapableNode) -> dict[str, Any]:
     return {"missing": exc.missing_by_node, "nodes_checked": sorted(exc.missing_by_node)}
 
@@ -142,6 +150,7 @@ STATUS_FOR: ErrorTable = {
     IdempotencyKeyBusy: ErrorMapping(409, "request_in_progress", V, headers=retry_after_header),
     TooManyStreams: ErrorMapping(429, "too_many_streams", S, headers=retry_after_header),
     NodeUnavailable: ErrorMapping(503, "node_unavailable", S),
+    NoPreview: ErrorMapping(404, "preview_not_found", V),
     ConcurrentUpdate: ErrorMapping(503, "busy", S),
     RedisError: ErrorMapping(503, "redis_unavailable", S),
     InvalidWebhookUrl: ErrorMapping(422, "invalid_webhook_url", V),

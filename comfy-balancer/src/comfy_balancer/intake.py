@@ -196,6 +196,7 @@ class TaskIntake:
             retry=self._policy,
             workflow=request.workflow,
             params=work.params,
+            previews=request.previews,
             input_files=[file.name for file in work.inputs],
             webhook_url=request.webhook_url or caller.webhook_url,  # checked by the route
         )

@@ -6,7 +6,9 @@ so following ComfyUI never waits on Redis. One writer, the ``comfyui-frames`` lo
 the queued frames in arrival order to their tasks' frames streams (:mod:`comfy_shared.frames`,
 through ``TaskStore.append_frames``), with the node's prompt id replaced by the task id: only
 for prompts this node follows whose task came through the ComfyUI gateway (it has an
-origin). An /api/v1 task has no WebSocket audience; its SSE events say everything.
+origin), or asked for previews (the balancer serves the latest at
+``/api/v1/tasks/{id}/preview``). Any other /api/v1 task has no audience for them: its SSE
+events say everything.
 
 Which prompt a frame is about: its ``prompt_id`` (JSON messages, type-4 previews); for a
 frame without one (a type-3 text, which ComfyUI broadcasts; a type-1 preview from a ComfyUI
@@ -188,19 +190,24 @@ class FrameRecorder:
         return sum(len(entries) for entries in by_task.values())
 
     async def _gateway_prompt(self, prompt_id: str) -> Prompt | None:
-        """The prompt, if this node follows it and its task came through the gateway."""
+        """The prompt, if this node follows it and its frames have an audience: its task
+        came through the gateway, or asked for previews."""
         if prompt_id in self._tasks:
             self._tasks.move_to_end(prompt_id)
             return self._tasks[prompt_id]
         prompt = await self._prompts.find(prompt_id)
-        if prompt is not None and not await self._redis.exists(
-            self._keys.task_origin(prompt.task_id)
-        ):
+        if prompt is not None and not await self._has_audience(prompt.task_id):
             prompt = None
         self._tasks[prompt_id] = prompt
         if len(self._tasks) > KNOWN_PROMPTS:
             self._tasks.popitem(last=False)
         return prompt
+
+    async def _has_audience(self, task_id: str) -> bool:
+        if await self._redis.exists(self._keys.task_origin(task_id)):
+            return True
+        record = await self._store.find(task_id)
+        return record is not None and record.previews
 
 
 def _preview_key(waiting: _Waiting) -> tuple[str, str] | None:

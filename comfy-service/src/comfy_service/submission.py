@@ -12,7 +12,7 @@ attempt asked for again (its sender lost the answer) adopts the prompt ComfyUI a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from loguru import logger
 
@@ -38,6 +38,10 @@ from comfy_shared.outputs.inputs import InputStash
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
 from comfy_shared.workflows import Expansion, TemplateLibrary
+
+PREVIEWS_ON: Final = {"preview_method": "auto"}
+"""The prompt's ``extra_data`` for a task that wants previews: ComfyUI makes them for this
+prompt whatever its ``--preview-method`` (none by default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +182,10 @@ class Submitter:
         try:
             await self._upload(inputs)
             result = await self._comfy.submit(
-                graph, prompt_id=prompt.prompt_id, client_id=self._client_id
+                graph,
+                prompt_id=prompt.prompt_id,
+                client_id=self._client_id,
+                extra_data=PREVIEWS_ON if task.previews else None,
             )
         except PromptRejected as exc:
             self._prompts.unexpect(prompt)

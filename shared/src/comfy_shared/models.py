@@ -207,6 +207,9 @@ class TaskRecord(BaseModel):
     params: dict[str, Any] = Field(
         default_factory=dict, description="Template parameters as used (random seeds included)."
     )
+    previews: bool = Field(
+        default=False, description="The sampler's preview images are kept while it runs."
+    )
     attempt_log: list[Attempt] = Field(default_factory=list)
     input_files: list[str] = Field(
         default_factory=list,

@@ -30,6 +30,7 @@ from redis.typing import EncodableT, FieldT
 from comfy_shared import lifecycle, task_listing, usage, webhook_outbox
 from comfy_shared.clock import now_ms, utc_now
 from comfy_shared.errors import ConcurrentUpdate, InvalidTransition, TaskNotFound
+from comfy_shared.frames import PreviewFrame, from_fields
 from comfy_shared.lua import LuaScript
 from comfy_shared.models import PromptOrigin, TaskEvent, TaskEventKind, TaskRecord
 from comfy_shared.outputs.catalog import inputs_holder
@@ -157,6 +158,8 @@ has lost touch anyway)."""
 FRAMES_KEPT_S: Final = 300
 """How long a task's frames stay once it ended: the relay closes a prompt within seconds of
 its end, and previews would take room for the whole retention."""
+PREVIEW_SCAN: Final = 64
+"""Frames read back from the end of a task's stream to find its newest preview."""
 TASK_ENDED: Final = "task-ended"
 """Signal sent (payload: task id) when a task reaches a terminal state."""
 
@@ -466,6 +469,22 @@ class TaskStore:
                     pipe.xadd(key, entry, maxlen=maxlen, approximate=True)
                 pipe.expire(key, self._retention_s)
             await pipe.execute()
+
+    async def latest_preview(
+        self, task_id: str, attempt: int, *, scan: int = PREVIEW_SCAN
+    ) -> PreviewFrame | None:
+        """The newest preview image of the task's attempt ``attempt`` among the last ``scan``
+        entries of its frames stream (a sampler sends one preview per step, beside one
+        message: the newest is near the end), or None."""
+        entries = cast(
+            "list[tuple[str, dict[str, str]]]",
+            await self._redis.xrevrange(self._keys.task_frames(task_id), count=scan),
+        )
+        for _, fields in entries:
+            frame = from_fields(fields)
+            if isinstance(frame, PreviewFrame) and frame.attempt == attempt:
+                return frame
+        return None
 
     async def claim_submission(self, task_id: str, attempt: int, node_id: str) -> bool:
         """Claim the right to send attempt ``attempt`` to ComfyUI: true for the first caller

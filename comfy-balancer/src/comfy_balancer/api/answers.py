@@ -24,6 +24,17 @@ NODE_UNAVAILABLE = Answer(
     503, "node_unavailable", "the node that holds the task (or its files) cannot be reached."
 )
 
+PREVIEW_NOT_FOUND = Answer(
+    404,
+    "preview_not_found",
+    "no preview image: the task did not ask for `previews`, or it ended.",
+)
+PREVIEW_IMAGE = {
+    "description": "The newest preview image of the running attempt (JPEG as ComfyUI makes "
+    "them, or PNG).",
+    "content": {"image/jpeg": {}, "image/png": {}},
+}
+
 FORBIDDEN = Answer(403, "forbidden", "the API key lacks the scope the route needs.")
 PRIORITY_NOT_ALLOWED = Answer(
     403, "priority_not_allowed", "`priority` is above the API key's `max_priority`."

@@ -118,6 +118,12 @@ class GenerateRequest(BaseModel):
         "the API key's. Bands are served in that order; tenants share a band fairly.",
     )
     client: dict[str, Any] = Field(default_factory=dict, description="Metadata echoed back.")
+    previews: bool = Field(
+        default=False,
+        description="Balancer: keep the sampler's preview images while the task runs, the "
+        "latest at GET /api/v1/tasks/{id}/preview; the node's ComfyUI is asked to make them "
+        "(extra_data.preview_method auto). A service called directly ignores it.",
+    )
     output_ttl_s: int | None = Field(
         default=None,
         ge=1,

@@ -11,9 +11,14 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, Field
 from starlette.background import BackgroundTask
 
-from comfy_balancer.api.answers import NODE_UNAVAILABLE, TENANT_NOT_ALLOWED
+from comfy_balancer.api.answers import (
+    NODE_UNAVAILABLE,
+    PREVIEW_IMAGE,
+    PREVIEW_NOT_FOUND,
+    TENANT_NOT_ALLOWED,
+)
 from comfy_balancer.deps import CallerOf, State
-from comfy_balancer.errors import NodeUnavailable
+from comfy_balancer.errors import NodeUnavailable, NoPreview
 from comfy_balancer.lifespan import BalancerState
 from comfy_balancer.service_client import NodeUnreachable
 from comfy_balancer.usage import tenants_to_report
@@ -198,6 +203,26 @@ async def list_outputs(task_id: TaskIdInPath, state: State, caller: CallerOf) ->
     """The task's outputs: kind, media type, size, the graph node that made each, file name
     and download path."""
     return TaskView.from_record(await visible_task(state.store, caller, task_id)).outputs
+
+
+@router.get(
+    "/{task_id}/preview",
+    response_class=Response,
+    responses=error_responses(*TASK_PATH_ANSWERS, PREVIEW_NOT_FOUND, REDIS_UNAVAILABLE)
+    | {200: PREVIEW_IMAGE, 204: {"description": "No preview yet: ask again later."}},
+)
+async def latest_preview(task_id: TaskIdInPath, state: State, caller: CallerOf) -> Response:
+    """While a task that asked for ``previews`` runs: the newest image its sampler sent
+    (ask at each ``progress`` event); 204 until the first one. 404 ``preview_not_found``
+    for a task that did not ask for previews, or that ended."""
+    record = await visible_task(state.store, caller, task_id)
+    if not record.previews or record.status.is_terminal:
+        raise NoPreview(task_id)
+    frame = await state.store.latest_preview(task_id, record.attempts)
+    if frame is None:
+        return Response(status_code=204, headers={"Cache-Control": "no-store"})
+    media_type = str(frame.metadata.get("image_type") or "image/jpeg")
+    return Response(frame.image, media_type=media_type, headers={"Cache-Control": "no-store"})
 
 
 @router.delete(

@@ -45,19 +45,25 @@ export function showError(where, error) {
   return box;
 }
 
+let routed = 0; // the latest navigation: a slower earlier one must not draw over it
+
 async function route(moved = true) {
   leave?.();
   leave = null;
+  const mine = ++routed;
   const { page, arg, params } = parseHash(window.location.hash);
   for (const link of document.querySelectorAll("#nav a")) {
     const current = link.dataset.page === (page === "task" ? "tasks" : page);
     if (current) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
   }
   const module = await PAGES[page]();
+  if (mine !== routed) return;
   const view = h("div", {});
   fill(main, view);
   try {
-    leave = (await module.render(view, { me, arg, params })) || null;
+    const stop = (await module.render(view, { me, arg, params })) || null;
+    if (mine !== routed) { stop?.(); return; }
+    leave = stop;
   } catch (error) {
     showError(view, error);
   }

@@ -40,7 +40,7 @@ export async function render(view, { params }) {
   fill(view, heading,
     h("div", { class: "split" },
       h("div", { class: "panel" }, field("workflow", "Workflow template", picker), formArea),
-      h("div", {}, live)));
+      h("div", { class: "sticky" }, live)));
   if (!may("submit")) {
     showError(view, new Error("this key may only read: it cannot submit tasks"));
   }
@@ -173,7 +173,7 @@ class TemplateForm {
         params[name] = control.value;
       }
     }
-    const body = { workflow: this.workflow.name, params };
+    const body = { workflow: this.workflow.name, params, previews: true };
     if (!this.files.size) return { method: "POST", json: body };
     const form = new FormData();
     form.append("request", JSON.stringify(body));
@@ -206,11 +206,13 @@ class TaskPanel {
     this.status = h("span", {});
     this.where = h("div", {});
     this.progress = h("progress", { max: 1, value: 0, "aria-label": "Progress" });
+    this.preview = new LivePreview(task.id);
     this.results = h("div", {});
     this.actions = h("div", { class: "row" });
     this.element = h("div", { class: "panel", id: "live-task" },
       h("h2", {}, "Task ", h("a", { href: `#/tasks/${task.id}` }, task.id)),
-      h("p", {}, this.status), this.where, this.progress, this.actions, this.results);
+      h("p", {}, this.status), this.where, this.progress, this.actions, this.preview.element,
+      this.results);
     this.update(task);
     if (task.queue_position !== null && task.queue_position !== undefined) {
       this.queued({ queue_position: task.queue_position, eta: task.eta });
@@ -234,6 +236,7 @@ class TaskPanel {
       fill(this.where, `On node ${task.node_id || "?"}: ${step}`, progress?.node ? ` (graph node ${progress.node})` : "");
       this.progress.max = progress?.max || 1;
       this.progress.value = progress?.value || 0;
+      if (progress?.value) this.preview.step(progress.value);
     }
     if (task.status === this.shownStatus) return; // the Cancel button keeps its focus
     this.shownStatus = task.status;
@@ -250,6 +253,7 @@ class TaskPanel {
   }
 
   finished(task) {
+    this.preview.end();
     this.progress.max = 1;
     this.progress.value = task.status === "succeeded" ? 1 : 0;
     const took = task.started_at && task.finished_at
@@ -261,5 +265,48 @@ class TaskPanel {
         h("strong", {}, `${task.error.type}: `), task.error.message));
     }
     fill(this.results, gallery(task));
+  }
+}
+
+/** The sampler's newest preview while the task runs: asked for at most once at a time, at
+ * the steps the event stream reports (GET /api/v1/tasks/{id}/preview: 204 until there is
+ * one). */
+class LivePreview {
+  constructor(taskId) {
+    this.url = `/api/v1/tasks/${encodeURIComponent(taskId)}/preview`;
+    this.image = h("img", { class: "preview", alt: "" });
+    this.element = h("figure", { class: "live-preview", hidden: true }, this.image,
+      h("figcaption", { class: "muted" }, "Preview"));
+    this.asking = false;
+    this.wanted = 0;
+    this.shown = 0;
+  }
+
+  async step(value) {
+    this.wanted = value;
+    if (this.asking || this.ended) return;
+    this.asking = true;
+    try {
+      while (this.wanted > this.shown && !this.ended) {
+        const asked = this.wanted;
+        const response = await fetch(this.url, { credentials: "same-origin" });
+        if (response.status !== 200) break;
+        const image = await response.blob();
+        if (this.ended) break; // the task ended while the image came: its results show
+        const old = this.image.src;
+        this.image.src = URL.createObjectURL(image);
+        this.image.alt = `Preview at step ${asked}`;
+        if (old) URL.revokeObjectURL(old);
+        this.element.hidden = false;
+        this.shown = asked;
+      }
+    } finally {
+      this.asking = false;
+    }
+  }
+
+  end() {
+    this.ended = true;
+    this.element.hidden = true;
   }
 }
