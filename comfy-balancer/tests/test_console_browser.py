@@ -11,7 +11,7 @@ With ``COMFY_CONSOLE_SCREENSHOTS=DIR`` the tests save a screenshot of each page 
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,18 +45,25 @@ return [...document.querySelectorAll(
   .map(el => el.outerHTML)
 """
 
+PAGES_READY = (
+    ("generate", "#param-width"),
+    ("tasks", "#task-list tr[data-task]"),
+    ("nodes", "article[data-node]"),
+    ("queue", ".stats .stat"),
+)
+WIDER_THAN_THE_SCREEN = """
+return [...document.querySelectorAll('body *')]
+  .filter(el => el.getBoundingClientRect().right > document.documentElement.clientWidth + 1
+    && !(el.parentElement && el.parentElement.closest('.table-wrap')))
+  .map(el => el.tagName + (el.id ? '#' + el.id : '') + '.' + el.className)
+"""
+
 
 @pytest.fixture
 async def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     made = make_cluster(["a", "b"])
     await made.nodes_ready(2)
     return made
-
-
-@pytest.fixture
-async def keys(cluster: Cluster) -> AsyncIterator[KeyClients]:
-    async with KeyClients(cluster) as made:
-        yield made
 
 
 def sign_in(driver: WebDriver, url: str, key: str) -> None:
@@ -329,8 +336,14 @@ async def test_each_tenant_sees_only_its_own_work_on_labelled_pages(
         open_page(driver, url, page, ready)
         unlabelled[page] = driver.execute_script(UNLABELLED)
     screenshot(driver, "queue")
+    driver.set_window_size(390, 844)  # a phone: every page fits its width
+    too_wide = {}
+    for page, ready in PAGES_READY:
+        open_page(driver, url, page, ready)
+        too_wide[page] = driver.execute_script(WIDER_THAN_THE_SCREEN)
 
     assert listed == [mine["id"]]
+    assert too_wide == {page: [] for page, _ in PAGES_READY}
     assert filtered == "/tasks?status=failed"  # the filter is in the address: a link keeps it
     assert refused.startswith("task_not_found")
     assert unlabelled == {page: [] for page in unlabelled}

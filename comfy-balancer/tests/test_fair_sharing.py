@@ -4,7 +4,7 @@ shared/tests/test_fair_queue.py)."""
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -26,12 +26,6 @@ def task_id(owner: str) -> str:
 def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     """One node running one task at a time; event streams look at the queue often."""
     return make_cluster(["a"], balancer_args=["--slots-per-node", "1", "--sse-heartbeat-s", "0.3"])
-
-
-@pytest.fixture
-async def keys(cluster: Cluster) -> AsyncIterator[KeyClients]:
-    async with KeyClients(cluster) as keys:
-        yield keys
 
 
 async def submit_as(client: httpx.AsyncClient, owner: str, **fields: Any) -> dict[str, Any]:

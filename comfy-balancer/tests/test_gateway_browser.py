@@ -7,7 +7,7 @@ chromium-driver are missing (``./dev test`` installs them as root)."""
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,12 +53,6 @@ async def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     made = make_cluster(["a", "b"])
     await made.nodes_ready(2)
     return made
-
-
-@pytest.fixture
-async def keys(cluster: Cluster) -> AsyncIterator[KeyClients]:
-    async with KeyClients(cluster) as made:
-        yield made
 
 
 def sign_in(driver: WebDriver, url: str, key: str) -> None:

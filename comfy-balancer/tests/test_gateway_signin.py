@@ -74,12 +74,6 @@ async def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
 
 
 @pytest.fixture
-async def keys(cluster: Cluster) -> AsyncIterator[KeyClients]:
-    async with KeyClients(cluster) as made:
-        yield made
-
-
-@pytest.fixture
 async def browser(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
     """A client with no credential: what a browser is before it signs in."""
     async with httpx.AsyncClient(base_url=cluster.balancer.url, timeout=15) as client:

@@ -3,7 +3,7 @@ keys, limits under concurrency), then ComfyUI's routes on a real balancer with A
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -229,12 +229,6 @@ async def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
         (),
         balancer_args=["--ui-userdata-max-file-bytes", "2048", "--ui-userdata-max-files", "4"],
     )
-
-
-@pytest.fixture
-async def keys(cluster: Cluster) -> AsyncIterator[KeyClients]:
-    async with KeyClients(cluster) as made:
-        yield made
 
 
 async def test_a_workflow_saved_under_an_encoded_path_is_one_file(keys: KeyClients) -> None:

@@ -3,7 +3,7 @@
 
 import io
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -21,12 +21,6 @@ async def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     made = make_cluster(["a"])
     await made.nodes_ready(1)
     return made
-
-
-@pytest.fixture
-async def keys(cluster: Cluster) -> AsyncIterator[KeyClients]:
-    async with KeyClients(cluster) as made:
-        yield made
 
 
 async def long_task(client: httpx.AsyncClient, *, previews: bool) -> str:

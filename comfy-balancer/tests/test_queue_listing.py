@@ -3,7 +3,7 @@ node is held busy, so tasks stay queued: positions fleet-wide and as each task's
 says them, ETAs, and each tenant seeing only its own tasks and count."""
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -18,12 +18,6 @@ from comfy_testkit.cluster import Cluster
 @pytest.fixture
 def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     return make_cluster(["a"], balancer_args=["--slots-per-node", "1"])
-
-
-@pytest.fixture
-async def keys(cluster: Cluster) -> AsyncIterator[KeyClients]:
-    async with KeyClients(cluster) as made:
-        yield made
 
 
 async def submit_as(client: httpx.AsyncClient, owner: str, **fields: Any) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from selenium.webdriver import Chrome as WebDriver
 
 from comfy_shared.redis_client import connect_redis
 from comfy_stack.embedded_redis import RedisServer, start_redis_server
+from comfy_testkit.api_keys import KeyClients
 from comfy_testkit.browser import chromium
 from comfy_testkit.cluster import Cluster, Node
 from comfy_testkit.emulator_control import EmulatorControl
@@ -197,6 +198,14 @@ async def make_cluster(
 @pytest.fixture
 async def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     return make_cluster()
+
+
+@pytest.fixture
+async def keys(cluster: Cluster) -> AsyncIterator[KeyClients]:
+    """``await keys.make("alice")``: API keys made on ``cluster`` (the test module's own
+    cluster where it defines one), each a client that presents its key."""
+    async with KeyClients(cluster) as made:
+        yield made
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from comfy_balancer.errors import (
     KeyQueueFull,
     NoCapableNode,
     NodeUnavailable,
+    NoPreview,
     PriorityNotAllowed,
     QueueFull,
     TaskIdTaken,
@@ -152,6 +153,7 @@ REFUSALS: Final[Mapping[type[Exception], Refusal]] = {
     BudgetExhausted: _as_on_api(BudgetExhausted),
     StoreUnavailable: _as_on_api(StoreUnavailable),
     NodeUnavailable: _as_on_api(NodeUnavailable),
+    NoPreview: _as_on_api(NoPreview),  # /api/v1 only today: listed so a route may raise it
     ConcurrentUpdate: _as_on_api(ConcurrentUpdate),
     RedisError: _as_on_api(RedisError),
 }
