@@ -33,6 +33,7 @@ from comfy_balancer.errors import (
     TaskIdTaken,
 )
 from comfy_balancer.fleet_catalog import FleetCatalog
+from comfy_balancer.metrics import BalancerMetrics
 from comfy_balancer.registry import NodeRegistry, NodeState, NodeView
 from comfy_balancer.service_client import NodeUnreachable, ServiceClient
 from comfy_shared.access import Caller
@@ -110,10 +111,11 @@ class TaskIntake:
         rate_limiter: SubmitRateLimiter,
         costs: CostModel,
         budgets: Budgets,
+        metrics: BalancerMetrics,
         fair: bool = True,
     ) -> None:
         """``fair``: tenants take turns in a band (else one flow per band: priority, then
-        arrival)."""
+        arrival); ``metrics`` counts accepted and refused submits."""
         self._store = store
         self._stash = stash
         self._idempotency = IdempotencyKeys(store)
@@ -128,6 +130,7 @@ class TaskIntake:
         self._max_queue = max_queue
         self._fair = fair
         self._costs = costs
+        self._metrics = metrics
 
     async def accept(
         self,
@@ -140,6 +143,26 @@ class TaskIntake:
         """Queue the request's task for ``caller`` (``origin``: it came through the ComfyUI
         gateway, which keeps what the prompt brought beside the task; ``staged``: the files
         its graph names that the gateway keeps for the caller)."""
+        try:
+            intake = await self._accept(request, idempotency_key, caller, origin, staged)
+        except Exception as error:
+            self._metrics.count_rejected(error)
+            raise
+        if intake.created:
+            task = intake.task
+            self._metrics.count_submitted(
+                tenant=task.tenant, workflow=task.workflow, band=task.band
+            )
+        return intake
+
+    async def _accept(
+        self,
+        request: GenerateRequest,
+        idempotency_key: str | None,
+        caller: Caller,
+        origin: PromptOrigin | None,
+        staged: Sequence[StagedInput],
+    ) -> Intake:
         limits = caller.limits
         if limits.max_priority is not None and request.priority > limits.max_priority:
             raise PriorityNotAllowed(request.priority, limits.max_priority)

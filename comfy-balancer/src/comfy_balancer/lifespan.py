@@ -30,6 +30,7 @@ from comfy_balancer.fleet_catalog import FleetCatalog
 from comfy_balancer.gateway.live import LiveOutputs
 from comfy_balancer.gateway.relay import GatewayRelay
 from comfy_balancer.intake import TaskIntake
+from comfy_balancer.metrics import BalancerMetrics, FleetLease
 from comfy_balancer.registry import NodeRegistry
 from comfy_balancer.scheduling import make_strategy
 from comfy_balancer.sending import Sender
@@ -83,6 +84,8 @@ class BalancerState:
     outbox: Outbox
     webhook_http: httpx.AsyncClient
     gateway: GatewayRelay
+    metrics: BalancerMetrics
+    fleet_lease: FleetLease
     loops: Supervisor = field(default_factory=Supervisor)
 
     async def queue_standing(self, task: TaskRecord) -> QueueStanding | None:
@@ -129,6 +132,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     outputs = await make_store(settings.output_store())
     catalog = OutputCatalog(redis, keys)
     fleet_catalog = FleetCatalog(redis, keys, registry, merge=settings.object_info_merge)
+    metrics = BalancerMetrics()
     intake = TaskIntake(
         store=store,
         stash=InputStash(store=outputs, catalog=catalog, hold_s=settings.retention_s),
@@ -143,6 +147,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         costs=costs,
         rate_limiter=SubmitRateLimiter(redis, keys),
         budgets=Budgets(usage),
+        metrics=metrics,
     )
     keystore = KeyStore(redis, keys)
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
@@ -204,6 +209,8 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
             hub=stream_hub,
             live=LiveOutputs(redis, keys, retention_s=settings.retention_s),
         ),
+        metrics=metrics,
+        fleet_lease=FleetLease(redis, keys.metrics_lease()),
     )
     state.loops.start("event-streams", state.stream_hub.run)
     state.loops.start("gateway-relay", state.gateway.run)
@@ -248,6 +255,7 @@ async def _stop(state: BalancerState) -> None:
     await state.http.aclose()
     await state.outputs.aclose()
     await state.webhook_http.aclose()
+    await state.fleet_lease.release()
     logger.info("comfy-balancer stopped")
     state.task_logs.close()
     await state.redis.aclose()

@@ -11,6 +11,7 @@ from comfy_balancer.api.routes import (
     groups,
     health,
     keys,
+    metrics,
     tasks,
     usage,
     whoami,
@@ -54,6 +55,7 @@ def create_app(settings: BalancerSettings) -> FastAPI:
     )
     if settings.comfyui_gateway:
         install_gateway(app)
+    app.include_router(metrics.router)
     install_ui(app, settings)
     if settings.console:
         install_console(app)

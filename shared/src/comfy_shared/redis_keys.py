@@ -127,6 +127,8 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
                                                      "created", "encoding"} (ms; text or base64)
 {p}:ui:user:{tenant}:contents  hash   gateway        none; userdata path -> the file's content
 {p}:ui:user:{tenant}:bytes     string gateway        none; the sizes of the tenant's files, summed
+{p}:metrics:fleet-lease      string  balancer        30 s, renewed at scrape; the replica id that
+                                                     exports the fleet gauges on /metrics
 {p}:signal:{name}            pubsub  any             wake-ups only, never the only copy of a fact
 
 Task ids are 1-128 characters of ``[A-Za-z0-9_.-]``, the first a letter or digit
@@ -325,6 +327,11 @@ class RedisKeys:
 
     def ui_bytes(self, tenant: str) -> str:
         return f"{self.prefix}:ui:user:{tenant}:bytes"
+
+    def metrics_lease(self) -> str:
+        """Held by the one balancer replica that exports the fleet-wide gauges (a string with
+        a TTL, renewed at each of its scrapes)."""
+        return f"{self.prefix}:metrics:fleet-lease"
 
     def signal(self, name: str) -> str:
         return f"{self.prefix}:signal:{name}"

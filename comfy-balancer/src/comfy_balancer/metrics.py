@@ -1,0 +1,202 @@
+"""The balancer's Prometheus metrics (README "Metrics").
+
+Two kinds, exported apart so Prometheus' sum over every target stays exact:
+
+- per-process counters, counted where the event happens (a task accepted, a submit refused):
+  every replica exports its own;
+- fleet gauges (the queue, the nodes and their GPUs), read from Redis at scrape time: every
+  replica sees the same figures, so only the replica holding a short Redis lease exports
+  them, and the others export none (a lost replica's lease lapses and another takes it).
+
+Labels are bounded: a template name (``graph`` for a raw graph), a tenant, a band, a closed
+reason; never a task id, prompt text, seed or file name.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis.asyncio import Redis
+
+from comfy_balancer.auth.rate_limit import RateLimited
+from comfy_balancer.budgets import BudgetExhausted
+from comfy_balancer.errors import (
+    BandNotAllowed,
+    KeyQueueFull,
+    NoCapableNode,
+    PriorityNotAllowed,
+    QueueFull,
+)
+from comfy_balancer.registry import NodeState, NodeView
+from comfy_shared.comfyui import PromptRejected
+from comfy_shared.models import Band
+from comfy_shared.task_queue import QueueStats
+
+FLEET_LEASE_MS = 30_000
+"""How long a replica keeps exporting the fleet gauges after its last scrape."""
+RAW_GRAPH = "graph"
+"""The ``workflow`` label of a task sent as a graph rather than a template."""
+
+REJECTION_REASONS: dict[type[Exception], str] = {
+    QueueFull: "queue_full",
+    KeyQueueFull: "key_queue_full",
+    RateLimited: "rate_limit",
+    BudgetExhausted: "budget",
+    NoCapableNode: "capability",
+    PromptRejected: "invalid_prompt",
+    PriorityNotAllowed: "priority_not_allowed",
+    BandNotAllowed: "band_not_allowed",
+}
+"""``comfy_admission_rejected_total{reason}``: the refusals of a submit that are counted."""
+
+
+def workflow_label(workflow: str | None) -> str:
+    return workflow or RAW_GRAPH
+
+
+class BalancerMetrics:
+    """The process's own metrics, on a registry of its own (several apps may share a process
+    in tests)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.submitted = Counter(
+            "comfy_tasks_submitted",
+            "Tasks accepted into the queue by this replica.",
+            ["tenant", "workflow", "priority"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "comfy_admission_rejected",
+            "Submits this replica refused, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.stream_clients = Gauge(
+            "comfy_stream_clients",
+            "Event-stream clients connected to this replica.",
+            ["kind"],
+            registry=self.registry,
+        )
+        for reason in REJECTION_REASONS.values():
+            self.rejected.labels(reason)
+
+    def count_submitted(self, *, tenant: str, workflow: str | None, band: Band) -> None:
+        self.submitted.labels(tenant, workflow_label(workflow), band.value).inc()
+
+    def count_rejected(self, error: Exception) -> None:
+        """Counts ``error`` if it is one of the refusals of :data:`REJECTION_REASONS`."""
+        reason = next((r for t, r in REJECTION_REASONS.items() if isinstance(error, t)), None)
+        if reason is not None:
+            self.rejected.labels(reason).inc()
+
+
+class FleetLease:
+    """Which replica exports the fleet gauges: the one whose id the lease key holds."""
+
+    def __init__(self, redis: Redis, key: str, *, ttl_ms: int = FLEET_LEASE_MS) -> None:
+        self._redis = redis
+        self._key = key
+        self._ttl_ms = ttl_ms
+        self.replica_id = uuid.uuid4().hex
+
+    async def hold(self) -> bool:
+        """Take the lease if it is free, renew it if it is ours; False if another holds it."""
+        if await self._redis.set(self._key, self.replica_id, nx=True, px=self._ttl_ms):
+            return True
+        if await self._redis.get(self._key) != self.replica_id:
+            return False
+        await self._redis.pexpire(self._key, self._ttl_ms)
+        return True
+
+    async def release(self) -> None:
+        if await self._redis.get(self._key) == self.replica_id:
+            await self._redis.delete(self._key)
+
+
+class _Families(Collector):
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def exposition(metrics: BalancerMetrics, fleet: Sequence[Metric] = ()) -> bytes:
+    """The text Prometheus scrapes: the process's metrics, then the fleet's (if given)."""
+    fleet_registry = CollectorRegistry(auto_describe=False)
+    fleet_registry.register(_Families(fleet))
+    return generate_latest(metrics.registry) + generate_latest(fleet_registry)
+
+
+def fleet_families(stats: QueueStats, nodes: Sequence[NodeView]) -> list[Metric]:
+    """The fleet gauges from one read of the queue and one of the nodes."""
+    return [*_queue_families(stats), *_node_families(nodes), *_gpu_families(nodes)]
+
+
+def _queue_families(stats: QueueStats) -> Iterator[Metric]:
+    depth = GaugeMetricFamily(
+        "comfy_queue_depth", "Tasks waiting in the queue, by band.", labels=["priority"]
+    )
+    for band in Band:
+        depth.add_metric([band.value], stats.by_band.get(band, 0))
+    yield depth
+    oldest_s = 0.0
+    if stats.oldest_queued_ms is not None:
+        oldest_s = max(0.0, time.time() - stats.oldest_queued_ms / 1000)
+    yield GaugeMetricFamily(
+        "comfy_queue_oldest_age_seconds",
+        "How long the longest-waiting queued task has waited (0 with an empty queue).",
+        value=oldest_s,
+    )
+
+
+def _node_families(nodes: Sequence[NodeView]) -> Iterator[Metric]:
+    counts = GaugeMetricFamily("comfy_nodes", "Known nodes, by state.", labels=["state"])
+    for state in NodeState:
+        counts.add_metric([state.value], sum(1 for n in nodes if n.state is state))
+    yield counts
+    up = GaugeMetricFamily(
+        "comfy_node_up", "1 if the node runs tasks (its ComfyUI answers).", labels=["node"]
+    )
+    slots = GaugeMetricFamily("comfy_node_slots", "Task slots of the node.", labels=["node"])
+    in_flight = GaugeMetricFamily(
+        "comfy_node_tasks_in_flight", "Tasks placed on the node.", labels=["node"]
+    )
+    for node in nodes:
+        up.add_metric([node.node_id], 1 if node.is_live else 0)
+        slots.add_metric([node.node_id], node.slots)
+        in_flight.add_metric([node.node_id], node.in_flight)
+    yield from (up, slots, in_flight)
+
+
+def _gpu_families(nodes: Sequence[NodeView]) -> Iterator[Metric]:
+    gpu_labels = ["node", "gpu_index"]
+    info = GaugeMetricFamily(
+        "comfy_node_gpu_info", "1 per GPU of a node.", labels=[*gpu_labels, "gpu_model"]
+    )
+    vram = GaugeMetricFamily(
+        "comfy_node_vram_used_bytes", "VRAM in use on the GPU.", labels=gpu_labels
+    )
+    temperature = GaugeMetricFamily(
+        "comfy_node_gpu_temperature_celsius", "The GPU's temperature.", labels=gpu_labels
+    )
+    utilization = GaugeMetricFamily(
+        "comfy_node_gpu_utilization_ratio", "The GPU's utilization (0-1).", labels=gpu_labels
+    )
+    for node in nodes:
+        for gpu in node.health.gpus if node.health else []:
+            labels = [node.node_id, str(gpu.index)]
+            info.add_metric([*labels, gpu.name], 1)
+            if gpu.memory_used_bytes is not None:
+                vram.add_metric(labels, gpu.memory_used_bytes)
+            if gpu.temperature_c is not None:
+                temperature.add_metric(labels, gpu.temperature_c)
+            if gpu.utilization_percent is not None:
+                utilization.add_metric(labels, gpu.utilization_percent / 100)
+    yield from (info, vram, temperature, utilization)

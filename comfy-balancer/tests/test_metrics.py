@@ -1,0 +1,120 @@
+"""GET /metrics on real balancers, services and emulators over one real Redis."""
+
+import uuid
+from collections.abc import Callable
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from comfy_testkit import graphs
+from comfy_testkit.api import submit, wait_until_finished
+from comfy_testkit.api_keys import KeyClients
+from comfy_testkit.cluster import Cluster
+from comfy_testkit.plugin import BalancerFactory
+from comfy_testkit.stack import AUTH_HEADERS
+from comfy_testkit.waiting import wait_for_condition
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def fresh(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def scrape(api: httpx.AsyncClient) -> tuple[str, Samples]:
+    response = await api.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+    return response.text, samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+async def test_the_queue_depth_counts_waiting_tasks_and_no_label_names_a_task(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(node_ids=())  # no node: the tasks wait
+    prompt_text = fresh("a-secret-prompt")
+    graph = graphs.txt2img(prompt_text)
+    ids = [(await submit(cluster.api, graph, band="batch"))["id"] for _ in range(2)]
+    ids.append((await submit(cluster.api, graph))["id"])
+
+    text, samples = await scrape(cluster.api)
+
+    assert value(samples, "comfy_queue_depth", priority="batch") == 2
+    assert value(samples, "comfy_queue_depth", priority="standard") == 1
+    assert value(samples, "comfy_queue_depth", priority="interactive") == 0
+    assert (value(samples, "comfy_queue_oldest_age_seconds") or 0) > 0
+    assert value(samples, "comfy_nodes", state="dead") == 0
+    assert value(samples, "comfy_tasks_submitted_total", tenant="admin", workflow="graph",
+                 priority="batch") == 2  # fmt: skip
+    assert prompt_text not in text
+    assert not [task_id for task_id in ids if task_id in text]
+
+
+async def test_node_gauges_for_each_node_and_counters_after_a_task(cluster: Cluster) -> None:
+    await cluster.nodes_ready(2)
+    task = await submit(cluster.api, graphs.txt2img(fresh("m")))
+    await wait_until_finished(cluster.api, task["id"])
+
+    async def slots_released() -> Samples | None:
+        _, samples = await scrape(cluster.api)
+        in_flight = [value(samples, "comfy_node_tasks_in_flight", node=n) for n in ("a", "b")]
+        return samples if in_flight == [0, 0] else None
+
+    samples = await wait_for_condition(slots_released, what="the task's slot released")
+    for node in ("a", "b"):
+        assert value(samples, "comfy_node_up", node=node) == 1
+        assert value(samples, "comfy_node_slots", node=node) == 2  # --slots-per-node default
+    assert value(samples, "comfy_nodes", state="ready") == 2
+    submitted = value(samples, "comfy_tasks_submitted_total", tenant="admin", workflow="graph",
+                      priority="standard")  # fmt: skip
+    assert submitted == 1
+
+
+async def test_a_refused_submit_is_counted_by_reason(make_cluster: Callable[..., Cluster]) -> None:
+    cluster = make_cluster(node_ids=(), balancer_args=["--max-queue", "1"])
+    await submit(cluster.api, graphs.txt2img(fresh("q")))
+    refused = await cluster.api.post(
+        "/api/v1/generate", json={"prompt": graphs.txt2img(fresh("q"))}
+    )
+    assert refused.status_code == 429
+
+    _, samples = await scrape(cluster.api)
+
+    assert value(samples, "comfy_admission_rejected_total", reason="queue_full") == 1
+    assert value(samples, "comfy_admission_rejected_total", reason="rate_limit") == 0
+
+
+async def test_only_one_of_two_replicas_exports_the_fleet_gauges(
+    cluster: Cluster, start_balancer: BalancerFactory
+) -> None:
+    other = start_balancer(name="balancer-2")
+    async with httpx.AsyncClient(base_url=other.url, headers=AUTH_HEADERS, timeout=15) as api2:
+        _, first = await scrape(cluster.api)
+        _, second = await scrape(api2)
+        _, first_again = await scrape(cluster.api)
+
+    def exports_fleet(samples: Samples) -> bool:
+        return any(name == "comfy_queue_depth" for name, _ in samples)
+
+    assert exports_fleet(first)
+    assert exports_fleet(first_again)
+    assert not exports_fleet(second)
+    assert any(name == "comfy_admission_rejected_total" for name, _ in second)
+
+
+async def test_metrics_need_an_admin_key(cluster: Cluster) -> None:
+    async with KeyClients(cluster) as keys:
+        reader = await keys.make(fresh("reader"), scopes=["read", "submit"])
+        assert (await reader.get("/metrics")).status_code == 403
+    async with httpx.AsyncClient(base_url=cluster.balancer.url) as anonymous:
+        assert (await anonymous.get("/metrics")).status_code == 401
+    assert "/metrics" not in (await cluster.api.get("/openapi.json")).json()["paths"]
