@@ -45,11 +45,16 @@ async def test_the_queue_depth_counts_waiting_tasks_and_no_label_names_a_task(
     graph = graphs.txt2img(prompt_text)
     ids = [(await submit(cluster.api, graph, band="batch"))["id"] for _ in range(2)]
     ids.append((await submit(cluster.api, graph))["id"])
+    ids.append((await submit(cluster.api, graph))["id"])
+    assert (await cluster.api.delete(f"/api/v1/tasks/{ids[-1]}")).status_code == 200
 
     text, samples = await scrape(cluster.api)
 
     assert value(samples, "comfy_queue_depth", priority="batch") == 2
     assert value(samples, "comfy_queue_depth", priority="standard") == 1
+    cancelled = value(samples, "comfy_tasks_finished_total", tenant="admin", workflow="graph",
+                      status="cancelled")  # fmt: skip
+    assert cancelled == 1  # the balancer took it out of the queue: it counts it
     assert value(samples, "comfy_queue_depth", priority="interactive") == 0
     assert (value(samples, "comfy_queue_oldest_age_seconds") or 0) > 0
     assert value(samples, "comfy_nodes", state="dead") == 0
@@ -62,7 +67,7 @@ async def test_the_queue_depth_counts_waiting_tasks_and_no_label_names_a_task(
 async def test_node_gauges_for_each_node_and_counters_after_a_task(cluster: Cluster) -> None:
     await cluster.nodes_ready(2)
     task = await submit(cluster.api, graphs.txt2img(fresh("m")))
-    await wait_until_finished(cluster.api, task["id"])
+    finished = await wait_until_finished(cluster.api, task["id"])
 
     async def slots_released() -> Samples | None:
         _, samples = await scrape(cluster.api)
@@ -77,6 +82,18 @@ async def test_node_gauges_for_each_node_and_counters_after_a_task(cluster: Clus
     submitted = value(samples, "comfy_tasks_submitted_total", tenant="admin", workflow="graph",
                       priority="standard")  # fmt: skip
     assert submitted == 1
+    # The service ended the task that ran on it: it counts it, the balancer does not.
+    assert not [name for name, _ in samples if name.startswith("comfy_tasks_finished")]
+    ran_on = cluster.node(finished["node_id"]).service
+    async with httpx.AsyncClient(base_url=ran_on.url, headers=ran_on.auth_headers) as service:
+        _, on_node = await scrape(service)
+    succeeded = value(on_node, "comfy_tasks_finished_total", tenant="admin", workflow="graph",
+                      status="succeeded")  # fmt: skip
+    assert succeeded == 1
+    assert value(on_node, "comfy_task_run_seconds_count", workflow="graph",
+                 node=finished["node_id"]) == 1  # fmt: skip
+    assert value(on_node, "comfy_task_queue_wait_seconds_count", workflow="graph",
+                 priority="standard") == 1  # fmt: skip
 
 
 async def test_a_refused_submit_is_counted_by_reason(make_cluster: Callable[..., Cluster]) -> None:

@@ -116,8 +116,13 @@ def balancer_lifespan(
 async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> BalancerState:
     keys = RedisKeys(settings.redis_prefix)
     redis = await connect_redis(settings.redis_url, attempts=30)
+    metrics = BalancerMetrics()
     store = TaskStore(
-        redis, keys, retention_s=settings.retention_s, events_maxlen=settings.events_maxlen
+        redis,
+        keys,
+        retention_s=settings.retention_s,
+        events_maxlen=settings.events_maxlen,
+        on_end=metrics.outcomes.observe_end,
     )
     queue = TaskQueue(redis, keys, store, batch_max_wait_s=settings.batch_max_wait_s)
     registry = NodeRegistry(
@@ -132,7 +137,6 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     outputs = await make_store(settings.output_store())
     catalog = OutputCatalog(redis, keys)
     fleet_catalog = FleetCatalog(redis, keys, registry, merge=settings.object_info_merge)
-    metrics = BalancerMetrics()
     intake = TaskIntake(
         store=store,
         stash=InputStash(store=outputs, catalog=catalog, hold_s=settings.retention_s),

@@ -2,8 +2,8 @@
 
 Two kinds, exported apart so Prometheus' sum over every target stays exact:
 
-- per-process counters, counted where the event happens (a task accepted, a submit refused):
-  every replica exports its own;
+- per-process counters, counted where the event happens (a task accepted, a submit refused,
+  a task this replica ended: ``comfy_shared.task_metrics``): every replica exports its own;
 - fleet gauges (the queue, the nodes and their GPUs), read from Redis at scrape time: every
   replica sees the same figures, so only the replica holding a short Redis lease exports
   them, and the others export none (a lost replica's lease lapses and another takes it).
@@ -35,12 +35,11 @@ from comfy_balancer.errors import (
 from comfy_balancer.registry import NodeState, NodeView
 from comfy_shared.comfyui import PromptRejected
 from comfy_shared.models import Band
+from comfy_shared.task_metrics import TaskOutcomes, workflow_label
 from comfy_shared.task_queue import QueueStats
 
 FLEET_LEASE_MS = 30_000
 """How long a replica keeps exporting the fleet gauges after its last scrape."""
-RAW_GRAPH = "graph"
-"""The ``workflow`` label of a task sent as a graph rather than a template."""
 
 REJECTION_REASONS: dict[type[Exception], str] = {
     QueueFull: "queue_full",
@@ -53,10 +52,6 @@ REJECTION_REASONS: dict[type[Exception], str] = {
     BandNotAllowed: "band_not_allowed",
 }
 """``comfy_admission_rejected_total{reason}``: the refusals of a submit that are counted."""
-
-
-def workflow_label(workflow: str | None) -> str:
-    return workflow or RAW_GRAPH
 
 
 class BalancerMetrics:
@@ -85,6 +80,7 @@ class BalancerMetrics:
         )
         for reason in REJECTION_REASONS.values():
             self.rejected.labels(reason)
+        self.outcomes = TaskOutcomes(self.registry)
 
     def count_submitted(self, *, tenant: str, workflow: str | None, band: Band) -> None:
         self.submitted.labels(tenant, workflow_label(workflow), band.value).inc()

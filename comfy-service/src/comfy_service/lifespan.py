@@ -22,6 +22,7 @@ from comfy_service.frames import FrameRecorder
 from comfy_service.health import HealthPublisher, last_learned_profile, last_measured_speed
 from comfy_service.host_metrics import GpuReader
 from comfy_service.keeping import OutputKeeper
+from comfy_service.metrics import ServiceMetrics
 from comfy_service.profile import ModelProfiler
 from comfy_service.prompts import FollowedPrompts
 from comfy_service.queue_view import QueueView
@@ -79,6 +80,7 @@ class ServiceState:
     stream_hub: StreamHub
     outputs: OutputStore
     catalog: OutputCatalog
+    metrics: ServiceMetrics
     loops: Supervisor = field(default_factory=Supervisor)
 
     async def queue_standing(self, task: TaskRecord) -> QueueStanding | None:
@@ -106,8 +108,13 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
     keys = RedisKeys(settings.redis_prefix)
     redis = await connect_redis(settings.redis_url, attempts=30)
     comfy = ComfyClient(settings.comfyui_url, timeout=settings.comfyui_timeout_s)
+    metrics = ServiceMetrics(redis, keys, settings.node_id)
     store = TaskStore(
-        redis, keys, retention_s=settings.retention_s, events_maxlen=settings.events_maxlen
+        redis,
+        keys,
+        retention_s=settings.retention_s,
+        events_maxlen=settings.events_maxlen,
+        on_end=metrics.outcomes.observe_end,
     )
     prompts = FollowedPrompts(redis, keys, settings.node_id)
     reachability = Reachability()
@@ -174,6 +181,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         stream_hub=StreamHub(settings.redis_url, redis, max_streams=settings.max_streams),
         outputs=outputs,
         catalog=catalog,
+        metrics=metrics,
     )
     _start_loops(settings, state, prompts, reachability)
     start_retention(state.loops, settings, state.catalog, outputs)

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from loguru import logger
 
 from comfy_service.api.answers import INTERNAL_TOKEN
-from comfy_service.api.routes import comfyui_files, generate, health, tasks
+from comfy_service.api.routes import comfyui_files, generate, health, metrics, tasks
 from comfy_service.deps import get_state
 from comfy_service.errors import STATUS_FOR
 from comfy_service.lifespan import service_lifespan
@@ -37,6 +37,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         authenticate=trusted_caller,
         credentials=INTERNAL_TOKEN,
     )
+    app.include_router(metrics.router)
     if settings.internal_token is not None:
         app.add_middleware(
             InternalTokenMiddleware, token=settings.internal_token.get_secret_value()

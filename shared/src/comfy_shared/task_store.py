@@ -18,7 +18,7 @@ can end it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -200,8 +200,12 @@ class TaskStore:
         *,
         retention_s: int = 24 * 3600,
         events_maxlen: int = 1000,
+        on_end: Callable[[TaskRecord], None] | None = None,
     ) -> None:
+        """``on_end``: called with a record that this store's :meth:`apply` just ended (once
+        per task over all processes: the write that ends it wins only once)."""
         self._redis = redis
+        self._on_end = on_end
         self._keys = keys
         self._retention_s = retention_s
         self._events_maxlen = events_maxlen
@@ -449,6 +453,8 @@ class TaskStore:
             updated = lifecycle.apply(current, event)
             updated.updated_at = utc_now()
             if await self._write(version, current, updated, kind):
+                if updated.status.is_terminal and self._on_end is not None:
+                    self._on_end(updated)
                 return updated
         raise ConcurrentUpdate(task_id, MAX_UPDATE_ATTEMPTS)
 

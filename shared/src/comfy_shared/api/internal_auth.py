@@ -3,8 +3,9 @@
 Between the processes of one deployment, a shared bearer token (``--internal-token``, or
 ``COMFY_INTERNAL_TOKEN`` for all of them) keeps anyone else who can reach a service's port from
 placing, reading or cancelling tasks on it behind the balancer's back. Every route under
-``/api/v1`` needs ``Authorization: Bearer <token>``; the probes (``/healthz``, ``/readyz``,
-``/metrics``) stay open, so orchestrators and monitoring need no secret.
+``/api/v1`` needs ``Authorization: Bearer <token>``, and so does ``/metrics`` (Prometheus sends
+it with ``authorization: {credentials: ...}``); the probes (``/healthz``, ``/readyz``) stay
+open, so orchestrators need no secret.
 
 A plain ASGI middleware rather than a route dependency: it guards every router of the app,
 including the shared ones (workflows, events, logs) and any added later, and refuses before a
@@ -23,6 +24,7 @@ from comfy_shared.api.schemas import API_PREFIX
 from comfy_shared.models import ErrorType
 
 UNAUTHORIZED_CODE = "unauthorized"
+METRICS_PATH = "/metrics"
 _AUTHORIZATION = b"authorization"
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
@@ -49,7 +51,7 @@ class InternalTokenMiddleware:
 
 
 def _guarded(path: str) -> bool:
-    return path == API_PREFIX or path.startswith(f"{API_PREFIX}/")
+    return path in (API_PREFIX, METRICS_PATH) or path.startswith(f"{API_PREFIX}/")
 
 
 def bearer_token(header: bytes) -> bytes | None:

@@ -1,0 +1,62 @@
+"""The service's Prometheus metrics (README "Metrics"): the outcomes of the tasks this
+process ended (``comfy_shared.task_metrics``), and its node's gauges read at scrape time
+from the health document it publishes (so a scrape never waits on ComfyUI)."""
+
+from __future__ import annotations
+
+import psutil
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis.asyncio import Redis
+
+from comfy_shared.models import NodeHealth
+from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.task_metrics import TaskOutcomes
+
+
+class ServiceMetrics:
+    def __init__(self, redis: Redis, keys: RedisKeys, node_id: str) -> None:
+        self.registry = CollectorRegistry()
+        self.outcomes = TaskOutcomes(self.registry)
+        self._redis = redis
+        self._keys = keys
+        self._node_id = node_id
+        self._process = psutil.Process()
+
+    async def exposition(self) -> bytes:
+        raw = await self._redis.get(self._keys.node_health(self._node_id))
+        health = NodeHealth.model_validate_json(raw) if raw else None
+        node = _NodeGauges(self._node_id, health, self._process.memory_info().rss)
+        gauges = CollectorRegistry(auto_describe=False)
+        gauges.register(node)
+        return generate_latest(self.registry) + generate_latest(gauges)
+
+
+class _NodeGauges(Collector):
+    def __init__(self, node_id: str, health: NodeHealth | None, rss_bytes: int) -> None:
+        self._node_id = node_id
+        self._health = health
+        self._rss_bytes = rss_bytes
+
+    def collect(self) -> list[Metric]:
+        labels = ["node"]
+        comfy = self._health.comfyui if self._health else None
+        up = GaugeMetricFamily(
+            "comfy_node_up", "1 if the node's ComfyUI answered its last check.", labels=labels
+        )
+        up.add_metric([self._node_id], 1 if comfy is not None and comfy.reachable else 0)
+        remaining = GaugeMetricFamily(
+            "comfy_node_queue_remaining",
+            "Prompts running or waiting in the node's ComfyUI.",
+            labels=labels,
+        )
+        if comfy is not None and comfy.reachable:
+            remaining.add_metric([self._node_id], comfy.queue_running + comfy.queue_pending)
+        rss = GaugeMetricFamily(
+            "comfy_node_ram_rss_bytes",
+            "Resident memory of the comfy-service process.",
+            labels=labels,
+        )
+        rss.add_metric([self._node_id], self._rss_bytes)
+        return [up, remaining, rss]

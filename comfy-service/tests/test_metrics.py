@@ -1,0 +1,57 @@
+"""GET /metrics on a real service and emulator: behind the internal token, the node's
+gauges, and the outcome of each task the service ended counted once."""
+
+import uuid
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from comfy_testkit import graphs
+from comfy_testkit.api import submit, wait_until_finished
+from comfy_testkit.stack import RunningComponent
+from comfy_testkit.waiting import wait_for_condition
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(api: httpx.AsyncClient) -> tuple[str, Samples]:
+    response = await api.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+    return response.text, samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+async def test_a_finished_task_is_counted_with_the_node_gauges(api: httpx.AsyncClient) -> None:
+    prompt_text = f"a-secret-prompt-{uuid.uuid4().hex[:8]}"
+    task = await submit(api, graphs.txt2img(prompt_text))
+    await wait_until_finished(api, task["id"])
+
+    async def node_up() -> Samples | None:
+        _, samples = await scrape(api)
+        return samples if value(samples, "comfy_node_up", node="node-a") == 1 else None
+
+    samples = await wait_for_condition(node_up, what="the node's ComfyUI seen up")
+    text, _ = await scrape(api)
+    finished = value(samples, "comfy_tasks_finished_total", tenant="default", workflow="graph",
+                     status="succeeded")  # fmt: skip
+    assert finished == 1
+    assert value(samples, "comfy_task_e2e_seconds_count", workflow="graph") == 1
+    assert value(samples, "comfy_node_queue_remaining", node="node-a") == 0
+    assert (value(samples, "comfy_node_ram_rss_bytes", node="node-a") or 0) > 10_000_000
+    assert prompt_text not in text
+    assert task["id"] not in text
+
+
+async def test_metrics_need_the_internal_token(service: RunningComponent) -> None:
+    async with httpx.AsyncClient(base_url=service.url) as anonymous:
+        assert (await anonymous.get("/metrics")).status_code == 401
+        assert "/metrics" not in (await anonymous.get("/openapi.json")).json()["paths"]
