@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
@@ -70,12 +70,6 @@ class BalancerMetrics:
             "comfy_admission_rejected",
             "Submits this replica refused, by reason.",
             ["reason"],
-            registry=self.registry,
-        )
-        self.stream_clients = Gauge(
-            "comfy_stream_clients",
-            "Event-stream clients connected to this replica.",
-            ["kind"],
             registry=self.registry,
         )
         for reason in REJECTION_REASONS.values():
