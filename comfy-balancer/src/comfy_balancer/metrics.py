@@ -166,7 +166,7 @@ def _node_families(nodes: Sequence[NodeView]) -> Iterator[Metric]:
 
 
 def _gpu_families(nodes: Sequence[NodeView]) -> Iterator[Metric]:
-    gpu_labels = ["node", "gpu_index"]
+    gpu_labels = ["node", "gpu_index", "gpu_uuid"]  # the UUID joins DCGM's series
     info = GaugeMetricFamily(
         "comfy_node_gpu_info", "1 per GPU of a node.", labels=[*gpu_labels, "gpu_model"]
     )
@@ -181,7 +181,7 @@ def _gpu_families(nodes: Sequence[NodeView]) -> Iterator[Metric]:
     )
     for node in nodes:
         for gpu in node.health.gpus if node.health else []:
-            labels = [node.node_id, str(gpu.index)]
+            labels = [node.node_id, str(gpu.index), gpu.uuid or ""]
             info.add_metric([*labels, gpu.name], 1)
             if gpu.memory_used_bytes is not None:
                 vram.add_metric(labels, gpu.memory_used_bytes)

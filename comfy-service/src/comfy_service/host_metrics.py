@@ -66,9 +66,11 @@ def _read_gpu(index: int) -> GpuInfo:
     handle = pynvml.nvmlDeviceGetHandleByIndex(index)
     memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
     name = pynvml.nvmlDeviceGetName(handle)
+    uuid = pynvml.nvmlDeviceGetUUID(handle)
     return GpuInfo(
         index=index,
         name=name.decode() if isinstance(name, bytes) else str(name),
+        uuid=uuid.decode() if isinstance(uuid, bytes) else str(uuid),
         utilization_percent=float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu),
         memory_used_bytes=int(memory.used),
         memory_total_bytes=int(memory.total),

@@ -267,6 +267,9 @@ class GpuInfo(BaseModel):
 
     index: int
     name: str
+    uuid: str | None = Field(
+        default=None, description="NVML's UUID (``GPU-...``): DCGM's ``UUID`` label."
+    )
     utilization_percent: float | None = None
     memory_used_bytes: int | None = None
     memory_total_bytes: int | None = None
