@@ -273,7 +273,7 @@ def test_monitoring_profile_mounts_the_files_of_deploy_monitoring() -> None:
     token_folder = str(Path(token_file).parent)
     assert any(mount.startswith(f"{token_folder}:size=") for mount in prometheus["tmpfs"])
     assert "--config.file=/etc/prometheus/prometheus.yml" in command
-    assert resolve(prometheus["environment"]["METRICS_TOKEN"]) == ""
+    assert resolve(prometheus["environment"]["METRICS_TOKEN"]) == SAMPLE_SECRET  # the admin key
     [target] = balancer_job["static_configs"][0]["targets"]
     assert target == "balancer:8000"
 
