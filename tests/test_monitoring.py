@@ -226,3 +226,36 @@ def test_dashboard_queries_are_valid_promql(path: Path, tmp_path: Path) -> None:
     )
     output = run_tool("promtool", "check", "rules", "queries.yml", cwd=tmp_path)
     assert f"SUCCESS: {len(exprs)} rules found" in output
+
+
+@needs_amtool
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["alertname=ComfyTasksQueuedNoNode", "severity=critical"], "pager"),
+        (["alertname=ComfyNodeDown", "severity=warning", "node=node-1"], "warnings"),
+    ],
+)
+def test_alertmanager_routes_by_severity(labels: list[str], receiver: str) -> None:
+    output = run_tool(
+        "amtool",
+        "config",
+        "routes",
+        "test",
+        "--config.file=alertmanager.yml",
+        *labels,
+        cwd=ALERTMANAGER,
+    )
+    assert output.splitlines()[0].strip() == receiver
+
+
+def test_alertmanager_routes_every_severity_the_rules_use() -> None:
+    groups = yaml_of(PROMETHEUS / "rules.yml")["groups"]
+    used = {rule["labels"]["severity"] for g in groups for rule in g["rules"] if "alert" in rule}
+    routed = {
+        matcher
+        for route in yaml_of(ALERTMANAGER / "alertmanager.yml")["route"]["routes"]
+        for matcher in route["matchers"]
+    }
+    assert used == {"critical", "warning"}  # warning: the default route
+    assert 'severity="critical"' in routed
