@@ -23,10 +23,10 @@ ALERTMANAGER = MONITORING / "alertmanager"
 GRAFANA = MONITORING / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 TOKEN_FILE = "/run/prometheus/balancer-token"
-"""Where the compose service writes the balancer's bearer token (METRICS_TOKEN)."""
+"""Where the compose service writes the balancer's bearer token (the admin key)."""
 
 EXPORTED = {
-    # the balancer, fleet-wide (from Redis)
+    # the balancer: the fleet (read from Redis, by the replica holding the lease) ...
     "comfy_queue_depth",
     "comfy_queue_oldest_age_seconds",
     "comfy_nodes",
@@ -37,6 +37,7 @@ EXPORTED = {
     "comfy_node_vram_used_bytes",
     "comfy_node_gpu_temperature_celsius",
     "comfy_node_gpu_utilization_ratio",
+    # ... and each replica's own counters (the histograms below too)
     "comfy_tasks_submitted_total",
     "comfy_admission_rejected_total",
     "comfy_tasks_finished_total",
