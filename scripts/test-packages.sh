@@ -3,11 +3,16 @@
 #   flac: the emulator's FLAC files are checked against the reference decoder.
 #   chromium, chromium-driver: the browser tests run ComfyUI's frontend in a headless
 #     Chromium (comfy-balancer/tests/test_gateway_browser.py), driven through chromedriver.
+#   prometheus, prometheus-alertmanager: promtool and amtool check deploy/monitoring/ (the alert
+#     rules and their unit tests, the Alertmanager example) in tests/test_monitoring.py.
+#     Installing them starts no daemon where there is no init system (CI containers).
 missing=""
 command -v flac >/dev/null 2>&1 || missing="$missing flac"
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
   || missing="$missing chromium"
 command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium-driver"
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
+command -v amtool >/dev/null 2>&1 || missing="$missing prometheus-alertmanager"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing$missing for the tests ..." >&2

@@ -41,7 +41,9 @@ INTERPOLATION = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<operator>:?[-?])(?P<ar
 SECRETS = {"COMFY_INTERNAL_TOKEN", "REDIS_PASSWORD", "ADMIN_KEY"}
 """Required: compose refuses to start without them, and no file holds a default."""
 SAMPLE_SECRET = "0123456789abcdef" * 4
-THIRD_PARTY = {"redis", "logdy"}
+MONITORING = {"prometheus", "alertmanager"}
+"""The services of the `monitoring` profile (started only when it is asked for)."""
+THIRD_PARTY = {"redis", "logdy", *MONITORING}
 """Images we do not build: their user is chosen here, not in a Dockerfile of ours."""
 
 
@@ -111,6 +113,7 @@ def test_compose_has_the_documented_services() -> None:
         "service-2",
         "comfyui-1",
         "comfyui-2",
+        *MONITORING,
     }
     assert "version" not in load(COMPOSE)  # docker-compose 1.29 and Compose v2 alike
 
@@ -210,6 +213,8 @@ def test_only_the_balancer_is_published_beyond_the_docker_host() -> None:
     }
     assert published.pop("balancer") == ["8000:8000"]
     assert published.pop("logdy") == ["127.0.0.1:8080:8080"]  # the host's loopback only
+    assert published.pop("prometheus") == ["127.0.0.1:9090:9090"]
+    assert published.pop("alertmanager") == ["127.0.0.1:9093:9093"]
     assert not any(published.values()), published  # Redis, services, ComfyUIs: none
     assert not any("ports" in service for service in services(GPU_OVERRIDE).values())
     for name, service in services(COMPOSE).items():
@@ -240,6 +245,37 @@ def test_logdy_ui_always_has_a_password_and_no_command_line_shows_it() -> None:
     assert 'echo "logdy UI password (generated' in command
     assert "export LOGDY_UI_PASS; exec logdy " in command
     assert "--ui-pass" not in command
+
+
+def test_monitoring_profile_mounts_the_files_of_deploy_monitoring() -> None:
+    all_services = services(COMPOSE)
+    for name, service in all_services.items():
+        assert service.get("profiles", []) == (["monitoring"] if name in MONITORING else []), name
+    for name in MONITORING:
+        service = all_services[name]
+        # Pinned to the versions promtool and amtool check the files with (Debian bookworm's).
+        assert service["image"] in {"prom/prometheus:v2.42.0", "prom/alertmanager:v0.25.0"}
+        assert "depends_on" not in service  # it has to alert while the stack is down
+        for volume in service["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).is_file(), f"{name} mounts {source}, which is missing"
+    prometheus = all_services["prometheus"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"]}
+    config = load(ROOT / mounts["/etc/prometheus/prometheus.yml"])
+    for rule_file in config["rule_files"]:  # relative to the configuration's folder
+        assert f"/etc/prometheus/{rule_file}" in mounts, rule_file
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    balancer_job = jobs["comfy-balancer"]  # the name the alert rules use
+    token_file = balancer_job["authorization"]["credentials_file"]
+    command = resolve(prometheus["command"][0])
+    assert f"""printf '%s' "$METRICS_TOKEN" > {token_file} && exec /bin/prometheus """ in command
+    token_folder = str(Path(token_file).parent)
+    assert any(mount.startswith(f"{token_folder}:size=") for mount in prometheus["tmpfs"])
+    assert "--config.file=/etc/prometheus/prometheus.yml" in command
+    assert resolve(prometheus["environment"]["METRICS_TOKEN"]) == SAMPLE_SECRET  # the admin key
+    [target] = balancer_job["static_configs"][0]["targets"]
+    assert target == "balancer:8000"
 
 
 def test_redis_keeps_its_data() -> None:
