@@ -57,6 +57,7 @@ async def test_a_drained_node_finishes_its_task_takes_no_new_one_and_stays_drain
     drained = await post(cluster.api, f"/api/v1/nodes/{busy}/drain")
 
     assert (drained["node_id"], drained["state"], drained["in_flight"]) == (busy, "draining", 1)
+    assert drained["drained"] is True
     assert await nodes_ran(cluster.api, 4) == {other}
     await wait_for_state(cluster.api, busy, "draining")
 
@@ -70,7 +71,7 @@ async def test_a_drained_node_finishes_its_task_takes_no_new_one_and_stays_drain
 
         undrained = await post(api, f"/api/v1/nodes/{busy}/undrain")
 
-        assert undrained["state"] == "ready"
+        assert (undrained["state"], undrained["drained"]) == ("ready", False)
         assert busy in await nodes_ran(api, 8)
 
 

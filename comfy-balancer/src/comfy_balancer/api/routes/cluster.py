@@ -27,6 +27,10 @@ _REDIS = error_responses(REDIS_UNAVAILABLE)
 class NodeOut(BaseModel):
     node_id: str
     state: NodeState
+    drained: bool = Field(
+        description="An admin took it out of rotation (its state: draining or drained while "
+        "it is alive): it takes no new task until undrained."
+    )
     url: str | None
     slots: int
     in_flight: int
@@ -120,6 +124,7 @@ def _node_out(node: NodeView, caller: Caller) -> NodeOut:
     return NodeOut(
         node_id=node.node_id,
         state=node.state,
+        drained=node.drained,
         url=node.url,
         slots=node.slots,
         in_flight=node.in_flight,
