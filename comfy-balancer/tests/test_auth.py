@@ -23,6 +23,7 @@ SAMPLE_PATH_VALUES = {
     "name": "demo",
     "key_id": "k0123456789",
     "group": "class-1",
+    "node_id": "a",
 }
 
 

@@ -256,6 +256,38 @@ async def test_the_nodes_page_shows_both_nodes_live(
         assert "ready" in text
         assert re.search(r"0 of \d+ slots", text)
         assert "ComfyUI\nup" in text
+    assert driver.find_elements(By.CSS_SELECTOR, "article[data-node] button") == []  # not admin
+    no_errors(driver, url)
+
+
+FOCUSED_LABEL = "return document.activeElement.getAttribute('aria-label')"
+LAST_SEEN = """
+return [...document.querySelectorAll("article[data-node='a'] dt")]
+  .find(dt => dt.textContent === 'Last seen').nextElementSibling.textContent
+"""
+
+
+async def test_an_admin_drains_and_undrains_a_node_by_keyboard_through_the_redraws(
+    cluster: Cluster, browsers: Callable[[str], WebDriver]
+) -> None:
+    driver = browsers("admin")
+    url = cluster.balancer.url
+    sign_in(driver, url, ADMIN_KEY)
+    open_page(driver, url, "nodes", "button[aria-label='Drain node a']")
+
+    driver.find_element(By.CSS_SELECTOR, "button[aria-label='Drain node a']").send_keys("\n")
+    wait_for(driver, "article[data-node='a'] .badge.s-drained")
+    seen = driver.execute_script(LAST_SEEN)
+    WebDriverWait(driver, WAIT_S).until(lambda d: d.execute_script(LAST_SEEN) != seen)  # redrawn
+
+    assert driver.execute_script(FOCUSED_LABEL) == "Undrain node a"
+    nodes = {n["node_id"]: n["state"] for n in (await cluster.api.get("/api/v1/nodes")).json()}
+    assert nodes == {"a": "drained", "b": "ready"}
+    driver.switch_to.active_element.send_keys("\n")
+    wait_for(driver, "article[data-node='a'] .badge.s-ready")
+    assert driver.execute_script(FOCUSED_LABEL) == "Drain node a"
+    nodes = {n["node_id"]: n["state"] for n in (await cluster.api.get("/api/v1/nodes")).json()}
+    assert nodes == {"a": "ready", "b": "ready"}
     no_errors(driver, url)
 
 

@@ -2,6 +2,7 @@
 
 import math
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,6 +89,8 @@ def test_least_loaded_table(nodes: list[NodeView], expected: str) -> None:
         ([node("a", alive=False)], NodeState.DEAD),
         ([node("a", reachable=False)], NodeState.COMFYUI_DOWN),
         ([node("a", in_flight=2)], NodeState.BUSY),
+        ([replace(node("a", in_flight=1), drained=True)], NodeState.DRAINING),
+        ([replace(node("a"), drained=True)], NodeState.DRAINED),
     ],
 )
 def test_only_ready_nodes_get_work(nodes: list[NodeView], state: NodeState) -> None:

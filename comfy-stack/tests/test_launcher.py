@@ -144,6 +144,12 @@ def _check_the_client_against(api: str, tmp_path: Path, key: str) -> None:
     student_nodes = _client("nodes", "--url", api, key=secret)
     assert student_nodes.returncode == 0
     assert _client("keys", "list", "--url", api, key=secret).returncode == 2  # not an admin
+    assert _client("nodes", "drain", "node-1", "--url", api, key=secret).returncode == 2
+    drained = _client("nodes", "drain", "node-1", "--url", api, key=key)
+    assert drained.stdout.split() == ["node-1", "drained"], drained.stderr
+    assert " drained " in _client("nodes", "--url", api, key=key).stdout
+    undrained = _client("nodes", "undrain", "node-1", "--url", api, key=key)
+    assert undrained.stdout.split() == ["node-1", "ready"], undrained.stderr
     assert _client("keys", "revoke", key_id, "--url", api, key=key).returncode == 0
 
 

@@ -12,6 +12,7 @@ ComfyStackError (comfy_shared.errors)
 ├── OutputNotFound, OutputExpired, RangeNotSatisfiable  (shared) a download -> 404, 410, 416
 ├── StoreUnavailable       (shared) the output store cannot be read or written -> 503
 ├── NodeUnavailable        the node holding a task's files or state cannot be reached -> 503
+├── NodeNotFound           no node of that id ever published health -> 404
 ├── NoPreview              a task that did not ask for previews, or ended -> 404
 ├── InvalidWebhookUrl      a webhook URL that may not be called (form, scheme, addresses) -> 422
 ├── WebhookUnsigned        a webhook with no secret to sign it -> 422
@@ -97,6 +98,11 @@ class NodeUnavailable(ComfyStackError):
         super().__init__(f"node {node_id!r} is unavailable: {what}")
 
 
+class NodeNotFound(ComfyStackError):
+    def __init__(self, node_id: str) -> None:
+        super().__init__(f"no node {node_id!r} ever published its health")
+
+
 class NoPreview(ComfyStackError):
     def __init__(self, task_id: str) -> None:
         super().__init__(
@@ -151,6 +157,7 @@ STATUS_FOR: ErrorTable = {
     TooManyStreams: ErrorMapping(429, "too_many_streams", S, headers=retry_after_header),
     NodeUnavailable: ErrorMapping(503, "node_unavailable", S),
     NoPreview: ErrorMapping(404, "preview_not_found", V),
+    NodeNotFound: ErrorMapping(404, "node_not_found", V),
     ConcurrentUpdate: ErrorMapping(503, "busy", S),
     RedisError: ErrorMapping(503, "redis_unavailable", S),
     InvalidWebhookUrl: ErrorMapping(422, "invalid_webhook_url", V),

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from comfy_shared.clock import now_ms
 from comfy_shared.models import Capabilities, NodeHealth, NodeSpeed
 from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.signals import NODE_CHANGED, Signals
 
 FAILURE_WINDOW_MS = 10 * 60 * 1000
 UNSEEN_NODE_TTL_S = 10.0
@@ -24,6 +25,10 @@ class NodeState(StrEnum):
     BUSY = "busy"
     COMFYUI_DOWN = "comfyui-down"
     DEAD = "dead"
+    DRAINING = "draining"
+    """Drained by an admin: takes no new task, still runs some."""
+    DRAINED = "drained"
+    """Drained by an admin and idle: it may be taken down."""
 
 
 VRAM_HEADROOM_BYTES = 1536 * 1024 * 1024
@@ -63,6 +68,8 @@ class NodeView:
     """A busy node's next slot takes a task only once its placed work is expected to end
     within this many seconds (the dispatcher sets ``--prefetch-lead-s``)."""
     upcoming: tuple[str, ...] = ()
+    drained: bool = False
+    """An admin took it out of rotation (``POST /api/v1/nodes/{id}/drain``)."""
     warm_waiting: int = 0
     """Queued tasks the node could run without a switch (the dispatcher counts them)."""
     """The models resident once the work placed on it has run, least recently used first
@@ -89,6 +96,8 @@ class NodeView:
             return NodeState.DEAD
         if not self.health.comfyui.reachable:
             return NodeState.COMFYUI_DOWN
+        if self.drained:
+            return NodeState.DRAINING if self.in_flight else NodeState.DRAINED
         if self.in_flight >= self.slots:
             return NodeState.BUSY
         return NodeState.READY
@@ -153,11 +162,12 @@ class NodeRegistry:
         if not seen:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(self._keys.drained_nodes())
             for node_id, _ in seen:
                 pipe.get(self._keys.node_health(node_id))
                 pipe.zcard(self._keys.node_dispatched(node_id))
                 pipe.zcount(self._keys.node_failures(node_id), now_ms() - FAILURE_WINDOW_MS, "+inf")
-            replies = await pipe.execute()
+            drained, *replies = await pipe.execute()
         views = []
         for i, (node_id, last_seen) in enumerate(seen):
             raw_health, in_flight, failures = replies[3 * i : 3 * i + 3]
@@ -174,6 +184,7 @@ class NodeRegistry:
                     recent_failures=int(failures),
                     speed=health.speed if health else None,
                     upcoming=tuple(health.profile.resident) if health else (),
+                    drained=node_id in drained,
                 )
             )
         return views
@@ -185,6 +196,17 @@ class NodeRegistry:
 
     async def find(self, node_id: str) -> NodeView | None:
         return next((node for node in await self.read() if node.node_id == node_id), None)
+
+    async def set_drained(self, node_id: str, drained: bool) -> NodeView | None:
+        """Take the node out of rotation (it finishes what it runs) or put it back, on every
+        replica and across restarts; None, and nothing marked, for a node that never
+        published health."""
+        if await self._redis.zscore(self._keys.nodes(), node_id) is None:
+            return None
+        key = self._keys.drained_nodes()
+        await (self._redis.sadd(key, node_id) if drained else self._redis.srem(key, node_id))
+        await Signals(self._redis, self._keys).publish(NODE_CHANGED)  # undrained: work at once
+        return await self.find(node_id)
 
     async def record_failure(self, node_id: str) -> None:
         key = self._keys.node_failures(node_id)

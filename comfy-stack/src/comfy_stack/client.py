@@ -51,6 +51,11 @@ class StackClient:
         nodes = self._json("GET", "/api/v1/nodes")
         return [node for node in nodes if isinstance(node, dict)]
 
+    def set_drained(self, node_id: str, *, drained: bool) -> dict[str, Any]:
+        """Drain the node or undrain it; the node as listed after."""
+        action = "drain" if drained else "undrain"
+        return self._object("POST", f"/api/v1/nodes/{node_id}/{action}")
+
     def queue(self) -> dict[str, Any]:
         return self._object("GET", "/api/v1/queue")
 

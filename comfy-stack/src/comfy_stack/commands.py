@@ -1,4 +1,5 @@
-"""The client commands of ``comfy-stack``: generate, status, cancel, nodes, queue, usage, keys.
+"""The client commands of ``comfy-stack``: generate, status, cancel, nodes (drain, undrain),
+queue, usage, keys, groups.
 
 Exit codes: 0 done, 1 the task failed (its error type and message printed) or was cancelled,
 2 the request was refused (e.g. 422), 3 the stack could not be reached.
@@ -49,7 +50,7 @@ def add_client_commands(commands: Any) -> None:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("task_id")
         command.set_defaults(run=handler)
-    commands.add_parser("nodes", help="the nodes and their health").set_defaults(run=_nodes)
+    _add_nodes_commands(commands)
     commands.add_parser("queue", help="the pending queue").set_defaults(run=_queue)
     usage = commands.add_parser("usage", help="tasks and GPU-seconds per tenant and UTC day")
     usage.add_argument("--tenant", help="one tenant (default: yours; an admin key: all)")
@@ -68,6 +69,22 @@ def _add_connection_flags(command: argparse.ArgumentParser) -> None:
         "--key",
         help=f"API key (default: ${KEY_ENV}; for the default URL, the local stack's admin key)",
     )
+
+
+def _add_nodes_commands(commands: Any) -> None:
+    """``nodes`` lists them; ``nodes drain ID`` / ``nodes undrain ID`` (an admin key) take a
+    node out of rotation and put it back."""
+    nodes = commands.add_parser("nodes", help="the nodes and their health; drain, undrain")
+    nodes.set_defaults(run=_nodes)
+    actions = nodes.add_subparsers(metavar="ACTION")
+    for name, drained, help_text in (
+        ("drain", True, "take a node out of rotation: it finishes its tasks, takes no new one"),
+        ("undrain", False, "put a drained node back in rotation"),
+    ):
+        action = actions.add_parser(name, help=f"{help_text} (needs an admin key)")
+        action.add_argument("node_id")
+        action.set_defaults(run=_drain, drained=drained)
+        _add_connection_flags(action)
 
 
 def _add_keys_commands(commands: Any) -> None:
@@ -193,6 +210,12 @@ def _nodes(client: StackClient, args: argparse.Namespace) -> int:
             node.get("url") or "-",
         ])  # fmt: skip
     _print_table(rows)
+    return 0
+
+
+def _drain(client: StackClient, args: argparse.Namespace) -> int:
+    node = client.set_drained(args.node_id, drained=args.drained)
+    print(f"{node['node_id']} {node['state']}")
     return 0
 
 

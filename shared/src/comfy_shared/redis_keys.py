@@ -55,6 +55,8 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
                                                      ComfyUI and still follows: prompt id ->
                                                      {"task_id", "attempt"} JSON
 {p}:nodes                    zset    comfy-service   none; node id scored by last seen ms
+{p}:nodes:drained            set     balancer API    none; ids of the nodes an admin drained:
+                                                     they take no new task until undrained
 {p}:queue:pending            zset    task queue      none; task id scored in run order: band rank
                                                      * 1e12 + fair tag (see task_queue)
 {p}:queue:since              zset    task queue      none; pending task id scored by enqueue ms
@@ -200,6 +202,9 @@ class RedisKeys:
 
     def nodes(self) -> str:
         return f"{self.prefix}:nodes"
+
+    def drained_nodes(self) -> str:
+        return f"{self.prefix}:nodes:drained"
 
     def pending_queue(self) -> str:
         return f"{self.prefix}:queue:pending"

@@ -23,6 +23,7 @@ QUEUE_FULL = Answer(429, "queue_full", "the queue holds `--max-queue` tasks; see
 NODE_UNAVAILABLE = Answer(
     503, "node_unavailable", "the node that holds the task (or its files) cannot be reached."
 )
+NODE_NOT_FOUND = Answer(404, "node_not_found", "no node with this id ever published its health.")
 
 PREVIEW_NOT_FOUND = Answer(
     404,

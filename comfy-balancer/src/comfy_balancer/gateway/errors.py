@@ -32,6 +32,7 @@ from comfy_balancer.errors import (
     BandNotAllowed,
     KeyQueueFull,
     NoCapableNode,
+    NodeNotFound,
     NodeUnavailable,
     NoPreview,
     PriorityNotAllowed,
@@ -153,6 +154,7 @@ REFUSALS: Final[Mapping[type[Exception], Refusal]] = {
     BudgetExhausted: _as_on_api(BudgetExhausted),
     StoreUnavailable: _as_on_api(StoreUnavailable),
     NodeUnavailable: _as_on_api(NodeUnavailable),
+    NodeNotFound: _as_on_api(NodeNotFound),  # /api/v1 only today, as NoPreview
     NoPreview: _as_on_api(NoPreview),  # /api/v1 only today: listed so a route may raise it
     ConcurrentUpdate: _as_on_api(ConcurrentUpdate),
     RedisError: _as_on_api(RedisError),

@@ -3,17 +3,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
-from comfy_balancer.deps import CallerOf, State
+from comfy_balancer.api.answers import NODE_NOT_FOUND
+from comfy_balancer.deps import CallerOf, State, require_admin
+from comfy_balancer.errors import NodeNotFound
 from comfy_balancer.lifespan import BalancerState
-from comfy_balancer.registry import NodeState
+from comfy_balancer.registry import NodeState, NodeView
 from comfy_shared.access import Caller
 from comfy_shared.api.openapi import INVALID_REQUEST, REDIS_UNAVAILABLE, error_responses
 from comfy_shared.api.schemas import TaskEta
 from comfy_shared.clock import now_ms, utc_now
 from comfy_shared.models import Band, NodeHealth, TaskRecord
+from comfy_shared.settings import NODE_ID_PATTERN
 from comfy_shared.task_queue import FIFO_COUNT_SCAN
 from comfy_shared.task_state import TaskStatus
 
@@ -24,6 +27,10 @@ _REDIS = error_responses(REDIS_UNAVAILABLE)
 class NodeOut(BaseModel):
     node_id: str
     state: NodeState
+    drained: bool = Field(
+        description="An admin took it out of rotation (its state: draining or drained while "
+        "it is alive): it takes no new task until undrained."
+    )
     url: str | None
     slots: int
     in_flight: int
@@ -70,22 +77,61 @@ class QueuedTasksOut(BaseModel):
 @router.get("/nodes", response_model=list[NodeOut], responses=_REDIS)
 async def list_nodes(state: State, caller: CallerOf) -> list[NodeOut]:
     """Every node that ever published health: its health document (null once dead), slots,
-    tasks in flight and state (ready, busy, comfyui-down, dead). The run times and VRAM each
-    node learned per workflow shape (``health.profile``) are every tenant's work: only an
-    admin key sees them; other keys get them empty."""
-    return [
-        NodeOut(
-            node_id=node.node_id,
-            state=node.state,
-            url=node.url,
-            slots=node.slots,
-            in_flight=node.in_flight,
-            recent_failures=node.recent_failures,
-            last_seen=datetime.fromtimestamp(node.last_seen_ms / 1000, tz=utc_now().tzinfo),
-            health=node.health if caller.sees_every_tenant else _without_shapes(node.health),
-        )
-        for node in await state.registry.read()
-    ]
+    tasks in flight and state (ready, busy, comfyui-down, dead; draining while a drained node
+    still runs tasks, then drained). The run times and VRAM each node learned per workflow
+    shape (``health.profile``) are every tenant's work: only an admin key sees them; other
+    keys get them empty."""
+    return [_node_out(node, caller) for node in await state.registry.read()]
+
+
+NodeId = Annotated[str, Path(pattern=NODE_ID_PATTERN, description="The node's id.")]
+_DRAIN_ANSWERS = error_responses(INVALID_REQUEST, NODE_NOT_FOUND, REDIS_UNAVAILABLE)
+
+
+@router.post(
+    "/nodes/{node_id}/drain",
+    response_model=NodeOut,
+    responses=_DRAIN_ANSWERS,
+    dependencies=[Depends(require_admin)],
+)
+async def drain_node(node_id: NodeId, state: State, caller: CallerOf) -> NodeOut:
+    """Take the node out of rotation (admin only): it takes no new task and finishes what it
+    runs (state ``draining``, then ``drained``). Every replica honours it, and it outlasts
+    restarts of the balancer and of the node, until undrained."""
+    return _node_out(await _set_drained(state, node_id, drained=True), caller)
+
+
+@router.post(
+    "/nodes/{node_id}/undrain",
+    response_model=NodeOut,
+    responses=_DRAIN_ANSWERS,
+    dependencies=[Depends(require_admin)],
+)
+async def undrain_node(node_id: NodeId, state: State, caller: CallerOf) -> NodeOut:
+    """Put a drained node back in rotation at once (admin only)."""
+    return _node_out(await _set_drained(state, node_id, drained=False), caller)
+
+
+async def _set_drained(state: BalancerState, node_id: str, *, drained: bool) -> NodeView:
+    node = await state.registry.set_drained(node_id, drained)
+    if node is None:
+        raise NodeNotFound(node_id)
+    return node
+
+
+def _node_out(node: NodeView, caller: Caller) -> NodeOut:
+    """The node as ``GET /api/v1/nodes`` lists it to ``caller``."""
+    return NodeOut(
+        node_id=node.node_id,
+        state=node.state,
+        drained=node.drained,
+        url=node.url,
+        slots=node.slots,
+        in_flight=node.in_flight,
+        recent_failures=node.recent_failures,
+        last_seen=datetime.fromtimestamp(node.last_seen_ms / 1000, tz=utc_now().tzinfo),
+        health=node.health if caller.sees_every_tenant else _without_shapes(node.health),
+    )
 
 
 def _without_shapes(health: NodeHealth | None) -> NodeHealth | None:

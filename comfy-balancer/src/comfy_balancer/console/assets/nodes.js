@@ -1,6 +1,7 @@
-// Nodes: every node's state, GPUs, models in VRAM, measured speed and load, refreshed live.
+// Nodes: every node's state, GPUs, models in VRAM, measured speed and load, refreshed live;
+// an admin drains a node for maintenance (it finishes its tasks, takes no new one) and undrains it.
 import { api } from "./api.js";
-import { showError } from "./app.js";
+import { may, showError } from "./app.js";
 import { badge, bytes, every, facts, fill, fromNow, h } from "./dom.js";
 
 const REFRESH_MS = 2000;
@@ -10,6 +11,8 @@ export async function render(view) {
   const counts = h("p", { class: "muted" });
   fill(view, h("h1", {}, "Nodes"), counts, cards);
   let shownError = null;
+  const shown = new Map(); // node id -> its card, kept across redraws (see drawCard)
+  const onError = (error) => { shownError?.remove(); shownError = showError(view, error); };
   return every(REFRESH_MS, async () => {
     try {
       const nodes = await api("/api/v1/nodes");
@@ -19,22 +22,59 @@ export async function render(view) {
       fill(counts, `${live.length} of ${nodes.length} nodes alive, `,
         `${nodes.reduce((sum, n) => sum + n.in_flight, 0)} tasks in flight on ${nodes.reduce((sum, n) => sum + n.slots, 0)} slots.`);
       nodes.sort((a, b) => a.node_id.localeCompare(b.node_id));
-      fill(cards, nodes.length ? nodes.map(nodeCard) : h("p", { class: "muted" }, "No node has published its health yet."));
+      for (const node of nodes) drawCard(shown, node, onError);
+      const order = nodes.map((n) => n.node_id).join("\n");
+      if (!nodes.length || cards.dataset.order !== order) { // a card put back in place loses focus
+        cards.dataset.order = order;
+        fill(cards, nodes.length ? nodes.map((n) => shown.get(n.node_id).card) : h("p", { class: "muted" }, "No node has published its health yet."));
+      }
       cards.setAttribute("aria-busy", "false");
     } catch (error) {
-      shownError?.remove();
-      shownError = showError(view, error);
+      onError(error);
     }
   });
 }
 
-function nodeCard(node) {
+/** Draw ``node`` into its card in ``shown``. Its heading and buttons are redrawn only when its
+ * state changes, so a button keeps the keyboard focus through the redraws every 2 s (and the
+ * one that replaces it, Drain for Undrain, takes the focus over: ``focus``, as the clicked
+ * button lost it when disabled); its facts, every time. */
+function drawCard(shown, node, onError, { focus = false } = {}) {
+  let card = shown.get(node.node_id);
+  if (!card) {
+    const head = h("div", { class: "node-head" });
+    const body = h("div");
+    card = { head, body, state: null, card: h("article", { class: "panel", "data-node": node.node_id, "aria-labelledby": `node-${node.node_id}` }, head, body) };
+    shown.set(node.node_id, card);
+  }
+  const shownState = `${node.state} ${node.drained}`;
+  if (focus || card.state !== shownState) {
+    const focused = focus || card.head.contains(document.activeElement);
+    card.state = shownState;
+    fill(card.head, h("h2", { id: `node-${node.node_id}` }, node.node_id, " ", badge(node.state)),
+      may("admin") ? drainButton(node, (changed) => drawCard(shown, changed, onError, { focus: true }), onError) : null);
+    if (focused) card.head.querySelector("button")?.focus();
+  }
+  fill(card.body, ...nodeFacts(node));
+}
+
+function drainButton(node, redraw, onError) {
+  const [label, action] = node.drained ? ["Undrain", "undrain"] : ["Drain", "drain"];
+  return h("button", { type: "button", class: "quiet", "aria-label": `${label} node ${node.node_id}`,
+    onclick: async (event) => {
+      const button = event.currentTarget;
+      button.disabled = true;
+      try { redraw(await api(`/api/v1/nodes/${encodeURIComponent(node.node_id)}/${action}`, { method: "POST" })); }
+      catch (error) { onError(error); button.disabled = false; }
+    } }, label);
+}
+
+function nodeFacts(node) {
   const health = node.health;
   const comfy = health?.comfyui;
   const speed = health?.speed;
   const resident = health?.profile?.resident || [];
-  return h("article", { class: "panel", "data-node": node.node_id, "aria-labelledby": `node-${node.node_id}` },
-    h("h2", { id: `node-${node.node_id}` }, node.node_id, " ", badge(node.state)),
+  return [
     facts([
       ["Tasks in flight", `${node.in_flight} of ${node.slots} slots`],
       ["Recent failures", String(node.recent_failures)],
@@ -46,7 +86,7 @@ function nodeCard(node) {
       ["Last seen", fromNow(node.last_seen)],
       ["Address", node.url],
     ]),
-    (health?.gpus || []).map(gpuOf));
+    (health?.gpus || []).map(gpuOf)];
 }
 
 function gpuOf(gpu) {
