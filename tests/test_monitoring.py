@@ -35,13 +35,14 @@ EXPORTED = {
     "comfy_node_tasks_in_flight",
     "comfy_node_gpu_info",
     "comfy_node_vram_used_bytes",
+    "comfy_node_vram_total_bytes",
     "comfy_node_gpu_temperature_celsius",
     "comfy_node_gpu_utilization_ratio",
     # ... and each replica's own counters (the histograms below too)
     "comfy_tasks_submitted_total",
     "comfy_admission_rejected_total",
     "comfy_tasks_finished_total",
-    "comfy_webhook_dead_letters",  # expected: not exported yet
+    "comfy_webhook_dead_letters",
     # each comfy-service
     "comfy_node_queue_remaining",
     "comfy_node_ram_rss_bytes",
@@ -202,11 +203,12 @@ def test_dashboard_panels_have_titles_and_the_provisioned_datasource(path: Path)
             assert target["datasource"] == expected, panel["title"]
     covered = {metric for expr in dashboard_exprs(dashboard) for metric in metrics_in(expr)}
     # The service-only metrics repeat what the balancer shows fleet-wide; the dead letters
-    # are not exported yet.
+    # and total VRAM are for alerts.
     left_out = {
         "comfy_node_queue_remaining",
         "comfy_node_ram_rss_bytes",
         "comfy_webhook_dead_letters",
+        "comfy_node_vram_total_bytes",
         "up",
     }
     assert covered >= EXPORTED - left_out

@@ -16,6 +16,7 @@ GPU = GpuInfo(
     uuid="GPU-5a1e",
     utilization_percent=50,
     memory_used_bytes=3 * 2**30,
+    memory_total_bytes=24 * 2**30,
     temperature_c=61,
 )
 
@@ -48,11 +49,13 @@ def test_gpu_gauges_carry_node_index_and_uuid() -> None:
                        queued_gpu_s=0)  # fmt: skip
     nodes = [node("a", gpus=[GPU]), node("b", reachable=False)]
 
-    got = samples(exposition(BalancerMetrics(), fleet_families(stats, nodes)))
+    got = samples(exposition(BalancerMetrics(), fleet_families(stats, nodes, dead_letters=4)))
 
     gpu = {("node", "a"), ("gpu_index", "0"), ("gpu_uuid", "GPU-5a1e")}
     assert got["comfy_node_gpu_info", frozenset(gpu | {("gpu_model", "NVIDIA L4")})] == 1
     assert got["comfy_node_vram_used_bytes", frozenset(gpu)] == 3 * 2**30
+    assert got["comfy_node_vram_total_bytes", frozenset(gpu)] == 24 * 2**30
+    assert got["comfy_webhook_dead_letters", frozenset()] == 4
     assert got["comfy_node_gpu_temperature_celsius", frozenset(gpu)] == 61
     assert got["comfy_node_gpu_utilization_ratio", frozenset(gpu)] == 0.5
     assert got["comfy_queue_depth", frozenset({("priority", "batch")})] == 3

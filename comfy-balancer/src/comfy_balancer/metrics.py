@@ -124,9 +124,18 @@ def exposition(metrics: BalancerMetrics, fleet: Sequence[Metric] = ()) -> bytes:
     return generate_latest(metrics.registry) + generate_latest(fleet_registry)
 
 
-def fleet_families(stats: QueueStats, nodes: Sequence[NodeView]) -> list[Metric]:
-    """The fleet gauges from one read of the queue and one of the nodes."""
-    return [*_queue_families(stats), *_node_families(nodes), *_gpu_families(nodes)]
+def fleet_families(
+    stats: QueueStats, nodes: Sequence[NodeView], *, dead_letters: int = 0
+) -> list[Metric]:
+    """The fleet gauges from one read of the queue, one of the nodes and the count of
+    webhooks given up on."""
+    dead = GaugeMetricFamily(
+        "comfy_webhook_dead_letters",
+        "Webhooks given up on after their last retry, kept for GET /api/v1/webhooks/dead "
+        "(at most 1,000).",
+        value=dead_letters,
+    )
+    return [*_queue_families(stats), *_node_families(nodes), *_gpu_families(nodes), dead]
 
 
 def _queue_families(stats: QueueStats) -> Iterator[Metric]:
@@ -173,6 +182,9 @@ def _gpu_families(nodes: Sequence[NodeView]) -> Iterator[Metric]:
     vram = GaugeMetricFamily(
         "comfy_node_vram_used_bytes", "VRAM in use on the GPU.", labels=gpu_labels
     )
+    vram_total = GaugeMetricFamily(
+        "comfy_node_vram_total_bytes", "The GPU's VRAM.", labels=gpu_labels
+    )
     temperature = GaugeMetricFamily(
         "comfy_node_gpu_temperature_celsius", "The GPU's temperature.", labels=gpu_labels
     )
@@ -185,8 +197,10 @@ def _gpu_families(nodes: Sequence[NodeView]) -> Iterator[Metric]:
             info.add_metric([*labels, gpu.name], 1)
             if gpu.memory_used_bytes is not None:
                 vram.add_metric(labels, gpu.memory_used_bytes)
+            if gpu.memory_total_bytes is not None:
+                vram_total.add_metric(labels, gpu.memory_total_bytes)
             if gpu.temperature_c is not None:
                 temperature.add_metric(labels, gpu.temperature_c)
             if gpu.utilization_percent is not None:
                 utilization.add_metric(labels, gpu.utilization_percent / 100)
-    yield from (info, vram, temperature, utilization)
+    yield from (info, vram, vram_total, temperature, utilization)

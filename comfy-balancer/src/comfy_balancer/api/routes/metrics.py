@@ -22,4 +22,7 @@ async def _fleet(state: BalancerState) -> list[Metric]:
     """The fleet gauges if this replica holds the lease to export them, else none."""
     if not await state.fleet_lease.hold():
         return []
-    return fleet_families(await state.queue.stats(), await state.registry.read())
+    dead_letters = await state.redis.zcard(state.keys.webhook_dead())
+    return fleet_families(
+        await state.queue.stats(), await state.registry.read(), dead_letters=dead_letters
+    )
