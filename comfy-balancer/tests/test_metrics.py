@@ -4,37 +4,19 @@ import uuid
 from collections.abc import Callable
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from comfy_testkit import graphs
 from comfy_testkit.api import submit, wait_until_finished
 from comfy_testkit.api_keys import KeyClients
 from comfy_testkit.cluster import Cluster
+from comfy_testkit.metrics import Samples, scrape, value
 from comfy_testkit.plugin import BalancerFactory
 from comfy_testkit.stack import AUTH_HEADERS
 from comfy_testkit.waiting import wait_for_condition
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 
 def fresh(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-async def scrape(api: httpx.AsyncClient) -> tuple[str, Samples]:
-    response = await api.get("/metrics")
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain; version=")
-    samples = {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-    return response.text, samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
 
 
 async def test_the_queue_depth_counts_waiting_tasks_and_no_label_names_a_task(

@@ -3,12 +3,12 @@
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from comfy_balancer.metrics import BalancerMetrics, exposition, fleet_families
 from comfy_balancer.registry import NodeState, NodeView
 from comfy_shared.models import Band, ComfyStatus, GpuInfo, NodeHealth
 from comfy_shared.task_queue import QueueStats
+from comfy_testkit.metrics import Samples, samples_of
 
 GPU = GpuInfo(
     index=0,
@@ -36,12 +36,8 @@ def node(node_id: str, *, reachable: bool = True, gpus: list[GpuInfo] | None = N
     return NodeView(node_id=node_id, health=health, last_seen_ms=0, in_flight=1, slots=2)
 
 
-def samples(text: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text.decode())
-        for s in family.samples
-    }
+def samples(text: bytes) -> Samples:
+    return samples_of(text.decode())
 
 
 def test_gpu_gauges_carry_node_index_and_uuid() -> None:

@@ -4,30 +4,12 @@ gauges, and the outcome of each task the service ended counted once."""
 import uuid
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from comfy_testkit import graphs
 from comfy_testkit.api import submit, wait_until_finished
+from comfy_testkit.metrics import Samples, scrape, value
 from comfy_testkit.stack import RunningComponent
 from comfy_testkit.waiting import wait_for_condition
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-async def scrape(api: httpx.AsyncClient) -> tuple[str, Samples]:
-    response = await api.get("/metrics")
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain; version=")
-    samples = {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-    return response.text, samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
 
 
 async def test_a_finished_task_is_counted_with_the_node_gauges(api: httpx.AsyncClient) -> None:
