@@ -2,17 +2,20 @@
 
 import asyncio
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 
 from comfy_shared.models import NodeHealth
 from comfy_shared.redis_keys import RedisKeys
 from comfy_stack.ports import free_port
 from comfy_stack.processes import start_python_module
+from comfy_stack.waiting import ConditionTimeout
 from comfy_testkit import graphs
 from comfy_testkit.api import get_task, submit, wait_for_status, wait_until_finished
 from comfy_testkit.emulator_control import EmulatorControl
@@ -378,3 +381,18 @@ async def test_past_its_submit_limit_a_node_answers_503_overloaded_at_once(
     assert second.json()["code"] == "overloaded"
     assert second.json()["type"] == "service"
     assert second.headers["retry-after"] == "1"
+
+
+async def test_a_service_whose_port_is_taken_exits_at_once_without_starting_up(
+    start_service: ServiceFactory, redis: Redis
+) -> None:
+    # Binding first means its clients never reach a half-started service, nor whoever holds
+    # the port while the service starts up behind it.
+    node_id = f"taken-{fresh()}"
+    with socket.create_server(("127.0.0.1", free_port())) as holder:
+        port = holder.getsockname()[1]
+        with pytest.raises(ConditionTimeout, match="cannot listen") as failed:
+            start_service("http://127.0.0.1:9", node_id=node_id, port=port, wait_ready=False)
+
+    assert "exited with 1" in str(failed.value)
+    assert await redis.exists(KEYS.node_health(node_id)) == 0

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from comfy_shared.settings import INTERNAL_TOKEN_ENV
 from comfy_stack.ports import free_port
 from comfy_stack.processes import ManagedProcess, start_python_module, wait_until_http_ok
+from comfy_stack.waiting import ConditionTimeout
 
 ADMIN_KEY = "testkit-admin-key-0123456789abcdef"
 """The admin key of every balancer the test kit starts (authentication is on, as deployed)."""
@@ -66,19 +67,21 @@ def start_emulator_process(
     step_time_s: float = FAST_STEP_TIME_S,
     extra_args: Sequence[str] = (),
 ) -> RunningComponent:
-    port = port or free_port()
-    args = [
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--data-dir", str(data_dir),
-        "--step-time", str(step_time_s),
-        *([] if "--load-scale" in extra_args else ["--load-scale", str(FAST_LOAD_SCALE)]),
-        *extra_args,
-    ]  # fmt: skip
-    process = start_python_module(name, "comfy_emulator", args, log_dir=log_dir)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_http_ok(process, f"{url}/system_stats")
-    return RunningComponent(process, url, name)
+    def start(port: int) -> RunningComponent:
+        args = [
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--data-dir", str(data_dir),
+            "--step-time", str(step_time_s),
+            *([] if "--load-scale" in extra_args else ["--load-scale", str(FAST_LOAD_SCALE)]),
+            *extra_args,
+        ]  # fmt: skip
+        process = start_python_module(name, "comfy_emulator", args, log_dir=log_dir)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_http_ok(process, f"{url}/system_stats")
+        return RunningComponent(process, url, name)
+
+    return _on_port(port, start)
 
 
 def start_service_process(
@@ -92,27 +95,29 @@ def start_service_process(
     wait_ready: bool = True,
     internal_token: str | None = TEST_INTERNAL_TOKEN,
 ) -> RunningComponent:
-    port = port or free_port()
-    args = [
-        "--redis-url", redis_url,
-        "--comfyui-url", comfyui_url,
-        "--node-id", node_id,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--health-interval-s", "0.5",
-        "--outputs-dir", str(outputs_dir_for(log_dir)),
-        *extra_args,
-    ]  # fmt: skip
-    process = start_python_module(
-        f"service-{node_id}",
-        "comfy_service",
-        args,
-        log_dir=log_dir,
-        env=_token_env(internal_token, SERVICE_PREFIX),
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_http_ok(process, f"{url}/readyz" if wait_ready else f"{url}/healthz")
-    return RunningComponent(process, url, f"service-{node_id}", _bearer(internal_token))
+    def start(port: int) -> RunningComponent:
+        args = [
+            "--redis-url", redis_url,
+            "--comfyui-url", comfyui_url,
+            "--node-id", node_id,
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--health-interval-s", "0.5",
+            "--outputs-dir", str(outputs_dir_for(log_dir)),
+            *extra_args,
+        ]  # fmt: skip
+        process = start_python_module(
+            f"service-{node_id}",
+            "comfy_service",
+            args,
+            log_dir=log_dir,
+            env=_token_env(internal_token, SERVICE_PREFIX),
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_until_http_ok(process, f"{url}/readyz" if wait_ready else f"{url}/healthz")
+        return RunningComponent(process, url, f"service-{node_id}", _bearer(internal_token))
+
+    return _on_port(port, start)
 
 
 def start_balancer_process(
@@ -126,24 +131,45 @@ def start_balancer_process(
     internal_token: str | None = TEST_INTERNAL_TOKEN,
 ) -> RunningComponent:
     """A balancer with authentication on and ``admin_key`` (None: authentication off)."""
-    port = port or free_port()
-    args = [
-        "--redis-url", redis_url,
-        "--node-id", name,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--sweep-interval-s", "0.2",
-        "--outputs-dir", str(outputs_dir_for(log_dir)),
-        *(["--auth", "off"] if admin_key is None else []),
-        *extra_args,
-    ]  # fmt: skip
     env = _token_env(internal_token, BALANCER_PREFIX)
     if admin_key is not None:
         env["COMFY_BALANCER_ADMIN_KEY"] = admin_key
-    process = start_python_module(name, "comfy_balancer", args, log_dir=log_dir, env=env)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_http_ok(process, f"{url}/readyz")
-    return RunningComponent(process, url, name, _bearer(admin_key))
+
+    def start(port: int) -> RunningComponent:
+        args = [
+            "--redis-url", redis_url,
+            "--node-id", name,
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--sweep-interval-s", "0.2",
+            "--outputs-dir", str(outputs_dir_for(log_dir)),
+            *(["--auth", "off"] if admin_key is None else []),
+            *extra_args,
+        ]  # fmt: skip
+        process = start_python_module(name, "comfy_balancer", args, log_dir=log_dir, env=env)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_http_ok(process, f"{url}/readyz")
+        return RunningComponent(process, url, name, _bearer(admin_key))
+
+    return _on_port(port, start)
+
+
+PORT_PICKS = 3
+
+
+def _on_port(port: int | None, start: Callable[[int], RunningComponent]) -> RunningComponent:
+    """Start on ``port``, or on a free one. Another test's listener may bind a free port in
+    the moment between our pick and our child's bind: the child then exits at once (it binds
+    before it starts up), and the next pick is tried. A port the test chose is its own."""
+    if port is not None:
+        return start(port)
+    for _ in range(PORT_PICKS - 1):
+        try:
+            return start(free_port())
+        except ConditionTimeout as exc:
+            if "address already in use" not in str(exc).lower():
+                raise
+    return start(free_port())
 
 
 def outputs_dir_for(log_dir: Path) -> Path:

@@ -6,6 +6,7 @@ process entry point."""
 # ``State`` alias, which FastAPI can only see if annotations are evaluated at definition time.
 import math
 import resource
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -212,18 +213,32 @@ def serve(
         logdy_buffer_lines=settings.logdy_buffer_lines,
     )
     _allow_open_files(settings.max_streams + OTHER_FILES)
+    listener = _listen(settings.host, settings.port, prog=prog)
     try:
         app = create_app(settings)
     except TemplateError as exc:
         print(f"{prog}: broken workflow template: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
         log_config=None,  # stdlib logging is routed into loguru by configure_logging
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _listen(host: str, port: int, *, prog: str) -> socket.socket:
+    """Bind before anything starts: uvicorn would run the whole start-up (Redis, tasks
+    resumed) and only then find the port taken, while whoever holds it answers our clients."""
+    try:
+        return socket.create_server((host, port), family=_family(host), backlog=2048)
+    except OSError as exc:
+        print(f"{prog}: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        raise SystemExit(1) from exc
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _allow_open_files(wanted: int) -> None:
