@@ -18,7 +18,14 @@ from comfy_balancer.scheduling import (
     pick_node,
     with_assumed_speeds,
 )
-from comfy_shared.models import ComfyStatus, GpuInfo, NodeHealth, NodeSpeed
+from comfy_shared.models import (
+    ComfyStatus,
+    GpuInfo,
+    NodeHealth,
+    NodeLifecycle,
+    NodeReadiness,
+    NodeSpeed,
+)
 
 
 def node(
@@ -61,6 +68,12 @@ def node(
     )
 
 
+def in_lifecycle(view: NodeView, state: NodeReadiness) -> NodeView:
+    assert view.health is not None
+    health = view.health.model_copy(update={"lifecycle": NodeLifecycle(state=state)})
+    return replace(view, health=health)
+
+
 def anyone(_: NodeView) -> bool:
     return True
 
@@ -91,6 +104,9 @@ def test_least_loaded_table(nodes: list[NodeView], expected: str) -> None:
         ([node("a", in_flight=2)], NodeState.BUSY),
         ([replace(node("a", in_flight=1), drained=True)], NodeState.DRAINING),
         ([replace(node("a"), drained=True)], NodeState.DRAINED),
+        ([in_lifecycle(node("a"), NodeReadiness.WARMING_UP)], NodeState.WARMING_UP),
+        ([in_lifecycle(node("a"), NodeReadiness.WARM_UP_FAILED)], NodeState.WARM_UP_FAILED),
+        ([in_lifecycle(node("a", in_flight=1), NodeReadiness.RECYCLING)], NodeState.RECYCLING),
     ],
 )
 def test_only_ready_nodes_get_work(nodes: list[NodeView], state: NodeState) -> None:

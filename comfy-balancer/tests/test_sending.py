@@ -31,6 +31,7 @@ def test_what_each_answer_means() -> None:
     assert outcome_of(NodeAnswer(202, {})) == Taken()
     assert outcome_of(NodeAnswer(200, {})) == Taken()
     assert outcome_of(NodeAnswer(503, {"code": "overloaded"})) == Overloaded()
+    assert outcome_of(NodeAnswer(503, {"code": "node_not_ready"})) == Overloaded()
     rejected = outcome_of(NodeAnswer(422, {"detail": "bad", "node_errors": {"1": {}}}))
     assert isinstance(rejected, Invalid)
     assert (rejected.error.type, rejected.error.details) == (

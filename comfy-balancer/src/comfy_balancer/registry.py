@@ -12,7 +12,7 @@ from typing import cast
 from redis.asyncio import Redis
 
 from comfy_shared.clock import now_ms
-from comfy_shared.models import Capabilities, NodeHealth, NodeSpeed
+from comfy_shared.models import Capabilities, NodeHealth, NodeReadiness, NodeSpeed
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import NODE_CHANGED, Signals
 
@@ -29,6 +29,10 @@ class NodeState(StrEnum):
     """Drained by an admin: takes no new task, still runs some."""
     DRAINED = "drained"
     """Drained by an admin and idle: it may be taken down."""
+    WARMING_UP = "warming-up"
+    WARM_UP_FAILED = "warm-up-failed"
+    RECYCLING = "recycling"
+    """Its service says it takes no new task (``NodeHealth.lifecycle``)."""
 
 
 VRAM_HEADROOM_BYTES = 1536 * 1024 * 1024
@@ -68,12 +72,12 @@ class NodeView:
     """A busy node's next slot takes a task only once its placed work is expected to end
     within this many seconds (the dispatcher sets ``--prefetch-lead-s``)."""
     upcoming: tuple[str, ...] = ()
+    """The models resident once the work placed on it has run, least recently used first
+    (the dispatcher follows the node's queue from what its service says is resident)."""
     drained: bool = False
     """An admin took it out of rotation (``POST /api/v1/nodes/{id}/drain``)."""
     warm_waiting: int = 0
     """Queued tasks the node could run without a switch (the dispatcher counts them)."""
-    """The models resident once the work placed on it has run, least recently used first
-    (the dispatcher follows the node's queue from what its service says is resident)."""
 
     @property
     def model_room(self) -> ModelRoom:
@@ -98,6 +102,8 @@ class NodeView:
             return NodeState.COMFYUI_DOWN
         if self.drained:
             return NodeState.DRAINING if self.in_flight else NodeState.DRAINED
+        if self.health.lifecycle.state is not NodeReadiness.READY:
+            return NodeState(self.health.lifecycle.state.value)
         if self.in_flight >= self.slots:
             return NodeState.BUSY
         return NodeState.READY

@@ -36,6 +36,11 @@ OVERLOAD_PAUSE_S = 1.0
 """A node that answered 503 overloaded gets no new task for this long (its Retry-After)."""
 
 
+REFUSALS_WITHOUT_WORK = frozenset({"overloaded", "node_not_ready"})
+"""A node's 503 codes that say it did nothing with the task: it goes back to the queue with
+no attempt spent, and the node pauses."""
+
+
 @dataclass(frozen=True, slots=True)
 class Taken:
     """The node has the attempt (or had it already)."""
@@ -67,7 +72,7 @@ def outcome_of(answer: NodeAnswer) -> SendOutcome:
     """What a node's answer to a placement means."""
     if answer.status in (200, 202):
         return Taken()
-    if answer.status == 503 and answer.body.get("code") == "overloaded":
+    if answer.status == 503 and answer.body.get("code") in REFUSALS_WITHOUT_WORK:
         return Overloaded()
     if answer.status == 422:
         details = {key: value for key, value in answer.body.items() if key in _REJECTION_KEYS}

@@ -8,7 +8,8 @@ ComfyStackError (comfy_shared.errors)
 ├── StoreUnavailable       (shared) the output store cannot be read or written -> 503
 ├── NotOnThisNode          the task exists but another node (or the balancer) owns it
 ├── WebhooksNotSent        a request with a webhook_url (only the balancer sends webhooks) -> 422
-└── Overloaded             --max-concurrent-submits are in progress -> 503 with Retry-After
+├── Overloaded             --max-concurrent-submits are in progress -> 503 with Retry-After
+└── NodeNotReady           warming up, warm-up failed or recycling (lifecycle) -> 503
 ComfyError (comfy_shared.comfyui.errors)
 ├── PromptRejected         ComfyUI's validation refused the graph -> 422, node_errors passed on
 ├── ComfyNotFound          an output file is gone from ComfyUI -> 404
@@ -46,7 +47,7 @@ from comfy_shared.errors import (
     TooManyStreams,
 )
 from comfy_shared.idempotency import IdempotencyKeyBusy, IdempotencyKeyReused
-from comfy_shared.models import ErrorType
+from comfy_shared.models import ErrorType, NodeLifecycle
 from comfy_shared.workflows import InvalidParams, StagedInputReference, UnknownWorkflow
 
 
@@ -70,6 +71,19 @@ class Overloaded(ComfyStackError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"this node is handling its maximum of {limit} submits; retry shortly")
+
+
+class NodeNotReady(ComfyStackError):
+    retry_after_s = 5
+
+    def __init__(self, lifecycle: NodeLifecycle) -> None:
+        why = f": {lifecycle.reason}" if lifecycle.reason else ""
+        super().__init__(f"this node takes no task now ({lifecycle.state.value}{why})")
+        self.lifecycle = lifecycle
+
+
+def _lifecycle_extras(exc: NodeNotReady) -> dict[str, Any]:
+    return {"lifecycle": exc.lifecycle.model_dump(mode="json")}
 
 
 def _params_extras(exc: InvalidParams) -> dict[str, Any]:
@@ -99,5 +113,8 @@ STATUS_FOR: ErrorTable = {
     IdempotencyKeyBusy: ErrorMapping(409, "request_in_progress", V, headers=retry_after_header),
     ConcurrentUpdate: ErrorMapping(503, "busy", S),
     Overloaded: ErrorMapping(503, "overloaded", S, headers=retry_after_header),
+    NodeNotReady: ErrorMapping(
+        503, "node_not_ready", S, _lifecycle_extras, headers=retry_after_header
+    ),
     RedisError: ErrorMapping(503, "redis_unavailable", S),
 }

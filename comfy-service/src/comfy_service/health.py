@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from comfy_service.host_metrics import GpuReader, read_host_metrics
+from comfy_service.lifecycle import Lifecycle
 from comfy_service.profile import Loaders, ModelProfiler
 from comfy_service.prompts import FollowedPrompts
 from comfy_service.reachability import Reachability
@@ -44,6 +45,7 @@ class HealthPublisher:
         speed: SpeedMeter,
         profile: ModelProfiler,
         gpus: GpuReader,
+        lifecycle: Lifecycle,
         node_id: str,
         url: str,
         version: str,
@@ -60,6 +62,7 @@ class HealthPublisher:
         self._stored_profile_version: int | None = None
         """The version of the learned profile known to be in Redis."""
         self._gpus = gpus
+        self._lifecycle = lifecycle
         self._node_id = node_id
         self._url = url
         self._version = version
@@ -183,6 +186,7 @@ class HealthPublisher:
             capabilities=self._capabilities or Capabilities(),
             speed=self._speed.current(),
             profile=self._profile.current(),
+            lifecycle=self._lifecycle.current(),
             ttl_s=self._ttl_s,
         )
 

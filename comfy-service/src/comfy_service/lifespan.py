@@ -22,6 +22,7 @@ from comfy_service.frames import FrameRecorder
 from comfy_service.health import HealthPublisher, last_learned_profile, last_measured_speed
 from comfy_service.host_metrics import GpuReader
 from comfy_service.keeping import OutputKeeper
+from comfy_service.lifecycle import Lifecycle
 from comfy_service.metrics import ServiceMetrics
 from comfy_service.profile import ModelProfiler
 from comfy_service.prompts import FollowedPrompts
@@ -81,6 +82,7 @@ class ServiceState:
     outputs: OutputStore
     catalog: OutputCatalog
     metrics: ServiceMetrics
+    lifecycle: Lifecycle
     loops: Supervisor = field(default_factory=Supervisor)
 
     async def queue_standing(self, task: TaskRecord) -> QueueStanding | None:
@@ -120,6 +122,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
     reachability = Reachability()
     speed = SpeedMeter(await last_measured_speed(redis, keys, settings.node_id))
     profile = ModelProfiler(speed, await last_learned_profile(redis, keys, settings.node_id))
+    lifecycle = Lifecycle()
     health = HealthPublisher(
         redis=redis,
         keys=keys,
@@ -129,6 +132,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         speed=speed,
         profile=profile,
         gpus=GpuReader(),
+        lifecycle=lifecycle,
         node_id=settings.node_id,
         url=settings.base_url,
         version=version("comfy-service"),
@@ -182,6 +186,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         outputs=outputs,
         catalog=catalog,
         metrics=metrics,
+        lifecycle=lifecycle,
     )
     _start_loops(settings, state, prompts, reachability)
     start_retention(state.loops, settings, state.catalog, outputs)

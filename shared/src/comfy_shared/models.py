@@ -356,6 +356,32 @@ class NodeProfile(BaseModel):
     )
 
 
+class NodeReadiness(StrEnum):
+    """Whether a live node takes new tasks, as its own service decides."""
+
+    READY = "ready"
+    WARMING_UP = "warming-up"
+    """Its warm-up workflow runs (at start, or after ComfyUI restarted)."""
+    WARM_UP_FAILED = "warm-up-failed"
+    """The warm-up failed: the node takes no task until one passes (``reason`` says why)."""
+    RECYCLING = "recycling"
+    """It finishes its tasks, then restarts ComfyUI and warms up again."""
+
+
+class NodeLifecycle(BaseModel):
+    """Where the node is in its lifecycle; anything but ``ready`` takes no new task."""
+
+    state: NodeReadiness = NodeReadiness.READY
+    reason: str | None = Field(
+        default=None, description="Why it takes no task: a failed warm-up's error, or the cause "
+        "of a recycle."
+    )  # fmt: skip
+    since: datetime | None = Field(default=None, description="When it entered this state.")
+    comfyui_restarts: int = Field(
+        default=0, description="Times the service restarted the ComfyUI it supervises."
+    )
+
+
 class NodeHealth(BaseModel):
     """The document a comfy-service publishes under ``RedisKeys.node_health``; it expires
     unless refreshed, so a missing document means the node is gone."""
@@ -374,6 +400,7 @@ class NodeHealth(BaseModel):
     capabilities: Capabilities = Field(default_factory=Capabilities)
     speed: NodeSpeed | None = Field(default=None, description="None until a task has run.")
     profile: NodeProfile = Field(default_factory=NodeProfile)
+    lifecycle: NodeLifecycle = Field(default_factory=NodeLifecycle)
     ttl_s: float = Field(
         default=6.0,
         description="Seconds the document lives unless refreshed: the node is "

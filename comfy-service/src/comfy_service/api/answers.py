@@ -26,6 +26,12 @@ OVERLOADED = Answer(
     "the node handles its `--max-concurrent-submits` submits already; see Retry-After. "
     "Nothing was queued.",
 )
+NODE_NOT_READY = Answer(
+    503,
+    "node_not_ready",
+    "the node warms up, failed its warm-up or recycles (`lifecycle` says which, and why); "
+    "see Retry-After. Nothing was queued.",
+)
 COMFYUI_ANSWERS = (
     Answer(503, "comfyui_unavailable", "ComfyUI cannot be reached; nothing changed there."),
     Answer(503, "comfyui_protocol_error", "ComfyUI answered something it should not."),

@@ -6,12 +6,13 @@ from fastapi import APIRouter, Header, Response
 
 from comfy_service.api.answers import (
     COMFYUI_ANSWERS,
+    NODE_NOT_READY,
     OVERLOADED,
     PROMPT_REJECTED,
     WEBHOOKS_NOT_SENT,
 )
 from comfy_service.deps import State
-from comfy_service.errors import WebhooksNotSent
+from comfy_service.errors import NodeNotReady, WebhooksNotSent
 from comfy_shared.api.openapi import (
     BUSY,
     GENERATE_BODY_ANSWERS,
@@ -30,6 +31,7 @@ _ANSWERS = error_responses(
     WEBHOOKS_NOT_SENT,
     *COMFYUI_ANSWERS,
     OVERLOADED,
+    NODE_NOT_READY,
     BUSY,
     REDIS_UNAVAILABLE,
     STORE_UNAVAILABLE,
@@ -55,6 +57,8 @@ async def generate(
     returns the same task (200), never a second run."""
     if request.webhook_url is not None:
         raise WebhooksNotSent
+    if not state.lifecycle.accepting:
+        raise NodeNotReady(state.lifecycle.current())
     with state.submits.enter():
         submission = await state.submitter.submit(request, idempotency_key)
     if not submission.created:
