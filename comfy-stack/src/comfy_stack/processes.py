@@ -6,7 +6,6 @@ fails can print it with :meth:`ManagedProcess.output`.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from comfy_shared.child_processes import die_with_parent_hook
 from comfy_stack.waiting import ConditionTimeout, wait_for_condition_sync
 
 
@@ -82,15 +82,9 @@ def start_process(
             # Own session: a Ctrl-C in the terminal reaches only the parent, which then stops
             # the children in order (services before the Redis they write to).
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent_hook(),
         )
     return ManagedProcess(name=name, args=list(args), log_path=log_path, process=process)
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM the child when its parent dies, even by SIGKILL: no orphans."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def start_python_module(
