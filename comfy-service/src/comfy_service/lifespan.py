@@ -2,7 +2,8 @@
 
 Start: Redis (retried until it answers), the ComfyUI client, then the loops: the WebSocket
 listener that tracks tasks, the writer of gateway prompts' frames, the health publisher, the
-watchdog and the safety-net reconcile.
+watchdog and the safety-net reconcile; with ``--comfyui-command``, ComfyUI itself as a child
+(``comfy_service/supervisor.py``).
 Stop: loops first, then withdraw the health key (routing stops at once), then close clients.
 """
 
@@ -33,6 +34,7 @@ from comfy_service.settings import ServiceSettings
 from comfy_service.speed import SpeedMeter
 from comfy_service.submission import Submitter
 from comfy_service.submit_gate import SubmitGate
+from comfy_service.supervisor import ComfySupervisor
 from comfy_service.tracking import EventTracker
 from comfy_service.watchdog import Limits, watchdog_once
 from comfy_shared.api.schemas import QueueStanding
@@ -84,6 +86,8 @@ class ServiceState:
     metrics: ServiceMetrics
     lifecycle: Lifecycle
     loops: Supervisor = field(default_factory=Supervisor)
+    comfyui: ComfySupervisor | None = None
+    """The ComfyUI this service started (``--comfyui-command``), if any."""
 
     async def queue_standing(self, task: TaskRecord) -> QueueStanding | None:
         """A service keeps no queue of its own: ComfyUI's is the node's."""
@@ -241,6 +245,7 @@ def _start_loops(
         speed=state.speed,
         profile=state.profile,
         loaders=state.health.loaders,
+        logs_from_socket=settings.comfyui_argv is None,  # else from its output
     )
     listener = ComfyEventListener(
         settings.comfyui_url,
@@ -258,12 +263,35 @@ def _start_loops(
     async def follow_events(handle: LoopHandle) -> None:
         await listener.run(tracker.handle, on_handled=handle.working, on_failed=handle.failing)
 
+    _supervise_comfyui(settings, state, tracker)
     state.loops.start("comfyui-events", follow_events)
     state.loops.start("comfyui-frames", frames.run)
     state.loops.start("event-streams", state.stream_hub.run)
     state.loops.start_every("health", settings.health_interval_s, state.health.publish_once)
     state.loops.start_every("watchdog", WATCHDOG_INTERVAL_S, watchdog)
     state.loops.start("reconcile", reconciler.run)
+
+
+def _supervise_comfyui(
+    settings: ServiceSettings, state: ServiceState, tracker: EventTracker
+) -> None:
+    """Start ComfyUI as a child, if the settings name its command."""
+    if (argv := settings.comfyui_argv) is None:
+        return
+
+    async def after_restart() -> None:
+        # The warm-up's place: until a warm-up workflow gates readiness, the node takes work
+        # again as soon as its restarted ComfyUI answers. The one call to swap for it.
+        state.lifecycle.warmed_up()
+
+    state.comfyui = ComfySupervisor(
+        argv,
+        comfy=state.comfy,
+        lifecycle=state.lifecycle,
+        on_line=tracker.comfy_line,
+        after_restart=after_restart,
+    )
+    state.loops.start("comfyui-process", state.comfyui.run)
 
 
 async def _stop(state: ServiceState) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, model_validator
+import shlex
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from comfy_shared.settings import ApiServerSettings, InternalToken, internal_token_field
@@ -79,6 +81,25 @@ class ServiceSettings(ApiServerSettings):
         gt=0,
         description="Seconds between two safety-net reconciliations with ComfyUI's queue/history.",
     )
+
+    # Supervision of ComfyUI (comfy_service/supervisor.py)
+    comfyui_command: str | None = Field(
+        default=None,
+        description="Start ComfyUI as a child of the service with this command line (split "
+        "like a shell would, but run without one), restart it when it dies and log its "
+        "output; it must listen at comfyui_url. Unset: ComfyUI runs on its own.",
+    )
+
+    @field_validator("comfyui_command")
+    @classmethod
+    def _command_splits(cls, command: str | None) -> str | None:
+        if command is not None and not shlex.split(command):
+            raise ValueError("an empty command")
+        return command
+
+    @property
+    def comfyui_argv(self) -> list[str] | None:
+        return shlex.split(self.comfyui_command) if self.comfyui_command else None
 
     @model_validator(mode="after")
     def _default_public_url(self) -> ServiceSettings:

@@ -7,9 +7,10 @@ that starts although its attempt is over (the task moved to another node while t
 cut off) is withdrawn at once. An event that could not be recorded (Redis unreachable) asks
 for a reconciliation, which reads the outcome from ComfyUI once Redis answers again.
 
-ComfyUI's own log lines arrive on the same socket (after subscribing on every connection) and
-are logged again with ``source=comfyui`` and the ``task_id`` of the prompt running when they
-were written, so they join that task's timeline.
+ComfyUI's own log lines arrive on the same socket (after subscribing on every connection), or,
+when the service supervises ComfyUI, from its output (``comfy_line``; the socket's copy is then
+not asked for). Either way they are logged again with ``source=comfyui`` and the ``task_id`` of
+the prompt running when they were written, so they join that task's timeline.
 
 Runs, cached nodes and log lines also feed the node's speed (``speed``) and model profile
 (``profile``): which models are resident, what a switch and each workflow shape cost here.
@@ -84,7 +85,9 @@ class EventTracker:
         speed: SpeedMeter,
         profile: ModelProfiler,
         loaders: Callable[[], Loaders | None],
+        logs_from_socket: bool = True,
     ) -> None:
+        """``logs_from_socket=False``: ComfyUI's lines come through :meth:`comfy_line`."""
         self._store = store
         self._prompts = prompts
         self._endings = endings
@@ -98,6 +101,7 @@ class EventTracker:
         self._finished: tuple[str, float] | None = None  # last task that ended, and when
         self._progress_written: dict[str, float] = {}
         self._errors = ComfyErrorLines()
+        self._logs_from_socket = logs_from_socket
 
     async def handle(self, event: ListenerEvent) -> None:
         try:
@@ -113,7 +117,8 @@ class EventTracker:
             logger.info("comfyui websocket connected; reconciling tasks")
             self._speed.forget_runs()
             self._profile.reconnected()
-            await self._subscribe_to_comfy_logs(event.client_id)
+            if self._logs_from_socket:
+                await self._subscribe_to_comfy_logs(event.client_id)
             await self._on_connected()
             return
         if isinstance(event, Logs):
@@ -184,15 +189,21 @@ class EventTracker:
             logger.warning("could not subscribe to comfyui's log lines", error=str(exc))
 
     def _relog(self, event: Logs) -> None:
-        comfy_log = logger.bind(source="comfyui")
+        if not self._logs_from_socket:
+            return  # a copy of what the supervised ComfyUI's output brings
         for entry in event.entries:
             for line in entry.m.splitlines():
-                self._profile.log_line(line)
-                # Progress bars are redrawn per step; the task's progress already says that.
-                if line.strip() and not _PROGRESS_BAR.match(line):
-                    task_id = self._task_writing(line)
-                    level = "ERROR" if self._errors.is_error(line) else "INFO"
-                    (comfy_log.bind(task_id=task_id) if task_id else comfy_log).log(level, line)
+                self.comfy_line(line)
+
+    def comfy_line(self, line: str) -> None:
+        """Log one line ComfyUI wrote, with the task it belongs to (and learn from it)."""
+        self._profile.log_line(line)
+        # Progress bars are redrawn per step; the task's progress already says that.
+        if line.strip() and not _PROGRESS_BAR.match(line):
+            task_id = self._task_writing(line)
+            level = "ERROR" if self._errors.is_error(line) else "INFO"
+            comfy_log = logger.bind(source="comfyui")
+            (comfy_log.bind(task_id=task_id) if task_id else comfy_log).log(level, line)
 
     def _task_writing(self, line: str) -> str | None:
         """The task a ComfyUI line belongs to: the running prompt; while none runs, the one

@@ -1,0 +1,210 @@
+"""``--comfyui-command``: the service starts its ComfyUI (the emulator, a real process) as a
+child, starts it again when it dies, logs its output and stops it when the service stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from redis.asyncio import Redis
+
+from comfy_shared.models import NodeHealth
+from comfy_shared.redis_keys import RedisKeys
+from comfy_stack.ports import free_port
+from comfy_testkit import graphs
+from comfy_testkit.api import submit, wait_until_finished
+from comfy_testkit.emulator_control import EmulatorControl
+from comfy_testkit.plugin import BalancerFactory, ServiceFactory
+from comfy_testkit.stack import RunningComponent
+from comfy_testkit.waiting import wait_for_condition
+
+KEYS = RedisKeys()
+
+
+@dataclass
+class Supervised:
+    service: RunningComponent
+    comfyui_url: str
+    data_dir: Path
+
+    def comfyui(self) -> psutil.Process:
+        """The service's one child: its ComfyUI."""
+        (child,) = psutil.Process(self.service.process.pid).children()
+        return child
+
+    def log(self) -> list[dict[str, Any]]:
+        """The service's log records (it logs JSON lines)."""
+        lines = self.service.process.output().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def logged(self, message: str) -> list[dict[str, Any]]:
+        return [record for record in self.log() if record["message"] == message]
+
+    async def events_followed(self, connections: int = 1) -> None:
+        """Wait until the service follows ComfyUI's events (``connections`` times so far): a
+        task that runs before has nobody to name it on ComfyUI's lines."""
+
+        async def connected() -> bool:
+            return len(self.logged("comfyui websocket connected")) >= connections
+
+        await wait_for_condition(connected, timeout_s=10, what="events followed")
+
+
+def start_supervised(
+    start_service: ServiceFactory, tmp_path: Path, *service_args: str, node_id: str = "node-a"
+) -> Supervised:
+    port = free_port()
+    data_dir = tmp_path / f"comfyui-{node_id}"
+    command = shlex.join(
+        [
+            sys.executable, "-m", "comfy_emulator",
+            "--port", str(port),
+            "--data-dir", str(data_dir),
+            "--step-time", "0.01",
+            "--load-scale", "0.01",
+        ]
+    )  # fmt: skip
+    service = start_service(
+        f"http://127.0.0.1:{port}",
+        node_id=node_id,
+        extra_args=["--comfyui-command", command, "--log-json", *service_args],
+    )
+    return Supervised(service, f"http://127.0.0.1:{port}", data_dir)
+
+
+@pytest.fixture
+async def supervised(start_service: ServiceFactory, tmp_path: Path) -> Supervised:
+    started = start_supervised(start_service, tmp_path)
+    await started.events_followed()
+    return started
+
+
+@pytest.fixture
+async def api(supervised: Supervised) -> AsyncIterator[httpx.AsyncClient]:
+    service = supervised.service
+    async with httpx.AsyncClient(
+        base_url=service.url, headers=service.auth_headers, timeout=10
+    ) as client:
+        yield client
+
+
+async def health(redis: Redis, node_id: str = "node-a") -> NodeHealth | None:
+    raw = await redis.get(KEYS.node_health(node_id))
+    return NodeHealth.model_validate_json(raw) if raw else None
+
+
+async def restarted(redis: Redis, supervised: Supervised, restarts: int) -> psutil.Process:
+    """Wait until the node published ``restarts`` restarts with its ComfyUI answering."""
+
+    async def answering_after_restart() -> bool:
+        node = await health(redis)
+        return (
+            node is not None
+            and node.lifecycle.comfyui_restarts == restarts
+            and node.comfyui.reachable
+        )
+
+    await wait_for_condition(answering_after_restart, timeout_s=20, what=f"restart {restarts}")
+    return supervised.comfyui()
+
+
+async def run_task(api: httpx.AsyncClient) -> dict[str, Any]:
+    accepted = await submit(api, graphs.txt2img(f"sup-{uuid.uuid4().hex[:8]}", steps=3))
+    return await wait_until_finished(api, accepted["id"])
+
+
+async def test_a_comfyui_that_dies_is_started_again_with_backoff(
+    supervised: Supervised, api: httpx.AsyncClient, redis: Redis
+) -> None:
+    first = supervised.comfyui()
+    assert "comfy_emulator" in first.cmdline()
+    assert (await run_task(api))["status"] == "succeeded"
+
+    os.kill(first.pid, signal.SIGKILL)
+    second = await restarted(redis, supervised, 1)
+    os.kill(second.pid, signal.SIGKILL)  # dies again at once: a longer wait
+    third = await restarted(redis, supervised, 2)
+
+    assert len({first.pid, second.pid, third.pid}) == 3
+    exits = supervised.logged("comfyui exited")
+    assert [(e["exit_code"], e["restart_in_s"]) for e in exits] == [(-9, 1.0), (-9, 2.0)]
+    assert [r["restarts"] for r in supervised.logged("comfyui started")] == [0, 1, 2]
+    assert (await run_task(api))["status"] == "succeeded"
+
+
+async def test_comfyui_output_reaches_the_service_log_and_the_task_log(
+    supervised: Supervised, api: httpx.AsyncClient
+) -> None:
+    greeting = f"To see the GUI go to: {supervised.comfyui_url}"
+    (line,) = supervised.logged(greeting)
+    assert (line["source"], line["level"]) == ("comfyui", "INFO")
+
+    task = await run_task(api)
+
+    response = await api.get(f"/api/v1/tasks/{task['id']}/logs", params={"format": "json"})
+    comfy_lines = [r["message"] for r in response.json() if r.get("source") == "comfyui"]
+    executed = [line for line in comfy_lines if line.startswith("Prompt executed in")]
+    assert len(executed) == 1, comfy_lines  # once: not also from ComfyUI's WebSocket
+
+
+async def test_a_task_running_when_comfyui_dies_is_run_again(
+    supervised: Supervised, start_balancer: BalancerFactory, redis: Redis
+) -> None:
+    balancer = start_balancer()
+    control = EmulatorControl(supervised.comfyui_url)
+    async with httpx.AsyncClient(
+        base_url=balancer.url, headers=balancer.auth_headers, timeout=10
+    ) as api:
+        await control.hang_next(1)
+        accepted = await submit(api, graphs.txt2img(f"died-{uuid.uuid4().hex[:8]}", steps=3))
+        await control.wait_hung(1)
+        await control.aclose()
+        os.kill(supervised.comfyui().pid, signal.SIGKILL)
+
+        task = await wait_until_finished(api, accepted["id"], timeout_s=30)
+
+    assert task["status"] == "succeeded"
+    first, second = task["attempt_log"]
+    assert first["outcome"].startswith("failed"), first
+    assert "ComfyUI no longer knows this task" in first["outcome"], first
+    assert second["outcome"] == "succeeded"
+    assert (await health(redis) or pytest.fail("no health")).lifecycle.comfyui_restarts == 1
+
+
+async def test_stopping_the_service_stops_its_comfyui(supervised: Supervised) -> None:
+    comfyui = supervised.comfyui()
+
+    supervised.service.stop()
+
+    assert not _alive(comfyui)
+    (stopped,) = supervised.logged("comfyui stopped")
+    assert stopped["exit_code"] == 0  # the emulator stops cleanly on SIGTERM
+
+
+async def test_a_killed_service_takes_its_comfyui_along(supervised: Supervised) -> None:
+    comfyui = supervised.comfyui()
+
+    supervised.service.kill()
+
+    async def gone() -> bool:
+        return not _alive(comfyui)
+
+    await wait_for_condition(gone, timeout_s=10, what="comfyui gone")
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
