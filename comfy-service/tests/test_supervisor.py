@@ -3,14 +3,10 @@ child, starts it again when it dies, logs its output and stops it when the servi
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,73 +17,19 @@ from redis.asyncio import Redis
 
 from comfy_shared.models import NodeHealth
 from comfy_shared.redis_keys import RedisKeys
-from comfy_stack.ports import free_port
 from comfy_testkit import graphs
 from comfy_testkit.api import submit, wait_until_finished
 from comfy_testkit.emulator_control import EmulatorControl
 from comfy_testkit.plugin import BalancerFactory, ServiceFactory
-from comfy_testkit.stack import RunningComponent
+from comfy_testkit.supervised import Supervised, start_supervised
 from comfy_testkit.waiting import wait_for_condition
 
 KEYS = RedisKeys()
 
 
-@dataclass
-class Supervised:
-    service: RunningComponent
-    comfyui_url: str
-    data_dir: Path
-
-    def comfyui(self) -> psutil.Process:
-        """The service's one child: its ComfyUI."""
-        (child,) = psutil.Process(self.service.process.pid).children()
-        return child
-
-    def log(self) -> list[dict[str, Any]]:
-        """The service's log records (it logs JSON lines)."""
-        lines = self.service.process.output().splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
-
-    def logged(self, message: str) -> list[dict[str, Any]]:
-        return [record for record in self.log() if record["message"] == message]
-
-    async def events_followed(self, connections: int = 1) -> None:
-        """Wait until the service follows ComfyUI's events (``connections`` times so far): a
-        task that runs before has nobody to name it on ComfyUI's lines."""
-
-        async def connected() -> bool:
-            return len(self.logged("comfyui websocket connected")) >= connections
-
-        await wait_for_condition(connected, timeout_s=10, what="events followed")
-
-
-def start_supervised(
-    start_service: ServiceFactory, tmp_path: Path, *service_args: str, node_id: str = "node-a"
-) -> Supervised:
-    port = free_port()
-    data_dir = tmp_path / f"comfyui-{node_id}"
-    command = shlex.join(
-        [
-            sys.executable, "-m", "comfy_emulator",
-            "--port", str(port),
-            "--data-dir", str(data_dir),
-            "--step-time", "0.01",
-            "--load-scale", "0.01",
-        ]
-    )  # fmt: skip
-    service = start_service(
-        f"http://127.0.0.1:{port}",
-        node_id=node_id,
-        extra_args=["--comfyui-command", command, "--log-json", *service_args],
-    )
-    return Supervised(service, f"http://127.0.0.1:{port}", data_dir)
-
-
 @pytest.fixture
 async def supervised(start_service: ServiceFactory, tmp_path: Path) -> Supervised:
-    started = start_supervised(start_service, tmp_path)
-    await started.events_followed()
-    return started
+    return await start_supervised(start_service, tmp_path / "comfyui")
 
 
 @pytest.fixture
