@@ -107,6 +107,7 @@ def test_least_loaded_table(nodes: list[NodeView], expected: str) -> None:
         ([in_lifecycle(node("a"), NodeReadiness.WARMING_UP)], NodeState.WARMING_UP),
         ([in_lifecycle(node("a"), NodeReadiness.WARM_UP_FAILED)], NodeState.WARM_UP_FAILED),
         ([in_lifecycle(node("a", in_flight=1), NodeReadiness.RECYCLING)], NodeState.RECYCLING),
+        ([in_lifecycle(node("a", reachable=False), NodeReadiness.RECYCLING)], NodeState.RECYCLING),
     ],
 )
 def test_only_ready_nodes_get_work(nodes: list[NodeView], state: NodeState) -> None:

@@ -98,12 +98,15 @@ class NodeView:
     def state(self) -> NodeState:
         if self.health is None:
             return NodeState.DEAD
+        lifecycle = self.health.lifecycle.state
+        if lifecycle is NodeReadiness.RECYCLING:
+            return NodeState.RECYCLING  # its ComfyUI is down on purpose while it restarts
         if not self.health.comfyui.reachable:
             return NodeState.COMFYUI_DOWN
         if self.drained:
             return NodeState.DRAINING if self.in_flight else NodeState.DRAINED
-        if self.health.lifecycle.state is not NodeReadiness.READY:
-            return NodeState(self.health.lifecycle.state.value)
+        if lifecycle is not NodeReadiness.READY:
+            return NodeState(lifecycle.value)
         if self.in_flight >= self.slots:
             return NodeState.BUSY
         return NodeState.READY
