@@ -25,6 +25,7 @@ from comfy_testkit.supervised import Supervised, start_supervised
 from comfy_testkit.waiting import wait_for_condition
 
 KEYS = RedisKeys()
+pytestmark = pytest.mark.timeout(120)  # real processes, some started more than once
 
 
 @pytest.fixture

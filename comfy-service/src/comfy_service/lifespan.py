@@ -30,6 +30,7 @@ from comfy_service.prompts import FollowedPrompts
 from comfy_service.queue_view import QueueView
 from comfy_service.reachability import Reachability
 from comfy_service.reconcile import Reconciler
+from comfy_service.recycling import RecyclePolicy, Recycler
 from comfy_service.settings import ServiceSettings
 from comfy_service.speed import SpeedMeter
 from comfy_service.submission import Submitter
@@ -263,7 +264,7 @@ def _start_loops(
     async def follow_events(handle: LoopHandle) -> None:
         await listener.run(tracker.handle, on_handled=handle.working, on_failed=handle.failing)
 
-    _supervise_comfyui(settings, state, tracker)
+    _supervise_comfyui(settings, state, tracker, prompts)
     state.loops.start("comfyui-events", follow_events)
     state.loops.start("comfyui-frames", frames.run)
     state.loops.start("event-streams", state.stream_hub.run)
@@ -273,9 +274,9 @@ def _start_loops(
 
 
 def _supervise_comfyui(
-    settings: ServiceSettings, state: ServiceState, tracker: EventTracker
+    settings: ServiceSettings, state: ServiceState, tracker: EventTracker, prompts: FollowedPrompts
 ) -> None:
-    """Start ComfyUI as a child, if the settings name its command."""
+    """Start ComfyUI as a child, if the settings name its command; recycle it if asked."""
     if (argv := settings.comfyui_argv) is None:
         return
 
@@ -292,6 +293,16 @@ def _supervise_comfyui(
         after_restart=after_restart,
     )
     state.loops.start("comfyui-process", state.comfyui.run)
+    policy = RecyclePolicy.of(settings.recycle_after_tasks, settings.recycle_memory_growth_mb)
+    if policy.enabled:
+        recycler = Recycler(
+            policy=policy,
+            comfyui=state.comfyui,
+            lifecycle=state.lifecycle,
+            prompts=prompts,
+            submits=state.submits,
+        )
+        state.loops.start("recycling", recycler.run)
 
 
 async def _stop(state: ServiceState) -> None:

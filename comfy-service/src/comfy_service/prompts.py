@@ -11,6 +11,7 @@ soft state in memory: after a restart they start again from zero, which only del
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -39,6 +40,10 @@ class FollowedPrompts:
         self._known: dict[str, Prompt] = {}
         self._last_activity: dict[str, float] = {}
         self._head_since: dict[str, float] = {}
+        self.ended = 0
+        """Prompts this process stopped following (each once): tasks run here, for recycling."""
+        self.ended_more = asyncio.Event()
+        """Set when :attr:`ended` grows; whoever waits on it clears it."""
 
     def prompt(self, prompt_id: str, task_id: str, attempt: int) -> Prompt:
         return Prompt(prompt_id, task_id, AttemptRef(self._node_id, attempt))
@@ -59,7 +64,9 @@ class FollowedPrompts:
         self.touch(prompt.prompt_id)
 
     async def remove(self, prompt: Prompt) -> None:
-        await self._redis.hdel(self._key, prompt.prompt_id)
+        if removed := await self._redis.hdel(self._key, prompt.prompt_id):
+            self.ended += removed
+            self.ended_more.set()
         self._known.pop(prompt.prompt_id, None)
         self._last_activity.pop(prompt.prompt_id, None)
         self._head_since.pop(prompt.prompt_id, None)

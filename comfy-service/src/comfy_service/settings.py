@@ -90,6 +90,20 @@ class ServiceSettings(ApiServerSettings):
         "output; it must listen at comfyui_url. Unset: ComfyUI runs on its own.",
     )
 
+    recycle_after_tasks: int | None = Field(
+        default=None,
+        ge=1,
+        description="With --comfyui-command: restart ComfyUI between tasks once this many "
+        "ended since it started (the node finishes its tasks first, then warms up again).",
+    )
+    recycle_memory_growth_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="With --comfyui-command: restart ComfyUI between tasks once its resident "
+        "memory after a task is this much above its level after the first task since it "
+        "started.",
+    )
+
     @field_validator("comfyui_command")
     @classmethod
     def _command_splits(cls, command: str | None) -> str | None:
@@ -100,6 +114,13 @@ class ServiceSettings(ApiServerSettings):
     @property
     def comfyui_argv(self) -> list[str] | None:
         return shlex.split(self.comfyui_command) if self.comfyui_command else None
+
+    @model_validator(mode="after")
+    def _recycling_needs_a_child(self) -> ServiceSettings:
+        recycling = self.recycle_after_tasks is not None or self.recycle_memory_growth_mb
+        if recycling and self.comfyui_command is None:
+            raise ValueError("recycling restarts ComfyUI: it needs comfyui_command")
+        return self
 
     @model_validator(mode="after")
     def _default_public_url(self) -> ServiceSettings:

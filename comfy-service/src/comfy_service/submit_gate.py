@@ -19,6 +19,11 @@ class SubmitGate:
         self._limit = limit
         self._active = 0
 
+    @property
+    def active(self) -> int:
+        """Submits under way (each may be about to add a prompt to ComfyUI's queue)."""
+        return self._active
+
     @contextmanager
     def enter(self) -> Iterator[None]:
         if self._active >= self._limit:
