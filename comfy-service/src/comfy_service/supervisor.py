@@ -231,8 +231,7 @@ class ComfySupervisor:
                 if not ended.wanted:
                     await self._pause(handle, ended)
         finally:
-            if (code := await self._stop_child()) is not None:
-                logger.info("comfyui stopped", exit_code=code)
+            await self._stop_child()  # if it was being started when the service stopped
 
     async def restart(self, reason: str) -> None:
         """Stop ComfyUI and start it again at once; returns once the new one answers and its
@@ -258,7 +257,12 @@ class ComfySupervisor:
             helpers.callback(pump.cancel)
             came_up = asyncio.create_task(self._came_up(handle, self._starts))
             helpers.callback(came_up.cancel)
-            code, wanted = await self._until_exit(process)
+            try:
+                code, wanted = await self._until_exit(process)
+            except asyncio.CancelledError:  # the service stops: ComfyUI first, output still read
+                if (code := await self._stop_child()) is not None:
+                    logger.info("comfyui stopped", exit_code=code)
+                raise
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(pump), OUTPUT_DRAIN_S)
         return _Exit(code, time.monotonic() - started, wanted)
