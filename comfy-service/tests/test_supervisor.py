@@ -20,6 +20,7 @@ from comfy_shared.redis_keys import RedisKeys
 from comfy_testkit import graphs
 from comfy_testkit.api import submit, wait_until_finished
 from comfy_testkit.emulator_control import EmulatorControl
+from comfy_testkit.metrics import scrape, value
 from comfy_testkit.plugin import BalancerFactory, ServiceFactory
 from comfy_testkit.supervised import Supervised, start_supervised
 from comfy_testkit.waiting import wait_for_condition
@@ -83,6 +84,8 @@ async def test_a_comfyui_that_dies_is_started_again_with_backoff(
     exits = supervised.logged("comfyui exited")
     assert [(e["exit_code"], e["restart_in_s"]) for e in exits] == [(-9, 1.0), (-9, 2.0)]
     assert [r["restarts"] for r in supervised.logged("comfyui started")] == [0, 1, 2]
+    _, samples = await scrape(api)
+    assert value(samples, "comfy_node_comfyui_restarts_total", node="node-a") == 2
     assert (await run_task(api))["status"] == "succeeded"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import psutil
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
@@ -59,4 +59,15 @@ class _NodeGauges(Collector):
             labels=labels,
         )
         rss.add_metric([self._node_id], self._rss_bytes)
-        return [up, remaining, rss]
+        return [up, remaining, rss, self._comfyui_restarts(labels)]
+
+    def _comfyui_restarts(self, labels: list[str]) -> Metric:
+        restarts = CounterMetricFamily(
+            "comfy_node_comfyui_restarts",
+            "Times the service restarted the ComfyUI it supervises (--comfyui-command): "
+            "after it died, or to recycle it.",
+            labels=labels,
+        )
+        if self._health is not None:
+            restarts.add_metric([self._node_id], self._health.lifecycle.comfyui_restarts)
+        return restarts
