@@ -121,11 +121,14 @@ class Recycler:
     async def recycle(self, reason: str) -> None:
         """Take the node out of rotation, let its tasks finish, restart ComfyUI; the warm-up
         after the restart brings the node back."""
+        starts = self._comfyui.starts
         self._lifecycle.recycling(reason)
-        await self._until_idle()
-        await self._comfyui.restart(f"recycling {reason}")
+        if await self._until_idle(starts):
+            await self._comfyui.restart(f"recycling {reason}")
+            logger.info("recycled comfyui", reason=reason)
+        else:
+            logger.info("comfyui restarted before its recycle", reason=reason)
         self._started_afresh()
-        logger.info("recycled comfyui", reason=reason)
 
     def _observe(self) -> None:
         if self._comfyui.starts != self._seen_start:  # it died and was started again
@@ -139,10 +142,15 @@ class Recycler:
         self._seen_ended = self._prompts.ended
         self._due.started()
 
-    async def _until_idle(self) -> None:
-        """Until no task is in flight here. The lifecycle refuses new submits first; one that
-        was past that check already is counted by the gate until its prompt is followed."""
+    async def _until_idle(self, starts: int) -> bool:
+        """Until no task is in flight here (True), or ComfyUI was started again meanwhile
+        (False: it died, and the restart that followed did the recycle's work, warm-up
+        included; the node takes work again). The lifecycle refuses new submits first; one
+        that was past that check already is counted by the gate until its prompt is
+        followed."""
         while True:
+            if self._comfyui.starts != starts:
+                return False
             if not self._submits.active and not await self._prompts.count():
-                return
+                return True
             await asyncio.sleep(IDLE_POLL_S)
