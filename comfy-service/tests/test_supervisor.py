@@ -15,7 +15,7 @@ import psutil
 import pytest
 from redis.asyncio import Redis
 
-from comfy_shared.models import NodeHealth
+from comfy_shared.models import NodeHealth, NodeReadiness
 from comfy_shared.redis_keys import RedisKeys
 from comfy_testkit import graphs
 from comfy_testkit.api import submit, wait_until_finished
@@ -56,6 +56,7 @@ async def restarted(redis: Redis, supervised: Supervised, restarts: int) -> psut
         return (
             node is not None
             and node.lifecycle.comfyui_restarts == restarts
+            and node.lifecycle.state is NodeReadiness.READY
             and node.comfyui.reachable
         )
 
@@ -86,7 +87,21 @@ async def test_a_comfyui_that_dies_is_started_again_with_backoff(
     assert [r["restarts"] for r in supervised.logged("comfyui started")] == [0, 1, 2]
     _, samples = await scrape(api)
     assert value(samples, "comfy_node_comfyui_restarts_total", node="node-a") == 2
-    assert (await run_task(api))["status"] == "succeeded"
+    task = await run_task(api)  # as soon as the node is ready again: its lines are named
+    assert task["status"] == "succeeded"
+    assert len(await executed_lines(api, task["id"])) == 1
+
+
+async def executed_lines(api: httpx.AsyncClient, task_id: str) -> list[str]:
+    """ComfyUI's "Prompt executed in ..." lines in the task's log, once there is one (the
+    log is written to Redis in the background)."""
+
+    async def logged() -> list[str]:
+        response = await api.get(f"/api/v1/tasks/{task_id}/logs", params={"format": "json"})
+        comfyui = [r["message"] for r in response.json() if r.get("source") == "comfyui"]
+        return [line for line in comfyui if line.startswith("Prompt executed in")]
+
+    return await wait_for_condition(logged, timeout_s=5, what="comfyui's lines in the task log")
 
 
 async def test_comfyui_output_reaches_the_service_log_and_the_task_log(
@@ -98,10 +113,7 @@ async def test_comfyui_output_reaches_the_service_log_and_the_task_log(
 
     task = await run_task(api)
 
-    response = await api.get(f"/api/v1/tasks/{task['id']}/logs", params={"format": "json"})
-    comfy_lines = [r["message"] for r in response.json() if r.get("source") == "comfyui"]
-    executed = [line for line in comfy_lines if line.startswith("Prompt executed in")]
-    assert len(executed) == 1, comfy_lines  # once: not also from ComfyUI's WebSocket
+    assert len(await executed_lines(api, task["id"])) == 1  # not also from the WebSocket
 
 
 async def test_a_task_running_when_comfyui_dies_is_run_again(

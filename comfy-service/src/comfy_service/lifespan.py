@@ -291,6 +291,7 @@ def _supervise_comfyui(
         lifecycle=state.lifecycle,
         on_line=tracker.comfy_line,
         after_restart=after_restart,
+        connections=lambda: tracker.connections,
     )
     state.loops.start("comfyui-process", state.comfyui.run)
     policy = RecyclePolicy.of(settings.recycle_after_tasks, settings.recycle_memory_growth_mb)

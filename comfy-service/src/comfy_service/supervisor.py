@@ -13,8 +13,10 @@ started again when it dies, stopped with it, its output in the service's logs.
   then, as it does the lines ComfyUI sends over its WebSocket.
 - Stop: SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`. On Linux the child also gets SIGTERM
   when the service dies, even by SIGKILL.
-- After every restart (not the first start), once ComfyUI answers, ``after_restart`` runs: the
-  node's warm-up. :meth:`ComfySupervisor.restart` (recycling) returns once that is done.
+- A ComfyUI that died leaves the node ``warming-up`` (a recycled one, ``recycling``). After
+  every restart (not the first start), once ComfyUI answers and the event listener follows it
+  again, ``after_restart`` runs: the node's warm-up, which makes it ready.
+  :meth:`ComfySupervisor.restart` (recycling) returns once that is done.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from comfy_service.lifecycle import Lifecycle
 from comfy_shared.child_processes import die_with_parent_hook
 from comfy_shared.comfyui import ComfyClient, ComfyError
 from comfy_shared.loops import LoopHandle
+from comfy_shared.models import NodeReadiness
 from comfy_shared.settings import INTERNAL_TOKEN_ENV
 
 MAX_LINE_CHARS: Final = 4000
@@ -45,6 +48,7 @@ LINE_BURST: Final = 2000
 READ_CHUNK_BYTES: Final = 16384
 STOP_GRACE_S: Final = 10.0
 ANSWER_POLL_S: Final = 0.2
+FOLLOW_WAIT_S: Final = 10.0
 OUTPUT_DRAIN_S: Final = 1.0
 """How long the output of a child that exited is still read: a grandchild that inherited the
 pipe may hold it open for good."""
@@ -195,6 +199,7 @@ class ComfySupervisor:
         lifecycle: Lifecycle,
         on_line: Callable[[str], None],
         after_restart: Callable[[], Awaitable[None]],
+        connections: Callable[[], int] = lambda: 0,
         backoff: RestartBackoff | None = None,
         stop_grace_s: float = STOP_GRACE_S,
     ) -> None:
@@ -203,6 +208,7 @@ class ComfySupervisor:
         self._lifecycle = lifecycle
         self._on_line = on_line
         self._after_restart = after_restart
+        self._connections = connections
         self._backoff = backoff or RestartBackoff()
         self._stop_grace_s = stop_grace_s
         self._process: asyncio.subprocess.Process | None = None
@@ -245,6 +251,7 @@ class ComfySupervisor:
     async def _run_child(self, handle: LoopHandle) -> _Exit:
         self._restart_wanted.clear()
         started = time.monotonic()
+        connections = self._connections()
         try:
             process = await self._spawn()
         except OSError as exc:
@@ -255,7 +262,7 @@ class ComfySupervisor:
             assert process.stdout is not None  # piped
             pump = asyncio.create_task(pump_output(process.stdout, self._on_line))
             helpers.callback(pump.cancel)
-            came_up = asyncio.create_task(self._came_up(handle, self._starts))
+            came_up = asyncio.create_task(self._came_up(handle, self._starts, connections))
             helpers.callback(came_up.cancel)
             try:
                 code, wanted = await self._until_exit(process)
@@ -305,11 +312,13 @@ class ComfySupervisor:
         logger.info("comfyui stopped to restart", exit_code=process.returncode)
         return process.returncode, True
 
-    async def _came_up(self, handle: LoopHandle, start: int) -> None:
-        """Once ComfyUI answers: the loop works again; after a restart, the warm-up."""
+    async def _came_up(self, handle: LoopHandle, start: int, connections: int) -> None:
+        """Once ComfyUI answers: the loop works again; after a restart, once its events are
+        followed again too, the warm-up."""
         await self._until_answering()
         handle.working()
         if start > 1:
+            await self._until_followed(connections)
             try:
                 await self._after_restart()
             except Exception:
@@ -327,6 +336,19 @@ class ComfySupervisor:
             else:
                 return
 
+    async def _until_followed(self, connections: int) -> None:
+        """Until the event listener connected to the new ComfyUI (it tries every 2 s at most):
+        a task placed before would run with nobody following it, its lines named to no task.
+        Bounded: a listener that cannot connect must not keep the node out for good."""
+        try:
+            async with asyncio.timeout(FOLLOW_WAIT_S):
+                while True:
+                    if self._connections() > connections:
+                        return
+                    await asyncio.sleep(ANSWER_POLL_S)
+        except TimeoutError:
+            logger.warning("comfyui's events are not followed yet", waited_s=FOLLOW_WAIT_S)
+
     async def _pause(self, handle: LoopHandle, ended: _Exit) -> None:
         delay_s = self._backoff.after_exit(ended.uptime_s)
         if ended.code is not None:
@@ -337,6 +359,10 @@ class ComfySupervisor:
                 restart_in_s=delay_s,
             )
             handle.failing(ComfyUIExited(f"exit code {ended.code}"))
+        if self._lifecycle.current().state is not NodeReadiness.RECYCLING:
+            # Not ready before the step after its restart: the health document would else
+            # say ready the moment the new ComfyUI answers, before that step ran.
+            self._lifecycle.warming_up()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay_s):
                 await self._restart_wanted.wait()  # a recycle does not wait for the backoff

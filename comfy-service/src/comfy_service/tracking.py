@@ -102,6 +102,8 @@ class EventTracker:
         self._progress_written: dict[str, float] = {}
         self._errors = ComfyErrorLines()
         self._logs_from_socket = logs_from_socket
+        self.connections = 0
+        """Connections to ComfyUI's WebSocket so far: events are followed from each."""
 
     async def handle(self, event: ListenerEvent) -> None:
         try:
@@ -114,6 +116,7 @@ class EventTracker:
 
     async def _handle(self, event: ListenerEvent) -> None:
         if isinstance(event, Connected):
+            self.connections += 1
             logger.info("comfyui websocket connected; reconciling tasks")
             self._speed.forget_runs()
             self._profile.reconnected()
