@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from comfy_shared.models import NodeHealth, NodeReadiness
 from comfy_shared.redis_keys import RedisKeys
+from comfy_stack.ports import free_port
 from comfy_testkit import graphs
 from comfy_testkit.api import submit, wait_until_finished
 from comfy_testkit.emulator_control import EmulatorControl
@@ -166,3 +167,23 @@ def _alive(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+async def test_a_command_that_cannot_start_is_named_by_readyz(
+    start_service: ServiceFactory, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-comfyui-here"
+    service = start_service(
+        f"http://127.0.0.1:{free_port()}",
+        extra_args=["--comfyui-command", f"{missing} --port 8188"],
+        wait_ready=False,
+    )
+    async with httpx.AsyncClient(base_url=service.url) as client:
+
+        async def named() -> dict[str, Any] | None:
+            body: dict[str, Any] = (await client.get("/readyz")).json()
+            return body if "comfyui-process" in body["loops"] else None
+
+        readiness = await wait_for_condition(named, what="the loop named")
+    assert readiness["loops"]["comfyui-process"]["error"].startswith("FileNotFoundError")
+    assert service.process.is_running()  # it goes on trying, with its backoff
