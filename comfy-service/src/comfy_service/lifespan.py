@@ -23,6 +23,7 @@ from comfy_service.health import HealthPublisher, last_learned_profile, last_mea
 from comfy_service.host_metrics import GpuReader
 from comfy_service.keeping import OutputKeeper
 from comfy_service.lifecycle import Lifecycle
+from comfy_service.memory import MemoryRelief
 from comfy_service.metrics import ServiceMetrics
 from comfy_service.profile import ModelProfiler
 from comfy_service.prompts import FollowedPrompts
@@ -123,6 +124,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
     speed = SpeedMeter(await last_measured_speed(redis, keys, settings.node_id))
     profile = ModelProfiler(speed, await last_learned_profile(redis, keys, settings.node_id))
     lifecycle = Lifecycle()
+    memory = MemoryRelief(comfy, metrics.freed_memory)
     health = HealthPublisher(
         redis=redis,
         keys=keys,
@@ -157,6 +159,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         prompts=prompts,
         node_id=settings.node_id,
         keeper=keeper,
+        memory=memory,
     )
     state = ServiceState(
         settings=settings,
