@@ -167,9 +167,15 @@ async def test_after_comfyui_restarts_the_node_warms_up_again_before_any_task(
             return runs == 3 and (await readiness(node))[0] == 200
 
         await wait_for_condition(warmed_again, timeout_s=20, what="a third warm-up")
+
+        await control.drop_websockets()  # the same ComfyUI, reconnected: no warm-up
+
+        # Its end comes over the new socket, after the reconnect was looked into.
         task = await submit(api, graphs.txt2img(f"r-{fresh()}", steps=2))
         assert (await wait_until_finished(api, task["id"]))["status"] == "succeeded"
-        assert (await control.stats())["restarts"] == 2
+        assert (await readiness(node))[1]["checks"]["lifecycle"] == "ok"
+        stats = await control.stats()
+        assert (stats["restarts"], stats["node_runs"][WARM_UP_NODE]) == (2, 3)
 
 
 async def test_a_warm_up_that_hangs_times_out_and_leaves_comfyui_free(
