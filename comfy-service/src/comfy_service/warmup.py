@@ -114,12 +114,11 @@ class WarmUp:
         self._client_id = client_id
         self._timeout_s = timeout_s
         self._wanted = asyncio.Event()
-        """Set until a warm-up passed that was asked for after the last request."""
+        """Set by a request; cleared once a warm-up begun after the last request passed."""
         self._asked_again = asyncio.Event()
         """A request since the current run started: a pause between retries ends at once."""
         self._requests = 0
         self._passed_prompt_id: str | None = None
-        self.runs = 0
 
     @property
     def configured(self) -> bool:
@@ -188,7 +187,6 @@ class WarmUp:
         assert self.workflow is not None
         prompt_id = str(uuid.uuid4())
         started = time.monotonic()
-        self.runs += 1
         logger.info("warm-up started", workflow=self.workflow.name, prompt_id=prompt_id)
         try:
             entry = await asyncio.wait_for(self._run(prompt_id), self._timeout_s)
