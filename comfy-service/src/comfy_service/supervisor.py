@@ -13,9 +13,10 @@ started again when it dies, stopped with it, its output in the service's logs.
   then, as it does the lines ComfyUI sends over its WebSocket.
 - Stop: SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`. On Linux the child also gets SIGTERM
   when the service dies, even by SIGKILL.
-- A ComfyUI that died leaves the node ``warming-up`` (a recycled one, ``recycling``). After
-  every restart (not the first start), once ComfyUI answers and the event listener follows it
-  again, ``after_restart`` runs: the node's warm-up, which makes it ready.
+- A ComfyUI that died leaves the node ``warming-up`` (a recycled one, ``recycling``). Each
+  restart (not the first start) calls ``on_restart`` as the new process starts (the warm-up is
+  requested then, so no task slips in), and ``after_restart`` once it answers and the event
+  listener follows it again (with no warm-up set, the node is ready then).
   :meth:`ComfySupervisor.restart` (recycling) returns once that is done.
 """
 
@@ -198,6 +199,7 @@ class ComfySupervisor:
         comfy: ComfyClient,
         lifecycle: Lifecycle,
         on_line: Callable[[str], None],
+        on_restart: Callable[[], None],
         after_restart: Callable[[], Awaitable[None]],
         connections: Callable[[], int] = lambda: 0,
         backoff: RestartBackoff | None = None,
@@ -207,6 +209,7 @@ class ComfySupervisor:
         self._comfy = comfy
         self._lifecycle = lifecycle
         self._on_line = on_line
+        self._on_restart = on_restart
         self._after_restart = after_restart
         self._connections = connections
         self._backoff = backoff or RestartBackoff()
@@ -290,6 +293,7 @@ class ComfySupervisor:
         self._starts += 1
         if self._starts > 1:
             self._lifecycle.comfyui_restarted()
+            self._on_restart()
         restarts = self._lifecycle.current().comfyui_restarts
         logger.info("comfyui started", pid=process.pid, restarts=restarts)
         return process
