@@ -187,3 +187,29 @@ async def test_a_command_that_cannot_start_is_named_by_readyz(
         readiness = await wait_for_condition(named, what="the loop named")
     assert readiness["loops"]["comfyui-process"]["error"].startswith("FileNotFoundError")
     assert service.process.is_running()  # it goes on trying, with its backoff
+
+
+async def test_a_restarted_comfyui_warms_up_once_before_any_task(
+    start_service: ServiceFactory, tmp_path: Path, redis: Redis
+) -> None:
+    warm_up = ["--warmup-workflow", "demo", "--warmup-params", '{"width": 64, "height": 64}']
+    node = await start_supervised(start_service, tmp_path / "comfyui", *warm_up)
+    assert await warm_ups(node) == 1
+
+    os.kill(node.comfyui().pid, signal.SIGKILL)
+    await restarted(redis, node, 1)  # ready again: its warm-up passed
+
+    assert await warm_ups(node) == 1  # in the new ComfyUI: requested at the restart, run once
+    async with httpx.AsyncClient(
+        base_url=node.service.url, headers=node.service.auth_headers, timeout=10
+    ) as api:
+        assert (await run_task(api))["status"] == "succeeded"
+
+
+async def warm_ups(node: Supervised) -> int:
+    """Warm-ups the running ComfyUI ran: only the demo template runs ImageBlur here."""
+    control = EmulatorControl(node.comfyui_url)
+    try:
+        return int((await control.stats())["node_runs"].get("ImageBlur", 0))
+    finally:
+        await control.aclose()
