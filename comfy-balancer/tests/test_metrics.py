@@ -1,7 +1,9 @@
 """GET /metrics on real balancers, services and emulators over one real Redis."""
 
+import json
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -9,8 +11,9 @@ from comfy_testkit import graphs
 from comfy_testkit.api import submit, wait_until_finished
 from comfy_testkit.api_keys import KeyClients
 from comfy_testkit.cluster import Cluster
+from comfy_testkit.fake_nvml import FAKE_NVML_ENV, install_shim
 from comfy_testkit.metrics import Samples, scrape, value
-from comfy_testkit.plugin import BalancerFactory
+from comfy_testkit.plugin import BalancerFactory, EmulatorFactory, ServiceFactory
 from comfy_testkit.stack import AUTH_HEADERS
 from comfy_testkit.waiting import wait_for_condition
 
@@ -117,3 +120,31 @@ async def test_metrics_need_an_admin_key(cluster: Cluster) -> None:
     async with httpx.AsyncClient(base_url=cluster.balancer.url) as anonymous:
         assert (await anonymous.get("/metrics")).status_code == 401
     assert "/metrics" not in (await cluster.api.get("/openapi.json")).json()["paths"]
+
+
+async def test_gpu_power_and_xid_errors_from_a_service_with_a_fake_nvml(
+    start_emulator: EmulatorFactory,
+    start_service: ServiceFactory,
+    start_balancer: BalancerFactory,
+    tmp_path: Path,
+) -> None:
+    gpu = {"uuid": "GPU-0e3c", "power_mw": 68_250, "power_limit_mw": 72_000,
+           "pending_xids": [48, 79]}  # fmt: skip
+    env = {"PYTHONPATH": str(install_shim(tmp_path / "nvml")), FAKE_NVML_ENV: json.dumps([gpu])}
+    start_service(start_emulator().url, node_id="gpu-node", env=env)
+    balancer = start_balancer()
+    labels = {"node": "gpu-node", "gpu_index": "0", "gpu_uuid": "GPU-0e3c"}
+
+    async with httpx.AsyncClient(base_url=balancer.url, headers=AUTH_HEADERS) as api:
+
+        async def gpu_seen() -> Samples | None:
+            _, samples = await scrape(api)
+            return samples if value(samples, "comfy_node_gpu_power_watts", **labels) else None
+
+        samples = await wait_for_condition(gpu_seen, what="the GPU in the balancer's scrape")
+
+    assert value(samples, "comfy_node_gpu_power_watts", **labels) == 68.25
+    assert value(samples, "comfy_node_gpu_power_limit_watts", **labels) == 72
+    assert value(samples, "comfy_node_gpu_xid_errors_total", **labels) == 2
+    assert value(samples, "comfy_node_gpu_last_xid", **labels) == 79
+    assert value(samples, "comfy_node_gpu_info", **labels, gpu_model="NVIDIA L4") == 1

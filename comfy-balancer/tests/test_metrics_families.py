@@ -18,6 +18,10 @@ GPU = GpuInfo(
     memory_used_bytes=3 * 2**30,
     memory_total_bytes=24 * 2**30,
     temperature_c=61,
+    power_watts=68.5,
+    power_limit_watts=72,
+    xid_errors=2,
+    last_xid=79,
 )
 
 
@@ -54,6 +58,10 @@ def test_gpu_gauges_carry_node_index_and_uuid() -> None:
     assert got["comfy_webhook_dead_letters", frozenset()] == 4
     assert got["comfy_node_gpu_temperature_celsius", frozenset(gpu)] == 61
     assert got["comfy_node_gpu_utilization_ratio", frozenset(gpu)] == 0.5
+    assert got["comfy_node_gpu_power_watts", frozenset(gpu)] == 68.5
+    assert got["comfy_node_gpu_power_limit_watts", frozenset(gpu)] == 72
+    assert got["comfy_node_gpu_xid_errors_total", frozenset(gpu)] == 2
+    assert got["comfy_node_gpu_last_xid", frozenset(gpu)] == 79
     assert got["comfy_queue_depth", frozenset({("priority", "batch")})] == 3
     assert got["comfy_queue_oldest_age_seconds", frozenset()] == 0
     assert got["comfy_node_up", frozenset({("node", "b")})] == 0
@@ -70,3 +78,13 @@ def test_without_the_lease_only_the_process_metrics_are_exported() -> None:
     assert "comfy_admission_rejected_total" in text
     assert "comfy_queue_depth" not in text
     assert generate_latest(CollectorRegistry()) == b""
+
+
+def test_a_reading_nvml_did_not_give_is_left_out_not_zero() -> None:
+    bare = GpuInfo(index=1, name="NVIDIA T4", uuid="GPU-7b2f")
+    stats = QueueStats(pending=0, by_band={}, aged=0, oldest_queued_ms=None, queued_gpu_s=0)
+
+    got = samples(exposition(BalancerMetrics(), fleet_families(stats, [node("a", gpus=[bare])])))
+
+    assert not [name for name, labels in got if ("gpu_uuid", "GPU-7b2f") in labels
+                and name != "comfy_node_gpu_info"]  # fmt: skip
