@@ -41,7 +41,9 @@ async def test_the_queue_depth_counts_waiting_tasks_and_no_label_names_a_task(
                       status="cancelled")  # fmt: skip
     assert cancelled == 1  # the balancer took it out of the queue: it counts it
     assert value(samples, "comfy_queue_depth", priority="interactive") == 0
-    assert (value(samples, "comfy_queue_oldest_age_seconds") or 0) > 0
+    for band in ("batch", "standard"):
+        assert (value(samples, "comfy_queue_oldest_age_seconds", priority=band) or 0) > 0
+    assert value(samples, "comfy_queue_oldest_age_seconds", priority="interactive") == 0
     assert value(samples, "comfy_nodes", state="dead") == 0
     assert value(samples, "comfy_tasks_submitted_total", tenant="admin", workflow="graph",
                  priority="batch") == 2  # fmt: skip

@@ -1,5 +1,6 @@
 """The fleet gauges built from one read of the queue and the nodes: a table, no Redis."""
 
+import time
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -45,8 +46,9 @@ def samples(text: bytes) -> Samples:
 
 
 def test_gpu_gauges_carry_node_index_and_uuid() -> None:
-    stats = QueueStats(pending=3, by_band={Band.BATCH: 3}, aged=0, oldest_queued_ms=None,
-                       queued_gpu_s=0)  # fmt: skip
+    hour_ago_ms = int(time.time() * 1000) - 3_600_000
+    stats = QueueStats(pending=3, by_band={Band.BATCH: 3}, aged=0, oldest_queued_ms=hour_ago_ms,
+                       queued_gpu_s=0, oldest_by_band={Band.BATCH: hour_ago_ms})  # fmt: skip
     nodes = [node("a", gpus=[GPU]), node("b", reachable=False)]
 
     got = samples(exposition(BalancerMetrics(), fleet_families(stats, nodes, dead_letters=4)))
@@ -63,7 +65,10 @@ def test_gpu_gauges_carry_node_index_and_uuid() -> None:
     assert got["comfy_node_gpu_xid_errors_total", frozenset(gpu)] == 2
     assert got["comfy_node_gpu_last_xid", frozenset(gpu)] == 79
     assert got["comfy_queue_depth", frozenset({("priority", "batch")})] == 3
-    assert got["comfy_queue_oldest_age_seconds", frozenset()] == 0
+    oldest = {band: got["comfy_queue_oldest_age_seconds", frozenset({("priority", band.value)})]
+              for band in Band}  # fmt: skip
+    assert oldest[Band.INTERACTIVE] == 0  # nothing waits there
+    assert 3599 < oldest[Band.BATCH] < 3700
     assert got["comfy_node_up", frozenset({("node", "b")})] == 0
     states = {state.value: got["comfy_nodes", frozenset({("state", state.value)})]
               for state in NodeState}  # fmt: skip

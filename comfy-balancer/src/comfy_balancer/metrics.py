@@ -145,14 +145,18 @@ def _queue_families(stats: QueueStats) -> Iterator[Metric]:
     for band in Band:
         depth.add_metric([band.value], stats.by_band.get(band, 0))
     yield depth
-    oldest_s = 0.0
-    if stats.oldest_queued_ms is not None:
-        oldest_s = max(0.0, time.time() - stats.oldest_queued_ms / 1000)
-    yield GaugeMetricFamily(
+    oldest = GaugeMetricFamily(
         "comfy_queue_oldest_age_seconds",
-        "How long the longest-waiting queued task has waited (0 with an empty queue).",
-        value=oldest_s,
+        "How long the longest-waiting queued task of the band has waited (0 when none waits).",
+        labels=["priority"],
     )
+    now_s = time.time()
+    for band in Band:
+        queued_ms = stats.oldest_by_band.get(band)
+        oldest.add_metric(
+            [band.value], max(0.0, now_s - queued_ms / 1000) if queued_ms is not None else 0.0
+        )
+    yield oldest
 
 
 def _node_families(nodes: Sequence[NodeView]) -> Iterator[Metric]:
