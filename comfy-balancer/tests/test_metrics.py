@@ -12,8 +12,10 @@ from comfy_testkit.api import submit, wait_until_finished
 from comfy_testkit.api_keys import KeyClients
 from comfy_testkit.cluster import Cluster
 from comfy_testkit.fake_nvml import FAKE_NVML_ENV, install_shim
+from comfy_testkit.gateway_ws import ComfyWsClient
 from comfy_testkit.metrics import Samples, scrape, value
 from comfy_testkit.plugin import BalancerFactory, EmulatorFactory, ServiceFactory
+from comfy_testkit.sse_client import RawSseStream
 from comfy_testkit.stack import AUTH_HEADERS
 from comfy_testkit.waiting import wait_for_condition
 
@@ -150,3 +152,22 @@ async def test_gpu_power_and_xid_errors_from_a_service_with_a_fake_nvml(
     assert value(samples, "comfy_node_gpu_xid_errors_total", **labels) == 2
     assert value(samples, "comfy_node_gpu_last_xid", **labels) == 79
     assert value(samples, "comfy_node_gpu_info", **labels, gpu_model="NVIDIA L4") == 1
+
+
+async def test_open_event_streams_are_counted_by_kind(make_cluster: Callable[..., Cluster]) -> None:
+    cluster = make_cluster(node_ids=())  # no node: the task waits, its stream stays open
+    task = await submit(cluster.api, graphs.txt2img(fresh("s")))
+    url = cluster.balancer.url
+
+    async def clients(sse: int, ws: int) -> bool:
+        _, samples = await scrape(cluster.api)
+        return [value(samples, "comfy_stream_clients", kind=k) for k in ("sse", "ws")] == [sse, ws]
+
+    assert await clients(0, 0)
+    sse = await RawSseStream.open(url, f"/api/v1/tasks/{task['id']}/events")
+    assert sse.status == 200
+    ws = await ComfyWsClient.open(url, headers=AUTH_HEADERS)
+    await wait_for_condition(lambda: clients(1, 1), what="one stream of each kind counted")
+    await sse.close()
+    await ws.close()
+    await wait_for_condition(lambda: clients(0, 0), what="closed streams no longer counted")

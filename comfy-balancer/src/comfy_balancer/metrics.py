@@ -35,6 +35,7 @@ from comfy_balancer.errors import (
 from comfy_balancer.registry import NodeState, NodeView
 from comfy_shared.comfyui import PromptRejected
 from comfy_shared.models import Band, GpuInfo
+from comfy_shared.stream_clients import StreamClients
 from comfy_shared.task_metrics import TaskOutcomes, workflow_label
 from comfy_shared.task_queue import QueueStats
 
@@ -117,11 +118,14 @@ class _Families(Collector):
         return self._families
 
 
-def exposition(metrics: BalancerMetrics, fleet: Sequence[Metric] = ()) -> bytes:
-    """The text Prometheus scrapes: the process's metrics, then the fleet's (if given)."""
-    fleet_registry = CollectorRegistry(auto_describe=False)
-    fleet_registry.register(_Families(fleet))
-    return generate_latest(metrics.registry) + generate_latest(fleet_registry)
+def exposition(
+    metrics: BalancerMetrics, fleet: Sequence[Metric] = (), *, streams: StreamClients | None = None
+) -> bytes:
+    """The text Prometheus scrapes: the process's metrics (with its event-stream clients),
+    then the fleet's (if given)."""
+    now = CollectorRegistry(auto_describe=False)
+    now.register(_Families([*([streams.family()] if streams is not None else []), *fleet]))
+    return generate_latest(metrics.registry) + generate_latest(now)
 
 
 def fleet_families(

@@ -15,7 +15,8 @@ router = APIRouter(dependencies=[Depends(require_admin)])
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(state: State) -> Response:
-    return Response(exposition(state.metrics, await _fleet(state)), media_type=CONTENT_TYPE_LATEST)
+    text = exposition(state.metrics, await _fleet(state), streams=state.stream_hub.clients)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
 async def _fleet(state: BalancerState) -> list[Metric]:
