@@ -20,6 +20,7 @@ from comfy_testkit import graphs
 from comfy_testkit.api import get_task, submit, wait_until_finished
 from comfy_testkit.api_keys import KeyClients
 from comfy_testkit.cluster import Cluster
+from comfy_testkit.metrics import Samples, scrape, value
 
 
 def utc(year: int, month: int, day: int, hour: int, minute: int, second: int) -> datetime:
@@ -129,3 +130,27 @@ async def test_a_key_whose_tasks_used_its_budget_gets_429_until_the_next_day_or_
         usage = (await daily.get("/api/v1/usage")).json()["tenants"][0]["totals"]
         assert usage["gpu_s"] > 2 * BUDGET_S
         assert (await get_task(daily, accepted[0]["id"]))["status"] == "succeeded"
+
+        # The budgets as metrics: what each key used of each of its budgets, for the alerts.
+        _, samples = await scrape(cluster.api)
+        budget = budgets_in(samples)
+        assert budget == {
+            (daily.key["id"], "day"): ("daily", BUDGET_S),
+            (monthly.key["id"], "day"): ("monthly", 1000),
+            (monthly.key["id"], "month"): ("monthly", BUDGET_S),
+        }
+        for key, period in budget:
+            used = value(samples, "comfy_budget_used_gpu_seconds", key=key, period=period,
+                         tenant=budget[key, period][0])  # fmt: skip
+            assert used is not None
+            assert used > (2 * BUDGET_S if key == daily.key["id"] else BUDGET_S)
+
+
+def budgets_in(samples: Samples) -> dict[tuple[str, str], tuple[str, float]]:
+    """(key, period) -> (tenant, budget) of every ``comfy_budget_gpu_seconds`` sample."""
+    found = {}
+    for (name, label_set), budget in samples.items():
+        if name == "comfy_budget_gpu_seconds":
+            labels = dict(label_set)
+            found[labels["key"], labels["period"]] = (labels["tenant"], budget)
+    return found

@@ -11,11 +11,12 @@ work that was.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Literal
 
+from comfy_balancer.auth.keys import ApiKey
 from comfy_balancer.usage import UsageBook, first_of_month
 from comfy_shared.access import Caller
 from comfy_shared.clock import utc_now
@@ -65,10 +66,35 @@ def exhausted_budget(caller: Caller, spent: Spent, now: datetime) -> BudgetExhau
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetUse:
+    """What a key with a budget used of it this period (``comfy_budget_*`` metrics)."""
+
+    key_id: str
+    tenant: str
+    period: Period
+    budget_gpu_s: float
+    used_gpu_s: float
+
+
 class Budgets:
     def __init__(self, book: UsageBook, clock: Callable[[], datetime] = utc_now) -> None:
         self._book = book
         self._clock = clock
+
+    async def uses(self, keys: Sequence[ApiKey]) -> list[BudgetUse]:
+        """Each budget of ``keys`` with what was used of it: two round trips for all of them
+        (one per period), at most a month of days per key."""
+        today = self._clock().date()
+        month_days = [first_of_month(today) + timedelta(days=n) for n in range(today.day)]
+        uses: list[BudgetUse] = []
+        periods: list[tuple[Period, list[date]]] = [("day", [today]), ("month", month_days)]
+        for period, days in periods:
+            limited = [(key, limit) for key in keys if (limit := _limit(key, period)) is not None]
+            used = await self._book.keys_gpu_s([key.id for key, _ in limited], days)
+            uses += [BudgetUse(key.id, key.tenant, period, limit, used[key.id])
+                     for key, limit in limited]  # fmt: skip
+        return uses
 
     async def check(self, caller: Caller) -> None:
         """Raises :class:`BudgetExhausted` when the caller's key used up a budget."""
@@ -89,3 +115,8 @@ class Budgets:
             days = [first_of_month(today) + timedelta(days=n) for n in range(today.day)]
         amounts = await self._book.key_gpu_s(key_id, days)  # today is the last
         return Spent(today=amounts[-1], this_month=sum(amounts))
+
+
+def _limit(key: ApiKey, period: Period) -> float | None:
+    limits = key.limits
+    return limits.gpu_seconds_per_day if period == "day" else limits.gpu_seconds_per_month

@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from comfy_balancer.auth.rate_limit import RateLimited
-from comfy_balancer.budgets import BudgetExhausted
+from comfy_balancer.budgets import BudgetExhausted, BudgetUse
 from comfy_balancer.errors import (
     BandNotAllowed,
     KeyQueueFull,
@@ -129,17 +129,42 @@ def exposition(
 
 
 def fleet_families(
-    stats: QueueStats, nodes: Sequence[NodeView], *, dead_letters: int = 0
+    stats: QueueStats,
+    nodes: Sequence[NodeView],
+    *,
+    dead_letters: int = 0,
+    budgets: Sequence[BudgetUse] = (),
 ) -> list[Metric]:
-    """The fleet gauges from one read of the queue, one of the nodes and the count of
-    webhooks given up on."""
+    """The fleet gauges from one read of the queue, one of the nodes, the count of
+    webhooks given up on and the budgets of the API keys that have one."""
     dead = GaugeMetricFamily(
         "comfy_webhook_dead_letters",
         "Webhooks given up on after their last retry, kept for GET /api/v1/webhooks/dead "
         "(at most 1,000).",
         value=dead_letters,
     )
-    return [*_queue_families(stats), *_node_families(nodes), *_gpu_families(nodes), dead]
+    return [
+        *_queue_families(stats), *_node_families(nodes), *_gpu_families(nodes), dead,
+        *_budget_families(budgets),
+    ]  # fmt: skip
+
+
+def _budget_families(uses: Sequence[BudgetUse]) -> Iterator[Metric]:
+    labels = ["tenant", "key", "period"]  # the key's id, never its secret
+    budget = GaugeMetricFamily(
+        "comfy_budget_gpu_seconds",
+        "The GPU-second budget of an API key per UTC day or month.",
+        labels=labels,
+    )
+    used = GaugeMetricFamily(
+        "comfy_budget_used_gpu_seconds",
+        "GPU-seconds the key's tasks used this UTC day or month (tasks counted when they end).",
+        labels=labels,
+    )
+    for use in uses:
+        budget.add_metric([use.tenant, use.key_id, use.period], use.budget_gpu_s)
+        used.add_metric([use.tenant, use.key_id, use.period], use.used_gpu_s)
+    yield from (budget, used)
 
 
 def _queue_families(stats: QueueStats) -> Iterator[Metric]:
