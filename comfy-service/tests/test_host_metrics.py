@@ -4,6 +4,8 @@ import asyncio
 import threading
 from types import SimpleNamespace
 
+import pytest
+
 from comfy_service.host_metrics import GpuReader
 from comfy_testkit.fake_nvml import FakeGpu, FakeNvml
 
@@ -86,3 +88,44 @@ async def test_a_hanging_reading_does_not_hold_the_health_loop() -> None:
 
     assert during == again == before
     assert after[0].temperature_c == 90
+
+
+class _LostGpuNvml(FakeNvml):
+    """An XID event from a GPU that no longer answers (it fell off the bus)."""
+
+    def __init__(self) -> None:
+        super().__init__([FakeGpu("GPU-1111"), FakeGpu("GPU-gone")])
+        self.lost = False
+
+    def nvmlDeviceGetUUID(self, gpu: FakeGpu) -> str:
+        if self.lost and gpu.uuid == "GPU-gone":
+            raise self.NVMLError(15)  # NVML_ERROR_GPU_IS_LOST
+        return super().nvmlDeviceGetUUID(gpu)
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 1 if self.lost else 2
+
+
+def test_an_xid_from_a_gpu_that_no_longer_answers_does_not_stop_the_reading() -> None:
+    nvml = _LostGpuNvml()
+    reader = GpuReader(nvml)
+    reader.read()
+    nvml.raise_xid(1, 79)
+    nvml.raise_xid(0, 13)
+    nvml.lost = True
+
+    (gpu,) = reader.read()
+
+    assert (gpu.uuid, gpu.xid_errors, gpu.last_xid) == ("GPU-1111", 1, 13)
+
+
+class _BrokenNvml(FakeNvml):
+    def nvmlDeviceGetCount(self) -> int:
+        raise ValueError("not an NVML error")
+
+
+async def test_an_unexpected_error_of_a_reading_reaches_the_health_loop() -> None:
+    reader = GpuReader(_BrokenNvml([]))
+
+    with pytest.raises(ValueError, match="not an NVML error"):
+        await reader.sample()

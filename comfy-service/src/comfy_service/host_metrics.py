@@ -8,6 +8,9 @@ subprocess per reading, and an event set for XID errors (README "Metrics" says w
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -61,7 +64,7 @@ class GpuReader:
         (a wedged driver) is not waited for: the last reading stands until it returns, and
         no second one is started meanwhile."""
         if self._pending is None or self._pending.done():
-            self._pending = asyncio.ensure_future(asyncio.to_thread(self.read))
+            self._pending = _in_daemon_thread(self.read)
         try:
             self._last = await asyncio.wait_for(asyncio.shield(self._pending), timeout_s)
         except TimeoutError:
@@ -136,10 +139,19 @@ class GpuReader:
                 if exc.value != nvml.NVML_ERROR_TIMEOUT:
                     logger.warning("reading xid events failed", error=str(exc))
                 return
-            count = self._xids.get(_text(nvml.nvmlDeviceGetUUID(event.device)))
-            if count is not None:
-                count.seen(int(event.eventData))
-                logger.warning("gpu xid error", xid=int(event.eventData))
+            self._count_xid(event)
+
+    def _count_xid(self, event: Any) -> None:
+        nvml = self._nvml
+        try:
+            uuid = _text(nvml.nvmlDeviceGetUUID(event.device))
+        except nvml.NVMLError as exc:  # a GPU that fell off the bus may not answer any more
+            logger.warning("gpu xid error, gpu unknown", xid=int(event.eventData), error=str(exc))
+            return
+        count = self._xids.get(uuid)
+        if count is not None:
+            count.seen(int(event.eventData))
+            logger.warning("gpu xid error", xid=int(event.eventData), gpu_uuid=uuid)
 
     def _with_xids(self, gpu: GpuInfo) -> GpuInfo:
         count = self._xids.get(gpu.uuid or "")
@@ -156,6 +168,32 @@ class _XidCount:
     def seen(self, xid: int) -> None:
         self.total += 1
         self.last = xid
+
+
+def _in_daemon_thread(read: Callable[[], list[GpuInfo]]) -> asyncio.Future[list[GpuInfo]]:
+    """``read()`` in a thread of its own. A daemon thread, unlike the default executor's: a
+    read wedged in the driver must not keep the process from exiting."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[list[GpuInfo]] = loop.create_future()
+
+    def settle(result: list[GpuInfo], error: Exception | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def target() -> None:
+        try:
+            outcome: tuple[list[GpuInfo], Exception | None] = (read(), None)
+        except Exception as exc:  # raised where the reading is awaited, as to_thread does
+            outcome = ([], exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=target, name="nvml-reading", daemon=True).start()
+    return future
 
 
 def _read_gpu(nvml: Any, index: int) -> GpuInfo:
