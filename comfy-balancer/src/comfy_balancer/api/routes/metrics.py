@@ -6,7 +6,6 @@ from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import Metric
 
-from comfy_balancer.budgets import Budgets
 from comfy_balancer.deps import State, require_admin
 from comfy_balancer.lifespan import BalancerState
 from comfy_balancer.metrics import exposition, fleet_families
@@ -25,7 +24,7 @@ async def _fleet(state: BalancerState) -> list[Metric]:
     if not await state.fleet_lease.hold():
         return []
     dead_letters = await state.redis.zcard(state.keys.webhook_dead())
-    budgets = await Budgets(state.usage).uses(await state.keystore.list())
+    budgets = await state.intake.budgets.uses(await state.keystore.list())
     return fleet_families(
         await state.queue.stats(),
         await state.registry.read(),
