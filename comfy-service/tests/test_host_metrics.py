@@ -5,6 +5,7 @@ import threading
 from types import SimpleNamespace
 
 import pytest
+from loguru import logger
 
 from comfy_service.host_metrics import GpuReader
 from comfy_testkit.fake_nvml import FakeGpu, FakeNvml
@@ -129,3 +130,25 @@ async def test_an_unexpected_error_of_a_reading_reaches_the_health_loop() -> Non
 
     with pytest.raises(ValueError, match="not an NVML error"):
         await reader.sample()
+
+
+class _OldDriverNvml(FakeNvml):
+    """A driver whose library lacks nvmlEventSetWait_v2: every wait fails."""
+
+    def nvmlEventSetWait_v2(self, event_set: object, timeout_ms: int) -> SimpleNamespace:
+        raise self.NVMLError(13)  # NVML_ERROR_FUNCTION_NOT_FOUND
+
+
+def test_a_failing_xid_wait_is_logged_once_and_the_gpus_are_still_read() -> None:
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
+    try:
+        reader = GpuReader(_OldDriverNvml([FakeGpu("GPU-2222")]))
+        readings = [reader.read() for _ in range(3)]
+    finally:
+        logger.remove(sink)
+
+    assert [[(g.uuid, g.power_watts) for g in gpus] for gpus in readings] == [
+        [("GPU-2222", 72.5)]
+    ] * 3
+    assert warnings == ["reading xid events failed"]

@@ -56,6 +56,7 @@ class GpuReader:
         self._available: bool | None = None
         self._events: Any = None  # NVML's event set, once XID events are registered
         self._xids: dict[str, _XidCount] = {}  # by GPU UUID; absent: no XID events there
+        self._xid_failing = False
         self._last: list[GpuInfo] = []
         self._pending: asyncio.Future[list[GpuInfo]] | None = None
 
@@ -136,10 +137,20 @@ class GpuReader:
             try:
                 event = nvml.nvmlEventSetWait_v2(self._events, 0)
             except nvml.NVMLError as exc:
-                if exc.value != nvml.NVML_ERROR_TIMEOUT:
-                    logger.warning("reading xid events failed", error=str(exc))
+                if exc.value == nvml.NVML_ERROR_TIMEOUT:  # nothing (more) queued
+                    self._xid_failing = False
+                else:
+                    self._xid_failed(str(exc))
                 return
             self._count_xid(event)
+
+    def _xid_failed(self, error: str) -> None:
+        """Logged at WARNING once per run of failures: a driver without the call fails at
+        every reading, and must not fill the log."""
+        (logger.debug if self._xid_failing else logger.warning)(
+            "reading xid events failed", error=error
+        )
+        self._xid_failing = True
 
     def _count_xid(self, event: Any) -> None:
         nvml = self._nvml
