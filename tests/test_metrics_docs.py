@@ -77,6 +77,7 @@ async def service_text(redis: Redis, keys: RedisKeys) -> bytes:
     await redis.set(keys.node_health("n"), HEALTH.model_dump_json())
     metrics = ServiceMetrics(redis, keys, "n")
     await end_a_task(TaskStore(redis, keys, on_end=metrics.outcomes.observe_end))
+    metrics.freed_memory()
     return await metrics.exposition(StreamClients())
 
 

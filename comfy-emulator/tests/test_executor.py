@@ -90,6 +90,7 @@ async def test_free_memory_drops_the_cache(client: EmulatorClient) -> None:
     await client.post_prompt(solid_image())
     await client.wait_idle()
     assert (await stats(client))["node_runs"]["EmptyImage"] == 2
+    assert (await stats(client))["frees"] == {"free_memory": 1}
 
 
 async def test_ksampler_reports_every_step(client: EmulatorClient) -> None:

@@ -279,7 +279,7 @@ async def test_readiness_and_liveness(api: httpx.AsyncClient) -> None:
     assert (await api.get("/healthz")).json() == {"status": "ok"}
     ready = await api.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"redis": "ok", "comfyui": "ok"}
+    assert ready.json()["checks"] == {"redis": "ok", "comfyui": "ok", "lifecycle": "ok"}
 
 
 async def test_a_file_of_a_task_running_here_is_served_by_comfyui_s_name(

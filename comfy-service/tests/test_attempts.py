@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from comfy_emulator import EmulatorConfig, RunningEmulator, start_emulator
 from comfy_service.ending import TaskEndings
 from comfy_service.keeping import OutputKeeper
+from comfy_service.memory import MemoryRelief
 from comfy_service.prompts import FollowedPrompts
 from comfy_service.reconcile import reconcile_once
 from comfy_service.submission import Submitter
@@ -82,7 +83,13 @@ async def node(redis: Redis, tmp_path: Path) -> AsyncIterator[Node]:
         catalog = OutputCatalog(redis, KEYS)
         keeper = OutputKeeper(store=outputs, catalog=catalog, comfy=comfy, ttl_s=3600)
         endings = TaskEndings(
-            store=store, queue=queue, comfy=comfy, prompts=prompts, node_id=NODE, keeper=keeper
+            store=store,
+            queue=queue,
+            comfy=comfy,
+            prompts=prompts,
+            node_id=NODE,
+            keeper=keeper,
+            memory=MemoryRelief(comfy, lambda: None),
         )
         yield Node(
             store=store,

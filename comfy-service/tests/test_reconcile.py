@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from comfy_service.ending import TaskEndings
 from comfy_service.keeping import OutputKeeper
+from comfy_service.memory import MemoryRelief
 from comfy_service.prompts import FollowedPrompts
 from comfy_service.reconcile import reconcile_once
 from comfy_shared.comfyui import ComfyClient
@@ -87,6 +88,7 @@ async def test_moved_prompts_are_withdrawn_waiting_ones_first_so_none_of_them_st
         prompts=prompts,
         node_id=NODE,
         keeper=keeper,
+        memory=MemoryRelief(comfy, lambda: None),
     )
 
     report = await reconcile_once(endings=endings, store=store, prompts=prompts, comfy=comfy)

@@ -20,7 +20,7 @@ from comfy_shared.lifecycle import AttemptRef, Ended, Placed, Started, TakenBack
 from comfy_shared.loops import LoopHandle
 from comfy_shared.models import ErrorType, PromptOrigin, RetryPolicy, TaskError, TaskRecord
 from comfy_shared.redis_keys import RedisKeys
-from comfy_shared.stream_hub import StreamHub
+from comfy_shared.stream_hub import Follower, StreamHub
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_store import TaskStore
 from comfy_testkit.waiting import wait_for_condition
@@ -59,11 +59,24 @@ def queue(redis: Redis, store: TaskStore) -> TaskQueue:
     return TaskQueue(redis, KEYS, store)
 
 
+class FramesLagHub(StreamHub):
+    """A hub whose followers of frames never deliver, as if its reads lagged far behind."""
+
+    def follow(self, key: str, after: str) -> Follower:
+        lagging = key.endswith(":frames")
+        return super().follow(f"{key}:not-yet" if lagging else key, after)
+
+
 @pytest.fixture
 async def relay(
-    redis_url: str, redis: Redis, store: TaskStore, queue: TaskQueue
+    request: pytest.FixtureRequest,
+    redis_url: str,
+    redis: Redis,
+    store: TaskStore,
+    queue: TaskQueue,
 ) -> AsyncIterator[GatewayRelay]:
-    hub = StreamHub(redis_url, redis, max_streams=100, block_s=0.5)
+    hub_class: type[StreamHub] = getattr(request, "param", StreamHub)
+    hub = hub_class(redis_url, redis, max_streams=100, block_s=0.5)
     relay = GatewayRelay(
         store=store,
         queue=queue,
@@ -179,6 +192,31 @@ async def test_a_node_s_end_waits_for_the_record_and_the_last_frames_for_their_g
     assert tab.messages()[5]["data"]["output"] == {"public": output}
     assert tab.messages()[6]["data"] == {"prompt_id": "p1", "timestamp": 2}  # the node's own
     assert tab.messages()[-1] == {"type": "executing", "data": {"node": None, "prompt_id": "p1"}}
+
+
+@pytest.mark.parametrize("relay", [FramesLagHub], indirect=True)
+async def test_frames_in_redis_but_not_yet_read_are_relayed_before_the_end(
+    store: TaskStore, queue: TaskQueue, tab: Collected
+) -> None:
+    assert KEYS.task_frames("p1").endswith(":frames")
+    await new_prompt(queue, "p1")
+    attempt = await placed(store, "p1", "n1")
+    output = {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]}
+    await node_says(
+        store,
+        "p1",
+        1,
+        msg("execution_start", timestamp=1),
+        msg("executed", node="9", display_node="9", output=output),
+        msg("execution_success", timestamp=2),
+        msg("executing", node=None),
+    )
+
+    await store.apply("p1", Ended(attempt))
+    await until(tab, 7, "the end")
+
+    assert tab.types()[-4:] == ["executed", "execution_success", "status", "executing"]
+    assert tab.messages()[-4]["data"]["output"] == {"public": output}
 
 
 async def test_a_node_s_success_is_not_believed_when_the_task_failed_after_all(

@@ -299,6 +299,8 @@ class Emulator:
 
     def free(self, unload_models: Any, free_memory: Any) -> None:
         """POST /free: applied after the running prompt, or at once when idle."""
+        asked = {"unload_models": unload_models, "free_memory": free_memory}
+        self.services.stats.frees.update(flag for flag, value in asked.items() if value)
         if unload_models:
             self.state.free_flags["unload_models"] = True
         if free_memory:

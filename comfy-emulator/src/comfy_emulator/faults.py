@@ -122,6 +122,7 @@ class Stats:
         self.restarts = 0
         self.model_loads: Counter[str] = Counter()  # model file -> loads paid
         self.load_seconds = 0.0  # total seconds paid for model loads
+        self.frees: Counter[str] = Counter()  # POST /free flag -> times it was asked for
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -132,6 +133,7 @@ class Stats:
             "restarts": self.restarts,
             "model_loads": dict(self.model_loads),
             "load_seconds": self.load_seconds,
+            "frees": dict(self.frees),
         }
 
     def reset(self) -> None:

@@ -30,10 +30,12 @@ def task_output(entry: OutputFile | OutputText) -> TaskOutput:
 def ended_from_history(attempt: AttemptRef, entry: HistoryEntry) -> Ended:
     """The end of an attempt whose prompt ComfyUI has finished."""
     outputs = [task_output(produced) for produced in entry.entries()]
-    return Ended(attempt, outputs=outputs, error=None if entry.succeeded else _failure(entry))
+    error = None if entry.succeeded else history_failure(entry)
+    return Ended(attempt, outputs=outputs, error=error)
 
 
-def _failure(entry: HistoryEntry) -> TaskError:
+def history_failure(entry: HistoryEntry) -> TaskError:
+    """Why ComfyUI says a finished prompt failed."""
     status = entry.status
     if status is not None and status.error is not None:
         return execution_error(status.error)

@@ -19,6 +19,7 @@ from loguru import logger
 from comfy_service.comfy_results import ended_from_history
 from comfy_service.errors import NotOnThisNode
 from comfy_service.keeping import OutputKeeper
+from comfy_service.memory import MemoryRelief
 from comfy_service.prompts import FollowedPrompts, Prompt
 from comfy_shared.comfyui import ComfyClient, ComfyError, ComfyUnavailable, HistoryEntry
 from comfy_shared.comfyui.prompt_ids import prompt_id_for
@@ -58,8 +59,10 @@ class TaskEndings:
         prompts: FollowedPrompts,
         node_id: str,
         keeper: OutputKeeper,
+        memory: MemoryRelief,
     ) -> None:
         self._keeper = keeper
+        self._memory = memory
         self._store = store
         self._queue = queue
         self._comfy = comfy
@@ -72,6 +75,9 @@ class TaskEndings:
         if entry is None:
             return None
         ended, held = await self._stored(prompt, ended_from_history(prompt.attempt, entry))
+        if ended.error is not None:
+            with logger.contextualize(task_id=prompt.task_id):  # in the task's timeline
+                await self._memory.relieve(ended.error)  # before the retry can come back here
         final = await self._record(prompt, ended)
         if final is None and held:
             await self._keeper.release(prompt.task_id)  # the attempt was over: not its outputs

@@ -2,7 +2,7 @@
 
 Start: Redis (retried until it answers), the ComfyUI client, then the loops: the WebSocket
 listener that tracks tasks, the writer of gateway prompts' frames, the health publisher, the
-watchdog and the safety-net reconcile.
+watchdog, the safety-net reconcile and (if configured) the warm-up.
 Stop: loops first, then withdraw the health key (routing stops at once), then close clients.
 """
 
@@ -23,6 +23,7 @@ from comfy_service.health import HealthPublisher, last_learned_profile, last_mea
 from comfy_service.host_metrics import GpuReader
 from comfy_service.keeping import OutputKeeper
 from comfy_service.lifecycle import Lifecycle
+from comfy_service.memory import MemoryRelief
 from comfy_service.metrics import ServiceMetrics
 from comfy_service.profile import ModelProfiler
 from comfy_service.prompts import FollowedPrompts
@@ -34,6 +35,7 @@ from comfy_service.speed import SpeedMeter
 from comfy_service.submission import Submitter
 from comfy_service.submit_gate import SubmitGate
 from comfy_service.tracking import EventTracker
+from comfy_service.warmup import WarmUp, WarmUpWorkflow
 from comfy_service.watchdog import Limits, watchdog_once
 from comfy_shared.api.schemas import QueueStanding
 from comfy_shared.clock import utc_now
@@ -83,6 +85,8 @@ class ServiceState:
     catalog: OutputCatalog
     metrics: ServiceMetrics
     lifecycle: Lifecycle
+    warm_up: WarmUp
+    """Call ``warm_up.request()`` after restarting ComfyUI: no task until it warmed up."""
     loops: Supervisor = field(default_factory=Supervisor)
 
     async def queue_standing(self, task: TaskRecord) -> QueueStanding | None:
@@ -91,11 +95,13 @@ class ServiceState:
 
 
 def service_lifespan(
-    settings: ServiceSettings, templates: TemplateLibrary
+    settings: ServiceSettings,
+    templates: TemplateLibrary,
+    warm_up: WarmUpWorkflow | None = None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = await _start(settings, templates)
+        state = await _start(settings, templates, warm_up)
         app.state.service = state
         logger.info("comfy-service ready", url=settings.base_url, comfyui=settings.comfyui_url)
         try:
@@ -106,7 +112,9 @@ def service_lifespan(
     return lifespan
 
 
-async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> ServiceState:
+async def _start(
+    settings: ServiceSettings, templates: TemplateLibrary, warm_up: WarmUpWorkflow | None
+) -> ServiceState:
     keys = RedisKeys(settings.redis_prefix)
     redis = await connect_redis(settings.redis_url, attempts=30)
     comfy = ComfyClient(settings.comfyui_url, timeout=settings.comfyui_timeout_s)
@@ -123,6 +131,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
     speed = SpeedMeter(await last_measured_speed(redis, keys, settings.node_id))
     profile = ModelProfiler(speed, await last_learned_profile(redis, keys, settings.node_id))
     lifecycle = Lifecycle()
+    memory = MemoryRelief(comfy, metrics.freed_memory)
     health = HealthPublisher(
         redis=redis,
         keys=keys,
@@ -157,6 +166,7 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         prompts=prompts,
         node_id=settings.node_id,
         keeper=keeper,
+        memory=memory,
     )
     state = ServiceState(
         settings=settings,
@@ -187,7 +197,16 @@ async def _start(settings: ServiceSettings, templates: TemplateLibrary) -> Servi
         catalog=catalog,
         metrics=metrics,
         lifecycle=lifecycle,
+        warm_up=WarmUp(
+            workflow=warm_up,
+            comfy=comfy,
+            lifecycle=lifecycle,
+            memory=memory,
+            client_id=f"{_client_id(settings)}-warm-up",  # its events are not the tracker's
+            timeout_s=settings.warmup_timeout_s,
+        ),
     )
+    state.warm_up.request()  # before the first health document: no task until it passed
     _start_loops(settings, state, prompts, reachability)
     start_retention(state.loops, settings, state.catalog, outputs)
     return state
@@ -213,7 +232,8 @@ def _start_loops(
     )
 
     async def after_connect() -> None:
-        await reconciler.reconcile()  # first: withdraw the prompts of attempts that are over
+        await state.warm_up.comfyui_connected()  # a new ComfyUI takes no task until warm
+        await reconciler.reconcile()  # then: withdraw the prompts of attempts that are over
         await state.health.refresh_capabilities()  # ComfyUI may have restarted with new nodes
 
     limits = Limits(
@@ -264,6 +284,8 @@ def _start_loops(
     state.loops.start_every("health", settings.health_interval_s, state.health.publish_once)
     state.loops.start_every("watchdog", WATCHDOG_INTERVAL_S, watchdog)
     state.loops.start("reconcile", reconciler.run)
+    if state.warm_up.configured:
+        state.loops.start("warm-up", state.warm_up.run)
 
 
 async def _stop(state: ServiceState) -> None:

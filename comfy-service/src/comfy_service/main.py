@@ -11,6 +11,7 @@ from comfy_service.deps import get_state
 from comfy_service.errors import STATUS_FOR
 from comfy_service.lifespan import service_lifespan
 from comfy_service.settings import ServiceSettings
+from comfy_service.warmup import load_warm_up
 from comfy_shared.access import TRUSTED, Caller
 from comfy_shared.api.app import build_app, task_history_router
 from comfy_shared.api.internal_auth import InternalTokenMiddleware, is_loopback
@@ -18,12 +19,18 @@ from comfy_shared.workflows import TemplateLibrary
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
-    """Raises TemplateError, naming the file and field, if a workflow template is broken."""
+    """Raises TemplateError, naming the file and field, if a workflow template is broken
+    or the warm-up cannot run as configured."""
     templates = TemplateLibrary.load(settings.templates_dir)
+    warm_up = (
+        load_warm_up(settings.warmup_workflow, settings.warmup_params, templates)
+        if settings.warmup_workflow
+        else None
+    )
     app = build_app(
         distribution="comfy-service",
         description="One ComfyUI server behind a dependable text-to-image API.",
-        lifespan=service_lifespan(settings, templates),
+        lifespan=service_lifespan(settings, templates, warm_up),
         status_for=STATUS_FOR,
         routers=[
             generate.router,

@@ -1,11 +1,12 @@
 """The service's Prometheus metrics (README "Metrics"): the outcomes of the tasks this
-process ended (``comfy_shared.task_metrics``), and its node's gauges read at scrape time
-from the health document it publishes (so a scrape never waits on ComfyUI)."""
+process ended (``comfy_shared.task_metrics``), the times it freed ComfyUI's memory after an
+out-of-memory error, and its node's gauges read at scrape time from the health document it
+publishes (so a scrape never waits on ComfyUI)."""
 
 from __future__ import annotations
 
 import psutil
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
@@ -20,10 +21,19 @@ class ServiceMetrics:
     def __init__(self, redis: Redis, keys: RedisKeys, node_id: str) -> None:
         self.registry = CollectorRegistry()
         self.outcomes = TaskOutcomes(self.registry)
+        self.out_of_memory_frees = Counter(
+            "comfy_node_out_of_memory_frees",
+            "Times ComfyUI ran out of memory and the service freed it (POST /free).",
+            ["node"],
+            registry=self.registry,
+        )
         self._redis = redis
         self._keys = keys
         self._node_id = node_id
         self._process = psutil.Process()
+
+    def freed_memory(self) -> None:
+        self.out_of_memory_frees.labels(self._node_id).inc()
 
     async def exposition(self, streams: StreamClients) -> bytes:
         raw = await self._redis.get(self._keys.node_health(self._node_id))

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, model_validator
+import json
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BeforeValidator, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from comfy_shared.settings import ApiServerSettings, InternalToken, internal_token_field
 
 ENV_PREFIX = "COMFY_SERVICE_"
+
+
+def _json_object(value: Any) -> Any:
+    """A flag's value is text: JSON for an object (the environment's is decoded already)."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 class ServiceSettings(ApiServerSettings):
@@ -78,6 +86,24 @@ class ServiceSettings(ApiServerSettings):
         default=15.0,
         gt=0,
         description="Seconds between two safety-net reconciliations with ComfyUI's queue/history.",
+    )
+
+    # --- warm-up (comfy_service/warmup.py) ---
+    warmup_workflow: str | None = Field(
+        default=None,
+        description="Workflow the node runs before it takes any task, at start and after "
+        "every ComfyUI restart: a template name (see --templates-dir), or the path of an "
+        "API-format graph ending in .json. The node is not ready until it passed; a failure "
+        "shows as warm-up-failed and is tried again. Unset: ready at once.",
+    )
+    warmup_params: Annotated[dict[str, Any], BeforeValidator(_json_object)] = Field(
+        default_factory=dict,
+        description="The warm-up template's parameters as a JSON object, e.g. '{\"width\": 64}'.",
+    )
+    warmup_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A warm-up not finished this long after it was queued has failed.",
     )
 
     @model_validator(mode="after")

@@ -57,6 +57,8 @@ from comfy_shared.task_store import TaskStore
 
 FRAME_GRACE_S: Final = 2.0
 """How long a terminal record waits for its node's last frames (normally they are there)."""
+CATCH_UP_READS: Final = 10
+"""Reads of a prompt's frames left unrelayed at its end (each up to the hub's read count)."""
 IDLE_CHECK_S: Final = 15.0
 """A prompt with no news this long is checked for being gone (expired or deleted)."""
 TAIL_PEEK: Final = 4
@@ -230,17 +232,20 @@ class TaskRelay:
         try:
             while True:
                 for entry_id, fields in await follower.next_entries(IDLE_CHECK_S):
-                    try:
-                        await self._on_entry(entry_id, fields)
-                    except Exception:  # one bad frame must not end the relay
-                        logger.opt(exception=True).error(
-                            "gateway frame not relayed", task_id=self.task_id, entry=entry_id
-                        )
+                    await self._on_entry(entry_id, fields)
         finally:
             follower.close()
 
     async def _on_entry(self, entry_id: str, fields: dict[str, str]) -> None:
         self._frames_cursor = entry_id
+        try:
+            await self._on_stored(fields)
+        except Exception:  # one bad frame must not end the relay
+            logger.opt(exception=True).error(
+                "gateway frame not relayed", task_id=self.task_id, entry=entry_id
+            )
+
+    async def _on_stored(self, fields: dict[str, str]) -> None:
         frame = from_fields(fields)
         if frame is not None and self._current(frame):
             await self._on_frame(frame)
@@ -309,10 +314,26 @@ class TaskRelay:
                 async with asyncio.timeout(self._tools.frame_grace_s):
                     await attempt.closed.wait()
         await self._stop_frames()
+        await self._catch_up_frames()
         self._to_client(await self._end_message(record))
         await self._status_to_everyone()
         self._to_client(messages.executing(self.task_id, None))
         self.ended = True
+
+    async def _catch_up_frames(self) -> None:
+        """Relay the frames in Redis the follower had not handed over yet: under load its
+        reads can lag behind the record, and the last ``executed`` must still reach the
+        client before the end."""
+        key = self._tools.keys.task_frames(self.task_id)
+        for _ in range(CATCH_UP_READS):
+            try:
+                entries = await self._tools.hub.read_after(key, self._frames_cursor)
+            except RedisError:
+                return  # the end is sent anyway
+            if not entries:
+                return
+            for entry_id, fields in entries:
+                await self._on_entry(entry_id, fields)
 
     async def _end_message(self, record: TaskRecord) -> str:
         attempt = self._attempt
