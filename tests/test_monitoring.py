@@ -38,6 +38,12 @@ EXPORTED = {
     "comfy_node_vram_total_bytes",
     "comfy_node_gpu_temperature_celsius",
     "comfy_node_gpu_utilization_ratio",
+    "comfy_node_gpu_power_watts",
+    "comfy_node_gpu_power_limit_watts",
+    "comfy_node_gpu_xid_errors_total",
+    "comfy_node_gpu_last_xid",
+    "comfy_budget_gpu_seconds",
+    "comfy_budget_used_gpu_seconds",
     # ... and each replica's own counters (the histograms below too)
     "comfy_tasks_submitted_total",
     "comfy_admission_rejected_total",
@@ -46,6 +52,8 @@ EXPORTED = {
     # each comfy-service
     "comfy_node_queue_remaining",
     "comfy_node_ram_rss_bytes",
+    # every process
+    "comfy_stream_clients",
     # Prometheus' own, per target
     "up",
 }
@@ -202,12 +210,13 @@ def test_dashboard_panels_have_titles_and_the_provisioned_datasource(path: Path)
         for target in panel["targets"]:
             assert target["datasource"] == expected, panel["title"]
     covered = {metric for expr in dashboard_exprs(dashboard) for metric in metrics_in(expr)}
-    # The service-only metrics repeat what the balancer shows fleet-wide; the dead letters
-    # and total VRAM are for alerts.
+    # The service-only metrics repeat what the balancer shows fleet-wide; the dead letters,
+    # total VRAM and the latest XID code are for alerts.
     left_out = {
         "comfy_node_queue_remaining",
         "comfy_node_ram_rss_bytes",
         "comfy_webhook_dead_letters",
+        "comfy_node_gpu_last_xid",
         "comfy_node_vram_total_bytes",
         "up",
     }

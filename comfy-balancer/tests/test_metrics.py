@@ -1,7 +1,9 @@
 """GET /metrics on real balancers, services and emulators over one real Redis."""
 
+import json
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -9,8 +11,11 @@ from comfy_testkit import graphs
 from comfy_testkit.api import submit, wait_until_finished
 from comfy_testkit.api_keys import KeyClients
 from comfy_testkit.cluster import Cluster
+from comfy_testkit.fake_nvml import FAKE_NVML_ENV, install_shim
+from comfy_testkit.gateway_ws import ComfyWsClient
 from comfy_testkit.metrics import Samples, scrape, value
-from comfy_testkit.plugin import BalancerFactory
+from comfy_testkit.plugin import BalancerFactory, EmulatorFactory, ServiceFactory
+from comfy_testkit.sse_client import RawSseStream
 from comfy_testkit.stack import AUTH_HEADERS
 from comfy_testkit.waiting import wait_for_condition
 
@@ -38,7 +43,9 @@ async def test_the_queue_depth_counts_waiting_tasks_and_no_label_names_a_task(
                       status="cancelled")  # fmt: skip
     assert cancelled == 1  # the balancer took it out of the queue: it counts it
     assert value(samples, "comfy_queue_depth", priority="interactive") == 0
-    assert (value(samples, "comfy_queue_oldest_age_seconds") or 0) > 0
+    for band in ("batch", "standard"):
+        assert (value(samples, "comfy_queue_oldest_age_seconds", priority=band) or 0) > 0
+    assert value(samples, "comfy_queue_oldest_age_seconds", priority="interactive") == 0
     assert value(samples, "comfy_nodes", state="dead") == 0
     assert value(samples, "comfy_tasks_submitted_total", tenant="admin", workflow="graph",
                  priority="batch") == 2  # fmt: skip
@@ -117,3 +124,50 @@ async def test_metrics_need_an_admin_key(cluster: Cluster) -> None:
     async with httpx.AsyncClient(base_url=cluster.balancer.url) as anonymous:
         assert (await anonymous.get("/metrics")).status_code == 401
     assert "/metrics" not in (await cluster.api.get("/openapi.json")).json()["paths"]
+
+
+async def test_gpu_power_and_xid_errors_from_a_service_with_a_fake_nvml(
+    start_emulator: EmulatorFactory,
+    start_service: ServiceFactory,
+    start_balancer: BalancerFactory,
+    tmp_path: Path,
+) -> None:
+    gpu = {"uuid": "GPU-0e3c", "power_mw": 68_250, "power_limit_mw": 72_000,
+           "pending_xids": [48, 79]}  # fmt: skip
+    env = {"PYTHONPATH": str(install_shim(tmp_path / "nvml")), FAKE_NVML_ENV: json.dumps([gpu])}
+    start_service(start_emulator().url, node_id="gpu-node", env=env)
+    balancer = start_balancer()
+    labels = {"node": "gpu-node", "gpu_index": "0", "gpu_uuid": "GPU-0e3c"}
+
+    async with httpx.AsyncClient(base_url=balancer.url, headers=AUTH_HEADERS) as api:
+
+        async def gpu_seen() -> Samples | None:
+            _, samples = await scrape(api)
+            return samples if value(samples, "comfy_node_gpu_power_watts", **labels) else None
+
+        samples = await wait_for_condition(gpu_seen, what="the GPU in the balancer's scrape")
+
+    assert value(samples, "comfy_node_gpu_power_watts", **labels) == 68.25
+    assert value(samples, "comfy_node_gpu_power_limit_watts", **labels) == 72
+    assert value(samples, "comfy_node_gpu_xid_errors_total", **labels) == 2
+    assert value(samples, "comfy_node_gpu_last_xid", **labels) == 79
+    assert value(samples, "comfy_node_gpu_info", **labels, gpu_model="NVIDIA L4") == 1
+
+
+async def test_open_event_streams_are_counted_by_kind(make_cluster: Callable[..., Cluster]) -> None:
+    cluster = make_cluster(node_ids=())  # no node: the task waits, its stream stays open
+    task = await submit(cluster.api, graphs.txt2img(fresh("s")))
+    url = cluster.balancer.url
+
+    async def clients(sse: int, ws: int) -> bool:
+        _, samples = await scrape(cluster.api)
+        return [value(samples, "comfy_stream_clients", kind=k) for k in ("sse", "ws")] == [sse, ws]
+
+    assert await clients(0, 0)
+    sse = await RawSseStream.open(url, f"/api/v1/tasks/{task['id']}/events")
+    assert sse.status == 200
+    ws = await ComfyWsClient.open(url, headers=AUTH_HEADERS)
+    await wait_for_condition(lambda: clients(1, 1), what="one stream of each kind counted")
+    await sse.close()
+    await ws.close()
+    await wait_for_condition(lambda: clients(0, 0), what="closed streams no longer counted")

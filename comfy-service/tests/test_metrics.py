@@ -29,6 +29,8 @@ async def test_a_finished_task_is_counted_with_the_node_gauges(api: httpx.AsyncC
     assert value(samples, "comfy_task_e2e_seconds_count", workflow="graph") == 1
     assert value(samples, "comfy_node_queue_remaining", node="node-a") == 0
     assert (value(samples, "comfy_node_ram_rss_bytes", node="node-a") or 0) > 10_000_000
+    assert value(samples, "comfy_stream_clients", kind="sse") == 0  # the task's stream ended
+    assert value(samples, "comfy_stream_clients", kind="ws") is None  # no WebSocket here
     assert prompt_text not in text
     assert task["id"] not in text
 

@@ -141,6 +141,29 @@ async def test_stats_count_by_band_and_know_the_oldest(queue: TaskQueue) -> None
     assert (stats.aged, stats.oldest_queued_ms is not None) == (0, True)
 
 
+async def test_stats_know_each_bands_oldest_by_age_not_by_run_order(
+    queue: TaskQueue, redis: Redis
+) -> None:
+    await submit(queue, "old-batch", band=Band.BATCH)
+    await submit(queue, "low", band=Band.STANDARD)
+    await submit(queue, "high", priority=9, band=Band.STANDARD)  # runs first, came later
+    await submit(queue, "new-batch", band=Band.BATCH)
+    since = {task: int(await redis.zscore(KEYS.queue_since(), task) or 0)
+             for task in ("old-batch", "low", "new-batch")}  # fmt: skip
+    assert await queue.head(1) == ["high"]
+
+    first = await queue.stats()
+    for task in ("old-batch", "low", "high"):
+        assert await queue.claim(task, "n1", 3) == 1
+    second = await queue.stats()
+    await queue.requeue("old-batch", "n1")
+    third = await queue.stats()
+
+    assert first.oldest_by_band == {Band.BATCH: since["old-batch"], Band.STANDARD: since["low"]}
+    assert second.oldest_by_band == {Band.BATCH: since["new-batch"]}
+    assert third.oldest_by_band == {Band.BATCH: since["old-batch"]}  # its old place and age
+
+
 async def test_waiting_tasks_are_counted_per_tenant_in_fair_and_fifo_flows(
     queue: TaskQueue,
 ) -> None:

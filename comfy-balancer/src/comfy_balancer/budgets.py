@@ -11,11 +11,12 @@ work that was.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Literal
 
+from comfy_balancer.auth.keys import ApiKey
 from comfy_balancer.usage import UsageBook, first_of_month
 from comfy_shared.access import Caller
 from comfy_shared.clock import utc_now
@@ -65,10 +66,52 @@ def exhausted_budget(caller: Caller, spent: Spent, now: datetime) -> BudgetExhau
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetUse:
+    """What a key with a budget used of it this period (``comfy_budget_*`` metrics)."""
+
+    key_id: str
+    tenant: str
+    period: Period
+    budget_gpu_s: float
+    used_gpu_s: float
+
+
 class Budgets:
     def __init__(self, book: UsageBook, clock: Callable[[], datetime] = utc_now) -> None:
         self._book = book
         self._clock = clock
+        self._month_before_day: date | None = None
+        self._month_before_by_key: dict[str, float] = {}
+
+    async def uses(self, keys: Sequence[ApiKey]) -> list[BudgetUse]:
+        """Each budget of ``keys`` with what was used of it, for the metrics: one HGET per
+        key (today's usage) in one round trip, plus the month's earlier days of keys not read
+        yet today (they no longer change: a task counts on the day it ends)."""
+        today = self._clock().date()
+        budgeted = [key for key in keys if _limit(key, "day") or _limit(key, "month")]
+        monthly = [key for key in budgeted if _limit(key, "month") is not None]
+        used_today = await self._book.keys_gpu_s([key.id for key in budgeted], [today])
+        before_today = await self._month_before(today, monthly)
+        uses: list[BudgetUse] = []
+        for key in budgeted:
+            if (per_day := _limit(key, "day")) is not None:
+                uses.append(BudgetUse(key.id, key.tenant, "day", per_day, used_today[key.id]))
+            if (per_month := _limit(key, "month")) is not None:
+                month = before_today[key.id] + used_today[key.id]
+                uses.append(BudgetUse(key.id, key.tenant, "month", per_month, month))
+        return uses
+
+    async def _month_before(self, today: date, keys: Sequence[ApiKey]) -> dict[str, float]:
+        """GPU-seconds each key used this month before ``today``, kept until the day ends."""
+        if self._month_before_day != today:
+            self._month_before_day, self._month_before_by_key = today, {}
+        missing = [key.id for key in keys if key.id not in self._month_before_by_key]
+        if missing:
+            days = [first_of_month(today) + timedelta(days=n) for n in range(today.day - 1)]
+            read = await self._book.keys_gpu_s(missing, days) if days else {}
+            self._month_before_by_key |= {key_id: read.get(key_id, 0.0) for key_id in missing}
+        return self._month_before_by_key
 
     async def check(self, caller: Caller) -> None:
         """Raises :class:`BudgetExhausted` when the caller's key used up a budget."""
@@ -89,3 +132,8 @@ class Budgets:
             days = [first_of_month(today) + timedelta(days=n) for n in range(today.day)]
         amounts = await self._book.key_gpu_s(key_id, days)  # today is the last
         return Spent(today=amounts[-1], this_month=sum(amounts))
+
+
+def _limit(key: ApiKey, period: Period) -> float | None:
+    limits = key.limits
+    return limits.gpu_seconds_per_day if period == "day" else limits.gpu_seconds_per_month

@@ -132,6 +132,11 @@ class TaskIntake:
         self._costs = costs
         self._metrics = metrics
 
+    @property
+    def budgets(self) -> Budgets:
+        """The budgets submits are checked against (the metrics read them too)."""
+        return self._budgets
+
     async def accept(
         self,
         request: GenerateRequest,

@@ -19,12 +19,12 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from comfy_balancer.auth.rate_limit import RateLimited
-from comfy_balancer.budgets import BudgetExhausted
+from comfy_balancer.budgets import BudgetExhausted, BudgetUse
 from comfy_balancer.errors import (
     BandNotAllowed,
     KeyQueueFull,
@@ -34,7 +34,8 @@ from comfy_balancer.errors import (
 )
 from comfy_balancer.registry import NodeState, NodeView
 from comfy_shared.comfyui import PromptRejected
-from comfy_shared.models import Band
+from comfy_shared.models import Band, GpuInfo
+from comfy_shared.stream_clients import StreamClients
 from comfy_shared.task_metrics import TaskOutcomes, workflow_label
 from comfy_shared.task_queue import QueueStats
 
@@ -117,25 +118,53 @@ class _Families(Collector):
         return self._families
 
 
-def exposition(metrics: BalancerMetrics, fleet: Sequence[Metric] = ()) -> bytes:
-    """The text Prometheus scrapes: the process's metrics, then the fleet's (if given)."""
-    fleet_registry = CollectorRegistry(auto_describe=False)
-    fleet_registry.register(_Families(fleet))
-    return generate_latest(metrics.registry) + generate_latest(fleet_registry)
+def exposition(
+    metrics: BalancerMetrics, fleet: Sequence[Metric] = (), *, streams: StreamClients | None = None
+) -> bytes:
+    """The text Prometheus scrapes: the process's metrics (with its event-stream clients),
+    then the fleet's (if given)."""
+    now = CollectorRegistry(auto_describe=False)
+    now.register(_Families([*([streams.family()] if streams is not None else []), *fleet]))
+    return generate_latest(metrics.registry) + generate_latest(now)
 
 
 def fleet_families(
-    stats: QueueStats, nodes: Sequence[NodeView], *, dead_letters: int = 0
+    stats: QueueStats,
+    nodes: Sequence[NodeView],
+    *,
+    dead_letters: int = 0,
+    budgets: Sequence[BudgetUse] = (),
 ) -> list[Metric]:
-    """The fleet gauges from one read of the queue, one of the nodes and the count of
-    webhooks given up on."""
+    """The fleet gauges from one read of the queue, one of the nodes, the count of
+    webhooks given up on and the budgets of the API keys that have one."""
     dead = GaugeMetricFamily(
         "comfy_webhook_dead_letters",
         "Webhooks given up on after their last retry, kept for GET /api/v1/webhooks/dead "
         "(at most 1,000).",
         value=dead_letters,
     )
-    return [*_queue_families(stats), *_node_families(nodes), *_gpu_families(nodes), dead]
+    return [
+        *_queue_families(stats), *_node_families(nodes), *_gpu_families(nodes), dead,
+        *_budget_families(budgets),
+    ]  # fmt: skip
+
+
+def _budget_families(uses: Sequence[BudgetUse]) -> Iterator[Metric]:
+    labels = ["tenant", "key", "period"]  # the key's id, never its secret
+    budget = GaugeMetricFamily(
+        "comfy_budget_gpu_seconds",
+        "The GPU-second budget of an API key per UTC day or month.",
+        labels=labels,
+    )
+    used = GaugeMetricFamily(
+        "comfy_budget_used_gpu_seconds",
+        "GPU-seconds the key's tasks used this UTC day or month (tasks counted when they end).",
+        labels=labels,
+    )
+    for use in uses:
+        budget.add_metric([use.tenant, use.key_id, use.period], use.budget_gpu_s)
+        used.add_metric([use.tenant, use.key_id, use.period], use.used_gpu_s)
+    yield from (budget, used)
 
 
 def _queue_families(stats: QueueStats) -> Iterator[Metric]:
@@ -145,14 +174,18 @@ def _queue_families(stats: QueueStats) -> Iterator[Metric]:
     for band in Band:
         depth.add_metric([band.value], stats.by_band.get(band, 0))
     yield depth
-    oldest_s = 0.0
-    if stats.oldest_queued_ms is not None:
-        oldest_s = max(0.0, time.time() - stats.oldest_queued_ms / 1000)
-    yield GaugeMetricFamily(
+    oldest = GaugeMetricFamily(
         "comfy_queue_oldest_age_seconds",
-        "How long the longest-waiting queued task has waited (0 with an empty queue).",
-        value=oldest_s,
+        "How long the longest-waiting queued task of the band has waited (0 when none waits).",
+        labels=["priority"],
     )
+    now_s = time.time()
+    for band in Band:
+        queued_ms = stats.oldest_by_band.get(band)
+        oldest.add_metric(
+            [band.value], max(0.0, now_s - queued_ms / 1000) if queued_ms is not None else 0.0
+        )
+    yield oldest
 
 
 def _node_families(nodes: Sequence[NodeView]) -> Iterator[Metric]:
@@ -179,28 +212,61 @@ def _gpu_families(nodes: Sequence[NodeView]) -> Iterator[Metric]:
     info = GaugeMetricFamily(
         "comfy_node_gpu_info", "1 per GPU of a node.", labels=[*gpu_labels, "gpu_model"]
     )
-    vram = GaugeMetricFamily(
-        "comfy_node_vram_used_bytes", "VRAM in use on the GPU.", labels=gpu_labels
-    )
-    vram_total = GaugeMetricFamily(
-        "comfy_node_vram_total_bytes", "The GPU's VRAM.", labels=gpu_labels
-    )
-    temperature = GaugeMetricFamily(
-        "comfy_node_gpu_temperature_celsius", "The GPU's temperature.", labels=gpu_labels
-    )
-    utilization = GaugeMetricFamily(
-        "comfy_node_gpu_utilization_ratio", "The GPU's utilization (0-1).", labels=gpu_labels
-    )
+    gauges = _GpuGauges(gpu_labels)
     for node in nodes:
         for gpu in node.health.gpus if node.health else []:
             labels = [node.node_id, str(gpu.index), gpu.uuid or ""]
             info.add_metric([*labels, gpu.name], 1)
-            if gpu.memory_used_bytes is not None:
-                vram.add_metric(labels, gpu.memory_used_bytes)
-            if gpu.memory_total_bytes is not None:
-                vram_total.add_metric(labels, gpu.memory_total_bytes)
-            if gpu.temperature_c is not None:
-                temperature.add_metric(labels, gpu.temperature_c)
-            if gpu.utilization_percent is not None:
-                utilization.add_metric(labels, gpu.utilization_percent / 100)
-    yield from (info, vram, vram_total, temperature, utilization)
+            gauges.add(labels, gpu)
+    yield info
+    yield from gauges.families()
+
+
+class _GpuGauges:
+    """The readings of each GPU; one left out where NVML gave none (no sample, not 0)."""
+
+    def __init__(self, labels: list[str]) -> None:
+        def gauge(name: str, documentation: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, documentation, labels=labels)
+
+        self.vram = gauge("comfy_node_vram_used_bytes", "VRAM in use on the GPU.")
+        self.vram_total = gauge("comfy_node_vram_total_bytes", "The GPU's VRAM.")
+        self.temperature = gauge("comfy_node_gpu_temperature_celsius", "The GPU's temperature.")
+        self.utilization = gauge("comfy_node_gpu_utilization_ratio", "The GPU's utilization (0-1).")
+        self.power = gauge("comfy_node_gpu_power_watts", "Power the GPU draws.")
+        self.power_limit = gauge(
+            "comfy_node_gpu_power_limit_watts", "The power limit the driver enforces."
+        )
+        self.last_xid = gauge(
+            "comfy_node_gpu_last_xid", "The code of the GPU's latest critical XID error."
+        )
+        self.xid_errors = CounterMetricFamily(
+            "comfy_node_gpu_xid_errors",
+            "Critical XID errors of the GPU since its service started.",
+            labels=labels,
+        )
+
+    def add(self, labels: list[str], gpu: GpuInfo) -> None:
+        readings: list[tuple[GaugeMetricFamily | CounterMetricFamily, float | None]] = [
+            (self.vram, gpu.memory_used_bytes),
+            (self.vram_total, gpu.memory_total_bytes),
+            (self.temperature, gpu.temperature_c),
+            (self.utilization, _ratio(gpu.utilization_percent)),
+            (self.power, gpu.power_watts),
+            (self.power_limit, gpu.power_limit_watts),
+            (self.last_xid, gpu.last_xid),
+            (self.xid_errors, gpu.xid_errors),
+        ]
+        for family, reading in readings:
+            if reading is not None:
+                family.add_metric(labels, reading)
+
+    def families(self) -> list[Metric]:
+        return [
+            self.vram, self.vram_total, self.temperature, self.utilization, self.power,
+            self.power_limit, self.xid_errors, self.last_xid,
+        ]  # fmt: skip
+
+
+def _ratio(percent: float | None) -> float | None:
+    return percent / 100 if percent is not None else None

@@ -125,6 +125,19 @@ class UsageBook:
             amounts = await pipe.execute()
         return [float(amount) if amount is not None else 0.0 for amount in amounts]
 
+    async def keys_gpu_s(self, key_ids: list[str], days: list[date]) -> dict[str, float]:
+        """The GPU-seconds each API key's tasks used over ``days``, in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key_id in key_ids:
+                for day in days:
+                    pipe.hget(self._keys.usage_key(key_id, day), TOTAL_FIELD)
+            amounts = await pipe.execute()
+        per_key = [amounts[n * len(days) : (n + 1) * len(days)] for n in range(len(key_ids))]
+        return {
+            key_id: sum(float(amount) for amount in mine if amount is not None)
+            for key_id, mine in zip(key_ids, per_key, strict=True)
+        }
+
     async def _tenants_since(self, since: date) -> list[str]:
         # Scored by the last day each tenant had a task end: the others have nothing to show.
         names = await self._redis.zrangebyscore(

@@ -182,7 +182,7 @@ class HealthPublisher:
             cpu_percent=host.cpu_percent,
             ram_used_bytes=host.ram_used_bytes,
             ram_total_bytes=host.ram_total_bytes,
-            gpus=self._gpus.read(),
+            gpus=await self._gpus.sample(),
             capabilities=self._capabilities or Capabilities(),
             speed=self._speed.current(),
             profile=self._profile.current(),

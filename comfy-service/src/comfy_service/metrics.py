@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from comfy_shared.models import NodeHealth
 from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.stream_clients import StreamClients
 from comfy_shared.task_metrics import TaskOutcomes
 
 
@@ -34,20 +35,23 @@ class ServiceMetrics:
     def freed_memory(self) -> None:
         self.out_of_memory_frees.labels(self._node_id).inc()
 
-    async def exposition(self) -> bytes:
+    async def exposition(self, streams: StreamClients) -> bytes:
         raw = await self._redis.get(self._keys.node_health(self._node_id))
         health = NodeHealth.model_validate_json(raw) if raw else None
-        node = _NodeGauges(self._node_id, health, self._process.memory_info().rss)
+        node = _NodeGauges(self._node_id, health, self._process.memory_info().rss, streams)
         gauges = CollectorRegistry(auto_describe=False)
         gauges.register(node)
         return generate_latest(self.registry) + generate_latest(gauges)
 
 
 class _NodeGauges(Collector):
-    def __init__(self, node_id: str, health: NodeHealth | None, rss_bytes: int) -> None:
+    def __init__(
+        self, node_id: str, health: NodeHealth | None, rss_bytes: int, streams: StreamClients
+    ) -> None:
         self._node_id = node_id
         self._health = health
         self._rss_bytes = rss_bytes
+        self._streams = streams
 
     def collect(self) -> list[Metric]:
         labels = ["node"]
@@ -69,7 +73,13 @@ class _NodeGauges(Collector):
             labels=labels,
         )
         rss.add_metric([self._node_id], self._rss_bytes)
-        return [up, remaining, rss, self._comfyui_restarts(labels)]
+        return [
+            up,
+            remaining,
+            rss,
+            self._comfyui_restarts(labels),
+            self._streams.family(kinds=["sse"]),  # no WebSocket here
+        ]
 
     def _comfyui_restarts(self, labels: list[str]) -> Metric:
         restarts = CounterMetricFamily(

@@ -274,6 +274,21 @@ class GpuInfo(BaseModel):
     memory_used_bytes: int | None = None
     memory_total_bytes: int | None = None
     temperature_c: float | None = None
+    power_watts: float | None = Field(
+        default=None, description="Power drawn now (DCGM's ``DCGM_FI_DEV_POWER_USAGE``)."
+    )
+    power_limit_watts: float | None = Field(
+        default=None, description="The power limit the driver enforces."
+    )
+    xid_errors: int | None = Field(
+        default=None,
+        description="Critical XID errors NVML reported since the service started (None: the "
+        "GPU or driver offers no XID events).",
+    )
+    last_xid: int | None = Field(
+        default=None,
+        description="The code of the latest of them (DCGM's ``DCGM_FI_DEV_XID_ERRORS``).",
+    )
 
 
 class ComfyStatus(BaseModel):

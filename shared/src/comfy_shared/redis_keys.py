@@ -60,6 +60,8 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 {p}:queue:pending            zset    task queue      none; task id scored in run order: band rank
                                                      * 1e12 + fair tag (see task_queue)
 {p}:queue:since              zset    task queue      none; pending task id scored by enqueue ms
+{p}:queue:band-since         zset    task queue      none; pending task id scored by band rank
+                                                     * 1e13 + enqueue ms (each band's oldest)
 {p}:queue:aging              zset    task queue      none; pending batch task id by enqueue ms
 {p}:queue:places             hash    task queue      none; task id -> "score|enqueue ms|key|
                                                      group|flow key|order in flow|GPU-seconds|
@@ -211,6 +213,9 @@ class RedisKeys:
 
     def queue_since(self) -> str:
         return f"{self.prefix}:queue:since"
+
+    def queue_band_since(self) -> str:
+        return f"{self.prefix}:queue:band-since"
 
     def queue_places(self) -> str:
         return f"{self.prefix}:queue:places"

@@ -40,6 +40,7 @@ from redis.typing import KeyT, StreamIdT
 
 from comfy_shared.errors import TooManyStreams
 from comfy_shared.loops import LoopHandle
+from comfy_shared.stream_clients import StreamClients
 
 Entry = tuple[str, dict[str, str]]
 """A stream entry as Redis returns it: its id and its fields."""
@@ -176,6 +177,8 @@ class StreamHub:
         self._waker: asyncio.Task[None] | None = None
         self.pooled_turn = asyncio.Semaphore(POOLED_READS)
         """Hold it around a pooled Redis command made for an event stream."""
+        self.clients = StreamClients()
+        """The process's event-stream clients (SSE, WebSocket), for its metrics."""
 
     @property
     def open_streams(self) -> int:

@@ -32,7 +32,7 @@ Every move is one Lua script, so the races that matter have exactly one winner:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 from redis.asyncio import Redis
@@ -43,6 +43,9 @@ from comfy_shared.models import Band, PromptOrigin, TaskRecord
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_store import CREATE_TASK, TaskStore
 
+BAND_SINCE_SPAN: Final = 10**13
+"""Scores in the ``band_since`` set: ``band rank * BAND_SINCE_SPAN + enqueue ms`` (ms stay
+below it until the year 2286; doubles stay exact), so a band's oldest is one range read."""
 BAND_SPAN: Final = 10**12
 """Tags stay below this (virtual GPU-seconds: 30,000 years of one GPU), so bands never
 overlap; scores stay doubles exact to a millisecond."""
@@ -63,10 +66,11 @@ FIFO_COUNT_SCAN: Final = 1000
 # fields: "<key>:queued", "<key>:running", "<key>:max_running" (0: no limit), and
 # "group:<group>:running".
 _QUEUE: Final = LuaScript(
-    keys=("pending", "since", "aging", "places", "usage"),
+    keys=("pending", "since", "band_since", "aging", "places", "usage"),
     args=(),
     body="""
 local SPAN = 1e12
+local SINCE_SPAN = 1e13
 local BATCH_RANK = 2
 local function place_of(task_id)
   local raw = redis.call('HGET', KEY.places, task_id)
@@ -105,12 +109,15 @@ end
 local function enter(task_id, place)
   redis.call('ZADD', KEY.pending, place.score, task_id)
   redis.call('ZADD', KEY.since, place.since, task_id)
+  redis.call('ZADD', KEY.band_since, band_of(place.score) * SINCE_SPAN + tonumber(place.since),
+    task_id)
   if band_of(place.score) == BATCH_RANK then redis.call('ZADD', KEY.aging, place.since, task_id) end
   redis.call('ZADD', place.flow, place.order, task_id)
 end
 local function dequeue(task_id, place)
   if redis.call('ZREM', KEY.pending, task_id) == 0 then return false end
   redis.call('ZREM', KEY.since, task_id)
+  redis.call('ZREM', KEY.band_since, task_id)
   redis.call('ZREM', KEY.aging, task_id)
   if place then redis.call('ZREM', place.flow, task_id) end
   return true
@@ -378,6 +385,10 @@ class QueueStats:
     """Batch tasks that waited long enough to come before every band."""
     oldest_queued_ms: int | None
     queued_gpu_s: float
+    oldest_by_band: dict[Band, int] = field(default_factory=dict)
+    """When the longest-waiting task of each band with waiting tasks was queued (ms). Tasks
+    queued by a version without ``band_since`` are not in it: they are missed here until they
+    leave the queue (the whole queue's ``oldest_queued_ms`` has them)."""
     """Predicted GPU-seconds of every waiting task."""
 
 
@@ -401,6 +412,7 @@ class TaskQueue:
         return {
             "pending": self._keys.pending_queue(),
             "since": self._keys.queue_since(),
+            "band_since": self._keys.queue_band_since(),
             "aging": self._keys.queue_aging(),
             "places": self._keys.queue_places(),
             "usage": self._keys.queue_usage(),
@@ -591,6 +603,7 @@ class TaskQueue:
         return {node_id: dict(entries) for node_id, entries in zip(node_ids, replies, strict=True)}
 
     async def stats(self) -> QueueStats:
+        """Counts and ages of the queue in one round trip: O(log n) reads, whatever its size."""
         pending = self._keys.pending_queue()
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zcard(pending)
@@ -599,11 +612,23 @@ class TaskQueue:
             pipe.zcount(self._keys.queue_aging(), "-inf", self._aged_before_ms())
             pipe.zrange(self._keys.queue_since(), 0, 0, withscores=True)
             pipe.hget(self._keys.queue_usage(), "queued_gpu_s")
-            total, *by_band, aged, oldest, queued_gpu_s = await pipe.execute()
+            for band in Band:
+                first = band.rank * BAND_SINCE_SPAN
+                pipe.zrangebyscore(
+                    self._keys.queue_band_since(), first, f"({first + BAND_SINCE_SPAN}",
+                    start=0, num=1, withscores=True,
+                )  # fmt: skip
+            replies = await pipe.execute()
+        total, *by_band, aged, oldest, queued_gpu_s = replies[: -len(Band)]
         return QueueStats(
             pending=int(total),
             by_band={band: int(n) for band, n in zip(Band, by_band, strict=True) if n},
             aged=int(aged),
             oldest_queued_ms=int(oldest[0][1]) if oldest else None,
             queued_gpu_s=max(0.0, float(queued_gpu_s or 0)) if total else 0.0,
+            oldest_by_band={
+                band: int(head[0][1]) - band.rank * BAND_SINCE_SPAN
+                for band, head in zip(Band, replies[-len(Band) :], strict=True)
+                if head
+            },
         )

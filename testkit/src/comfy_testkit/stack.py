@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,7 +94,10 @@ def start_service_process(
     extra_args: Sequence[str] = (),
     wait_ready: bool = True,
     internal_token: str | None = TEST_INTERNAL_TOKEN,
+    env: Mapping[str, str] | None = None,
 ) -> RunningComponent:
+    """``env``: more environment for the process (e.g. a fake NVML, ``fake_nvml``)."""
+
     def start(port: int) -> RunningComponent:
         args = [
             "--redis-url", redis_url,
@@ -111,7 +114,7 @@ def start_service_process(
             "comfy_service",
             args,
             log_dir=log_dir,
-            env=_token_env(internal_token, SERVICE_PREFIX),
+            env={**_token_env(internal_token, SERVICE_PREFIX), **(env or {})},
         )
         url = f"http://127.0.0.1:{port}"
         wait_until_http_ok(process, f"{url}/readyz" if wait_ready else f"{url}/healthz")

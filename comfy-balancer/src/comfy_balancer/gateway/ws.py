@@ -65,7 +65,8 @@ async def comfy_websocket(websocket: WebSocket) -> None:
         await websocket.close(1011, "redis unavailable")  # 1011: the server cannot serve it
         return
     try:
-        await _serve(websocket, socket, state)
+        with state.stream_hub.clients.serving("ws"):
+            await _serve(websocket, socket, state)
     finally:
         state.gateway.detach(socket)
 

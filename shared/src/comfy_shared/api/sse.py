@@ -31,6 +31,7 @@ from comfy_shared.api.schemas import QueueStanding, TaskView
 from comfy_shared.errors import TaskNotFound
 from comfy_shared.models import TaskEvent, TaskRecord
 from comfy_shared.redis_keys import RedisKeys
+from comfy_shared.stream_clients import StreamClients
 from comfy_shared.stream_hub import Follower, StreamHub, stream_order
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TaskStore
@@ -56,6 +57,7 @@ class TaskEventStream:
 
     frames: AsyncGenerator[str, None]
     follower: Follower
+    clients: StreamClients
 
     async def aclose(self) -> None:
         try:
@@ -77,7 +79,8 @@ class _EventStreamResponse(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            with self._stream.clients.serving("sse"):
+                await super().__call__(scope, receive, send)
         finally:
             await self._stream.aclose()
 
@@ -106,7 +109,7 @@ async def open_task_events(
     follower = hub.follow(keys.task_events(task_id), last_event_id or latest[0])
     reports = _QueueReports(standing, latest[1].task)
     frames = _frames(store, hub, task_id, latest, last_event_id, follower, heartbeat_s, reports)
-    return TaskEventStream(frames, follower)
+    return TaskEventStream(frames, follower, hub.clients)
 
 
 async def _frames(

@@ -15,7 +15,8 @@ router = APIRouter(dependencies=[Depends(require_admin)])
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(state: State) -> Response:
-    return Response(exposition(state.metrics, await _fleet(state)), media_type=CONTENT_TYPE_LATEST)
+    text = exposition(state.metrics, await _fleet(state), streams=state.stream_hub.clients)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
 async def _fleet(state: BalancerState) -> list[Metric]:
@@ -23,6 +24,10 @@ async def _fleet(state: BalancerState) -> list[Metric]:
     if not await state.fleet_lease.hold():
         return []
     dead_letters = await state.redis.zcard(state.keys.webhook_dead())
+    budgets = await state.intake.budgets.uses(await state.keystore.list())
     return fleet_families(
-        await state.queue.stats(), await state.registry.read(), dead_letters=dead_letters
+        await state.queue.stats(),
+        await state.registry.read(),
+        dead_letters=dead_letters,
+        budgets=budgets,
     )

@@ -12,4 +12,5 @@ router = APIRouter()
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(state: State) -> Response:
-    return Response(await state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    text = await state.metrics.exposition(state.stream_hub.clients)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
