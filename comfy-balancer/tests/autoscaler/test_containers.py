@@ -219,3 +219,33 @@ def test_the_engine_is_first_asked_when_first_used() -> None:
 
     with pytest.raises(DockerException, match="engine down"):
         nodes.nodes()
+
+
+def test_the_service_gets_the_passed_environment_under_its_templates() -> None:
+    settings = make_settings(env={"COMFY_SERVICE_NODE_ID": "{node_id}"})
+    environ = {
+        "COMFY_SERVICE_PORT": "8100",
+        "COMFY_SERVICE_NODE_ID": "autoscaler",  # the template wins
+        "COMFY_INTERNAL_TOKEN": "t" * 32,
+        "COMFY_INTERNAL_TOKEN_FILE": "/x",  # a name without _ at the end is exact
+        "HOME": "/root",
+    }
+
+    (spec,) = node_specs(settings, "gpu-0", "0", "redis://", "", settings.passed_env(environ))
+
+    assert spec.options["environment"] == {
+        "COMFY_SERVICE_PORT": "8100",
+        "COMFY_SERVICE_NODE_ID": "gpu-0",
+        "COMFY_INTERNAL_TOKEN": "t" * 32,
+    }
+
+
+def test_network_and_volumes_may_name_the_compose_project() -> None:
+    settings = make_settings(
+        network="{compose_project}_default", volumes=["{compose_project}_outputs:/data/outputs"]
+    )
+
+    (spec,) = node_specs(settings, "gpu-0", "0", "redis://", compose_project="stack")
+
+    assert spec.network == "stack_default"
+    assert spec.options["volumes"] == ["stack_outputs:/data/outputs"]

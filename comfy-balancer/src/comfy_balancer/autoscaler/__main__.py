@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -52,7 +53,7 @@ async def run_autoscaler(settings: AutoscalerSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     redis = await connect_redis(settings.redis_url, attempts=30)
-    containers = DockerNodes(lambda: _docker_client(settings), settings)
+    containers = DockerNodes(lambda: _docker_client(settings), settings, os.environ)
     autoscaler = Autoscaler(settings, redis, containers)
     supervisor = Supervisor()
     supervisor.start_every("autoscaler", settings.interval_s, autoscaler.autoscale_once)

@@ -10,6 +10,7 @@ blocking (the ``docker`` package uses requests): the loop runs them in a thread.
 
 from __future__ import annotations
 
+import socket
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -27,6 +28,9 @@ SCOPE_LABEL: Final = "comfy-stack.autoscaler"
 NODE_LABEL: Final = "comfy-stack.node"
 GPU_LABEL: Final = "comfy-stack.gpu"
 ROLE_LABEL: Final = "comfy-stack.role"
+COMPOSE_PROJECT: Final = "{compose_project}"
+"""Placeholder of the network, volume and environment settings: the compose project the
+autoscaler itself runs in (its networks and volumes are named after it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,7 @@ class ContainerSpec:
     role: str
     name: str
     options: dict[str, Any]
+    network: str = ""
     shares_network: bool = False
     """It joins the network namespace of the node's first container."""
 
@@ -67,13 +72,19 @@ class DockerNodes:
     """Node containers of one scope on one Docker engine."""
 
     def __init__(
-        self, connect: Callable[[], docker.DockerClient], settings: AutoscalerSettings
+        self,
+        connect: Callable[[], docker.DockerClient],
+        settings: AutoscalerSettings,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         """``connect`` is called at the first use: a client asks the engine its API version
-        when it is made, and the engine may be down when the autoscaler starts."""
+        when it is made, and the engine may be down when the autoscaler starts. ``environ``:
+        the autoscaler's environment, for ``--pass-env``."""
         self._connect = connect
         self._connected: docker.DockerClient | None = None
         self._settings = settings
+        self._passed_env = settings.passed_env(environ or {})
+        self._project: str | None = None
 
     @property
     def _client(self) -> docker.DockerClient:
@@ -96,7 +107,14 @@ class DockerNodes:
         """Create and start the node's containers; on a failure, those already created are
         removed and the error raised."""
         started: list[Container] = []
-        specs = node_specs(self._settings, node_id, gpu, self._settings.redis_url)
+        specs = node_specs(
+            self._settings,
+            node_id,
+            gpu,
+            self._settings.redis_url,
+            self._compose_project(),
+            self._passed_env,
+        )
         try:
             for spec in specs:
                 options = dict(spec.options)
@@ -117,8 +135,23 @@ class DockerNodes:
             container.stop(timeout=self._settings.stop_timeout_s)
             container.remove(force=True)
 
+    def _compose_project(self) -> str:
+        """The compose project the autoscaler runs in (read from its own container's labels
+        once), for settings naming the project's network and volumes; "" when none does."""
+        settings = self._settings
+        named = [
+            settings.network,
+            *settings.volumes,
+            *settings.env.values(),
+            *settings.comfyui_env.values(),
+        ]
+        if self._project is None and any(COMPOSE_PROJECT in text for text in named):
+            own = self._client.containers.get(socket.gethostname())
+            self._project = own.labels.get("com.docker.compose.project", "")
+        return self._project or ""
+
     def _run(self, spec: ContainerSpec, options: dict[str, Any]) -> Container:
-        network = self._settings.network
+        network = spec.network
         if network and "network_mode" not in options:
             alias = self._client.api.create_endpoint_config(aliases=[options["labels"][NODE_LABEL]])
             options |= {"network": network, "networking_config": {network: alias}}
@@ -131,20 +164,35 @@ class DockerNodes:
 
 
 def node_specs(
-    settings: AutoscalerSettings, node_id: str, gpu: str, redis_url: str
+    settings: AutoscalerSettings,
+    node_id: str,
+    gpu: str,
+    redis_url: str,
+    compose_project: str = "",
+    passed_env: Mapping[str, str] | None = None,
 ) -> list[ContainerSpec]:
     """The containers of the node ``node_id`` on ``gpu``, in start order; the first one gets
-    the GPU (and the network alias), a second one shares its network."""
-    values = {"{node_id}": node_id, "{gpu}": gpu, "{redis_url}": redis_url}
+    the GPU (and the network alias), a second one shares its network. The service's
+    environment is ``passed_env`` (from the autoscaler's own) under the ``env`` templates."""
+    values = {
+        "{node_id}": node_id,
+        "{gpu}": gpu,
+        "{redis_url}": redis_url,
+        COMPOSE_PROJECT: compose_project,
+    }
     service = _spec(
         settings,
         "service",
         node_id,
         gpu,
+        compose_project,
         image=settings.image,
         command=[_fill(arg, values) for arg in settings.command] or None,
-        environment={key: _fill(value, values) for key, value in settings.env.items()},
-        volumes=list(settings.volumes),
+        environment={
+            key: _fill(value, values)
+            for key, value in {**(passed_env or {}), **settings.env}.items()
+        },
+        volumes=[_fill(volume, values) for volume in settings.volumes],
         tmpfs=dict(settings.tmpfs),
     )
     if not settings.comfyui_image:
@@ -154,6 +202,7 @@ def node_specs(
         "comfyui",
         node_id,
         gpu,
+        compose_project,
         image=settings.comfyui_image,
         command=[_fill(arg, values) for arg in settings.comfyui_command] or None,
         environment={key: _fill(value, values) for key, value in settings.comfyui_env.items()},
@@ -163,7 +212,12 @@ def node_specs(
 
 
 def _spec(
-    settings: AutoscalerSettings, role: str, node_id: str, gpu: str, **options: Any
+    settings: AutoscalerSettings,
+    role: str,
+    node_id: str,
+    gpu: str,
+    compose_project: str,
+    **options: Any,
 ) -> ContainerSpec:
     labels = {
         **settings.labels,
@@ -182,7 +236,8 @@ def _spec(
         "log_config": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}},
     }
     name = f"{settings.scope}-{node_id}-{role}"
-    return ContainerSpec(role, name, {**hardening, **options, "labels": labels})
+    network = settings.network.replace(COMPOSE_PROJECT, compose_project)
+    return ContainerSpec(role, name, {**hardening, **options, "labels": labels}, network)
 
 
 def _with_gpu(spec: ContainerSpec, settings: AutoscalerSettings, gpu: str) -> ContainerSpec:

@@ -2,11 +2,14 @@
 
 List and mapping settings are JSON in the environment (``COMFY_AUTOSCALER_GPUS='["0","1"]'``).
 The container templates (``command``, ``env``, ``comfyui_command``, ``comfyui_env``) may hold
-``{node_id}``, ``{gpu}`` and ``{redis_url}``, replaced for each node.
+``{node_id}``, ``{gpu}`` and ``{redis_url}``, replaced for each node; those and ``network`` and
+``volumes`` may hold ``{compose_project}``, the compose project the autoscaler runs in (read
+from its own container's labels), whose network and volumes are named after it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -89,6 +92,12 @@ class AutoscalerSettings(CommonSettings):
     env: dict[str, str] = Field(
         default={}, description="comfy-service's environment (template values)."
     )
+    pass_env: list[str] = Field(
+        default=["COMFY_SERVICE_", "COMFY_INTERNAL_TOKEN"],
+        description="Variables of the autoscaler's own environment copied into every "
+        "comfy-service container (a name, or a prefix ending in _), under --env: one block "
+        "of service settings serves the fixed nodes and the autoscaled ones.",
+    )
     comfyui_image: str = Field(
         default="",
         description="Image of a node's ComfyUI, run beside the service, which shares its "
@@ -135,6 +144,15 @@ class AutoscalerSettings(CommonSettings):
         if len(set(self.gpus)) != len(self.gpus):
             raise ValueError("gpus lists a GPU twice")
         return self
+
+    def passed_env(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """What of ``environ`` (the autoscaler's) goes into a service container."""
+        prefixes = tuple(name for name in self.pass_env if name.endswith("_"))
+        return {
+            name: value
+            for name, value in environ.items()
+            if name in self.pass_env or name.startswith(prefixes)
+        }
 
     @property
     def limits(self) -> ScalingLimits:
