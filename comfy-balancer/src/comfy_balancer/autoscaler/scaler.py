@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Final
 
 from loguru import logger
 from redis.asyncio import Redis
@@ -38,6 +39,14 @@ from comfy_shared.clock import utc_now
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_store import TaskStore
+
+DONE: Final = {
+    Verb.START: "node started",
+    Verb.DRAIN: "node draining",
+    Verb.UNDRAIN: "node undrained",
+    Verb.REMOVE: "node removed",
+}
+"""What each action logs once done."""
 
 
 class Autoscaler:
@@ -156,7 +165,7 @@ class Autoscaler:
             await asyncio.to_thread(self._containers.remove, node_id)
             if await self._redis.srem(self._retiring_key, node_id):
                 await self._registry.set_drained(node_id, False)
-        logger.info(f"node {action.verb}", node=node_id, gpu=action.gpu, reason=action.reason)
+        logger.info(DONE[action.verb], node_id=node_id, gpu=action.gpu, reason=action.reason)
 
     def _log(self, decision: Decision, nodes: Sequence[ManagedNode], pressure: Pressure) -> None:
         """Every decision that acts at INFO; a hold at INFO only when its kind changes (the
