@@ -197,6 +197,8 @@ def test_a_restarted_autoscaler_finds_its_nodes_and_sees_a_stopped_one(
     (stopped,) = DockerNodes(lambda: engine, settings).nodes()
 
     assert (stopped.node_id, stopped.gpu, stopped.running) == ("gpu-2", "2", False)
+    assert stopped.stopped_at is not None
+    assert abs(datetime.now(UTC) - stopped.stopped_at) < timedelta(seconds=30)
 
 
 def test_a_node_that_cannot_start_leaves_no_container_behind(

@@ -241,10 +241,26 @@ def test_a_retired_node_whose_service_is_gone_is_removed() -> None:
     assert verbs(node("0"), node("1", NodeState.DEAD, retiring=True)) == [(Verb.REMOVE, "1")]
 
 
-def test_a_stopped_container_is_removed_and_its_gpu_handed_out_next_time() -> None:
-    decision = decide([node("0", running=False)], CALM, LIMITS, NO_COOLDOWN, GPUS)
+def test_a_container_stopped_past_the_grace_is_removed_and_its_gpu_handed_out_later() -> None:
+    decision = decide([node("0", running=False, down_s=61)], CALM, LIMITS, NO_COOLDOWN, GPUS)
     assert [(a.verb, a.gpu) for a in decision.actions] == [(Verb.REMOVE, "0"), (Verb.START, "1")]
-    assert decision.actions[0].reason == "its container is not running"
+    assert decision.actions[0].reason == "its container stopped 61 s ago"
+
+
+def test_a_container_just_stopped_is_left_to_the_engine_and_still_counted() -> None:
+    """An engine restart stops every container, then starts them again: no replacement."""
+    assert verbs(node("0", None, running=False, down_s=5)) == []
+    assert verbs(node("0", None, running=False, down_s=5, in_flight=1), pressure=RUSH) == [
+        (Verb.START, "1")  # the wait is over the target: capacity is added, nothing removed
+    ]
+
+
+def test_a_stopped_container_is_removed_even_with_tasks_in_flight() -> None:
+    """They are lost with it anyway: the balancer re-queues a dead node's tasks."""
+    assert verbs(node("0", None, running=False, down_s=61, in_flight=2)) == [
+        (Verb.REMOVE, "0"),
+        (Verb.START, "1"),
+    ]
 
 
 def test_a_failed_warm_up_is_removed() -> None:

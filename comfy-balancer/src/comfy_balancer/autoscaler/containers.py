@@ -28,6 +28,7 @@ SCOPE_LABEL: Final = "comfy-stack.autoscaler"
 NODE_LABEL: Final = "comfy-stack.node"
 GPU_LABEL: Final = "comfy-stack.gpu"
 ROLE_LABEL: Final = "comfy-stack.role"
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 COMPOSE_PROJECT: Final = "{compose_project}"
 """Placeholder of the network, volume and environment settings: the compose project the
 autoscaler itself runs in (its networks and volumes are named after it)."""
@@ -44,6 +45,9 @@ class NodeContainer:
     started_at: datetime
     """When its latest container (re)started; a never started one counts from its creation."""
     names: tuple[str, ...]
+    stopped_at: datetime | None = None
+    """Not running: when the last of its stopped containers stopped (the epoch when one is
+    missing)."""
 
 
 class NodeContainers(Protocol):
@@ -255,16 +259,25 @@ def _fill(template: str, values: Mapping[str, str]) -> str:
 
 
 def _node_of(node_id: str, containers: Sequence[Container], roles: int) -> NodeContainer:
-    states = [container.attrs.get("State", {}) for container in containers]
-    running = len(containers) == roles and all(state.get("Running") for state in states)
     started = [_started_at(container) for container in containers]
+    stopped = [_stopped_at(c) for c in containers if not c.attrs.get("State", {}).get("Running")]
+    if len(containers) != roles:
+        stopped.append(EPOCH)
     return NodeContainer(
         node_id=node_id,
         gpu=containers[0].labels.get(GPU_LABEL, ""),
-        running=running,
+        running=not stopped,
         started_at=max(started),
         names=tuple(sorted(container.name or "" for container in containers)),
+        stopped_at=max(stopped) if stopped else None,
     )
+
+
+def _stopped_at(container: Container) -> datetime:
+    finished = container.attrs.get("State", {}).get("FinishedAt", "")
+    if not finished or finished.startswith("0001-"):  # created, never started
+        finished = container.attrs.get("Created", "")
+    return parse_docker_time(finished)
 
 
 def _started_at(container: Container) -> datetime:

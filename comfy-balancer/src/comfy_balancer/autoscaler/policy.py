@@ -5,7 +5,9 @@ containers and the registry), the fleet's predicted queue wait (:class:`Pressure
 balancer's ETA model) and when it last scaled (:class:`Cooldowns`), and says what to do, each
 action with the reason that is logged. Rules, in order:
 
-1. Clean up: a node whose container stopped, whose warm-up failed, or that is not live
+1. Clean up: a node whose container stopped ``restart_grace_s`` ago (a crashed one is
+   restarted by the engine, all of them after an engine restart), whose warm-up failed, or
+   that is not live
    ``boot_timeout_s`` after its container started (with nothing in flight) is removed; so is a
    node the autoscaler drained once it reports ``drained`` with nothing in flight.
 2. Fewer nodes than ``min_nodes``: start the missing ones at once.
@@ -42,6 +44,8 @@ class ScalingLimits:
     """Time after a scale-down (a drain) before the next one."""
     boot_timeout_s: float
     """How long a started node may take to become live before it is replaced."""
+    restart_grace_s: float = 60.0
+    """How long a node's stopped container may take to run again before it is removed."""
     node_prefix: str = "gpu-"
     """A started node's id is this prefix and its GPU id (:meth:`node_id_for`)."""
 
@@ -65,6 +69,9 @@ class ManagedNode:
     """Seconds since its containers (last) started."""
     state: NodeState | None
     """What the balancer's registry says (None: it never published health)."""
+    down_s: float = 0.0
+    """Not running: seconds since it stopped (the engine restarts a crashed container, and
+    all of them after its own restart)."""
     in_flight: int = 0
     speed: float = 1.0
     """Reference GPU-seconds it works off per second (the balancer's relative speed)."""
@@ -173,7 +180,9 @@ def _cleanup(nodes: Sequence[ManagedNode], limits: ScalingLimits) -> list[Action
 
 def _why_remove(node: ManagedNode, limits: ScalingLimits) -> str | None:
     if not node.running:
-        return "its container is not running"
+        if node.down_s <= limits.restart_grace_s:
+            return None  # counted, not replaced: the engine may be restarting it
+        return f"its container stopped {node.down_s:.0f} s ago"
     if node.in_flight:
         return None  # never take tasks down with it; the balancer re-queues a dead node's
     if node.retiring and node.state in (NodeState.DRAINED, NodeState.DEAD):

@@ -15,7 +15,7 @@ import asyncio
 import re
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 from loguru import logger
@@ -106,6 +106,7 @@ class Autoscaler:
                     node_id=container.node_id,
                     gpu=container.gpu,
                     running=container.running,
+                    down_s=_seconds_since(container.stopped_at, now),
                     up_s=max(0.0, (now - container.started_at).total_seconds()),
                     state=view.state if view else None,
                     in_flight=view.in_flight if view else 0,
@@ -183,6 +184,10 @@ class Autoscaler:
             by_band=pressure.by_band,
             wait_s=None if pressure.wait_s is None else round(pressure.wait_s, 1),
         )
+
+
+def _seconds_since(moment: datetime | None, now: datetime) -> float:
+    return 0.0 if moment is None else max(0.0, (now - moment).total_seconds())
 
 
 def _left(since: float | None, cooldown_s: float, now: float) -> float:

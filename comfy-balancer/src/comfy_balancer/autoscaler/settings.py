@@ -60,6 +60,13 @@ class AutoscalerSettings(CommonSettings):
         description="A started node not live (warm-up passed) after this many seconds is "
         "removed and its GPU handed out again.",
     )
+    restart_grace_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="A node whose container stopped is removed (its GPU handed out again) "
+        "only after this many seconds: the engine restarts crashed containers, and all of "
+        "them after its own restart.",
+    )
     interval_s: float = Field(default=5.0, gt=0, description="Seconds between two decisions.")
     slots_per_node: int = Field(
         default=2, ge=1, description="The balancer's --slots-per-node (busy vs ready)."
@@ -164,5 +171,6 @@ class AutoscalerSettings(CommonSettings):
             up_cooldown_s=self.up_cooldown_s,
             down_cooldown_s=self.down_cooldown_s,
             boot_timeout_s=self.boot_timeout_s,
+            restart_grace_s=self.restart_grace_s,
             node_prefix=self.node_prefix,
         )
