@@ -1,6 +1,7 @@
 """Autoscaler settings: flags, ``COMFY_AUTOSCALER_*`` variables or ``.env``.
 
-List and mapping settings are JSON in the environment (``COMFY_AUTOSCALER_GPUS='["0","1"]'``).
+List and mapping settings are JSON in the environment (``COMFY_AUTOSCALER_GPUS='["0","1"]'``);
+as flags, a list is repeated (``--gpus 0 --gpus 1``) and a mapping is JSON (``--env '{...}'``).
 The container templates (``command``, ``env``, ``comfyui_command``, ``comfyui_env``) may hold
 ``{node_id}``, ``{gpu}`` and ``{redis_url}``, replaced for each node; those and ``network`` and
 ``volumes`` may hold ``{compose_project}``, the compose project the autoscaler runs in (read
@@ -9,10 +10,11 @@ from its own container's labels), whose network and volumes are named after it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from comfy_balancer.autoscaler.policy import ScalingLimits
@@ -143,6 +145,12 @@ class AutoscalerSettings(CommonSettings):
         description="Seconds a container has to stop (SIGTERM) before it is killed; its node is "
         "drained and idle by then.",
     )
+
+    @field_validator("env", "comfyui_env", "tmpfs", "comfyui_tmpfs", "labels", mode="before")
+    @classmethod
+    def _mapping_from_json(cls, value: object) -> object:
+        """A flag passes a mapping as JSON text (the environment is parsed by pydantic)."""
+        return json.loads(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _min_below_max(self) -> AutoscalerSettings:
