@@ -15,6 +15,8 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from comfy_balancer.autoscaler.containers import node_specs
+from comfy_balancer.autoscaler.settings import AutoscalerSettings
 from comfy_balancer.settings import BalancerSettings
 from comfy_service.settings import ServiceSettings
 from comfy_shared.settings import env_var_names
@@ -43,6 +45,7 @@ SECRETS = {"COMFY_INTERNAL_TOKEN", "REDIS_PASSWORD", "ADMIN_KEY"}
 SAMPLE_SECRET = "0123456789abcdef" * 4
 MONITORING = {"prometheus", "alertmanager"}
 """The services of the `monitoring` profile (started only when it is asked for)."""
+PROFILE_OF = {**dict.fromkeys(MONITORING, "monitoring"), "autoscaler": "autoscale"}
 THIRD_PARTY = {"redis", "logdy", *MONITORING}
 """Images we do not build: their user is chosen here, not in a Dockerfile of ours."""
 
@@ -114,6 +117,7 @@ def test_compose_has_the_documented_services() -> None:
         "comfyui-1",
         "comfyui-2",
         *MONITORING,
+        "autoscaler",
     }
     assert "version" not in load(COMPOSE)  # docker-compose 1.29 and Compose v2 alike
 
@@ -166,6 +170,7 @@ def test_every_variable_set_is_one_the_program_reads(compose_file: Path) -> None
         ("balancer", BalancerSettings),
         ("service-1", ServiceSettings),
         ("service-2", ServiceSettings),
+        ("autoscaler", AutoscalerSettings),
     ],
 )
 def test_default_values_are_valid_settings(
@@ -175,6 +180,37 @@ def test_default_values_are_valid_settings(
     for key, value in environment.items():
         monkeypatch.setenv(key, resolve(value))
     settings_cls(_env_file=None)  # raises on a bad default (JSON lists, numbers, patterns)
+
+
+def test_the_autoscaler_reads_its_settings_and_passes_on_the_services(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    environment = {k: resolve(v) for k, v in services(COMPOSE)["autoscaler"]["environment"].items()}
+    ours = {name for name in environment if name.startswith("COMFY_AUTOSCALER_")}
+    assert ours <= env_var_names(AutoscalerSettings)
+    assert set(environment) - ours <= env_var_names(ServiceSettings)  # passed on to its nodes
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    settings = AutoscalerSettings(_env_file=None)
+    _, service = node_specs(
+        settings, "gpu-0", "0", settings.redis_url, "proj", settings.passed_env(environment)
+    )
+    for key, value in service.options["environment"].items():
+        monkeypatch.setenv(key, value)
+
+    node = ServiceSettings(_env_file=None)  # what one of its node containers reads
+
+    assert (node.node_id, node.public_url) == ("gpu-0", "http://gpu-0:8100")
+    assert str(node.comfyui_url).rstrip("/") == "http://127.0.0.1:8188"
+    assert service.options["volumes"] == ["proj_outputs:/data/outputs"]
+    assert service.network == "proj_default"
+
+
+def test_the_autoscaler_reaches_the_docker_socket_as_its_group() -> None:
+    autoscaler = services(COMPOSE)["autoscaler"]
+    assert autoscaler["volumes"] == ["/var/run/docker.sock:/var/run/docker.sock"]
+    assert autoscaler["group_add"] == ["${DOCKER_GID:-999}"]
+    assert "user" not in autoscaler  # the image's, not root
 
 
 def test_nodes_are_distinct_and_reachable_by_the_balancer() -> None:
@@ -250,7 +286,8 @@ def test_logdy_ui_always_has_a_password_and_no_command_line_shows_it() -> None:
 def test_monitoring_profile_mounts_the_files_of_deploy_monitoring() -> None:
     all_services = services(COMPOSE)
     for name, service in all_services.items():
-        assert service.get("profiles", []) == (["monitoring"] if name in MONITORING else []), name
+        profile = PROFILE_OF.get(name)
+        assert service.get("profiles", []) == ([profile] if profile else []), name
     for name in MONITORING:
         service = all_services[name]
         # Pinned to the versions promtool and amtool check the files with (Debian bookworm's).
@@ -302,7 +339,8 @@ def test_redis_requires_the_password_and_every_url_carries_it() -> None:
         for key, value in service.get("environment", {}).items()
         if key.endswith("REDIS_URL")
     }
-    assert len(urls) == 3  # the balancer and both services
+    # the balancer, both services, the autoscaler's own and the one it passes to its nodes
+    assert len(urls) == 5
     for where, url in urls.items():
         assert url == f"redis://:{SAMPLE_SECRET}@redis:6379/0", where
 

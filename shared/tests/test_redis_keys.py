@@ -10,7 +10,7 @@ def every_key(keys: RedisKeys) -> list[str]:
     samples = {
         "task_id": "t1", "node_id": "n1", "attempt": 1, "key": "k", "name": "wake",
         "tenant": "acme", "key_id": "k9", "band_rank": 1, "flow": "acme",
-        "day": date(2026, 3, 9), "session_sha256": "s256",
+        "day": date(2026, 3, 9), "session_sha256": "s256", "scope": "sc",
     }  # fmt: skip
     built = []
     for name, builder in inspect.getmembers(keys, inspect.ismethod):
@@ -34,6 +34,7 @@ def test_every_key_is_in_the_schema_table() -> None:
     placeholder = {
         "t1": "{id}", "n1": "{node}", "k": "{key}", "wake": "{name}", "1": "{n}",
         "acme": "{tenant}", "k9": "{key}", "2026-03-09": "{day}", "s256": "{sha256}",
+        "sc": "{scope}",
     }  # fmt: skip
     flow_key = RedisKeys("{p}").queue_flow(1, "acme")
     for key in every_key(RedisKeys("{p}")):

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from loguru import Record
 
 _STATIC_FIELDS: Final = ("service", "node")
-_TEXT_CONTEXT: Final = ("task_id", "request_id", "attempt", "source", "to_node", "from_node")
+_TEXT_CONTEXT: Final = (
+    "task_id", "request_id", "attempt", "source", "to_node", "from_node", "node_id", "reason",
+)  # fmt: skip
 
 
 def configure_logging(

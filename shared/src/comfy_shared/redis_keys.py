@@ -57,6 +57,8 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
 {p}:nodes                    zset    comfy-service   none; node id scored by last seen ms
 {p}:nodes:drained            set     balancer API    none; ids of the nodes an admin drained:
                                                      they take no new task until undrained
+{p}:autoscaler:{scope}:retiring  set  autoscaler    none; ids of the nodes the autoscaler drained
+                                                     to take down (it undrains only these)
 {p}:queue:pending            zset    task queue      none; task id scored in run order: band rank
                                                      * 1e12 + fair tag (see task_queue)
 {p}:queue:since              zset    task queue      none; pending task id scored by enqueue ms
@@ -207,6 +209,9 @@ class RedisKeys:
 
     def drained_nodes(self) -> str:
         return f"{self.prefix}:nodes:drained"
+
+    def autoscaler_retiring(self, scope: str) -> str:
+        return f"{self.prefix}:autoscaler:{scope}:retiring"
 
     def pending_queue(self) -> str:
         return f"{self.prefix}:queue:pending"
