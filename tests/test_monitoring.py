@@ -69,7 +69,7 @@ NOT_METRICS = re.compile(
     r"|\[[^]]*\]"  # ranges
     r"|\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"  # label lists
     r"|\b[a-z_]+\s*\("  # function and aggregation calls
-    r"|\b(?:and|or|unless|bool|offset)\b"
+    r"|\b(?:and|or|unless|bool|offset|group_left|group_right)\b"  # these two may take no list
 )
 """What in a PromQL expression is not a metric name (good enough for the ones here)."""
 
@@ -184,6 +184,7 @@ def test_metric_names_are_found_in_expressions() -> None:
         " / on (node) group_left (gpu_model) comfy_node_gpu_info unless on () up == 0"
     )
     assert metrics_in(expr) == {"comfy_task_run_seconds_bucket", "comfy_node_gpu_info", "up"}
+    assert metrics_in("a / ignoring (reason) group_left sum by (w) (b)") == {"a", "b"}
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda path: path.name)

@@ -35,6 +35,20 @@ async def test_a_finished_task_is_counted_with_the_node_gauges(api: httpx.AsyncC
     assert task["id"] not in text
 
 
+async def test_a_failed_task_is_counted_by_its_error_type(api: httpx.AsyncClient) -> None:
+    ran = await submit(api, graphs.runtime_error(f"e-{uuid.uuid4().hex[:8]}"))
+    await wait_until_finished(api, ran["id"])
+    refused = await api.post("/api/v1/generate", json={"prompt": graphs.invalid_width("v")})
+    assert refused.status_code == 422
+
+    _, samples = await scrape(api)
+
+    failed = {"tenant": "default", "workflow": "graph", "status": "failed"}
+    assert value(samples, "comfy_tasks_finished_total", **failed, reason="comfyui") == 1
+    assert value(samples, "comfy_tasks_finished_total", **failed, reason="validation") == 1
+    assert value(samples, "comfy_tasks_finished_total", **failed) is None  # never without one
+
+
 async def test_metrics_need_the_internal_token(service: RunningComponent) -> None:
     async with httpx.AsyncClient(base_url=service.url) as anonymous:
         assert (await anonymous.get("/metrics")).status_code == 401

@@ -24,14 +24,21 @@ def workflow_label(workflow: str | None) -> str:
     return workflow or RAW_GRAPH
 
 
+def failure_reason(record: TaskRecord) -> str:
+    """The ``reason`` of a finished task: a failed one's error type (``validation``,
+    ``comfyui``, ``service``: a closed enum), else empty (Prometheus reads an empty label as
+    absent)."""
+    return record.error.type.value if record.error is not None else ""
+
+
 class TaskOutcomes:
     """``comfy_tasks_finished_total`` and the wait, run and end-to-end histograms."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.finished = Counter(
             "comfy_tasks_finished",
-            "Tasks this process moved to a terminal status.",
-            ["tenant", "workflow", "status"],
+            "Tasks this process moved to a terminal status; a failed one by its error type.",
+            ["tenant", "workflow", "status", "reason"],
             registry=registry,
         )
         self.queue_wait = Histogram(
@@ -59,7 +66,8 @@ class TaskOutcomes:
     def observe_end(self, record: TaskRecord) -> None:
         """Count ``record``, which just became terminal (TaskStore's ``on_end``)."""
         workflow = workflow_label(record.workflow)
-        self.finished.labels(record.tenant, workflow, record.status.value).inc()
+        status = record.status.value
+        self.finished.labels(record.tenant, workflow, status, failure_reason(record)).inc()
         end = record.finished_at
         if end is None:
             return

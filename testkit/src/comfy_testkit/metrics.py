@@ -9,8 +9,9 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def samples_of(text: str) -> Samples:
+    """Samples by name and labels; an empty label is left out, as Prometheus does."""
     return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
+        (sample.name, frozenset((k, v) for k, v in sample.labels.items() if v)): sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
