@@ -47,6 +47,7 @@ EXPORTED = {
     # ... and each replica's own counters (the histograms below too)
     "comfy_tasks_submitted_total",
     "comfy_admission_rejected_total",
+    "comfy_idempotent_hits_total",
     "comfy_tasks_finished_total",
     "comfy_webhook_dead_letters",
     # each comfy-service

@@ -99,6 +99,24 @@ async def test_a_refused_submit_is_counted_by_reason(make_cluster: Callable[...,
     assert value(samples, "comfy_admission_rejected_total", reason="rate_limit") == 0
 
 
+async def test_a_repeated_submit_is_counted_as_an_idempotent_hit(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(node_ids=())  # no node: the tasks wait
+    body = {"prompt": graphs.txt2img(fresh("i"))}
+    headers = {"Idempotency-Key": fresh("order")}
+    chosen = {**body, "task_id": fresh("chosen")}
+    for _ in range(2):
+        assert (await cluster.api.post("/api/v1/generate", json=body, headers=headers)).is_success
+        assert (await cluster.api.post("/api/v1/generate", json=chosen)).is_success
+
+    _, samples = await scrape(cluster.api)
+
+    assert value(samples, "comfy_idempotent_hits_total") == 2
+    assert value(samples, "comfy_tasks_submitted_total", tenant="admin", workflow="graph",
+                 priority="standard") == 2  # fmt: skip
+
+
 async def test_only_one_of_two_replicas_exports_the_fleet_gauges(
     cluster: Cluster, start_balancer: BalancerFactory
 ) -> None:

@@ -158,6 +158,8 @@ class TaskIntake:
             self._metrics.count_submitted(
                 tenant=task.tenant, workflow=task.workflow, band=task.band
             )
+        else:
+            self._metrics.count_idempotent_hit()
         return intake
 
     async def _accept(

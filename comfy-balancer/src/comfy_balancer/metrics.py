@@ -75,10 +75,19 @@ class BalancerMetrics:
         )
         for reason in REJECTION_REASONS.values():
             self.rejected.labels(reason)
+        self.idempotent_hits = Counter(
+            "comfy_idempotent_hits",
+            "Submits this replica answered with an existing task, as their Idempotency-Key "
+            "or task id was used already (nothing queued again).",
+            registry=self.registry,
+        )
         self.outcomes = TaskOutcomes(self.registry)
 
     def count_submitted(self, *, tenant: str, workflow: str | None, band: Band) -> None:
         self.submitted.labels(tenant, workflow_label(workflow), band.value).inc()
+
+    def count_idempotent_hit(self) -> None:
+        self.idempotent_hits.inc()
 
     def count_rejected(self, error: Exception) -> None:
         """Counts ``error`` if it is one of the refusals of :data:`REJECTION_REASONS`."""
