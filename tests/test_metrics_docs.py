@@ -63,6 +63,7 @@ def families(text: bytes) -> dict[str, set[str]]:
 async def balancer_text(redis: Redis, keys: RedisKeys) -> bytes:
     metrics = BalancerMetrics()
     metrics.count_submitted(tenant="t", workflow=None, band=Band.STANDARD)
+    metrics.count_lease_expired("n")
     await end_a_task(TaskStore(redis, keys, on_end=metrics.outcomes.observe_end))
     queued_ms = int(time.time() * 1000)
     stats = QueueStats(pending=1, by_band={Band.BATCH: 1}, aged=0, oldest_queued_ms=queued_ms,

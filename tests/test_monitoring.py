@@ -49,6 +49,8 @@ EXPORTED = {
     "comfy_admission_rejected_total",
     "comfy_idempotent_hits_total",
     "comfy_tasks_finished_total",
+    "comfy_task_retries_total",
+    "comfy_lease_expired_total",
     "comfy_webhook_dead_letters",
     # each comfy-service
     "comfy_node_queue_remaining",

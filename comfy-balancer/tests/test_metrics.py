@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from comfy_testkit import graphs
-from comfy_testkit.api import submit, wait_until_finished
+from comfy_testkit.api import submit, wait_for_status, wait_until_finished
 from comfy_testkit.api_keys import KeyClients
 from comfy_testkit.cluster import Cluster
 from comfy_testkit.fake_nvml import FAKE_NVML_ENV, install_shim
@@ -115,6 +115,46 @@ async def test_a_repeated_submit_is_counted_as_an_idempotent_hit(
     assert value(samples, "comfy_idempotent_hits_total") == 2
     assert value(samples, "comfy_tasks_submitted_total", tenant="admin", workflow="graph",
                  priority="standard") == 2  # fmt: skip
+
+
+async def test_a_killed_node_s_task_is_counted_as_taken_back_and_retried(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(balancer_args=["--strategy", "round-robin"])
+    await cluster.nodes_ready(2)
+    task = await submit(cluster.api, graphs.txt2img(fresh("k"), steps=400))
+    running = await wait_for_status(cluster.api, task["id"], {"running"})
+    victim = cluster.node(running["node_id"])
+
+    victim.kill()
+    await wait_until_finished(cluster.api, task["id"], timeout_s=30)
+
+    _, samples = await scrape(cluster.api)
+    assert value(samples, "comfy_lease_expired_total", node=victim.node_id) == 1
+    assert value(samples, "comfy_task_retries_total", reason="node_lost") == 1
+    assert value(samples, "comfy_task_retries_total", reason="retry_on") == 0
+
+
+async def test_an_out_of_memory_error_retried_is_counted_by_the_node_that_failed(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster()
+    await cluster.nodes_ready(2)
+    for node in cluster.nodes:
+        await node.control.fail_next(1)
+    task = await submit(cluster.api, graphs.txt2img(fresh("o"), steps=5))
+    await wait_until_finished(cluster.api, task["id"])
+
+    retried = 0.0
+    for node in cluster.nodes:
+        async with httpx.AsyncClient(
+            base_url=node.service.url, headers=node.service.auth_headers
+        ) as service:
+            _, on_node = await scrape(service)
+        retried += value(on_node, "comfy_task_retries_total", reason="retry_on") or 0
+    assert retried == 2  # both nodes failed it once; the third attempt succeeded
+    _, samples = await scrape(cluster.api)
+    assert value(samples, "comfy_task_retries_total", reason="node_lost") == 0
 
 
 async def test_only_one_of_two_replicas_exports_the_fleet_gauges(

@@ -13,11 +13,13 @@ from comfy_shared.lifecycle import (
     Placed,
     Progressed,
     Refused,
+    RetryReason,
     Started,
     TakenBack,
     TaskEvent,
     TurnedAway,
     apply,
+    retry_reason,
 )
 from comfy_shared.models import (
     Attempt,
@@ -175,6 +177,30 @@ def test_a_lost_node_s_task_is_queued_again_then_fails_once_out_of_attempts() ->
     assert [a["outcome"] for a in failed.error.details["attempts"]] == [
         "lost", "lost", "ComfyUI unreachable for 12s",
     ]  # fmt: skip
+
+
+LOST = TaskError(type=ErrorType.SERVICE, message="lost", details={"node_fault": True})
+VALIDATION = TaskError(type=ErrorType.VALIDATION, message="bad width")
+
+
+@pytest.mark.parametrize(
+    ("record", "event", "reason"),
+    [
+        (running_on_a(), TakenBack(ON_A, "the node stopped publishing health"),
+         RetryReason.NODE_LOST),
+        (running_on_a(), Ended(ON_A, error=LOST), RetryReason.NODE_FAULT),
+        (running_on_a(), Ended(ON_A, error=OOM), RetryReason.RETRY_ON),
+        (placed_on("a"), TurnedAway(ON_A), None),  # undone: no attempt spent
+        (running_on_a(), Ended(ON_A, error=VALIDATION), None),  # failed for good
+        (placed_on("a", earlier=2), TakenBack(AttemptRef("a", 3), "lost"), None),  # out of them
+        (running_on_a(), Ended(ON_A, outputs=[IMAGE]), None),
+        (running_on_a(), Cancelled(), None),
+    ],
+)  # fmt: skip
+def test_the_reason_of_each_retry(
+    record: TaskRecord, event: TaskEvent, reason: RetryReason | None
+) -> None:
+    assert retry_reason(event, apply(record, event)) is reason
 
 
 def test_cancel_ends_any_unfinished_task_without_an_error() -> None:

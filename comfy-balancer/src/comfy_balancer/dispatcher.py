@@ -22,6 +22,7 @@ from typing import Any, Final
 from loguru import logger
 
 from comfy_balancer.costs import CostModel
+from comfy_balancer.metrics import BalancerMetrics
 from comfy_balancer.registry import NodeRegistry, NodeView
 from comfy_balancer.scheduling import (
     Demand,
@@ -66,6 +67,7 @@ class Dispatcher:
         lookahead: int,
         rules: SweepRules,
         costs: CostModel,
+        metrics: BalancerMetrics,
         prefetch_lead_s: float = math.inf,
     ) -> None:
         self._store = store
@@ -80,8 +82,9 @@ class Dispatcher:
         self._next_opening_s = math.inf
         self._work = WorkCache(store)
         self.sweeper = Sweeper(
-            store=store, queue=queue, sender=sender, work=self._work, rules=rules, costs=costs
-        )
+            store=store, queue=queue, sender=sender, work=self._work, rules=rules, costs=costs,
+            metrics=metrics,
+        )  # fmt: skip
         self._watching_since = 0.0
 
     async def run(self, handle: LoopHandle, tick_s: float) -> None:

@@ -123,6 +123,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         retention_s=settings.retention_s,
         events_maxlen=settings.events_maxlen,
         on_end=metrics.outcomes.observe_end,
+        on_retry=metrics.outcomes.observe_retry,
     )
     queue = TaskQueue(redis, keys, store, batch_max_wait_s=settings.batch_max_wait_s)
     registry = NodeRegistry(
@@ -170,6 +171,7 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
             comfyui_down_grace_s=settings.comfyui_down_grace_s,
         ),
         costs=costs,
+        metrics=metrics,
         prefetch_lead_s=settings.prefetch_lead_s,
     )
     task_logs = install_task_log_sink(

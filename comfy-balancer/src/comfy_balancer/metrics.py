@@ -81,10 +81,20 @@ class BalancerMetrics:
             "or task id was used already (nothing queued again).",
             registry=self.registry,
         )
+        self.lease_expired = Counter(
+            "comfy_lease_expired",
+            "Placements this replica's sweep took back from a node that is gone or whose "
+            "ComfyUI stayed down (the task is queued again, or fails out of attempts).",
+            ["node"],
+            registry=self.registry,
+        )
         self.outcomes = TaskOutcomes(self.registry)
 
     def count_submitted(self, *, tenant: str, workflow: str | None, band: Band) -> None:
         self.submitted.labels(tenant, workflow_label(workflow), band.value).inc()
+
+    def count_lease_expired(self, node_id: str) -> None:
+        self.lease_expired.labels(node_id).inc()
 
     def count_idempotent_hit(self) -> None:
         self.idempotent_hits.inc()

@@ -182,13 +182,15 @@ class Sender:
 
 async def take_back(
     store: TaskStore, queue: TaskQueue, task_id: str, attempt: AttemptRef, reason: str
-) -> None:
-    """The node lost the attempt: the task is queued again (or fails once out of attempts)."""
+) -> TaskRecord | None:
+    """The node lost the attempt: the task is queued again (or fails once out of attempts).
+    The record after, or None if the attempt was over already (nothing taken back)."""
     after = await settle(store, queue, task_id, attempt, TakenBack(attempt, reason))
     if after is not None and after.status is TaskStatus.QUEUED:
         logger.warning(
             "task back in the queue", task_id=task_id, from_node=attempt.node_id, reason=reason
         )
+    return after
 
 
 async def settle(

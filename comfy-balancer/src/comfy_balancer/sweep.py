@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from comfy_balancer.costs import CostModel, reference_speed
+from comfy_balancer.metrics import BalancerMetrics
 from comfy_balancer.registry import NodeState, NodeView
 from comfy_balancer.sending import Sender, take_back
 from comfy_balancer.work import WorkCache
@@ -111,8 +112,11 @@ class Sweeper:
         work: WorkCache,
         rules: SweepRules,
         costs: CostModel,
+        metrics: BalancerMetrics,
     ) -> None:
+        """``metrics`` counts the placements taken back from their node."""
         self._costs = costs
+        self._metrics = metrics
         self._store = store
         self._queue = queue
         self._sender = sender
@@ -163,7 +167,8 @@ class Sweeper:
                 return False
             case TakeBack(reason) if record is not None:
                 attempt = AttemptRef(node.node_id, record.attempts)
-                await take_back(self._store, self._queue, task_id, attempt, reason)
+                if await take_back(self._store, self._queue, task_id, attempt, reason):
+                    self._metrics.count_lease_expired(node.node_id)
                 report.taken_back.append(task_id)
                 return False
             case SendAgain() if record is not None:

@@ -130,6 +130,7 @@ async def _start(
         retention_s=settings.retention_s,
         events_maxlen=settings.events_maxlen,
         on_end=metrics.outcomes.observe_end,
+        on_retry=metrics.outcomes.observe_retry,
     )
     prompts = FollowedPrompts(redis, keys, settings.node_id)
     reachability = Reachability()

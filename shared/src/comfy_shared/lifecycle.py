@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from comfy_shared.clock import utc_now
@@ -157,6 +158,32 @@ def apply(record: TaskRecord, event: TaskEvent) -> TaskRecord:
             return _ended(_current(record, event.attempt), event)
         case Cancelled():
             return _close(record, TaskStatus.CANCELLED, event.at, "cancelled")
+
+
+class RetryReason(StrEnum):
+    """Why a task went back to the queue for another attempt (a closed set: a metric's label)."""
+
+    NODE_LOST = "node_lost"
+    """The balancer took it back: its node is gone, its ComfyUI was down too long, or the
+    placement could not be sent."""
+    NODE_FAULT = "node_fault"
+    """Its node ended it with an error that is the node's fault (e.g. its ComfyUI restarted)."""
+    RETRY_ON = "retry_on"
+    """ComfyUI failed it with an error the retry policy's ``retry_on`` names (out of memory...)."""
+
+
+def retry_reason(event: TaskEvent, after: TaskRecord) -> RetryReason | None:
+    """Why ``event``, which made ``after``, sent the task back for another attempt; None if it
+    did not (a node turning a placement away costs no attempt: no retry)."""
+    if after.status is not TaskStatus.QUEUED:
+        return None
+    match event:
+        case TakenBack():
+            return RetryReason.NODE_LOST
+        case Ended(error=TaskError() as error):
+            node_fault = error.details.get("node_fault") is True
+            return RetryReason.NODE_FAULT if node_fault else RetryReason.RETRY_ON
+    return None
 
 
 def stream_kind(event: TaskEvent) -> TaskEventKind:

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from comfy_shared.lifecycle import RetryReason
 from comfy_shared.models import TaskRecord
 
 RAW_GRAPH = "graph"
@@ -32,7 +33,8 @@ def failure_reason(record: TaskRecord) -> str:
 
 
 class TaskOutcomes:
-    """``comfy_tasks_finished_total`` and the wait, run and end-to-end histograms."""
+    """``comfy_tasks_finished_total``, ``comfy_task_retries_total`` and the wait, run and
+    end-to-end histograms."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.finished = Counter(
@@ -41,6 +43,14 @@ class TaskOutcomes:
             ["tenant", "workflow", "status", "reason"],
             registry=registry,
         )
+        self.retries = Counter(
+            "comfy_task_retries",
+            "Tasks this process sent back to the queue for another attempt, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in RetryReason:
+            self.retries.labels(reason.value)
         self.queue_wait = Histogram(
             "comfy_task_queue_wait_seconds",
             "From a finished task's creation to its first placement on a node.",
@@ -62,6 +72,10 @@ class TaskOutcomes:
             buckets=SECONDS_BUCKETS,
             registry=registry,
         )
+
+    def observe_retry(self, reason: RetryReason) -> None:
+        """Count a task sent back for another attempt (TaskStore's ``on_retry``)."""
+        self.retries.labels(reason.value).inc()
 
     def observe_end(self, record: TaskRecord) -> None:
         """Count ``record``, which just became terminal (TaskStore's ``on_end``)."""

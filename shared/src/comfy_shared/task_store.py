@@ -201,11 +201,15 @@ class TaskStore:
         retention_s: int = 24 * 3600,
         events_maxlen: int = 1000,
         on_end: Callable[[TaskRecord], None] | None = None,
+        on_retry: Callable[[lifecycle.RetryReason], None] | None = None,
     ) -> None:
         """``on_end``: called with a record that this store's :meth:`apply` just ended (once
-        per task over all processes: the write that ends it wins only once)."""
+        per task over all processes: the write that ends it wins only once); ``on_retry``: with
+        the reason each time its :meth:`apply` sent a task back for another attempt (once per
+        attempt, likewise)."""
         self._redis = redis
         self._on_end = on_end
+        self._on_retry = on_retry
         self._keys = keys
         self._retention_s = retention_s
         self._events_maxlen = events_maxlen
@@ -453,10 +457,16 @@ class TaskStore:
             updated = lifecycle.apply(current, event)
             updated.updated_at = utc_now()
             if await self._write(version, current, updated, kind):
-                if updated.status.is_terminal and self._on_end is not None:
-                    self._on_end(updated)
+                self._observe(event, updated)
                 return updated
         raise ConcurrentUpdate(task_id, MAX_UPDATE_ATTEMPTS)
+
+    def _observe(self, event: lifecycle.TaskEvent, updated: TaskRecord) -> None:
+        if updated.status.is_terminal and self._on_end is not None:
+            self._on_end(updated)
+        reason = lifecycle.retry_reason(event, updated)
+        if reason is not None and self._on_retry is not None:
+            self._on_retry(reason)
 
     # --- the keys a task's handling needs besides its record -----------------------------------
 
