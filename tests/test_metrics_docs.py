@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from comfy_balancer.budgets import BudgetUse
 from comfy_balancer.metrics import BalancerMetrics, exposition, fleet_families
 from comfy_balancer.registry import NodeView
+from comfy_balancer.scheduling import Affinity
 from comfy_service.metrics import ServiceMetrics
 from comfy_shared.models import Band, ComfyStatus, GpuInfo, NodeHealth
 from comfy_shared.redis_keys import RedisKeys
@@ -64,6 +65,7 @@ async def balancer_text(redis: Redis, keys: RedisKeys) -> bytes:
     metrics = BalancerMetrics()
     metrics.count_submitted(tenant="t", workflow=None, band=Band.STANDARD)
     metrics.count_lease_expired("n")
+    metrics.count_dispatched("n", Affinity.HIT)
     await end_a_task(TaskStore(redis, keys, on_end=metrics.outcomes.observe_end))
     queued_ms = int(time.time() * 1000)
     stats = QueueStats(pending=1, by_band={Band.BATCH: 1}, aged=0, oldest_queued_ms=queued_ms,

@@ -51,6 +51,7 @@ EXPORTED = {
     "comfy_tasks_finished_total",
     "comfy_task_retries_total",
     "comfy_lease_expired_total",
+    "comfy_dispatch_total",
     "comfy_webhook_dead_letters",
     # each comfy-service
     "comfy_node_queue_remaining",

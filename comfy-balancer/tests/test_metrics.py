@@ -157,6 +157,32 @@ async def test_an_out_of_memory_error_retried_is_counted_by_the_node_that_failed
     assert value(samples, "comfy_task_retries_total", reason="node_lost") == 0
 
 
+async def test_each_placement_is_counted_by_what_its_node_held_of_its_models(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(node_ids=("a",))
+    await cluster.nodes_ready(1)
+    sd15, sdxl = "v1-5-pruned-emaonly-fp16.safetensors", graphs.SDXL_CHECKPOINT
+
+    async def run(checkpoint: str) -> None:
+        graph = graphs.txt2img(fresh("m"), steps=2, checkpoint=checkpoint)
+        await wait_until_finished(cluster.api, (await submit(cluster.api, graph))["id"])
+
+        async def resident() -> bool:
+            [node] = (await cluster.api.get("/api/v1/nodes")).json()
+            return bool(node["health"]) and checkpoint in node["health"]["profile"]["resident"]
+
+        await wait_for_condition(resident, what=f"{checkpoint} resident on the node")
+
+    await run(sd15)  # nothing loaded: cold
+    await run(sd15)  # hit
+    await run(sdxl)  # sd15 loaded: switch
+
+    _, samples = await scrape(cluster.api)
+    for kind in ("cold", "hit", "switch"):
+        assert value(samples, "comfy_dispatch_total", node="a", affinity=kind) == 1, kind
+
+
 async def test_only_one_of_two_replicas_exports_the_fleet_gauges(
     cluster: Cluster, start_balancer: BalancerFactory
 ) -> None:

@@ -11,11 +11,13 @@ import pytest
 
 from comfy_balancer.registry import ModelRoom, NodeView
 from comfy_balancer.scheduling import (
+    Affinity,
     Demand,
     EarliestFinish,
     FleetKnowledge,
     LeastLoaded,
     ModelPressure,
+    affinity,
     expected_s,
     load_models,
     most_wanted,
@@ -298,3 +300,20 @@ def test_a_node_keeps_to_its_models_while_they_have_work_and_helps_once_they_hav
     idle = with_warm_waiting(node("sdxl", resident=(SDXL,)), [sd15])
     assert idle.warm_waiting == 0
     assert chosen_id([idle, busy_sd15], sd15) == "sdxl"
+
+
+@pytest.mark.parametrize(
+    ("resident", "demand", "expected"),
+    [
+        ((SDXL,), wants(SDXL), Affinity.HIT),
+        ((SD15, SDXL), wants(SDXL), Affinity.HIT),
+        ((), wants(), Affinity.HIT),  # loads no model: nothing to switch
+        ((SD15,), wants(SDXL), Affinity.SWITCH),
+        ((SDXL,), wants(SDXL, FLUX), Affinity.SWITCH),  # one of its models missing
+        ((), wants(SDXL), Affinity.COLD),
+    ],
+)
+def test_the_affinity_of_a_placement(
+    resident: tuple[str, ...], demand: Demand, expected: Affinity
+) -> None:
+    assert affinity(node("n", resident=resident), demand) is expected

@@ -25,9 +25,11 @@ from comfy_balancer.costs import CostModel
 from comfy_balancer.metrics import BalancerMetrics
 from comfy_balancer.registry import NodeRegistry, NodeView
 from comfy_balancer.scheduling import (
+    Affinity,
     Demand,
     FleetKnowledge,
     Strategy,
+    affinity,
     expected_s,
     load_models,
     most_wanted,
@@ -80,6 +82,7 @@ class Dispatcher:
         self._lookahead = lookahead
         self._prefetch_lead_s = prefetch_lead_s
         self._next_opening_s = math.inf
+        self._metrics = metrics
         self._work = WorkCache(store)
         self.sweeper = Sweeper(
             store=store, queue=queue, sender=sender, work=self._work, rules=rules, costs=costs,
@@ -157,7 +160,7 @@ class Dispatcher:
                 views[node.node_id] = with_task(node, demand, placed=True)
                 placed += 1
                 self._work.placed(task_id)
-                await self._place(task_id, work.graph, node)
+                await self._place(task_id, work.graph, node, affinity(node, demand))
         self._next_opening_s = _next_opening_s(views)
         return placed
 
@@ -175,12 +178,15 @@ class Dispatcher:
             if node.health is None and watched_s >= self._registry.ttl_of(node.node_id)
         }
 
-    async def _place(self, task_id: str, graph: dict[str, Any], node: NodeView) -> None:
+    async def _place(
+        self, task_id: str, graph: dict[str, Any], node: NodeView, models: Affinity
+    ) -> None:
         try:
             record = await self._store.apply(task_id, Placed(node.node_id, self._policy))
         except (Refused, TaskNotFound):
             await self._queue.release(task_id, node.node_id)  # cancelled while we claimed it
             return
+        self._metrics.count_dispatched(node.node_id, models)
         logger.info(
             "task dispatched", task_id=task_id, to_node=node.node_id, attempt=record.attempts
         )

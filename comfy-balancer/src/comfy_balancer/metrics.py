@@ -33,6 +33,7 @@ from comfy_balancer.errors import (
     QueueFull,
 )
 from comfy_balancer.registry import NodeState, NodeView
+from comfy_balancer.scheduling import Affinity
 from comfy_shared.comfyui import PromptRejected
 from comfy_shared.models import Band, GpuInfo
 from comfy_shared.stream_clients import StreamClients
@@ -81,6 +82,13 @@ class BalancerMetrics:
             "or task id was used already (nothing queued again).",
             registry=self.registry,
         )
+        self.dispatched = Counter(
+            "comfy_dispatch",
+            "Tasks this replica placed on a node, by what the node held of their models: hit "
+            "(all resident), switch (other models), cold (none).",
+            ["node", "affinity"],
+            registry=self.registry,
+        )
         self.lease_expired = Counter(
             "comfy_lease_expired",
             "Placements this replica's sweep took back from a node that is gone or whose "
@@ -92,6 +100,9 @@ class BalancerMetrics:
 
     def count_submitted(self, *, tenant: str, workflow: str | None, band: Band) -> None:
         self.submitted.labels(tenant, workflow_label(workflow), band.value).inc()
+
+    def count_dispatched(self, node_id: str, affinity: Affinity) -> None:
+        self.dispatched.labels(node_id, affinity.value).inc()
 
     def count_lease_expired(self, node_id: str) -> None:
         self.lease_expired.labels(node_id).inc()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from statistics import fmean
 from typing import Final, Protocol
 
@@ -155,6 +156,24 @@ def expected_s(node: NodeView, demand: Demand) -> float:
 
 def is_warm(node: NodeView, demand: Demand) -> bool:
     return all(model in node.upcoming for model in demand.models)
+
+
+class Affinity(StrEnum):
+    """How a placement stands to the models of its node (``comfy_dispatch_total{affinity}``)."""
+
+    HIT = "hit"
+    """Every model of the task will be resident when it starts (or it loads none)."""
+    SWITCH = "switch"
+    """The node will hold other models: the task evicts or adds to them."""
+    COLD = "cold"
+    """The node will hold no model: the task loads its own from nothing."""
+
+
+def affinity(node: NodeView, demand: Demand) -> Affinity:
+    """What placing the task on ``node`` means for its models (following the node's queue)."""
+    if is_warm(node, demand):
+        return Affinity.HIT
+    return Affinity.SWITCH if node.upcoming else Affinity.COLD
 
 
 def with_task(node: NodeView, demand: Demand, *, placed: bool) -> NodeView:
