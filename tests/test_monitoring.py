@@ -56,7 +56,7 @@ EXPORTED = {
     # each comfy-service
     "comfy_node_queue_remaining",
     "comfy_node_ram_rss_bytes",
-    "comfy_node_comfyui_restarts_total",
+    "comfy_node_restarts_total",
     "comfy_node_out_of_memory_frees_total",
     # every process
     "comfy_stream_clients",

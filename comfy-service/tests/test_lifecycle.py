@@ -35,10 +35,12 @@ def test_only_ready_accepts_and_each_change_is_dated() -> None:
     lifecycle.warm_up_failed("KSampler: out of memory")  # the same again: still since then
     assert lifecycle.current().since == failed.since
 
-    lifecycle.comfyui_restarted()
+    lifecycle.comfyui_restarted(recycled=False)
+    lifecycle.comfyui_restarted(recycled=True)
     lifecycle.warmed_up()
     assert lifecycle.accepting
-    assert (lifecycle.current().reason, lifecycle.current().comfyui_restarts) == (None, 1)
+    now = lifecycle.current()
+    assert (now.reason, now.comfyui_restarts, now.comfyui_recycles) == (None, 2, 1)
 
 
 def test_a_node_not_ready_answers_503_with_its_lifecycle() -> None:

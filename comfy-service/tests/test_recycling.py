@@ -21,6 +21,7 @@ from comfy_shared.models import NodeHealth
 from comfy_shared.redis_keys import RedisKeys
 from comfy_testkit import graphs
 from comfy_testkit.api import submit, wait_until_finished
+from comfy_testkit.metrics import scrape, value
 from comfy_testkit.plugin import BalancerFactory, ServiceFactory
 from comfy_testkit.supervised import start_supervised
 from comfy_testkit.waiting import wait_for_condition
@@ -90,6 +91,10 @@ async def test_a_recycle_through_a_balancer_loses_no_task_and_runs_none_twice(
 
         await wait_for_condition(recycled_and_ready, timeout_s=20, what="recycled, then ready")
         watcher.cancel()
+    async with httpx.AsyncClient(
+        base_url=node.service.url, headers=node.service.auth_headers
+    ) as service:
+        _, samples = await scrape(service)
 
     assert [(t["status"], t["attempts"]) for t in tasks] == [("succeeded", 1)] * 8
     outputs = node.data_dir / "output" / "recycle"
@@ -98,6 +103,10 @@ async def test_a_recycle_through_a_balancer_loses_no_task_and_runs_none_twice(
     assert recycles
     assert all(r["reason"].startswith("after ") for r in recycles)
     assert "recycling" in states, states
+    restarts = {reason: value(samples, "comfy_node_restarts_total", node="node-a", reason=reason)
+                for reason in ("died", "recycled")}  # fmt: skip
+    assert restarts["died"] == 0
+    assert (restarts["recycled"] or 0) >= 1
     assert states[states.index("recycling") :].count("ready") >= 1, states
 
 

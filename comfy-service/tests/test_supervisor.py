@@ -87,7 +87,8 @@ async def test_a_comfyui_that_dies_is_started_again_with_backoff(
     assert [(e["exit_code"], e["restart_in_s"]) for e in exits] == [(-9, 1.0), (-9, 2.0)]
     assert [r["restarts"] for r in supervised.logged("comfyui started")] == [0, 1, 2]
     _, samples = await scrape(api)
-    assert value(samples, "comfy_node_comfyui_restarts_total", node="node-a") == 2
+    assert value(samples, "comfy_node_restarts_total", node="node-a", reason="died") == 2
+    assert value(samples, "comfy_node_restarts_total", node="node-a", reason="recycled") == 0
     task = await run_task(api)  # as soon as the node is ready again: its lines are named
     assert task["status"] == "succeeded"
     assert len(await executed_lines(api, task["id"])) == 1

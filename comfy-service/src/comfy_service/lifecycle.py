@@ -42,9 +42,15 @@ class Lifecycle:
     def recycling(self, reason: str) -> None:
         self._enter(NodeReadiness.RECYCLING, reason)
 
-    def comfyui_restarted(self) -> None:
-        restarts = self._current.comfyui_restarts + 1
-        self._current = self._current.model_copy(update={"comfyui_restarts": restarts})
+    def comfyui_restarted(self, *, recycled: bool) -> None:
+        """Count a restart of the supervised ComfyUI: to recycle it, or after it died."""
+        current = self._current
+        self._current = current.model_copy(
+            update={
+                "comfyui_restarts": current.comfyui_restarts + 1,
+                "comfyui_recycles": current.comfyui_recycles + int(recycled),
+            }
+        )
 
     def _enter(self, state: NodeReadiness, reason: str | None = None) -> None:
         if (state, reason) == (self._current.state, self._current.reason):

@@ -77,17 +77,20 @@ class _NodeGauges(Collector):
             up,
             remaining,
             rss,
-            self._comfyui_restarts(labels),
+            self._restarts(),
             self._streams.family(kinds=["sse"]),  # no WebSocket here
         ]
 
-    def _comfyui_restarts(self, labels: list[str]) -> Metric:
+    def _restarts(self) -> Metric:
         restarts = CounterMetricFamily(
-            "comfy_node_comfyui_restarts",
-            "Times the service restarted the ComfyUI it supervises (--comfyui-command): "
-            "after it died, or to recycle it.",
-            labels=labels,
+            "comfy_node_restarts",
+            "Times the service restarted the ComfyUI it supervises (--comfyui-command), by "
+            "reason: died, or recycled.",
+            labels=["node", "reason"],
         )
         if self._health is not None:
-            restarts.add_metric([self._node_id], self._health.lifecycle.comfyui_restarts)
+            lifecycle = self._health.lifecycle
+            recycled = lifecycle.comfyui_recycles
+            restarts.add_metric([self._node_id, "died"], lifecycle.comfyui_restarts - recycled)
+            restarts.add_metric([self._node_id, "recycled"], recycled)
         return restarts

@@ -217,6 +217,8 @@ class ComfySupervisor:
         self._process: asyncio.subprocess.Process | None = None
         self._restart_wanted = asyncio.Event()
         self._starts = 0
+        self._stopped_to_restart = False
+        """Whether the last ComfyUI was stopped on purpose (a recycle), not dead."""
         self._answered_start = 0
         self._answered = asyncio.Condition()
 
@@ -237,6 +239,7 @@ class ComfySupervisor:
         try:
             while True:
                 ended = await self._run_child(handle)
+                self._stopped_to_restart = ended.wanted
                 if not ended.wanted:
                     await self._pause(handle, ended)
         finally:
@@ -292,7 +295,7 @@ class ComfySupervisor:
         self._process = process
         self._starts += 1
         if self._starts > 1:
-            self._lifecycle.comfyui_restarted()
+            self._lifecycle.comfyui_restarted(recycled=self._stopped_to_restart)
             self._on_restart()
         restarts = self._lifecycle.current().comfyui_restarts
         logger.info("comfyui started", pid=process.pid, restarts=restarts)

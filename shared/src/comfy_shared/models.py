@@ -395,6 +395,10 @@ class NodeLifecycle(BaseModel):
     comfyui_restarts: int = Field(
         default=0, description="Times the service restarted the ComfyUI it supervises."
     )
+    comfyui_recycles: int = Field(
+        default=0, description="Of those restarts, the ones to recycle it (the others followed "
+        "its death)."
+    )  # fmt: skip
 
 
 class NodeHealth(BaseModel):
