@@ -17,7 +17,7 @@ from comfy_balancer.metrics import BalancerMetrics, exposition, fleet_families
 from comfy_balancer.registry import NodeView
 from comfy_balancer.scheduling import Affinity
 from comfy_service.metrics import ServiceMetrics
-from comfy_shared.models import Band, ComfyStatus, GpuInfo, NodeHealth
+from comfy_shared.models import Band, ComfyStatus, GpuInfo, NodeHealth, NodeProfile
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.stream_clients import StreamClients
 from comfy_shared.task_queue import QueueStats
@@ -31,7 +31,8 @@ GPU = GpuInfo(index=0, name="NVIDIA L4", uuid="GPU-1", utilization_percent=1,
 HEALTH = NodeHealth(node_id="n", url="http://n", version="1",
                     started_at=datetime(2026, 1, 1, tzinfo=UTC),
                     comfyui=ComfyStatus(reachable=True, queue_running=0, queue_pending=0),
-                    cpu_percent=0, ram_used_bytes=0, ram_total_bytes=1, gpus=[GPU])  # fmt: skip
+                    cpu_percent=0, ram_used_bytes=0, ram_total_bytes=1, gpus=[GPU],
+                    profile=NodeProfile(resident=["sd_xl_base_1.0.safetensors"]))  # fmt: skip
 
 
 def documented() -> dict[str, str]:
@@ -81,6 +82,7 @@ async def service_text(redis: Redis, keys: RedisKeys) -> bytes:
     metrics = ServiceMetrics(redis, keys, "n")
     await end_a_task(TaskStore(redis, keys, on_end=metrics.outcomes.observe_end))
     metrics.freed_memory()
+    metrics.observe_model_switch("sd_xl_base_1.0.safetensors", 4.2)
     return await metrics.exposition(StreamClients())
 
 

@@ -57,13 +57,19 @@ EXPORTED = {
     "comfy_node_queue_remaining",
     "comfy_node_ram_rss_bytes",
     "comfy_node_restarts_total",
+    "comfy_node_loaded_model_info",
     "comfy_node_out_of_memory_frees_total",
     # every process
     "comfy_stream_clients",
     # Prometheus' own, per target
     "up",
 }
-HISTOGRAMS = {"comfy_task_queue_wait_seconds", "comfy_task_run_seconds", "comfy_task_e2e_seconds"}
+HISTOGRAMS = {
+    "comfy_task_queue_wait_seconds",
+    "comfy_task_run_seconds",
+    "comfy_task_e2e_seconds",
+    "comfy_model_switch_seconds",
+}
 KNOWN_METRICS = EXPORTED | {
     f"{h}_{part}" for h in HISTOGRAMS for part in ("bucket", "sum", "count")
 }

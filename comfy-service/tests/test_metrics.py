@@ -5,9 +5,11 @@ import uuid
 
 import httpx
 
+from comfy_shared.model_family import name_hash8
 from comfy_testkit import graphs
 from comfy_testkit.api import submit, wait_until_finished
 from comfy_testkit.metrics import Samples, scrape, value
+from comfy_testkit.plugin import EmulatorFactory, ServiceFactory
 from comfy_testkit.stack import RunningComponent
 from comfy_testkit.waiting import wait_for_condition
 
@@ -53,3 +55,29 @@ async def test_metrics_need_the_internal_token(service: RunningComponent) -> Non
     async with httpx.AsyncClient(base_url=service.url) as anonymous:
         assert (await anonymous.get("/metrics")).status_code == 401
         assert "/metrics" not in (await anonymous.get("/openapi.json")).json()["paths"]
+
+
+async def test_a_model_load_is_timed_and_the_loaded_model_shown_by_family_and_hash(
+    start_emulator: EmulatorFactory, start_service: ServiceFactory
+) -> None:
+    model = graphs.SDXL_CHECKPOINT
+    loads_slowly = ["--load-scale", "1", "--model-cost", f"{model}=1.5:6900"]
+    service = start_service(start_emulator(extra_args=loads_slowly).url)
+    async with httpx.AsyncClient(
+        base_url=service.url, headers=service.auth_headers, timeout=10
+    ) as api:
+        task = await submit(api, graphs.txt2img(f"s-{uuid.uuid4().hex[:8]}", steps=2))
+        await wait_until_finished(api, task["id"])
+        loaded = {"node": "node-a", "model_family": "sdxl", "model_hash8": name_hash8(model)}
+
+        async def shown() -> Samples | None:
+            _, samples = await scrape(api)
+            return samples if value(samples, "comfy_node_loaded_model_info", **loaded) else None
+
+        samples = await wait_for_condition(shown, what="the model shown loaded")
+        text, _ = await scrape(api)
+
+    switch = {"node": "node-a", "model_family": "sdxl"}
+    assert value(samples, "comfy_model_switch_seconds_count", **switch) == 1
+    assert (value(samples, "comfy_model_switch_seconds_sum", **switch) or 0) > 1.0
+    assert model not in text

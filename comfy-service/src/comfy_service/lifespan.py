@@ -135,7 +135,11 @@ async def _start(
     prompts = FollowedPrompts(redis, keys, settings.node_id)
     reachability = Reachability()
     speed = SpeedMeter(await last_measured_speed(redis, keys, settings.node_id))
-    profile = ModelProfiler(speed, await last_learned_profile(redis, keys, settings.node_id))
+    profile = ModelProfiler(
+        speed,
+        await last_learned_profile(redis, keys, settings.node_id),
+        on_switch=metrics.observe_model_switch,
+    )
     lifecycle = Lifecycle()
     memory = MemoryRelief(comfy, metrics.freed_memory)
     health = HealthPublisher(

@@ -1,20 +1,25 @@
 """The service's Prometheus metrics (README "Metrics"): the outcomes of the tasks this
 process ended (``comfy_shared.task_metrics``), the times it freed ComfyUI's memory after an
-out-of-memory error, and its node's gauges read at scrape time from the health document it
-publishes (so a scrape never waits on ComfyUI)."""
+out-of-memory error, the model loads it measured, and its node's gauges read at scrape time
+from the health document it publishes (so a scrape never waits on ComfyUI). Model files are
+labelled by family and a hash of their name, never by name."""
 
 from __future__ import annotations
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
+from comfy_shared.model_family import model_family, name_hash8
 from comfy_shared.models import NodeHealth
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.stream_clients import StreamClients
 from comfy_shared.task_metrics import TaskOutcomes
+
+MODEL_SWITCH_BUCKETS = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+"""From a small checkpoint read from a page cache to a video model from a network disk."""
 
 
 class ServiceMetrics:
@@ -27,6 +32,14 @@ class ServiceMetrics:
             ["node"],
             registry=self.registry,
         )
+        self.model_switch = Histogram(
+            "comfy_model_switch_seconds",
+            "Time ComfyUI took to load a model file a task needed (learned from successful "
+            "runs: their time beyond a run with the model resident).",
+            ["node", "model_family"],
+            buckets=MODEL_SWITCH_BUCKETS,
+            registry=self.registry,
+        )
         self._redis = redis
         self._keys = keys
         self._node_id = node_id
@@ -34,6 +47,10 @@ class ServiceMetrics:
 
     def freed_memory(self) -> None:
         self.out_of_memory_frees.labels(self._node_id).inc()
+
+    def observe_model_switch(self, model_file: str, seconds: float) -> None:
+        """A load of ``model_file`` measured (``ModelProfiler``'s ``on_switch``)."""
+        self.model_switch.labels(self._node_id, model_family(model_file)).observe(seconds)
 
     async def exposition(self, streams: StreamClients) -> bytes:
         raw = await self._redis.get(self._keys.node_health(self._node_id))
@@ -78,8 +95,20 @@ class _NodeGauges(Collector):
             remaining,
             rss,
             self._restarts(),
+            self._loaded_models(),
             self._streams.family(kinds=["sse"]),  # no WebSocket here
         ]
+
+    def _loaded_models(self) -> Metric:
+        info = GaugeMetricFamily(
+            "comfy_node_loaded_model_info",
+            "1 per model file believed loaded on the node's GPU (its family and a hash of its "
+            "name, never the name).",
+            labels=["node", "model_family", "model_hash8"],
+        )
+        for name in self._health.profile.resident if self._health is not None else []:
+            info.add_metric([self._node_id, model_family(name), name_hash8(name)], 1)
+        return info
 
     def _restarts(self) -> Metric:
         restarts = CounterMetricFamily(

@@ -145,9 +145,13 @@ class ModelProfiler:
         speed: SpeedMeter,
         initial: NodeProfile | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_switch: Callable[[str, float], None] | None = None,
     ) -> None:
+        """``on_switch``: called with each model file a successful run loaded and the seconds
+        its load took (its share of the switch), as they are learned."""
         self._speed = speed
         self._clock = clock
+        self._on_switch = on_switch
         self._resident: OrderedDict[str, None] = OrderedDict()  # least recently used first
         self._shapes: OrderedDict[str, _Shape] = OrderedDict()  # least recently run first
         self._files: OrderedDict[str, _ModelFile] = OrderedDict()  # least recently used first
@@ -242,6 +246,8 @@ class ModelProfiler:
         for name, share in self._shares(sorted(run.loaded)).items():
             model = self._file(name)
             model.load_s = _averaged(model.load_s, switch_s * share)
+            if self._on_switch is not None:
+                self._on_switch(name, switch_s * share)
 
     def _shares(self, names: list[str]) -> dict[str, float]:
         """Each file's part of a switch: in proportion to what each is believed to cost,
