@@ -4,8 +4,8 @@ started again when it dies, stopped with it, its output in the service's logs.
 - A ComfyUI that died is started again after :class:`RestartBackoff` (1 s, doubling to 30 s
   while it keeps dying soon after its start; 1 s again once it stayed up a minute). Every exit
   is logged with its exit code, every restart counted in the node's lifecycle
-  (``comfyui_restarts`` in each health document). While it is down the loop reports failing,
-  so ``/readyz`` names it.
+  (``comfyui_restarts`` in each health document; ``comfyui_recycles`` of them for a
+  recycle). While it is down the loop reports failing, so ``/readyz`` names it.
 - Its output (stdout and stderr, one pipe) is read as it comes, whatever it writes: lines are
   cut at :data:`MAX_LINE_CHARS`, and a flood beyond :data:`LINES_PER_S` is dropped (counted,
   and said once), so neither a full pipe stalls ComfyUI nor its output the event loop. Each line
