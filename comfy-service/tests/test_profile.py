@@ -68,7 +68,11 @@ class Node:
     def __init__(self, initial: NodeProfile | None = None, speed: NodeSpeed | None = SPEED):
         self.clock = Clock()
         self.speed = SpeedMeter(speed, clock=self.clock)
-        self.profiler = ModelProfiler(self.speed, initial, clock=self.clock)
+        self.switches: list[tuple[str, float]] = []
+        self.profiler = ModelProfiler(
+            self.speed, initial, clock=self.clock,
+            on_switch=lambda name, s: self.switches.append((name, s)),
+        )  # fmt: skip
         self.runs = 0
 
     def run(
@@ -193,6 +197,14 @@ def test_a_run_loading_two_files_teaches_no_file_size_and_splits_its_switch() ->
     node.profiler.reconnected()
     node.run(txt2img(SD15, lora=LORA), 11.0)  # 6 s, split as believed: equal again
     assert node.profile.load_s == {SD15: pytest.approx(4.5), LORA: pytest.approx(4.5)}
+
+
+def test_each_load_learned_is_reported_with_its_seconds() -> None:
+    node = Node()
+    node.run(txt2img(SD15, lora=LORA), 17.0)  # 12 s of switch, split equally
+    node.run(txt2img(SD15, lora=LORA), 5.0)  # resident: no load
+    node.run(txt2img(), 9.0, succeeded=False)  # loads SDXL, but a failed run teaches nothing
+    assert [(name, round(s, 6)) for name, s in node.switches] == [(LORA, 6.0), (SD15, 6.0)]
 
 
 def test_a_switch_is_split_in_proportion_to_what_each_file_is_believed_to_cost() -> None:
