@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 
@@ -20,12 +21,26 @@ from comfy_shared.child_processes import die_with_parent_hook
 from comfy_stack.waiting import ConditionTimeout, wait_for_condition_sync
 
 
+class ChildProcess(Protocol):
+    """What we use of a ``subprocess.Popen`` (the test kit's fork server gives the same)."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | Any: ...
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+
+
 @dataclass
 class ManagedProcess:
     name: str
     args: list[str]
     log_path: Path
-    process: subprocess.Popen[bytes] = field(repr=False)
+    process: ChildProcess = field(repr=False)
 
     @property
     def pid(self) -> int:
@@ -103,22 +118,29 @@ def start_python_module(
 
 def wait_until_http_ok(process: ManagedProcess, url: str, *, timeout_s: float = 20.0) -> None:
     """Wait until GET ``url`` answers 2xx; fail early, with the child's output, if it exits."""
+    # One client for every poll: a new one each time builds an SSL context, about 25 ms of
+    # CPU, which a busy machine pays dozens of times per process it starts.
+    with httpx.Client(timeout=1.0) as http:
 
-    def ready() -> bool:
-        if not process.is_running():
-            raise ConditionTimeout(
-                f"{process.name} exited with {process.process.returncode}:\n{process.output()}"
+        def ready() -> bool:
+            if not process.is_running():
+                raise ConditionTimeout(
+                    f"{process.name} exited with {process.process.returncode}:\n{process.output()}"
+                )
+            return _answers_ok(http, url)
+
+        try:
+            wait_for_condition_sync(
+                ready, timeout_s=timeout_s, interval_s=0.05, what=f"{url} ready"
             )
-        return _answers_ok(url)
+        except ConditionTimeout as exc:
+            raise ConditionTimeout(
+                f"{exc}\n--- {process.name} output ---\n{process.output()}"
+            ) from exc
 
+
+def _answers_ok(http: httpx.Client, url: str) -> bool:
     try:
-        wait_for_condition_sync(ready, timeout_s=timeout_s, interval_s=0.05, what=f"{url} ready")
-    except ConditionTimeout as exc:
-        raise ConditionTimeout(f"{exc}\n--- {process.name} output ---\n{process.output()}") from exc
-
-
-def _answers_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1.0).is_success
+        return http.get(url).is_success
     except httpx.HTTPError:
         return False

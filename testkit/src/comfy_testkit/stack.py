@@ -15,8 +15,9 @@ from pathlib import Path
 
 from comfy_shared.settings import INTERNAL_TOKEN_ENV
 from comfy_stack.ports import free_port
-from comfy_stack.processes import ManagedProcess, start_python_module, wait_until_http_ok
+from comfy_stack.processes import ManagedProcess, wait_until_http_ok
 from comfy_stack.waiting import ConditionTimeout
+from comfy_testkit.forkserver import start_python_module
 
 ADMIN_KEY = "testkit-admin-key-0123456789abcdef"
 """The admin key of every balancer the test kit starts (authentication is on, as deployed)."""
