@@ -54,3 +54,9 @@ def test_exit_codes_and_signals_reach_the_test(tmp_path: Path) -> None:
         killed.process.wait(timeout=0.1)
     killed.kill()
     assert killed.process.returncode == -signal.SIGKILL
+
+
+def test_an_interpreter_setting_of_its_own_gets_a_new_interpreter() -> None:
+    assert forkserver._forkable("comfy_service", {"COMFY_SERVICE_PORT": "1"})
+    assert not forkserver._forkable("comfy_service", {"PYTHONPATH": "stand-ins"})
+    assert not forkserver._forkable("comfy_stack", {})  # not preloaded

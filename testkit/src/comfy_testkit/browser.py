@@ -44,6 +44,9 @@ class NetworkAnswer:
         return urlsplit(self.url).path
 
 
+BROWSER_SCHEMES = frozenset({"chrome", "chrome-untrusted", "chrome-extension", "devtools"})
+
+
 @dataclass
 class PageRecord:
     """What one browser saw: answers in order, failed loads (url, error; ``blocked:<reason>``
@@ -69,6 +72,8 @@ class PageRecord:
             self._methods[request_id] = (request["method"], request["url"])
         elif method == "Network.responseReceived":
             response = params["response"]
+            if urlsplit(response["url"]).scheme in BROWSER_SCHEMES:
+                return  # the browser's own pages (its new tab loads as it starts), not ours
             verb = self._methods.get(request_id, ("GET", ""))[0]
             self.answers.append(NetworkAnswer(verb, response["url"], int(response["status"])))
         elif method == "Network.loadingFailed" and not params.get("canceled"):

@@ -155,7 +155,7 @@ def start_python_module(
 ) -> ManagedProcess:
     """``comfy_stack.processes.start_python_module`` through the fork server (when enabled):
     the same environment (this process's, changed by ``env``), arguments and log file."""
-    if not enabled() or module not in {name.removesuffix(".__main__") for name in PRELOADED}:
+    if not _forkable(module, env or {}):
         return processes.start_python_module(name, module, module_args, log_dir=log_dir, env=env)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
@@ -163,6 +163,15 @@ def start_python_module(
     full_env = {key: value for key, value in merged.items() if value is not None}
     child = server().start(module, module_args, env=full_env, log_path=log_path)
     return ManagedProcess(name=name, args=[module, *module_args], log_path=log_path, process=child)
+
+
+def _forkable(module: str, env: Mapping[str, str | None]) -> bool:
+    """A preloaded component whose interpreter is set up as the server's: a ``PYTHONPATH``
+    (say, a stand-in for a library) or any other ``PYTHON*`` setting of its own needs an
+    interpreter of its own, since the server imported everything already."""
+    preloaded = {name.removesuffix(".__main__") for name in PRELOADED}
+    own_interpreter = any(name.startswith("PYTHON") for name in env)
+    return enabled() and module in preloaded and not own_interpreter
 
 
 # --- the server process --------------------------------------------------------------------
