@@ -150,6 +150,12 @@ def start_balancer(
     return start
 
 
+CLIENT_LIMITS = httpx.Limits(keepalive_expiry=1.0)
+"""uvicorn closes a connection idle for 5 s, httpx reuses one idle for up to 5 s: a request
+sent just as the server closes its connection fails with ReadError. Idle connections are
+dropped well before the server's timeout instead."""
+
+
 @pytest.fixture
 async def make_cluster(
     start_emulator: EmulatorFactory,
@@ -186,7 +192,9 @@ async def make_cluster(
             opened.append(control)
             nodes.append(Node(node_id, emulator, service, control))
         balancer = start_balancer(extra_args=list(balancer_args), internal_token=internal_token)
-        api = httpx.AsyncClient(base_url=balancer.url, timeout=15, headers=AUTH_HEADERS)
+        api = httpx.AsyncClient(
+            base_url=balancer.url, timeout=15, headers=AUTH_HEADERS, limits=CLIENT_LIMITS
+        )
         opened.append(api)
         return Cluster(balancer, nodes, api)
 
