@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from comfy_balancer.budgets import BudgetUse
-from comfy_balancer.metrics import BalancerMetrics, exposition, fleet_families
+from comfy_balancer.metrics import BalancerMetrics, exposition, fleet_families, redis_up_family
 from comfy_balancer.registry import NodeView
 from comfy_balancer.scheduling import Affinity
 from comfy_service.metrics import ServiceMetrics
@@ -74,7 +74,7 @@ async def balancer_text(redis: Redis, keys: RedisKeys) -> bytes:
     node = NodeView(node_id="n", health=HEALTH, last_seen_ms=0, in_flight=0, slots=1)
     budget = BudgetUse("k1", "t", "month", budget_gpu_s=10, used_gpu_s=1)
     fleet = fleet_families(stats, [node], dead_letters=1, budgets=[budget])
-    return exposition(metrics, fleet, streams=StreamClients())
+    return exposition(metrics, [*fleet, redis_up_family(reached=True)], streams=StreamClients())
 
 
 async def service_text(redis: Redis, keys: RedisKeys) -> bytes:

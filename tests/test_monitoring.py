@@ -53,6 +53,7 @@ EXPORTED = {
     "comfy_lease_expired_total",
     "comfy_dispatch_total",
     "comfy_webhook_dead_letters",
+    "comfy_redis_up",
     # each comfy-service
     "comfy_node_queue_remaining",
     "comfy_node_ram_rss_bytes",

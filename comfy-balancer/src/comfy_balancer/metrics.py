@@ -158,6 +158,14 @@ def exposition(
     return generate_latest(metrics.registry) + generate_latest(now)
 
 
+def redis_up_family(*, reached: bool) -> Metric:
+    up = GaugeMetricFamily(
+        "comfy_redis_up", "1 if this balancer replica reached Redis while it was scraped."
+    )
+    up.add_metric([], 1 if reached else 0)
+    return up
+
+
 def fleet_families(
     stats: QueueStats,
     nodes: Sequence[NodeView],
