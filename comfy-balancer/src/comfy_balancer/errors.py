@@ -105,9 +105,7 @@ class NodeNotFound(ComfyStackError):
 
 class NoPreview(ComfyStackError):
     def __init__(self, task_id: str) -> None:
-        super().__init__(
-            f"task {task_id!r} has no preview image: it did not ask for previews, or it ended"
-        )
+        super().__init__(f"task {task_id!r} has no preview image: it did not ask for previews")
 
 
 def _no_capable_node_extras(exc: NoCapableNode) -> dict[str, Any]:

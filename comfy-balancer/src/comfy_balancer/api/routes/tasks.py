@@ -209,16 +209,26 @@ async def list_outputs(task_id: TaskIdInPath, state: State, caller: CallerOf) ->
     "/{task_id}/preview",
     response_class=Response,
     responses=error_responses(*TASK_PATH_ANSWERS, PREVIEW_NOT_FOUND, REDIS_UNAVAILABLE)
-    | {200: PREVIEW_IMAGE, 204: {"description": "No preview yet: ask again later."}},
+    | {
+        200: PREVIEW_IMAGE,
+        204: {"description": "No preview: none sent yet (ask again later), or the task ended."},
+    },
 )
 async def latest_preview(task_id: TaskIdInPath, state: State, caller: CallerOf) -> Response:
     """While a task that asked for ``previews`` runs: the newest image its sampler sent
-    (ask at each ``progress`` event); 204 until the first one. 404 ``preview_not_found``
-    for a task that did not ask for previews, or that ended."""
+    (ask at each ``progress`` event); 204 until the first one, and once the task ended (its
+    outputs are the result). 404 ``preview_not_found`` for a task that did not ask for
+    previews."""
     record = await visible_task(state.store, caller, task_id)
-    if not record.previews or record.status.is_terminal:
+    if not record.previews:
         raise NoPreview(task_id)
-    frame = await state.store.latest_preview(task_id, record.attempts)
+    # An ended task answers "nothing to show" rather than an error: a watcher asking at its
+    # last step races its end, and that race is no mistake of the watcher's.
+    frame = (
+        None
+        if record.status.is_terminal
+        else await state.store.latest_preview(task_id, record.attempts)
+    )
     if frame is None:
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
     media_type = str(frame.metadata.get("image_type") or "image/jpeg")
