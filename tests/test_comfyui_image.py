@@ -1,8 +1,8 @@
 """docker/comfyui/, the GPU node image, checked without building it (the build needs GitHub, the
 CUDA wheel index and hours): every custom node pack and ComfyUI itself pinned to a commit; the
 pack installer run for real on local git repositories (pins enforced, OpenCV swapped for its
-headless wheel); and the import check run on ComfyUI start-up logs of the shapes ComfyUI
-prints (nodes.py of v0.8.0: the import-times table and the IMPORT FAILED warnings)."""
+headless wheel); and the import check run on ComfyUI start-up logs recorded from a real build
+of the image (tests/comfyui_startup/README.md)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,14 @@ def test_every_custom_node_pack_is_pinned_to_a_commit() -> None:
         name, repository, commit = fields
         assert repository.startswith("https://github.com/"), repository
         assert COMMIT.fullmatch(commit), f"{name} is pinned to {commit!r}, not a full commit"
+
+
+def test_every_constraint_is_an_exact_version() -> None:
+    lines = (IMAGE / "constraints.txt").read_text().splitlines()
+    constraints = [line for line in lines if line.strip() and not line.startswith("#")]
+    assert constraints
+    for line in constraints:
+        assert re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", line), line
 
 
 def test_the_storydiffusion_template_finds_its_pack() -> None:
@@ -183,9 +191,16 @@ def test_a_custom_node_pack_that_fails_to_import_fails_the_build(tmp_path: Path)
     result = check(tmp_path, startup_log("storydiffusion-cv2-failed"))
     assert result.returncode == 1
     assert "Cannot import /opt/ComfyUI/custom_nodes/ComfyUI_StoryDiffusion" in result.stderr
+    assert "libxcb.so.1: cannot open shared object file" in result.stderr
     assert "(IMPORT FAILED): /opt/ComfyUI/custom_nodes/ComfyUI_StoryDiffusion" in result.stderr
     assert "custom node pack ComfyUI_StoryDiffusion is not among the imported" in result.stderr
     assert result.stderr.rstrip().endswith("FAILED: some nodes did not import (see above)")
+
+
+def test_a_library_too_new_for_a_pack_fails_the_build(tmp_path: Path) -> None:
+    result = check(tmp_path, startup_log("storydiffusion-diffusers-failed"))
+    assert result.returncode == 1
+    assert "cannot import name 'MultiControlNetModel'" in result.stderr
 
 
 def test_a_builtin_node_that_fails_to_import_fails_the_build(tmp_path: Path) -> None:
