@@ -217,6 +217,14 @@ def test_a_grace_period_shorter_than_the_longest_task_is_refused(helm: str) -> N
     assert "nodes.terminationGracePeriodSeconds (1800) must exceed" in result.stderr
 
 
+def test_a_balancer_setting_leaves_the_gpu_pods_alone(helm: str) -> None:
+    """A new pod template rolls every GPU node, each draining first: only what a node uses
+    may change it."""
+    before = node_set(render(helm))["spec"]["template"]
+    after = node_set(render(helm, sets=("balancer.maxQueue=5", "balancer.apiReplicas=2")))
+    assert after["spec"]["template"] == before
+
+
 def test_the_lifecycle_hook_is_the_tested_script(manifests: list[Manifest]) -> None:
     (config,) = [
         m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["name"].endswith("-lifecycle")
