@@ -307,6 +307,30 @@ def test_an_existing_secret_replaces_the_generated_one(helm: str) -> None:
     assert env_of(service)["COMFY_INTERNAL_TOKEN"]["secretKeyRef"]["name"] == "mine"
 
 
+def test_only_the_stacks_own_pods_reach_redis_the_services_and_logdy(helm: str) -> None:
+    def allowed(manifests: list[Manifest]) -> dict[str, tuple[list[str], int]]:
+        found = {}
+        for policy in by_kind(manifests, "NetworkPolicy"):
+            target = policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            (rule,) = policy["spec"]["ingress"]
+            (source,) = rule["from"]
+            assert source["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "rel"
+            (components,) = source["podSelector"]["matchExpressions"]
+            (port,) = rule["ports"]
+            found[target] = (components["values"], port["port"])
+        return found
+
+    assert allowed(render(helm)) == {
+        "redis": (["balancer", "node"], 6379),
+        "node": (["balancer"], 8100),
+        "logdy": (["balancer", "node"], 8233),
+    }  # and none on the balancer: the front door
+    assert allowed(render(helm, CHART / "ci" / "external-redis-values.yaml")) == {
+        "node": (["balancer"], 8100)
+    }
+    assert not by_kind(render(helm, sets=("networkPolicy.enabled=false",)), "NetworkPolicy")
+
+
 # ------------------------------------------------------------------ Redis
 
 
