@@ -1,15 +1,25 @@
 import asyncio
 
 import pytest
+import redis as redis_sync
 from redis.asyncio import Redis
 
 from comfy_shared.models import Band, TaskRecord
+from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import Signals
-from comfy_shared.task_queue import FIFO_FLOW, TASK_QUEUED, QueueAtCapacity, Share, TaskQueue
+from comfy_shared.task_queue import (
+    FIFO_FLOW,
+    TASK_QUEUED,
+    QueueAtCapacity,
+    Replication,
+    Share,
+    TaskQueue,
+)
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TASK_ENDED, TaskStore
 from comfy_testkit.records import on_node, run, succeed
+from comfy_testkit.sentinel import SentinelGroup
 
 KEYS = RedisKeys("test")
 PROMPT = {"1": {"class_type": "X", "inputs": {}}}
@@ -196,3 +206,34 @@ async def test_a_terminal_write_announces_the_end(store: TaskStore, redis: Redis
         await run(store, "a")
         await succeed(store, "a")
         assert await subscription.next(timeout_s=5) == (TASK_ENDED, "a")
+
+
+# --- replication: a submit waits for replicas to hold it -----------------------------------
+
+
+async def test_a_replicated_submit_is_on_the_replica_when_it_returns(
+    sentinel_group: SentinelGroup,
+) -> None:
+    redis = await connect_redis(sentinel_group.target())
+    queue = TaskQueue(redis, KEYS, TaskStore(redis, KEYS), replication=Replication(1, 5000))
+    try:
+        submitted = await queue.submit(TaskRecord(id="a"), PROMPT)
+        again = await queue.submit(TaskRecord(id="a"), PROMPT)
+    finally:
+        await redis.aclose()
+    assert (submitted.created, submitted.replicated) == (True, True)
+    assert (again.created, again.replicated) == (False, True)
+    with redis_sync.Redis(port=sentinel_group.replica.port, decode_responses=True) as replica:
+        assert replica.hget(KEYS.queue_places(), "a") is not None
+
+
+async def test_a_submit_no_replica_confirms_is_written_and_says_so(
+    queue: TaskQueue, store: TaskStore, redis: Redis
+) -> None:
+    """The session's Redis has no replica."""
+    waiting = TaskQueue(redis, KEYS, store, replication=Replication(1, 20))
+    submitted = await waiting.submit(TaskRecord(id="a"), PROMPT)
+
+    assert (submitted.created, submitted.replicated) == (True, False)
+    assert await queue.head(10) == ["a"]
+    assert (await queue.submit(TaskRecord(id="b"), PROMPT)).replicated  # none asked for

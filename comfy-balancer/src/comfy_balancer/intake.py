@@ -28,6 +28,7 @@ from comfy_balancer.errors import (
     KeyQueueFull,
     NoCapableNode,
     NodeUnavailable,
+    NotReplicated,
     PriorityNotAllowed,
     QueueFull,
     TaskIdTaken,
@@ -93,6 +94,8 @@ class Intake:
     """What is left of the key's submits per minute, when it has such a limit."""
     node_errors: dict[str, Any] = field(default_factory=dict)
     """ComfyUI's ``node_errors`` of branches of the graph that will not run (the rest does)."""
+    replicated: bool = True
+    """False: fewer Redis replicas than asked confirmed the task's write in time."""
 
 
 class TaskIntake:
@@ -187,6 +190,10 @@ class TaskIntake:
             if earlier is not None:
                 return Intake(self._visible(earlier, caller), created=False, quota=quota)
             intake = await self._enqueue(task_id, request, caller, band, origin, staged)
+        if not intake.replicated:
+            # Raised past the idempotency key, which stays bound: the task exists, and a
+            # retry with the key must find it rather than queue a second one.
+            raise NotReplicated(task_id, RETRY_AFTER_S)
         return dataclasses.replace(intake, quota=quota)
 
     async def cancel(self, task_id: str, caller: Caller) -> TaskRecord:
@@ -240,13 +247,21 @@ class TaskIntake:
             raise
         if not submitted.created:
             await self._stash.let_go(kept)
-            return Intake(self._visible(submitted.task, caller, taken=True), created=False)
+            return Intake(
+                self._visible(submitted.task, caller, taken=True),
+                created=False,
+                replicated=submitted.replicated,
+            )
         logger.info(
             "task queued", task_id=task_id, band=band, priority=request.priority, cost_s=cost_s
         )
         node_errors = checked.node_errors if checked is not None else {}
         return Intake(
-            submitted.task, submitted.created, submitted.position, node_errors=node_errors
+            submitted.task,
+            submitted.created,
+            submitted.position,
+            node_errors=node_errors,
+            replicated=submitted.replicated,
         )
 
     async def _submit(

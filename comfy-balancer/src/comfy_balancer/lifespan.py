@@ -125,7 +125,13 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         on_end=metrics.outcomes.observe_end,
         on_retry=metrics.outcomes.observe_retry,
     )
-    queue = TaskQueue(redis, keys, store, batch_max_wait_s=settings.batch_max_wait_s)
+    queue = TaskQueue(
+        redis,
+        keys,
+        store,
+        batch_max_wait_s=settings.batch_max_wait_s,
+        replication=settings.replication(),
+    )
     registry = NodeRegistry(
         redis, keys, slots=settings.slots_per_node, allowed=frozenset(settings.nodes)
     )
