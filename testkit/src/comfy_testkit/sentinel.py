@@ -14,7 +14,7 @@ from pathlib import Path
 import redis as redis_sync
 
 from comfy_shared.redis_client import Address, RedisTarget
-from comfy_stack.embedded_redis import redis_server_binary, start_redis_server
+from comfy_stack.embedded_redis import RedisServer, redis_server_binary, start_redis_server
 from comfy_stack.ports import free_port
 from comfy_stack.processes import ManagedProcess, start_process
 from comfy_stack.waiting import wait_for_condition_sync
@@ -31,9 +31,11 @@ class SentinelGroup:
 
     def __init__(self, data_dir: Path, *, down_after_ms: int = DOWN_AFTER_MS) -> None:
         self._dir = data_dir
-        self.primary = start_redis_server(_folder(data_dir / "primary"), persistent=True)
+        self._folders = {"primary": _folder(data_dir / "primary")}
+        self.primary = start_redis_server(self._folders["primary"], persistent=True)
+        self._folders["replica"] = _folder(data_dir / "replica")
         self.replica = start_redis_server(
-            _folder(data_dir / "replica"),
+            self._folders["replica"],
             persistent=True,
             extra_args=["--replicaof", self.primary.host, str(self.primary.port)],
         )
@@ -81,6 +83,24 @@ class SentinelGroup:
             what="the replica known to every sentinel",
         )
 
+    def bring_back_the_old_primary(self) -> None:
+        """After a failover: start the killed primary again on its port and folder, as a
+        replica of the primary the sentinels name (what a deployment's start script does),
+        and return once it is in sync. ``primary`` and ``replica`` swap."""
+        host, port = self.primary_address()
+        old_folder = self._folders["primary"]
+        restarted = start_redis_server(
+            old_folder,
+            port=self.primary.port,
+            persistent=True,
+            extra_args=["--replicaof", host, str(port)],
+        )
+        self.primary, self.replica = self.replica, restarted
+        self._folders = {"primary": self._folders["replica"], "replica": old_folder}
+        wait_for_condition_sync(
+            lambda: _replica_online(self.primary), timeout_s=30, interval_s=0.05, what="in sync"
+        )
+
     def stop(self) -> None:
         for _, process in reversed(self.sentinels):
             process.stop()
@@ -122,4 +142,11 @@ def _client(host: str, port: int) -> redis_sync.Redis:
 def _pings(address: Address) -> bool:
     with contextlib.suppress(redis_sync.RedisError), _client(*address) as client:
         return bool(client.ping())
+    return False
+
+
+def _replica_online(server: RedisServer) -> bool:
+    with contextlib.suppress(redis_sync.RedisError), _client(server.host, server.port) as client:
+        replica = client.info("replication").get("slave0")
+        return isinstance(replica, dict) and replica.get("state") == "online"
     return False
