@@ -67,14 +67,10 @@ class RedisTarget:
     def __str__(self) -> str:
         """For logs: no password."""
         if not self.sentinels:
-            return parse_url_for_logs(self.url)
+            scheme, _, rest = self.url.partition("://")
+            return f"{scheme}://{rest.rpartition('@')[2]}"
         where = ",".join(f"{host}:{port}" for host, port in self.sentinels)
         return f"sentinel://{where}/{self.sentinel_master}"
-
-
-def parse_url_for_logs(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}"
 
 
 def parse_sentinels(text: str) -> tuple[Address, ...]:
@@ -142,6 +138,7 @@ def redis_sync_client(target: RedisTarget | str, *, timeout_s: float) -> redis_s
         for key, value in _primary_options(target.url).items()
         if key in ("username", "password", "db")
     }
+    credentials["ssl"] = target.url.startswith("rediss://")
     manager = sentinel_sync.Sentinel(  # type: ignore[no-untyped-call]
         target.sentinels, sentinel_kwargs=_sentinel_options(target, timeout_s)
     )
@@ -217,6 +214,7 @@ async def connect_redis(
 
     Raises the last connection error when every attempt failed.
     """
+    target = as_target(target)
     redis = redis_client(target)
     for attempt in range(1, attempts + 1):
         try:
@@ -226,6 +224,8 @@ async def connect_redis(
             if attempt == attempts:
                 await redis.aclose()
                 raise
-            logger.warning("redis not reachable, retrying", attempt=attempt, error=str(exc))
+            logger.warning(
+                "redis not reachable, retrying", redis=str(target), attempt=attempt, error=str(exc)
+            )
             await asyncio.sleep(retry_delay_s * attempt)
     raise AssertionError("unreachable")
