@@ -10,8 +10,8 @@ once the nodes are well into the work, the primary is killed. Then:
 - the sentinels name the replica; the new primary has no replica, so submits are refused
   503 ``not_replicated`` until the old primary, started again as its replica, is in sync;
   then the balancer acknowledges submits again;
-- every node publishes its health to the new primary, and every loop of every process works
-  again (``/readyz`` 200);
+- every node publishes its health to the new primary, every loop of every process works
+  again (``/readyz`` 200), and the log sinks write the timeline of a task submitted after;
 - every acknowledged (202) task ends, succeeded, exactly once: none is lost, none completed
   twice (record, event stream, services' output), none ran twice in the emulators.
 
@@ -145,6 +145,10 @@ async def test_every_process_follows_a_promoted_replica_and_no_acknowledged_task
     ready_s = time.monotonic() - killed_at
 
     outcome = await settle_and_audit(cluster, sentinel_group, submitter)
+    last = submitter.acknowledged[-1][0]
+    await wait_for_condition(
+        lambda: logged_by_both(cluster, last), timeout_s=10, what=f"{last}'s timeline"
+    )
     print(
         f"redis failover: {outcome}; promoted {promoted_s:.2f} s after the kill, the old "
         f"primary its replica at {rejoined_s:.2f} s, the first submit acknowledged after the "
@@ -181,6 +185,13 @@ async def health_published_since(group: SentinelGroup, epoch_s: float) -> bool:
         and NodeHealth.model_validate_json(document).updated_at.timestamp() > epoch_s
         for document in documents
     )
+
+
+async def logged_by_both(cluster: Cluster, task_id: str) -> bool:
+    """The task's timeline (written by each process's log sink) has the balancer's lines and
+    its node's."""
+    response = await cluster.api.get(f"/api/v1/tasks/{task_id}/logs", params={"format": "json"})
+    return {"balancer", "service"} <= {line["service"] for line in response.json()}
 
 
 async def all_ready(cluster: Cluster) -> bool:
