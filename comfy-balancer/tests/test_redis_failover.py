@@ -2,9 +2,10 @@
 and every process follows.
 
 The test starts a primary, its replica and three sentinels (one-second down-after), two nodes
-(an emulated ComfyUI and a comfy-service each) and a balancer, every one a process, all given
-only the sentinels. The balancer acknowledges a submit once the replica holds it
-(``--submit-replicas 1``). A client submits a task every ``SUBMIT_INTERVAL_S`` throughout;
+(an emulated ComfyUI and a comfy-service each), a balancer and an API-only balancer replica
+(``--no-dispatch``), every one a process, all given only the sentinels. The balancers
+acknowledge a submit once the replica holds it (``--submit-replicas 1``). A client submits
+a task every ``SUBMIT_INTERVAL_S`` throughout, to each balancer in turn;
 once the nodes are well into the work, the primary is killed. Then:
 
 - the sentinels name the replica; the new primary has no replica, so submits are refused
@@ -38,7 +39,9 @@ from comfy_testkit import graphs
 from comfy_testkit.api import TERMINAL
 from comfy_testkit.audit import duplicated_completions, finished_lines, terminal_events
 from comfy_testkit.cluster import Cluster
+from comfy_testkit.plugin import CLIENT_LIMITS, BalancerFactory
 from comfy_testkit.sentinel import MASTER_NAME, SentinelGroup
+from comfy_testkit.stack import AUTH_HEADERS
 from comfy_testkit.waiting import ConditionTimeout, wait_for_condition
 
 pytestmark = pytest.mark.timeout(180)
@@ -67,7 +70,8 @@ def redis_url() -> str:
 class Submitter:
     """Submits a task every interval until stopped; keeps what each submit was answered."""
 
-    api: httpx.AsyncClient
+    apis: list[httpx.AsyncClient]
+    """Balancer replicas, taking submits in turn."""
     acknowledged: list[tuple[str, float]] = field(default_factory=list)
     """Task id and when its 202 arrived (monotonic)."""
     refused: list[str] = field(default_factory=list)
@@ -78,13 +82,13 @@ class Submitter:
         for index in range(MAX_SUBMITS):
             if self.stop.is_set():
                 return
-            await self.submit_one(f"failover-{index}", seed=index)
+            await self.submit_one(self.apis[index % len(self.apis)], f"failover-{index}", index)
             await asyncio.sleep(SUBMIT_INTERVAL_S)
 
-    async def submit_one(self, task_id: str, seed: int) -> None:
+    async def submit_one(self, api: httpx.AsyncClient, task_id: str, seed: int) -> None:
         body = {"prompt": graphs.txt2img(task_id, steps=STEPS, seed=seed), "task_id": task_id}
         try:
-            response = await self.api.post("/api/v1/generate", json=body)
+            response = await api.post("/api/v1/generate", json=body)
         except httpx.TransportError as exc:
             self.refused.append(type(exc).__name__)
             return
@@ -98,18 +102,37 @@ class Submitter:
 
 
 async def test_every_process_follows_a_promoted_replica_and_no_acknowledged_task_is_lost(
-    sentinel_group: SentinelGroup, make_cluster: Callable[..., Cluster]
+    sentinel_group: SentinelGroup,
+    make_cluster: Callable[..., Cluster],
+    start_balancer: BalancerFactory,
 ) -> None:
     follow = ["--redis-sentinels", sentinel_group.sentinels_arg]
     follow += ["--redis-sentinel-master", MASTER_NAME]
+    accepting = [*follow, "--submit-replicas", "1"]
     cluster = make_cluster(
         NODES,
         step_time_s=STEP_TIME_S,
         service_args=follow,
-        balancer_args=[*follow, "--submit-replicas", "1", "--comfyui-down-grace-s", "3"],
+        balancer_args=[*accepting, "--comfyui-down-grace-s", "3"],
     )
+    api_only = start_balancer("api-replica", extra_args=[*accepting, "--no-dispatch"])
     await cluster.nodes_ready(len(NODES))
-    submitter = Submitter(cluster.api)
+    async with httpx.AsyncClient(
+        base_url=api_only.url, headers=AUTH_HEADERS, timeout=15, limits=CLIENT_LIMITS
+    ) as second:
+        submitter = Submitter([cluster.api, second])
+        outcome = await run_through_a_failover(cluster, sentinel_group, submitter, [api_only.url])
+    assert outcome.acknowledged == outcome.succeeded, outcome
+    assert (outcome.lost, outcome.failed) == (0, 0), outcome
+    assert (outcome.duplicated_completions, outcome.duplicated_executions) == (0, 0), outcome
+
+
+async def run_through_a_failover(
+    cluster: Cluster, sentinel_group: SentinelGroup, submitter: Submitter, more: list[str]
+) -> Outcome:
+    """Kill the primary under the submitter's load, wait until everything works again, and
+    audit the acknowledged tasks. ``more``: URLs of processes besides the cluster's that must
+    be ready again."""
     load = asyncio.create_task(submitter.run(), name="load")
     try:
         await wait_for_condition(
@@ -141,7 +164,9 @@ async def test_every_process_follows_a_promoted_replica_and_no_acknowledged_task
         timeout_s=10,
         what="every node's health on the new primary",
     )
-    await wait_for_condition(lambda: all_ready(cluster), timeout_s=15, what="every /readyz 200")
+    await wait_for_condition(
+        lambda: all_ready(cluster, more), timeout_s=15, what="every /readyz 200"
+    )
     ready_s = time.monotonic() - killed_at
 
     outcome = await settle_and_audit(cluster, sentinel_group, submitter)
@@ -156,9 +181,7 @@ async def test_every_process_follows_a_promoted_replica_and_no_acknowledged_task
         f"{len(submitter.refused)} submits refused meanwhile "
         f"({', '.join(sorted(set(submitter.refused)))})"
     )
-    assert outcome.acknowledged == outcome.succeeded, outcome
-    assert (outcome.lost, outcome.failed) == (0, 0), outcome
-    assert (outcome.duplicated_completions, outcome.duplicated_executions) == (0, 0), outcome
+    return outcome
 
 
 async def succeeded_at_least(cluster: Cluster, submitter: Submitter, count: int) -> bool:
@@ -194,8 +217,8 @@ async def logged_by_both(cluster: Cluster, task_id: str) -> bool:
     return {"balancer", "service"} <= {line["service"] for line in response.json()}
 
 
-async def all_ready(cluster: Cluster) -> bool:
-    urls = [cluster.balancer.url] + [node.service.url for node in cluster.nodes]
+async def all_ready(cluster: Cluster, more: list[str]) -> bool:
+    urls = [cluster.balancer.url, *more, *(node.service.url for node in cluster.nodes)]
     async with httpx.AsyncClient(timeout=5) as client:
         for url in urls:
             with contextlib.suppress(httpx.TransportError):
