@@ -20,6 +20,7 @@ from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TASK_ENDED, TaskStore
 from comfy_testkit.records import on_node, run, succeed
 from comfy_testkit.sentinel import SentinelGroup
+from comfy_testkit.waiting import wait_for_condition
 
 KEYS = RedisKeys("test")
 PROMPT = {"1": {"class_type": "X", "inputs": {}}}
@@ -237,3 +238,46 @@ async def test_a_submit_no_replica_confirms_is_written_and_says_so(
     assert (submitted.created, submitted.replicated) == (True, False)
     assert await queue.head(10) == ["a"]
     assert (await queue.submit(TaskRecord(id="b"), PROMPT)).replicated  # none asked for
+
+
+async def test_only_a_replicated_submit_survives_a_failover_right_after_it(
+    sentinel_group: SentinelGroup,
+) -> None:
+    """Why the WAIT: the replica stalls and its link drops (as on a slow or cut-off network),
+    two tasks are submitted, the primary dies, the replica is promoted. The one acknowledged without
+    waiting is gone; the one that waited was never acknowledged (not replicated)."""
+    redis = await connect_redis(sentinel_group.target())
+    store = TaskStore(redis, KEYS)
+    waiting = TaskQueue(redis, KEYS, store, replication=Replication(1, 100))
+    stall = asyncio.create_task(asyncio.to_thread(stall_replica, sentinel_group, 0.8))
+    try:
+        await wait_for_condition(lambda: replica_stalled(redis), what="the replica stalled")
+        # Its link dropped too, or what the primary sends would wait in the replica's socket.
+        await redis.client_kill_filter(_type="replica")
+        fast = await TaskQueue(redis, KEYS, store).submit(TaskRecord(id="fast"), PROMPT)
+        waited = await waiting.submit(TaskRecord(id="waited"), PROMPT)
+        sentinel_group.primary.process.kill()
+        await stall
+        await wait_for_condition(
+            lambda: promoted(sentinel_group), timeout_s=30, interval_s=0.1, what="promotion"
+        )
+        assert (fast.created, fast.replicated) == (True, True)  # answered: nothing was asked
+        assert (waited.created, waited.replicated) == (True, False)  # answered 503
+        assert await store.find("fast") is None
+    finally:
+        await redis.aclose()
+
+
+def stall_replica(group: SentinelGroup, seconds: float) -> None:
+    """Shorter than the sentinels' down-after: the replica stays a candidate."""
+    with redis_sync.Redis(port=group.replica.port, socket_timeout=seconds + 5) as replica:
+        replica.execute_command("DEBUG", "SLEEP", seconds)
+
+
+async def replica_stalled(redis: Redis) -> bool:
+    await redis.set("probe", "x")
+    return int(await redis.wait(1, 20)) == 0
+
+
+async def promoted(group: SentinelGroup) -> bool:
+    return group.primary_address() == (group.replica.host, group.replica.port)
