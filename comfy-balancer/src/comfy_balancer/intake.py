@@ -8,7 +8,8 @@ existing task; a full queue, or as many tasks of the key waiting as it may have,
 a graph the live nodes' ComfyUIs would refuse answers 422 with ComfyUI's own errors
 (``FleetCatalog.check``), one no live node could run whole 422 with what each node lacks.
 A caller sees and cancels only its tenant's tasks (an admin: all); another tenant's task is
-"not found".
+"not found". With ``--submit-replicas``, a new task is answered only once that many Redis
+replicas hold it, else 503 ``not_replicated`` (the task stays queued).
 """
 
 from __future__ import annotations
