@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from comfy_shared.errors import SettingsError
 from comfy_shared.net_guard import AllowList
 from comfy_shared.outputs import OutputStoreConfig
+from comfy_shared.redis_client import DEFAULT_SENTINEL_MASTER, RedisTarget, parse_sentinels
 from comfy_shared.redis_keys import DEFAULT_PREFIX
 from comfy_shared.url_inputs import UrlFetcher
 from comfy_shared.workflows import DEFAULT_TEMPLATES_DIR
@@ -78,6 +79,19 @@ class CommonSettings(BaseSettings):
         default="redis://127.0.0.1:6379/0",
         description="Redis connection URL (redis://, rediss:// or unix://).",
     )
+    redis_sentinels: str = Field(
+        default="",
+        description="Redis Sentinel instances, HOST:PORT comma-separated. Set, every "
+        "connection goes to the primary they monitor as --redis-sentinel-master and follows "
+        "it when they promote a replica; --redis-url then gives only the scheme, user, "
+        "password and database.",
+    )
+    redis_sentinel_master: str = Field(
+        default=DEFAULT_SENTINEL_MASTER, description="The name the sentinels monitor Redis under."
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None, description="The sentinels' own password (their requirepass), if any."
+    )
     redis_prefix: str = Field(
         default=DEFAULT_PREFIX,
         pattern=r"^[A-Za-z0-9_.-]+$",
@@ -115,6 +129,22 @@ class CommonSettings(BaseSettings):
         if not value.startswith(_REDIS_SCHEMES):
             raise ValueError(f"must start with one of {', '.join(_REDIS_SCHEMES)}")
         return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: str) -> str:
+        parse_sentinels(value)
+        return value
+
+    def redis_target(self) -> RedisTarget:
+        """Where this process's Redis connections go (``redis_client``'s argument)."""
+        password = self.redis_sentinel_password
+        return RedisTarget(
+            self.redis_url,
+            sentinels=parse_sentinels(self.redis_sentinels),
+            sentinel_master=self.redis_sentinel_master,
+            sentinel_password=password.get_secret_value() if password else None,
+        )
 
 
 class ApiServerSettings(CommonSettings):

@@ -33,13 +33,12 @@ from typing import Final, cast
 
 from loguru import logger
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
 
 from comfy_shared.errors import TooManyStreams
 from comfy_shared.loops import LoopHandle
+from comfy_shared.redis_client import RedisTarget, redis_client
 from comfy_shared.stream_clients import StreamClients
 
 Entry = tuple[str, dict[str, str]]
@@ -150,19 +149,19 @@ class StreamHub:
     """The one reader of followed Redis streams in a process (see the module docstring).
 
     ``redis`` is the process's pooled client (catch-up reads, ``CLIENT UNBLOCK``);
-    ``redis_url`` is where the hub opens its own dedicated connection. :meth:`run` is the
+    ``target`` is where the hub opens its own dedicated connection. :meth:`run` is the
     loop body for the process's :class:`~comfy_shared.loops.Supervisor`."""
 
     def __init__(
         self,
-        redis_url: str,
+        target: RedisTarget | str,
         redis: Redis,
         *,
         max_streams: int,
         block_s: float = BLOCK_S,
         queue_entries: int = QUEUE_ENTRIES,
     ) -> None:
-        self._redis_url = redis_url
+        self._target = target
         self._redis = redis
         self.max_streams = max_streams
         self._block_s = block_s
@@ -243,19 +242,18 @@ class StreamHub:
             await reader.aclose()
 
     def _connect(self) -> Redis:
-        return Redis.from_url(
-            self._redis_url,
-            decode_responses=True,
-            protocol=2,
-            single_connection_client=True,  # one connection, in a pool of its own
+        return redis_client(
+            self._target,
+            max_connections=1,
+            single_connection=True,  # one connection, in a pool of its own
             # No socket timeout: the hub bounds each command itself (asyncio.timeout), since
             # redis-py's write timeout (asyncio.wait_for on Python 3.11) can swallow a
             # cancellation, which would leave the loop unstoppable while it blocks.
-            socket_timeout=None,
-            socket_keepalive=True,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            # No silent reconnect: the hub must learn the new connection's client id.
-            retry=Retry(NoBackoff(), 0),
+            socket_timeout_s=None,
+            connect_timeout_s=CONNECT_TIMEOUT_S,
+            health_check_interval_s=0,
+            # No silent reconnect (none of the factory's clients has one): the hub must learn
+            # the new connection's client id.
         )
 
     async def fan_out_once(self, reader: Redis) -> int:

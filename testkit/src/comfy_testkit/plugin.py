@@ -5,6 +5,8 @@
 - ``redis``: an async client (decode_responses) for the test, closed afterwards.
 - ``restartable_redis``: a Redis of the test's own that it may kill and start again; a module
   using it overrides ``redis_url`` with its URL.
+- ``sentinel_group``: a primary, its replica and three sentinels of the test's own
+  (``comfy_testkit.sentinel``), the replica in sync; the test may kill the primary.
 - ``s3_server``: one real S3-compatible server (moto's server mode, its own process) per test
   session, on a free port; tests make their own buckets in it.
 - ``process_log_dir``: where child processes of a test write their output.
@@ -37,6 +39,7 @@ from comfy_testkit.cluster import Cluster, Node
 from comfy_testkit.emulator_control import EmulatorControl
 from comfy_testkit.restartable_redis import RestartableRedis
 from comfy_testkit.s3 import S3Server, start_s3_server
+from comfy_testkit.sentinel import SentinelGroup
 from comfy_testkit.stack import (
     AUTH_HEADERS,
     TEST_INTERNAL_TOKEN,
@@ -76,6 +79,16 @@ def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
     server = RestartableRedis(tmp_path / "redis")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    group = SentinelGroup(tmp_path / "sentinel-group")
+    try:
+        group.wait_until_replicated()
+        yield group
+    finally:
+        group.stop()
 
 
 @pytest.fixture
