@@ -19,10 +19,10 @@ hang on one, and never apply a write twice:
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+from typing import Final, cast
 
 from loguru import logger
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -33,10 +33,14 @@ CONNECT_TIMEOUT_S: Final = 2.0
 HEALTH_CHECK_INTERVAL_S: Final = 10
 MAX_CONNECTIONS: Final = 64
 POOL_TIMEOUT_S: Final = 5.0
+CLUSTER_SCHEMES: Final = ("redis+cluster://", "rediss+cluster://")
 
 
 def redis_client(url: str, *, max_connections: int = MAX_CONNECTIONS) -> Redis:
-    """A client with the settings above; ``decode_responses`` is on so values are ``str``."""
+    """A client with the settings above; ``decode_responses`` is on so values are ``str``.
+    A ``redis+cluster://`` URL gives a Redis Cluster client (see :func:`cluster_client`)."""
+    if is_cluster_url(url):
+        return cluster_client(url, max_connections=max_connections)
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -50,6 +54,38 @@ def redis_client(url: str, *, max_connections: int = MAX_CONNECTIONS) -> Redis:
         retry=Retry(NoBackoff(), 0),
     )
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
+
+
+def is_cluster_url(url: str) -> bool:
+    """``redis+cluster://`` or ``rediss+cluster://``: a seed node of a Redis Cluster."""
+    return url.startswith(CLUSTER_SCHEMES)
+
+
+def cluster_client(url: str, *, max_connections: int = MAX_CONNECTIONS) -> Redis:
+    """A Redis Cluster client with the settings above (``max_connections`` per node). It
+    learns the other nodes from the seed in ``url`` and follows slots as they move (a MOVED
+    reply is a redirection, not a retry: the command did not run). Typed as ``Redis``: it
+    answers every command the project sends, so the code needs no second type; what differs
+    on a cluster (keys of one slot per script or MULTI, the stream hub's node, pub/sub) is
+    handled where it is used, see the README's "Redis Cluster"."""
+    client = RedisCluster.from_url(
+        plain_url(url),
+        max_connections=max_connections,
+        decode_responses=True,
+        protocol=2,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_keepalive=True,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return cast(Redis, client)
+
+
+def plain_url(url: str) -> str:
+    """``url`` with its cluster mark dropped (``redis+cluster://h:p`` -> ``redis://h:p``)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.removesuffix('+cluster')}{sep}{rest}"
 
 
 async def connect_redis(url: str, *, attempts: int = 5, retry_delay_s: float = 0.5) -> Redis:

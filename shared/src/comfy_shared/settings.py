@@ -31,13 +31,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from comfy_shared.errors import SettingsError
 from comfy_shared.net_guard import AllowList
 from comfy_shared.outputs import OutputStoreConfig
+from comfy_shared.redis_client import CLUSTER_SCHEMES
 from comfy_shared.redis_keys import DEFAULT_PREFIX
 from comfy_shared.url_inputs import UrlFetcher
 from comfy_shared.workflows import DEFAULT_TEMPLATES_DIR
 
 LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
 
 NODE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 """A node's (a process's) name: a Redis key part and a filter of the task list."""
@@ -76,7 +77,8 @@ class CommonSettings(BaseSettings):
 
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        description="Redis connection URL (redis://, rediss:// or unix://).",
+        description="Redis connection URL (redis://, rediss:// or unix://; redis+cluster:// or "
+        "rediss+cluster:// names a seed node of a Redis Cluster).",
     )
     redis_prefix: str = Field(
         default=DEFAULT_PREFIX,

@@ -20,6 +20,11 @@ bounded in-memory queue.
   its read raises, the loop reports failing (``/readyz`` names it) and is started again,
   reconnecting by itself. Followers keep their cursors meanwhile, so they continue where
   they were, with no entry lost or repeated.
+- **Redis Cluster.** One ``XREAD`` can only name keys of one slot. Every stream a hub
+  follows (a task's events and frames) is in the key schema's shared slot, so the hub reads
+  them all at once, from the primary that serves that slot (looked up at each connect, so a
+  failover or a moved slot is followed once the loop starts again); ``CLIENT UNBLOCK`` goes to
+  that node too. A key of another slot is refused when it is followed.
 - **Admission.** At most ``max_streams`` followers at a time; one more raises
   :class:`TooManyStreams`, so a crowd of watchers is refused rather than degrading the server.
   The pooled commands streams make (opening checks, catch-ups) take turns, ``POOLED_READS``
@@ -29,17 +34,21 @@ bounded in-memory queue.
 from __future__ import annotations
 
 import asyncio
-from typing import Final, cast
+from typing import Any, Final, cast
+from urllib.parse import urlsplit
 
 from loguru import logger
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException, RedisError
 from redis.typing import KeyT, StreamIdT
 
 from comfy_shared.errors import TooManyStreams
 from comfy_shared.loops import LoopHandle
+from comfy_shared.redis_client import plain_url
 from comfy_shared.stream_clients import StreamClients
 
 Entry = tuple[str, dict[str, str]]
@@ -161,9 +170,14 @@ class StreamHub:
         max_streams: int,
         block_s: float = BLOCK_S,
         queue_entries: int = QUEUE_ENTRIES,
+        slot_key: str = "",
     ) -> None:
+        """``slot_key``: on a Redis Cluster, a key of the slot every followed stream is in
+        (the key schema's ``root``)."""
         self._redis_url = redis_url
         self._redis = redis
+        self._slot_key = slot_key
+        self._reader_node: ClusterNode | None = None  # on a cluster: where the reader is
         self.max_streams = max_streams
         self._block_s = block_s
         self._queue_entries = queue_entries
@@ -190,6 +204,10 @@ class StreamHub:
         Raises :class:`TooManyStreams` when ``max_streams`` followers are open already."""
         if self._open >= self.max_streams:
             raise TooManyStreams(self.max_streams, RETRY_AFTER_S)
+        if isinstance(self._redis, RedisCluster) and key_slot(key.encode()) != key_slot(
+            self._slot_key.encode()
+        ):
+            raise ValueError(f"stream {key!r} is not in the hub's slot (of {self._slot_key!r})")
         self._open += 1
         return Follower(self, key, after, self._queue_entries)
 
@@ -228,7 +246,7 @@ class StreamHub:
         """The supervised loop: connect, then read and hand out until cancelled. A lost
         connection raises, so the supervisor reports the loop failing and starts it again
         (which reconnects); followers keep their cursors meanwhile."""
-        reader = self._connect()
+        reader = await self._connect()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 self._client_id = await reader.client_id()
@@ -242,9 +260,32 @@ class StreamHub:
                 self._waker.cancel()
             await reader.aclose()
 
-    def _connect(self) -> Redis:
+    async def _connect(self) -> Redis:
+        if isinstance(self._redis, RedisCluster):
+            return await self._connect_to_slot_node(self._redis)
+        return Redis.from_url(self._redis_url, **self._reader_options())
+
+    async def _connect_to_slot_node(self, cluster: RedisCluster) -> Redis:
+        """A plain connection to the primary serving the followed streams' slot. The pooled
+        client is asked about the slot first: after a failover its answer (a redirection or
+        a lost connection) makes it learn the new primary before we look it up."""
+        await cluster.exists(self._slot_key)
+        node = cluster.get_node_from_key(self._slot_key)
+        if node is None:
+            raise RedisClusterException(f"no node serves the slot of {self._slot_key!r}")
+        self._reader_node = node
+        url = urlsplit(plain_url(self._redis_url))
+        credentials, _, _ = url.netloc.rpartition("@")
+        netloc = (
+            f"{credentials}@{node.host}:{node.port}" if credentials else f"{node.host}:{node.port}"
+        )
         return Redis.from_url(
-            self._redis_url,
+            url._replace(netloc=netloc, path="").geturl(), **self._reader_options()
+        )
+
+    @staticmethod
+    def _reader_options() -> dict[str, Any]:
+        return dict(
             decode_responses=True,
             protocol=2,
             single_connection_client=True,  # one connection, in a pool of its own
@@ -319,8 +360,13 @@ class StreamHub:
                 return  # the next read includes every follower
             client_id = self._client_id
             try:
-                if client_id is not None and await self._redis.client_unblock(client_id):
+                if client_id is not None and await self._unblock(client_id):
                     return
             except RedisError:
                 return  # Redis is away; the read ends with the connection
             await asyncio.sleep(UNBLOCK_RETRY_S)
+
+    async def _unblock(self, client_id: int) -> bool:
+        if self._reader_node is not None:  # on a cluster: the reader's node, not any node
+            return bool(await self._redis.client_unblock(client_id, target_nodes=self._reader_node))
+        return bool(await self._redis.client_unblock(client_id))

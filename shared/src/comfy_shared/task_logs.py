@@ -20,6 +20,7 @@ from loguru import logger
 from redis.asyncio import Redis
 
 from comfy_shared.logs import record_to_dict
+from comfy_shared.redis_client import is_cluster_url, plain_url
 from comfy_shared.redis_keys import RedisKeys
 
 if TYPE_CHECKING:
@@ -41,9 +42,7 @@ class TaskLogSink:
         retention_s: int,
         buffer_lines: int = 10_000,
     ) -> None:
-        self._redis = redis_sync.Redis.from_url(
-            redis_url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
-        )
+        self._redis = _sync_client(redis_url)
         self._keys = keys
         self._to_dict = to_dict
         self._retention_s = retention_s
@@ -101,6 +100,16 @@ class TaskLogSink:
                 pipe.ltrim(key, -MAX_LINES_PER_TASK, -1)
                 pipe.expire(key, self._retention_s)
             pipe.execute()
+
+
+def _sync_client(url: str) -> redis_sync.Redis:
+    """A blocking client for the sink's thread (a cluster client for ``redis+cluster://``)."""
+    options: dict[str, Any] = dict(
+        socket_timeout=2, socket_connect_timeout=2, decode_responses=True
+    )
+    if is_cluster_url(url):
+        return cast(redis_sync.Redis, redis_sync.RedisCluster.from_url(plain_url(url), **options))
+    return redis_sync.Redis.from_url(url, **options)
 
 
 async def read_task_log(redis: Redis, keys: RedisKeys, task_id: str) -> list[dict[str, Any]]:
