@@ -1,6 +1,7 @@
 """A real Redis Cluster for tests: three primaries of the embedded ``redis-server``.
 
-Each primary runs with ``--cluster-enabled yes`` on a free port, in a folder of its own (its
+Each primary runs with ``--cluster-enabled yes`` on a free port (its cluster bus port,
+port + 10000, free too), in a folder of its own (its
 ``nodes.conf``); the 16384 slots are split in three ranges (``CLUSTER ADDSLOTS``), the nodes
 meet (``CLUSTER MEET``), and the cluster is ready once every node reports ``cluster_state:ok``
 and knows all three. Processes reach it through :attr:`RedisCluster.url`, a
@@ -9,6 +10,7 @@ and knows all three. Processes reach it through :attr:`RedisCluster.url`, a
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -16,11 +18,16 @@ from typing import Final
 import redis as redis_sync
 
 from comfy_stack.embedded_redis import RedisServer, start_redis_server
+from comfy_stack.ports import free_port
 from comfy_stack.waiting import wait_for_condition_sync
 
 SLOTS: Final = 16384
 NODE_TIMEOUT_MS: Final = 2000
 """How long a node may be unreachable before the others count it as failing."""
+BUS_OFFSET: Final = 10000
+"""A node's cluster bus listens on its port + this (fixed in Redis 6)."""
+BUS_PORTS_END: Final = 32768
+"""Bus ports stay below Linux's ephemeral range, which outgoing connections draw from."""
 
 
 @dataclass
@@ -58,7 +65,8 @@ def start_redis_cluster(data_dir: Path, *, primaries: int = 3) -> RedisClusterSe
         for index in range(primaries):
             folder = data_dir / f"node-{index}"
             folder.mkdir(parents=True, exist_ok=True)
-            servers.append(start_redis_server(folder, extra_args=_CLUSTER_ARGS))
+            port = _port_with_free_bus()
+            servers.append(start_redis_server(folder, port=port, extra_args=_CLUSTER_ARGS))
         _join(cluster)
     except BaseException:
         cluster.stop()
@@ -71,6 +79,26 @@ _CLUSTER_ARGS: Final = (
     "--cluster-config-file", "nodes.conf",
     "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
 )  # fmt: skip
+
+
+def _port_with_free_bus() -> int:
+    """A free port whose bus port is free too and below the ephemeral range."""
+    for _ in range(1000):
+        port = free_port()
+        bus = port + BUS_OFFSET
+        if bus < BUS_PORTS_END and _bindable(bus):
+            return port
+    raise RuntimeError("no free port with a free cluster bus port")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _join(cluster: RedisClusterServers) -> None:
