@@ -15,6 +15,7 @@ records what every script call and every MULTI was given. It fails when
 
 import importlib
 import pkgutil
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 import redis as redis_sync
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.cluster import PIPELINE_BLOCKED_COMMANDS
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
@@ -180,3 +182,21 @@ def project_scripts() -> Iterator[tuple[str, str]]:
                 if isinstance(body, str) and "redis.call(" in body and body not in seen:
                     seen.add(body)
                     yield f"{module_info.name}.{name}", body.strip()
+
+
+SOURCES = [Path(package.__path__[0]) for package in (comfy_shared, comfy_balancer, comfy_service)]
+
+
+def test_no_pipeline_holds_a_command_a_cluster_pipeline_refuses() -> None:
+    """A cluster client refuses some commands in a pipeline (scripts, MGET, PUBLISH, ...): they
+    go out on their own or side by side. Pipelines are always bound as ``pipe`` (checked
+    here too), so their commands are found in the source."""
+    blocked = {command.replace(" ", "_").lower() for command in PIPELINE_BLOCKED_COMMANDS}
+    found = []
+    for path in (file for root in SOURCES for file in root.rglob("*.py")):
+        text = path.read_text()
+        unnamed = re.findall(r"\.pipeline\([^)]*\)(?! as pipe:)", text)
+        called = set(re.findall(r"\bpipe\.(\w+)\(", text)) & blocked
+        scripts = re.findall(r"client=pipe\b", text)
+        found += [f"{path.name}: {what}" for what in [*unnamed, *sorted(called), *scripts]]
+    assert not found

@@ -6,12 +6,14 @@ node health and a webhook. Redis then holds the shared slot's keys on one primar
 keys that have slots of their own spread over the others."""
 
 import asyncio
+import io
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
+from PIL import Image
 
 from comfy_shared.redis_keys import RedisKeys
 from comfy_stack.ports import free_port
@@ -19,7 +21,9 @@ from comfy_testkit import graphs
 from comfy_testkit.api import read_sse, submit, wait_for_status, wait_until_finished
 from comfy_testkit.api_keys import KeyClients
 from comfy_testkit.cluster import Cluster
+from comfy_testkit.gateway_ws import ComfyWsClient
 from comfy_testkit.redis_cluster import RedisClusterServers
+from comfy_testkit.stack import AUTH_HEADERS
 from comfy_testkit.waiting import wait_for_condition
 
 KEYS = RedisKeys(cluster=True)
@@ -126,3 +130,50 @@ def assert_keys_placed_by_their_tags(cluster: RedisClusterServers, task_ids: lis
     claims = {KEYS.task_submission(task_id, 1) for task_id in task_ids}
     assert claims <= set().union(*held)
     assert sum(1 for keys in held if keys) >= 2, "every key landed on one primary"
+
+
+async def test_the_comfyui_gateway_runs_on_a_redis_cluster(
+    make_cluster: Callable[..., Cluster], redis_cluster: RedisClusterServers
+) -> None:
+    """A ComfyUI client: an upload, a prompt followed on /ws (its frames stream, read by the
+    stream hub on the shared slot's primary), its history, a userdata file."""
+    cluster = make_cluster(["a"])
+    await cluster.nodes_ready(1)
+    api = cluster.api
+    image = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(image, "PNG")
+    uploaded = await api.post(
+        "/upload/image", files={"image": ("in.png", image.getvalue(), "image/png")}
+    )
+    ws = await ComfyWsClient.open(cluster.balancer.url, headers=AUTH_HEADERS)
+    try:
+        await ws.wait_for(lambda client: bool(client.messages()), what="the greeting")
+        body = {"prompt": graphs.solid_image(f"g-{fresh()}"), "client_id": ws.sid}
+        prompt_id = (await api.post("/prompt", json=body)).json()["prompt_id"]
+        await ws.wait_prompt_closed(prompt_id)
+    finally:
+        await ws.close()
+    saved = await api.post("/userdata/flows%2Fa.json", content=b"{}")
+
+    async def history() -> dict[str, Any] | None:
+        found: dict[str, Any] | None = (await api.get(f"/history/{prompt_id}")).json()
+        return found.get(prompt_id) if found else None
+
+    ended = await wait_for_condition(history, what="the prompt in the history")
+
+    assert uploaded.status_code == 200, uploaded.text
+    assert "executed" in [message["type"] for message in ws.of_prompt(prompt_id)]
+    assert ended["status"]["status_str"] == "success"
+    assert saved.status_code == 200, saved.text
+    assert (await api.get("/userdata/flows%2Fa.json")).content == b"{}"
+    assert any(  # the uploads index, in its tenant's own slot
+        key.startswith("comfy:gateway:uploads:{") for key in keys_on(redis_cluster)
+    )
+
+
+def keys_on(cluster: RedisClusterServers) -> set[str]:
+    held: set[str] = set()
+    for client in cluster.clients():
+        with client:
+            held |= {str(key) for key in client.scan_iter(count=1000)}
+    return held
