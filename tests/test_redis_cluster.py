@@ -2,8 +2,8 @@
 balancer, two services and their emulators, each a real process, reach Redis through a
 ``redis+cluster://`` URL, and the main paths work as on one Redis: submits with an API key,
 idempotency, placement on both nodes, a live event stream, a cancel, outputs, the task list,
-node health and a webhook. Redis then holds the shared slot's keys on one primary and the
-keys that have slots of their own spread over the others."""
+the task's log, node health, a webhook, and the ComfyUI gateway. Redis then holds the shared
+slot's keys on one primary and the keys that have slots of their own spread over the others."""
 
 import asyncio
 import io
@@ -99,7 +99,13 @@ async def test_the_stack_runs_on_a_three_primary_redis_cluster(
         async def webhook_arrived() -> bool:
             return any(d["data"]["id"] == hooked["id"] for d in delivered)
 
+        async def logged_by_balancer_and_service() -> bool:
+            path = f"/api/v1/tasks/{watched['id']}/logs"
+            records = (await alice.get(path, params={"format": "json"})).json()
+            return {"balancer", "service"} <= {record["service"] for record in records}
+
         await wait_for_condition(webhook_arrived, timeout_s=15, what="the webhook")
+        await wait_for_condition(logged_by_balancer_and_service, what="the task's log")
 
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.json()["id"] == first.json()["id"]

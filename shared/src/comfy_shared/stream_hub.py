@@ -274,14 +274,10 @@ class StreamHub:
         if node is None:
             raise RedisClusterException(f"no node serves the slot of {self._slot_key!r}")
         self._reader_node = node
-        url = urlsplit(plain_url(self._redis_url))
-        credentials, _, _ = url.netloc.rpartition("@")
-        netloc = (
-            f"{credentials}@{node.host}:{node.port}" if credentials else f"{node.host}:{node.port}"
-        )
-        return Redis.from_url(
-            url._replace(netloc=netloc, path="").geturl(), **self._reader_options()
-        )
+        url = urlsplit(plain_url(self._redis_url))  # its credentials and TLS, the node's address
+        credentials, at, _ = url.netloc.rpartition("@")
+        node_url = url._replace(netloc=f"{credentials}{at}{node.host}:{node.port}", path="")
+        return Redis.from_url(node_url.geturl(), **self._reader_options())
 
     @staticmethod
     def _reader_options() -> dict[str, Any]:
