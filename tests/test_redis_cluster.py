@@ -142,8 +142,10 @@ async def test_the_comfyui_gateway_runs_on_a_redis_cluster(
     make_cluster: Callable[..., Cluster], redis_cluster: RedisClusterServers
 ) -> None:
     """A ComfyUI client: an upload, a prompt followed on /ws (its frames stream, read by the
-    stream hub on the shared slot's primary), its history, a userdata file."""
-    cluster = make_cluster(["a"])
+    stream hub on the shared slot's primary), its history, a userdata file; under a key
+    prefix of this deployment's own."""
+    prefix = ["--redis-prefix", "stack-b"]
+    cluster = make_cluster(["a"], balancer_args=prefix, service_args=prefix)
     await cluster.nodes_ready(1)
     api = cluster.api
     image = io.BytesIO()
@@ -172,9 +174,10 @@ async def test_the_comfyui_gateway_runs_on_a_redis_cluster(
     assert ended["status"]["status_str"] == "success"
     assert saved.status_code == 200, saved.text
     assert (await api.get("/userdata/flows%2Fa.json")).content == b"{}"
-    assert any(  # the uploads index, in its tenant's own slot
-        key.startswith("comfy:gateway:uploads:{") for key in keys_on(redis_cluster)
-    )
+    held = keys_on(redis_cluster)
+    assert any(key.startswith("stack-b:gateway:uploads:{") for key in held)  # a slot of its own
+    assert any(key.startswith(RedisKeys("stack-b", cluster=True).task(prompt_id)) for key in held)
+    assert not any(key.startswith(("comfy:", "{comfy}:")) for key in held)
 
 
 def keys_on(cluster: RedisClusterServers) -> set[str]:
