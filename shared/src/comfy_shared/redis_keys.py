@@ -144,12 +144,14 @@ everything: a submit writes the task's keys, its tenant's indexes and the queue;
 moves the queue and a node's slots; the write that ends a task expires every task key and
 counts usage, outputs' expiry and the webhook outbox; a listing reads the records its index
 names; the queue keeps flow keys' names in ``queue:places``; a node's health MULTI joins
-``nodes``. So these keys share ONE slot: on a cluster every key of the table above that
-starts with ``{p}:`` starts with the prefix as a hash tag, ``{comfy}:task:...`` (the names
-are otherwise the same). That caps the scheduling state (queue, tasks, their events and
-frames, usage, outputs, webhooks, node health) at one primary: fine for the workload (1,000
-GPUs at a task per 10 s is ~100 placements a second, far below what one Redis does), and the
-cluster still gives failover (replicas) and one address for everything.
+``nodes``; and a process's stream hub follows every task's events and frames with ONE
+blocking ``XREAD``, which a cluster only serves over keys of one slot. So these keys share
+ONE slot: on a cluster every key of the table above that starts with ``{p}:`` starts with
+the prefix as a hash tag, ``{comfy}:task:...`` (the names are otherwise the same). That caps
+the scheduling state (queue, tasks, their events and frames, usage, outputs, webhooks, node
+health) at one primary: fine for the workload (1,000 GPUs at a task per 10 s is ~100
+placements a second, far below what one Redis does), and the cluster still gives failover
+(replicas) and one address for everything.
 The keys that no script or MULTI joins with that state have a slot of their own (their
 owner in braces), so they spread over the primaries (shown for the prefix ``comfy``):
 

@@ -20,8 +20,10 @@ bounded in-memory queue.
   its read raises, the loop reports failing (``/readyz`` names it) and is started again,
   reconnecting by itself. Followers keep their cursors meanwhile, so they continue where
   they were, with no entry lost or repeated.
-- **Redis Cluster.** One ``XREAD`` can only name keys of one slot. Every stream a hub
-  follows (a task's events and frames) is in the key schema's shared slot, so the hub reads
+- **Redis Cluster.** One ``XREAD`` can only name keys of one slot: a cluster refuses keys of
+  two slots (CROSSSLOT) even when one node serves both, so streams spread over slots would
+  need a blocking connection per slot, in practice per task. Every stream a hub follows (a
+  task's events and frames) is therefore in the key schema's shared slot, and the hub reads
   them all at once, from the primary that serves that slot (looked up at each connect, so a
   failover or a moved slot is followed once the loop starts again); ``CLIENT UNBLOCK`` goes to
   that node too. A key of another slot is refused when it is followed.
