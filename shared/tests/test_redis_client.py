@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import redis as redis_sync
+from redis.asyncio import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -11,12 +12,15 @@ from comfy_shared.redis_client import (
     Address,
     RedisTarget,
     connect_redis,
+    is_cluster_url,
     parse_sentinels,
+    plain_url,
     redis_client,
     redis_sync_client,
 )
 from comfy_stack.embedded_redis import start_redis_server
 from comfy_stack.ports import free_port
+from comfy_testkit.redis_cluster import RedisClusterServers
 from comfy_testkit.sentinel import SentinelGroup
 from comfy_testkit.waiting import wait_for_condition
 
@@ -161,3 +165,28 @@ def swap_roles(group: SentinelGroup) -> None:
         replica.replicaof("NO", "ONE")
     with redis_sync.Redis(port=group.primary.port) as primary:
         primary.replicaof(group.replica.host, group.replica.port)
+
+
+def test_a_cluster_url_names_a_seed_node_of_a_redis_cluster() -> None:
+    assert is_cluster_url("redis+cluster://10.0.0.5:7000/0")
+    assert is_cluster_url("rediss+cluster://:secret@h:7000")
+    assert not is_cluster_url("redis://10.0.0.5:6379/0")
+    assert plain_url("rediss+cluster://:secret@h:7000/0") == "rediss://:secret@h:7000/0"
+    assert isinstance(redis_client("redis+cluster://127.0.0.1:7000/0"), RedisCluster)
+
+
+async def test_connects_to_a_redis_cluster_and_routes_each_key_to_its_primary(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    client = await connect_redis(redis_cluster.url)
+    try:
+        for n in range(30):
+            await client.set(f"k{n}", n)
+    finally:
+        await client.aclose()
+    holding = []
+    for node in redis_cluster.clients():
+        with node:
+            holding.append(node.dbsize())
+    assert sum(holding) == 30
+    assert all(holding), holding  # thirty keys land on every primary

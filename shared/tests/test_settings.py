@@ -41,6 +41,8 @@ def test_invalid_value_names_the_variable_and_the_flag(monkeypatch: pytest.Monke
 def test_redis_url_scheme_is_checked() -> None:
     with pytest.raises(SettingsError, match="DEMO_REDIS_URL"):
         load_settings(DemoSettings, redis_url="http://localhost:6379")
+    cluster = "redis+cluster://10.0.0.5:7000/0"
+    assert load_settings(DemoSettings, redis_url=cluster).redis_url == cluster
 
 
 def test_sentinels_name_where_redis_is(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -49,7 +49,7 @@ from comfy_shared.outputs.catalog import OutputCatalog
 from comfy_shared.outputs.inputs import InputStash
 from comfy_shared.outputs.retention import start_retention
 from comfy_shared.outputs.store import OutputStore
-from comfy_shared.redis_client import connect_redis
+from comfy_shared.redis_client import connect_redis, is_cluster_url
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import Signals
 from comfy_shared.stream_hub import StreamHub
@@ -114,7 +114,7 @@ def balancer_lifespan(
 
 
 async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> BalancerState:
-    keys = RedisKeys(settings.redis_prefix)
+    keys = RedisKeys(settings.redis_prefix, cluster=is_cluster_url(settings.redis_url))
     redis = await connect_redis(settings.redis_target(), attempts=30)
     metrics = BalancerMetrics()
     store = TaskStore(
@@ -183,7 +183,9 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
     task_logs = install_task_log_sink(
         settings.redis_target(), keys, retention_s=settings.retention_s, level=settings.log_level
     )
-    stream_hub = StreamHub(settings.redis_target(), redis, max_streams=settings.max_streams)
+    stream_hub = StreamHub(
+        settings.redis_target(), redis, max_streams=settings.max_streams, slot_key=keys.root
+    )
     state = BalancerState(
         settings=settings,
         redis=redis,

@@ -45,7 +45,8 @@ def start_redis_server(
     """Start redis-server on loopback; ``persistent`` keeps an append-only file in ``data_dir``,
     synced before each reply, so tasks survive a restart of the stack and not even a SIGKILL
     loses a write Redis acknowledged. Started again on the same port and folder, the server
-    loads what the file holds. ``extra_args``: more options (``--replicaof HOST PORT``)."""
+    loads what the file holds. ``extra_args`` go last (say ``--replicaof HOST PORT`` or
+    ``--cluster-enabled yes``)."""
     port = port or free_port()
     args = [
         redis_server_binary(),

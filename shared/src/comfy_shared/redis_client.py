@@ -33,7 +33,7 @@ from typing import Any, Final, cast
 import redis as redis_sync
 import redis.sentinel as sentinel_sync
 from loguru import logger
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
@@ -47,6 +47,7 @@ CONNECT_TIMEOUT_S: Final = 2.0
 HEALTH_CHECK_INTERVAL_S: Final = 10
 MAX_CONNECTIONS: Final = 64
 POOL_TIMEOUT_S: Final = 5.0
+CLUSTER_SCHEMES: Final = ("redis+cluster://", "rediss+cluster://")
 DEFAULT_SENTINEL_MASTER: Final = "mymaster"
 """The name ``redis-sentinel`` examples and charts monitor a primary under."""
 
@@ -99,8 +100,11 @@ def redis_client(
 ) -> Redis:
     """A client with the settings above (the keywords change them for a connection with
     other needs, such as the stream hub's); ``decode_responses`` is on so values are ``str``.
-    ``single_connection``: the client holds one connection of its own (CLIENT ID stays)."""
+    ``single_connection``: the client holds one connection of its own (CLIENT ID stays).
+    A ``redis+cluster://`` URL gives a Redis Cluster client (see :func:`cluster_client`)."""
     target = as_target(target)
+    if is_cluster_url(target.url):
+        return cluster_client(target.url, max_connections=max_connections)
     options: dict[str, Any] = {
         "max_connections": max_connections,
         "timeout": POOL_TIMEOUT_S,
@@ -131,6 +135,9 @@ def redis_sync_client(target: RedisTarget | str, *, timeout_s: float) -> redis_s
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
     }
+    if is_cluster_url(target.url):
+        cluster = redis_sync.RedisCluster.from_url(plain_url(target.url), **options)
+        return cast(redis_sync.Redis, cluster)
     if not target.sentinels:
         return redis_sync.Redis.from_url(target.url, **options)
     credentials = {
@@ -146,6 +153,38 @@ def redis_sync_client(target: RedisTarget | str, *, timeout_s: float) -> redis_s
         target.sentinel_master, **credentials, **options
     )
     return cast(redis_sync.Redis, primary)
+
+
+def is_cluster_url(url: str) -> bool:
+    """``redis+cluster://`` or ``rediss+cluster://``: a seed node of a Redis Cluster."""
+    return url.startswith(CLUSTER_SCHEMES)
+
+
+def cluster_client(url: str, *, max_connections: int = MAX_CONNECTIONS) -> Redis:
+    """A Redis Cluster client with the settings above (``max_connections`` per node). It
+    learns the other nodes from the seed in ``url`` and follows slots as they move (a MOVED
+    reply is a redirection, not a retry: the command did not run). Typed as ``Redis``: it
+    answers every command the project sends, so the code needs no second type; what differs
+    on a cluster (keys of one slot per script or MULTI, the stream hub's node, pub/sub) is
+    handled where it is used, see the README's "Redis Cluster"."""
+    client = RedisCluster.from_url(
+        plain_url(url),
+        max_connections=max_connections,
+        decode_responses=True,
+        protocol=2,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_keepalive=True,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return cast(Redis, client)
+
+
+def plain_url(url: str) -> str:
+    """``url`` with its cluster mark dropped (``redis+cluster://h:p`` -> ``redis://h:p``)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.removesuffix('+cluster')}{sep}{rest}"
 
 
 def _sentinel(target: RedisTarget) -> Sentinel:
