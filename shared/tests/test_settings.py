@@ -63,6 +63,13 @@ def test_sentinels_name_where_redis_is(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+def test_sentinels_and_a_cluster_url_are_refused_together() -> None:
+    with pytest.raises(SettingsError, match="exclude each other"):
+        load_settings(
+            DemoSettings, redis_sentinels="s1:26379", redis_url="redis+cluster://seed:7000"
+        )
+
+
 def test_a_sentinel_without_a_port_is_refused() -> None:
     with pytest.raises(SettingsError, match="DEMO_REDIS_SENTINELS / --redis-sentinels"):
         load_settings(DemoSettings, redis_sentinels="s1:26379,s2")
