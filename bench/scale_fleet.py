@@ -5,9 +5,10 @@ One embedded Redis; ``--depth`` tasks queued first through the balancer's own
 ``TaskQueue.submit`` (``scale.submit_range``); ``--nodes`` stand-in nodes served by one
 process (``bench/_standin.py``: health documents with an emulator's node classes, written
 every ``--refresh-s`` as a service does; each placement is accepted and marked succeeded at
-once, i.e. infinitely fast GPUs); then, for each of ``--replicas`` (default 1, then 5), that
-many real balancer processes placing against the same Redis. Each round tops the queue up to
-``--depth``, lets the replicas settle, and measures over ``--window-s``:
+once, i.e. infinitely fast GPUs, or with ``--run-s`` each node runs its tasks one after the
+other for that long, a fleet in its steady state); then, for each of ``--replicas`` (default
+1, then 5), that many real balancer processes placing against the same Redis. Each round tops
+the queue up to ``--depth``, lets the replicas settle, and measures over ``--window-s``:
 
 - placements per second: the pending queue's decrease (nothing is submitted meanwhile), and
   each replica's share from its ``comfy_dispatch_total``;
@@ -25,7 +26,7 @@ placement, the processes calling them, the hottest keys, and the dispatch cycles
 the node list) per placement.
 
     ./dev bench scale_fleet [--nodes 200] [--depth 100000] [--replicas 1 5] [--window-s 20]
-        [--settle-s 3] [--profile-s 1] [--refresh-s 2] [--concurrency 64]
+        [--settle-s 3] [--profile-s 1] [--refresh-s 2] [--concurrency 64] [--run-s 0]
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class Round:
     replicas: int
     wall_s: float
     placed: int
+    in_flight: int  # tasks on nodes at the window's end: the sweep reads each, every cycle
     placed_by_replica: list[float]
     total_commands: int
     commands: dict[str, tuple[int, int]]
@@ -148,12 +150,20 @@ def main() -> None:
     parser.add_argument("--profile-s", type=float, default=1.0, help="0: no profile")
     parser.add_argument("--refresh-s", type=float, default=2.0, help="nodes' health interval")
     parser.add_argument("--concurrency", type=int, default=64, help="submits in flight")
+    parser.add_argument(
+        "--run-s", type=float, default=0.0, help="each task's run on its node, one at a time"
+    )
     args = parser.parse_args()
     results = asyncio.run(_main(args))
     print(
         f"{results.nodes} stand-in nodes (one process, health every {args.refresh_s:g} s, "
         f"{results.health_bytes:,} bytes each), {results.depth:,} tasks queued at each window's "
-        f"start (filled at {results.fill_rate:,.0f} submits/s); {args.window_s:g} s windows\n"
+        f"start (filled at {results.fill_rate:,.0f} submits/s); {args.window_s:g} s windows; "
+        + (
+            f"each task runs {args.run_s:g} s on its node\n"
+            if args.run_s
+            else "tasks end at once\n"
+        )
     )
     _print_rounds(results.rounds)
     print()
@@ -224,6 +234,7 @@ def _fleet(root: Path, server: RedisServer, args: argparse.Namespace) -> Iterato
                 nodes=args.nodes,
                 object_info_url=f"{emulator.url}/object_info",
                 refresh_s=args.refresh_s,
+                run_s=args.run_s,
             )
         )
         fleet = Fleet(root, server, psutil.Process(standin.pid), stack)
@@ -276,6 +287,7 @@ async def _measure(
         replicas=len(replicas),
         wall_s=wall_s,
         placed=placed,
+        in_flight=await _in_flight(redis, args.nodes),
         placed_by_replica=shares,
         total_commands=after.total_commands - before.total_commands,
         commands={
@@ -310,6 +322,13 @@ async def _snapshot(redis: Redis, queue: TaskQueue, pids: Mapping[str, int]) -> 
         own_cpu_s=time.process_time(),
         machine_busy_s=_machine_busy_s(),
     )
+
+
+async def _in_flight(redis: Redis, nodes: int) -> int:
+    async with redis.pipeline(transaction=False) as pipe:
+        for index in range(nodes):
+            pipe.zcard(KEYS.node_dispatched(f"fake-{index:02d}"))
+        return sum(await pipe.execute())
 
 
 def _machine_busy_s() -> float:
@@ -424,6 +443,7 @@ def _print_rounds(rounds: list[Round]) -> None:
         "replicas",
         "placed/s",
         "per replica",
+        "in flight",
         "Redis cmds/task",
         "EVALSHA/task",
         "Redis CPU ms/task",
@@ -445,6 +465,7 @@ def _round_row(r: Round) -> tuple[str, ...]:
         str(r.replicas),
         f"{r.rate:,.0f}",
         f"{min(shares):,.0f}-{max(shares):,.0f}" if len(shares) > 1 else f"{shares[0]:,.0f}",
+        f"{r.in_flight:,}",
         f"{r.total_commands / r.placed:,.1f}",
         f"{r.commands.get('evalsha', (0, 0))[0] / r.placed:.2f}",
         f"{r.per_task_ms(r.redis_cpu_s):.3f}",
@@ -464,6 +485,7 @@ def _ratio_row(r: Round, first: Round) -> tuple[str, ...]:
         f"{r.replicas} / {first.replicas}",
         ratio(r.rate, first.rate),
         ratio(sum(r.placed_by_replica) / r.replicas, sum(first.placed_by_replica) / first.replicas),
+        "",
         ratio(r.total_commands / r.placed, first.total_commands / first.placed),
         ratio(
             r.commands.get("evalsha", (0, 0))[0] / r.placed,
