@@ -79,6 +79,16 @@ class NodeView:
     warm_waiting: int = 0
     """Queued tasks the node could run without a switch (the dispatcher counts them)."""
 
+    # Worked out once per view (every field is final): the dispatcher asks every node for
+    # them for every task it places, which made them a quarter of a placement's CPU on a
+    # large fleet (bench/scale_fleet.py).
+    _state: NodeState = field(init=False, repr=False, compare=False)
+    _free_slots: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_state", self._work_out_state())
+        object.__setattr__(self, "_free_slots", self._work_out_free_slots())
+
     @property
     def model_room(self) -> ModelRoom:
         """What bounds the models the node keeps loaded: its VRAM less ComfyUI's headroom,
@@ -96,6 +106,9 @@ class NodeView:
 
     @property
     def state(self) -> NodeState:
+        return self._state
+
+    def _work_out_state(self) -> NodeState:
         if self.health is None:
             return NodeState.DEAD
         lifecycle = self.health.lifecycle.state
@@ -118,6 +131,9 @@ class NodeView:
 
     @property
     def free_slots(self) -> int:
+        return self._free_slots
+
+    def _work_out_free_slots(self) -> int:
         if self.state is not NodeState.READY or self.prefetch_opens_in_s > 0:
             return 0
         return self.slots - self.in_flight
