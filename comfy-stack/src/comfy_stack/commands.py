@@ -110,6 +110,12 @@ def _add_generate_command(commands: Any) -> None:
         "@FILE reads an image file",
     )  # fmt: skip
     generate.add_argument("--prompt-file", type=Path, help="an API-format graph to run instead")
+    generate.add_argument(
+        "--task-id", help="your id for the task (the same id never runs twice; default: new)"
+    )
+    generate.add_argument(
+        "--detach", action="store_true", help="print the task's id once accepted; do not wait"
+    )
     generate.add_argument("--priority", type=int, default=0, help="orders your own tasks")
     generate.add_argument("--band", choices=BANDS, help="default: your key's")
     generate.add_argument(
@@ -227,6 +233,12 @@ def _generate(client: StackClient, args: argparse.Namespace) -> int:
     if args.output is not None and args.output.exists() and not args.overwrite:
         raise Refused(f"{args.output} exists: name another file, or add --overwrite")
     task = client.generate(_request_body(args))
+    if args.detach:
+        if args.json:
+            print_json(task)
+        else:
+            print(task["id"])
+        return EXIT_OK
     progress = ProgressLine()
     try:
         final = client.follow(task["id"], progress.update)
@@ -251,6 +263,8 @@ def _generate(client: StackClient, args: argparse.Namespace) -> int:
 
 def _request_body(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"priority": args.priority}
+    if args.task_id:
+        body["task_id"] = args.task_id
     if args.band:
         body["band"] = args.band
     if args.prompt_file is not None:
@@ -310,7 +324,7 @@ def task_summary(task: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if task.get("queue_position") is not None:
         lines.append(("position", str(task["queue_position"])))
-    if progress.get("max"):
+    if task["status"] == "running" and progress.get("max"):
         lines.append(("progress", f"{progress['value']}/{progress['max']}"))
     if error:
         lines.append(("error", f"({error.get('type')}) {error.get('message')}"))
