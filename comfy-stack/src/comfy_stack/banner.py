@@ -3,7 +3,9 @@ and again on request) and a short form of it pinned under the logs on a terminal
 
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from comfy_stack.credentials import ADMIN_KEY_FILE
@@ -34,12 +36,13 @@ def banner_lines(stack: RunningStack) -> list[str]:
 
 
 def footer_line(stack: RunningStack) -> str:
-    """The banner in one line, kept under the logs."""
+    """The banner in one line, kept under the logs: what matters most first, as a narrow
+    terminal cuts the end."""
     api = stack.balancer_url
-    return (
-        f"comfy-stack up: {api}  console {api}/console  docs {api}/docs  "
-        f"key {stack.data_dir / ADMIN_KEY_FILE}  | Enter: details  Ctrl-C: stop"
-    )
+    key_file = stack.data_dir / ADMIN_KEY_FILE
+    with contextlib.suppress(ValueError):  # shown relative to here when it is below
+        key_file = key_file.relative_to(Path.cwd())
+    return f"{api}  /console  /docs  Enter: banner  Ctrl-C: stop  admin key: {key_file}"
 
 
 def _listening(stack: RunningStack) -> list[str]:
