@@ -23,6 +23,10 @@ from comfy_stack.processes import start_python_module
 from comfy_stack.waiting import wait_for_condition_sync
 from comfy_testkit.line_listener import LineListener
 
+BALANCER_HOST = "127.0.0.2"
+"""``--host``: another loopback address, so the test shows the balancer binds it (and only the
+balancer) without opening a port to the network."""
+
 
 @pytest.mark.timeout(240)  # a whole stack of processes starts and stops, on a loaded machine too
 def test_up_starts_redis_emulators_and_services_and_ctrl_c_stops_them_all(
@@ -38,7 +42,8 @@ def test_up_starts_redis_emulators_and_services_and_ctrl_c_stops_them_all(
         "launcher",
         "comfy_stack",
         ["up", "--emulators", "2", "--port", str(port), "--data-dir", str(data_dir),
-         "--templates-dir", str(templates), "--logdy", f"127.0.0.1:{logdy.port}"],
+         "--templates-dir", str(templates), "--logdy", f"127.0.0.1:{logdy.port}",
+         "--host", BALANCER_HOST],
         log_dir=tmp_path,
     )  # fmt: skip
     try:
@@ -47,7 +52,7 @@ def test_up_starts_redis_emulators_and_services_and_ctrl_c_stops_them_all(
         )
         assert "a line of an earlier run" not in launcher.output()  # not replayed ...
         assert (data_dir / "logs" / "node-1.previous.log").exists()  # ... but kept
-        assert (data_dir / "url").read_text().strip() == f"http://127.0.0.1:{port}"
+        assert (data_dir / "url").read_text().strip() == f"http://{BALANCER_HOST}:{port}"
         assert f"logdy     logs shipped to 127.0.0.1:{logdy.port}" in launcher.output()
         children = psutil.Process(launcher.pid).children(recursive=True)
         services = re.findall(r"service\s+(http://\S+)", launcher.output())
@@ -63,7 +68,10 @@ def test_up_starts_redis_emulators_and_services_and_ctrl_c_stops_them_all(
         for url in services:
             assert httpx.get(f"{url}/readyz", timeout=5).json()["status"] == "ready"
         _check_the_services_want_this_run_s_token(services, data_dir, launcher.output())
-        api = f"http://127.0.0.1:{port}"
+        api = f"http://{BALANCER_HOST}:{port}"
+        with pytest.raises(httpx.ConnectError):  # only the balancer moved, and it did
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert all(url.startswith("http://127.0.0.1:") for url in services + emulators)
         assert f"api       {api}" in launcher.output()
         admin_key = (data_dir / "admin-key").read_text().strip()
         assert f"admin key {admin_key}" in launcher.output()
