@@ -17,7 +17,13 @@ from PIL import Image
 
 from comfy_shared.workflows import DEFAULT_TEMPLATES_DIR
 from comfy_stack.credentials import API_KEY_ENV, KEY_ENV, URL_ENV
-from comfy_stack.launcher import StackPlan, connect_host, insecure_binding_warning
+from comfy_stack.launcher import (
+    LaunchError,
+    StackPlan,
+    connect_host,
+    ensure_port_free,
+    insecure_binding_warning,
+)
 from comfy_stack.ports import free_port
 from comfy_stack.processes import start_python_module
 from comfy_stack.waiting import wait_for_condition_sync
@@ -292,3 +298,13 @@ def _alive(process: psutil.Process) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_busy_port_on_an_ipv6_host_is_reported_too() -> None:
+    with socket.socket(socket.AF_INET6) as taken:
+        taken.bind(("::1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(LaunchError, match=f"port {port} on ::1 is already in use"):
+            ensure_port_free("::1", port)
+    ensure_port_free("::1", port)  # free again: no error
