@@ -2,6 +2,7 @@
 and asked what completes, as bash asks when TAB is pressed."""
 
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,14 +73,46 @@ def test_a_value_that_is_no_choice_leaves_bash_to_complete_file_names(bash_scrip
     assert registration in bash_script.read_text()
 
 
-def test_zsh_and_fish_scripts_cover_the_same_commands() -> None:
-    zsh = _completion("zsh")
-    fish = _completion("fish")
+@pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
+@pytest.mark.parametrize(
+    ("line", "offered"),
+    [
+        ("comfy-stack ge", ["generate"]),
+        ("comfy-stack keys create --scope ", ["admin", "read", "submit"]),
+        ("comfy-stack tasks --st", ["--status"]),
+        ("comfy-stack nodes ", ["drain", "undrain"]),
+    ],
+)
+def test_fish_completes_the_same(tmp_path: Path, line: str, offered: list[str]) -> None:
+    script = tmp_path / "comfy-stack.fish"
+    script.write_text(_completion("fish"))
+    program = f"source {shlex.quote(str(script))}; complete -C {shlex.quote(line)}"
+    run = subprocess.run(["fish", "-c", program], capture_output=True, text=True, timeout=30)
 
-    assert zsh.startswith("#compdef comfy-stack\n")
-    assert "bashcompinit" in zsh
-    assert "complete -c comfy-stack -n '__comfy_stack_at \"\"' -a workflows" in fish
-    assert (
-        "complete -c comfy-stack -n '__comfy_stack_at \"keys create\"' -l scope -x "
-        "-a 'submit read admin'"
-    ) in fish
+    assert run.returncode == 0, run.stderr
+    assert [row.split("\t")[0] for row in run.stdout.splitlines()] == offered
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+def test_zsh_runs_the_bash_function_through_bashcompinit(tmp_path: Path) -> None:
+    """As zsh's ``_bash_complete`` calls it: 0-based arrays (ksharrays); zsh itself then
+    keeps the candidates that match the word."""
+    script = tmp_path / "_comfy-stack"
+    script.write_text(_completion("zsh"))
+    assert script.read_text().startswith("#compdef comfy-stack\n")
+    program = f"""
+        autoload -U compinit && compinit -u
+        source {shlex.quote(str(script))}
+        setopt ksharrays
+        COMP_WORDS=(comfy-stack keys create --scope ""); COMP_CWORD=4; _comfy_stack
+        print -l -- "${{COMPREPLY[@]}}"
+        print -- ---
+        COMP_WORDS=(comfy-stack nodes ""); COMP_CWORD=2; _comfy_stack
+        print -l -- "${{COMPREPLY[@]}}"
+    """
+    run = subprocess.run(["zsh", "-f", "-c", program], capture_output=True, text=True, timeout=30)
+
+    assert run.returncode == 0, run.stderr
+    scopes, actions = run.stdout.split("---\n")
+    assert sorted(scopes.split()) == ["admin", "read", "submit"]
+    assert {"drain", "undrain"} <= set(actions.split())
