@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from comfy_stack.batch.command import add_batch_command
 from comfy_stack.client import DEFAULT_URL, ApiError, StackClient
 from comfy_stack.credentials import KEY_ENV, client_key
 from comfy_stack.progress import ProgressLine
@@ -58,6 +59,7 @@ def add_client_commands(commands: Any) -> None:
     usage.add_argument("--until", metavar="YYYY-MM-DD", help="default: today")
     usage.set_defaults(run=_usage)
     _add_keys_commands(commands)
+    add_batch_command(commands)
     for name, command in commands.choices.items():
         if name not in ("up", "keys", "groups"):  # those: on each of their actions
             _add_connection_flags(command)
