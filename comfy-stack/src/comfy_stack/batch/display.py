@@ -33,6 +33,7 @@ class BatchDisplay:
         self._task = None
         self._last_line_at = 0.0
         self._last_finished = -1
+        self._last: Counts | None = None
         if out.isatty():
             self._bar = Progress(
                 TextColumn("batch"), BarColumn(), MofNCompleteColumn(),
@@ -49,6 +50,8 @@ class BatchDisplay:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+        elif self._last is not None and self._last.finished != self._last_finished:
+            self._write(self._last)  # where it ended (interrupted, say)
 
     def update(self, counts: Counts) -> None:
         if self._bar is not None and self._task is not None:
@@ -56,10 +59,12 @@ class BatchDisplay:
                 self._task, total=counts.total, completed=counts.finished, detail=describe(counts)
             )
             return
-        now = time.monotonic()
-        line = f"batch: {counts.finished}/{counts.total}: {describe(counts)}"
+        self._last = counts
         ended = counts.finished == counts.total != self._last_finished
-        if now - self._last_line_at >= PLAIN_EVERY_S or ended:
-            self._last_line_at, self._last_finished = now, counts.finished
-            self._out.write(line + "\n")
-            self._out.flush()
+        if time.monotonic() - self._last_line_at >= PLAIN_EVERY_S or ended:
+            self._write(counts)
+
+    def _write(self, counts: Counts) -> None:
+        self._last_line_at, self._last_finished = time.monotonic(), counts.finished
+        self._out.write(f"batch: {counts.finished}/{counts.total}: {describe(counts)}\n")
+        self._out.flush()

@@ -28,6 +28,9 @@ from typing import IO, Any, Final, Literal
 
 MANIFEST_NAME: Final = "batch-manifest.jsonl"
 
+_UNSET: Final[tuple[object, ...]] = (None, [], False)
+"""Values left out of a line (the defaults; 0 is False too, and attempt 0 is the default)."""
+
 State = Literal["submitting", "submitted", "saving", "done", "failed"]
 
 
@@ -102,7 +105,7 @@ def read_records(path: Path) -> dict[str, FileRecord]:
 
 
 def _line(record: FileRecord) -> str:
-    fields = {name: value for name, value in asdict(record).items() if value not in (None, [])}
+    fields = {name: value for name, value in asdict(record).items() if value not in _UNSET}
     return json.dumps(fields, separators=(",", ":")) + "\n"
 
 

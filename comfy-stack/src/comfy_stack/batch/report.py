@@ -74,7 +74,11 @@ class BatchSummary:
         return (self.done + len(self.failed)) / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self) | {"files_per_s": round(self.files_per_s(), 3), "ok": self.ok}
+        rounded = {
+            "elapsed_s": round(self.elapsed_s, 3),
+            "files_per_s": round(self.files_per_s(), 3),
+        }
+        return asdict(self) | rounded | {"ok": self.ok}
 
     def text(self) -> str:
         lines = [

@@ -159,12 +159,9 @@ class _Run:
             asyncio.create_task(self._work(pending), name=f"batch-worker-{n}")
             for n in range(max(1, min(self._spec.concurrency, len(items))))
         ]
-        stopping: asyncio.Future[Any] = asyncio.create_task(stop.wait())
+        stopping = asyncio.create_task(stop.wait())
         try:
-            finished: asyncio.Future[Any] = asyncio.gather(*workers)
-            await asyncio.wait([finished, stopping], return_when=asyncio.FIRST_COMPLETED)
-            if finished.done():
-                finished.result()  # a worker's unexpected error surfaces here
+            await _until_done_or_stopped(set(workers), stopping)
         except _Aborted as exc:
             self._summary.aborted = str(exc)
         finally:
@@ -318,6 +315,17 @@ class _Run:
         if self._progress is not None:
             self._counts.elapsed_s = time.monotonic() - self._started
             self._progress.update(self._counts)
+
+
+async def _until_done_or_stopped(
+    workers: set[asyncio.Task[None]], stopping: asyncio.Task[Any]
+) -> None:
+    """Wait for every worker, or ``stopping``; a worker's error is raised at once."""
+    while workers and not stopping.done():
+        done, _ = await asyncio.wait({*workers, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done - {stopping}:
+            workers.discard(task)
+            task.result()
 
 
 def _task_error(task: dict[str, Any]) -> dict[str, str]:
