@@ -50,10 +50,13 @@ class Plan:
     """Existing files that outputs of ``todo`` would replace."""
 
 
-def make_items(files: Sequence[SourceFile], mapping: Mapping) -> list[WorkItem]:
+def make_items(
+    files: Sequence[SourceFile], mapping: Mapping, roots: Sequence[Path] = ()
+) -> list[WorkItem]:
     """A work item per file: the mapping's parameters under its folder's ``batch.json``,
-    checked by the mapping (MappingError before anything is sent)."""
-    labels = _root_labels(sorted({source.root for source in files}))
+    checked by the mapping (MappingError before anything is sent). ``roots``: all the
+    batch's, when ``files`` are some of them (they name the output folders)."""
+    labels = _root_labels(list(roots) or sorted({source.root for source in files}))
     stems = _stems(files, labels)
     folder_params = FolderParams()
     items = []

@@ -102,7 +102,7 @@ async def run_batch(
     sent. ``stop``: set it to end the run early, consistently (see the module's docstring).
     """
     scanned = spec.scan() if files is None else ScanResult(files=files)
-    items = make_items(scanned.files, spec.mapping)
+    items = make_items(scanned.files, spec.mapping, spec.roots)
     manifest = Manifest.open(spec.output_root)
     try:
         plan = make_plan(
