@@ -10,10 +10,12 @@ import httpx
 import pytest
 from PIL import Image
 
+import comfy_shared
 from comfy_stack.batch import (
     BatchSpec,
     MappingError,
     OutputConflict,
+    graph_mapping,
     read_manifest,
     run_batch,
     template_mapping,
@@ -26,6 +28,7 @@ from comfy_testkit.stack import AUTH_HEADERS
 pytestmark = pytest.mark.timeout(120)  # a fleet of processes starts and runs a few batches
 
 FIXED = ["prompt=an oil painting", "steps=2"]
+TEMPLATES = Path(comfy_shared.__file__).parent / "templates"
 
 
 @pytest.fixture
@@ -165,3 +168,24 @@ async def test_a_failing_file_is_retried_up_to_n_attempts_over_runs(
     assert (rerun_same.done, len(rerun_same.failed)) == (0, 2)  # N attempts spent
     assert (rerun_more.done, [f.file for f in rerun_more.failed]) == (1, ["huge.png"])
     assert read_manifest(tmp_path / "out")["flaky.png"].attempt == 3
+
+
+async def test_an_api_format_graph_takes_each_image_through_the_gateway_upload(
+    fleet: Cluster, client: AsyncStackClient, tmp_path: Path
+) -> None:
+    graph_file = tmp_path / "graph.json"
+    graph_file.write_text((TEMPLATES / "img2img-sdxl.json").read_text())
+    write_tree(tmp_path / "in", ["one.png", "two.jpg"])
+    mapping = graph_mapping(graph_file, "10", ["6.text=a linocut", "3.steps=2"])
+    spec = BatchSpec(roots=(tmp_path / "in",), mapping=mapping, output_root=tmp_path / "out")
+
+    summary = await run_batch(spec, client)
+    again = await run_batch(spec, client)
+
+    assert (summary.done, summary.failed, again.already_done) == (2, [], 2)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["one.png", "two.png"]
+    task_id = read_manifest(tmp_path / "out")["two.jpg"].task_id
+    task = (await fleet.api.get(f"/api/v1/tasks/{task_id}")).json()
+    assert task["status"] == "succeeded"
+    with pytest.raises(MappingError, match="names no node"):
+        graph_mapping(graph_file, "10", ["99.text=x"])

@@ -41,6 +41,8 @@ T = TypeVar("T")
 WAIT_STATUSES = frozenset({429, 503})
 TRANSIENT_STATUSES = frozenset({408, 500, 502, 504})
 FATAL_STATUSES = frozenset({401, 403})
+POLL_S = (0.05, 1.0)
+"""First and longest pause between two looks at a running task (each pause 1.5 times the last)."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,7 @@ class BatchSpec:
     overwrite: bool = False
     """Replace existing files in the output root (else the run refuses to start)."""
     transient_tries: int = 6
-    poll_s: tuple[float, float] = (0.05, 1.0)
-    """First and longest pause between two looks at a running task."""
+    poll_s: tuple[float, float] = POLL_S
 
     def scan(self) -> ScanResult:
         skip = (*self.scan_filter.skip, self.output_root)
