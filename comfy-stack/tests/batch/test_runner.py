@@ -189,3 +189,32 @@ async def test_an_api_format_graph_takes_each_image_through_the_gateway_upload(
     assert task["status"] == "succeeded"
     with pytest.raises(MappingError, match="names no node"):
         graph_mapping(graph_file, "10", ["99.text=x"])
+
+
+async def test_an_api_that_stops_answering_stops_the_run_and_the_rerun_resumes(
+    make_cluster: Callable[..., Cluster], start_balancer: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Failing the files instead would send them again under new keys (new tasks) while the
+    first ones may run on: the run stops, and the rerun sends the same requests."""
+    cluster = make_cluster(("a",))
+    await cluster.nodes_ready(1)
+    write_tree(tmp_path / "in", ["a.png", "b.png"])
+    async with httpx.AsyncClient(base_url=cluster.balancer.url, headers=AUTH_HEADERS) as api:
+        client = AsyncStackClient(api)
+        spec = await spec_for(client, tmp_path, transient_tries=2)
+        cluster.balancer.kill()
+
+        stopped = await run_batch(spec, client)
+
+        assert (stopped.unreachable, stopped.failed, stopped.interrupted) == (True, [], 2)
+        assert "no answer after 2 tries" in str(stopped.aborted)
+        records = read_manifest(tmp_path / "out").values()
+        assert [(r.state, r.attempt) for r in records] == [("submitting", 1)] * 2
+        port = int(cluster.balancer.url.rsplit(":", 1)[1])
+        start_balancer("balancer-again", port=port)
+        await cluster.nodes_ready(1)
+
+        resumed = await run_batch(spec, client)
+
+    assert (resumed.done, resumed.failed) == (2, [])
+    assert {(r.state, r.attempt) for r in read_manifest(tmp_path / "out").values()} == {("done", 1)}

@@ -2,8 +2,9 @@
 line over ``run_batch``.
 
 Exit codes: 0 every file done, 1 some failed, 2 refused before anything was sent (parameters,
-existing outputs, roots) or stopped by the API (the key), 3 the API cannot be reached,
-130 interrupted (Ctrl-C; the same command resumes).
+existing outputs, roots) or stopped by the API (the key), 3 the API cannot be reached (or
+stopped answering: the same command resumes), 130 interrupted (Ctrl-C; the same command
+resumes).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ async def _run_until_interrupted(spec: BatchSpec, client: AsyncStackClient) -> B
 
 def _exit_code(summary: BatchSummary) -> int:
     if summary.aborted:
-        return 2
+        return 3 if summary.unreachable else 2
     if summary.interrupted:
         return INTERRUPTED
     return 1 if summary.failed else 0

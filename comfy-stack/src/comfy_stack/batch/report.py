@@ -64,6 +64,8 @@ class BatchSummary:
     elapsed_s: float = 0.0
     aborted: str | None = None
     """Why the run stopped early (the API refused the key, ...), if it did."""
+    unreachable: bool = False
+    """It stopped because the API no longer answered (a rerun resumes)."""
     manifest: str = ""
 
     @property

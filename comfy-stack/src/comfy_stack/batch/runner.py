@@ -6,7 +6,8 @@ Errors, by who can mend them:
   for its ``Retry-After`` (else a backoff) and sends the same request again; no attempt of the
   file is spent, since no task was made;
 - **transient** (no answer, 5xx): the same request again after a growing backoff, up to
-  ``transient_tries``; then the attempt fails (a rerun retries it);
+  ``transient_tries``; then the run stops as on Ctrl-C (``unreachable``). Failing the file
+  instead would send it again under a new key while its first task may well run on;
 - **the task failed**: another attempt (a new idempotency key, so a new task) up to
   ``retries``, unless its error is ``validation`` (the graph or the image is wrong: it would
   fail again) or the API refused the request (4xx): those are final;
@@ -86,7 +87,11 @@ class _FileFailed(Exception):
 
 
 class _Aborted(Exception):
-    """The whole run must stop (the key is refused)."""
+    """The whole run must stop: the key is refused, or the API no longer answers."""
+
+    def __init__(self, reason: str, *, unreachable: bool = False) -> None:
+        super().__init__(reason)
+        self.unreachable = unreachable
 
 
 async def run_batch(
@@ -165,6 +170,7 @@ class _Run:
             await _until_done_or_stopped(set(workers), stopping)
         except _Aborted as exc:
             self._summary.aborted = str(exc)
+            self._summary.unreachable = exc.unreachable
         finally:
             for task in (*workers, stopping):
                 task.cancel()
@@ -274,7 +280,7 @@ class _Run:
 
     async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
         """``request`` until it is answered: waiting as the API asks, retrying what is
-        transient (``_FileFailed`` once that is spent), stopping the run on a refused key."""
+        transient, stopping the run on a refused key or once retrying is spent."""
         tries = 0
         while True:
             await self._wait_turn()
@@ -294,7 +300,8 @@ class _Run:
                 error = {"type": "transport", "code": type(exc).__name__, "message": str(exc)}
             tries += 1
             if tries >= self._spec.transient_tries:
-                raise _FileFailed(error, final=False)
+                reason = f"no answer after {tries} tries: {error['message']}"
+                raise _Aborted(reason, unreachable=True)
             await asyncio.sleep(_backoff_s(tries))
 
     async def _wait_turn(self) -> None:
