@@ -20,7 +20,7 @@ from prefect.testing.utilities import prefect_test_harness
 from comfy_stack.batch.prefect_flows import main_flow
 
 pytestmark = [
-    pytest.mark.timeout(240),  # the harness starts a Prefect server: 30 s on a busy machine
+    pytest.mark.timeout(240),  # the harness starts a Prefect server: 9 s, 30 s on a busy machine
     # Prefect's own client leaves a connection to its temporary server unclosed.
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
     pytest.mark.filterwarnings("ignore::ResourceWarning"),
