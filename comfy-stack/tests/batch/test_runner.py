@@ -1,6 +1,8 @@
 """``run_batch`` against a real emulated fleet: outputs mirrored, reruns, retries, 429s and
 existing files."""
 
+import dataclasses
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -12,7 +14,9 @@ from PIL import Image
 
 import comfy_shared
 from comfy_stack.batch import (
+    MANIFEST_NAME,
     BatchSpec,
+    FileRecord,
     MappingError,
     OutputConflict,
     graph_mapping,
@@ -218,3 +222,25 @@ async def test_an_api_that_stops_answering_stops_the_run_and_the_rerun_resumes(
 
     assert (resumed.done, resumed.failed) == (2, [])
     assert {(r.state, r.attempt) for r in read_manifest(tmp_path / "out").values()} == {("done", 1)}
+
+
+async def test_a_request_sent_before_a_crash_is_answered_by_the_same_task(
+    fleet: Cluster, client: AsyncStackClient, tmp_path: Path
+) -> None:
+    """The manifest says ``submitting`` (the process died before the answer was recorded):
+    the rerun sends the same request under the same key, and the task that exists answers."""
+    write_tree(tmp_path / "in", ["a.png"])
+    spec = await spec_for(client, tmp_path)
+    await run_batch(spec, client)
+    done = read_manifest(tmp_path / "out")["a.png"]
+    manifest = tmp_path / "out" / MANIFEST_NAME
+    crashed = FileRecord("a.png", done.key, "submitting", attempt=1)
+    manifest.write_text(json.dumps(dataclasses.asdict(crashed)) + "\n")
+    (tmp_path / "out" / "a.png").unlink()
+
+    rerun = await run_batch(spec, client)
+
+    assert (rerun.done, rerun.failed) == (1, [])
+    assert read_manifest(tmp_path / "out")["a.png"].task_id == done.task_id
+    assert await task_ids(fleet) == [done.task_id]
+    assert (tmp_path / "out" / "a.png").exists()
