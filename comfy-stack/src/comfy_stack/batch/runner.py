@@ -222,11 +222,16 @@ class _Run:
         assert record.task_id is not None
         task = await self._follow(record.task_id)
         if task["status"] != "succeeded":
-            raise _FileFailed(_task_error(task), final=_task_error(task)["type"] == "validation")
+            error = _task_error(task)
+            raise _FileFailed(error, final=error["type"] == "validation")
         return await self._save(item, record, task)
 
     async def _submit(self, item: WorkItem, attempt: int) -> str:
-        data = item.source.path.read_bytes()
+        try:
+            data = item.source.path.read_bytes()
+        except OSError as exc:  # gone or unreadable since the scan
+            error = {"type": "unreadable", "code": "unreadable", "message": str(exc)}
+            raise _FileFailed(error, final=True) from exc
         key = f"batch-{item.key}-{attempt}"
         try:
             return await self._call(
