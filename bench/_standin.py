@@ -2,14 +2,20 @@
 
 One aiohttp server answers for any number of fake nodes (the node is the path's first part);
 their health documents are written straight into Redis. Used in-process by ``scale`` and, as
-``python bench/_standin.py ...``, as a process of its own by ``balancer_throughput`` (so the
-balancer's figures are its own, without ComfyUI and comfy-service work on the same cores).
+a process of its own (:func:`standin_process`), by ``balancer_throughput`` and ``scale_fleet``
+(so the balancer's figures are its own, without ComfyUI and comfy-service work on the same
+cores).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -27,15 +33,20 @@ from comfy_shared.task_store import TaskStore
 from comfy_stack.ports import free_port
 
 REFRESH_S = 1.0
+"""How often the stand-in process writes its nodes' health again (``--refresh-s``)."""
 
 
 class FakeService:
     """One HTTP server standing in for every fake node (the node is the path's first part):
-    accepts a placement and marks the task succeeded at once, as a service would when ComfyUI
-    is done, so the slot frees and the balancer is signalled."""
+    accepts a placement and marks the task succeeded, as a service would when ComfyUI is
+    done, so the slot frees and the balancer is signalled. At once by default (infinitely
+    fast GPUs); with ``run_s``, each node runs its tasks one after the other, each for that
+    long (a fleet in its steady state)."""
 
-    def __init__(self, store: TaskStore, port: int = 0) -> None:
+    def __init__(self, store: TaskStore, port: int = 0, run_s: float = 0.0) -> None:
         self._store = store
+        self._run_s = run_s
+        self._free_at: dict[str, float] = {}  # per node, when its GPU is done with its tasks
         self._writes: set[asyncio.Task[None]] = set()
         self.finished = 0
         self.expected = 0
@@ -59,12 +70,22 @@ class FakeService:
 
     async def _generate(self, request: web.Request) -> web.Response:
         task_id = str((await request.json())["task_id"])
-        write = asyncio.create_task(self._finish(task_id))
+        write = asyncio.create_task(self._finish(task_id, self._ends_in_s(request)))
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
         return web.json_response({"id": task_id, "status": "queued"}, status=202)
 
-    async def _finish(self, task_id: str) -> None:
+    def _ends_in_s(self, request: web.Request) -> float:
+        """Seconds until the task just accepted ends: after the node's earlier tasks."""
+        if not self._run_s:
+            return 0.0
+        node, now = request.match_info["node"], asyncio.get_running_loop().time()
+        ends_at = self._free_at[node] = max(now, self._free_at.get(node, now)) + self._run_s
+        return ends_at - now
+
+    async def _finish(self, task_id: str, after_s: float) -> None:
+        if after_s:
+            await asyncio.sleep(after_s)
         record = await self._store.get(task_id)
         attempt = current_attempt(record)
         assert attempt is not None
@@ -81,8 +102,11 @@ async def publish_nodes(
     count: int,
     capabilities: Capabilities,
     ttl_s: int = 600,
+    *,
+    signal: bool = True,
 ) -> None:
-    """What ``count`` services would publish, then the signal a new service sends."""
+    """What ``count`` services would publish, then (``signal``) the signal that wakes the
+    balancers at once, as for nodes that just appeared."""
     async with redis.pipeline(transaction=False) as pipe:
         for index in range(count):
             node_id = f"fake-{index:02d}"
@@ -106,7 +130,8 @@ async def publish_nodes(
             pipe.set(keys.node_health(node_id), health.model_dump_json(), ex=ttl_s)
             pipe.zadd(keys.nodes(), {node_id: now_ms()})
         await pipe.execute()
-    await Signals(redis, keys).publish(NODE_CHANGED, "bench")
+    if signal:
+        await Signals(redis, keys).publish(NODE_CHANGED, "bench")
 
 
 def capabilities_of(object_info_url: str) -> Capabilities:
@@ -119,15 +144,47 @@ def capabilities_of(object_info_url: str) -> Capabilities:
 async def _serve(args: argparse.Namespace) -> None:
     keys = RedisKeys(args.prefix)
     redis = await connect_redis(args.redis_url)
-    fake = FakeService(TaskStore(redis, keys), port=args.port)
+    fake = FakeService(TaskStore(redis, keys), port=args.port, run_s=args.run_s)
     runner = await fake.start()
     capabilities = capabilities_of(args.object_info_url)
+    ttl_s = max(10, round(5 * args.refresh_s))
     try:
-        while True:  # refreshed like a service's health, until this process is stopped
-            await publish_nodes(redis, keys, fake, args.nodes, capabilities, ttl_s=10)
-            await asyncio.sleep(REFRESH_S)
+        await publish_nodes(redis, keys, fake, args.nodes, capabilities, ttl_s)
+        while True:  # refreshed like a service's health (no signal), until stopped
+            await asyncio.sleep(args.refresh_s)
+            await publish_nodes(redis, keys, fake, args.nodes, capabilities, ttl_s, signal=False)
     finally:
         await runner.cleanup()
+
+
+@contextmanager
+def standin_process(
+    *,
+    redis_url: str,
+    prefix: str,
+    nodes: int,
+    object_info_url: str,
+    refresh_s: float = REFRESH_S,
+    run_s: float = 0.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """This module as a process of its own serving ``nodes`` fake nodes (``fake-00``...),
+    stopped on exit. The caller waits until the balancer sees them."""
+    # fmt: off
+    process = subprocess.Popen(
+        [
+            sys.executable, str(Path(__file__)),
+            "--redis-url", redis_url, "--prefix", prefix, "--nodes", str(nodes),
+            "--port", str(free_port()), "--object-info-url", object_info_url,
+            "--refresh-s", str(refresh_s), "--run-s", str(run_s),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    # fmt: on
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def main() -> None:
@@ -137,6 +194,8 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--object-info-url", required=True, help="a ComfyUI's /object_info")
+    parser.add_argument("--refresh-s", type=float, default=REFRESH_S, help="health interval")
+    parser.add_argument("--run-s", type=float, default=0.0, help="each task's run (0: none)")
     asyncio.run(_serve(parser.parse_args()))
 
 

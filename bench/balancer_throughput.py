@@ -22,13 +22,11 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 from _common import (
@@ -43,8 +41,8 @@ from _common import (
     wait_for_ready_nodes,
 )
 from _loadgen import Kind, LoadPlan, LoadResult, run_load
+from _standin import standin_process
 
-from comfy_stack.ports import free_port
 from comfy_testkit.stack import AUTH_HEADERS, RunningComponent, start_balancer_process
 
 TARGET_P99_MS = 5.0
@@ -153,23 +151,16 @@ def _standin_balancers(
             )
         )
     placing, api_only = started
-    # fmt: off
-    standin = subprocess.Popen(
-        [
-            sys.executable, str(Path(__file__).with_name("_standin.py")),
-            "--redis-url", cluster.redis.url, "--prefix", prefix, "--nodes", "2",
-            "--port", str(free_port()),
-            "--object-info-url", f"{cluster.nodes[0].emulator.url}/object_info",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    # fmt: on
     try:
-        wait_for_ready_nodes(placing.url, 2)
-        yield placing, api_only, standin
+        with standin_process(
+            redis_url=cluster.redis.url,
+            prefix=prefix,
+            nodes=2,
+            object_info_url=f"{cluster.nodes[0].emulator.url}/object_info",
+        ) as standin:
+            wait_for_ready_nodes(placing.url, 2)
+            yield placing, api_only, standin
     finally:
-        standin.terminate()
-        standin.wait(timeout=10)
         for balancer in started:
             balancer.stop()
 

@@ -216,7 +216,7 @@ async def _queue_depth(
                 memory_before = await _used_memory(redis)
                 redis_before = cpu_seconds({"redis": server.process.pid})["redis"]
                 own_before, started = time.process_time(), time.perf_counter()
-                await _submit_range(queue, submitted, added, args.concurrency)
+                await submit_range(queue, submitted, added, args.concurrency)
                 submit_s = time.perf_counter() - started
                 own_used = time.process_time() - own_before
                 redis_used = cpu_seconds({"redis": server.process.pid})["redis"] - redis_before
@@ -245,7 +245,9 @@ def _task_id(index: int) -> str:
     return f"scale-{index}"
 
 
-async def _submit_range(queue: TaskQueue, start: int, count: int, concurrency: int) -> None:
+async def submit_range(queue: TaskQueue, start: int, count: int, concurrency: int) -> None:
+    """Queue tasks ``scale-<start>`` on (a txt2img graph each) through the balancer's own
+    ``TaskQueue.submit``, ``concurrency`` submits in flight."""
     indexes = iter(range(start, start + count))
 
     async def worker() -> None:

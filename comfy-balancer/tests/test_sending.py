@@ -2,6 +2,7 @@
 HTTP transport. Each answer a node can give ends in one state, and a slot is never held
 without a live attempt."""
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from comfy_balancer.registry import NodeRegistry, NodeView
 from comfy_balancer.sending import Invalid, NodeFailed, Overloaded, Sender, Taken, outcome_of
@@ -189,3 +191,26 @@ async def test_a_graph_json_cannot_carry_fails_the_task_without_calling_the_node
     assert "cannot be sent as JSON" in record.error.message
     assert not await bench.slot_held()
     assert bench.calls == 0
+
+
+async def test_an_outcome_redis_cannot_record_ends_the_send_quietly_holding_its_attempt(
+    bench_for: Callable[[Handler], Bench], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = bench_for(answer(500, {"detail": "boom"}))
+
+    async def redis_away(node_id: str) -> None:
+        raise RedisConnectionError("Redis is away")
+
+    monkeypatch.setattr(bench.registry, "record_failure", redis_away)
+    record = TaskRecord(id="t", retry=RetryPolicy(max_attempts=3))
+    await bench.queue.submit(record, GRAPH)
+    assert await bench.queue.claim("t", "a", slots=2) == 1
+    bench.sender.start(await bench.store.apply("t", Placed("a")), GRAPH, NODE_A)
+    send = bench.sender._running["t"]
+    await asyncio.wait([send], timeout=10)
+
+    assert send.done()
+    assert send.exception() is None  # nobody awaits it: an error would vanish with the task
+    after = await bench.store.get("t")
+    assert (after.status, after.node_id, after.attempts) == (TaskStatus.DISPATCHED, "a", 1)
+    assert await bench.slot_held()  # a sweep sends it again after the dispatch timeout

@@ -1,6 +1,8 @@
 import inspect
 from datetime import date
 
+from redis.crc import key_slot
+
 from comfy_shared import redis_keys
 from comfy_shared.redis_keys import RedisKeys
 
@@ -42,3 +44,36 @@ def test_every_key_is_in_the_schema_table() -> None:
         if key == flow_key:
             pattern = "{p}:queue:flow:{n}:{flow}"
         assert pattern in schema, pattern
+
+
+SPREAD = {  # keys that no script or MULTI joins with the shared state: a slot of their own
+    "stack-a:task:{t1}:submit:1",
+    "stack-a:idempotency:{acme}:k",
+    "stack-a:gateway:uploads:{acme}",
+    "stack-a:gateway:live:{t1}",
+    "stack-a:key:{k9}:bucket",
+    "stack-a:ui:session:{s256}",
+    "stack-a:ui:user:{acme}:settings",
+    "stack-a:ui:user:{acme}:files",
+    "stack-a:ui:user:{acme}:contents",
+    "stack-a:ui:user:{acme}:bytes",
+    "stack-a:costs:shapes",
+    "stack-a:metrics:fleet-lease",
+}
+
+
+def test_on_a_cluster_the_shared_keys_have_one_slot_and_the_others_their_owners() -> None:
+    built = every_key(RedisKeys("stack-a", cluster=True))
+
+    shared = [key for key in built if key.startswith("{stack-a}:")]
+    assert set(built) - set(shared) == SPREAD
+    assert {key_slot(key.encode()) for key in shared} == {key_slot(b"stack-a")}
+    assert len({key_slot(key.encode()) for key in SPREAD}) > 5
+
+
+def test_cluster_names_are_the_plain_names_with_hash_tags() -> None:
+    plain = every_key(RedisKeys("stack-a"))
+    tagged = every_key(RedisKeys("stack-a", cluster=True))
+
+    assert not any("{" in key for key in plain)
+    assert [key.replace("{", "").replace("}", "") for key in tagged] == plain

@@ -3,6 +3,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from comfy_shared.errors import SettingsError
+from comfy_shared.redis_client import RedisTarget
 from comfy_shared.settings import (
     INTERNAL_TOKEN_ENV,
     CommonSettings,
@@ -40,6 +41,38 @@ def test_invalid_value_names_the_variable_and_the_flag(monkeypatch: pytest.Monke
 def test_redis_url_scheme_is_checked() -> None:
     with pytest.raises(SettingsError, match="DEMO_REDIS_URL"):
         load_settings(DemoSettings, redis_url="http://localhost:6379")
+    cluster = "redis+cluster://10.0.0.5:7000/0"
+    assert load_settings(DemoSettings, redis_url=cluster).redis_url == cluster
+
+
+def test_sentinels_name_where_redis_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(DemoSettings).redis_target() == RedisTarget("redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("DEMO_REDIS_SENTINELS", "s1:26379,s2:26379")
+    monkeypatch.setenv("DEMO_REDIS_SENTINEL_PASSWORD", "sentinel-secret")
+    settings = settings_from_argv(
+        DemoSettings,
+        ["--redis-url", "redis://:pw@ignored/2", "--redis-sentinel-master", "comfy"],
+        prog="demo",
+        description="",
+    )
+    assert settings.redis_target() == RedisTarget(
+        "redis://:pw@ignored/2",
+        sentinels=(("s1", 26379), ("s2", 26379)),
+        sentinel_master="comfy",
+        sentinel_password="sentinel-secret",
+    )
+
+
+def test_sentinels_and_a_cluster_url_are_refused_together() -> None:
+    with pytest.raises(SettingsError, match="exclude each other"):
+        load_settings(
+            DemoSettings, redis_sentinels="s1:26379", redis_url="redis+cluster://seed:7000"
+        )
+
+
+def test_a_sentinel_without_a_port_is_refused() -> None:
+    with pytest.raises(SettingsError, match="DEMO_REDIS_SENTINELS / --redis-sentinels"):
+        load_settings(DemoSettings, redis_sentinels="s1:26379,s2")
 
 
 def test_logdy_address_must_be_host_and_port() -> None:

@@ -1,15 +1,26 @@
 import asyncio
 
 import pytest
+import redis as redis_sync
 from redis.asyncio import Redis
 
 from comfy_shared.models import Band, TaskRecord
+from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import Signals
-from comfy_shared.task_queue import FIFO_FLOW, TASK_QUEUED, QueueAtCapacity, Share, TaskQueue
+from comfy_shared.task_queue import (
+    FIFO_FLOW,
+    TASK_QUEUED,
+    QueueAtCapacity,
+    Replication,
+    Share,
+    TaskQueue,
+)
 from comfy_shared.task_state import TaskStatus
 from comfy_shared.task_store import TASK_ENDED, TaskStore
 from comfy_testkit.records import on_node, run, succeed
+from comfy_testkit.sentinel import SentinelGroup
+from comfy_testkit.waiting import wait_for_condition
 
 KEYS = RedisKeys("test")
 PROMPT = {"1": {"class_type": "X", "inputs": {}}}
@@ -196,3 +207,77 @@ async def test_a_terminal_write_announces_the_end(store: TaskStore, redis: Redis
         await run(store, "a")
         await succeed(store, "a")
         assert await subscription.next(timeout_s=5) == (TASK_ENDED, "a")
+
+
+# --- replication: a submit waits for replicas to hold it -----------------------------------
+
+
+async def test_a_replicated_submit_is_on_the_replica_when_it_returns(
+    sentinel_group: SentinelGroup,
+) -> None:
+    redis = await connect_redis(sentinel_group.target())
+    queue = TaskQueue(redis, KEYS, TaskStore(redis, KEYS), replication=Replication(1, 5000))
+    try:
+        submitted = await queue.submit(TaskRecord(id="a"), PROMPT)
+        again = await queue.submit(TaskRecord(id="a"), PROMPT)
+    finally:
+        await redis.aclose()
+    assert (submitted.created, submitted.replicated) == (True, True)
+    assert (again.created, again.replicated) == (False, True)
+    with redis_sync.Redis(port=sentinel_group.replica.port, decode_responses=True) as replica:
+        assert replica.hget(KEYS.queue_places(), "a") is not None
+
+
+async def test_a_submit_no_replica_confirms_is_written_and_says_so(
+    queue: TaskQueue, store: TaskStore, redis: Redis
+) -> None:
+    """The session's Redis has no replica."""
+    waiting = TaskQueue(redis, KEYS, store, replication=Replication(1, 20))
+    submitted = await waiting.submit(TaskRecord(id="a"), PROMPT)
+
+    assert (submitted.created, submitted.replicated) == (True, False)
+    assert await queue.head(10) == ["a"]
+    assert (await queue.submit(TaskRecord(id="b"), PROMPT)).replicated  # none asked for
+
+
+async def test_only_a_replicated_submit_survives_a_failover_right_after_it(
+    sentinel_group: SentinelGroup,
+) -> None:
+    """Why the WAIT: the replica stalls and its link drops (as on a slow or cut-off network),
+    two tasks are submitted, the primary dies, the replica is promoted. The one acknowledged without
+    waiting is gone; the one that waited was never acknowledged (not replicated)."""
+    redis = await connect_redis(sentinel_group.target())
+    store = TaskStore(redis, KEYS)
+    waiting = TaskQueue(redis, KEYS, store, replication=Replication(1, 100))
+    stall = asyncio.create_task(asyncio.to_thread(stall_replica, sentinel_group, 0.8))
+    try:
+        await wait_for_condition(lambda: replica_stalled(redis), what="the replica stalled")
+        # Its link dropped too, or what the primary sends would wait in the replica's socket.
+        await redis.client_kill_filter(_type="replica")
+        fast = await TaskQueue(redis, KEYS, store).submit(TaskRecord(id="fast"), PROMPT)
+        waited = await waiting.submit(TaskRecord(id="waited"), PROMPT)
+        sentinel_group.primary.process.kill()
+        await stall
+        await wait_for_condition(
+            lambda: promoted(sentinel_group), timeout_s=30, interval_s=0.1, what="promotion"
+        )
+        assert (fast.created, fast.replicated) == (True, True)  # answered: nothing was asked
+        assert (waited.created, waited.replicated) == (True, False)  # answered 503
+        assert await store.find("fast") is None
+    finally:
+        await redis.aclose()
+
+
+def stall_replica(group: SentinelGroup, seconds: float) -> None:
+    """Shorter than the sentinels' down-after: the replica stays a candidate."""
+    with redis_sync.Redis(port=group.replica.port, socket_timeout=seconds + 5) as replica:
+        replica.execute_command("DEBUG", "SLEEP", seconds)
+
+
+async def replica_stalled(redis: Redis) -> bool:
+    await redis.set("probe", "x")
+    return int(await redis.wait(1, 20)) == 0
+
+
+async def promoted(group: SentinelGroup) -> bool:
+    return group.primary_address() == (group.replica.host, group.replica.port)

@@ -46,7 +46,7 @@ from comfy_shared.clock import now_ms, utc_now
 from comfy_shared.errors import TaskNotFound
 from comfy_shared.lifecycle import Placed, Refused
 from comfy_shared.loops import LoopHandle
-from comfy_shared.models import RetryPolicy
+from comfy_shared.models import Capabilities, RetryPolicy
 from comfy_shared.signals import NODE_CHANGED, Signals
 from comfy_shared.task_queue import TASK_QUEUED, TaskQueue
 from comfy_shared.task_store import TASK_ENDED, TaskStore
@@ -251,7 +251,19 @@ def _any_free(views: dict[str, NodeView]) -> bool:
 
 
 def _can_run(graph: dict[str, Any]) -> Callable[[NodeView], bool]:
+    """Whether a node can run ``graph``, checked once per capabilities object: the registry
+    gives nodes with the same capabilities one object, so a task costs one check per kind of
+    node instead of one per node (the most costly part of a placement on a large fleet)."""
+    verdicts: dict[int, tuple[Capabilities, bool]] = {}  # holding each object keeps its id
+
     def can_run(node: NodeView) -> bool:
-        return not missing_capabilities(graph, node.capabilities)
+        capabilities = node.capabilities
+        known = verdicts.get(id(capabilities))
+        if known is None:
+            known = verdicts[id(capabilities)] = (
+                capabilities,
+                not missing_capabilities(graph, capabilities),
+            )
+        return known[1]
 
     return can_run

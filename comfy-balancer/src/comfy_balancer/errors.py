@@ -4,6 +4,7 @@ ComfyStackError (comfy_shared.errors)
 ├── TaskNotFound, InvalidTransition, ConcurrentUpdate  (shared)
 ├── TooManyStreams         (shared) --max-streams event streams are open -> 429 with Retry-After
 ├── QueueFull              the pending queue is at its limit -> 429 with Retry-After
+├── NotReplicated          a submit's task fewer Redis replicas confirmed than asked -> 503
 ├── BudgetExhausted        the key used its GPU-seconds of the day or month -> 429, Retry-After
 ├── InvalidUsageRange      a usage report's days are no days, reversed or too many -> 422
 ├── OtherTenant            a key asked for another tenant's usage or tasks -> 403
@@ -61,6 +62,19 @@ from comfy_shared.workflows import InvalidParams, StagedInputReference, UnknownW
 class QueueFull(ComfyStackError):
     def __init__(self, limit: int, retry_after_s: int) -> None:
         super().__init__(f"the queue holds its maximum of {limit} tasks; retry later")
+        self.retry_after_s = retry_after_s
+
+
+class NotReplicated(ComfyStackError):
+    """The task was written on the Redis primary, but not confirmed by ``--submit-replicas``
+    replicas in time: were the primary lost now, a promoted replica might not have it."""
+
+    def __init__(self, task_id: str, retry_after_s: int) -> None:
+        super().__init__(
+            f"task {task_id!r} was queued, but the Redis replicas did not confirm it in time; "
+            "it may run: submit again with the same task id or Idempotency-Key to learn its state"
+        )
+        self.task_id = task_id
         self.retry_after_s = retry_after_s
 
 
@@ -139,6 +153,7 @@ STATUS_FOR: ErrorTable = {
     PromptRejected: PROMPT_REJECTED,
     NoCapableNode: ErrorMapping(422, "no_capable_node", V, _no_capable_node_extras),
     QueueFull: ErrorMapping(429, "queue_full", S, headers=retry_after_header),
+    NotReplicated: ErrorMapping(503, "not_replicated", S, headers=retry_after_header),
     KeyQueueFull: ErrorMapping(429, "key_queue_full", V, headers=retry_after_header),
     RateLimited: ErrorMapping(429, "rate_limited", V, headers=_rate_limit_headers),
     BudgetExhausted: ErrorMapping(429, "budget_exhausted", V, headers=retry_after_header),

@@ -8,7 +8,8 @@ existing task; a full queue, or as many tasks of the key waiting as it may have,
 a graph the live nodes' ComfyUIs would refuse answers 422 with ComfyUI's own errors
 (``FleetCatalog.check``), one no live node could run whole 422 with what each node lacks.
 A caller sees and cancels only its tenant's tasks (an admin: all); another tenant's task is
-"not found".
+"not found". With ``--submit-replicas``, a new task is answered only once that many Redis
+replicas hold it, else 503 ``not_replicated`` (the task stays queued).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from comfy_balancer.errors import (
     KeyQueueFull,
     NoCapableNode,
     NodeUnavailable,
+    NotReplicated,
     PriorityNotAllowed,
     QueueFull,
     TaskIdTaken,
@@ -93,6 +95,8 @@ class Intake:
     """What is left of the key's submits per minute, when it has such a limit."""
     node_errors: dict[str, Any] = field(default_factory=dict)
     """ComfyUI's ``node_errors`` of branches of the graph that will not run (the rest does)."""
+    replicated: bool = True
+    """False: fewer Redis replicas than asked confirmed the task's write in time."""
 
 
 class TaskIntake:
@@ -187,6 +191,10 @@ class TaskIntake:
             if earlier is not None:
                 return Intake(self._visible(earlier, caller), created=False, quota=quota)
             intake = await self._enqueue(task_id, request, caller, band, origin, staged)
+        if not intake.replicated:
+            # Raised past the idempotency key, which stays bound: the task exists, and a
+            # retry with the key must find it rather than queue a second one.
+            raise NotReplicated(task_id, RETRY_AFTER_S)
         return dataclasses.replace(intake, quota=quota)
 
     async def cancel(self, task_id: str, caller: Caller) -> TaskRecord:
@@ -240,13 +248,21 @@ class TaskIntake:
             raise
         if not submitted.created:
             await self._stash.let_go(kept)
-            return Intake(self._visible(submitted.task, caller, taken=True), created=False)
+            return Intake(
+                self._visible(submitted.task, caller, taken=True),
+                created=False,
+                replicated=submitted.replicated,
+            )
         logger.info(
             "task queued", task_id=task_id, band=band, priority=request.priority, cost_s=cost_s
         )
         node_errors = checked.node_errors if checked is not None else {}
         return Intake(
-            submitted.task, submitted.created, submitted.position, node_errors=node_errors
+            submitted.task,
+            submitted.created,
+            submitted.position,
+            node_errors=node_errors,
+            replicated=submitted.replicated,
         )
 
     async def _submit(

@@ -49,7 +49,7 @@ from comfy_shared.outputs.catalog import OutputCatalog
 from comfy_shared.outputs.inputs import InputStash
 from comfy_shared.outputs.retention import start_retention
 from comfy_shared.outputs.store import OutputStore
-from comfy_shared.redis_client import connect_redis
+from comfy_shared.redis_client import connect_redis, is_cluster_url
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.signals import Signals
 from comfy_shared.stream_hub import StreamHub
@@ -114,8 +114,8 @@ def balancer_lifespan(
 
 
 async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> BalancerState:
-    keys = RedisKeys(settings.redis_prefix)
-    redis = await connect_redis(settings.redis_url, attempts=30)
+    keys = RedisKeys(settings.redis_prefix, cluster=is_cluster_url(settings.redis_url))
+    redis = await connect_redis(settings.redis_target(), attempts=30)
     metrics = BalancerMetrics()
     store = TaskStore(
         redis,
@@ -125,7 +125,13 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         on_end=metrics.outcomes.observe_end,
         on_retry=metrics.outcomes.observe_retry,
     )
-    queue = TaskQueue(redis, keys, store, batch_max_wait_s=settings.batch_max_wait_s)
+    queue = TaskQueue(
+        redis,
+        keys,
+        store,
+        batch_max_wait_s=settings.batch_max_wait_s,
+        replication=settings.replication(),
+    )
     registry = NodeRegistry(
         redis, keys, slots=settings.slots_per_node, allowed=frozenset(settings.nodes)
     )
@@ -175,9 +181,11 @@ async def _start(settings: BalancerSettings, templates: TemplateLibrary) -> Bala
         prefetch_lead_s=settings.prefetch_lead_s,
     )
     task_logs = install_task_log_sink(
-        settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
+        settings.redis_target(), keys, retention_s=settings.retention_s, level=settings.log_level
     )
-    stream_hub = StreamHub(settings.redis_url, redis, max_streams=settings.max_streams)
+    stream_hub = StreamHub(
+        settings.redis_target(), redis, max_streams=settings.max_streams, slot_key=keys.root
+    )
     state = BalancerState(
         settings=settings,
         redis=redis,

@@ -79,6 +79,16 @@ class NodeView:
     warm_waiting: int = 0
     """Queued tasks the node could run without a switch (the dispatcher counts them)."""
 
+    # Worked out once per view (every field is final): the dispatcher asks every node for
+    # them for every task it places, which made them a quarter of a placement's CPU on a
+    # large fleet (bench/scale_fleet.py).
+    _state: NodeState = field(init=False, repr=False, compare=False)
+    _free_slots: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_state", self._work_out_state())
+        object.__setattr__(self, "_free_slots", self._work_out_free_slots())
+
     @property
     def model_room(self) -> ModelRoom:
         """What bounds the models the node keeps loaded: its VRAM less ComfyUI's headroom,
@@ -96,6 +106,9 @@ class NodeView:
 
     @property
     def state(self) -> NodeState:
+        return self._state
+
+    def _work_out_state(self) -> NodeState:
         if self.health is None:
             return NodeState.DEAD
         lifecycle = self.health.lifecycle.state
@@ -118,6 +131,9 @@ class NodeView:
 
     @property
     def free_slots(self) -> int:
+        return self._free_slots
+
+    def _work_out_free_slots(self) -> int:
         if self.state is not NodeState.READY or self.prefetch_opens_in_s > 0:
             return 0
         return self.slots - self.in_flight
@@ -146,6 +162,13 @@ class NodeRegistry:
         self._allowed = allowed
         self._last_read: tuple[float, list[NodeView]] | None = None
         self._ttl_s: dict[str, float] = {}
+        # The last document of each node and what it parsed to: the dispatcher reads every
+        # node each cycle, and most documents did not change since (a service writes its own
+        # every few seconds), so most parses are skipped (bench/scale_fleet.py).
+        self._parsed: dict[str, tuple[str, NodeHealth]] = {}
+        # The distinct capabilities in use, each one object shared by every node that has it,
+        # so the dispatcher checks a graph once per kind of node, not once per node.
+        self._capabilities: list[Capabilities] = []
 
     async def recent(self, max_age_s: float) -> list[NodeView]:
         """The last read of the nodes if it is at most ``max_age_s`` old, else a new one."""
@@ -169,6 +192,7 @@ class NodeRegistry:
             (node_id, ms) for node_id, ms in seen if not self._allowed or node_id in self._allowed
         ]
         if not seen:
+            self._parsed, self._capabilities = {}, []
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.smembers(self._keys.drained_nodes())
@@ -178,10 +202,12 @@ class NodeRegistry:
                 pipe.zcount(self._keys.node_failures(node_id), now_ms() - FAILURE_WINDOW_MS, "+inf")
             drained, *replies = await pipe.execute()
         views = []
+        parsed = {}
         for i, (node_id, last_seen) in enumerate(seen):
             raw_health, in_flight, failures = replies[3 * i : 3 * i + 3]
-            health = NodeHealth.model_validate_json(raw_health) if raw_health else None
+            health = self._parse(node_id, raw_health) if raw_health else None
             if health is not None:
+                parsed[node_id] = (raw_health, health)
                 self._ttl_s[node_id] = health.ttl_s
             views.append(
                 NodeView(
@@ -196,7 +222,23 @@ class NodeRegistry:
                     drained=node_id in drained,
                 )
             )
+        self._parsed = parsed
+        in_use = {id(health.capabilities): health.capabilities for _, health in parsed.values()}
+        self._capabilities = list(in_use.values())
         return views
+
+    def _parse(self, node_id: str, raw: str) -> NodeHealth:
+        """The node's health document as of ``raw``: the last parse if it did not change,
+        with capabilities shared with the nodes that have the same."""
+        last = self._parsed.get(node_id)
+        if last is not None and last[0] == raw:
+            return last[1]
+        health = NodeHealth.model_validate_json(raw)
+        same = next((c for c in self._capabilities if _same(c, health.capabilities)), None)
+        if same is None:
+            self._capabilities.append(health.capabilities)
+            return health
+        return health.model_copy(update={"capabilities": same})
 
     def ttl_of(self, node_id: str) -> float:
         """How long the node's health document lives, as last seen (a cautious guess for a node
@@ -225,3 +267,13 @@ class NodeRegistry:
             pipe.zremrangebyscore(key, "-inf", now - FAILURE_WINDOW_MS)
             pipe.pexpire(key, FAILURE_WINDOW_MS)
             await pipe.execute()
+
+
+def _same(first: Capabilities, second: Capabilities) -> bool:
+    """Equal fields (a model's ``==`` would also compare its cached properties)."""
+    return (
+        first.node_classes == second.node_classes
+        and first.models == second.models
+        and first.model_folders == second.model_folders
+        and first.object_info_sha256 == second.object_info_sha256
+    )

@@ -135,12 +135,19 @@ class Sender:
         with logger.contextualize(task_id=record.id, attempt=record.attempts):
             try:
                 outcome = await self._deliver(record, graph, node)
-                await self._act(record.id, attempt, outcome)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 logger.opt(exception=exc).error("sending a placement failed")
-                await self._act(record.id, attempt, NodeFailed(f"sending failed: {exc}"))
+                outcome = NodeFailed(f"sending failed: {exc}")
+            try:
+                await self._act(record.id, attempt, outcome)
+            except Exception as exc:
+                # Nobody awaits this background task, so an error raised here would vanish
+                # ("Task exception was never retrieved"). Redis is away, most likely: the
+                # attempt stays as recorded (dispatched, not taken), and once the dispatch
+                # timeout passes a sweep sends it again.
+                logger.opt(exception=exc).warning(
+                    "recording the placement's outcome failed; a sweep will send it again"
+                )
 
     async def _deliver(
         self, record: TaskRecord, graph: dict[str, Any], node: NodeView

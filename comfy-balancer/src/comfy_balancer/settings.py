@@ -12,6 +12,7 @@ from comfy_balancer.webhooks.signing import check_signing_secret
 from comfy_shared.models import RetryPolicy
 from comfy_shared.net_guard import AllowList
 from comfy_shared.settings import ApiServerSettings, InternalToken, internal_token_field
+from comfy_shared.task_queue import Replication
 
 StrategyName = Literal[
     "earliest-finish",
@@ -73,6 +74,18 @@ class BalancerSettings(ApiServerSettings):
     )
     max_queue: int = Field(
         default=10_000, ge=1, description="Pending tasks accepted; beyond, submit answers 429."
+    )
+    submit_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="Redis replicas that must hold a submitted task before the submit is "
+        "answered (Redis WAIT, up to --submit-replication-timeout-ms): a promoted replica "
+        "then has every task answered 202. Fewer in time: 503 not_replicated (the task was "
+        "written and may run; submit again with the same id or Idempotency-Key). 0: answered "
+        "once the primary has it.",
+    )
+    submit_replication_timeout_ms: int = Field(
+        default=1000, ge=1, description="How long a submit waits for --submit-replicas."
     )
     max_attempts: int = Field(
         default=3, ge=1, description="Placements a task gets before it fails (node lost, retry)."
@@ -262,3 +275,9 @@ class BalancerSettings(ApiServerSettings):
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.max_attempts, retry_on=self.retry_on)
+
+    def replication(self) -> Replication | None:
+        """What a submit waits for (None: no replica)."""
+        if not self.submit_replicas:
+            return None
+        return Replication(self.submit_replicas, self.submit_replication_timeout_ms)

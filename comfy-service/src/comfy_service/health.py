@@ -131,7 +131,7 @@ class HealthPublisher:
             if profile_version != self._stored_profile_version:  # the same, kept when learned
                 pipe.set(profile_key, self._profile.learned().model_dump_json())
             else:  # still there? (a Redis that came back empty lost it)
-                profile_checked_at = len(pipe.command_stack)
+                profile_checked_at = len(pipe)  # commands staged so far (a cluster pipeline too)
                 pipe.exists(profile_key)
             if packed is not None:
                 self._stage_object_info(pipe, packed)

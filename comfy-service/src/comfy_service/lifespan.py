@@ -50,7 +50,7 @@ from comfy_shared.outputs.catalog import OutputCatalog
 from comfy_shared.outputs.inputs import InputStash
 from comfy_shared.outputs.retention import start_retention
 from comfy_shared.outputs.store import OutputStore
-from comfy_shared.redis_client import connect_redis
+from comfy_shared.redis_client import connect_redis, is_cluster_url
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.stream_hub import StreamHub
 from comfy_shared.task_logs import TaskLogSink, install_task_log_sink
@@ -120,8 +120,8 @@ def service_lifespan(
 async def _start(
     settings: ServiceSettings, templates: TemplateLibrary, warm_up: WarmUpWorkflow | None
 ) -> ServiceState:
-    keys = RedisKeys(settings.redis_prefix)
-    redis = await connect_redis(settings.redis_url, attempts=30)
+    keys = RedisKeys(settings.redis_prefix, cluster=is_cluster_url(settings.redis_url))
+    redis = await connect_redis(settings.redis_target(), attempts=30)
     comfy = ComfyClient(settings.comfyui_url, timeout=settings.comfyui_timeout_s)
     metrics = ServiceMetrics(redis, keys, settings.node_id)
     store = TaskStore(
@@ -159,7 +159,7 @@ async def _start(
         ttl_s=settings.health_ttl_s,
     )
     task_logs = install_task_log_sink(
-        settings.redis_url, keys, retention_s=settings.retention_s, level=settings.log_level
+        settings.redis_target(), keys, retention_s=settings.retention_s, level=settings.log_level
     )
     outputs = await make_store(settings.output_store())
     catalog = OutputCatalog(redis, keys)
@@ -202,7 +202,9 @@ async def _start(
         speed=speed,
         profile=profile,
         submits=SubmitGate(settings.max_concurrent_submits),
-        stream_hub=StreamHub(settings.redis_url, redis, max_streams=settings.max_streams),
+        stream_hub=StreamHub(
+            settings.redis_target(), redis, max_streams=settings.max_streams, slot_key=keys.root
+        ),
         outputs=outputs,
         catalog=catalog,
         metrics=metrics,

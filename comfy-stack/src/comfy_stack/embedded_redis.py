@@ -6,6 +6,7 @@ No Redis needs to be installed. The local launcher and the tests both use it.
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +40,13 @@ def start_redis_server(
     *,
     port: int | None = None,
     persistent: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> RedisServer:
     """Start redis-server on loopback; ``persistent`` keeps an append-only file in ``data_dir``,
     synced before each reply, so tasks survive a restart of the stack and not even a SIGKILL
     loses a write Redis acknowledged. Started again on the same port and folder, the server
-    loads what the file holds."""
+    loads what the file holds. ``extra_args`` go last (say ``--replicaof HOST PORT`` or
+    ``--cluster-enabled yes``)."""
     port = port or free_port()
     args = [
         redis_server_binary(),
@@ -55,6 +58,7 @@ def start_redis_server(
         # Written through on every change: an answered submit survives even a crash of Redis.
         "--appendfsync", "always",
         "--protected-mode", "yes",
+        *extra_args,
     ]  # fmt: skip
     process = start_process(f"redis-{port}", args, log_dir=data_dir)
     server = RedisServer(process=process, port=port)

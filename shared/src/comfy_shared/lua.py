@@ -53,11 +53,18 @@ class BoundScript:
         self._registered = registered
 
     async def __call__(
-        self, *, keys: Mapping[str, str], args: Mapping[str, str | int | float]
+        self,
+        *,
+        keys: Mapping[str, str],
+        args: Mapping[str, str | int | float],
+        client: Redis | None = None,
     ) -> Any:
+        """``client``: run it there instead of on the client it was registered with (one of
+        its own connection, say)."""
         return await self._registered(
             keys=_in_order("key", self._script.keys, keys),
             args=_in_order("argument", self._script.args, args),
+            client=client,
         )
 
 

@@ -137,6 +137,37 @@ Key (``{p}`` = prefix)        Type    Writer          TTL / notes
                                                      exports the fleet gauges on /metrics
 {p}:signal:{name}            pubsub  any             wake-ups only, never the only copy of a fact
 
+Redis Cluster (``RedisKeys(cluster=True)``, chosen by a ``redis+cluster://`` URL): a script
+or MULTI may only touch keys of one hash slot, and a key's slot is the CRC16 of its hash tag
+(the part between its first ``{`` and the next ``}``) if it has one. The scripts join nearly
+everything: a submit writes the task's keys, its tenant's indexes and the queue; a claim
+moves the queue and a node's slots; the write that ends a task expires every task key and
+counts usage, outputs' expiry and the webhook outbox; a listing reads the records its index
+names; the queue keeps flow keys' names in ``queue:places``; a node's health MULTI joins
+``nodes``; and a process's stream hub follows every task's events and frames with ONE
+blocking ``XREAD``, which a cluster only serves over keys of one slot. So these keys share
+ONE slot: on a cluster every key of the table above that starts with ``{p}:`` starts with
+the prefix as a hash tag, ``{comfy}:task:...`` (the names are otherwise the same). That caps
+the scheduling state (queue, tasks, their events and frames, usage, outputs, webhooks, node
+health) at one primary: fine for the workload (1,000 GPUs at a task per 10 s is ~100
+placements a second, far below what one Redis does), and the cluster still gives failover
+(replicas) and one address for everything.
+The keys that no script or MULTI joins with that state have a slot of their own (their
+owner in braces), so they spread over the primaries (shown for the prefix ``comfy``):
+
+- per task: ``comfy:task:{<id>}:submit:<n>``, ``comfy:gateway:live:{<id>}``;
+- per tenant: ``comfy:idempotency:{<tenant>}:<key>``, ``comfy:gateway:uploads:{<tenant>}``,
+  ``comfy:ui:user:{<tenant>}:settings|files|contents|bytes`` (one slot: the userdata
+  scripts join the last three);
+- per API key or session: ``comfy:key:{<key>}:bucket``, ``comfy:ui:session:{<sha256>}``;
+- singletons hashed by their whole name: ``comfy:costs:shapes``, ``comfy:metrics:fleet-lease``.
+
+Keys that a script reads by a name built in Lua (the listing's task hashes, ``queue:places``'
+flow sets, the outbox's ``webhook:{id}``) are built from a prefix inside the shared slot, so
+they are in the script's slot by construction; ``tests/test_cluster_key_slots.py`` checks
+every script and MULTI of the project against this (and fails for a script it does not run).
+Pub/sub channels (``signal:*``) have no slot: a cluster delivers them from any node.
+
 Task ids are 1-128 characters of ``[A-Za-z0-9_.-]``, the first a letter or digit
 (``models.TASK_ID_PATTERN``): no id can reach into another task's keys.
 Values are JSON (pydantic ``model_dump_json``), never pickle, so ``redis-cli`` shows readable data.
@@ -157,89 +188,102 @@ DEFAULT_PREFIX = "comfy"
 
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
+    """Key builders. ``cluster``: name the keys for a Redis Cluster (hash tags, see the
+    module docstring); off, the names carry no braces, as they always did."""
+
     prefix: str = DEFAULT_PREFIX
+    cluster: bool = False
+
+    @property
+    def root(self) -> str:
+        """What every key of the shared slot starts with: ``{prefix}`` on a cluster."""
+        return f"{{{self.prefix}}}" if self.cluster else self.prefix
+
+    def _tag(self, owner: str) -> str:
+        """``owner`` as the hash tag of a key of its own slot (on a cluster)."""
+        return f"{{{owner}}}" if self.cluster else owner
 
     def task(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}"
+        return f"{self.root}:task:{task_id}"
 
     def task_prompt(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}:prompt"
+        return f"{self.root}:task:{task_id}:prompt"
 
     def task_inputs(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}:inputs"
+        return f"{self.root}:task:{task_id}:inputs"
 
     def task_events(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}:events"
+        return f"{self.root}:task:{task_id}:events"
 
     def task_logs(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}:logs"
+        return f"{self.root}:task:{task_id}:logs"
 
     def task_origin(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}:origin"
+        return f"{self.root}:task:{task_id}:origin"
 
     def task_frames(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}:frames"
+        return f"{self.root}:task:{task_id}:frames"
 
     def prompt_numbers(self) -> str:
-        return f"{self.prefix}:gateway:numbers"
+        return f"{self.root}:gateway:numbers"
 
     def task_submission(self, task_id: str, attempt: int) -> str:
-        return f"{self.prefix}:task:{task_id}:submit:{attempt}"
+        return f"{self.prefix}:task:{self._tag(task_id)}:submit:{attempt}"
 
     def recent_tasks(self) -> str:
-        return f"{self.prefix}:tasks:recent"
+        return f"{self.root}:tasks:recent"
 
     def node_health(self, node_id: str) -> str:
-        return f"{self.prefix}:node:{node_id}:health"
+        return f"{self.root}:node:{node_id}:health"
 
     def node_speed(self, node_id: str) -> str:
-        return f"{self.prefix}:node:{node_id}:speed"
+        return f"{self.root}:node:{node_id}:speed"
 
     def node_profile(self, node_id: str) -> str:
-        return f"{self.prefix}:node:{node_id}:profile"
+        return f"{self.root}:node:{node_id}:profile"
 
     def node_object_info(self, node_id: str) -> str:
-        return f"{self.prefix}:node:{node_id}:object_info"
+        return f"{self.root}:node:{node_id}:object_info"
 
     def node_prompts(self, node_id: str) -> str:
-        return f"{self.prefix}:node:{node_id}:prompts"
+        return f"{self.root}:node:{node_id}:prompts"
 
     def nodes(self) -> str:
-        return f"{self.prefix}:nodes"
+        return f"{self.root}:nodes"
 
     def drained_nodes(self) -> str:
-        return f"{self.prefix}:nodes:drained"
+        return f"{self.root}:nodes:drained"
 
     def autoscaler_retiring(self, scope: str) -> str:
-        return f"{self.prefix}:autoscaler:{scope}:retiring"
+        return f"{self.root}:autoscaler:{scope}:retiring"
 
     def pending_queue(self) -> str:
-        return f"{self.prefix}:queue:pending"
+        return f"{self.root}:queue:pending"
 
     def queue_since(self) -> str:
-        return f"{self.prefix}:queue:since"
+        return f"{self.root}:queue:since"
 
     def queue_band_since(self) -> str:
-        return f"{self.prefix}:queue:band-since"
+        return f"{self.root}:queue:band-since"
 
     def queue_places(self) -> str:
-        return f"{self.prefix}:queue:places"
+        return f"{self.root}:queue:places"
 
     def queue_aging(self) -> str:
         """Batch tasks by enqueue time: those that waited long enough are served first."""
-        return f"{self.prefix}:queue:aging"
+        return f"{self.root}:queue:aging"
 
     def queue_vtime(self) -> str:
         """Band -> virtual time: the fair tag of the last task placed from that band."""
-        return f"{self.prefix}:queue:vtime"
+        return f"{self.root}:queue:vtime"
 
     def queue_flows(self) -> str:
         """Flow (band and tenant) -> the fair tag where its next task starts."""
-        return f"{self.prefix}:queue:flows"
+        return f"{self.root}:queue:flows"
 
     def queue_flow(self, band_rank: int, flow: str) -> str:  # flow: a tenant name, or "*"
         """One flow's waiting tasks in their own order (priority, then arrival)."""
-        return f"{self.prefix}:queue:flow:{band_rank}:{flow}"
+        return f"{self.root}:queue:flow:{band_rank}:{flow}"
 
     def costs_by_shape(self) -> str:
         """Graph shape -> what its runs took, in reference GPU-seconds."""
@@ -247,101 +291,101 @@ class RedisKeys:
 
     def queue_groups(self) -> str:
         """Group of tenants -> the most tasks its keys may run at once."""
-        return f"{self.prefix}:queue:groups"
+        return f"{self.root}:queue:groups"
 
     def queue_seq(self) -> str:
-        return f"{self.prefix}:queue:seq"
+        return f"{self.root}:queue:seq"
 
     def node_dispatched(self, node_id: str) -> str:
-        return f"{self.prefix}:node:{node_id}:dispatched"
+        return f"{self.root}:node:{node_id}:dispatched"
 
     def node_failures(self, node_id: str) -> str:
-        return f"{self.prefix}:node:{node_id}:failures"
+        return f"{self.root}:node:{node_id}:failures"
 
     def idempotency(self, tenant: str, key: str) -> str:
-        return f"{self.prefix}:idempotency:{tenant}:{key}"
+        return f"{self.prefix}:idempotency:{self._tag(tenant)}:{key}"
 
     def tenant_recent(self, tenant: str) -> str:
-        return f"{self.prefix}:tenant:{tenant}:recent"
+        return f"{self.root}:tenant:{tenant}:recent"
 
     def tenant_unfinished(self, tenant: str) -> str:
-        return f"{self.prefix}:tenant:{tenant}:unfinished"
+        return f"{self.root}:tenant:{tenant}:unfinished"
 
     def gateway_uploads(self, tenant: str) -> str:
-        return f"{self.prefix}:gateway:uploads:{tenant}"
+        return f"{self.prefix}:gateway:uploads:{self._tag(tenant)}"
 
     def gateway_live(self, task_id: str) -> str:
-        return f"{self.prefix}:gateway:live:{task_id}"
+        return f"{self.prefix}:gateway:live:{self._tag(task_id)}"
 
     def api_keys(self) -> str:
-        return f"{self.prefix}:apikeys"
+        return f"{self.root}:apikeys"
 
     def api_key_secrets(self) -> str:
-        return f"{self.prefix}:apikeys:secrets"
+        return f"{self.root}:apikeys:secrets"
 
     def queue_usage(self) -> str:
-        return f"{self.prefix}:queue:usage"
+        return f"{self.root}:queue:usage"
 
     def key_bucket(self, key_id: str) -> str:
-        return f"{self.prefix}:key:{key_id}:bucket"
+        return f"{self.prefix}:key:{self._tag(key_id)}:bucket"
 
     def usage_tenant(self, tenant: str, day: date) -> str:
-        return f"{self.prefix}:usage:tenant:{tenant}:{day.isoformat()}"
+        return f"{self.root}:usage:tenant:{tenant}:{day.isoformat()}"
 
     def usage_key(self, key_id: str, day: date) -> str:
-        return f"{self.prefix}:usage:key:{key_id}:{day.isoformat()}"
+        return f"{self.root}:usage:key:{key_id}:{day.isoformat()}"
 
     def usage_tenants(self) -> str:
-        return f"{self.prefix}:usage:tenants"
+        return f"{self.root}:usage:tenants"
 
     def outputs_refs(self) -> str:
-        return f"{self.prefix}:outputs:refs"
+        return f"{self.root}:outputs:refs"
 
     def outputs_sizes(self) -> str:
-        return f"{self.prefix}:outputs:sizes"
+        return f"{self.root}:outputs:sizes"
 
     def outputs_bytes(self) -> str:
-        return f"{self.prefix}:outputs:bytes"
+        return f"{self.root}:outputs:bytes"
 
     def outputs_expiry(self) -> str:
-        return f"{self.prefix}:outputs:expiry"
+        return f"{self.root}:outputs:expiry"
 
     def outputs_finished(self) -> str:
-        return f"{self.prefix}:outputs:finished"
+        return f"{self.root}:outputs:finished"
 
     def outputs_of_task(self, task_id: str) -> str:
-        return f"{self.prefix}:outputs:task:{task_id}"
+        return f"{self.root}:outputs:task:{task_id}"
 
     def outputs_deleting(self) -> str:
-        return f"{self.prefix}:outputs:deleting"
+        return f"{self.root}:outputs:deleting"
 
     def webhook(self, task_id: str) -> str:
         return f"{self.webhook_prefix()}{task_id}"
 
     def webhook_prefix(self) -> str:
         """What :meth:`webhook` puts before a task id (Lua scripts build the key from it)."""
-        return f"{self.prefix}:webhook:"
+        return f"{self.root}:webhook:"
 
     def webhook_outbox(self) -> str:
-        return f"{self.prefix}:webhooks:outbox"
+        return f"{self.root}:webhooks:outbox"
 
     def webhook_dead(self) -> str:
-        return f"{self.prefix}:webhooks:dead"
+        return f"{self.root}:webhooks:dead"
 
     def ui_session(self, session_sha256: str) -> str:
-        return f"{self.prefix}:ui:session:{session_sha256}"
+        return f"{self.prefix}:ui:session:{self._tag(session_sha256)}"
 
     def ui_settings(self, tenant: str) -> str:
-        return f"{self.prefix}:ui:user:{tenant}:settings"
+        return f"{self.prefix}:ui:user:{self._tag(tenant)}:settings"
 
     def ui_files(self, tenant: str) -> str:
-        return f"{self.prefix}:ui:user:{tenant}:files"
+        return f"{self.prefix}:ui:user:{self._tag(tenant)}:files"
 
     def ui_contents(self, tenant: str) -> str:
-        return f"{self.prefix}:ui:user:{tenant}:contents"
+        return f"{self.prefix}:ui:user:{self._tag(tenant)}:contents"
 
     def ui_bytes(self, tenant: str) -> str:
-        return f"{self.prefix}:ui:user:{tenant}:bytes"
+        return f"{self.prefix}:ui:user:{self._tag(tenant)}:bytes"
 
     def metrics_lease(self) -> str:
         """Held by the one balancer replica that exports the fleet-wide gauges (a string with
@@ -349,4 +393,4 @@ class RedisKeys:
         return f"{self.prefix}:metrics:fleet-lease"
 
     def signal(self, name: str) -> str:
-        return f"{self.prefix}:signal:{name}"
+        return f"{self.root}:signal:{name}"

@@ -31,13 +31,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from comfy_shared.errors import SettingsError
 from comfy_shared.net_guard import AllowList
 from comfy_shared.outputs import OutputStoreConfig
+from comfy_shared.redis_client import (
+    CLUSTER_SCHEMES,
+    DEFAULT_SENTINEL_MASTER,
+    RedisTarget,
+    parse_sentinels,
+)
 from comfy_shared.redis_keys import DEFAULT_PREFIX
 from comfy_shared.url_inputs import UrlFetcher
 from comfy_shared.workflows import DEFAULT_TEMPLATES_DIR
 
 LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
 
 NODE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 """A node's (a process's) name: a Redis key part and a filter of the task list."""
@@ -76,7 +82,21 @@ class CommonSettings(BaseSettings):
 
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        description="Redis connection URL (redis://, rediss:// or unix://).",
+        description="Redis connection URL (redis://, rediss:// or unix://; redis+cluster:// or "
+        "rediss+cluster:// names a seed node of a Redis Cluster).",
+    )
+    redis_sentinels: str = Field(
+        default="",
+        description="Redis Sentinel instances, HOST:PORT comma-separated. Set, every "
+        "connection goes to the primary they monitor as --redis-sentinel-master and follows "
+        "it when they promote a replica; --redis-url then gives only the scheme, user, "
+        "password and database.",
+    )
+    redis_sentinel_master: str = Field(
+        default=DEFAULT_SENTINEL_MASTER, description="The name the sentinels monitor Redis under."
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None, description="The sentinels' own password (their requirepass), if any."
     )
     redis_prefix: str = Field(
         default=DEFAULT_PREFIX,
@@ -115,6 +135,29 @@ class CommonSettings(BaseSettings):
         if not value.startswith(_REDIS_SCHEMES):
             raise ValueError(f"must start with one of {', '.join(_REDIS_SCHEMES)}")
         return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: str) -> str:
+        parse_sentinels(value)
+        return value
+
+    @model_validator(mode="after")
+    def _sentinels_or_cluster(self) -> CommonSettings:
+        # A cluster fails over by itself; sentinels watch one primary, not a cluster.
+        if self.redis_sentinels and self.redis_url.startswith(CLUSTER_SCHEMES):
+            raise ValueError("redis_sentinels and a redis+cluster:// redis_url exclude each other")
+        return self
+
+    def redis_target(self) -> RedisTarget:
+        """Where this process's Redis connections go (``redis_client``'s argument)."""
+        password = self.redis_sentinel_password
+        return RedisTarget(
+            self.redis_url,
+            sentinels=parse_sentinels(self.redis_sentinels),
+            sentinel_master=self.redis_sentinel_master,
+            sentinel_password=password.get_secret_value() if password else None,
+        )
 
 
 class ApiServerSettings(CommonSettings):

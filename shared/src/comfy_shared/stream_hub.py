@@ -20,6 +20,13 @@ bounded in-memory queue.
   its read raises, the loop reports failing (``/readyz`` names it) and is started again,
   reconnecting by itself. Followers keep their cursors meanwhile, so they continue where
   they were, with no entry lost or repeated.
+- **Redis Cluster.** One ``XREAD`` can only name keys of one slot: a cluster refuses keys of
+  two slots (CROSSSLOT) even when one node serves both, so streams spread over slots would
+  need a blocking connection per slot, in practice per task. Every stream a hub follows (a
+  task's events and frames) is therefore in the key schema's shared slot, and the hub reads
+  them all at once, from the primary that serves that slot (looked up at each connect, so a
+  failover or a moved slot is followed once the loop starts again); ``CLIENT UNBLOCK`` goes to
+  that node too. A key of another slot is refused when it is followed.
 - **Admission.** At most ``max_streams`` followers at a time; one more raises
   :class:`TooManyStreams`, so a crowd of watchers is refused rather than degrading the server.
   The pooled commands streams make (opening checks, catch-ups) take turns, ``POOLED_READS``
@@ -30,16 +37,18 @@ from __future__ import annotations
 
 import asyncio
 from typing import Final, cast
+from urllib.parse import urlsplit
 
 from loguru import logger
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException, RedisError
 from redis.typing import KeyT, StreamIdT
 
 from comfy_shared.errors import TooManyStreams
 from comfy_shared.loops import LoopHandle
+from comfy_shared.redis_client import RedisTarget, as_target, plain_url, redis_client
 from comfy_shared.stream_clients import StreamClients
 
 Entry = tuple[str, dict[str, str]]
@@ -150,20 +159,25 @@ class StreamHub:
     """The one reader of followed Redis streams in a process (see the module docstring).
 
     ``redis`` is the process's pooled client (catch-up reads, ``CLIENT UNBLOCK``);
-    ``redis_url`` is where the hub opens its own dedicated connection. :meth:`run` is the
+    ``target`` is where the hub opens its own dedicated connection. :meth:`run` is the
     loop body for the process's :class:`~comfy_shared.loops.Supervisor`."""
 
     def __init__(
         self,
-        redis_url: str,
+        target: RedisTarget | str,
         redis: Redis,
         *,
         max_streams: int,
         block_s: float = BLOCK_S,
         queue_entries: int = QUEUE_ENTRIES,
+        slot_key: str = "",
     ) -> None:
-        self._redis_url = redis_url
+        """``slot_key``: on a Redis Cluster, a key of the slot every followed stream is in
+        (the key schema's ``root``)."""
+        self._target = target
         self._redis = redis
+        self._slot_key = slot_key
+        self._reader_node: ClusterNode | None = None  # on a cluster: where the reader is
         self.max_streams = max_streams
         self._block_s = block_s
         self._queue_entries = queue_entries
@@ -190,6 +204,10 @@ class StreamHub:
         Raises :class:`TooManyStreams` when ``max_streams`` followers are open already."""
         if self._open >= self.max_streams:
             raise TooManyStreams(self.max_streams, RETRY_AFTER_S)
+        if isinstance(self._redis, RedisCluster) and key_slot(key.encode()) != key_slot(
+            self._slot_key.encode()
+        ):
+            raise ValueError(f"stream {key!r} is not in the hub's slot (of {self._slot_key!r})")
         self._open += 1
         return Follower(self, key, after, self._queue_entries)
 
@@ -228,7 +246,7 @@ class StreamHub:
         """The supervised loop: connect, then read and hand out until cancelled. A lost
         connection raises, so the supervisor reports the loop failing and starts it again
         (which reconnects); followers keep their cursors meanwhile."""
-        reader = self._connect()
+        reader = await self._connect()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 self._client_id = await reader.client_id()
@@ -242,21 +260,37 @@ class StreamHub:
                 self._waker.cancel()
             await reader.aclose()
 
-    def _connect(self) -> Redis:
-        return Redis.from_url(
-            self._redis_url,
-            decode_responses=True,
-            protocol=2,
-            single_connection_client=True,  # one connection, in a pool of its own
+    async def _connect(self) -> Redis:
+        target = self._target
+        if isinstance(self._redis, RedisCluster):
+            target = await self._slot_node_url(self._redis)
+        return redis_client(
+            target,
+            max_connections=1,
+            single_connection=True,  # one connection, in a pool of its own
             # No socket timeout: the hub bounds each command itself (asyncio.timeout), since
             # redis-py's write timeout (asyncio.wait_for on Python 3.11) can swallow a
             # cancellation, which would leave the loop unstoppable while it blocks.
-            socket_timeout=None,
-            socket_keepalive=True,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            # No silent reconnect: the hub must learn the new connection's client id.
-            retry=Retry(NoBackoff(), 0),
+            socket_timeout_s=None,
+            connect_timeout_s=CONNECT_TIMEOUT_S,
+            health_check_interval_s=0,
+            # No silent reconnect (none of the factory's clients has one): the hub must learn
+            # the new connection's client id.
         )
+
+    async def _slot_node_url(self, cluster: RedisCluster) -> str:
+        """The URL of the primary serving the followed streams' slot. The pooled client is
+        asked about the slot first: after a failover its answer (a redirection or a lost
+        connection) makes it learn the new primary before we look it up."""
+        await cluster.exists(self._slot_key)
+        node = cluster.get_node_from_key(self._slot_key)
+        if node is None:
+            raise RedisClusterException(f"no node serves the slot of {self._slot_key!r}")
+        self._reader_node = node
+        # Its credentials and TLS from the configured URL, the node's address.
+        url = urlsplit(plain_url(as_target(self._target).url))
+        credentials, at, _ = url.netloc.rpartition("@")
+        return url._replace(netloc=f"{credentials}{at}{node.host}:{node.port}", path="").geturl()
 
     async def fan_out_once(self, reader: Redis) -> int:
         """One read over every followed stream, or, with none, a wait for the first follower
@@ -319,8 +353,13 @@ class StreamHub:
                 return  # the next read includes every follower
             client_id = self._client_id
             try:
-                if client_id is not None and await self._redis.client_unblock(client_id):
+                if client_id is not None and await self._unblock(client_id):
                     return
             except RedisError:
                 return  # Redis is away; the read ends with the connection
             await asyncio.sleep(UNBLOCK_RETRY_S)
+
+    async def _unblock(self, client_id: int) -> bool:
+        if self._reader_node is not None:  # on a cluster: the reader's node, not any node
+            return bool(await self._redis.client_unblock(client_id, target_nodes=self._reader_node))
+        return bool(await self._redis.client_unblock(client_id))

@@ -20,6 +20,7 @@ from loguru import logger
 from redis.asyncio import Redis
 
 from comfy_shared.logs import record_to_dict
+from comfy_shared.redis_client import RedisTarget, redis_sync_client
 from comfy_shared.redis_keys import RedisKeys
 
 if TYPE_CHECKING:
@@ -34,16 +35,14 @@ class TaskLogSink:
 
     def __init__(
         self,
-        redis_url: str,
+        target: RedisTarget | str,
         keys: RedisKeys,
         *,
         to_dict: Callable[[Record], dict[str, Any]],
         retention_s: int,
         buffer_lines: int = 10_000,
     ) -> None:
-        self._redis = redis_sync.Redis.from_url(
-            redis_url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
-        )
+        self._redis = redis_sync_client(target, timeout_s=2)
         self._keys = keys
         self._to_dict = to_dict
         self._retention_s = retention_s
@@ -124,10 +123,10 @@ def format_task_log(records: list[dict[str, Any]]) -> str:
 
 
 def install_task_log_sink(
-    redis_url: str, keys: RedisKeys, *, retention_s: int, level: str = "INFO"
+    target: RedisTarget | str, keys: RedisKeys, *, retention_s: int, level: str = "INFO"
 ) -> TaskLogSink:
     """Add the sink to loguru for this process; close it on shutdown."""
-    sink = TaskLogSink(redis_url, keys, to_dict=record_to_dict, retention_s=retention_s)
+    sink = TaskLogSink(target, keys, to_dict=record_to_dict, retention_s=retention_s)
     sink.handler_id = logger.add(
         sink.write, level=level, format="{message}", filter=TaskLogSink.has_task
     )

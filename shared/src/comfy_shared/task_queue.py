@@ -31,7 +31,8 @@ Every move is one Lua script, so the races that matter have exactly one winner:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
@@ -344,10 +345,21 @@ class KeyAtCapacity(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Replication:
+    """How many replicas must hold a submit before it counts as done (Redis ``WAIT``)."""
+
+    replicas: int
+    timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Submitted:
     task: TaskRecord
     created: bool
     position: int | None
+    replicated: bool = True
+    """False: :class:`Replication` was asked for and fewer replicas confirmed in time (the
+    task is written on the primary all the same)."""
     """Tasks that start before a task this call queued; None for an existing task (not
     looked up)."""
 
@@ -394,9 +406,17 @@ class QueueStats:
 
 class TaskQueue:
     def __init__(
-        self, redis: Redis, keys: RedisKeys, store: TaskStore, *, batch_max_wait_s: float = 600
+        self,
+        redis: Redis,
+        keys: RedisKeys,
+        store: TaskStore,
+        *,
+        batch_max_wait_s: float = 600,
+        replication: Replication | None = None,
     ) -> None:
+        """``replication``: a submit waits for that many replicas to confirm its write."""
         self._redis = redis
+        self._replication = replication
         self._keys = keys
         self._store = store
         self._batch_max_wait_ms = int(batch_max_wait_s * 1000)
@@ -435,7 +455,7 @@ class TaskQueue:
         """Store the task and queue it in its band and flow, atomically, in one round trip; a
         taken id returns the existing task. Raises QueueAtCapacity if ``max_pending`` (0: no
         limit) tasks wait, and KeyAtCapacity if the task's key has its ``limits.max_queued``
-        waiting."""
+        waiting. With ``replication``, then waits for the replicas (``Submitted.replicated``)."""
         if abs(record.priority) > MAX_ABS_PRIORITY:
             raise ValueError(f"priority must be within +-{MAX_ABS_PRIORITY}")
         keys, args = self._store.create_arguments(record, prompt, inputs or {}, origin)
@@ -444,40 +464,61 @@ class TaskQueue:
         if share.cost_s <= 0 or share.weight <= 0:
             raise ValueError("a task's cost and weight must be positive")
         band = record.band.rank
-        result = await self._submit(
-            keys=keys
-            | self._queue_keys
-            | {
-                "seq": self._keys.queue_seq(),
-                "vtime": self._keys.queue_vtime(),
-                "flows": self._keys.queue_flows(),
-                "flow": self._keys.queue_flow(band, share.flow),
-            },
-            args=args
-            | {
-                "max_pending": max_pending,
-                "priority": record.priority,
-                "queued_ms": now_ms(),
-                "channel": self._keys.signal(TASK_QUEUED),
-                "owner": record.key_id or "",
-                "max_queued": quota.max_queued or 0,
-                "max_running": quota.max_running or 0,
-                "group": share.group,
-                "band_rank": band,
-                "flow_name": share.flow,
-                "cost_s": repr(share.cost_s),
-                "weight": repr(share.weight),
-                "aged_before_ms": self._aged_before_ms(),
-                "max_reorder": MAX_REORDER,
-            },
-        )
+        async with self._connection() as client:
+            result = await self._submit(
+                client=client,
+                keys=keys
+                | self._queue_keys
+                | {
+                    "seq": self._keys.queue_seq(),
+                    "vtime": self._keys.queue_vtime(),
+                    "flows": self._keys.queue_flows(),
+                    "flow": self._keys.queue_flow(band, share.flow),
+                },
+                args=args
+                | {
+                    "max_pending": max_pending,
+                    "priority": record.priority,
+                    "queued_ms": now_ms(),
+                    "channel": self._keys.signal(TASK_QUEUED),
+                    "owner": record.key_id or "",
+                    "max_queued": quota.max_queued or 0,
+                    "max_running": quota.max_running or 0,
+                    "group": share.group,
+                    "band_rank": band,
+                    "flow_name": share.flow,
+                    "cost_s": repr(share.cost_s),
+                    "weight": repr(share.weight),
+                    "aged_before_ms": self._aged_before_ms(),
+                    "max_reorder": MAX_REORDER,
+                },
+            )
+            replicated = await self._replicated(client)
         if isinstance(result, str):
-            return Submitted(TaskRecord.model_validate_json(result), created=False, position=None)
+            existing = TaskRecord.model_validate_json(result)
+            return Submitted(existing, created=False, position=None, replicated=replicated)
         if result == -1:
             raise QueueAtCapacity(max_pending)
         if result == -2:
             raise KeyAtCapacity(quota.max_queued)
-        return Submitted(record, created=True, position=int(result) - 1)
+        return Submitted(record, created=True, position=int(result) - 1, replicated=replicated)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Redis]:
+        """Where a submit runs: with replication, one connection held for the script and the
+        WAIT after it (WAIT counts the writes of its own connection); else the pool."""
+        if self._replication is None:
+            yield self._redis
+            return
+        async with self._redis.client() as client:
+            yield client
+
+    async def _replicated(self, client: Redis) -> bool:
+        if self._replication is None:
+            return True
+        wanted = self._replication.replicas
+        confirmed = int(await client.wait(wanted, self._replication.timeout_ms))
+        return confirmed >= wanted
 
     async def claim(self, task_id: str, node_id: str, slots: int) -> int:
         """Move a queued task onto a node: 1 done, 0 no longer queued, -1 node full, -2 the

@@ -17,6 +17,7 @@ can end it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -353,12 +354,14 @@ class TaskStore:
         """Each task with its graph and origin (None: no such task), in one round trip."""
         if not task_ids:
             return {}
-        async with self._redis.pipeline(transaction=False) as pipe:
-            keys = [self._keys.task(task_id) for task_id in task_ids]
-            await self._field_of_each(keys=keys, args=["record"], client=pipe)
-            pipe.mget([self._keys.task_prompt(task_id) for task_id in task_ids])
-            pipe.mget([self._keys.task_origin(task_id) for task_id in task_ids])
-            records, prompts, origins = await pipe.execute()
+        # Sent at once, not in one pipeline: a cluster client refuses scripts and MGET there.
+        records, prompts, origins = await asyncio.gather(
+            self._field_of_each(
+                keys=[self._keys.task(task_id) for task_id in task_ids], args=["record"]
+            ),
+            self._redis.mget([self._keys.task_prompt(task_id) for task_id in task_ids]),
+            self._redis.mget([self._keys.task_origin(task_id) for task_id in task_ids]),
+        )
         found: dict[str, Submission | None] = {}
         for task_id, record, prompt, origin in zip(
             task_ids, records, prompts, origins, strict=True

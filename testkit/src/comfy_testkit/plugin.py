@@ -3,8 +3,14 @@
 - ``redis_server``: one real Redis server per test session, on a free port.
 - ``redis_url``: that server's URL, with the database flushed before each test.
 - ``redis``: an async client (decode_responses) for the test, closed afterwards.
+- ``redis_cluster``: a real Redis Cluster of three primaries per test session, started only
+  when a test asks for it; ``redis_cluster_url`` is its ``redis+cluster://`` URL, every
+  primary flushed before each test. A module runs its processes on it by overriding
+  ``redis_url`` with ``redis_cluster_url`` (``tests/test_redis_cluster.py``).
 - ``restartable_redis``: a Redis of the test's own that it may kill and start again; a module
   using it overrides ``redis_url`` with its URL.
+- ``sentinel_group``: a primary, its replica and three sentinels of the test's own
+  (``comfy_testkit.sentinel``), the replica in sync; the test may kill the primary.
 - ``s3_server``: one real S3-compatible server (moto's server mode, its own process) per test
   session, on a free port; tests make their own buckets in it.
 - ``process_log_dir``: where child processes of a test write their output.
@@ -35,8 +41,10 @@ from comfy_testkit.api_keys import KeyClients
 from comfy_testkit.browser import chromium
 from comfy_testkit.cluster import Cluster, Node
 from comfy_testkit.emulator_control import EmulatorControl
+from comfy_testkit.redis_cluster import RedisClusterServers, start_redis_cluster
 from comfy_testkit.restartable_redis import RestartableRedis
 from comfy_testkit.s3 import S3Server, start_s3_server
+from comfy_testkit.sentinel import SentinelGroup
 from comfy_testkit.stack import (
     AUTH_HEADERS,
     TEST_INTERNAL_TOKEN,
@@ -68,6 +76,19 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    cluster = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisClusterServers) -> str:
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
 @pytest.fixture
 def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
     """A Redis of the test's own, which it may kill and start again. A module that uses it
@@ -76,6 +97,16 @@ def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
     server = RestartableRedis(tmp_path / "redis")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    group = SentinelGroup(tmp_path / "sentinel-group")
+    try:
+        group.wait_until_replicated()
+        yield group
+    finally:
+        group.stop()
 
 
 @pytest.fixture

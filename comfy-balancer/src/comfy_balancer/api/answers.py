@@ -20,6 +20,13 @@ PROMPT_REJECTED = Answer(
     "node's ComfyUI words them. Nothing was queued.",
 )
 QUEUE_FULL = Answer(429, "queue_full", "the queue holds `--max-queue` tasks; see Retry-After.")
+NOT_REPLICATED = Answer(
+    503,
+    "not_replicated",
+    "the task was queued, but fewer Redis replicas than `--submit-replicas` confirmed it in "
+    "time; it may run. Submit again with the same task id or Idempotency-Key: the answer is "
+    "the task, or it is queued anew if Redis lost it. See Retry-After.",
+)
 NODE_UNAVAILABLE = Answer(
     503, "node_unavailable", "the node that holds the task (or its files) cannot be reached."
 )

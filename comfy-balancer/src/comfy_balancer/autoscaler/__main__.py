@@ -52,7 +52,7 @@ async def run_autoscaler(settings: AutoscalerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    redis = await connect_redis(settings.redis_url, attempts=30)
+    redis = await connect_redis(settings.redis_target(), attempts=30)
     containers = DockerNodes(lambda: _docker_client(settings), settings, os.environ)
     autoscaler = Autoscaler(settings, redis, containers)
     supervisor = Supervisor()

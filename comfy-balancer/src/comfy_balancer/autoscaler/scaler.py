@@ -36,6 +36,7 @@ from comfy_balancer.costs import MIN_COST_S, reference_speed, relative_speed
 from comfy_balancer.eta import PaceReader
 from comfy_balancer.registry import NodeRegistry, NodeState, NodeView
 from comfy_shared.clock import utc_now
+from comfy_shared.redis_client import is_cluster_url
 from comfy_shared.redis_keys import RedisKeys
 from comfy_shared.task_queue import TaskQueue
 from comfy_shared.task_store import TaskStore
@@ -57,7 +58,7 @@ class Autoscaler:
         containers: NodeContainers,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        keys = RedisKeys(settings.redis_prefix)
+        keys = RedisKeys(settings.redis_prefix, cluster=is_cluster_url(settings.redis_url))
         store = TaskStore(redis, keys)
         self._settings = settings
         self._redis = redis

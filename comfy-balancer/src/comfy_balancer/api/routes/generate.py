@@ -10,6 +10,7 @@ from comfy_balancer.api.answers import (
     INVALID_WEBHOOK_URL,
     KEY_QUEUE_FULL,
     NO_CAPABLE_NODE,
+    NOT_REPLICATED,
     PRIORITY_NOT_ALLOWED,
     PROMPT_REJECTED,
     QUEUE_FULL,
@@ -47,6 +48,7 @@ _ANSWERS = error_responses(
     BUDGET_EXHAUSTED,
     BUSY,
     REDIS_UNAVAILABLE,
+    NOT_REPLICATED,
     STORE_UNAVAILABLE,
 ) | {200: {"model": TaskView, "description": "Idempotency-Key or task id already used: no rerun."}}
 
