@@ -16,14 +16,18 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class ApiError(Exception):
-    """The API answered with an error body; ``type`` says who is at fault."""
+    """The API answered with an error body; ``type`` says who is at fault, ``retry_after_s``
+    when to come back (its ``Retry-After``, on a 429 or 503)."""
 
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
+    def __init__(
+        self, status: int, body: dict[str, Any], retry_after_s: float | None = None
+    ) -> None:
         self.status = status
         self.type = str(body.get("type", "service"))
         self.code = str(body.get("code", "error"))
         super().__init__(str(body.get("detail", f"HTTP {status}")))
         self.body = body
+        self.retry_after_s = retry_after_s
 
 
 @dataclass
@@ -210,3 +214,98 @@ def _output_path(target: Path | None, output: dict[str, Any], index: int) -> Pat
     if index == 0:
         return target
     return target.with_name(f"{target.stem}-{index}{Path(output['filename']).suffix}")
+
+
+@dataclass
+class AsyncStackClient:
+    """The calls a long-running async client (``comfy_stack.batch``) makes, with the same errors
+    as ``StackClient``: ``ApiError`` for an error answer, httpx's ``TransportError`` when the
+    API cannot be reached. ComfyUI gateway answers (``upload_image``, ``queue_prompt``) have
+    their error envelope mapped to the same ``ApiError``."""
+
+    http: httpx.AsyncClient
+
+    @classmethod
+    def like(cls, client: StackClient, timeout_s: float = 60) -> AsyncStackClient:
+        """An async client to the same API with the same key as ``client``."""
+        http = httpx.AsyncClient(
+            base_url=client.http.base_url, headers=client.http.headers, timeout=timeout_s
+        )
+        return cls(http)
+
+    @classmethod
+    def connect(cls, url: str, key: str | None = None, timeout_s: float = 60) -> AsyncStackClient:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return cls(httpx.AsyncClient(base_url=url.rstrip("/"), timeout=timeout_s, headers=headers))
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def workflow(self, name: str) -> dict[str, Any]:
+        return await self._object("GET", f"/api/v1/workflows/{name}")
+
+    async def generate(
+        self,
+        body: dict[str, Any],
+        files: dict[str, tuple[str, bytes, str]] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Submit a task; with ``files`` (parameter -> (name, bytes, media type)) as the
+        multipart request the balancer takes. An idempotency key that was used answers the
+        existing task."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        if files:
+            form = {"request": json.dumps(body)}
+            return await self._object(
+                "POST", "/api/v1/generate", data=form, files=files, headers=headers
+            )
+        return await self._object("POST", "/api/v1/generate", json=body, headers=headers)
+
+    async def task(self, task_id: str) -> dict[str, Any]:
+        return await self._object("GET", f"/api/v1/tasks/{task_id}")
+
+    async def upload_image(self, name: str, data: bytes, media_type: str) -> dict[str, Any]:
+        """Upload an input through the ComfyUI gateway (kept per tenant; the same bytes under
+        the same name are stored once); ComfyUI's answer (``name``, ``subfolder``)."""
+        files = {"image": (name, data, media_type)}
+        return await self._object("POST", "/upload/image", files=files, data={"type": "input"})
+
+    async def queue_prompt(self, graph: dict[str, Any], prompt_id: str) -> dict[str, Any]:
+        """Queue an API-format graph through the ComfyUI gateway under ``prompt_id`` (the
+        task id); an id already taken answers 409 ``task_id_taken``."""
+        return await self._object("POST", "/prompt", json={"prompt": graph, "prompt_id": prompt_id})
+
+    async def download(self, url: str, path: Path) -> None:
+        """Stream the file at ``url`` (relative to the API) into ``path``."""
+        async with self.http.stream("GET", url) as response:
+            if response.status_code != 200:
+                await response.aread()
+                raise _api_error(response)
+            with path.open("wb") as file:
+                async for chunk in response.aiter_bytes():
+                    file.write(chunk)
+
+    async def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = await self.http.request(method, path, **kwargs)
+        if response.is_error:
+            raise _api_error(response)
+        body = response.json() if response.content else {}
+        return body if isinstance(body, dict) else {}
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    if isinstance(envelope := body.get("error"), dict):  # the ComfyUI gateway's
+        body = {"detail": envelope.get("message"), "code": envelope.get("type")} | body
+    return ApiError(response.status_code, body, _retry_after_s(response))
+
+
+def _retry_after_s(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None

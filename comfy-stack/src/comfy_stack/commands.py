@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from comfy_stack.batch.command import add_batch_command
 from comfy_stack.client import ApiError, StackClient
 from comfy_stack.credentials import (
     API_KEY_ENV,
@@ -84,6 +85,7 @@ def add_client_commands(commands: Any) -> None:
         "env", help=f"print shell lines that set {URL_ENV} and {API_KEY_ENV} for curl"
     )
     env.set_defaults(run=_env)
+    add_batch_command(commands)
     for name, command in commands.choices.items():
         if name not in _WITHOUT_CONNECTION:
             add_connection_flags(command)
