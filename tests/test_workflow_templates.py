@@ -174,15 +174,20 @@ async def test_a_multipart_image_reaches_the_node_privately_and_is_blanked_after
         for other in small_cluster.nodes:
             await other.control.release()
         task = await wait_until_finished(small_cluster.api, running["id"])
-        after = (await comfy.get("/view", params=view)).content
+
+        async def blanked() -> bool:
+            # The service blanks the file right after it recorded the end, not before.
+            after = (await comfy.get("/view", params=view)).content
+            with Image.open(io.BytesIO(after)) as image:
+                return image.size == (1, 1)
+
+        await wait_for_condition(blanked, timeout_s=10, what="the staged input blanked")
 
     assert task["status"] == "succeeded"
     assert task["params"]["image"].startswith("<png image")
     assert re.fullmatch(r"comfy-stack/[0-9a-f]{32}\.png", image_input)
     assert queued[1] == prompt_id
     assert while_running == picture
-    with Image.open(io.BytesIO(after)) as blank:
-        assert blank.size == (1, 1)
 
 
 async def test_workflows_are_listed_with_a_json_schema(small_cluster: Cluster) -> None:
