@@ -42,7 +42,7 @@ import pytest
 from comfy_shared.comfyui import ComfyClient, HistoryEntry, QueueState
 from comfy_shared.redis_client import connect_redis
 from comfy_testkit import graphs
-from comfy_testkit.api import TERMINAL, get_task, submit, wait_for_status
+from comfy_testkit.api import TERMINAL, find_task, get_task, submit, wait_for_status
 from comfy_testkit.audit import duplicated_completions, finished_lines, terminal_events
 from comfy_testkit.cluster import Cluster, Node
 from comfy_testkit.plugin import EmulatorFactory, ServiceFactory
@@ -182,15 +182,6 @@ def check(outcome: Outcome) -> None:
     assert (outcome.succeeded, outcome.failed, outcome.lost) == (outcome.tasks, 0, 0), outcome
     assert outcome.duplicated_completions == 0, outcome
     assert outcome.placed_after_recovery_s < PLACED_WITHIN_S, outcome
-
-
-async def find_task(api: httpx.AsyncClient, task_id: str) -> dict[str, Any] | None:
-    response = await api.get(f"/api/v1/tasks/{task_id}")
-    if response.status_code == 404:
-        return None
-    response.raise_for_status()
-    task: dict[str, Any] = response.json()
-    return task
 
 
 def epoch(iso: str) -> float:

@@ -36,7 +36,7 @@ from comfy_shared.models import NodeHealth
 from comfy_shared.redis_client import connect_redis
 from comfy_shared.redis_keys import RedisKeys
 from comfy_testkit import graphs
-from comfy_testkit.api import TERMINAL
+from comfy_testkit.api import TERMINAL, find_task
 from comfy_testkit.audit import duplicated_completions, finished_lines, terminal_events
 from comfy_testkit.cluster import Cluster
 from comfy_testkit.plugin import CLIENT_LIMITS, BalancerFactory
@@ -226,15 +226,6 @@ async def all_ready(cluster: Cluster, more: list[str]) -> bool:
                     continue
             return False
     return True
-
-
-async def find_task(api: httpx.AsyncClient, task_id: str) -> dict[str, Any] | None:
-    response = await api.get(f"/api/v1/tasks/{task_id}")
-    if response.status_code == 404:
-        return None
-    response.raise_for_status()
-    task: dict[str, Any] = response.json()
-    return task
 
 
 @dataclass

@@ -26,6 +26,16 @@ async def get_task(api: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
     return task
 
 
+async def find_task(api: httpx.AsyncClient, task_id: str) -> dict[str, Any] | None:
+    """The task, or None when the API does not know it (404)."""
+    response = await api.get(f"/api/v1/tasks/{task_id}")
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    task: dict[str, Any] = response.json()
+    return task
+
+
 async def wait_for_status(
     api: httpx.AsyncClient, task_id: str, statuses: set[str], *, timeout_s: float = 20
 ) -> dict[str, Any]:
