@@ -299,7 +299,10 @@ async def test_a_tenant_s_unfinished_tasks_are_those_created_and_not_ended(
 
     await run(store, "t1")
     assert await store.count_unfinished("acme") == 2  # running is not ended
+    assert await store.count_unfinished_with("acme", "t1") == 2
     await succeed(store, "t1")
+    assert await store.count_unfinished_with("acme", "t1") == 2  # counted as it started
+    assert await store.count_unfinished("acme") == 1
     await store.apply("t2", Cancelled())
 
     assert await store.unfinished_ids("acme") == []

@@ -413,6 +413,17 @@ class TaskStore:
         ``queue_remaining`` for that tenant)."""
         return int(await self._redis.zcard(self._keys.tenant_unfinished(tenant)))
 
+    async def count_unfinished_with(self, tenant: str, task_id: str) -> int:
+        """:meth:`count_unfinished` with ``task_id`` counted among them even if it has ended
+        since: what ComfyUI said as that prompt started, told by a relay that learns of the
+        start after the end may already be recorded."""
+        key = self._keys.tenant_unfinished(tenant)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(key)
+            pipe.zscore(key, task_id)
+            count, score = await pipe.execute()
+        return int(count) + (score is None)
+
     async def next_prompt_number(self) -> int:
         """ComfyUI's ``number`` for a new gateway prompt: increasing over the deployment."""
         return int(await self._redis.incr(self._keys.prompt_numbers()))

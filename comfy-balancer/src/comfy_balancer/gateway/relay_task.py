@@ -285,7 +285,8 @@ class TaskRelay:
             return
         text = frame.text
         if kind == "execution_start":
-            await self._status_to_everyone()  # as ComfyUI says when its worker takes a prompt
+            # As ComfyUI says when its worker takes a prompt, which is still in its queue then.
+            await self._status_to_everyone(starting=True)
         elif kind == "executing":
             attempt.node = data.get("node")
         elif kind == "progress_state":
@@ -366,11 +367,15 @@ class TaskRelay:
         for socket in self._audience.of_client(self.client_id):
             socket.send(frame)
 
-    async def _status_to_everyone(self) -> None:
+    async def _status_to_everyone(self, *, starting: bool = False) -> None:
         if self._quiet:
             return
+        store, tenant = self._tools.store, self._audience.tenant
         try:
-            remaining = await self._tools.store.count_unfinished(self._audience.tenant)
+            if starting:  # the frame may be read after the task's end was recorded
+                remaining = await store.count_unfinished_with(tenant, self.task_id)
+            else:
+                remaining = await store.count_unfinished(tenant)
         except RedisError as exc:
             # A lost notice, not a lost fact: the next status (or GET /prompt) tells it.
             logger.warning("gateway status not sent", task_id=self.task_id, error=str(exc))
