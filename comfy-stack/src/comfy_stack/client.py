@@ -159,13 +159,8 @@ class StackClient:
 
 
 def _raise_for_error(response: httpx.Response) -> None:
-    if not response.is_error:
-        return
-    try:
-        body = response.json()
-    except ValueError:  # not JSON: a proxy's page, say
-        body = {"detail": response.text.strip()[:200] or f"HTTP {response.status_code}"}
-    raise ApiError(response.status_code, body if isinstance(body, dict) else {})
+    if response.is_error:
+        raise _api_error(response)
 
 
 def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
@@ -294,10 +289,12 @@ class AsyncStackClient:
 
 
 def _api_error(response: httpx.Response) -> ApiError:
+    """The error an answer carries, whether from the API, the ComfyUI gateway (its ``error``
+    envelope) or something in between (a proxy's page: its first words as the detail)."""
     try:
         body = response.json()
     except ValueError:
-        body = {}
+        body = {"detail": response.text.strip()[:200] or f"HTTP {response.status_code}"}
     body = body if isinstance(body, dict) else {}
     if isinstance(envelope := body.get("error"), dict):  # the ComfyUI gateway's
         body = {"detail": envelope.get("message"), "code": envelope.get("type")} | body

@@ -140,10 +140,10 @@ def _expected_start(eta: dict[str, str] | None, now: datetime | None = None) -> 
     if not eta:
         return ""
     wait_s = (datetime.fromisoformat(eta["start"]) - (now or datetime.now(UTC))).total_seconds()
-    return f", starts in about {_duration(wait_s)}" if wait_s >= 1 else ", starts any moment"
+    return f", starts in about {duration_text(wait_s)}" if wait_s >= 1 else ", starts any moment"
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     if seconds < 90:
         return f"{round(seconds)} s"
     if seconds < 90 * 60:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from comfy_stack.batch.report import Counts
-from comfy_stack.progress import _duration
+from comfy_stack.progress import duration_text
 
 PLAIN_EVERY_S = 2.0
 
@@ -19,7 +19,7 @@ PLAIN_EVERY_S = 2.0
 def describe(counts: Counts) -> str:
     """``done, failed, running, rate, ETA`` in words."""
     eta_s = counts.eta_s()
-    eta = "-" if eta_s is None else _duration(eta_s)
+    eta = "-" if eta_s is None else duration_text(eta_s)
     return (
         f"{counts.done} done, {counts.failed} failed, {counts.running} running, "
         f"{counts.rate():.1f} files/s, ETA {eta}"
