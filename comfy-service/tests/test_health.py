@@ -97,6 +97,7 @@ async def test_it_is_written_once_per_change_and_again_when_lost(
     await _upload_image(emulator, "new-input.png")  # LoadImage's list changes...
     await control.restart()  # ...and the service reads it again
     second = await wait_for_condition(lambda: _changed(redis, first), what="a new object_info hash")
+    await _ticks_after_notified(key_events, hsets=2)  # the notification lags the write
     assert key_events["hset"] == 2
     packed = await read_packed(redis, KEYS, "oi")
     assert packed is not None
@@ -107,7 +108,16 @@ async def test_it_is_written_once_per_change_and_again_when_lost(
     await wait_for_condition(
         lambda: redis.exists(KEYS.node_object_info("oi")), what="the lost document written again"
     )
+    await _ticks_after_notified(key_events, hsets=3)
     assert key_events["hset"] == 3
+
+
+async def _ticks_after_notified(seen: Counter[str], *, hsets: int) -> None:
+    """Wait until ``hsets`` writes were notified, then two more publishes (a write too many
+    would be seen by then)."""
+    await wait_for_condition(lambda: _at_least(seen, "hset", hsets), what=f"{hsets} writes")
+    expires = seen["expire"]
+    await wait_for_condition(lambda: _at_least(seen, "expire", expires + 2), what="two ticks")
 
 
 async def _at_least(seen: Counter[str], event: str, count: int) -> bool:
