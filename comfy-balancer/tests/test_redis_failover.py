@@ -193,7 +193,10 @@ async def succeeded_at_least(cluster: Cluster, submitter: Submitter, count: int)
 
 
 async def promoted(group: SentinelGroup) -> bool:
-    return group.primary_address() == (group.replica.host, group.replica.port)
+    try:
+        return group.primary_address() == (group.replica.host, group.replica.port)
+    except ConnectionError:  # none named while the sentinels fail over
+        return False
 
 
 async def health_published_since(group: SentinelGroup, epoch_s: float) -> bool:

@@ -280,4 +280,7 @@ async def replica_stalled(redis: Redis) -> bool:
 
 
 async def promoted(group: SentinelGroup) -> bool:
-    return group.primary_address() == (group.replica.host, group.replica.port)
+    try:
+        return group.primary_address() == (group.replica.host, group.replica.port)
+    except ConnectionError:  # none named while the sentinels fail over
+        return False

@@ -12,6 +12,7 @@ import contextlib
 from pathlib import Path
 
 import redis as redis_sync
+import redis.sentinel as sentinel_sync
 
 from comfy_shared.redis_client import Address, RedisTarget
 from comfy_stack.embedded_redis import RedisServer, redis_server_binary, start_redis_server
@@ -57,13 +58,21 @@ class SentinelGroup:
         return ",".join(f"{host}:{port}" for host, port in self.addresses)
 
     def primary_address(self) -> Address:
-        """The primary the first sentinel that answers names now."""
-        for host, port in self.addresses:
-            with contextlib.suppress(redis_sync.RedisError), _client(host, port) as sentinel:
-                reply = sentinel.sentinel_get_master_addr_by_name(MASTER_NAME)
-                if reply:
-                    return str(reply[0]), int(reply[1])
-        raise ConnectionError("no sentinel answers")
+        """The primary a client is sent to now, found as redis-py finds it: named by a
+        sentinel that holds it as a master neither subjectively nor objectively down. (A
+        sentinel names the promoted replica a moment before it holds it up: asking only for
+        the name said "promoted" while clients still found no primary.)"""
+        manager = sentinel_sync.Sentinel(  # type: ignore[no-untyped-call]
+            self.addresses, sentinel_kwargs={"socket_timeout": 1, "socket_connect_timeout": 1}
+        )
+        try:
+            host, port = manager.discover_master(MASTER_NAME)  # type: ignore[no-untyped-call]
+        except sentinel_sync.MasterNotFoundError as exc:
+            raise ConnectionError(f"no primary named: {exc}") from exc
+        finally:
+            for sentinel in manager.sentinels:
+                sentinel.close()
+        return str(host), int(port)
 
     def wait_until_replicated(self, timeout_s: float = 15.0) -> None:
         """Every sentinel knows the replica as up and in sync, so a failover can pick it."""
